@@ -1,0 +1,297 @@
+//! The key dictionary: external customer keys to dense `u32` ordinals, in first-seen order.
+//!
+//! In memory, VARCHAR keys live in one byte arena with an offset per ordinal, and a hashbrown
+//! `HashTable<u32>` of ordinals finds a key's ordinal by hashing the arena bytes: about 16 bytes of
+//! overhead per key on top of the key bytes. BIGINT keys are a plain `Vec<i64>` with the same table.
+//!
+//! On disk (`keys.dict`): a log (see [`crate::log`]) whose records each list the keys a batch added,
+//! in ordinal order. The dictionary is written before the WAL record that uses its ordinals and fsynced
+//! before that record (the group commit syncs it first), so every durable WAL record refers to durable
+//! ordinals. A torn tail holds keys no acknowledged append used and is truncated on open.
+
+use std::fs::{File, OpenOptions};
+use std::hash::BuildHasher;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use crate::error::{Result, StorageError};
+use crate::format::{check_file_header, file_header, ByteReader, ByteWriter, KEYDICT_MAGIC, KEYDICT_VERSION};
+use crate::log::{read_records, LogFile};
+use crate::schema::KeyType;
+
+/// Longest VARCHAR key accepted, in bytes.
+pub const KEY_LEN_MAX: usize = 4096;
+
+/// A borrowed customer key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key<'a> {
+    /// A VARCHAR key.
+    Str(&'a str),
+    /// A BIGINT key.
+    Int(i64),
+}
+
+/// The dictionary of one database.
+#[derive(Debug)]
+pub struct KeyDict {
+    key_type: KeyType,
+    arena: Vec<u8>,
+    /// `offsets[o]..offsets[o + 1]` is key `o` in `arena` (VARCHAR only).
+    offsets: Vec<u64>,
+    ints: Vec<i64>,
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    log: LogFile,
+}
+
+impl KeyDict {
+    /// Creates an empty dictionary file at `path` (fails if it exists).
+    pub fn create(path: &Path, key_type: KeyType) -> Result<KeyDict> {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| StorageError::io(path, e))?;
+        f.write_all(&file_header(KEYDICT_MAGIC, KEYDICT_VERSION, key_type.tag() as u16))
+            .and_then(|_| f.sync_all())
+            .map_err(|e| StorageError::io(path, e))?;
+        Ok(Self::empty(key_type, f, path.to_path_buf(), crate::format::FILE_HEADER_LEN as u64))
+    }
+
+    fn empty(key_type: KeyType, file: File, path: PathBuf, end: u64) -> KeyDict {
+        KeyDict {
+            key_type,
+            arena: Vec::new(),
+            offsets: vec![0],
+            ints: Vec::new(),
+            table: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            log: LogFile { file: Arc::new(file), path, end },
+        }
+    }
+
+    /// Opens the dictionary at `path`, dropping a torn tail.
+    pub fn open(path: &Path) -> Result<KeyDict> {
+        let bytes = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
+        let head = bytes.get(..crate::format::FILE_HEADER_LEN).unwrap_or(&bytes);
+        let flags = check_file_header(path, head, KEYDICT_MAGIC, KEYDICT_VERSION)?;
+        let key_type = KeyType::from_tag(flags as u8)
+            .ok_or_else(|| StorageError::corrupt(path, 10, format!("unknown key type {flags}")))?;
+        let records = read_records(path, &bytes)?;
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| StorageError::io(path, e))?;
+        if records.torn_tail {
+            file.set_len(records.end).and_then(|_| file.sync_all()).map_err(|e| StorageError::io(path, e))?;
+        }
+        let mut dict = Self::empty(key_type, file, path.to_path_buf(), records.end);
+        for (offset, payload) in records.payloads {
+            dict.load_record(path, offset, payload)?;
+        }
+        Ok(dict)
+    }
+
+    fn load_record(&mut self, path: &Path, offset: u64, payload: &[u8]) -> Result<()> {
+        let mut r = ByteReader::at(path, payload, offset);
+        let n = r.count(1)?;
+        for _ in 0..n {
+            match self.key_type {
+                KeyType::Varchar => {
+                    let b = r.len_bytes()?;
+                    let s = std::str::from_utf8(b).map_err(|_| r.error("key is not UTF-8"))?;
+                    self.insert_new(Key::Str(s));
+                }
+                KeyType::Bigint => {
+                    let v = r.i64()?;
+                    self.insert_new(Key::Int(v));
+                }
+            }
+        }
+        r.finish()
+    }
+
+    /// The key type of the database.
+    pub fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+
+    /// Number of keys (= the next ordinal).
+    pub fn len(&self) -> u32 {
+        match self.key_type {
+            KeyType::Varchar => (self.offsets.len() - 1) as u32,
+            KeyType::Bigint => self.ints.len() as u32,
+        }
+    }
+
+    /// True when no key was ever added.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn hash(&self, key: Key<'_>) -> u64 {
+        match key {
+            Key::Str(s) => self.hasher.hash_one(s.as_bytes()),
+            Key::Int(i) => self.hasher.hash_one(i),
+        }
+    }
+
+    /// The key of `ordinal`.
+    pub fn key(&self, ordinal: u32) -> Option<Key<'_>> {
+        let o = ordinal as usize;
+        match self.key_type {
+            KeyType::Varchar => {
+                let (start, end) = (*self.offsets.get(o)?, *self.offsets.get(o + 1)?);
+                let bytes = self.arena.get(start as usize..end as usize)?;
+                // Only valid UTF-8 is ever put in the arena, and only at these boundaries.
+                std::str::from_utf8(bytes).ok().map(Key::Str)
+            }
+            KeyType::Bigint => self.ints.get(o).map(|v| Key::Int(*v)),
+        }
+    }
+
+    /// The ordinal of `key`, if it was ever added.
+    pub fn lookup(&self, key: Key<'_>) -> Option<u32> {
+        let h = self.hash(key);
+        self.table.find(h, |&o| self.key(o) == Some(key)).copied()
+    }
+
+    fn insert_new(&mut self, key: Key<'_>) -> u32 {
+        let o = self.len();
+        match key {
+            Key::Str(s) => {
+                self.arena.extend_from_slice(s.as_bytes());
+                self.offsets.push(self.arena.len() as u64);
+            }
+            Key::Int(v) => self.ints.push(v),
+        }
+        let h = self.hash(key);
+        let Self { table, arena, offsets, ints, hasher, key_type, .. } = self;
+        table.insert_unique(h, o, |&x| rehash(*key_type, hasher, arena, offsets, ints, x));
+        o
+    }
+
+    /// Checks a key before it is added.
+    pub fn check_key(&self, key: Key<'_>) -> Result<()> {
+        match (self.key_type, key) {
+            (KeyType::Varchar, Key::Str(s)) if s.is_empty() => Err(StorageError::InvalidKey("empty key".into())),
+            (KeyType::Varchar, Key::Str(s)) if s.len() > KEY_LEN_MAX => {
+                Err(StorageError::InvalidKey(format!("key of {} bytes exceeds {KEY_LEN_MAX}", s.len())))
+            }
+            (KeyType::Varchar, Key::Str(_)) | (KeyType::Bigint, Key::Int(_)) => Ok(()),
+            (t, k) => Err(StorageError::InvalidKey(format!("key {k:?} does not fit a {t:?} key"))),
+        }
+    }
+
+    /// Ordinals of `keys`, adding the new ones (in first-seen order) to memory and to the file. Not
+    /// durable until [`KeyDict::sync_handle`] is synced. On error nothing was added.
+    pub fn get_or_insert<'k>(&mut self, keys: impl Iterator<Item = Key<'k>>) -> Result<Vec<u32>> {
+        let mut out = Vec::with_capacity(keys.size_hint().0);
+        let mut fresh: Vec<Key<'k>> = Vec::new();
+        let mut fresh_index: hashbrown::HashMap<Key<'k>, u32> = hashbrown::HashMap::new();
+        let base = self.len() as u64;
+        for k in keys {
+            self.check_key(k)?;
+            if let Some(o) = self.lookup(k) {
+                out.push(o);
+            } else if let Some(o) = fresh_index.get(&k) {
+                out.push(*o);
+            } else {
+                let o = base + fresh.len() as u64;
+                if o > u32::MAX as u64 {
+                    return Err(StorageError::InvalidKey("the dictionary is full (2^32 keys)".into()));
+                }
+                fresh_index.insert(k, o as u32);
+                fresh.push(k);
+                out.push(o as u32);
+            }
+        }
+        if !fresh.is_empty() {
+            let mut w = ByteWriter::new();
+            w.u32(fresh.len() as u32);
+            for k in &fresh {
+                match k {
+                    Key::Str(s) => w.len_bytes(s.as_bytes()),
+                    Key::Int(v) => w.i64(*v),
+                }
+            }
+            self.log.append(&w.buf)?;
+            for k in fresh {
+                self.insert_new(k);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The file, for an fsync outside the dictionary's lock.
+    pub fn sync_handle(&self) -> (Arc<File>, PathBuf) {
+        (self.log.file.clone(), self.log.path.clone())
+    }
+
+    /// Bytes of memory held, for the figures (arena, offsets, ints and the hash table).
+    pub fn memory_bytes(&self) -> usize {
+        self.arena.capacity()
+            + self.offsets.capacity() * 8
+            + self.ints.capacity() * 8
+            + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
+    }
+}
+
+fn rehash(kt: KeyType, hasher: &DefaultHashBuilder, arena: &[u8], offsets: &[u64], ints: &[i64], o: u32) -> u64 {
+    let o = o as usize;
+    match kt {
+        KeyType::Varchar => {
+            let start = offsets.get(o).copied().unwrap_or(0) as usize;
+            let end = offsets.get(o + 1).copied().unwrap_or(0) as usize;
+            hasher.hash_one(arena.get(start..end).unwrap_or(&[]))
+        }
+        KeyType::Bigint => hasher.hash_one(ints.get(o).copied().unwrap_or(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinals_are_dense_first_seen_and_durable() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::io("tmp", e))?;
+        let p = dir.path().join("keys.dict");
+        let mut d = KeyDict::create(&p, KeyType::Varchar)?;
+        let o = d.get_or_insert(["b", "a", "b", "c"].into_iter().map(Key::Str))?;
+        assert_eq!(o, vec![0, 1, 0, 2]);
+        let o = d.get_or_insert(["c", "d"].into_iter().map(Key::Str))?;
+        assert_eq!(o, vec![2, 3]);
+        assert!(d.get_or_insert([Key::Str("")].into_iter()).is_err());
+        assert!(d.get_or_insert([Key::Int(3)].into_iter()).is_err());
+        assert_eq!(d.len(), 4);
+        drop(d);
+        let d = KeyDict::open(&p)?;
+        assert_eq!(d.len(), 4);
+        assert_eq!(d.key(3), Some(Key::Str("d")));
+        assert_eq!(d.lookup(Key::Str("a")), Some(1));
+        assert_eq!(d.lookup(Key::Str("zz")), None);
+        Ok(())
+    }
+
+    #[test]
+    fn torn_tail_is_dropped_on_open() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::io("tmp", e))?;
+        let p = dir.path().join("keys.dict");
+        let mut d = KeyDict::create(&p, KeyType::Bigint)?;
+        d.get_or_insert([Key::Int(10), Key::Int(-5)].into_iter())?;
+        d.get_or_insert([Key::Int(7)].into_iter())?;
+        drop(d);
+        let len = std::fs::metadata(&p).map_err(|e| StorageError::io(&p, e))?.len();
+        let f = OpenOptions::new().write(true).open(&p).map_err(|e| StorageError::io(&p, e))?;
+        f.set_len(len - 3).map_err(|e| StorageError::io(&p, e))?;
+        let mut d = KeyDict::open(&p)?;
+        assert_eq!(d.len(), 2);
+        assert_eq!(d.get_or_insert([Key::Int(99)].into_iter())?, vec![2]);
+        drop(d);
+        let d = KeyDict::open(&p)?;
+        assert_eq!(d.key(2), Some(Key::Int(99)));
+        Ok(())
+    }
+}

@@ -1,0 +1,466 @@
+//! Segments: the immutable columnar file of one table's rows in one partition, written by a flush or a
+//! compaction. Byte layout: FORMAT.md "Segment file".
+//!
+//! The writer checks the data it is given (values match presence, ordinals in the partition) before
+//! encoding; the reader verifies the trailer, footer checksum and header when it opens a file, and
+//! each block's checksum before decoding it, so corrupt bytes surface as typed errors, never as data.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use roaring::RoaringBitmap;
+
+use crate::encoding::{decode_values, encode_values};
+use crate::error::{Result, StorageError};
+use crate::format::{
+    check_file_header, crc32, file_header, ByteReader, ByteWriter, FILE_HEADER_LEN, SEGMENT_MAGIC,
+    SEGMENT_TRAILER_LEN, SEGMENT_VERSION,
+};
+use crate::schema::{ColumnId, ColumnType, PartitionId, SegmentId, TableId, TableSchema};
+use crate::values::{ColumnData, Values};
+
+/// One table's data in one partition: which ordinals have a row, and each column's values.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PartData {
+    /// Ordinals with a row (a row may have every column NULL).
+    pub rows: RoaringBitmap,
+    /// Per column id: its values, or `None` when the column has no value here.
+    pub columns: Vec<Option<ColumnData>>,
+}
+
+impl PartData {
+    /// Checks that every column is consistent and within `rows`.
+    pub fn is_consistent(&self) -> bool {
+        self.columns.iter().flatten().all(|c| c.is_consistent() && c.presence.is_subset(&self.rows))
+    }
+}
+
+/// Where a block sits in a segment file and its checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRef {
+    /// File offset.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u32,
+    /// CRC-32 of the bytes.
+    pub crc: u32,
+}
+
+/// Min and max of a column's values in a segment (not kept for VARCHAR).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stats {
+    /// TIMESTAMP / BIGINT.
+    Int {
+        /// Smallest value.
+        min: i64,
+        /// Largest value.
+        max: i64,
+    },
+    /// DOUBLE (total order).
+    Float {
+        /// Smallest value.
+        min: f64,
+        /// Largest value.
+        max: f64,
+    },
+    /// BOOLEAN.
+    Bool {
+        /// Smallest value.
+        min: bool,
+        /// Largest value.
+        max: bool,
+    },
+}
+
+/// A column's entry in a segment footer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentColumn {
+    /// Column id in the table.
+    pub id: ColumnId,
+    /// Value type.
+    pub ty: ColumnType,
+    /// Number of values.
+    pub count: u64,
+    /// Min/max, when the segment has values of a type that keeps them.
+    pub stats: Option<Stats>,
+    /// The presence bitmap block.
+    pub presence: BlockRef,
+    /// The value block.
+    pub values: BlockRef,
+}
+
+fn stats_of(values: &Values) -> Option<Stats> {
+    match values {
+        Values::Int(v) => Some(Stats::Int { min: *v.iter().min()?, max: *v.iter().max()? }),
+        Values::Float(v) => {
+            let min = v.iter().copied().min_by(f64::total_cmp)?;
+            let max = v.iter().copied().max_by(f64::total_cmp)?;
+            Some(Stats::Float { min, max })
+        }
+        Values::Bool(v) => Some(Stats::Bool { min: v.iter().all(|b| *b), max: v.iter().any(|b| *b) }),
+        Values::Str(_) => None,
+    }
+}
+
+/// A bitmap block: codec (u8), raw length (u32), then the portable roaring serialization, raw or zstd.
+fn encode_bitmap(b: &RoaringBitmap) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(b.serialized_size());
+    // Serializing into a Vec cannot fail.
+    let _ = b.serialize_into(&mut raw);
+    let mut w = ByteWriter::new();
+    let compressed = if raw.len() > 256 { zstd::bulk::compress(&raw, crate::encoding::ZSTD_LEVEL).ok() } else { None };
+    match compressed.filter(|c| c.len() < raw.len() - raw.len() / 16) {
+        Some(c) => {
+            w.u8(1);
+            w.u32(raw.len() as u32);
+            w.bytes(&c);
+        }
+        None => {
+            w.u8(0);
+            w.u32(raw.len() as u32);
+            w.bytes(&raw);
+        }
+    }
+    w.buf
+}
+
+fn decode_bitmap(path: &Path, block: &[u8], offset: u64) -> Result<RoaringBitmap> {
+    let mut r = ByteReader::at(path, block, offset);
+    let codec = r.u8()?;
+    let raw_len = r.u32()? as usize;
+    let body = r.bytes(r.remaining())?;
+    let owned;
+    let raw = match codec {
+        0 => body,
+        1 => {
+            owned = zstd::bulk::decompress(body, raw_len).map_err(|e| r.error(format!("zstd: {e}")))?;
+            owned.as_slice()
+        }
+        c => return Err(r.error(format!("unknown bitmap codec {c}"))),
+    };
+    if raw.len() != raw_len {
+        return Err(r.error("bitmap length mismatch"));
+    }
+    RoaringBitmap::deserialize_from(raw).map_err(|e| r.error(format!("bad roaring bitmap: {e}")))
+}
+
+/// Encodes a segment's bytes. Checks the data first: a flush never writes what a read would reject.
+pub fn encode_segment(
+    table: TableId,
+    id: SegmentId,
+    partition: PartitionId,
+    partition_rows: u32,
+    schema: &TableSchema,
+    part: &PartData,
+) -> Result<Vec<u8>> {
+    let lo = partition.0 as u64 * partition_rows as u64;
+    let hi = lo + partition_rows as u64;
+    let in_range = part.rows.min().is_none_or(|m| m as u64 >= lo) && part.rows.max().is_none_or(|m| (m as u64) < hi);
+    if !part.is_consistent() || !in_range || part.columns.len() > schema.columns.len() {
+        return Err(StorageError::InvalidBatch {
+            table: format!("#{}", table.0),
+            reason: "internal: inconsistent partition data given to the segment writer".into(),
+        });
+    }
+    let mut out = ByteWriter::new();
+    out.bytes(&file_header(SEGMENT_MAGIC, SEGMENT_VERSION, 0));
+    let put = |out: &mut ByteWriter, block: Vec<u8>| -> BlockRef {
+        let r = BlockRef { offset: out.buf.len() as u64, len: block.len() as u32, crc: crc32(&block) };
+        out.bytes(&block);
+        r
+    };
+    let rows_ref = put(&mut out, encode_bitmap(&part.rows));
+    let mut cols = Vec::new();
+    for (i, col) in part.columns.iter().enumerate() {
+        let (Some(c), Some(def)) = (col, schema.columns.get(i)) else { continue };
+        if c.presence.is_empty() {
+            continue;
+        }
+        if !c.values.fits(def.ty) {
+            return Err(StorageError::InvalidSchema(format!("column {} holds values of another type", def.name)));
+        }
+        let presence = put(&mut out, encode_bitmap(&c.presence));
+        let values = put(&mut out, encode_values(&c.values, true));
+        cols.push(SegmentColumn {
+            id: ColumnId(i as u32),
+            ty: def.ty,
+            count: c.presence.len(),
+            stats: stats_of(&c.values),
+            presence,
+            values,
+        });
+    }
+    let mut f = ByteWriter::new();
+    f.u64(table.0);
+    f.u64(id.0);
+    f.u32(partition.0);
+    f.u64(part.rows.len());
+    write_ref(&mut f, rows_ref);
+    f.u32(cols.len() as u32);
+    for c in &cols {
+        f.u32(c.id.0);
+        f.u8(c.ty.tag());
+        f.u64(c.count);
+        match c.stats {
+            None => f.u8(0),
+            Some(Stats::Int { min, max }) => {
+                f.u8(1);
+                f.i64(min);
+                f.i64(max);
+            }
+            Some(Stats::Float { min, max }) => {
+                f.u8(2);
+                f.u64(min.to_bits());
+                f.u64(max.to_bits());
+            }
+            Some(Stats::Bool { min, max }) => {
+                f.u8(3);
+                f.u64(min as u64);
+                f.u64(max as u64);
+            }
+        }
+        write_ref(&mut f, c.presence);
+        write_ref(&mut f, c.values);
+    }
+    let footer = f.buf;
+    out.bytes(&footer);
+    out.u32(footer.len() as u32);
+    out.u32(crc32(&footer));
+    out.bytes(&SEGMENT_MAGIC);
+    Ok(out.buf)
+}
+
+fn write_ref(w: &mut ByteWriter, r: BlockRef) {
+    w.u64(r.offset);
+    w.u32(r.len);
+    w.u32(r.crc);
+}
+
+fn read_ref(r: &mut ByteReader<'_>) -> Result<BlockRef> {
+    Ok(BlockRef { offset: r.u64()?, len: r.u32()?, crc: r.u32()? })
+}
+
+/// Writes a segment file and fsyncs it (the directory is synced by the commit that publishes it).
+pub fn write_segment_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(|e| StorageError::io(path, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| StorageError::io(path, e))
+}
+
+/// An open, verified segment file.
+#[derive(Debug)]
+pub struct Segment {
+    /// Segment id.
+    pub id: SegmentId,
+    /// Table it belongs to.
+    pub table: TableId,
+    /// Its partition.
+    pub partition: PartitionId,
+    /// The file.
+    pub path: PathBuf,
+    /// Ordinals with a row.
+    pub rows: RoaringBitmap,
+    /// Columns with values, by id.
+    pub columns: Vec<SegmentColumn>,
+    map: Mmap,
+}
+
+impl Segment {
+    /// Maps and verifies a segment file (header, trailer, footer, row bitmap).
+    pub fn open(path: &Path) -> Result<Segment> {
+        let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
+        let map = map_file(&file, path)?;
+        Self::from_map(path, map)
+    }
+
+    fn from_map(path: &Path, map: Mmap) -> Result<Segment> {
+        let bytes: &[u8] = &map;
+        let len = bytes.len();
+        if len < FILE_HEADER_LEN + SEGMENT_TRAILER_LEN {
+            return Err(StorageError::corrupt(path, 0, format!("file of {len} bytes is too short")));
+        }
+        let flags = check_file_header(path, bytes.get(..FILE_HEADER_LEN).unwrap_or(&[]), SEGMENT_MAGIC, SEGMENT_VERSION)?;
+        if flags != 0 {
+            return Err(StorageError::corrupt(path, 10, format!("unknown segment flags {flags:#x}")));
+        }
+        let trailer_at = len - SEGMENT_TRAILER_LEN;
+        let mut t = ByteReader::at(path, bytes.get(trailer_at..).unwrap_or(&[]), trailer_at as u64);
+        let footer_len = t.u32()? as usize;
+        let footer_crc = t.u32()?;
+        if t.bytes(8)? != SEGMENT_MAGIC {
+            return Err(StorageError::corrupt(path, trailer_at as u64 + 8, "bad trailer magic"));
+        }
+        let footer_at = trailer_at
+            .checked_sub(footer_len)
+            .filter(|&a| a >= FILE_HEADER_LEN)
+            .ok_or_else(|| StorageError::corrupt(path, trailer_at as u64, "footer length out of range"))?;
+        let footer = bytes.get(footer_at..trailer_at).unwrap_or(&[]);
+        let got = crc32(footer);
+        if got != footer_crc {
+            return Err(StorageError::ChecksumMismatch {
+                path: path.to_path_buf(),
+                offset: footer_at as u64,
+                expected: footer_crc,
+                got,
+            });
+        }
+        let mut f = ByteReader::at(path, footer, footer_at as u64);
+        let table = TableId(f.u64()?);
+        let id = SegmentId(f.u64()?);
+        let partition = PartitionId(f.u32()?);
+        let row_count = f.u64()?;
+        let rows_ref = read_ref(&mut f)?;
+        let ncols = f.count(1)?;
+        let mut columns = Vec::with_capacity(ncols);
+        for _ in 0..ncols {
+            let cid = ColumnId(f.u32()?);
+            let tag = f.u8()?;
+            let ty = ColumnType::from_tag(tag).ok_or_else(|| f.error(format!("unknown column type {tag}")))?;
+            let count = f.u64()?;
+            let stats = match f.u8()? {
+                0 => None,
+                1 => Some(Stats::Int { min: f.i64()?, max: f.i64()? }),
+                2 => Some(Stats::Float { min: f64::from_bits(f.u64()?), max: f64::from_bits(f.u64()?) }),
+                3 => Some(Stats::Bool { min: f.u64()? != 0, max: f.u64()? != 0 }),
+                s => return Err(f.error(format!("unknown stats kind {s}"))),
+            };
+            let presence = read_ref(&mut f)?;
+            let values = read_ref(&mut f)?;
+            columns.push(SegmentColumn { id: cid, ty, count, stats, presence, values });
+        }
+        f.finish()?;
+        let mut seg = Segment { id, table, partition, path: path.to_path_buf(), rows: RoaringBitmap::new(), columns, map };
+        let rows = decode_bitmap(path, seg.block(rows_ref)?, rows_ref.offset)?;
+        if rows.len() != row_count {
+            return Err(StorageError::corrupt(path, rows_ref.offset, "row bitmap does not match the row count"));
+        }
+        seg.rows = rows;
+        Ok(seg)
+    }
+
+    /// The bytes of a block, after checking bounds and checksum.
+    fn block(&self, r: BlockRef) -> Result<&[u8]> {
+        let end = r.offset.checked_add(r.len as u64).unwrap_or(u64::MAX);
+        let bytes = usize::try_from(r.offset)
+            .ok()
+            .zip(usize::try_from(end).ok())
+            .and_then(|(a, b)| self.map.get(a..b))
+            .ok_or_else(|| StorageError::corrupt(&self.path, r.offset, "block out of the file's bounds"))?;
+        let got = crc32(bytes);
+        if got != r.crc {
+            return Err(StorageError::ChecksumMismatch { path: self.path.clone(), offset: r.offset, expected: r.crc, got });
+        }
+        Ok(bytes)
+    }
+
+    /// Size of the file in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// The footer entry of column `id`, if the segment has values for it.
+    pub fn column_meta(&self, id: ColumnId) -> Option<&SegmentColumn> {
+        self.columns.iter().find(|c| c.id == id)
+    }
+
+    /// Decodes column `id` (checking both blocks' checksums and the declared type `ty`).
+    pub fn column(&self, id: ColumnId, ty: ColumnType) -> Result<Option<ColumnData>> {
+        let Some(meta) = self.column_meta(id) else { return Ok(None) };
+        if meta.ty != ty {
+            return Err(StorageError::corrupt(&self.path, 0, format!("column {} is {:?}, the table says {ty:?}", id.0, meta.ty)));
+        }
+        let presence = decode_bitmap(&self.path, self.block(meta.presence)?, meta.presence.offset)?;
+        let values = decode_values(&self.path, self.block(meta.values)?, meta.values.offset, ty)?;
+        let data = ColumnData { presence, values };
+        if !data.is_consistent() || data.presence.len() != meta.count || !data.presence.is_subset(&self.rows) {
+            return Err(StorageError::corrupt(&self.path, meta.values.offset, "column values do not match its bitmap"));
+        }
+        Ok(Some(data))
+    }
+
+    /// Decodes every column of `schema` into a [`PartData`] (used by compaction and checks).
+    pub fn read_all(&self, schema: &TableSchema) -> Result<PartData> {
+        let mut columns = Vec::with_capacity(schema.columns.len());
+        for (i, def) in schema.columns.iter().enumerate() {
+            columns.push(self.column(ColumnId(i as u32), def.ty)?);
+        }
+        Ok(PartData { rows: self.rows.clone(), columns })
+    }
+}
+
+/// Maps a file read-only.
+#[allow(unsafe_code)]
+fn map_file(file: &File, path: &Path) -> Result<Mmap> {
+    // SAFETY: segment files are immutable once published: the engine never writes, truncates or
+    // renames a file after its commit, and deletes it only when no kept version names it (unlinking
+    // keeps an existing mapping valid on POSIX). Every byte read through the map is bounds-checked
+    // and checksummed before it is decoded.
+    unsafe { Mmap::map(file) }.map_err(|e| StorageError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::ColumnDef;
+
+    fn schema() -> TableSchema {
+        TableSchema::new(
+            "id",
+            vec![
+                ColumnDef::new("t", ColumnType::Timestamp),
+                ColumnDef::new("s", ColumnType::Varchar),
+                ColumnDef::new("b", ColumnType::Boolean),
+                ColumnDef::new("d", ColumnType::Double),
+            ],
+        )
+    }
+
+    fn sample() -> PartData {
+        let rows: RoaringBitmap = (65536..65536 + 1000).collect();
+        let t = ColumnData { presence: (65536..65536 + 500).collect(), values: Values::Int((0..500).map(|i| i * 1_000_000).collect()) };
+        let s = ColumnData { presence: [65537].into_iter().collect(), values: Values::Str(vec!["x".into()]) };
+        PartData { rows, columns: vec![Some(t), Some(s), None, Some(ColumnData::empty(ColumnType::Double))] }
+    }
+
+    #[test]
+    fn segment_round_trip() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::io("tmp", e))?;
+        let p = dir.path().join("1.seg");
+        let part = sample();
+        let bytes = encode_segment(TableId(3), SegmentId(1), PartitionId(1), 65536, &schema(), &part)?;
+        write_segment_file(&p, &bytes)?;
+        let seg = Segment::open(&p)?;
+        assert_eq!((seg.table, seg.partition), (TableId(3), PartitionId(1)));
+        let back = seg.read_all(&schema())?;
+        assert_eq!(back.rows, part.rows);
+        assert_eq!(back.columns[0], part.columns[0]);
+        assert_eq!(back.columns[1], part.columns[1]);
+        assert_eq!(back.columns[2], None);
+        assert_eq!(back.columns[3], None, "empty columns are not stored");
+        assert_eq!(seg.column_meta(ColumnId(0)).and_then(|c| c.stats), Some(Stats::Int { min: 0, max: 499_000_000 }));
+        Ok(())
+    }
+
+    #[test]
+    fn out_of_partition_rows_are_refused() {
+        let part = sample();
+        assert!(encode_segment(TableId(3), SegmentId(1), PartitionId(0), 65536, &schema(), &part).is_err());
+    }
+
+    #[test]
+    fn every_flipped_byte_is_detected() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::io("tmp", e))?;
+        let part = sample();
+        let bytes = encode_segment(TableId(3), SegmentId(1), PartitionId(1), 65536, &schema(), &part)?;
+        let p = dir.path().join("x.seg");
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x5a;
+            write_segment_file(&p, &bad)?;
+            let outcome = Segment::open(&p).and_then(|s| s.read_all(&schema()));
+            assert!(outcome.is_err(), "flipping byte {i} of {} went unnoticed", bytes.len());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,327 @@
+//! Versions and snapshots: what a reader sees.
+//!
+//! A [`Version`] is immutable: one committed manifest, its open segments, and the acknowledged appends
+//! not yet flushed (memtable [`Chunk`]s). The engine publishes a new `Arc<Version>` on every commit and
+//! every acknowledged append; a [`Snapshot`] holds one, so a reader sees one consistent state for as
+//! long as it keeps it, and never blocks a writer.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use roaring::RoaringBitmap;
+
+use crate::error::{Result, StorageError};
+use crate::keydict::KeyDict;
+use crate::manifest::Manifest;
+use crate::schema::{ColumnId, KeyType, ManifestVersion, PartitionId, SegmentId, TableId, TableSchema};
+use crate::segment::{PartData, Segment};
+use crate::values::{fold_rows, merge_columns, ColumnData, Values};
+use crate::wal::RowBatch;
+
+/// Acknowledged rows of one append, folded per ordinal and split by partition.
+#[derive(Debug, Clone, Default)]
+pub struct Chunk {
+    /// Data per partition.
+    pub parts: BTreeMap<PartitionId, PartData>,
+    /// Rows in the append (before folding).
+    pub rows_appended: u64,
+}
+
+impl Chunk {
+    /// Folds a batch into a chunk; the same code path serves live appends and WAL replay.
+    pub fn from_batch(batch: &RowBatch, schema: &TableSchema, partition_rows: u32) -> Chunk {
+        let mut parts: BTreeMap<PartitionId, PartData> = BTreeMap::new();
+        let mut sorted = batch.ordinals.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut run: Vec<u32> = Vec::new();
+        let flush = |run: &mut Vec<u32>, parts: &mut BTreeMap<PartitionId, PartData>| {
+            if let Some(first) = run.first() {
+                let p = PartitionId(first / partition_rows);
+                // `run` is sorted and deduplicated.
+                let rows = RoaringBitmap::from_sorted_iter(run.drain(..)).unwrap_or_default();
+                parts.insert(p, PartData { rows, columns: Vec::new() });
+            }
+        };
+        for ord in sorted {
+            if run.first().is_some_and(|f| f / partition_rows != ord / partition_rows) {
+                flush(&mut run, &mut parts);
+            }
+            run.push(ord);
+        }
+        flush(&mut run, &mut parts);
+        let ncols = schema.columns.len();
+        for part in parts.values_mut() {
+            part.columns = vec![None; ncols];
+        }
+        for col in &batch.columns {
+            let Some(def) = schema.columns.get(col.id.0 as usize) else { continue };
+            let folded = fold_rows(def.rule, &batch.ordinals, &col.valid, &col.values);
+            for (p, data) in split_by_partition(folded, partition_rows) {
+                if let Some(slot) = parts.get_mut(&p).and_then(|part| part.columns.get_mut(col.id.0 as usize)) {
+                    *slot = Some(data);
+                }
+            }
+        }
+        Chunk { parts, rows_appended: batch.ordinals.len() as u64 }
+    }
+}
+
+/// Splits a column (sorted by ordinal) at partition boundaries.
+pub fn split_by_partition(data: ColumnData, partition_rows: u32) -> Vec<(PartitionId, ColumnData)> {
+    let (Some(lo), Some(hi)) = (data.presence.min(), data.presence.max()) else { return Vec::new() };
+    if lo / partition_rows == hi / partition_rows {
+        return vec![(PartitionId(lo / partition_rows), data)];
+    }
+    let mut out: Vec<(PartitionId, ColumnData)> = Vec::new();
+    let mut start = 0usize;
+    let mut current: Option<(u32, Vec<u32>)> = None;
+    let ords: Vec<u32> = data.presence.iter().collect();
+    for (i, ord) in ords.iter().enumerate() {
+        let p = ord / partition_rows;
+        if current.as_ref().is_some_and(|(cp, _)| *cp != p) {
+            if let Some((cp, v)) = current.take() {
+                out.push((PartitionId(cp), slice_column(&v, &data.values, start, i)));
+            }
+            start = i;
+        }
+        current.get_or_insert_with(|| (p, Vec::new())).1.push(*ord);
+    }
+    if let Some((cp, v)) = current {
+        out.push((PartitionId(cp), slice_column(&v, &data.values, start, ords.len())));
+    }
+    out
+}
+
+fn slice_column(ords: &[u32], values: &Values, start: usize, end: usize) -> ColumnData {
+    let presence = RoaringBitmap::from_sorted_iter(ords.iter().copied()).unwrap_or_default();
+    let values = match values {
+        Values::Int(v) => Values::Int(v.get(start..end).unwrap_or(&[]).to_vec()),
+        Values::Float(v) => Values::Float(v.get(start..end).unwrap_or(&[]).to_vec()),
+        Values::Bool(v) => Values::Bool(v.get(start..end).unwrap_or(&[]).to_vec()),
+        Values::Str(v) => Values::Str(v.get(start..end).unwrap_or(&[]).to_vec()),
+    };
+    ColumnData { presence, values }
+}
+
+/// Merges several partition datas of one table (oldest first) into one.
+pub fn merge_parts(schema: &TableSchema, parts: &[&PartData]) -> PartData {
+    let mut rows = RoaringBitmap::new();
+    for p in parts {
+        rows |= &p.rows;
+    }
+    let columns = schema
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, def)| {
+            let sources: Vec<&ColumnData> = parts.iter().filter_map(|p| p.columns.get(i).and_then(|c| c.as_ref())).collect();
+            if sources.is_empty() {
+                None
+            } else {
+                Some(merge_columns(def.rule, def.ty, &sources))
+            }
+        })
+        .collect();
+    PartData { rows, columns }
+}
+
+/// One table in one version.
+#[derive(Debug, Clone)]
+pub struct TableVersion {
+    /// Stable id.
+    pub id: TableId,
+    /// Name in this version.
+    pub name: String,
+    /// Definition.
+    pub schema: Arc<TableSchema>,
+    /// Open segments, oldest first.
+    pub segments: Vec<Arc<Segment>>,
+    /// Unflushed acknowledged appends, oldest first.
+    pub mem: Vec<Arc<Chunk>>,
+}
+
+/// An immutable state of the whole database.
+#[derive(Debug, Clone)]
+pub struct Version {
+    /// The committed catalog.
+    pub manifest: Arc<Manifest>,
+    /// Tables by id.
+    pub tables: BTreeMap<TableId, Arc<TableVersion>>,
+}
+
+impl Version {
+    /// The table called `name` (ASCII case-insensitive).
+    pub fn table_by_name(&self, name: &str) -> Option<&Arc<TableVersion>> {
+        let id = self.manifest.table(name)?.id;
+        self.tables.get(&id)
+    }
+}
+
+/// A consistent, read-only view of the database at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub(crate) version: Arc<Version>,
+    pub(crate) keys: Arc<RwLock<KeyDict>>,
+}
+
+impl Snapshot {
+    /// The manifest version this snapshot stands on.
+    pub fn version(&self) -> ManifestVersion {
+        self.version.manifest.version
+    }
+
+    /// The database's key type.
+    pub fn key_type(&self) -> KeyType {
+        self.version.manifest.key_type
+    }
+
+    /// Ordinals per partition.
+    pub fn partition_rows(&self) -> u32 {
+        self.version.manifest.partition_rows
+    }
+
+    /// Names of the tables, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.version.tables.values().map(|t| t.name.clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// The table called `name`.
+    pub fn table(&self, name: &str) -> Result<TableSnapshot> {
+        let t = self.version.table_by_name(name).ok_or_else(|| StorageError::TableNotFound(name.to_string()))?;
+        Ok(TableSnapshot { table: t.clone(), partition_rows: self.partition_rows() })
+    }
+
+    /// Read access to the key dictionary (ordinal to key and back). Hold it briefly: appends of new
+    /// keys wait for it.
+    pub fn keys(&self) -> RwLockReadGuard<'_, KeyDict> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Where a table's data sits, as `system.segments` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Segment id, or `None` for unflushed appends in memory.
+    pub id: Option<SegmentId>,
+    /// Partition.
+    pub partition: PartitionId,
+    /// Rows.
+    pub rows: u64,
+    /// File size (0 in memory).
+    pub size_bytes: u64,
+}
+
+/// One table of a snapshot.
+#[derive(Debug, Clone)]
+pub struct TableSnapshot {
+    table: Arc<TableVersion>,
+    partition_rows: u32,
+}
+
+impl TableSnapshot {
+    /// Name in this snapshot.
+    pub fn name(&self) -> &str {
+        &self.table.name
+    }
+
+    /// Stable id.
+    pub fn id(&self) -> TableId {
+        self.table.id
+    }
+
+    /// Definition.
+    pub fn schema(&self) -> &TableSchema {
+        &self.table.schema
+    }
+
+    /// Ordinals per partition.
+    pub fn partition_rows(&self) -> u32 {
+        self.partition_rows
+    }
+
+    /// Partitions holding data, ascending.
+    pub fn partitions(&self) -> Vec<PartitionId> {
+        let mut v: Vec<PartitionId> = self.table.segments.iter().map(|s| s.partition).collect();
+        for c in &self.table.mem {
+            v.extend(c.parts.keys().copied());
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Ordinals with a row in partition `p`.
+    pub fn rows(&self, p: PartitionId) -> RoaringBitmap {
+        let mut rows = RoaringBitmap::new();
+        for s in self.table.segments.iter().filter(|s| s.partition == p) {
+            rows |= &s.rows;
+        }
+        for c in &self.table.mem {
+            if let Some(part) = c.parts.get(&p) {
+                rows |= &part.rows;
+            }
+        }
+        rows
+    }
+
+    /// Number of rows (distinct keys) in the table.
+    pub fn row_count(&self) -> u64 {
+        self.partitions().into_iter().map(|p| self.rows(p).len()).sum()
+    }
+
+    /// Column `col` of partition `p`, merged across segments and unflushed appends under the column's
+    /// merge rule. A segment block that fails its checksum is an error, never data.
+    pub fn column(&self, p: PartitionId, col: ColumnId) -> Result<ColumnData> {
+        let def = self.table.schema.columns.get(col.0 as usize).ok_or_else(|| StorageError::ColumnNotFound {
+            table: self.table.name.clone(),
+            column: format!("#{}", col.0),
+        })?;
+        let mut decoded: Vec<ColumnData> = Vec::new();
+        for s in self.table.segments.iter().filter(|s| s.partition == p) {
+            if let Some(c) = s.column(col, def.ty)? {
+                decoded.push(c);
+            }
+        }
+        let mem: Vec<&ColumnData> = self
+            .table
+            .mem
+            .iter()
+            .filter_map(|c| c.parts.get(&p).and_then(|part| part.columns.get(col.0 as usize)).and_then(|c| c.as_ref()))
+            .collect();
+        if mem.is_empty() && decoded.len() == 1 {
+            if let Some(only) = decoded.pop() {
+                return Ok(only);
+            }
+        }
+        let sources: Vec<&ColumnData> = decoded.iter().chain(mem).collect();
+        Ok(merge_columns(def.rule, def.ty, &sources))
+    }
+
+    /// Column `name` of partition `p`; see [`TableSnapshot::column`].
+    pub fn column_by_name(&self, p: PartitionId, name: &str) -> Result<ColumnData> {
+        let (id, _) = self.table.schema.column(name).ok_or_else(|| StorageError::ColumnNotFound {
+            table: self.table.name.clone(),
+            column: name.to_string(),
+        })?;
+        self.column(p, id)
+    }
+
+    /// The segments and in-memory chunks holding this table's data.
+    pub fn storage(&self) -> Vec<SegmentInfo> {
+        let mut v: Vec<SegmentInfo> = self
+            .table
+            .segments
+            .iter()
+            .map(|s| SegmentInfo { id: Some(s.id), partition: s.partition, rows: s.rows.len(), size_bytes: s.size_bytes() })
+            .collect();
+        for c in &self.table.mem {
+            for (p, part) in &c.parts {
+                v.push(SegmentInfo { id: None, partition: *p, rows: part.rows.len(), size_bytes: 0 });
+            }
+        }
+        v
+    }
+}

@@ -1,0 +1,401 @@
+//! Typed value vectors, merge rules, and conversion to and from Arrow.
+//!
+//! A [`ColumnData`] is the unit the engine moves around: a roaring bitmap of the ordinals that have a
+//! value, and the values of those ordinals in ascending ordinal order (`values[i]` belongs to the i-th
+//! set bit). NULL is absence from the bitmap; there are no null slots in [`Values`].
+
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, LargeStringArray, StringArray,
+    StringViewArray, TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, TimeUnit};
+use roaring::RoaringBitmap;
+
+use crate::schema::{ColumnType, MergeRule};
+
+/// Non-null values of one column, in ordinal order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    /// TIMESTAMP (µs) and BIGINT.
+    Int(Vec<i64>),
+    /// DOUBLE.
+    Float(Vec<f64>),
+    /// BOOLEAN.
+    Bool(Vec<bool>),
+    /// VARCHAR.
+    Str(Vec<String>),
+}
+
+impl Values {
+    /// An empty vector of the storage class of `ty`.
+    pub fn empty(ty: ColumnType) -> Values {
+        Self::with_capacity(ty, 0)
+    }
+
+    /// An empty vector with room for `n` values.
+    pub fn with_capacity(ty: ColumnType, n: usize) -> Values {
+        match ty {
+            ColumnType::Timestamp | ColumnType::Bigint => Values::Int(Vec::with_capacity(n)),
+            ColumnType::Double => Values::Float(Vec::with_capacity(n)),
+            ColumnType::Boolean => Values::Bool(Vec::with_capacity(n)),
+            ColumnType::Varchar => Values::Str(Vec::with_capacity(n)),
+        }
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::Int(v) => v.len(),
+            Values::Float(v) => v.len(),
+            Values::Bool(v) => v.len(),
+            Values::Str(v) => v.len(),
+        }
+    }
+
+    /// True when there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when the storage class fits `ty`.
+    pub fn fits(&self, ty: ColumnType) -> bool {
+        matches!(
+            (self, ty),
+            (Values::Int(_), ColumnType::Timestamp | ColumnType::Bigint)
+                | (Values::Float(_), ColumnType::Double)
+                | (Values::Bool(_), ColumnType::Boolean)
+                | (Values::Str(_), ColumnType::Varchar)
+        )
+    }
+
+    /// The values as a non-null Arrow array of the SQL type `ty`.
+    pub fn to_arrow(&self, ty: ColumnType) -> ArrayRef {
+        match self {
+            Values::Int(v) if ty == ColumnType::Timestamp => {
+                Arc::new(TimestampMicrosecondArray::from(v.clone()))
+            }
+            Values::Int(v) => Arc::new(Int64Array::from(v.clone())),
+            Values::Float(v) => Arc::new(Float64Array::from(v.clone())),
+            Values::Bool(v) => Arc::new(BooleanArray::from(v.clone())),
+            Values::Str(v) => Arc::new(StringArray::from_iter_values(v.iter())),
+        }
+    }
+}
+
+/// The Arrow type a column of `ty` is exchanged as.
+pub fn arrow_type(ty: ColumnType) -> DataType {
+    match ty {
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        ColumnType::Bigint => DataType::Int64,
+        ColumnType::Double => DataType::Float64,
+        ColumnType::Boolean => DataType::Boolean,
+        ColumnType::Varchar => DataType::Utf8,
+    }
+}
+
+/// Extracts the non-null values of `array` at the row indices `rows` (in that order) as a validity
+/// vector (one entry per row) and the valid values. `None` when the array's type does not fit `ty`.
+pub fn from_arrow(array: &dyn Array, ty: ColumnType, rows: &[usize]) -> Option<(Vec<bool>, Values)> {
+    let valid: Vec<bool> = rows.iter().map(|&r| array.is_valid(r)).collect();
+    let picked = rows.iter().zip(&valid).filter(|(_, v)| **v).map(|(r, _)| *r);
+    let any = array.as_any();
+    if array.data_type() == &DataType::Null {
+        return Some((vec![false; rows.len()], Values::empty(ty)));
+    }
+    let values = match (ty, array.data_type()) {
+        (ColumnType::Timestamp, DataType::Timestamp(TimeUnit::Microsecond, _)) => {
+            let a = any.downcast_ref::<TimestampMicrosecondArray>()?;
+            Values::Int(picked.map(|r| a.value(r)).collect())
+        }
+        (ColumnType::Bigint, DataType::Int64) => {
+            let a = any.downcast_ref::<Int64Array>()?;
+            Values::Int(picked.map(|r| a.value(r)).collect())
+        }
+        (ColumnType::Double, DataType::Float64) => {
+            let a = any.downcast_ref::<Float64Array>()?;
+            Values::Float(picked.map(|r| a.value(r)).collect())
+        }
+        (ColumnType::Boolean, DataType::Boolean) => {
+            let a = any.downcast_ref::<BooleanArray>()?;
+            Values::Bool(picked.map(|r| a.value(r)).collect())
+        }
+        (ColumnType::Varchar, DataType::Utf8) => {
+            let a = any.downcast_ref::<StringArray>()?;
+            Values::Str(picked.map(|r| a.value(r).to_string()).collect())
+        }
+        (ColumnType::Varchar, DataType::LargeUtf8) => {
+            let a = any.downcast_ref::<LargeStringArray>()?;
+            Values::Str(picked.map(|r| a.value(r).to_string()).collect())
+        }
+        (ColumnType::Varchar, DataType::Utf8View) => {
+            let a = any.downcast_ref::<StringViewArray>()?;
+            Values::Str(picked.map(|r| a.value(r).to_string()).collect())
+        }
+        _ => return None,
+    };
+    Some((valid, values))
+}
+
+/// One column's values for a set of ordinals: `presence` says which ordinals have a value, `values`
+/// holds them in ascending ordinal order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnData {
+    /// Ordinals with a value.
+    pub presence: RoaringBitmap,
+    /// Their values, in ordinal order; `values.len() == presence.len()`.
+    pub values: Values,
+}
+
+impl ColumnData {
+    /// An empty column of type `ty`.
+    pub fn empty(ty: ColumnType) -> Self {
+        ColumnData { presence: RoaringBitmap::new(), values: Values::empty(ty) }
+    }
+
+    /// Checks the invariant `values.len() == presence.len()`.
+    pub fn is_consistent(&self) -> bool {
+        self.presence.len() == self.values.len() as u64
+    }
+}
+
+/// Folds `new` into `old` under `rule`; `new` is the later value.
+trait Fold: Clone {
+    fn fold(old: &mut Self, new: &Self, rule: MergeRule);
+}
+
+impl Fold for i64 {
+    fn fold(old: &mut i64, new: &i64, rule: MergeRule) {
+        *old = match rule {
+            MergeRule::Min => (*old).min(*new),
+            MergeRule::Max => (*old).max(*new),
+            MergeRule::Sum => old.wrapping_add(*new),
+            MergeRule::Last => *new,
+        }
+    }
+}
+
+impl Fold for f64 {
+    fn fold(old: &mut f64, new: &f64, rule: MergeRule) {
+        // total_cmp orders NaN above every number, as DuckDB does.
+        *old = match rule {
+            MergeRule::Min => {
+                if new.total_cmp(old).is_lt() {
+                    *new
+                } else {
+                    *old
+                }
+            }
+            MergeRule::Max => {
+                if new.total_cmp(old).is_gt() {
+                    *new
+                } else {
+                    *old
+                }
+            }
+            MergeRule::Sum => *old + *new,
+            MergeRule::Last => *new,
+        }
+    }
+}
+
+impl Fold for bool {
+    fn fold(old: &mut bool, new: &bool, rule: MergeRule) {
+        *old = match rule {
+            MergeRule::Min => *old && *new,
+            MergeRule::Max => *old || *new,
+            // SUM is refused for BOOLEAN by schema validation; LAST is the only other rule.
+            MergeRule::Sum | MergeRule::Last => *new,
+        }
+    }
+}
+
+impl Fold for String {
+    fn fold(old: &mut String, new: &String, rule: MergeRule) {
+        let take = match rule {
+            MergeRule::Min => new < old,
+            MergeRule::Max => new > old,
+            MergeRule::Sum | MergeRule::Last => true,
+        };
+        if take {
+            old.clone_from(new);
+        }
+    }
+}
+
+/// Merges several sources of one column (oldest first) into one, folding values of the same ordinal
+/// with `rule`. Sources must be consistent ([`ColumnData::is_consistent`]) and of one storage class;
+/// a source of another class is skipped (it cannot occur for data the engine wrote).
+pub fn merge_columns(rule: MergeRule, ty: ColumnType, sources: &[&ColumnData]) -> ColumnData {
+    match sources {
+        [] => ColumnData::empty(ty),
+        [one] => (*one).clone(),
+        _ => {
+            let mut presence = RoaringBitmap::new();
+            for s in sources {
+                presence |= &s.presence;
+            }
+            let values = match Values::empty(ty) {
+                Values::Int(_) => Values::Int(merge_typed(rule, &presence, sources, |v| match v {
+                    Values::Int(x) => Some(x.as_slice()),
+                    _ => None,
+                })),
+                Values::Float(_) => Values::Float(merge_typed(rule, &presence, sources, |v| match v {
+                    Values::Float(x) => Some(x.as_slice()),
+                    _ => None,
+                })),
+                Values::Bool(_) => Values::Bool(merge_typed(rule, &presence, sources, |v| match v {
+                    Values::Bool(x) => Some(x.as_slice()),
+                    _ => None,
+                })),
+                Values::Str(_) => Values::Str(merge_typed(rule, &presence, sources, |v| match v {
+                    Values::Str(x) => Some(x.as_slice()),
+                    _ => None,
+                })),
+            };
+            ColumnData { presence, values }
+        }
+    }
+}
+
+/// Dense-scratch merge: one slot per ordinal in the span of `union`, so the cost is the span plus the
+/// values, whatever the number of sources.
+fn merge_typed<T: Fold>(
+    rule: MergeRule,
+    union: &RoaringBitmap,
+    sources: &[&ColumnData],
+    slice: impl Fn(&Values) -> Option<&[T]>,
+) -> Vec<T> {
+    let (Some(lo), Some(hi)) = (union.min(), union.max()) else {
+        return Vec::new();
+    };
+    let span = (hi - lo) as u64 + 1;
+    if span > DENSE_SPAN_MAX && span > 8 * union.len() {
+        return merge_sparse(rule, sources, slice);
+    }
+    let mut slots: Vec<Option<T>> = vec![None; (hi - lo) as usize + 1];
+    for s in sources {
+        let Some(vals) = slice(&s.values) else { continue };
+        for (ord, v) in s.presence.iter().zip(vals) {
+            if let Some(slot) = slots.get_mut((ord - lo) as usize) {
+                match slot {
+                    Some(old) => T::fold(old, v, rule),
+                    None => *slot = Some(v.clone()),
+                }
+            }
+        }
+    }
+    slots.into_iter().flatten().collect()
+}
+
+/// Widest ordinal span merged through a dense scratch vector; wider, sparser inputs use a tree.
+const DENSE_SPAN_MAX: u64 = 1 << 22;
+
+fn merge_sparse<T: Fold>(rule: MergeRule, sources: &[&ColumnData], slice: impl Fn(&Values) -> Option<&[T]>) -> Vec<T> {
+    let mut map: std::collections::BTreeMap<u32, T> = std::collections::BTreeMap::new();
+    for s in sources {
+        let Some(vals) = slice(&s.values) else { continue };
+        for (ord, v) in s.presence.iter().zip(vals) {
+            match map.get_mut(&ord) {
+                Some(old) => T::fold(old, v, rule),
+                None => {
+                    map.insert(ord, v.clone());
+                }
+            }
+        }
+    }
+    map.into_values().collect()
+}
+
+/// Folds rows given in arrival order (`ordinals[i]` with `valid[i]`, valid values in `values`) into a
+/// [`ColumnData`]: sorted by ordinal, one value per ordinal, later rows folded into earlier ones.
+pub fn fold_rows(rule: MergeRule, ordinals: &[u32], valid: &[bool], values: &Values) -> ColumnData {
+    // Pair each valid row with its index among the valid values, then sort stably by ordinal so
+    // rows of one ordinal keep arrival order (which LAST depends on).
+    let mut idx: Vec<(u32, usize)> = ordinals
+        .iter()
+        .zip(valid)
+        .filter(|(_, v)| **v)
+        .map(|(o, _)| *o)
+        .enumerate()
+        .map(|(i, o)| (o, i))
+        .collect();
+    idx.sort_by_key(|&(o, _)| o);
+    let mut ords: Vec<u32> = idx.iter().map(|&(o, _)| o).collect();
+    ords.dedup();
+    // `ords` is sorted and deduplicated, so from_sorted_iter cannot fail.
+    let presence = RoaringBitmap::from_sorted_iter(ords).unwrap_or_default();
+    let values = match values {
+        Values::Int(v) => Values::Int(fold_sorted(rule, &idx, v)),
+        Values::Float(v) => Values::Float(fold_sorted(rule, &idx, v)),
+        Values::Bool(v) => Values::Bool(fold_sorted(rule, &idx, v)),
+        Values::Str(v) => Values::Str(fold_sorted(rule, &idx, v)),
+    };
+    ColumnData { presence, values }
+}
+
+fn fold_sorted<T: Fold>(rule: MergeRule, idx: &[(u32, usize)], vals: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(idx.len());
+    let mut last_ord = None;
+    for &(o, i) in idx {
+        let Some(v) = vals.get(i) else { continue };
+        if last_ord == Some(o) {
+            if let Some(prev) = out.last_mut() {
+                T::fold(prev, v, rule);
+            }
+        } else {
+            out.push(v.clone());
+            last_ord = Some(o);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(pairs: &[(u32, i64)]) -> ColumnData {
+        ColumnData {
+            presence: pairs.iter().map(|p| p.0).collect(),
+            values: Values::Int(pairs.iter().map(|p| p.1).collect()),
+        }
+    }
+
+    #[test]
+    fn merge_applies_each_rule() {
+        let a = col(&[(1, 10), (5, 50)]);
+        let b = col(&[(1, 3), (2, 20), (5, 70)]);
+        let m = merge_columns(MergeRule::Min, ColumnType::Timestamp, &[&a, &b]);
+        assert_eq!(m, col(&[(1, 3), (2, 20), (5, 50)]));
+        let m = merge_columns(MergeRule::Max, ColumnType::Bigint, &[&a, &b]);
+        assert_eq!(m, col(&[(1, 10), (2, 20), (5, 70)]));
+        let m = merge_columns(MergeRule::Sum, ColumnType::Bigint, &[&a, &b]);
+        assert_eq!(m, col(&[(1, 13), (2, 20), (5, 120)]));
+        let m = merge_columns(MergeRule::Last, ColumnType::Bigint, &[&b, &a]);
+        assert_eq!(m, col(&[(1, 10), (2, 20), (5, 50)]));
+        assert!(merge_columns(MergeRule::Min, ColumnType::Bigint, &[]).presence.is_empty());
+    }
+
+    #[test]
+    fn fold_rows_keeps_arrival_order_for_last() {
+        let ords = [7, 3, 7, 9, 7];
+        let valid = [true, true, true, false, true];
+        let vals = Values::Int(vec![1, 2, 3, 4]);
+        let c = fold_rows(MergeRule::Last, &ords, &valid, &vals);
+        assert_eq!(c, col(&[(3, 2), (7, 4)]));
+        let c = fold_rows(MergeRule::Min, &ords, &valid, &vals);
+        assert_eq!(c, col(&[(3, 2), (7, 1)]));
+        let c = fold_rows(MergeRule::Sum, &ords, &valid, &vals);
+        assert_eq!(c, col(&[(3, 2), (7, 8)]));
+    }
+
+    #[test]
+    fn extreme_values_fold() {
+        let a = col(&[(0, i64::MIN), (u32::MAX, i64::MAX)]);
+        let b = col(&[(0, i64::MAX), (u32::MAX, i64::MIN)]);
+        let m = merge_columns(MergeRule::Min, ColumnType::Bigint, &[&a, &b]);
+        assert_eq!(m, col(&[(0, i64::MIN), (u32::MAX, i64::MIN)]));
+    }
+}
