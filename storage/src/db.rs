@@ -537,10 +537,14 @@ fn resolve_batch<'a>(
     key_type: KeyType,
 ) -> Result<(&'a dyn Array, Vec<(ColumnId, arrow_array::ArrayRef)>)> {
     let bad = |reason: String| StorageError::InvalidBatch { table: tv.name.clone(), reason };
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| f.name().eq_ignore_ascii_case(&tv.schema.key_name)) {
+        return Err(bad(format!("the key column {} is missing", tv.schema.key_name)));
+    }
     let mut key = None;
     let mut cols = Vec::new();
     let mut seen = HashSet::new();
-    for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+    for (field, array) in schema.fields().iter().zip(batch.columns()) {
         let name = field.name();
         if !seen.insert(name.to_ascii_lowercase()) {
             return Err(bad(format!("column {name} appears twice")));

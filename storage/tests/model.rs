@@ -1,0 +1,242 @@
+//! Model-based property test: random sequences of appends, flushes, compactions, catalog commits and
+//! reopens run against the engine and against a plain in-memory model (a BTreeMap per table that folds
+//! every appended row with the column's merge rule). After every step the engine must equal the
+//! model, and the snapshot taken before the step must still equal the model as it was.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{batch, cell_of, dump, Cell, Col, Dump};
+use journeydb_storage::{CatalogOp, ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, Snapshot, TableSchema};
+use proptest::prelude::*;
+
+const TABLES: [&str; 3] = ["t0", "t1", "t2"];
+/// Keys drawn by the test; a filler table pushes their ordinals across the first partition boundary.
+const KEYS: u32 = 24;
+const FILLER_KEYS: usize = 65_536 - 12;
+
+fn columns() -> Vec<ColumnDef> {
+    vec![
+        ColumnDef::new("a", ColumnType::Timestamp),
+        ColumnDef::new("b", ColumnType::Bigint).with_rule(MergeRule::Max),
+        ColumnDef::new("c", ColumnType::Bigint).with_rule(MergeRule::Sum),
+        ColumnDef::new("d", ColumnType::Double).with_rule(MergeRule::Last),
+        ColumnDef::new("e", ColumnType::Varchar).with_rule(MergeRule::Min),
+        ColumnDef::new("f", ColumnType::Varchar).with_rule(MergeRule::Last),
+    ]
+}
+
+fn schema() -> TableSchema {
+    TableSchema::new("k", columns())
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append { table: usize, rows: Vec<(u32, [Option<i64>; 6])> },
+    Flush,
+    Compact,
+    Create(usize),
+    CreateOrReplace(usize),
+    Drop(usize),
+    Rename(usize, usize),
+    Swap(usize, usize),
+    Replace(usize, usize),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let cell = proptest::option::weighted(0.5, -50i64..50);
+    let row = (0..KEYS, [cell.clone(), cell.clone(), cell.clone(), cell.clone(), cell.clone(), cell]);
+    prop_oneof![
+        8 => (0..3usize, proptest::collection::vec(row, 0..12)).prop_map(|(table, rows)| Op::Append { table, rows }),
+        2 => Just(Op::Flush),
+        1 => Just(Op::Compact),
+        2 => (0..3usize).prop_map(Op::Create),
+        1 => (0..3usize).prop_map(Op::CreateOrReplace),
+        1 => (0..3usize).prop_map(Op::Drop),
+        1 => (0..3usize, 0..3usize).prop_map(|(a, b)| Op::Rename(a, b)),
+        1 => (0..3usize, 0..3usize).prop_map(|(a, b)| Op::Swap(a, b)),
+        1 => (0..3usize, 0..3usize).prop_map(|(a, b)| Op::Replace(a, b)),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+type Model = BTreeMap<String, Dump>;
+
+fn key(k: u32) -> String {
+    format!("key{k:03}")
+}
+
+fn fold(old: &mut Option<Cell>, new: Cell, rule: MergeRule) {
+    let Some(o) = old else {
+        *old = Some(new);
+        return;
+    };
+    *o = match (rule, o.clone(), new) {
+        (MergeRule::Min, a, b) => if b < a { b } else { a },
+        (MergeRule::Max, a, b) => if b > a { b } else { a },
+        (MergeRule::Sum, Cell::Int(a), Cell::Int(b)) => Cell::Int(a.wrapping_add(b)),
+        (_, _, b) => b,
+    };
+}
+
+fn apply_model(m: &mut Model, op: &Op) -> bool {
+    let cols = columns();
+    match op {
+        Op::Append { table, rows } => {
+            let Some(t) = m.get_mut(TABLES[*table]) else { return false };
+            for (k, vals) in rows {
+                let row = t.entry(key(*k)).or_insert_with(|| vec![None; cols.len()]);
+                for (i, v) in vals.iter().enumerate() {
+                    if let Some(v) = v {
+                        fold(&mut row[i], cell_of(cols[i].ty, *v), cols[i].rule);
+                    }
+                }
+            }
+            true
+        }
+        Op::Create(t) => {
+            if m.contains_key(TABLES[*t]) {
+                return false;
+            }
+            m.insert(TABLES[*t].to_string(), Dump::new());
+            true
+        }
+        Op::CreateOrReplace(t) => {
+            m.insert(TABLES[*t].to_string(), Dump::new());
+            true
+        }
+        Op::Drop(t) => m.remove(TABLES[*t]).is_some(),
+        Op::Rename(a, b) => {
+            if a == b {
+                return m.contains_key(TABLES[*a]);
+            }
+            if m.contains_key(TABLES[*b]) {
+                return false;
+            }
+            match m.remove(TABLES[*a]) {
+                Some(d) => {
+                    m.insert(TABLES[*b].to_string(), d);
+                    true
+                }
+                None => false,
+            }
+        }
+        Op::Swap(a, b) => {
+            let (Some(da), Some(db)) = (m.get(TABLES[*a]).cloned(), m.get(TABLES[*b]).cloned()) else { return false };
+            m.insert(TABLES[*a].to_string(), db);
+            m.insert(TABLES[*b].to_string(), da);
+            true
+        }
+        Op::Replace(target, source) => {
+            let Some(d) = m.get(TABLES[*source]).cloned() else { return false };
+            if target != source {
+                m.remove(TABLES[*source]);
+                m.insert(TABLES[*target].to_string(), d);
+            }
+            true
+        }
+        Op::Flush | Op::Compact | Op::Reopen => true,
+    }
+}
+
+fn apply_engine(db: &mut Option<Database>, dir: &std::path::Path, op: &Op) -> bool {
+    let opts = Options { partition_rows: 65536, background: false, keep_versions: 3, ..Options::default() };
+    let d = db.as_ref().unwrap();
+    let cols = columns();
+    match op {
+        Op::Append { table, rows } => {
+            let keys: Vec<String> = rows.iter().map(|(k, _)| key(*k)).collect();
+            let mut arrays = Vec::new();
+            for (i, c) in cols.iter().enumerate() {
+                let vals: Vec<Option<i64>> = rows.iter().map(|(_, v)| v[i]).collect();
+                let col = match c.ty {
+                    ColumnType::Timestamp => Col::Ts(vals),
+                    ColumnType::Double => Col::Float(vals.into_iter().map(|v| v.map(|x| x as f64)).collect()),
+                    ColumnType::Varchar => Col::Str(vals.into_iter().map(|v| v.map(|x| format!("s{x:05}"))).collect()),
+                    _ => Col::Int(vals),
+                };
+                arrays.push((c.name.as_str(), col));
+            }
+            d.append(TABLES[*table], &batch("k", &keys, arrays)).is_ok()
+        }
+        Op::Flush => d.flush().is_ok(),
+        Op::Compact => d.compact(2).is_ok(),
+        Op::Create(t) => d.create_table(TABLES[*t], schema()).is_ok(),
+        Op::CreateOrReplace(t) => d.commit(&[CatalogOp::CreateOrReplace { name: TABLES[*t].into(), schema: schema() }]).is_ok(),
+        Op::Drop(t) => d.drop_table(TABLES[*t]).is_ok(),
+        Op::Rename(a, b) => d.commit(&[CatalogOp::Rename { from: TABLES[*a].into(), to: TABLES[*b].into() }]).is_ok(),
+        Op::Swap(a, b) => d.swap_tables(TABLES[*a], TABLES[*b]).is_ok(),
+        Op::Replace(t, s) => d.commit(&[CatalogOp::Replace { target: TABLES[*t].into(), source: TABLES[*s].into() }]).is_ok(),
+        Op::Reopen => {
+            *db = None;
+            *db = Some(Database::open(dir, opts).unwrap());
+            true
+        }
+    }
+}
+
+fn engine_state(snap: &Snapshot) -> Model {
+    snap.table_names().into_iter().filter(|n| n != "filler").map(|n| {
+        let d = dump(snap, &n);
+        (n, d)
+    }).collect()
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options { partition_rows: 65536, background: false, keep_versions: 3, ..Options::default() };
+    let mut db = Some(Database::create(dir.path(), KeyType::Varchar, opts).unwrap());
+    {
+        let d = db.as_ref().unwrap();
+        d.create_table("filler", TableSchema::new("k", vec![])).unwrap();
+        let filler: Vec<String> = (0..FILLER_KEYS).map(|i| format!("filler{i}")).collect();
+        d.append("filler", &batch("k", &filler, vec![])).unwrap();
+    }
+    let mut model: Model = Model::new();
+    for (step, op) in ops.iter().enumerate() {
+        let prev_snapshot = db.as_ref().unwrap().snapshot();
+        let prev_model = model.clone();
+        let mut next = model.clone();
+        let model_ok = apply_model(&mut next, op);
+        let engine_ok = apply_engine(&mut db, dir.path(), op);
+        prop_assert_eq!(model_ok, engine_ok, "step {} {:?}: model and engine disagree on success", step, op);
+        if model_ok {
+            model = next;
+        }
+        let got = engine_state(&db.as_ref().unwrap().snapshot());
+        prop_assert_eq!(&got, &model, "step {}: {:?}", step, op);
+        prop_assert_eq!(engine_state(&prev_snapshot), prev_model, "step {}: the previous snapshot changed", step);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_equals_model(ops in proptest::collection::vec(op(), 1..40)) {
+        run(ops)?;
+    }
+}
+
+/// Regression: LAST must follow append order across a flush boundary and a compaction.
+#[test]
+fn last_follows_append_order_across_flush_and_compaction() {
+    let row = |v| (3u32, [None, None, None, Some(v), None, Some(v)]);
+    run(vec![
+        Op::Create(0),
+        Op::Append { table: 0, rows: vec![row(1)] },
+        Op::Flush,
+        Op::Append { table: 0, rows: vec![row(2)] },
+        Op::Flush,
+        Op::Append { table: 0, rows: vec![row(-7), row(4)] },
+        Op::Compact,
+        Op::Flush,
+        Op::Compact,
+        Op::Reopen,
+    ])
+    .unwrap();
+}
