@@ -46,7 +46,11 @@ pub struct Journey {
 impl Journey {
     /// The default shape: 30 columns.
     pub fn new(customers: usize, seed: u64) -> Self {
-        Journey { customers, columns: 30, seed }
+        Journey {
+            customers,
+            columns: 30,
+            seed,
+        }
     }
 
     /// Name of funnel column `j` (0-based): stage{s}_step_{k} shaped, 5 columns per stage.
@@ -69,7 +73,12 @@ impl Journey {
 
     /// The state table's schema (all columns TIMESTAMP, MERGE MIN).
     pub fn schema(&self) -> TableSchema {
-        TableSchema::new("customer_id", (0..self.columns).map(|j| ColumnDef::new(self.column_name(j), ColumnType::Timestamp)).collect())
+        TableSchema::new(
+            "customer_id",
+            (0..self.columns)
+                .map(|j| ColumnDef::new(self.column_name(j), ColumnType::Timestamp))
+                .collect(),
+        )
     }
 
     /// Key of customer `i`.
@@ -78,7 +87,10 @@ impl Journey {
     }
 
     fn draw(&self, i: usize, salt: u64) -> u64 {
-        mix(self.seed.wrapping_add(salt.wrapping_mul(0xD6E8_FEB8_6659_FD93)) ^ (i as u64).wrapping_mul(0xA076_1D64_78BD_642F))
+        mix(self
+            .seed
+            .wrapping_add(salt.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+            ^ (i as u64).wrapping_mul(0xA076_1D64_78BD_642F))
     }
 
     /// Time customer `i` reached column `j`, or `None`.
@@ -98,7 +110,13 @@ impl Journey {
 
     /// Non-null cells of the whole table (for bytes-per-value figures).
     pub fn non_null_cells(&self) -> u64 {
-        (0..self.customers).map(|i| (0..self.columns).filter(|&j| self.value(i, j).is_some()).count() as u64).sum()
+        (0..self.customers)
+            .map(|i| {
+                (0..self.columns)
+                    .filter(|&j| self.value(i, j).is_some())
+                    .count() as u64
+            })
+            .sum()
     }
 
     /// Customers `range` as an Arrow batch: the key column and every funnel column.
@@ -107,7 +125,11 @@ impl Journey {
         let keys: Vec<String> = range.clone().map(|i| self.key(i)).collect();
         let mut arrays: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(keys))];
         for j in 0..self.columns {
-            fields.push(Field::new(self.column_name(j), DataType::Timestamp(TimeUnit::Microsecond, None), true));
+            fields.push(Field::new(
+                self.column_name(j),
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                true,
+            ));
             let v: Vec<Option<i64>> = range.clone().map(|i| self.value(i, j)).collect();
             arrays.push(Arc::new(TimestampMicrosecondArray::from(v)));
         }
@@ -119,6 +141,7 @@ impl Journey {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -133,7 +156,10 @@ mod tests {
                 }
             }
         }
-        let top = (0..j.customers).filter(|&i| j.value(i, 0).is_some()).count() as f64 / j.customers as f64;
+        let top = (0..j.customers)
+            .filter(|&i| j.value(i, 0).is_some())
+            .count() as f64
+            / j.customers as f64;
         assert!((top - DENSITY_TOP).abs() < 0.02, "top density {top}");
         assert_eq!(j.key(5), Journey::new(1, 7).key(5));
         assert_eq!(j.batch(0..10).num_rows(), 10);

@@ -36,10 +36,12 @@ use crate::error::{Result, StorageError};
 use crate::keydict::{Key, KeyDict};
 use crate::log::LogFile;
 use crate::manifest::{
-    apply_ops, commit_manifest, list_manifests, manifest_dir, manifest_path, read_current, read_manifest, CatalogOp,
-    Manifest, SegmentMeta,
+    apply_ops, commit_manifest, list_manifests, manifest_dir, manifest_path, read_current,
+    read_manifest, CatalogOp, Manifest, SegmentMeta,
 };
-use crate::schema::{ColumnId, KeyType, ManifestVersion, PartitionId, SegmentId, TableId, TableSchema};
+use crate::schema::{
+    ColumnId, KeyType, ManifestVersion, PartitionId, SegmentId, TableId, TableSchema,
+};
 use crate::segment::{encode_segment, write_segment_file, PartData, Segment};
 use crate::snapshot::{merge_parts, Chunk, Snapshot, TableVersion, Version};
 use crate::values::from_arrow;
@@ -81,14 +83,19 @@ impl Default for Options {
 
 impl Options {
     fn validate(&self) -> Result<()> {
-        if self.partition_rows == 0 || self.partition_rows % CONTAINER_ROWS != 0 || self.partition_rows > 1 << 30 {
+        if self.partition_rows == 0
+            || !self.partition_rows.is_multiple_of(CONTAINER_ROWS)
+            || self.partition_rows > 1 << 30
+        {
             return Err(StorageError::InvalidOption(format!(
                 "partition_rows {} must be a positive multiple of 65536, at most 2^30",
                 self.partition_rows
             )));
         }
         if self.keep_versions == 0 {
-            return Err(StorageError::InvalidOption("keep_versions must be at least 1".into()));
+            return Err(StorageError::InvalidOption(
+                "keep_versions must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -168,7 +175,9 @@ pub struct Database {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database").field("dir", &self.shared.dir).finish()
+        f.debug_struct("Database")
+            .field("dir", &self.shared.dir)
+            .finish()
     }
 }
 
@@ -192,7 +201,12 @@ fn wal_dir(dir: &Path) -> PathBuf {
 
 fn lock_dir(dir: &Path) -> Result<File> {
     let p = dir.join("LOCK");
-    let f = OpenOptions::new().create(true).truncate(false).write(true).open(&p).map_err(|e| StorageError::io(&p, e))?;
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| StorageError::io(&p, e))?;
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked(dir.to_path_buf())),
@@ -210,10 +224,18 @@ impl Database {
         }
         if let Ok(mut entries) = std::fs::read_dir(dir) {
             if entries.next().is_some() {
-                return Err(StorageError::InvalidOption(format!("{} exists and is not empty", dir.display())));
+                return Err(StorageError::InvalidOption(format!(
+                    "{} exists and is not empty",
+                    dir.display()
+                )));
             }
         }
-        for d in [dir.to_path_buf(), manifest_dir(dir), wal_dir(dir), seg_dir(dir)] {
+        for d in [
+            dir.to_path_buf(),
+            manifest_dir(dir),
+            wal_dir(dir),
+            seg_dir(dir),
+        ] {
             std::fs::create_dir_all(&d).map_err(|e| StorageError::io(&d, e))?;
         }
         let lock_file = lock_dir(dir)?;
@@ -251,7 +273,11 @@ impl Database {
         kept.push_back(manifest.clone());
         let keys = KeyDict::open(&dir.join("keys.dict"))?;
         if keys.key_type() != manifest.key_type {
-            return Err(StorageError::corrupt(dir.join("keys.dict"), 10, "key type differs from the manifest's"));
+            return Err(StorageError::corrupt(
+                dir.join("keys.dict"),
+                10,
+                "key type differs from the manifest's",
+            ));
         }
 
         // Segments of the current version; orphans (written by a flush that never committed, or no
@@ -262,13 +288,24 @@ impl Database {
                 segments.insert(s.id, Arc::new(Segment::open(&seg_path(&dir, s.id))?));
             }
         }
-        let referenced: HashSet<SegmentId> = kept.iter().flat_map(|m| m.tables.iter().flat_map(|t| t.segments.iter().map(|s| s.id))).collect();
+        let referenced: HashSet<SegmentId> = kept
+            .iter()
+            .flat_map(|m| {
+                m.tables
+                    .iter()
+                    .flat_map(|t| t.segments.iter().map(|s| s.id))
+            })
+            .collect();
         let mut max_seg = 0u64;
         let sdir = seg_dir(&dir);
         for e in std::fs::read_dir(&sdir).map_err(|e| StorageError::io(&sdir, e))? {
             let e = e.map_err(|e| StorageError::io(&sdir, e))?;
             let name = e.file_name();
-            if let Some(id) = name.to_string_lossy().strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(id) = name
+                .to_string_lossy()
+                .strip_suffix(".seg")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 max_seg = max_seg.max(id);
                 if !referenced.contains(&SegmentId(id)) {
                     remove_file(&e.path())?;
@@ -299,12 +336,19 @@ impl Database {
                     // Its keys never became durable, so it was never acknowledged: cut the log here so
                     // the ordinals cannot later be reused by other keys and resurrect it.
                     let p = wal_path(&wdir, seq);
-                    let f = OpenOptions::new().write(true).open(&p).map_err(|e| StorageError::io(&p, e))?;
-                    f.set_len(offset).and_then(|_| f.sync_all()).map_err(|e| StorageError::io(&p, e))?;
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&p)
+                        .map_err(|e| StorageError::io(&p, e))?;
+                    f.set_len(offset)
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| StorageError::io(&p, e))?;
                     stop_after = Some(seq);
                     break;
                 }
-                let Some(t) = manifest.tables.iter().find(|t| t.id == batch.table) else { continue };
+                let Some(t) = manifest.tables.iter().find(|t| t.id == batch.table) else {
+                    continue;
+                };
                 check_batch_schema(&wal_path(&wdir, seq), offset, &batch, &t.schema)?;
                 let chunk = Chunk::from_batch(&batch, &t.schema, manifest.partition_rows);
                 mem_rows += chunk.rows_appended;
@@ -318,7 +362,11 @@ impl Database {
             .tables
             .iter()
             .map(|t| {
-                let segs = t.segments.iter().filter_map(|s| segments.get(&s.id).cloned()).collect();
+                let segs = t
+                    .segments
+                    .iter()
+                    .filter_map(|s| segments.get(&s.id).cloned())
+                    .collect();
                 let tv = TableVersion {
                     id: t.id,
                     name: t.name.clone(),
@@ -329,7 +377,10 @@ impl Database {
                 (t.id, Arc::new(tv))
             })
             .collect();
-        let version = Arc::new(Version { manifest: manifest.clone(), tables });
+        let version = Arc::new(Version {
+            manifest: manifest.clone(),
+            tables,
+        });
         let next_segment_id = manifest.next_segment_id.max(max_seg + 1);
         let state = State {
             manifest,
@@ -378,7 +429,10 @@ impl Database {
 
     /// A consistent snapshot of the current state.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot { version: self.shared.current.load_full(), keys: self.shared.keys.clone() }
+        Snapshot {
+            version: self.shared.current.load_full(),
+            keys: self.shared.keys.clone(),
+        }
     }
 
     /// A snapshot of kept version `v` (time travel). It shows the tables of that version with the data
@@ -386,10 +440,19 @@ impl Database {
     pub fn snapshot_at(&self, v: ManifestVersion) -> Result<Snapshot> {
         let (m, current) = {
             let st = lock(&self.shared.state);
-            let m = st.kept.iter().find(|m| m.version == v).cloned().ok_or(StorageError::VersionNotKept(v.0))?;
+            let m = st
+                .kept
+                .iter()
+                .find(|m| m.version == v)
+                .cloned()
+                .ok_or(StorageError::VersionNotKept(v.0))?;
             (m, st.version.clone())
         };
-        let mut open: HashMap<SegmentId, Arc<Segment>> = current.tables.values().flat_map(|t| t.segments.iter().map(|s| (s.id, s.clone()))).collect();
+        let mut open: HashMap<SegmentId, Arc<Segment>> = current
+            .tables
+            .values()
+            .flat_map(|t| t.segments.iter().map(|s| (s.id, s.clone())))
+            .collect();
         let mut tables = BTreeMap::new();
         for t in &m.tables {
             let mut segs = Vec::new();
@@ -404,15 +467,31 @@ impl Database {
                 };
                 segs.push(seg);
             }
-            let tv = TableVersion { id: t.id, name: t.name.clone(), schema: Arc::new(t.schema.clone()), segments: segs, mem: Vec::new() };
+            let tv = TableVersion {
+                id: t.id,
+                name: t.name.clone(),
+                schema: Arc::new(t.schema.clone()),
+                segments: segs,
+                mem: Vec::new(),
+            };
             tables.insert(t.id, Arc::new(tv));
         }
-        Ok(Snapshot { version: Arc::new(Version { manifest: m, tables }), keys: self.shared.keys.clone() })
+        Ok(Snapshot {
+            version: Arc::new(Version {
+                manifest: m,
+                tables,
+            }),
+            keys: self.shared.keys.clone(),
+        })
     }
 
     /// Versions kept for time travel, oldest first.
     pub fn kept_versions(&self) -> Vec<ManifestVersion> {
-        lock(&self.shared.state).kept.iter().map(|m| m.version).collect()
+        lock(&self.shared.state)
+            .kept
+            .iter()
+            .map(|m| m.version)
+            .collect()
     }
 
     /// Applies catalog operations as one atomic commit; returns the new version.
@@ -420,7 +499,9 @@ impl Database {
         let mut st = lock(&self.shared.state);
         let m = apply_ops(&st.manifest, ops)?;
         let v = m.version;
-        let trimmed = self.shared.commit_locked(&mut st, m, HashMap::new(), &HashMap::new())?;
+        let trimmed = self
+            .shared
+            .commit_locked(&mut st, m, HashMap::new(), &HashMap::new())?;
         drop(st);
         self.shared.gc_trimmed(trimmed);
         Ok(v)
@@ -428,17 +509,27 @@ impl Database {
 
     /// Creates a table.
     pub fn create_table(&self, name: &str, schema: TableSchema) -> Result<ManifestVersion> {
-        self.commit(&[CatalogOp::Create { name: name.into(), schema, if_not_exists: false }])
+        self.commit(&[CatalogOp::Create {
+            name: name.into(),
+            schema,
+            if_not_exists: false,
+        }])
     }
 
     /// Drops a table.
     pub fn drop_table(&self, name: &str) -> Result<ManifestVersion> {
-        self.commit(&[CatalogOp::Drop { name: name.into(), if_exists: false }])
+        self.commit(&[CatalogOp::Drop {
+            name: name.into(),
+            if_exists: false,
+        }])
     }
 
     /// Exchanges the names of two tables in one commit.
     pub fn swap_tables(&self, a: &str, b: &str) -> Result<ManifestVersion> {
-        self.commit(&[CatalogOp::Swap { a: a.into(), b: b.into() }])
+        self.commit(&[CatalogOp::Swap {
+            a: a.into(),
+            b: b.into(),
+        }])
     }
 
     /// Appends the rows of `batch` to `table`. The batch holds the key column (named like the table's
@@ -446,10 +537,16 @@ impl Database {
     /// durable and visible to every snapshot taken afterwards. Returns the number of rows appended.
     pub fn append(&self, table: &str, batch: &RecordBatch) -> Result<usize> {
         let version = self.shared.current.load_full();
-        let tv = version.table_by_name(table).ok_or_else(|| StorageError::TableNotFound(table.to_string()))?.clone();
+        let tv = version
+            .table_by_name(table)
+            .ok_or_else(|| StorageError::TableNotFound(table.to_string()))?
+            .clone();
         let n = batch.num_rows();
         if n > APPEND_ROWS_MAX {
-            return Err(StorageError::InvalidBatch { table: table.into(), reason: format!("{n} rows; at most {APPEND_ROWS_MAX} per append") });
+            return Err(StorageError::InvalidBatch {
+                table: table.into(),
+                reason: format!("{n} rows; at most {APPEND_ROWS_MAX} per append"),
+            });
         }
         let (key_col, columns) = resolve_batch(&tv, batch, version.manifest.key_type)?;
         if n == 0 {
@@ -462,16 +559,38 @@ impl Database {
         let rows: Vec<usize> = (0..n).collect();
         let mut cols = Vec::with_capacity(columns.len());
         for (id, array) in columns {
-            let def = tv.schema.columns.get(id.0 as usize).ok_or_else(|| StorageError::InvalidBatch { table: tv.name.clone(), reason: "internal: column id".into() })?;
-            let (valid, values) = from_arrow(array.as_ref(), def.ty, &rows).ok_or_else(|| StorageError::InvalidBatch {
-                table: tv.name.clone(),
-                reason: format!("column {} has Arrow type {}", def.name, array.data_type()),
+            let def =
+                tv.schema
+                    .columns
+                    .get(id.0 as usize)
+                    .ok_or_else(|| StorageError::InvalidBatch {
+                        table: tv.name.clone(),
+                        reason: "internal: column id".into(),
+                    })?;
+            let (valid, values) = from_arrow(array.as_ref(), def.ty, &rows).ok_or_else(|| {
+                StorageError::InvalidBatch {
+                    table: tv.name.clone(),
+                    reason: format!("column {} has Arrow type {}", def.name, array.data_type()),
+                }
             })?;
-            cols.push(BatchColumn { id, ty: def.ty, valid, values });
+            cols.push(BatchColumn {
+                id,
+                ty: def.ty,
+                valid,
+                values,
+            });
         }
-        let row_batch = RowBatch { table: tv.id, ordinals, columns: cols };
+        let row_batch = RowBatch {
+            table: tv.id,
+            ordinals,
+            columns: cols,
+        };
         let payload = encode_batch(&row_batch);
-        let chunk = Arc::new(Chunk::from_batch(&row_batch, &tv.schema, version.manifest.partition_rows));
+        let chunk = Arc::new(Chunk::from_batch(
+            &row_batch,
+            &tv.schema,
+            version.manifest.partition_rows,
+        ));
         drop(row_batch);
 
         let mut st = lock(&self.shared.state);
@@ -507,7 +626,11 @@ impl Database {
 
     /// Bytes of memory held by the key dictionary.
     pub fn key_dictionary_bytes(&self) -> usize {
-        self.shared.keys.read().map(|k| k.memory_bytes()).unwrap_or(0)
+        self.shared
+            .keys
+            .read()
+            .map(|k| k.memory_bytes())
+            .unwrap_or(0)
     }
 
     /// Acknowledged rows not yet flushed.
@@ -529,17 +652,30 @@ impl Drop for Database {
     }
 }
 
+/// The value columns of an appended batch, by column id.
+type ValueColumns = Vec<(ColumnId, arrow_array::ArrayRef)>;
+
 /// Finds the key column and the value columns of an appended batch, checking names, types and
 /// duplicates.
 fn resolve_batch<'a>(
     tv: &TableVersion,
     batch: &'a RecordBatch,
     key_type: KeyType,
-) -> Result<(&'a dyn Array, Vec<(ColumnId, arrow_array::ArrayRef)>)> {
-    let bad = |reason: String| StorageError::InvalidBatch { table: tv.name.clone(), reason };
+) -> Result<(&'a dyn Array, ValueColumns)> {
+    let bad = |reason: String| StorageError::InvalidBatch {
+        table: tv.name.clone(),
+        reason,
+    };
     let schema = batch.schema();
-    if !schema.fields().iter().any(|f| f.name().eq_ignore_ascii_case(&tv.schema.key_name)) {
-        return Err(bad(format!("the key column {} is missing", tv.schema.key_name)));
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.name().eq_ignore_ascii_case(&tv.schema.key_name))
+    {
+        return Err(bad(format!(
+            "the key column {} is missing",
+            tv.schema.key_name
+        )));
     }
     let mut key = None;
     let mut cols = Vec::new();
@@ -553,25 +689,58 @@ fn resolve_batch<'a>(
             key = Some(array.as_ref());
             continue;
         }
-        let (id, def) = tv.schema.column(name).ok_or_else(|| StorageError::ColumnNotFound { table: tv.name.clone(), column: name.clone() })?;
-        let ok = matches!(array.data_type(), DataType::Null) || array.data_type() == &crate::values::arrow_type(def.ty)
-            || matches!((def.ty, array.data_type()), (crate::schema::ColumnType::Timestamp, DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, _)))
-            || matches!((def.ty, array.data_type()), (crate::schema::ColumnType::Varchar, DataType::LargeUtf8 | DataType::Utf8View));
+        let (id, def) = tv
+            .schema
+            .column(name)
+            .ok_or_else(|| StorageError::ColumnNotFound {
+                table: tv.name.clone(),
+                column: name.clone(),
+            })?;
+        let ok = matches!(array.data_type(), DataType::Null)
+            || array.data_type() == &crate::values::arrow_type(def.ty)
+            || matches!(
+                (def.ty, array.data_type()),
+                (
+                    crate::schema::ColumnType::Timestamp,
+                    DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, _)
+                )
+            )
+            || matches!(
+                (def.ty, array.data_type()),
+                (
+                    crate::schema::ColumnType::Varchar,
+                    DataType::LargeUtf8 | DataType::Utf8View
+                )
+            );
         if !ok {
-            return Err(bad(format!("column {name} is {} but the batch has {}", def.ty.sql_name(), array.data_type())));
+            return Err(bad(format!(
+                "column {name} is {} but the batch has {}",
+                def.ty.sql_name(),
+                array.data_type()
+            )));
         }
         cols.push((id, array.clone()));
     }
-    let key = key.ok_or_else(|| bad(format!("the key column {} is missing", tv.schema.key_name)))?;
+    let key =
+        key.ok_or_else(|| bad(format!("the key column {} is missing", tv.schema.key_name)))?;
     let key_ok = match key_type {
-        KeyType::Varchar => matches!(key.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View),
+        KeyType::Varchar => matches!(
+            key.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ),
         KeyType::Bigint => key.data_type() == &DataType::Int64,
     };
     if !key_ok {
-        return Err(bad(format!("the key column must be {key_type:?}, the batch has {}", key.data_type())));
+        return Err(bad(format!(
+            "the key column must be {key_type:?}, the batch has {}",
+            key.data_type()
+        )));
     }
     if key.null_count() > 0 {
-        return Err(StorageError::InvalidKey(format!("the key column of an append to {} holds NULL", tv.name)));
+        return Err(StorageError::InvalidKey(format!(
+            "the key column of an append to {} holds NULL",
+            tv.name
+        )));
     }
     Ok((key, cols))
 }
@@ -588,15 +757,34 @@ fn insert_keys(keys: &mut KeyDict, array: &dyn Array, table: &str) -> Result<Vec
     } else if let Some(a) = any.downcast_ref::<Int64Array>() {
         keys.get_or_insert((0..n).map(|i| Key::Int(a.value(i))))
     } else {
-        Err(StorageError::InvalidBatch { table: table.into(), reason: format!("unsupported key type {}", array.data_type()) })
+        Err(StorageError::InvalidBatch {
+            table: table.into(),
+            reason: format!("unsupported key type {}", array.data_type()),
+        })
     }
 }
 
-fn check_batch_schema(path: &Path, offset: u64, batch: &RowBatch, schema: &TableSchema) -> Result<()> {
+fn check_batch_schema(
+    path: &Path,
+    offset: u64,
+    batch: &RowBatch,
+    schema: &TableSchema,
+) -> Result<()> {
     for c in &batch.columns {
-        let ok = schema.columns.get(c.id.0 as usize).is_some_and(|d| d.ty == c.ty) && c.valid.len() == batch.ordinals.len();
+        let ok = schema
+            .columns
+            .get(c.id.0 as usize)
+            .is_some_and(|d| d.ty == c.ty)
+            && c.valid.len() == batch.ordinals.len();
         if !ok {
-            return Err(StorageError::corrupt(path, offset, format!("WAL record column {} does not fit table {}", c.id.0, batch.table.0)));
+            return Err(StorageError::corrupt(
+                path,
+                offset,
+                format!(
+                    "WAL record column {} does not fit table {}",
+                    c.id.0, batch.table.0
+                ),
+            ));
         }
     }
     Ok(())
@@ -635,7 +823,11 @@ impl Shared {
 
     /// fsyncs the key dictionary, then the WAL file: keys are durable before records that use them.
     fn sync_files(&self, wal: &(Arc<File>, PathBuf)) -> Result<()> {
-        let (kf, kp) = self.keys.read().unwrap_or_else(|e| e.into_inner()).sync_handle();
+        let (kf, kp) = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync_handle();
         kf.sync_data().map_err(|e| StorageError::io(kp, e))?;
         wal.0.sync_data().map_err(|e| StorageError::io(&wal.1, e))
     }
@@ -661,7 +853,10 @@ impl Shared {
                 *tv = Arc::new(t);
             }
         }
-        let v = Arc::new(Version { manifest: st.manifest.clone(), tables });
+        let v = Arc::new(Version {
+            manifest: st.manifest.clone(),
+            tables,
+        });
         st.version = v.clone();
         self.current.store(v);
         if self.opts.flush_rows > 0 && st.mem_rows >= self.opts.flush_rows {
@@ -708,26 +903,55 @@ impl Shared {
         drop_mem: &HashMap<TableId, usize>,
     ) -> Result<Garbage> {
         let m = Arc::new(m);
-        let mut open: HashMap<SegmentId, Arc<Segment>> = st.version.tables.values().flat_map(|t| t.segments.iter().map(|s| (s.id, s.clone()))).collect();
+        let mut open: HashMap<SegmentId, Arc<Segment>> = st
+            .version
+            .tables
+            .values()
+            .flat_map(|t| t.segments.iter().map(|s| (s.id, s.clone())))
+            .collect();
         open.extend(new_segments);
         let mut tables = BTreeMap::new();
         for t in &m.tables {
             let mut segs = Vec::with_capacity(t.segments.len());
             for s in &t.segments {
-                let seg = open.get(&s.id).cloned().ok_or_else(|| StorageError::corrupt(seg_path(&self.dir, s.id), 0, "internal: commit names a segment that is not open"))?;
+                let seg = open.get(&s.id).cloned().ok_or_else(|| {
+                    StorageError::corrupt(
+                        seg_path(&self.dir, s.id),
+                        0,
+                        "internal: commit names a segment that is not open",
+                    )
+                })?;
                 segs.push(seg);
             }
             let mem = match st.version.tables.get(&t.id) {
-                Some(old) => old.mem.iter().skip(drop_mem.get(&t.id).copied().unwrap_or(0)).cloned().collect(),
+                Some(old) => old
+                    .mem
+                    .iter()
+                    .skip(drop_mem.get(&t.id).copied().unwrap_or(0))
+                    .cloned()
+                    .collect(),
                 None => Vec::new(),
             };
-            let tv = TableVersion { id: t.id, name: t.name.clone(), schema: Arc::new(t.schema.clone()), segments: segs, mem };
+            let tv = TableVersion {
+                id: t.id,
+                name: t.name.clone(),
+                schema: Arc::new(t.schema.clone()),
+                segments: segs,
+                mem,
+            };
             tables.insert(t.id, Arc::new(tv));
         }
-        let version = Arc::new(Version { manifest: m.clone(), tables });
+        let version = Arc::new(Version {
+            manifest: m.clone(),
+            tables,
+        });
         commit_manifest(&self.dir, &m)?;
         // Flushed rows, and rows of dropped tables, leave memory.
-        st.mem_rows = version.tables.values().map(|t| t.mem.iter().map(|c| c.rows_appended).sum::<u64>()).sum();
+        st.mem_rows = version
+            .tables
+            .values()
+            .map(|t| t.mem.iter().map(|c| c.rows_appended).sum::<u64>())
+            .sum();
         st.manifest = m.clone();
         st.version = version.clone();
         st.kept.push_back(m);
@@ -740,7 +964,15 @@ impl Shared {
         let mut garbage = Garbage::default();
         if !trimmed.is_empty() {
             // Computed under the lock, so a concurrent commit cannot interleave.
-            let still: HashSet<SegmentId> = st.kept.iter().flat_map(|m| m.tables.iter().flat_map(|t| t.segments.iter().map(|s| s.id))).collect();
+            let still: HashSet<SegmentId> = st
+                .kept
+                .iter()
+                .flat_map(|m| {
+                    m.tables
+                        .iter()
+                        .flat_map(|t| t.segments.iter().map(|s| s.id))
+                })
+                .collect();
             for old in &trimmed {
                 garbage.manifests.push(old.version);
                 for s in old.tables.iter().flat_map(|t| t.segments.iter()) {
@@ -764,13 +996,25 @@ impl Shared {
         }
     }
 
-    fn write_part(&self, table: TableId, schema: &TableSchema, p: PartitionId, part: &PartData, partition_rows: u32) -> Result<(SegmentMeta, Arc<Segment>)> {
+    fn write_part(
+        &self,
+        table: TableId,
+        schema: &TableSchema,
+        p: PartitionId,
+        part: &PartData,
+        partition_rows: u32,
+    ) -> Result<(SegmentMeta, Arc<Segment>)> {
         let id = SegmentId(self.next_segment_id.fetch_add(1, Ordering::SeqCst));
         let bytes = encode_segment(table, id, p, partition_rows, schema, part)?;
         let path = seg_path(&self.dir, id);
         write_segment_file(&path, &bytes)?;
         let seg = Segment::open(&path)?;
-        let meta = SegmentMeta { id, partition: p, rows: seg.rows.len(), size_bytes: seg.size_bytes() };
+        let meta = SegmentMeta {
+            id,
+            partition: p,
+            rows: seg.rows.len(),
+            size_bytes: seg.size_bytes(),
+        };
         Ok((meta, Arc::new(seg)))
     }
 
@@ -779,7 +1023,13 @@ impl Shared {
         // 1. Freeze: everything written becomes durable and visible, then a new WAL file starts.
         let (frozen, new_seq, partition_rows) = {
             let mut st = self.settle_locked(lock(&self.state))?;
-            let frozen: Vec<Arc<TableVersion>> = st.version.tables.values().filter(|t| !t.mem.is_empty()).cloned().collect();
+            let frozen: Vec<Arc<TableVersion>> = st
+                .version
+                .tables
+                .values()
+                .filter(|t| !t.mem.is_empty())
+                .cloned()
+                .collect();
             if frozen.is_empty() {
                 return Ok(FlushStats::default());
             }
@@ -804,7 +1054,8 @@ impl Shared {
                 let mut metas = Vec::new();
                 for (p, parts) in by_part {
                     let merged = merge_parts(&t.schema, &parts);
-                    let (meta, seg) = self.write_part(t.id, &t.schema, p, &merged, partition_rows)?;
+                    let (meta, seg) =
+                        self.write_part(t.id, &t.schema, p, &merged, partition_rows)?;
                     stats.segments += 1;
                     stats.rows += meta.rows;
                     stats.bytes += meta.size_bytes;
@@ -873,10 +1124,14 @@ impl Shared {
                     if segs.len() < min_segments {
                         continue;
                     }
-                    let parts = segs.iter().map(|s| s.read_all(&t.schema)).collect::<Result<Vec<_>>>()?;
+                    let parts = segs
+                        .iter()
+                        .map(|s| s.read_all(&t.schema))
+                        .collect::<Result<Vec<_>>>()?;
                     let refs: Vec<&PartData> = parts.iter().collect();
                     let merged = merge_parts(&t.schema, &refs);
-                    let (meta, seg) = self.write_part(t.id, &t.schema, p, &merged, partition_rows)?;
+                    let (meta, seg) =
+                        self.write_part(t.id, &t.schema, p, &merged, partition_rows)?;
                     stats.segments_in += segs.len();
                     stats.segments_out += 1;
                     stats.bytes_out += meta.size_bytes;
@@ -908,7 +1163,11 @@ impl Shared {
                     if all_there {
                         // The output takes the place of the oldest input: segments flushed meanwhile
                         // are newer and stay after it.
-                        let at = e.segments.iter().position(|s| inputs.contains(&s.id)).unwrap_or(0);
+                        let at = e
+                            .segments
+                            .iter()
+                            .position(|s| inputs.contains(&s.id))
+                            .unwrap_or(0);
                         e.segments.retain(|s| !inputs.contains(&s.id));
                         e.segments.insert(at.min(e.segments.len()), out.clone());
                     }
@@ -953,7 +1212,10 @@ fn maintenance_loop(s: &Shared) {
         {
             let mut bg = lock(&s.bg);
             while !bg.shutdown && !bg.wake {
-                let (g, _) = s.bg_cv.wait_timeout(bg, Duration::from_millis(500)).unwrap_or_else(|e| e.into_inner());
+                let (g, _) = s
+                    .bg_cv
+                    .wait_timeout(bg, Duration::from_millis(500))
+                    .unwrap_or_else(|e| e.into_inner());
                 bg = g;
                 if !bg.wake && !bg.shutdown {
                     // Periodic check: compaction may be due without a wake-up.

@@ -78,7 +78,11 @@ fn unpack(r: &mut ByteReader<'_>, n: usize, width: u8) -> Result<Vec<u64>> {
     let mut padded = Vec::with_capacity(bytes.len() + 16);
     padded.extend_from_slice(bytes);
     padded.resize(bytes.len() + 16, 0);
-    let mask: u128 = if width == 64 { u64::MAX as u128 } else { (1u128 << width) - 1 };
+    let mask: u128 = if width == 64 {
+        u64::MAX as u128
+    } else {
+        (1u128 << width) - 1
+    };
     let mut out = Vec::with_capacity(n);
     let mut bit = 0usize;
     for _ in 0..n {
@@ -109,14 +113,24 @@ fn encode_plain(values: &Values, w: &mut ByteWriter) {
 fn decode_plain(r: &mut ByteReader<'_>, ty: ColumnType, n: usize) -> Result<Values> {
     Ok(match Values::empty(ty) {
         Values::Int(_) => Values::Int((0..n).map(|_| r.i64()).collect::<Result<_>>()?),
-        Values::Float(_) => Values::Float((0..n).map(|_| r.u64().map(f64::from_bits)).collect::<Result<_>>()?),
+        Values::Float(_) => Values::Float(
+            (0..n)
+                .map(|_| r.u64().map(f64::from_bits))
+                .collect::<Result<_>>()?,
+        ),
         Values::Bool(_) => Values::Bool(unpack(r, n, 1)?.into_iter().map(|b| b == 1).collect()),
         Values::Str(_) => {
-            let lens: Vec<usize> = (0..n).map(|_| r.u32().map(|l| l as usize)).collect::<Result<_>>()?;
+            let lens: Vec<usize> = (0..n)
+                .map(|_| r.u32().map(|l| l as usize))
+                .collect::<Result<_>>()?;
             let mut out = Vec::with_capacity(n);
             for l in lens {
                 let b = r.bytes(l)?;
-                out.push(std::str::from_utf8(b).map_err(|_| r.error("string is not UTF-8"))?.to_string());
+                out.push(
+                    std::str::from_utf8(b)
+                        .map_err(|_| r.error("string is not UTF-8"))?
+                        .to_string(),
+                );
             }
             Values::Str(out)
         }
@@ -129,13 +143,20 @@ fn encode_for(v: &[i64], w: &mut ByteWriter) {
     let width = width_of(max.wrapping_sub(min) as u64);
     w.i64(min);
     w.u8(width);
-    pack(v.iter().map(|x| x.wrapping_sub(min) as u64), width, &mut w.buf);
+    pack(
+        v.iter().map(|x| x.wrapping_sub(min) as u64),
+        width,
+        &mut w.buf,
+    );
 }
 
 fn decode_for(r: &mut ByteReader<'_>, n: usize) -> Result<Vec<i64>> {
     let min = r.i64()?;
     let width = r.u8()?;
-    Ok(unpack(r, n, width)?.into_iter().map(|o| min.wrapping_add(o as i64)).collect())
+    Ok(unpack(r, n, width)?
+        .into_iter()
+        .map(|o| min.wrapping_add(o as i64))
+        .collect())
 }
 
 /// Size in bytes of the DICT payload for `n` values with `dict` (sorted, distinct).
@@ -144,7 +165,10 @@ fn dict_len(n: usize, dict: &[i64]) -> usize {
         (Some(lo), Some(hi)) => hi.wrapping_sub(*lo) as u64,
         _ => 0,
     };
-    4 + 9 + packed_len(dict.len(), width_of(span)) + 1 + packed_len(n, width_of(dict.len() as u64 - 1))
+    4 + 9
+        + packed_len(dict.len(), width_of(span))
+        + 1
+        + packed_len(n, width_of(dict.len() as u64 - 1))
 }
 
 fn encode_dict(v: &[i64], dict: &[i64], w: &mut ByteWriter) {
@@ -163,7 +187,11 @@ fn decode_dict(r: &mut ByteReader<'_>, n: usize) -> Result<Vec<i64>> {
     let width = r.u8()?;
     let idx = unpack(r, n, width)?;
     idx.into_iter()
-        .map(|i| dict.get(i as usize).copied().ok_or_else(|| r.error(format!("dictionary index {i} >= {ndict}"))))
+        .map(|i| {
+            dict.get(i as usize)
+                .copied()
+                .ok_or_else(|| r.error(format!("dictionary index {i} >= {ndict}")))
+        })
         .collect()
 }
 
@@ -178,7 +206,10 @@ pub fn encode_values(values: &Values, best: bool) -> Vec<u8> {
             dict.sort_unstable();
             dict.dedup();
             let for_len = 9 + {
-                let (lo, hi) = (dict.first().copied().unwrap_or(0), dict.last().copied().unwrap_or(0));
+                let (lo, hi) = (
+                    dict.first().copied().unwrap_or(0),
+                    dict.last().copied().unwrap_or(0),
+                );
                 packed_len(v.len(), width_of(hi.wrapping_sub(lo) as u64))
             };
             if dict_len(v.len(), &dict) < for_len {
@@ -212,7 +243,12 @@ pub fn encode_values(values: &Values, best: bool) -> Vec<u8> {
 }
 
 /// Decodes a value block of type `ty`; `block_offset` is its position in `path`, for errors.
-pub fn decode_values(path: &Path, block: &[u8], block_offset: u64, ty: ColumnType) -> Result<Values> {
+pub fn decode_values(
+    path: &Path,
+    block: &[u8],
+    block_offset: u64,
+    ty: ColumnType,
+) -> Result<Values> {
     let mut r = ByteReader::at(path, block, block_offset);
     let codec = r.u8()?;
     let encoding = r.u8()?;
@@ -227,13 +263,17 @@ pub fn decode_values(path: &Path, block: &[u8], block_offset: u64, ty: ColumnTyp
             if raw_len > PAYLOAD_LEN_MAX {
                 return Err(r.error(format!("payload length {raw_len} too large")));
             }
-            decompressed = zstd::bulk::decompress(body, raw_len).map_err(|e| r.error(format!("zstd: {e}")))?;
+            decompressed =
+                zstd::bulk::decompress(body, raw_len).map_err(|e| r.error(format!("zstd: {e}")))?;
             &decompressed
         }
         c => return Err(r.error(format!("unknown codec {c}"))),
     };
     if raw.len() != raw_len {
-        return Err(r.error(format!("payload is {} bytes, header says {raw_len}", raw.len())));
+        return Err(r.error(format!(
+            "payload is {} bytes, header says {raw_len}",
+            raw.len()
+        )));
     }
     let mut p = ByteReader::at(path, raw, body_offset);
     let values = match (encoding, ty) {
@@ -247,6 +287,7 @@ pub fn decode_values(path: &Path, block: &[u8], block_offset: u64, ty: ColumnTyp
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -266,25 +307,55 @@ mod tests {
         round_trip(Values::Int(vec![i64::MIN, i64::MAX]), ty);
         round_trip(Values::Int(vec![i64::MAX; 1000]), ty);
         round_trip(Values::Int(vec![i64::MIN, 0, i64::MAX, -1, 1]), ty);
-        round_trip(Values::Int((0..10_000).map(|i| 1_700_000_000_000_000 + (i * 7919) % 86_400_000_000).collect()), ty);
-        round_trip(Values::Int((0..10_000).map(|i| 1_700_000_000_000_000 + (i % 30) * 86_400_000_000).collect()), ty);
+        round_trip(
+            Values::Int(
+                (0..10_000)
+                    .map(|i| 1_700_000_000_000_000 + (i * 7919) % 86_400_000_000)
+                    .collect(),
+            ),
+            ty,
+        );
+        round_trip(
+            Values::Int(
+                (0..10_000)
+                    .map(|i| 1_700_000_000_000_000 + (i % 30) * 86_400_000_000)
+                    .collect(),
+            ),
+            ty,
+        );
     }
 
     #[test]
     fn other_types_round_trip() {
         round_trip(Values::Float(vec![]), ColumnType::Double);
-        round_trip(Values::Float(vec![0.0, -0.0, f64::MIN, f64::MAX, f64::INFINITY, 1.5]), ColumnType::Double);
+        round_trip(
+            Values::Float(vec![0.0, -0.0, f64::MIN, f64::MAX, f64::INFINITY, 1.5]),
+            ColumnType::Double,
+        );
         round_trip(Values::Bool(vec![true]), ColumnType::Boolean);
-        round_trip(Values::Bool((0..1001).map(|i| i % 3 == 0).collect()), ColumnType::Boolean);
+        round_trip(
+            Values::Bool((0..1001).map(|i| i % 3 == 0).collect()),
+            ColumnType::Boolean,
+        );
         round_trip(Values::Str(vec![]), ColumnType::Varchar);
-        round_trip(Values::Str(vec!["".into(), "é".into(), "x".repeat(5000)]), ColumnType::Varchar);
+        round_trip(
+            Values::Str(vec!["".into(), "é".into(), "x".repeat(5000)]),
+            ColumnType::Varchar,
+        );
     }
 
     #[test]
     fn low_cardinality_timestamps_pick_dict_and_compress() {
-        let v: Vec<i64> = (0..100_000).map(|i| 1_700_000_000_000_000 + (i % 30) * 86_400_000_000).collect();
+        let v: Vec<i64> = (0..100_000)
+            .map(|i| 1_700_000_000_000_000 + (i % 30) * 86_400_000_000)
+            .collect();
         let block = encode_values(&Values::Int(v.clone()), true);
-        assert!(block.len() < v.len(), "{} bytes for {} values", block.len(), v.len());
+        assert!(
+            block.len() < v.len(),
+            "{} bytes for {} values",
+            block.len(),
+            v.len()
+        );
     }
 
     #[test]

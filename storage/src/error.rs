@@ -111,11 +111,18 @@ pub enum StorageError {
 impl StorageError {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StorageError::Io { path: path.into(), source }
+        StorageError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// A corruption found while decoding `path` at `offset`.
     pub fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
-        StorageError::Corrupt { path: path.into(), offset, reason: reason.into() }
+        StorageError::Corrupt {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
     }
 }

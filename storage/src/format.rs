@@ -59,11 +59,19 @@ pub fn check_file_header(path: &Path, bytes: &[u8], magic: [u8; 8], supported: u
     }
     let version = r.u16()?;
     if version == 0 || version > supported {
-        return Err(StorageError::UnsupportedVersion { path: path.to_path_buf(), version, supported });
+        return Err(StorageError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            version,
+            supported,
+        });
     }
     let flags = r.u16()?;
     if r.u32()? != 0 {
-        return Err(StorageError::corrupt(path, 12, "reserved header bytes are not zero"));
+        return Err(StorageError::corrupt(
+            path,
+            12,
+            "reserved header bytes are not zero",
+        ));
     }
     Ok(flags)
 }
@@ -129,11 +137,21 @@ pub struct ByteReader<'a> {
 impl<'a> ByteReader<'a> {
     /// A reader over `bytes`, which sit at offset 0 of `path`.
     pub fn new(path: &'a Path, bytes: &'a [u8]) -> Self {
-        ByteReader { path, bytes, pos: 0, base: 0 }
+        ByteReader {
+            path,
+            bytes,
+            pos: 0,
+            base: 0,
+        }
     }
     /// A reader over `bytes`, which sit at offset `base` of `path`.
     pub fn at(path: &'a Path, bytes: &'a [u8], base: u64) -> Self {
-        ByteReader { path, bytes, pos: 0, base }
+        ByteReader {
+            path,
+            bytes,
+            pos: 0,
+            base,
+        }
     }
     /// Bytes left.
     pub fn remaining(&self) -> usize {
@@ -196,7 +214,9 @@ impl<'a> ByteReader<'a> {
     pub fn short_str(&mut self) -> Result<String> {
         let n = self.u16()? as usize;
         let b = self.bytes(n)?;
-        std::str::from_utf8(b).map(str::to_string).map_err(|_| self.error("string is not UTF-8"))
+        std::str::from_utf8(b)
+            .map(str::to_string)
+            .map_err(|_| self.error("string is not UTF-8"))
     }
     /// A count that must fit in what is left, each item taking at least `item_min_len` bytes: guards
     /// allocations against corrupt lengths.
@@ -217,6 +237,7 @@ impl<'a> ByteReader<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

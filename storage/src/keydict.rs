@@ -18,7 +18,9 @@ use std::sync::Arc;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::error::{Result, StorageError};
-use crate::format::{check_file_header, file_header, ByteReader, ByteWriter, KEYDICT_MAGIC, KEYDICT_VERSION};
+use crate::format::{
+    check_file_header, file_header, ByteReader, ByteWriter, KEYDICT_MAGIC, KEYDICT_VERSION,
+};
 use crate::log::{read_records, LogFile};
 use crate::schema::KeyType;
 
@@ -56,10 +58,19 @@ impl KeyDict {
             .create_new(true)
             .open(path)
             .map_err(|e| StorageError::io(path, e))?;
-        f.write_all(&file_header(KEYDICT_MAGIC, KEYDICT_VERSION, key_type.tag() as u16))
-            .and_then(|_| f.sync_all())
-            .map_err(|e| StorageError::io(path, e))?;
-        Ok(Self::empty(key_type, f, path.to_path_buf(), crate::format::FILE_HEADER_LEN as u64))
+        f.write_all(&file_header(
+            KEYDICT_MAGIC,
+            KEYDICT_VERSION,
+            key_type.tag() as u16,
+        ))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StorageError::io(path, e))?;
+        Ok(Self::empty(
+            key_type,
+            f,
+            path.to_path_buf(),
+            crate::format::FILE_HEADER_LEN as u64,
+        ))
     }
 
     fn empty(key_type: KeyType, file: File, path: PathBuf, end: u64) -> KeyDict {
@@ -70,21 +81,33 @@ impl KeyDict {
             ints: Vec::new(),
             table: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
-            log: LogFile { file: Arc::new(file), path, end },
+            log: LogFile {
+                file: Arc::new(file),
+                path,
+                end,
+            },
         }
     }
 
     /// Opens the dictionary at `path`, dropping a torn tail.
     pub fn open(path: &Path) -> Result<KeyDict> {
         let bytes = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
-        let head = bytes.get(..crate::format::FILE_HEADER_LEN).unwrap_or(&bytes);
+        let head = bytes
+            .get(..crate::format::FILE_HEADER_LEN)
+            .unwrap_or(&bytes);
         let flags = check_file_header(path, head, KEYDICT_MAGIC, KEYDICT_VERSION)?;
         let key_type = KeyType::from_tag(flags as u8)
             .ok_or_else(|| StorageError::corrupt(path, 10, format!("unknown key type {flags}")))?;
         let records = read_records(path, &bytes)?;
-        let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| StorageError::io(path, e))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| StorageError::io(path, e))?;
         if records.torn_tail {
-            file.set_len(records.end).and_then(|_| file.sync_all()).map_err(|e| StorageError::io(path, e))?;
+            file.set_len(records.end)
+                .and_then(|_| file.sync_all())
+                .map_err(|e| StorageError::io(path, e))?;
         }
         let mut dict = Self::empty(key_type, file, path.to_path_buf(), records.end);
         for (offset, payload) in records.payloads {
@@ -167,20 +190,32 @@ impl KeyDict {
             Key::Int(v) => self.ints.push(v),
         }
         let h = self.hash(key);
-        let Self { table, arena, offsets, ints, hasher, key_type, .. } = self;
-        table.insert_unique(h, o, |&x| rehash(*key_type, hasher, arena, offsets, ints, x));
+        let Self {
+            table,
+            arena,
+            offsets,
+            ints,
+            hasher,
+            key_type,
+            ..
+        } = self;
+        table.insert_unique(h, o, |&x| {
+            rehash(*key_type, hasher, arena, offsets, ints, x)
+        });
         o
     }
 
     /// Checks a key before it is added.
     pub fn check_key(&self, key: Key<'_>) -> Result<()> {
         match (self.key_type, key) {
-            (KeyType::Varchar, Key::Str(s)) if s.is_empty() => Err(StorageError::InvalidKey("empty key".into())),
-            (KeyType::Varchar, Key::Str(s)) if s.len() > KEY_LEN_MAX => {
-                Err(StorageError::InvalidKey(format!("key of {} bytes exceeds {KEY_LEN_MAX}", s.len())))
-            }
+            (KeyType::Varchar, Key::Str("")) => Err(StorageError::InvalidKey("empty key".into())),
+            (KeyType::Varchar, Key::Str(s)) if s.len() > KEY_LEN_MAX => Err(
+                StorageError::InvalidKey(format!("key of {} bytes exceeds {KEY_LEN_MAX}", s.len())),
+            ),
             (KeyType::Varchar, Key::Str(_)) | (KeyType::Bigint, Key::Int(_)) => Ok(()),
-            (t, k) => Err(StorageError::InvalidKey(format!("key {k:?} does not fit a {t:?} key"))),
+            (t, k) => Err(StorageError::InvalidKey(format!(
+                "key {k:?} does not fit a {t:?} key"
+            ))),
         }
     }
 
@@ -200,7 +235,9 @@ impl KeyDict {
             } else {
                 let o = base + fresh.len() as u64;
                 if o > u32::MAX as u64 {
-                    return Err(StorageError::InvalidKey("the dictionary is full (2^32 keys)".into()));
+                    return Err(StorageError::InvalidKey(
+                        "the dictionary is full (2^32 keys)".into(),
+                    ));
                 }
                 fresh_index.insert(k, o as u32);
                 fresh.push(k);
@@ -238,7 +275,14 @@ impl KeyDict {
     }
 }
 
-fn rehash(kt: KeyType, hasher: &DefaultHashBuilder, arena: &[u8], offsets: &[u64], ints: &[i64], o: u32) -> u64 {
+fn rehash(
+    kt: KeyType,
+    hasher: &DefaultHashBuilder,
+    arena: &[u8],
+    offsets: &[u64],
+    ints: &[i64],
+    o: u32,
+) -> u64 {
     let o = o as usize;
     match kt {
         KeyType::Varchar => {
@@ -251,6 +295,7 @@ fn rehash(kt: KeyType, hasher: &DefaultHashBuilder, arena: &[u8], offsets: &[u64
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -283,8 +328,13 @@ mod tests {
         d.get_or_insert([Key::Int(10), Key::Int(-5)].into_iter())?;
         d.get_or_insert([Key::Int(7)].into_iter())?;
         drop(d);
-        let len = std::fs::metadata(&p).map_err(|e| StorageError::io(&p, e))?.len();
-        let f = OpenOptions::new().write(true).open(&p).map_err(|e| StorageError::io(&p, e))?;
+        let len = std::fs::metadata(&p)
+            .map_err(|e| StorageError::io(&p, e))?
+            .len();
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .map_err(|e| StorageError::io(&p, e))?;
         f.set_len(len - 3).map_err(|e| StorageError::io(&p, e))?;
         let mut d = KeyDict::open(&p)?;
         assert_eq!(d.len(), 2);

@@ -37,6 +37,9 @@ pub use db::{CompactStats, Database, FlushStats, Options, PARTITION_ROWS_DEFAULT
 pub use error::{Result, StorageError};
 pub use keydict::Key;
 pub use manifest::CatalogOp;
-pub use schema::{ColumnDef, ColumnId, ColumnType, KeyType, ManifestVersion, MergeRule, PartitionId, SegmentId, TableId, TableSchema};
+pub use schema::{
+    ColumnDef, ColumnId, ColumnType, KeyType, ManifestVersion, MergeRule, PartitionId, SegmentId,
+    TableId, TableSchema,
+};
 pub use snapshot::{SegmentInfo, Snapshot, TableSnapshot};
 pub use values::{ColumnData, Values};

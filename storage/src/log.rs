@@ -39,7 +39,11 @@ pub fn read_records<'a>(path: &Path, bytes: &'a [u8]) -> Result<Records<'a>> {
     loop {
         let rest = bytes.get(pos..).unwrap_or(&[]);
         if rest.is_empty() {
-            return Ok(Records { payloads, end: pos as u64, torn_tail: false });
+            return Ok(Records {
+                payloads,
+                end: pos as u64,
+                torn_tail: false,
+            });
         }
         match record_at(rest) {
             Some(payload) => {
@@ -47,24 +51,34 @@ pub fn read_records<'a>(path: &Path, bytes: &'a [u8]) -> Result<Records<'a>> {
                 pos += RECORD_HEADER_LEN + payload.len();
             }
             None => {
-                let declared_end = rest
-                    .get(..4)
-                    .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize + RECORD_HEADER_LEN);
+                let declared_end = le_u32(rest, 0).map(|l| l as usize + RECORD_HEADER_LEN);
                 let reaches_eof = declared_end.is_none_or(|e| e >= rest.len());
                 let zeros = rest.iter().all(|b| *b == 0);
                 if reaches_eof || zeros {
-                    return Ok(Records { payloads, end: pos as u64, torn_tail: true });
+                    return Ok(Records {
+                        payloads,
+                        end: pos as u64,
+                        torn_tail: true,
+                    });
                 }
-                return Err(StorageError::corrupt(path, pos as u64, "bad record checksum before the end of the log"));
+                return Err(StorageError::corrupt(
+                    path,
+                    pos as u64,
+                    "bad record checksum before the end of the log",
+                ));
             }
         }
     }
 }
 
+fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(b))
+}
+
 fn record_at(rest: &[u8]) -> Option<&[u8]> {
-    let head = rest.get(..RECORD_HEADER_LEN)?;
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let len = le_u32(rest, 0)? as usize;
+    let crc = le_u32(rest, 4)?;
     if len > RECORD_LEN_MAX || (len == 0 && crc == 0) {
         return None;
     }
@@ -93,13 +107,16 @@ impl LogFile {
             )));
         }
         let rec = frame(payload);
-        self.file.write_all_at(&rec, self.end).map_err(|e| StorageError::io(&self.path, e))?;
+        self.file
+            .write_all_at(&rec, self.end)
+            .map_err(|e| StorageError::io(&self.path, e))?;
         self.end += rec.len() as u64;
         Ok(())
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -130,6 +147,9 @@ mod tests {
         let mut b = log_of(&[b"one", b"two", b"three"]);
         let at = FILE_HEADER_LEN + RECORD_HEADER_LEN;
         b[at] ^= 0xff;
-        assert!(matches!(read_records(Path::new("l"), &b), Err(StorageError::Corrupt { .. })));
+        assert!(matches!(
+            read_records(Path::new("l"), &b),
+            Err(StorageError::Corrupt { .. })
+        ));
     }
 }

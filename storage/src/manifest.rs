@@ -13,10 +13,13 @@ use std::path::{Path, PathBuf};
 
 use crate::dir::{sync_dir, write_atomic};
 use crate::error::{Result, StorageError};
-use crate::format::{check_file_header, crc32, file_header, ByteReader, ByteWriter, FILE_HEADER_LEN, MANIFEST_MAGIC, MANIFEST_VERSION};
+use crate::format::{
+    check_file_header, crc32, file_header, ByteReader, ByteWriter, FILE_HEADER_LEN, MANIFEST_MAGIC,
+    MANIFEST_VERSION,
+};
 use crate::schema::{
-    validate_name, ColumnDef, ColumnType, KeyType, ManifestVersion, MergeRule, PartitionId, SegmentId, TableId,
-    TableSchema,
+    validate_name, ColumnDef, ColumnType, KeyType, ManifestVersion, MergeRule, PartitionId,
+    SegmentId, TableId, TableSchema,
 };
 
 /// A segment as the catalog lists it.
@@ -136,11 +139,15 @@ impl Manifest {
 
     /// The table called `name` (ASCII case-insensitive).
     pub fn table(&self, name: &str) -> Option<&TableEntry> {
-        self.tables.iter().find(|t| t.name.eq_ignore_ascii_case(name))
+        self.tables
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
     }
 
     fn position(&self, name: &str) -> Option<usize> {
-        self.tables.iter().position(|t| t.name.eq_ignore_ascii_case(name))
+        self.tables
+            .iter()
+            .position(|t| t.name.eq_ignore_ascii_case(name))
     }
 
     /// Encodes the manifest file's bytes.
@@ -182,26 +189,46 @@ impl Manifest {
 
     /// Decodes and verifies a manifest file's bytes.
     pub fn decode(path: &Path, bytes: &[u8]) -> Result<Manifest> {
-        let body_len = bytes.len().checked_sub(4).ok_or_else(|| StorageError::corrupt(path, 0, "file too short"))?;
+        let body_len = bytes
+            .len()
+            .checked_sub(4)
+            .ok_or_else(|| StorageError::corrupt(path, 0, "file too short"))?;
         let (body, crc_bytes) = bytes.split_at(body_len);
         let mut c = ByteReader::at(path, crc_bytes, body_len as u64);
         let expected = c.u32()?;
         let got = crc32(body);
         if expected != got {
-            return Err(StorageError::ChecksumMismatch { path: path.to_path_buf(), offset: 0, expected, got });
+            return Err(StorageError::ChecksumMismatch {
+                path: path.to_path_buf(),
+                offset: 0,
+                expected,
+                got,
+            });
         }
-        check_file_header(path, body.get(..FILE_HEADER_LEN).unwrap_or(body), MANIFEST_MAGIC, MANIFEST_VERSION)?;
-        let mut outer = ByteReader::at(path, body.get(FILE_HEADER_LEN..).unwrap_or(&[]), FILE_HEADER_LEN as u64);
+        check_file_header(
+            path,
+            body.get(..FILE_HEADER_LEN).unwrap_or(body),
+            MANIFEST_MAGIC,
+            MANIFEST_VERSION,
+        )?;
+        let mut outer = ByteReader::at(
+            path,
+            body.get(FILE_HEADER_LEN..).unwrap_or(&[]),
+            FILE_HEADER_LEN as u64,
+        );
         let payload = outer.len_bytes()?;
         outer.finish()?;
         let mut r = ByteReader::at(path, payload, FILE_HEADER_LEN as u64 + 4);
         let version = ManifestVersion(r.u64()?);
         let features = r.u64()?;
         if features & !KNOWN_FEATURES != 0 {
-            return Err(r.error(format!("unknown feature flags {features:#x}: written by a newer journeydb")));
+            return Err(r.error(format!(
+                "unknown feature flags {features:#x}: written by a newer journeydb"
+            )));
         }
         let kt = r.u8()?;
-        let key_type = KeyType::from_tag(kt).ok_or_else(|| r.error(format!("unknown key type {kt}")))?;
+        let key_type =
+            KeyType::from_tag(kt).ok_or_else(|| r.error(format!("unknown key type {kt}")))?;
         let partition_rows = r.u32()?;
         let next_table_id = r.u64()?;
         let next_segment_id = r.u64()?;
@@ -217,9 +244,11 @@ impl Manifest {
             for _ in 0..ncols {
                 let name = r.short_str()?;
                 let tt = r.u8()?;
-                let ty = ColumnType::from_tag(tt).ok_or_else(|| r.error(format!("unknown column type {tt}")))?;
+                let ty = ColumnType::from_tag(tt)
+                    .ok_or_else(|| r.error(format!("unknown column type {tt}")))?;
                 let rt = r.u8()?;
-                let rule = MergeRule::from_tag(rt).ok_or_else(|| r.error(format!("unknown merge rule {rt}")))?;
+                let rule = MergeRule::from_tag(rt)
+                    .ok_or_else(|| r.error(format!("unknown merge rule {rt}")))?;
                 columns.push(ColumnDef { name, ty, rule });
             }
             let nsegs = r.count(28)?;
@@ -232,10 +261,24 @@ impl Manifest {
                     size_bytes: r.u64()?,
                 });
             }
-            tables.push(TableEntry { id, name, schema: TableSchema { key_name, columns }, segments });
+            tables.push(TableEntry {
+                id,
+                name,
+                schema: TableSchema { key_name, columns },
+                segments,
+            });
         }
         r.finish()?;
-        Ok(Manifest { version, features, key_type, partition_rows, next_table_id, next_segment_id, wal_start, tables })
+        Ok(Manifest {
+            version,
+            features,
+            key_type,
+            partition_rows,
+            next_table_id,
+            next_segment_id,
+            wal_start,
+            tables,
+        })
     }
 }
 
@@ -256,16 +299,29 @@ fn new_table(m: &mut Manifest, name: &str, schema: &TableSchema) -> Result<()> {
     schema.validate()?;
     let id = TableId(m.next_table_id);
     m.next_table_id += 1;
-    m.tables.push(TableEntry { id, name: name.to_string(), schema: schema.clone(), segments: Vec::new() });
+    m.tables.push(TableEntry {
+        id,
+        name: name.to_string(),
+        schema: schema.clone(),
+        segments: Vec::new(),
+    });
     Ok(())
 }
 
 fn apply_one(m: &mut Manifest, op: &CatalogOp) -> Result<()> {
     let missing = |n: &str| StorageError::TableNotFound(n.to_string());
     match op {
-        CatalogOp::Create { name, schema, if_not_exists } => {
+        CatalogOp::Create {
+            name,
+            schema,
+            if_not_exists,
+        } => {
             if m.position(name).is_some() {
-                return if *if_not_exists { Ok(()) } else { Err(StorageError::TableExists(name.clone())) };
+                return if *if_not_exists {
+                    Ok(())
+                } else {
+                    Err(StorageError::TableExists(name.clone()))
+                };
             }
             new_table(m, name, schema)
         }
@@ -350,7 +406,9 @@ pub fn read_current(db: &Path) -> Result<ManifestVersion> {
     let p = db.join("CURRENT");
     let text = match std::fs::read_to_string(&p) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StorageError::NotADatabase(db.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StorageError::NotADatabase(db.to_path_buf()))
+        }
         Err(e) => return Err(StorageError::io(&p, e)),
     };
     text.trim()
@@ -365,7 +423,11 @@ pub fn read_manifest(db: &Path, version: ManifestVersion) -> Result<Manifest> {
     let bytes = std::fs::read(&p).map_err(|e| StorageError::io(&p, e))?;
     let m = Manifest::decode(&p, &bytes)?;
     if m.version != version {
-        return Err(StorageError::corrupt(&p, 0, format!("file holds version {}", m.version.0)));
+        return Err(StorageError::corrupt(
+            &p,
+            0,
+            format!("file holds version {}", m.version.0),
+        ));
     }
     Ok(m)
 }
@@ -376,7 +438,12 @@ pub fn list_manifests(db: &Path) -> Result<Vec<ManifestVersion>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(&dir).map_err(|e| StorageError::io(&dir, e))? {
         let e = e.map_err(|e| StorageError::io(&dir, e))?;
-        if let Some(v) = e.file_name().to_string_lossy().strip_suffix(".manifest").and_then(|s| s.parse().ok()) {
+        if let Some(v) = e
+            .file_name()
+            .to_string_lossy()
+            .strip_suffix(".manifest")
+            .and_then(|s| s.parse().ok())
+        {
             out.push(ManifestVersion(v));
         }
     }
@@ -385,15 +452,23 @@ pub fn list_manifests(db: &Path) -> Result<Vec<ManifestVersion>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
     fn schema() -> TableSchema {
-        TableSchema::new("customer_id", vec![ColumnDef::new("stage1", ColumnType::Timestamp)])
+        TableSchema::new(
+            "customer_id",
+            vec![ColumnDef::new("stage1", ColumnType::Timestamp)],
+        )
     }
 
     fn create(name: &str) -> CatalogOp {
-        CatalogOp::Create { name: name.into(), schema: schema(), if_not_exists: false }
+        CatalogOp::Create {
+            name: name.into(),
+            schema: schema(),
+            if_not_exists: false,
+        }
     }
 
     #[test]
@@ -401,15 +476,49 @@ mod tests {
         let m0 = Manifest::initial(KeyType::Varchar, 65536);
         let m1 = apply_ops(&m0, &[create("a"), create("b")])?;
         assert_eq!(m1.tables.len(), 2);
-        let bad = apply_ops(&m1, &[CatalogOp::Drop { name: "a".into(), if_exists: false }, create("b")]);
+        let bad = apply_ops(
+            &m1,
+            &[
+                CatalogOp::Drop {
+                    name: "a".into(),
+                    if_exists: false,
+                },
+                create("b"),
+            ],
+        );
         assert!(matches!(bad, Err(StorageError::TableExists(_))));
-        let m2 = apply_ops(&m1, &[CatalogOp::Swap { a: "a".into(), b: "B".into() }])?;
+        let m2 = apply_ops(
+            &m1,
+            &[CatalogOp::Swap {
+                a: "a".into(),
+                b: "B".into(),
+            }],
+        )?;
         assert_eq!(m2.table("a").map(|t| t.id), m1.table("b").map(|t| t.id));
-        let m3 = apply_ops(&m2, &[CatalogOp::Replace { target: "a".into(), source: "b".into() }])?;
+        let m3 = apply_ops(
+            &m2,
+            &[CatalogOp::Replace {
+                target: "a".into(),
+                source: "b".into(),
+            }],
+        )?;
         assert_eq!(m3.tables.len(), 1);
         assert_eq!(m3.table("a").map(|t| t.id), m1.table("a").map(|t| t.id));
-        assert!(apply_ops(&m3, &[CatalogOp::Rename { from: "a".into(), to: "../x".into() }]).is_err());
-        let m4 = apply_ops(&m3, &[CatalogOp::CreateOrReplace { name: "a".into(), schema: schema() }])?;
+        assert!(apply_ops(
+            &m3,
+            &[CatalogOp::Rename {
+                from: "a".into(),
+                to: "../x".into()
+            }]
+        )
+        .is_err());
+        let m4 = apply_ops(
+            &m3,
+            &[CatalogOp::CreateOrReplace {
+                name: "a".into(),
+                schema: schema(),
+            }],
+        )?;
         assert_ne!(m4.table("a").map(|t| t.id), m3.table("a").map(|t| t.id));
         Ok(())
     }
@@ -418,14 +527,22 @@ mod tests {
     fn encode_decode_and_corruption() -> Result<()> {
         let mut m = apply_ops(&Manifest::initial(KeyType::Bigint, 1 << 18), &[create("t")])?;
         if let Some(t) = m.tables.first_mut() {
-            t.segments.push(SegmentMeta { id: SegmentId(7), partition: PartitionId(2), rows: 10, size_bytes: 99 });
+            t.segments.push(SegmentMeta {
+                id: SegmentId(7),
+                partition: PartitionId(2),
+                rows: 10,
+                size_bytes: 99,
+            });
         }
         let bytes = m.encode();
         assert_eq!(Manifest::decode(Path::new("m"), &bytes)?, m);
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 1;
-            assert!(Manifest::decode(Path::new("m"), &bad).is_err(), "flip at {i} unnoticed");
+            assert!(
+                Manifest::decode(Path::new("m"), &bad).is_err(),
+                "flip at {i} unnoticed"
+            );
         }
         Ok(())
     }

@@ -76,7 +76,11 @@ pub struct ColumnDef {
 impl ColumnDef {
     /// A column with the default MIN rule.
     pub fn new(name: impl Into<String>, ty: ColumnType) -> Self {
-        ColumnDef { name: name.into(), ty, rule: MergeRule::Min }
+        ColumnDef {
+            name: name.into(),
+            ty,
+            rule: MergeRule::Min,
+        }
     }
 
     /// The same column with another merge rule.
@@ -103,7 +107,10 @@ pub const COLUMNS_MAX: usize = 4096;
 impl TableSchema {
     /// A schema; call [`TableSchema::validate`] (done by every commit) to check it.
     pub fn new(key_name: impl Into<String>, columns: Vec<ColumnDef>) -> Self {
-        TableSchema { key_name: key_name.into(), columns }
+        TableSchema {
+            key_name: key_name.into(),
+            columns,
+        }
     }
 
     /// The column called `name` (ASCII case-insensitive), with its id.
@@ -129,9 +136,13 @@ impl TableSchema {
         for c in &self.columns {
             validate_name(&c.name)?;
             if !seen.insert(c.name.to_ascii_lowercase()) {
-                return Err(StorageError::InvalidSchema(format!("duplicate column name {:?}", c.name)));
+                return Err(StorageError::InvalidSchema(format!(
+                    "duplicate column name {:?}",
+                    c.name
+                )));
             }
-            if c.rule == MergeRule::Sum && !matches!(c.ty, ColumnType::Bigint | ColumnType::Double) {
+            if c.rule == MergeRule::Sum && !matches!(c.ty, ColumnType::Bigint | ColumnType::Double)
+            {
                 return Err(StorageError::InvalidSchema(format!(
                     "column {:?}: MERGE SUM needs BIGINT or DOUBLE, not {:?}",
                     c.name, c.ty
@@ -145,7 +156,12 @@ impl TableSchema {
 /// Accepts `[A-Za-z_][A-Za-z0-9_]*` up to [`NAME_LEN_MAX`] bytes: a name can never leave the database
 /// directory or collide with a file of ours, whatever it is used for later.
 pub fn validate_name(name: &str) -> Result<()> {
-    let bad = |reason| Err(StorageError::InvalidName { name: name.to_string(), reason });
+    let bad = |reason| {
+        Err(StorageError::InvalidName {
+            name: name.to_string(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("empty");
     }
@@ -153,7 +169,9 @@ pub fn validate_name(name: &str) -> Result<()> {
         return bad("longer than 128 bytes");
     }
     let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !first_ok {
         return bad("must start with a letter or '_'");
     }
@@ -236,12 +254,23 @@ impl KeyType {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_that_could_escape_are_refused() {
-        for bad in ["", "a/b", "..", "../x", "a.b", "1abc", "a b", "é", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            "../x",
+            "a.b",
+            "1abc",
+            "a b",
+            "é",
+            &"x".repeat(129),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["a", "_x", "stage1_step_2", &"x".repeat(128)] {
@@ -253,9 +282,15 @@ mod tests {
     fn duplicate_and_bad_rules_are_refused() {
         let dup = TableSchema::new(
             "id",
-            vec![ColumnDef::new("a", ColumnType::Timestamp), ColumnDef::new("A", ColumnType::Bigint)],
+            vec![
+                ColumnDef::new("a", ColumnType::Timestamp),
+                ColumnDef::new("A", ColumnType::Bigint),
+            ],
         );
-        assert!(matches!(dup.validate(), Err(StorageError::InvalidSchema(_))));
+        assert!(matches!(
+            dup.validate(),
+            Err(StorageError::InvalidSchema(_))
+        ));
         let key_dup = TableSchema::new("id", vec![ColumnDef::new("ID", ColumnType::Timestamp)]);
         assert!(key_dup.validate().is_err());
         let sum_ts = TableSchema::new(

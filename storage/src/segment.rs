@@ -33,7 +33,10 @@ pub struct PartData {
 impl PartData {
     /// Checks that every column is consistent and within `rows`.
     pub fn is_consistent(&self) -> bool {
-        self.columns.iter().flatten().all(|c| c.is_consistent() && c.presence.is_subset(&self.rows))
+        self.columns
+            .iter()
+            .flatten()
+            .all(|c| c.is_consistent() && c.presence.is_subset(&self.rows))
     }
 }
 
@@ -93,13 +96,19 @@ pub struct SegmentColumn {
 
 fn stats_of(values: &Values) -> Option<Stats> {
     match values {
-        Values::Int(v) => Some(Stats::Int { min: *v.iter().min()?, max: *v.iter().max()? }),
+        Values::Int(v) => Some(Stats::Int {
+            min: *v.iter().min()?,
+            max: *v.iter().max()?,
+        }),
         Values::Float(v) => {
             let min = v.iter().copied().min_by(f64::total_cmp)?;
             let max = v.iter().copied().max_by(f64::total_cmp)?;
             Some(Stats::Float { min, max })
         }
-        Values::Bool(v) => Some(Stats::Bool { min: v.iter().all(|b| *b), max: v.iter().any(|b| *b) }),
+        Values::Bool(v) => Some(Stats::Bool {
+            min: v.iter().all(|b| *b),
+            max: v.iter().any(|b| *b),
+        }),
         Values::Str(_) => None,
     }
 }
@@ -110,7 +119,11 @@ fn encode_bitmap(b: &RoaringBitmap) -> Vec<u8> {
     // Serializing into a Vec cannot fail.
     let _ = b.serialize_into(&mut raw);
     let mut w = ByteWriter::new();
-    let compressed = if raw.len() > 256 { zstd::bulk::compress(&raw, crate::encoding::ZSTD_LEVEL).ok() } else { None };
+    let compressed = if raw.len() > 256 {
+        zstd::bulk::compress(&raw, crate::encoding::ZSTD_LEVEL).ok()
+    } else {
+        None
+    };
     match compressed.filter(|c| c.len() < raw.len() - raw.len() / 16) {
         Some(c) => {
             w.u8(1);
@@ -135,7 +148,8 @@ fn decode_bitmap(path: &Path, block: &[u8], offset: u64) -> Result<RoaringBitmap
     let raw = match codec {
         0 => body,
         1 => {
-            owned = zstd::bulk::decompress(body, raw_len).map_err(|e| r.error(format!("zstd: {e}")))?;
+            owned =
+                zstd::bulk::decompress(body, raw_len).map_err(|e| r.error(format!("zstd: {e}")))?;
             owned.as_slice()
         }
         c => return Err(r.error(format!("unknown bitmap codec {c}"))),
@@ -157,7 +171,8 @@ pub fn encode_segment(
 ) -> Result<Vec<u8>> {
     let lo = partition.0 as u64 * partition_rows as u64;
     let hi = lo + partition_rows as u64;
-    let in_range = part.rows.min().is_none_or(|m| m as u64 >= lo) && part.rows.max().is_none_or(|m| (m as u64) < hi);
+    let in_range = part.rows.min().is_none_or(|m| m as u64 >= lo)
+        && part.rows.max().is_none_or(|m| (m as u64) < hi);
     if !part.is_consistent() || !in_range || part.columns.len() > schema.columns.len() {
         return Err(StorageError::InvalidBatch {
             table: format!("#{}", table.0),
@@ -167,19 +182,28 @@ pub fn encode_segment(
     let mut out = ByteWriter::new();
     out.bytes(&file_header(SEGMENT_MAGIC, SEGMENT_VERSION, 0));
     let put = |out: &mut ByteWriter, block: Vec<u8>| -> BlockRef {
-        let r = BlockRef { offset: out.buf.len() as u64, len: block.len() as u32, crc: crc32(&block) };
+        let r = BlockRef {
+            offset: out.buf.len() as u64,
+            len: block.len() as u32,
+            crc: crc32(&block),
+        };
         out.bytes(&block);
         r
     };
     let rows_ref = put(&mut out, encode_bitmap(&part.rows));
     let mut cols = Vec::new();
     for (i, col) in part.columns.iter().enumerate() {
-        let (Some(c), Some(def)) = (col, schema.columns.get(i)) else { continue };
+        let (Some(c), Some(def)) = (col, schema.columns.get(i)) else {
+            continue;
+        };
         if c.presence.is_empty() {
             continue;
         }
         if !c.values.fits(def.ty) {
-            return Err(StorageError::InvalidSchema(format!("column {} holds values of another type", def.name)));
+            return Err(StorageError::InvalidSchema(format!(
+                "column {} holds values of another type",
+                def.name
+            )));
         }
         let presence = put(&mut out, encode_bitmap(&c.presence));
         let values = put(&mut out, encode_values(&c.values, true));
@@ -239,13 +263,19 @@ fn write_ref(w: &mut ByteWriter, r: BlockRef) {
 }
 
 fn read_ref(r: &mut ByteReader<'_>) -> Result<BlockRef> {
-    Ok(BlockRef { offset: r.u64()?, len: r.u32()?, crc: r.u32()? })
+    Ok(BlockRef {
+        offset: r.u64()?,
+        len: r.u32()?,
+        crc: r.u32()?,
+    })
 }
 
 /// Writes a segment file and fsyncs it (the directory is synced by the commit that publishes it).
 pub fn write_segment_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(path).map_err(|e| StorageError::io(path, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| StorageError::io(path, e))
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StorageError::io(path, e))
 }
 
 /// An open, verified segment file.
@@ -278,23 +308,46 @@ impl Segment {
         let bytes: &[u8] = &map;
         let len = bytes.len();
         if len < FILE_HEADER_LEN + SEGMENT_TRAILER_LEN {
-            return Err(StorageError::corrupt(path, 0, format!("file of {len} bytes is too short")));
+            return Err(StorageError::corrupt(
+                path,
+                0,
+                format!("file of {len} bytes is too short"),
+            ));
         }
-        let flags = check_file_header(path, bytes.get(..FILE_HEADER_LEN).unwrap_or(&[]), SEGMENT_MAGIC, SEGMENT_VERSION)?;
+        let flags = check_file_header(
+            path,
+            bytes.get(..FILE_HEADER_LEN).unwrap_or(&[]),
+            SEGMENT_MAGIC,
+            SEGMENT_VERSION,
+        )?;
         if flags != 0 {
-            return Err(StorageError::corrupt(path, 10, format!("unknown segment flags {flags:#x}")));
+            return Err(StorageError::corrupt(
+                path,
+                10,
+                format!("unknown segment flags {flags:#x}"),
+            ));
         }
         let trailer_at = len - SEGMENT_TRAILER_LEN;
-        let mut t = ByteReader::at(path, bytes.get(trailer_at..).unwrap_or(&[]), trailer_at as u64);
+        let mut t = ByteReader::at(
+            path,
+            bytes.get(trailer_at..).unwrap_or(&[]),
+            trailer_at as u64,
+        );
         let footer_len = t.u32()? as usize;
         let footer_crc = t.u32()?;
         if t.bytes(8)? != SEGMENT_MAGIC {
-            return Err(StorageError::corrupt(path, trailer_at as u64 + 8, "bad trailer magic"));
+            return Err(StorageError::corrupt(
+                path,
+                trailer_at as u64 + 8,
+                "bad trailer magic",
+            ));
         }
         let footer_at = trailer_at
             .checked_sub(footer_len)
             .filter(|&a| a >= FILE_HEADER_LEN)
-            .ok_or_else(|| StorageError::corrupt(path, trailer_at as u64, "footer length out of range"))?;
+            .ok_or_else(|| {
+                StorageError::corrupt(path, trailer_at as u64, "footer length out of range")
+            })?;
         let footer = bytes.get(footer_at..trailer_at).unwrap_or(&[]);
         let got = crc32(footer);
         if got != footer_crc {
@@ -316,24 +369,53 @@ impl Segment {
         for _ in 0..ncols {
             let cid = ColumnId(f.u32()?);
             let tag = f.u8()?;
-            let ty = ColumnType::from_tag(tag).ok_or_else(|| f.error(format!("unknown column type {tag}")))?;
+            let ty = ColumnType::from_tag(tag)
+                .ok_or_else(|| f.error(format!("unknown column type {tag}")))?;
             let count = f.u64()?;
             let stats = match f.u8()? {
                 0 => None,
-                1 => Some(Stats::Int { min: f.i64()?, max: f.i64()? }),
-                2 => Some(Stats::Float { min: f64::from_bits(f.u64()?), max: f64::from_bits(f.u64()?) }),
-                3 => Some(Stats::Bool { min: f.u64()? != 0, max: f.u64()? != 0 }),
+                1 => Some(Stats::Int {
+                    min: f.i64()?,
+                    max: f.i64()?,
+                }),
+                2 => Some(Stats::Float {
+                    min: f64::from_bits(f.u64()?),
+                    max: f64::from_bits(f.u64()?),
+                }),
+                3 => Some(Stats::Bool {
+                    min: f.u64()? != 0,
+                    max: f.u64()? != 0,
+                }),
                 s => return Err(f.error(format!("unknown stats kind {s}"))),
             };
             let presence = read_ref(&mut f)?;
             let values = read_ref(&mut f)?;
-            columns.push(SegmentColumn { id: cid, ty, count, stats, presence, values });
+            columns.push(SegmentColumn {
+                id: cid,
+                ty,
+                count,
+                stats,
+                presence,
+                values,
+            });
         }
         f.finish()?;
-        let mut seg = Segment { id, table, partition, path: path.to_path_buf(), rows: RoaringBitmap::new(), columns, map };
+        let mut seg = Segment {
+            id,
+            table,
+            partition,
+            path: path.to_path_buf(),
+            rows: RoaringBitmap::new(),
+            columns,
+            map,
+        };
         let rows = decode_bitmap(path, seg.block(rows_ref)?, rows_ref.offset)?;
         if rows.len() != row_count {
-            return Err(StorageError::corrupt(path, rows_ref.offset, "row bitmap does not match the row count"));
+            return Err(StorageError::corrupt(
+                path,
+                rows_ref.offset,
+                "row bitmap does not match the row count",
+            ));
         }
         seg.rows = rows;
         Ok(seg)
@@ -341,15 +423,22 @@ impl Segment {
 
     /// The bytes of a block, after checking bounds and checksum.
     fn block(&self, r: BlockRef) -> Result<&[u8]> {
-        let end = r.offset.checked_add(r.len as u64).unwrap_or(u64::MAX);
+        let end = r.offset.saturating_add(r.len as u64);
         let bytes = usize::try_from(r.offset)
             .ok()
             .zip(usize::try_from(end).ok())
             .and_then(|(a, b)| self.map.get(a..b))
-            .ok_or_else(|| StorageError::corrupt(&self.path, r.offset, "block out of the file's bounds"))?;
+            .ok_or_else(|| {
+                StorageError::corrupt(&self.path, r.offset, "block out of the file's bounds")
+            })?;
         let got = crc32(bytes);
         if got != r.crc {
-            return Err(StorageError::ChecksumMismatch { path: self.path.clone(), offset: r.offset, expected: r.crc, got });
+            return Err(StorageError::ChecksumMismatch {
+                path: self.path.clone(),
+                offset: r.offset,
+                expected: r.crc,
+                got,
+            });
         }
         Ok(bytes)
     }
@@ -366,15 +455,28 @@ impl Segment {
 
     /// Decodes column `id` (checking both blocks' checksums and the declared type `ty`).
     pub fn column(&self, id: ColumnId, ty: ColumnType) -> Result<Option<ColumnData>> {
-        let Some(meta) = self.column_meta(id) else { return Ok(None) };
+        let Some(meta) = self.column_meta(id) else {
+            return Ok(None);
+        };
         if meta.ty != ty {
-            return Err(StorageError::corrupt(&self.path, 0, format!("column {} is {:?}, the table says {ty:?}", id.0, meta.ty)));
+            return Err(StorageError::corrupt(
+                &self.path,
+                0,
+                format!("column {} is {:?}, the table says {ty:?}", id.0, meta.ty),
+            ));
         }
         let presence = decode_bitmap(&self.path, self.block(meta.presence)?, meta.presence.offset)?;
         let values = decode_values(&self.path, self.block(meta.values)?, meta.values.offset, ty)?;
         let data = ColumnData { presence, values };
-        if !data.is_consistent() || data.presence.len() != meta.count || !data.presence.is_subset(&self.rows) {
-            return Err(StorageError::corrupt(&self.path, meta.values.offset, "column values do not match its bitmap"));
+        if !data.is_consistent()
+            || data.presence.len() != meta.count
+            || !data.presence.is_subset(&self.rows)
+        {
+            return Err(StorageError::corrupt(
+                &self.path,
+                meta.values.offset,
+                "column values do not match its bitmap",
+            ));
         }
         Ok(Some(data))
     }
@@ -385,7 +487,10 @@ impl Segment {
         for (i, def) in schema.columns.iter().enumerate() {
             columns.push(self.column(ColumnId(i as u32), def.ty)?);
         }
-        Ok(PartData { rows: self.rows.clone(), columns })
+        Ok(PartData {
+            rows: self.rows.clone(),
+            columns,
+        })
     }
 }
 
@@ -400,6 +505,7 @@ fn map_file(file: &File, path: &Path) -> Result<Mmap> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::schema::ColumnDef;
@@ -418,9 +524,23 @@ mod tests {
 
     fn sample() -> PartData {
         let rows: RoaringBitmap = (65536..65536 + 1000).collect();
-        let t = ColumnData { presence: (65536..65536 + 500).collect(), values: Values::Int((0..500).map(|i| i * 1_000_000).collect()) };
-        let s = ColumnData { presence: [65537].into_iter().collect(), values: Values::Str(vec!["x".into()]) };
-        PartData { rows, columns: vec![Some(t), Some(s), None, Some(ColumnData::empty(ColumnType::Double))] }
+        let t = ColumnData {
+            presence: (65536..65536 + 500).collect(),
+            values: Values::Int((0..500).map(|i| i * 1_000_000).collect()),
+        };
+        let s = ColumnData {
+            presence: [65537].into_iter().collect(),
+            values: Values::Str(vec!["x".into()]),
+        };
+        PartData {
+            rows,
+            columns: vec![
+                Some(t),
+                Some(s),
+                None,
+                Some(ColumnData::empty(ColumnType::Double)),
+            ],
+        }
     }
 
     #[test]
@@ -428,7 +548,14 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| StorageError::io("tmp", e))?;
         let p = dir.path().join("1.seg");
         let part = sample();
-        let bytes = encode_segment(TableId(3), SegmentId(1), PartitionId(1), 65536, &schema(), &part)?;
+        let bytes = encode_segment(
+            TableId(3),
+            SegmentId(1),
+            PartitionId(1),
+            65536,
+            &schema(),
+            &part,
+        )?;
         write_segment_file(&p, &bytes)?;
         let seg = Segment::open(&p)?;
         assert_eq!((seg.table, seg.partition), (TableId(3), PartitionId(1)));
@@ -438,28 +565,53 @@ mod tests {
         assert_eq!(back.columns[1], part.columns[1]);
         assert_eq!(back.columns[2], None);
         assert_eq!(back.columns[3], None, "empty columns are not stored");
-        assert_eq!(seg.column_meta(ColumnId(0)).and_then(|c| c.stats), Some(Stats::Int { min: 0, max: 499_000_000 }));
+        assert_eq!(
+            seg.column_meta(ColumnId(0)).and_then(|c| c.stats),
+            Some(Stats::Int {
+                min: 0,
+                max: 499_000_000
+            })
+        );
         Ok(())
     }
 
     #[test]
     fn out_of_partition_rows_are_refused() {
         let part = sample();
-        assert!(encode_segment(TableId(3), SegmentId(1), PartitionId(0), 65536, &schema(), &part).is_err());
+        assert!(encode_segment(
+            TableId(3),
+            SegmentId(1),
+            PartitionId(0),
+            65536,
+            &schema(),
+            &part
+        )
+        .is_err());
     }
 
     #[test]
     fn every_flipped_byte_is_detected() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::io("tmp", e))?;
         let part = sample();
-        let bytes = encode_segment(TableId(3), SegmentId(1), PartitionId(1), 65536, &schema(), &part)?;
+        let bytes = encode_segment(
+            TableId(3),
+            SegmentId(1),
+            PartitionId(1),
+            65536,
+            &schema(),
+            &part,
+        )?;
         let p = dir.path().join("x.seg");
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x5a;
             write_segment_file(&p, &bad)?;
             let outcome = Segment::open(&p).and_then(|s| s.read_all(&schema()));
-            assert!(outcome.is_err(), "flipping byte {i} of {} went unnoticed", bytes.len());
+            assert!(
+                outcome.is_err(),
+                "flipping byte {i} of {} went unnoticed",
+                bytes.len()
+            );
         }
         Ok(())
     }

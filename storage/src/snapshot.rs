@@ -13,7 +13,9 @@ use roaring::RoaringBitmap;
 use crate::error::{Result, StorageError};
 use crate::keydict::KeyDict;
 use crate::manifest::Manifest;
-use crate::schema::{ColumnId, KeyType, ManifestVersion, PartitionId, SegmentId, TableId, TableSchema};
+use crate::schema::{
+    ColumnId, KeyType, ManifestVersion, PartitionId, SegmentId, TableId, TableSchema,
+};
 use crate::segment::{PartData, Segment};
 use crate::values::{fold_rows, merge_columns, ColumnData, Values};
 use crate::wal::RowBatch;
@@ -40,11 +42,20 @@ impl Chunk {
                 let p = PartitionId(first / partition_rows);
                 // `run` is sorted and deduplicated.
                 let rows = RoaringBitmap::from_sorted_iter(run.drain(..)).unwrap_or_default();
-                parts.insert(p, PartData { rows, columns: Vec::new() });
+                parts.insert(
+                    p,
+                    PartData {
+                        rows,
+                        columns: Vec::new(),
+                    },
+                );
             }
         };
         for ord in sorted {
-            if run.first().is_some_and(|f| f / partition_rows != ord / partition_rows) {
+            if run
+                .first()
+                .is_some_and(|f| f / partition_rows != ord / partition_rows)
+            {
                 flush(&mut run, &mut parts);
             }
             run.push(ord);
@@ -55,21 +66,31 @@ impl Chunk {
             part.columns = vec![None; ncols];
         }
         for col in &batch.columns {
-            let Some(def) = schema.columns.get(col.id.0 as usize) else { continue };
+            let Some(def) = schema.columns.get(col.id.0 as usize) else {
+                continue;
+            };
             let folded = fold_rows(def.rule, &batch.ordinals, &col.valid, &col.values);
             for (p, data) in split_by_partition(folded, partition_rows) {
-                if let Some(slot) = parts.get_mut(&p).and_then(|part| part.columns.get_mut(col.id.0 as usize)) {
+                if let Some(slot) = parts
+                    .get_mut(&p)
+                    .and_then(|part| part.columns.get_mut(col.id.0 as usize))
+                {
                     *slot = Some(data);
                 }
             }
         }
-        Chunk { parts, rows_appended: batch.ordinals.len() as u64 }
+        Chunk {
+            parts,
+            rows_appended: batch.ordinals.len() as u64,
+        }
     }
 }
 
 /// Splits a column (sorted by ordinal) at partition boundaries.
 pub fn split_by_partition(data: ColumnData, partition_rows: u32) -> Vec<(PartitionId, ColumnData)> {
-    let (Some(lo), Some(hi)) = (data.presence.min(), data.presence.max()) else { return Vec::new() };
+    let (Some(lo), Some(hi)) = (data.presence.min(), data.presence.max()) else {
+        return Vec::new();
+    };
     if lo / partition_rows == hi / partition_rows {
         return vec![(PartitionId(lo / partition_rows), data)];
     }
@@ -88,7 +109,10 @@ pub fn split_by_partition(data: ColumnData, partition_rows: u32) -> Vec<(Partiti
         current.get_or_insert_with(|| (p, Vec::new())).1.push(*ord);
     }
     if let Some((cp, v)) = current {
-        out.push((PartitionId(cp), slice_column(&v, &data.values, start, ords.len())));
+        out.push((
+            PartitionId(cp),
+            slice_column(&v, &data.values, start, ords.len()),
+        ));
     }
     out
 }
@@ -115,7 +139,10 @@ pub fn merge_parts(schema: &TableSchema, parts: &[&PartData]) -> PartData {
         .iter()
         .enumerate()
         .map(|(i, def)| {
-            let sources: Vec<&ColumnData> = parts.iter().filter_map(|p| p.columns.get(i).and_then(|c| c.as_ref())).collect();
+            let sources: Vec<&ColumnData> = parts
+                .iter()
+                .filter_map(|p| p.columns.get(i).and_then(|c| c.as_ref()))
+                .collect();
             if sources.is_empty() {
                 None
             } else {
@@ -183,15 +210,26 @@ impl Snapshot {
 
     /// Names of the tables, sorted.
     pub fn table_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.version.tables.values().map(|t| t.name.clone()).collect();
+        let mut v: Vec<String> = self
+            .version
+            .tables
+            .values()
+            .map(|t| t.name.clone())
+            .collect();
         v.sort();
         v
     }
 
     /// The table called `name`.
     pub fn table(&self, name: &str) -> Result<TableSnapshot> {
-        let t = self.version.table_by_name(name).ok_or_else(|| StorageError::TableNotFound(name.to_string()))?;
-        Ok(TableSnapshot { table: t.clone(), partition_rows: self.partition_rows() })
+        let t = self
+            .version
+            .table_by_name(name)
+            .ok_or_else(|| StorageError::TableNotFound(name.to_string()))?;
+        Ok(TableSnapshot {
+            table: t.clone(),
+            partition_rows: self.partition_rows(),
+        })
     }
 
     /// Read access to the key dictionary (ordinal to key and back). Hold it briefly: appends of new
@@ -269,16 +307,24 @@ impl TableSnapshot {
 
     /// Number of rows (distinct keys) in the table.
     pub fn row_count(&self) -> u64 {
-        self.partitions().into_iter().map(|p| self.rows(p).len()).sum()
+        self.partitions()
+            .into_iter()
+            .map(|p| self.rows(p).len())
+            .sum()
     }
 
     /// Column `col` of partition `p`, merged across segments and unflushed appends under the column's
     /// merge rule. A segment block that fails its checksum is an error, never data.
     pub fn column(&self, p: PartitionId, col: ColumnId) -> Result<ColumnData> {
-        let def = self.table.schema.columns.get(col.0 as usize).ok_or_else(|| StorageError::ColumnNotFound {
-            table: self.table.name.clone(),
-            column: format!("#{}", col.0),
-        })?;
+        let def = self
+            .table
+            .schema
+            .columns
+            .get(col.0 as usize)
+            .ok_or_else(|| StorageError::ColumnNotFound {
+                table: self.table.name.clone(),
+                column: format!("#{}", col.0),
+            })?;
         let mut decoded: Vec<ColumnData> = Vec::new();
         for s in self.table.segments.iter().filter(|s| s.partition == p) {
             if let Some(c) = s.column(col, def.ty)? {
@@ -289,7 +335,12 @@ impl TableSnapshot {
             .table
             .mem
             .iter()
-            .filter_map(|c| c.parts.get(&p).and_then(|part| part.columns.get(col.0 as usize)).and_then(|c| c.as_ref()))
+            .filter_map(|c| {
+                c.parts
+                    .get(&p)
+                    .and_then(|part| part.columns.get(col.0 as usize))
+                    .and_then(|c| c.as_ref())
+            })
             .collect();
         if mem.is_empty() && decoded.len() == 1 {
             if let Some(only) = decoded.pop() {
@@ -302,10 +353,14 @@ impl TableSnapshot {
 
     /// Column `name` of partition `p`; see [`TableSnapshot::column`].
     pub fn column_by_name(&self, p: PartitionId, name: &str) -> Result<ColumnData> {
-        let (id, _) = self.table.schema.column(name).ok_or_else(|| StorageError::ColumnNotFound {
-            table: self.table.name.clone(),
-            column: name.to_string(),
-        })?;
+        let (id, _) =
+            self.table
+                .schema
+                .column(name)
+                .ok_or_else(|| StorageError::ColumnNotFound {
+                    table: self.table.name.clone(),
+                    column: name.to_string(),
+                })?;
         self.column(p, id)
     }
 
@@ -315,11 +370,21 @@ impl TableSnapshot {
             .table
             .segments
             .iter()
-            .map(|s| SegmentInfo { id: Some(s.id), partition: s.partition, rows: s.rows.len(), size_bytes: s.size_bytes() })
+            .map(|s| SegmentInfo {
+                id: Some(s.id),
+                partition: s.partition,
+                rows: s.rows.len(),
+                size_bytes: s.size_bytes(),
+            })
             .collect();
         for c in &self.table.mem {
             for (p, part) in &c.parts {
-                v.push(SegmentInfo { id: None, partition: *p, rows: part.rows.len(), size_bytes: 0 });
+                v.push(SegmentInfo {
+                    id: None,
+                    partition: *p,
+                    rows: part.rows.len(),
+                    size_bytes: 0,
+                });
             }
         }
         v

@@ -97,9 +97,17 @@ pub fn arrow_type(ty: ColumnType) -> DataType {
 
 /// Extracts the non-null values of `array` at the row indices `rows` (in that order) as a validity
 /// vector (one entry per row) and the valid values. `None` when the array's type does not fit `ty`.
-pub fn from_arrow(array: &dyn Array, ty: ColumnType, rows: &[usize]) -> Option<(Vec<bool>, Values)> {
+pub fn from_arrow(
+    array: &dyn Array,
+    ty: ColumnType,
+    rows: &[usize],
+) -> Option<(Vec<bool>, Values)> {
     let valid: Vec<bool> = rows.iter().map(|&r| array.is_valid(r)).collect();
-    let picked = rows.iter().zip(&valid).filter(|(_, v)| **v).map(|(r, _)| *r);
+    let picked = rows
+        .iter()
+        .zip(&valid)
+        .filter(|(_, v)| **v)
+        .map(|(r, _)| *r);
     let any = array.as_any();
     if array.data_type() == &DataType::Null {
         return Some((vec![false; rows.len()], Values::empty(ty)));
@@ -151,7 +159,10 @@ pub struct ColumnData {
 impl ColumnData {
     /// An empty column of type `ty`.
     pub fn empty(ty: ColumnType) -> Self {
-        ColumnData { presence: RoaringBitmap::new(), values: Values::empty(ty) }
+        ColumnData {
+            presence: RoaringBitmap::new(),
+            values: Values::empty(ty),
+        }
     }
 
     /// Checks the invariant `values.len() == presence.len()`.
@@ -241,14 +252,18 @@ pub fn merge_columns(rule: MergeRule, ty: ColumnType, sources: &[&ColumnData]) -
                     Values::Int(x) => Some(x.as_slice()),
                     _ => None,
                 })),
-                Values::Float(_) => Values::Float(merge_typed(rule, &presence, sources, |v| match v {
-                    Values::Float(x) => Some(x.as_slice()),
-                    _ => None,
-                })),
-                Values::Bool(_) => Values::Bool(merge_typed(rule, &presence, sources, |v| match v {
-                    Values::Bool(x) => Some(x.as_slice()),
-                    _ => None,
-                })),
+                Values::Float(_) => {
+                    Values::Float(merge_typed(rule, &presence, sources, |v| match v {
+                        Values::Float(x) => Some(x.as_slice()),
+                        _ => None,
+                    }))
+                }
+                Values::Bool(_) => {
+                    Values::Bool(merge_typed(rule, &presence, sources, |v| match v {
+                        Values::Bool(x) => Some(x.as_slice()),
+                        _ => None,
+                    }))
+                }
                 Values::Str(_) => Values::Str(merge_typed(rule, &presence, sources, |v| match v {
                     Values::Str(x) => Some(x.as_slice()),
                     _ => None,
@@ -276,7 +291,9 @@ fn merge_typed<T: Fold>(
     }
     let mut slots: Vec<Option<T>> = vec![None; (hi - lo) as usize + 1];
     for s in sources {
-        let Some(vals) = slice(&s.values) else { continue };
+        let Some(vals) = slice(&s.values) else {
+            continue;
+        };
         for (ord, v) in s.presence.iter().zip(vals) {
             if let Some(slot) = slots.get_mut((ord - lo) as usize) {
                 match slot {
@@ -292,10 +309,16 @@ fn merge_typed<T: Fold>(
 /// Widest ordinal span merged through a dense scratch vector; wider, sparser inputs use a tree.
 const DENSE_SPAN_MAX: u64 = 1 << 22;
 
-fn merge_sparse<T: Fold>(rule: MergeRule, sources: &[&ColumnData], slice: impl Fn(&Values) -> Option<&[T]>) -> Vec<T> {
+fn merge_sparse<T: Fold>(
+    rule: MergeRule,
+    sources: &[&ColumnData],
+    slice: impl Fn(&Values) -> Option<&[T]>,
+) -> Vec<T> {
     let mut map: std::collections::BTreeMap<u32, T> = std::collections::BTreeMap::new();
     for s in sources {
-        let Some(vals) = slice(&s.values) else { continue };
+        let Some(vals) = slice(&s.values) else {
+            continue;
+        };
         for (ord, v) in s.presence.iter().zip(vals) {
             match map.get_mut(&ord) {
                 Some(old) => T::fold(old, v, rule),
@@ -353,6 +376,7 @@ fn fold_sorted<T: Fold>(rule: MergeRule, idx: &[(u32, usize)], vals: &[T]) -> Ve
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -375,7 +399,9 @@ mod tests {
         assert_eq!(m, col(&[(1, 13), (2, 20), (5, 120)]));
         let m = merge_columns(MergeRule::Last, ColumnType::Bigint, &[&b, &a]);
         assert_eq!(m, col(&[(1, 10), (2, 20), (5, 50)]));
-        assert!(merge_columns(MergeRule::Min, ColumnType::Bigint, &[]).presence.is_empty());
+        assert!(merge_columns(MergeRule::Min, ColumnType::Bigint, &[])
+            .presence
+            .is_empty());
     }
 
     #[test]

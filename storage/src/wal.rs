@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use crate::encoding::{decode_values, encode_values};
 use crate::error::{Result, StorageError};
-use crate::format::{check_file_header, file_header, ByteReader, ByteWriter, FILE_HEADER_LEN, WAL_MAGIC, WAL_VERSION};
+use crate::format::{
+    check_file_header, file_header, ByteReader, ByteWriter, FILE_HEADER_LEN, WAL_MAGIC, WAL_VERSION,
+};
 use crate::log::{read_records, LogFile};
 use crate::schema::{ColumnId, ColumnType, TableId};
 use crate::values::Values;
@@ -85,19 +87,31 @@ pub fn decode_batch(path: &Path, payload: &[u8], offset: u64) -> Result<RowBatch
     for _ in 0..ncols {
         let id = ColumnId(r.u32()?);
         let tag = r.u8()?;
-        let ty = ColumnType::from_tag(tag).ok_or_else(|| r.error(format!("unknown column type {tag}")))?;
+        let ty = ColumnType::from_tag(tag)
+            .ok_or_else(|| r.error(format!("unknown column type {tag}")))?;
         let bits = r.bytes(n.div_ceil(8))?;
-        let valid: Vec<bool> = (0..n).map(|i| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)).collect();
+        let valid: Vec<bool> = (0..n)
+            .map(|i| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
+            .collect();
         let block_offset = r.offset() + 4;
         let block = r.len_bytes()?;
         let values = decode_values(path, block, block_offset, ty)?;
         if values.len() != valid.iter().filter(|v| **v).count() {
             return Err(r.error("value count does not match the validity bits"));
         }
-        columns.push(BatchColumn { id, ty, valid, values });
+        columns.push(BatchColumn {
+            id,
+            ty,
+            valid,
+            values,
+        });
     }
     r.finish()?;
-    Ok(RowBatch { table, ordinals, columns })
+    Ok(RowBatch {
+        table,
+        ordinals,
+        columns,
+    })
 }
 
 /// Path of WAL file `seq` in `dir`.
@@ -112,7 +126,10 @@ pub fn list_wal(dir: &Path) -> Result<Vec<u64>> {
         let e = e.map_err(|e| StorageError::io(dir, e))?;
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if let Some(seq) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(seq) = name
+            .strip_suffix(".wal")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             out.push(seq);
         }
     }
@@ -134,7 +151,11 @@ pub fn create_wal(dir: &Path, seq: u64) -> Result<LogFile> {
         .and_then(|_| f.sync_all())
         .map_err(|e| StorageError::io(&path, e))?;
     crate::dir::sync_dir(dir)?;
-    Ok(LogFile { file: Arc::new(f), path, end: FILE_HEADER_LEN as u64 })
+    Ok(LogFile {
+        file: Arc::new(f),
+        path,
+        end: FILE_HEADER_LEN as u64,
+    })
 }
 
 /// Reads every good record of WAL file `seq` with the file offset where each record starts (a torn
@@ -146,16 +167,24 @@ pub fn read_wal(dir: &Path, seq: u64) -> Result<Vec<(u64, RowBatch)>> {
         // A crash while the file was being created: it never held a record.
         return Ok(Vec::new());
     }
-    check_file_header(&path, bytes.get(..FILE_HEADER_LEN).unwrap_or(&[]), WAL_MAGIC, WAL_VERSION)?;
+    check_file_header(
+        &path,
+        bytes.get(..FILE_HEADER_LEN).unwrap_or(&[]),
+        WAL_MAGIC,
+        WAL_VERSION,
+    )?;
     let records = read_records(&path, &bytes)?;
     records
         .payloads
         .into_iter()
-        .map(|(off, p)| decode_batch(&path, p, off).map(|b| (off - crate::format::RECORD_HEADER_LEN as u64, b)))
+        .map(|(off, p)| {
+            decode_batch(&path, p, off).map(|b| (off - crate::format::RECORD_HEADER_LEN as u64, b))
+        })
         .collect()
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -165,8 +194,18 @@ mod tests {
             table: TableId(9),
             ordinals: vec![5, 1, 5, 70000],
             columns: vec![
-                BatchColumn { id: ColumnId(0), ty: ColumnType::Timestamp, valid: vec![true, false, true, true], values: Values::Int(vec![1, i64::MIN, i64::MAX]) },
-                BatchColumn { id: ColumnId(2), ty: ColumnType::Varchar, valid: vec![false; 4], values: Values::Str(vec![]) },
+                BatchColumn {
+                    id: ColumnId(0),
+                    ty: ColumnType::Timestamp,
+                    valid: vec![true, false, true, true],
+                    values: Values::Int(vec![1, i64::MIN, i64::MAX]),
+                },
+                BatchColumn {
+                    id: ColumnId(2),
+                    ty: ColumnType::Varchar,
+                    valid: vec![false; 4],
+                    values: Values::Str(vec![]),
+                },
             ],
         };
         let p = encode_batch(&b);

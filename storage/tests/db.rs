@@ -10,11 +10,16 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use common::{batch, dump, Cell, Col};
 use journeydb_storage::{
-    CatalogOp, ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, StorageError, TableSchema,
+    CatalogOp, ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, StorageError,
+    TableSchema,
 };
 
 fn opts() -> Options {
-    Options { partition_rows: 65536, background: false, ..Options::default() }
+    Options {
+        partition_rows: 65536,
+        background: false,
+        ..Options::default()
+    }
 }
 
 fn state_schema() -> TableSchema {
@@ -39,32 +44,71 @@ fn append_flush_compact_reopen_keeps_the_fold() {
     db.create_table("state", state_schema()).unwrap();
     // 100k customers over two partitions, appended in three overlapping batches.
     let n = 100_000;
-    let b1 = batch("customer_id", &keys(0..n), vec![
-        ("stage1", Col::Ts((0..n).map(|i| (i % 3 != 0).then_some(1000 + i as i64)).collect())),
-        ("hits", Col::Int(vec![Some(1); n])),
-    ]);
+    let b1 = batch(
+        "customer_id",
+        &keys(0..n),
+        vec![
+            (
+                "stage1",
+                Col::Ts(
+                    (0..n)
+                        .map(|i| (!i.is_multiple_of(3)).then_some(1000 + i as i64))
+                        .collect(),
+                ),
+            ),
+            ("hits", Col::Int(vec![Some(1); n])),
+        ],
+    );
     db.append("state", &b1).unwrap();
     db.flush().unwrap();
-    let b2 = batch("customer_id", &keys(n / 2..n + 10), vec![
-        ("stage1", Col::Ts((n / 2..n + 10).map(|i| Some(500 + i as i64)).collect())),
-        ("hits", Col::Int(vec![Some(2); n / 2 + 10])),
-        ("channel", Col::Str((n / 2..n + 10).map(|i| Some(format!("email{}", i % 7))).collect())),
-    ]);
+    let b2 = batch(
+        "customer_id",
+        &keys(n / 2..n + 10),
+        vec![
+            (
+                "stage1",
+                Col::Ts((n / 2..n + 10).map(|i| Some(500 + i as i64)).collect()),
+            ),
+            ("hits", Col::Int(vec![Some(2); n / 2 + 10])),
+            (
+                "channel",
+                Col::Str(
+                    (n / 2..n + 10)
+                        .map(|i| Some(format!("email{}", i % 7)))
+                        .collect(),
+                ),
+            ),
+        ],
+    );
     db.append("state", &b2).unwrap();
     db.flush().unwrap();
-    let b3 = batch("customer_id", &keys(0..5), vec![("channel", Col::Str(vec![Some("sms".into()); 5]))]);
+    let b3 = batch(
+        "customer_id",
+        &keys(0..5),
+        vec![("channel", Col::Str(vec![Some("sms".into()); 5]))],
+    );
     db.append("state", &b3).unwrap();
 
     let expect = |i: usize| -> Vec<Option<Cell>> {
-        let first = (i < n && i % 3 != 0).then_some(1000 + i as i64);
+        let first = (i < n && !i.is_multiple_of(3)).then_some(1000 + i as i64);
         let second = (i >= n / 2).then_some(500 + i as i64);
         let stage1 = match (first, second) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         let hits = (if i < n { 1 } else { 0 }) + if i >= n / 2 { 2 } else { 0 };
-        let channel = if i < 5 { Some("sms".to_string()) } else if i >= n / 2 { Some(format!("email{}", i % 7)) } else { None };
-        vec![stage1.map(Cell::Int), Some(Cell::Int(hits)), channel.map(Cell::Str)]
+        let channel = if i < 5 {
+            Some("sms".to_string())
+        } else if i >= n / 2 {
+            Some(format!("email{}", i % 7))
+        } else {
+            None
+        };
+        vec![
+            stage1.map(Cell::Int),
+            Some(Cell::Int(hits)),
+            channel.map(Cell::Str),
+        ]
     };
     let check = |db: &Database| {
         let d = dump(&db.snapshot(), "state");
@@ -76,8 +120,15 @@ fn append_flush_compact_reopen_keeps_the_fold() {
     check(&db);
     let before = db.snapshot();
     let stats = db.compact(2).unwrap();
-    assert_eq!(stats.segments_in, 4, "two partitions with two segments each");
-    assert_eq!(dump(&before, "state"), dump(&db.snapshot(), "state"), "an old snapshot reads the same after compaction");
+    assert_eq!(
+        stats.segments_in, 4,
+        "two partitions with two segments each"
+    );
+    assert_eq!(
+        dump(&before, "state"),
+        dump(&db.snapshot(), "state"),
+        "an old snapshot reads the same after compaction"
+    );
     check(&db);
     drop(before);
     drop(db);
@@ -87,7 +138,11 @@ fn append_flush_compact_reopen_keeps_the_fold() {
     db.compact(2).unwrap();
     check(&db);
     let t = db.snapshot().table("state").unwrap();
-    assert_eq!(t.storage().len(), 2, "one segment per partition after compaction");
+    assert_eq!(
+        t.storage().len(),
+        2,
+        "one segment per partition after compaction"
+    );
 }
 
 #[test]
@@ -96,8 +151,24 @@ fn catalog_commits_swap_replace_and_time_travel() {
     let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
     db.create_table("a", state_schema()).unwrap();
     db.create_table("b", state_schema()).unwrap();
-    db.append("a", &batch("customer_id", &keys(0..3), vec![("hits", Col::Int(vec![Some(1); 3]))])).unwrap();
-    db.append("b", &batch("customer_id", &keys(0..1), vec![("hits", Col::Int(vec![Some(9)]))])).unwrap();
+    db.append(
+        "a",
+        &batch(
+            "customer_id",
+            &keys(0..3),
+            vec![("hits", Col::Int(vec![Some(1); 3]))],
+        ),
+    )
+    .unwrap();
+    db.append(
+        "b",
+        &batch(
+            "customer_id",
+            &keys(0..1),
+            vec![("hits", Col::Int(vec![Some(9)]))],
+        ),
+    )
+    .unwrap();
     db.flush().unwrap();
     let v_before = db.snapshot().version();
     let old = db.snapshot();
@@ -106,34 +177,76 @@ fn catalog_commits_swap_replace_and_time_travel() {
     assert_eq!(dump(&db.snapshot(), "b").len(), 3);
     assert_eq!(dump(&old, "a").len(), 3, "a snapshot keeps its version");
     // Several operations in one atomic commit; a failing one applies none.
-    let err = db.commit(&[CatalogOp::Drop { name: "a".into(), if_exists: false }, CatalogOp::Drop { name: "zz".into(), if_exists: false }]);
+    let err = db.commit(&[
+        CatalogOp::Drop {
+            name: "a".into(),
+            if_exists: false,
+        },
+        CatalogOp::Drop {
+            name: "zz".into(),
+            if_exists: false,
+        },
+    ]);
     assert!(matches!(err, Err(StorageError::TableNotFound(n)) if n == "zz"));
     assert!(db.snapshot().table("a").is_ok());
-    db.commit(&[
-        CatalogOp::Create { name: "tmp".into(), schema: state_schema(), if_not_exists: false },
-    ])
+    db.commit(&[CatalogOp::Create {
+        name: "tmp".into(),
+        schema: state_schema(),
+        if_not_exists: false,
+    }])
     .unwrap();
-    db.append("tmp", &batch("customer_id", &keys(7..9), vec![])).unwrap();
-    db.commit(&[CatalogOp::Replace { target: "a".into(), source: "tmp".into() }]).unwrap();
+    db.append("tmp", &batch("customer_id", &keys(7..9), vec![]))
+        .unwrap();
+    db.commit(&[CatalogOp::Replace {
+        target: "a".into(),
+        source: "tmp".into(),
+    }])
+    .unwrap();
     assert!(db.snapshot().table("tmp").is_err());
-    assert_eq!(dump(&db.snapshot(), "a").keys().cloned().collect::<Vec<_>>(), keys(7..9));
+    assert_eq!(
+        dump(&db.snapshot(), "a")
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        keys(7..9)
+    );
     // Time travel to the version before the swap.
     let past = db.snapshot_at(v_before).unwrap();
     assert_eq!(dump(&past, "a").len(), 3);
     drop(db);
     let db = Database::open(dir.path(), opts()).unwrap();
-    assert_eq!(dump(&db.snapshot(), "a").keys().cloned().collect::<Vec<_>>(), keys(7..9));
-    assert_eq!(db.snapshot().table_names(), vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(
+        dump(&db.snapshot(), "a")
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        keys(7..9)
+    );
+    assert_eq!(
+        db.snapshot().table_names(),
+        vec!["a".to_string(), "b".to_string()]
+    );
 }
 
 #[test]
 fn old_versions_and_their_files_are_collected() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Options { keep_versions: 2, ..opts() };
+    let o = Options {
+        keep_versions: 2,
+        ..opts()
+    };
     let db = Database::create(dir.path(), KeyType::Varchar, o.clone()).unwrap();
     db.create_table("t", state_schema()).unwrap();
     for round in 0..5 {
-        db.append("t", &batch("customer_id", &keys(0..10), vec![("hits", Col::Int(vec![Some(round); 10]))])).unwrap();
+        db.append(
+            "t",
+            &batch(
+                "customer_id",
+                &keys(0..10),
+                vec![("hits", Col::Int(vec![Some(round); 10]))],
+            ),
+        )
+        .unwrap();
         db.flush().unwrap();
     }
     db.compact(2).unwrap();
@@ -141,7 +254,9 @@ fn old_versions_and_their_files_are_collected() {
     db.create_table("v", state_schema()).unwrap();
     let segs = std::fs::read_dir(dir.path().join("seg")).unwrap().count();
     assert_eq!(segs, 1, "only the compacted segment is left");
-    let manifests = std::fs::read_dir(dir.path().join("manifest")).unwrap().count();
+    let manifests = std::fs::read_dir(dir.path().join("manifest"))
+        .unwrap()
+        .count();
     assert_eq!(manifests, 2);
     assert_eq!(db.kept_versions().len(), 2);
     let wal = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
@@ -154,56 +269,167 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
     db.create_table("t", state_schema()).unwrap();
-    db.append("t", &batch("customer_id", &keys(0..2), vec![("hits", Col::Int(vec![Some(1), Some(2)]))])).unwrap();
+    db.append(
+        "t",
+        &batch(
+            "customer_id",
+            &keys(0..2),
+            vec![("hits", Col::Int(vec![Some(1), Some(2)]))],
+        ),
+    )
+    .unwrap();
     let before = dump(&db.snapshot(), "t");
 
     let e = db.append("nope", &batch("customer_id", &keys(0..1), vec![]));
     assert!(matches!(e, Err(StorageError::TableNotFound(_))), "{e:?}");
-    let e = db.append("t", &batch("customer_id", &keys(0..1), vec![("zzz", Col::Int(vec![Some(1)]))]));
-    assert!(matches!(e, Err(StorageError::ColumnNotFound { .. })), "{e:?}");
-    let e = db.append("t", &batch("customer_id", &keys(0..1), vec![("stage1", Col::Int(vec![Some(1)]))]));
-    assert!(matches!(e, Err(StorageError::InvalidBatch { .. })), "wrong Arrow type: {e:?}");
-    let e = db.append("t", &batch("customer_id", &keys(0..1), vec![("hits", Col::Int(vec![Some(1)])), ("HITS", Col::Int(vec![Some(1)]))]));
-    assert!(matches!(e, Err(StorageError::InvalidBatch { .. })), "duplicate column: {e:?}");
+    let e = db.append(
+        "t",
+        &batch(
+            "customer_id",
+            &keys(0..1),
+            vec![("zzz", Col::Int(vec![Some(1)]))],
+        ),
+    );
+    assert!(
+        matches!(e, Err(StorageError::ColumnNotFound { .. })),
+        "{e:?}"
+    );
+    let e = db.append(
+        "t",
+        &batch(
+            "customer_id",
+            &keys(0..1),
+            vec![("stage1", Col::Int(vec![Some(1)]))],
+        ),
+    );
+    assert!(
+        matches!(e, Err(StorageError::InvalidBatch { .. })),
+        "wrong Arrow type: {e:?}"
+    );
+    let e = db.append(
+        "t",
+        &batch(
+            "customer_id",
+            &keys(0..1),
+            vec![
+                ("hits", Col::Int(vec![Some(1)])),
+                ("HITS", Col::Int(vec![Some(1)])),
+            ],
+        ),
+    );
+    assert!(
+        matches!(e, Err(StorageError::InvalidBatch { .. })),
+        "duplicate column: {e:?}"
+    );
     let e = db.append("t", &batch("other_key", &keys(0..1), vec![]));
-    assert!(matches!(e, Err(StorageError::InvalidBatch { .. })), "missing key column: {e:?}");
-    let e = db.append("t", &batch("customer_id", &["ok".to_string(), String::new()], vec![]));
-    assert!(matches!(e, Err(StorageError::InvalidKey(_))), "empty key: {e:?}");
+    assert!(
+        matches!(e, Err(StorageError::InvalidBatch { .. })),
+        "missing key column: {e:?}"
+    );
+    let e = db.append(
+        "t",
+        &batch("customer_id", &["ok".to_string(), String::new()], vec![]),
+    );
+    assert!(
+        matches!(e, Err(StorageError::InvalidKey(_))),
+        "empty key: {e:?}"
+    );
     let null_key = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("customer_id", DataType::Utf8, true)])),
+        Arc::new(Schema::new(vec![Field::new(
+            "customer_id",
+            DataType::Utf8,
+            true,
+        )])),
         vec![Arc::new(StringArray::from(vec![Some("x"), None])) as ArrayRef],
     )
     .unwrap();
-    assert!(matches!(db.append("t", &null_key), Err(StorageError::InvalidKey(_))));
+    assert!(matches!(
+        db.append("t", &null_key),
+        Err(StorageError::InvalidKey(_))
+    ));
     let int_key = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("customer_id", DataType::Int64, false)])),
+        Arc::new(Schema::new(vec![Field::new(
+            "customer_id",
+            DataType::Int64,
+            false,
+        )])),
         vec![Arc::new(Int64Array::from(vec![1])) as ArrayRef],
     )
     .unwrap();
-    assert!(matches!(db.append("t", &int_key), Err(StorageError::InvalidBatch { .. })));
+    assert!(matches!(
+        db.append("t", &int_key),
+        Err(StorageError::InvalidBatch { .. })
+    ));
 
     for bad in ["a/b", "..", "../../etc", "x.y", "", "1x"] {
         let e = db.create_table(bad, state_schema());
-        assert!(matches!(e, Err(StorageError::InvalidName { .. })), "{bad:?}: {e:?}");
-        let e = db.commit(&[CatalogOp::Rename { from: "t".into(), to: bad.into() }]);
-        assert!(matches!(e, Err(StorageError::InvalidName { .. })), "rename to {bad:?}: {e:?}");
+        assert!(
+            matches!(e, Err(StorageError::InvalidName { .. })),
+            "{bad:?}: {e:?}"
+        );
+        let e = db.commit(&[CatalogOp::Rename {
+            from: "t".into(),
+            to: bad.into(),
+        }]);
+        assert!(
+            matches!(e, Err(StorageError::InvalidName { .. })),
+            "rename to {bad:?}: {e:?}"
+        );
     }
-    let dup = TableSchema::new("id", vec![ColumnDef::new("a", ColumnType::Bigint), ColumnDef::new("a", ColumnType::Bigint)]);
-    assert!(matches!(db.create_table("d", dup), Err(StorageError::InvalidSchema(_))));
-    assert!(matches!(db.create_table("t", state_schema()), Err(StorageError::TableExists(_))));
-    assert!(matches!(db.drop_table("nope"), Err(StorageError::TableNotFound(_))));
-    assert!(matches!(db.swap_tables("t", "nope"), Err(StorageError::TableNotFound(_))));
+    let dup = TableSchema::new(
+        "id",
+        vec![
+            ColumnDef::new("a", ColumnType::Bigint),
+            ColumnDef::new("a", ColumnType::Bigint),
+        ],
+    );
+    assert!(matches!(
+        db.create_table("d", dup),
+        Err(StorageError::InvalidSchema(_))
+    ));
+    assert!(matches!(
+        db.create_table("t", state_schema()),
+        Err(StorageError::TableExists(_))
+    ));
+    assert!(matches!(
+        db.drop_table("nope"),
+        Err(StorageError::TableNotFound(_))
+    ));
+    assert!(matches!(
+        db.swap_tables("t", "nope"),
+        Err(StorageError::TableNotFound(_))
+    ));
 
     // A second open of the same database, in this process or another, is refused.
-    assert!(matches!(Database::open(dir.path(), opts()), Err(StorageError::Locked(_))));
-    assert!(matches!(Database::create(dir.path(), KeyType::Varchar, opts()), Err(StorageError::AlreadyExists(_))));
-    assert!(matches!(Database::open(dir.path().join("nothing"), opts()), Err(StorageError::NotADatabase(_))));
     assert!(matches!(
-        Database::create(dir.path().join("n"), KeyType::Varchar, Options { partition_rows: 1000, ..opts() }),
+        Database::open(dir.path(), opts()),
+        Err(StorageError::Locked(_))
+    ));
+    assert!(matches!(
+        Database::create(dir.path(), KeyType::Varchar, opts()),
+        Err(StorageError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        Database::open(dir.path().join("nothing"), opts()),
+        Err(StorageError::NotADatabase(_))
+    ));
+    assert!(matches!(
+        Database::create(
+            dir.path().join("n"),
+            KeyType::Varchar,
+            Options {
+                partition_rows: 1000,
+                ..opts()
+            }
+        ),
         Err(StorageError::InvalidOption(_))
     ));
 
-    assert_eq!(dump(&db.snapshot(), "t"), before, "no failed call changed the table");
+    assert_eq!(
+        dump(&db.snapshot(), "t"),
+        before,
+        "no failed call changed the table"
+    );
     assert_eq!(db.snapshot().table_names(), vec!["t".to_string()]);
     drop(db);
     let db = Database::open(dir.path(), opts()).unwrap();
@@ -214,7 +440,10 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
 fn bigint_keys_and_concurrent_appenders_share_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(Database::create(dir.path(), KeyType::Bigint, opts()).unwrap());
-    let schema = TableSchema::new("id", vec![ColumnDef::new("n", ColumnType::Bigint).with_rule(MergeRule::Sum)]);
+    let schema = TableSchema::new(
+        "id",
+        vec![ColumnDef::new("n", ColumnType::Bigint).with_rule(MergeRule::Sum)],
+    );
     db.create_table("t", schema).unwrap();
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -222,8 +451,14 @@ fn bigint_keys_and_concurrent_appenders_share_fsyncs() {
             std::thread::spawn(move || {
                 for i in 0..50i64 {
                     let b = RecordBatch::try_new(
-                        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("n", DataType::Int64, true)])),
-                        vec![Arc::new(Int64Array::from(vec![i, -1 - t])) as ArrayRef, Arc::new(Int64Array::from(vec![1, 1])) as ArrayRef],
+                        Arc::new(Schema::new(vec![
+                            Field::new("id", DataType::Int64, false),
+                            Field::new("n", DataType::Int64, true),
+                        ])),
+                        vec![
+                            Arc::new(Int64Array::from(vec![i, -1 - t])) as ArrayRef,
+                            Arc::new(Int64Array::from(vec![1, 1])) as ArrayRef,
+                        ],
                     )
                     .unwrap();
                     db.append("t", &b).unwrap();
@@ -249,20 +484,39 @@ fn bigint_keys_and_concurrent_appenders_share_fsyncs() {
 #[test]
 fn background_maintenance_flushes_and_compacts() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Options { background: true, flush_rows: 100, compact_segments: 3, ..opts() };
+    let o = Options {
+        background: true,
+        flush_rows: 100,
+        compact_segments: 3,
+        ..opts()
+    };
     let db = Database::create(dir.path(), KeyType::Varchar, o).unwrap();
     db.create_table("t", state_schema()).unwrap();
     for round in 0..12 {
-        db.append("t", &batch("customer_id", &keys(0..150), vec![("hits", Col::Int(vec![Some(round); 150]))])).unwrap();
+        db.append(
+            "t",
+            &batch(
+                "customer_id",
+                &keys(0..150),
+                vec![("hits", Col::Int(vec![Some(round); 150]))],
+            ),
+        )
+        .unwrap();
     }
     // Wait (bounded) for the maintenance thread to catch up.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while db.unflushed_rows() > 0 || db.snapshot().table("t").unwrap().storage().len() > 2 {
-        assert!(std::time::Instant::now() < deadline, "background flush/compaction did not run");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background flush/compaction did not run"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(db.background_error(), None);
-    assert_eq!(dump(&db.snapshot(), "t")["c000007"][1], Some(Cell::Int((0..12).sum())));
+    assert_eq!(
+        dump(&db.snapshot(), "t")["c000007"][1],
+        Some(Cell::Int((0..12).sum()))
+    );
 }
 
 /// Reads every column of every table; the first error, if any.
@@ -273,7 +527,10 @@ fn read_everything(db: &Database) -> Result<usize, StorageError> {
         let t = snap.table(&name)?;
         for p in t.partitions() {
             for c in 0..t.schema().columns.len() {
-                n += t.column(p, journeydb_storage::ColumnId(c as u32))?.presence.len() as usize;
+                n += t
+                    .column(p, journeydb_storage::ColumnId(c as u32))?
+                    .presence
+                    .len() as usize;
             }
         }
     }
@@ -286,13 +543,32 @@ fn a_flipped_byte_in_a_segment_is_an_error_not_data() {
     let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
     db.create_table("t", state_schema()).unwrap();
     let n = 5000;
-    db.append("t", &batch("customer_id", &keys(0..n), vec![
-        ("stage1", Col::Ts((0..n).map(|i| Some(i as i64 * 7)).collect())),
-        ("channel", Col::Str((0..n).map(|i| Some(format!("ch{i}"))).collect())),
-    ])).unwrap();
+    db.append(
+        "t",
+        &batch(
+            "customer_id",
+            &keys(0..n),
+            vec![
+                (
+                    "stage1",
+                    Col::Ts((0..n).map(|i| Some(i as i64 * 7)).collect()),
+                ),
+                (
+                    "channel",
+                    Col::Str((0..n).map(|i| Some(format!("ch{i}"))).collect()),
+                ),
+            ],
+        ),
+    )
+    .unwrap();
     db.flush().unwrap();
     drop(db);
-    let seg = std::fs::read_dir(dir.path().join("seg")).unwrap().next().unwrap().unwrap().path();
+    let seg = std::fs::read_dir(dir.path().join("seg"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let good = std::fs::read(&seg).unwrap();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     for _ in 0..64 {
@@ -304,10 +580,24 @@ fn a_flipped_byte_in_a_segment_is_an_error_not_data() {
         bad[at] ^= 1 << (rng % 8);
         std::fs::write(&seg, &bad).unwrap();
         match Database::open(dir.path(), opts()) {
-            Err(e) => assert!(matches!(e, StorageError::ChecksumMismatch { .. } | StorageError::Corrupt { .. } | StorageError::UnsupportedVersion { .. }), "byte {at}: {e:?}"),
+            Err(e) => assert!(
+                matches!(
+                    e,
+                    StorageError::ChecksumMismatch { .. }
+                        | StorageError::Corrupt { .. }
+                        | StorageError::UnsupportedVersion { .. }
+                ),
+                "byte {at}: {e:?}"
+            ),
             Ok(db) => {
                 let r = read_everything(&db);
-                assert!(matches!(r, Err(StorageError::ChecksumMismatch { .. } | StorageError::Corrupt { .. })), "byte {at} flipped, read gave {r:?}");
+                assert!(
+                    matches!(
+                        r,
+                        Err(StorageError::ChecksumMismatch { .. } | StorageError::Corrupt { .. })
+                    ),
+                    "byte {at} flipped, read gave {r:?}"
+                );
             }
         }
     }
@@ -322,10 +612,22 @@ fn corruption_in_the_middle_of_the_wal_is_reported() {
     let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
     db.create_table("t", state_schema()).unwrap();
     for i in 0..3 {
-        db.append("t", &batch("customer_id", &keys(i * 10..i * 10 + 10), vec![("hits", Col::Int(vec![Some(1); 10]))])).unwrap();
+        db.append(
+            "t",
+            &batch(
+                "customer_id",
+                &keys(i * 10..i * 10 + 10),
+                vec![("hits", Col::Int(vec![Some(1); 10]))],
+            ),
+        )
+        .unwrap();
     }
     drop(db);
-    let wal = std::fs::read_dir(dir.path().join("wal")).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let wal = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
     let mut bytes = std::fs::read(&wal).unwrap();
     bytes[40] ^= 0xff; // inside the first record's payload
     std::fs::write(&wal, &bytes).unwrap();
@@ -346,11 +648,17 @@ fn a_corrupt_manifest_is_reported() {
     db.create_table("t", state_schema()).unwrap();
     let v = db.snapshot().version();
     drop(db);
-    let p = dir.path().join("manifest").join(format!("{:020}.manifest", v.0));
+    let p = dir
+        .path()
+        .join("manifest")
+        .join(format!("{:020}.manifest", v.0));
     let mut bytes = std::fs::read(&p).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;
     std::fs::write(&p, &bytes).unwrap();
     let e = Database::open(dir.path(), opts());
-    assert!(matches!(e, Err(StorageError::ChecksumMismatch { .. })), "{e:?}");
+    assert!(
+        matches!(e, Err(StorageError::ChecksumMismatch { .. })),
+        "{e:?}"
+    );
 }

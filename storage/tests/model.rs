@@ -9,7 +9,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{batch, cell_of, dump, Cell, Col, Dump};
-use journeydb_storage::{CatalogOp, ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, Snapshot, TableSchema};
+use journeydb_storage::{
+    CatalogOp, ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, Snapshot, TableSchema,
+};
 use proptest::prelude::*;
 
 const TABLES: [&str; 3] = ["t0", "t1", "t2"];
@@ -34,7 +36,10 @@ fn schema() -> TableSchema {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { table: usize, rows: Vec<(u32, [Option<i64>; 6])> },
+    Append {
+        table: usize,
+        rows: Vec<(u32, [Option<i64>; 6])>,
+    },
     Flush,
     Compact,
     Create(usize),
@@ -48,7 +53,17 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     let cell = proptest::option::weighted(0.5, -50i64..50);
-    let row = (0..KEYS, [cell.clone(), cell.clone(), cell.clone(), cell.clone(), cell.clone(), cell]);
+    let row = (
+        0..KEYS,
+        [
+            cell.clone(),
+            cell.clone(),
+            cell.clone(),
+            cell.clone(),
+            cell.clone(),
+            cell,
+        ],
+    );
     prop_oneof![
         8 => (0..3usize, proptest::collection::vec(row, 0..12)).prop_map(|(table, rows)| Op::Append { table, rows }),
         2 => Just(Op::Flush),
@@ -75,8 +90,20 @@ fn fold(old: &mut Option<Cell>, new: Cell, rule: MergeRule) {
         return;
     };
     *o = match (rule, o.clone(), new) {
-        (MergeRule::Min, a, b) => if b < a { b } else { a },
-        (MergeRule::Max, a, b) => if b > a { b } else { a },
+        (MergeRule::Min, a, b) => {
+            if b < a {
+                b
+            } else {
+                a
+            }
+        }
+        (MergeRule::Max, a, b) => {
+            if b > a {
+                b
+            } else {
+                a
+            }
+        }
         (MergeRule::Sum, Cell::Int(a), Cell::Int(b)) => Cell::Int(a.wrapping_add(b)),
         (_, _, b) => b,
     };
@@ -86,7 +113,9 @@ fn apply_model(m: &mut Model, op: &Op) -> bool {
     let cols = columns();
     match op {
         Op::Append { table, rows } => {
-            let Some(t) = m.get_mut(TABLES[*table]) else { return false };
+            let Some(t) = m.get_mut(TABLES[*table]) else {
+                return false;
+            };
             for (k, vals) in rows {
                 let row = t.entry(key(*k)).or_insert_with(|| vec![None; cols.len()]);
                 for (i, v) in vals.iter().enumerate() {
@@ -125,13 +154,18 @@ fn apply_model(m: &mut Model, op: &Op) -> bool {
             }
         }
         Op::Swap(a, b) => {
-            let (Some(da), Some(db)) = (m.get(TABLES[*a]).cloned(), m.get(TABLES[*b]).cloned()) else { return false };
+            let (Some(da), Some(db)) = (m.get(TABLES[*a]).cloned(), m.get(TABLES[*b]).cloned())
+            else {
+                return false;
+            };
             m.insert(TABLES[*a].to_string(), db);
             m.insert(TABLES[*b].to_string(), da);
             true
         }
         Op::Replace(target, source) => {
-            let Some(d) = m.get(TABLES[*source]).cloned() else { return false };
+            let Some(d) = m.get(TABLES[*source]).cloned() else {
+                return false;
+            };
             if target != source {
                 m.remove(TABLES[*source]);
                 m.insert(TABLES[*target].to_string(), d);
@@ -143,7 +177,12 @@ fn apply_model(m: &mut Model, op: &Op) -> bool {
 }
 
 fn apply_engine(db: &mut Option<Database>, dir: &std::path::Path, op: &Op) -> bool {
-    let opts = Options { partition_rows: 65536, background: false, keep_versions: 3, ..Options::default() };
+    let opts = Options {
+        partition_rows: 65536,
+        background: false,
+        keep_versions: 3,
+        ..Options::default()
+    };
     let d = db.as_ref().unwrap();
     let cols = columns();
     match op {
@@ -154,8 +193,14 @@ fn apply_engine(db: &mut Option<Database>, dir: &std::path::Path, op: &Op) -> bo
                 let vals: Vec<Option<i64>> = rows.iter().map(|(_, v)| v[i]).collect();
                 let col = match c.ty {
                     ColumnType::Timestamp => Col::Ts(vals),
-                    ColumnType::Double => Col::Float(vals.into_iter().map(|v| v.map(|x| x as f64)).collect()),
-                    ColumnType::Varchar => Col::Str(vals.into_iter().map(|v| v.map(|x| format!("s{x:05}"))).collect()),
+                    ColumnType::Double => {
+                        Col::Float(vals.into_iter().map(|v| v.map(|x| x as f64)).collect())
+                    }
+                    ColumnType::Varchar => Col::Str(
+                        vals.into_iter()
+                            .map(|v| v.map(|x| format!("s{x:05}")))
+                            .collect(),
+                    ),
                     _ => Col::Int(vals),
                 };
                 arrays.push((c.name.as_str(), col));
@@ -165,11 +210,26 @@ fn apply_engine(db: &mut Option<Database>, dir: &std::path::Path, op: &Op) -> bo
         Op::Flush => d.flush().is_ok(),
         Op::Compact => d.compact(2).is_ok(),
         Op::Create(t) => d.create_table(TABLES[*t], schema()).is_ok(),
-        Op::CreateOrReplace(t) => d.commit(&[CatalogOp::CreateOrReplace { name: TABLES[*t].into(), schema: schema() }]).is_ok(),
+        Op::CreateOrReplace(t) => d
+            .commit(&[CatalogOp::CreateOrReplace {
+                name: TABLES[*t].into(),
+                schema: schema(),
+            }])
+            .is_ok(),
         Op::Drop(t) => d.drop_table(TABLES[*t]).is_ok(),
-        Op::Rename(a, b) => d.commit(&[CatalogOp::Rename { from: TABLES[*a].into(), to: TABLES[*b].into() }]).is_ok(),
+        Op::Rename(a, b) => d
+            .commit(&[CatalogOp::Rename {
+                from: TABLES[*a].into(),
+                to: TABLES[*b].into(),
+            }])
+            .is_ok(),
         Op::Swap(a, b) => d.swap_tables(TABLES[*a], TABLES[*b]).is_ok(),
-        Op::Replace(t, s) => d.commit(&[CatalogOp::Replace { target: TABLES[*t].into(), source: TABLES[*s].into() }]).is_ok(),
+        Op::Replace(t, s) => d
+            .commit(&[CatalogOp::Replace {
+                target: TABLES[*t].into(),
+                source: TABLES[*s].into(),
+            }])
+            .is_ok(),
         Op::Reopen => {
             *db = None;
             *db = Some(Database::open(dir, opts).unwrap());
@@ -179,19 +239,29 @@ fn apply_engine(db: &mut Option<Database>, dir: &std::path::Path, op: &Op) -> bo
 }
 
 fn engine_state(snap: &Snapshot) -> Model {
-    snap.table_names().into_iter().filter(|n| n != "filler").map(|n| {
-        let d = dump(snap, &n);
-        (n, d)
-    }).collect()
+    snap.table_names()
+        .into_iter()
+        .filter(|n| n != "filler")
+        .map(|n| {
+            let d = dump(snap, &n);
+            (n, d)
+        })
+        .collect()
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options { partition_rows: 65536, background: false, keep_versions: 3, ..Options::default() };
+    let opts = Options {
+        partition_rows: 65536,
+        background: false,
+        keep_versions: 3,
+        ..Options::default()
+    };
     let mut db = Some(Database::create(dir.path(), KeyType::Varchar, opts).unwrap());
     {
         let d = db.as_ref().unwrap();
-        d.create_table("filler", TableSchema::new("k", vec![])).unwrap();
+        d.create_table("filler", TableSchema::new("k", vec![]))
+            .unwrap();
         let filler: Vec<String> = (0..FILLER_KEYS).map(|i| format!("filler{i}")).collect();
         d.append("filler", &batch("k", &filler, vec![])).unwrap();
     }
@@ -202,13 +272,24 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let mut next = model.clone();
         let model_ok = apply_model(&mut next, op);
         let engine_ok = apply_engine(&mut db, dir.path(), op);
-        prop_assert_eq!(model_ok, engine_ok, "step {} {:?}: model and engine disagree on success", step, op);
+        prop_assert_eq!(
+            model_ok,
+            engine_ok,
+            "step {} {:?}: model and engine disagree on success",
+            step,
+            op
+        );
         if model_ok {
             model = next;
         }
         let got = engine_state(&db.as_ref().unwrap().snapshot());
         prop_assert_eq!(&got, &model, "step {}: {:?}", step, op);
-        prop_assert_eq!(engine_state(&prev_snapshot), prev_model, "step {}: the previous snapshot changed", step);
+        prop_assert_eq!(
+            engine_state(&prev_snapshot),
+            prev_model,
+            "step {}: the previous snapshot changed",
+            step
+        );
     }
     Ok(())
 }
@@ -228,11 +309,20 @@ fn last_follows_append_order_across_flush_and_compaction() {
     let row = |v| (3u32, [None, None, None, Some(v), None, Some(v)]);
     run(vec![
         Op::Create(0),
-        Op::Append { table: 0, rows: vec![row(1)] },
+        Op::Append {
+            table: 0,
+            rows: vec![row(1)],
+        },
         Op::Flush,
-        Op::Append { table: 0, rows: vec![row(2)] },
+        Op::Append {
+            table: 0,
+            rows: vec![row(2)],
+        },
         Op::Flush,
-        Op::Append { table: 0, rows: vec![row(-7), row(4)] },
+        Op::Append {
+            table: 0,
+            rows: vec![row(-7), row(4)],
+        },
         Op::Compact,
         Op::Flush,
         Op::Compact,

@@ -28,7 +28,11 @@ impl Rng {
 
 /// Returns the number of batches present, after checking they are whole and a prefix.
 fn verify(dir: &std::path::Path) -> i64 {
-    let opts = Options { partition_rows: 65536, background: false, ..Options::default() };
+    let opts = Options {
+        partition_rows: 65536,
+        background: false,
+        ..Options::default()
+    };
     let db = Database::open(dir, opts).expect("reopen after SIGKILL");
     let snap = db.snapshot();
     let t = snap.table("t").expect("table t survives");
@@ -38,9 +42,13 @@ fn verify(dir: &std::path::Path) -> i64 {
     for p in t.partitions() {
         let v = t.column(p, ColumnId(0)).unwrap();
         let c = t.column(p, ColumnId(1)).unwrap();
-        let Values::Int(vv) = &v.values else { panic!("v is BIGINT") };
+        let Values::Int(vv) = &v.values else {
+            panic!("v is BIGINT")
+        };
         for (o, val) in v.presence.iter().zip(vv) {
-            let Some(Key::Str(k)) = keys.key(o) else { panic!("ordinal without key") };
+            let Some(Key::Str(k)) = keys.key(o) else {
+                panic!("ordinal without key")
+            };
             let batch: i64 = k[1..k.find('_').unwrap()].parse().unwrap();
             assert_eq!(batch, *val, "key {k} holds another batch's value");
             *per_batch.entry(batch).or_default() += 1;
@@ -51,18 +59,31 @@ fn verify(dir: &std::path::Path) -> i64 {
     }
     let n = per_batch.len() as i64;
     for (b, count) in &per_batch {
-        assert!(*b < n, "batch {b} present but batches are not a prefix of 0..{n}");
+        assert!(
+            *b < n,
+            "batch {b} present but batches are not a prefix of 0..{n}"
+        );
         assert_eq!(*count, BATCH_KEYS, "batch {b} is half visible");
     }
-    assert_eq!(counter, n, "the SUM counter disagrees with the batches present");
+    assert_eq!(
+        counter, n,
+        "the SUM counter disagrees with the batches present"
+    );
     n
 }
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_acknowledged() {
-    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     println!("crash test seed {seed} (set CRASH_SEED to replay the timing)");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -92,7 +113,10 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         let want = acked_total + 1 + (rng.next() % 40) as i64;
         let deadline = Instant::now() + Duration::from_secs(30);
         while last_ack.load(Ordering::SeqCst) < want {
-            assert!(Instant::now() < deadline, "child made no progress (kill {kill})");
+            assert!(
+                Instant::now() < deadline,
+                "child made no progress (kill {kill})"
+            );
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("child exited on its own with {status} (kill {kill})");
             }
@@ -104,8 +128,15 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         reader.join().unwrap();
         let acked = last_ack.load(Ordering::SeqCst);
         let present = verify(&db_dir);
-        assert!(present > acked, "kill {kill}: batch {acked} was acknowledged but only {present} batches survived");
-        assert!(present <= acked + 2, "kill {kill}: {present} batches present, only {} could have been written", acked + 2);
+        assert!(
+            present > acked,
+            "kill {kill}: batch {acked} was acknowledged but only {present} batches survived"
+        );
+        assert!(
+            present <= acked + 2,
+            "kill {kill}: {present} batches present, only {} could have been written",
+            acked + 2
+        );
         acked_total = present - 1;
     }
     println!("{KILLS} kills, {} batches survived", acked_total + 1);

@@ -1,1 +1,43 @@
-fn main() {}
+//! The `journeydb` command.
+//!
+//! ```text
+//! journeydb demo [--customers N] [--dir DIR] [--keep]
+//! journeydb help
+//! ```
+//! Further subcommands (serve, sql, import/export, journey, bench) arrive with their issues.
+
+mod demo;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: journeydb <command> [options]
+
+commands:
+  demo [--customers N] [--dir DIR] [--keep]
+        Builds a journey state table of N customers (default 1000000) with 30 sparse TIMESTAMP
+        columns in an embedded database, flushes and compacts it, prints the funnel and set
+        operations computed on roaring bitmaps, folds in a day's new rows with MIN, and reopens
+        the database to check it. DIR defaults to a temporary directory removed at the end
+        (kept with --keep).
+  help  Prints this text.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo::run(args.get(1..).unwrap_or_default()),
+        Some("help" | "--help" | "-h") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("journeydb: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -11,11 +11,19 @@ use journeydb_storage::{ColumnId, Database, KeyType, Options, PartitionId};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -25,7 +33,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn read_column(db: &Database, col: u32) -> (Duration, u64) {
     let snap = db.snapshot();
-    let Ok(t) = snap.table("state") else { return (Duration::ZERO, 0) };
+    let Ok(t) = snap.table("state") else {
+        return (Duration::ZERO, 0);
+    };
     let parts: Vec<PartitionId> = t.partitions();
     let mut times = Vec::new();
     let mut n = 0;
@@ -44,13 +54,18 @@ fn read_column(db: &Database, col: u32) -> (Duration, u64) {
 }
 
 fn main() {
-    let customers: usize = arg("--customers").and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
+    let customers: usize = arg("--customers")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000);
     let batch_rows = 100_000usize;
     let tmp = std::env::temp_dir().join(format!("journeydb-figures-{}", std::process::id()));
     let dir = arg("--dir").map(std::path::PathBuf::from).unwrap_or(tmp);
     let _ = std::fs::remove_dir_all(&dir);
     let j = Journey::new(customers, 42);
-    let opts = Options { flush_rows: 2_000_000, ..Options::default() };
+    let opts = Options {
+        flush_rows: 2_000_000,
+        ..Options::default()
+    };
     let db = match Database::create(&dir, KeyType::Varchar, opts) {
         Ok(db) => db,
         Err(e) => {
@@ -62,7 +77,13 @@ fn main() {
         eprintln!("create table: {e}");
         std::process::exit(1);
     }
-    println!("figures: {customers} customers, {} sparse TIMESTAMP columns ({:.1}% .. {:.1}%), dir {}", j.columns, j.density(0) * 100.0, j.density(j.columns - 1) * 100.0, dir.display());
+    println!(
+        "figures: {customers} customers, {} sparse TIMESTAMP columns ({:.1}% .. {:.1}%), dir {}",
+        j.columns,
+        j.density(0) * 100.0,
+        j.density(j.columns - 1) * 100.0,
+        dir.display()
+    );
     let mut append_time = Duration::ZERO;
     let mut start = 0;
     let wall = Instant::now();
@@ -76,7 +97,7 @@ fn main() {
         }
         append_time += t.elapsed();
         start = end;
-        if (start / batch_rows) % 10 == 0 {
+        if (start / batch_rows).is_multiple_of(10) {
             eprint!("\rappended {start}/{customers}");
         }
     }
@@ -92,9 +113,14 @@ fn main() {
     let seg_bytes = dir_bytes(&dir.join("seg"));
     let key_bytes = dir_bytes(&dir);
     println!("append: {:.0} rows/s ({} rows in {:.2?} of append calls; {:.2?} wall incl. generation and background flushes)", customers as f64 / append_time.as_secs_f64(), customers, append_time, total);
-    println!("final flush {flush_time:.2?}, compaction to one segment per partition {compact_time:.2?}");
+    println!(
+        "final flush {flush_time:.2?}, compaction to one segment per partition {compact_time:.2?}"
+    );
     println!("disk: {seg_bytes} segment bytes for {cells} non-null timestamps = {:.2} bytes per non-null timestamp (bitmaps included); key dictionary file and other top-level files {key_bytes} bytes", seg_bytes as f64 / cells as f64);
-    println!("key dictionary memory: {:.1} bytes per key (16-char keys)", db.key_dictionary_bytes() as f64 / customers as f64);
+    println!(
+        "key dictionary memory: {:.1} bytes per key (16-char keys)",
+        db.key_dictionary_bytes() as f64 / customers as f64
+    );
     for col in [0u32, 14, 29] {
         let (d, n) = read_column(&db, col);
         println!("read column {} ({} values, merged bitmap + values over all partitions): median {d:.2?}", j.column_name(col as usize), n);

@@ -1,10 +1,17 @@
 //! Helpers shared by the storage integration tests: batch builders and a plain dump of a table.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use journeydb_storage::{ColumnType, Key, Snapshot, Values};
 
@@ -35,7 +42,9 @@ pub fn dump(snap: &Snapshot, table: &str) -> Dump {
             out.insert(name(o), vec![None; ncols]);
         }
         for c in 0..ncols {
-            let data = t.column(p, journeydb_storage::ColumnId(c as u32)).expect("column reads");
+            let data = t
+                .column(p, journeydb_storage::ColumnId(c as u32))
+                .expect("column reads");
             assert!(data.is_consistent());
             let cells: Vec<Cell> = match &data.values {
                 Values::Int(v) => v.iter().map(|x| Cell::Int(*x)).collect(),
@@ -66,7 +75,10 @@ pub fn batch(key_name: &str, keys: &[String], cols: Vec<(&str, Col)>) -> RecordB
     let mut arrays: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(keys.iter()))];
     for (name, c) in cols {
         let (ty, a): (DataType, ArrayRef) = match c {
-            Col::Ts(v) => (DataType::Timestamp(TimeUnit::Microsecond, None), Arc::new(TimestampMicrosecondArray::from(v))),
+            Col::Ts(v) => (
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                Arc::new(TimestampMicrosecondArray::from(v)),
+            ),
             Col::Int(v) => (DataType::Int64, Arc::new(Int64Array::from(v))),
             Col::Float(v) => (DataType::Float64, Arc::new(Float64Array::from(v))),
             Col::Str(v) => (DataType::Utf8, Arc::new(StringArray::from(v))),

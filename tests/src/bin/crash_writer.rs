@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use journeydb_storage::{CatalogOp, ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, TableSchema};
+use journeydb_storage::{
+    CatalogOp, ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, TableSchema,
+};
 
 /// Keys per batch.
 pub const BATCH_KEYS: usize = 20;
@@ -52,11 +54,15 @@ fn fail(msg: &str) -> ! {
 fn counter(db: &Database) -> i64 {
     let snap = db.snapshot();
     let Ok(t) = snap.table("t") else { return 0 };
-    let Some(o) = snap.keys().lookup(journeydb_storage::Key::Str("counter")) else { return 0 };
+    let Some(o) = snap.keys().lookup(journeydb_storage::Key::Str("counter")) else {
+        return 0;
+    };
     let p = journeydb_storage::PartitionId(o / t.partition_rows());
     match t.column_by_name(p, "c") {
         Ok(col) => match (&col.values, col.presence.rank(o)) {
-            (journeydb_storage::Values::Int(v), r) if col.presence.contains(o) => v.get(r as usize - 1).copied().unwrap_or(0),
+            (journeydb_storage::Values::Int(v), r) if col.presence.contains(o) => {
+                v.get(r as usize - 1).copied().unwrap_or(0)
+            }
             _ => 0,
         },
         Err(e) => fail(&format!("read counter: {e}")),
@@ -64,20 +70,34 @@ fn counter(db: &Database) -> i64 {
 }
 
 fn main() {
-    let Some(dir) = std::env::args().nth(1) else { fail("usage: crash_writer DIR") };
-    let opts = Options { partition_rows: 65536, keep_versions: 2, background: true, flush_rows: 500, compact_segments: 3 };
+    let Some(dir) = std::env::args().nth(1) else {
+        fail("usage: crash_writer DIR")
+    };
+    let opts = Options {
+        partition_rows: 65536,
+        keep_versions: 2,
+        background: true,
+        flush_rows: 500,
+        compact_segments: 3,
+    };
     let db = if std::path::Path::new(&dir).join("CURRENT").exists() {
         Database::open(&dir, opts)
     } else {
         Database::create(&dir, KeyType::Varchar, opts)
     }
     .unwrap_or_else(|e| fail(&format!("open: {e}")));
-    let create = |name: &str| CatalogOp::Create { name: name.into(), schema: schema(), if_not_exists: true };
-    db.commit(&[create("t"), create("side_a"), create("side_b")]).unwrap_or_else(|e| fail(&format!("create: {e}")));
+    let create = |name: &str| CatalogOp::Create {
+        name: name.into(),
+        schema: schema(),
+        if_not_exists: true,
+    };
+    db.commit(&[create("t"), create("side_a"), create("side_b")])
+        .unwrap_or_else(|e| fail(&format!("create: {e}")));
     let out = std::io::stdout();
     let mut i = counter(&db);
     loop {
-        db.append("t", &batch_of(i)).unwrap_or_else(|e| fail(&format!("append {i}: {e}")));
+        db.append("t", &batch_of(i))
+            .unwrap_or_else(|e| fail(&format!("append {i}: {e}")));
         {
             let mut o = out.lock();
             let _ = writeln!(o, "ACK {i}");
@@ -98,7 +118,17 @@ fn main() {
             step(db.append("side_a", &batch_of(i)).map(|_| ()), "side append");
             step(db.swap_tables("side_a", "side_b").map(|_| ()), "swap");
             step(
-                db.commit(&[CatalogOp::CreateOrReplace { name: "side_tmp".into(), schema: schema() }, CatalogOp::Replace { target: "side_c".into(), source: "side_tmp".into() }]).map(|_| ()),
+                db.commit(&[
+                    CatalogOp::CreateOrReplace {
+                        name: "side_tmp".into(),
+                        schema: schema(),
+                    },
+                    CatalogOp::Replace {
+                        target: "side_c".into(),
+                        source: "side_tmp".into(),
+                    },
+                ])
+                .map(|_| ()),
                 "replace",
             );
         }
