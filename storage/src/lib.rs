@@ -33,7 +33,7 @@ pub mod snapshot;
 pub mod values;
 pub mod wal;
 
-pub use db::{CompactStats, Database, FlushStats, Options, PARTITION_ROWS_DEFAULT};
+pub use db::{CheckReport, CompactStats, Database, FlushStats, Options, PARTITION_ROWS_DEFAULT};
 pub use error::{Result, StorageError};
 pub use keydict::Key;
 pub use manifest::CatalogOp;

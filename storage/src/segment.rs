@@ -576,6 +576,71 @@ mod tests {
     }
 
     #[test]
+    fn all_set_all_null_and_single_value_columns() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::io("tmp", e))?;
+        let rows: RoaringBitmap = (0..65536).collect();
+        let all_set = ColumnData {
+            presence: rows.clone(),
+            values: Values::Int(vec![i64::MIN; 65536]),
+        };
+        let one = ColumnData {
+            presence: [65535].into_iter().collect(),
+            values: Values::Str(vec!["only".into()]),
+        };
+        let bools = ColumnData {
+            presence: rows.clone(),
+            values: Values::Bool((0..65536).map(|i| i % 7 == 0).collect()),
+        };
+        let part = PartData {
+            rows: rows.clone(),
+            columns: vec![
+                Some(all_set.clone()),
+                Some(one.clone()),
+                Some(bools.clone()),
+                None,
+            ],
+        };
+        let bytes = encode_segment(
+            TableId(1),
+            SegmentId(2),
+            PartitionId(0),
+            65536,
+            &schema(),
+            &part,
+        )?;
+        let p = dir.path().join("edge.seg");
+        write_segment_file(&p, &bytes)?;
+        let back = Segment::open(&p)?.read_all(&schema())?;
+        assert_eq!(
+            back.columns,
+            vec![Some(all_set), Some(one), Some(bools), None]
+        );
+        assert!(
+            bytes.len() < 4096,
+            "a constant all-set column and a bool column take {} bytes",
+            bytes.len()
+        );
+        // Every column NULL: only the rows bitmap is stored.
+        let nulls = PartData {
+            rows,
+            columns: vec![None, None, None, None],
+        };
+        let bytes = encode_segment(
+            TableId(1),
+            SegmentId(3),
+            PartitionId(0),
+            65536,
+            &schema(),
+            &nulls,
+        )?;
+        write_segment_file(&p, &bytes)?;
+        let seg = Segment::open(&p)?;
+        assert!(seg.columns.is_empty());
+        assert_eq!(seg.rows.len(), 65536);
+        Ok(())
+    }
+
+    #[test]
     fn out_of_partition_rows_are_refused() {
         let part = sample();
         assert!(encode_segment(

@@ -10,10 +10,16 @@ use std::path::{Path, PathBuf};
 
 use common::{batch, dump, Cell, Col, Dump};
 use journeydb_storage::format::SEGMENT_VERSION;
-use journeydb_storage::{ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, TableSchema};
+use journeydb_storage::{
+    ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, TableSchema,
+};
 
 fn opts() -> Options {
-    Options { partition_rows: 65536, background: false, ..Options::default() }
+    Options {
+        partition_rows: 65536,
+        background: false,
+        ..Options::default()
+    }
 }
 
 fn schema() -> TableSchema {
@@ -40,28 +46,79 @@ fn write(dir: &Path) {
     db.create_table("gone", schema()).unwrap();
     let n = 3000;
     // Few distinct timestamps (DICT), wide BIGINT range (FOR), doubles, booleans, strings.
-    let b = batch("customer_id", &keys(n), vec![
-        ("ts", Col::Ts((0..n).map(|i| (i % 4 != 0).then_some(1_767_225_600_000_000 + (i % 6) as i64 * 14_400_000_000)).collect())),
-        ("n", Col::Int((0..n).map(|i| Some(i as i64 * 1_000_003 - 7)).collect())),
-        ("x", Col::Float((0..n).map(|i| (i % 2 == 0).then_some(i as f64 / 3.0)).collect())),
-        ("name", Col::Str((0..n).map(|i| (i % 5 == 0).then(|| format!("n{}", i % 17))).collect())),
-    ]);
+    let b = batch(
+        "customer_id",
+        &keys(n),
+        vec![
+            (
+                "ts",
+                Col::Ts(
+                    (0..n)
+                        .map(|i| {
+                            (i % 4 != 0)
+                                .then_some(1_767_225_600_000_000 + (i % 6) as i64 * 14_400_000_000)
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "n",
+                Col::Int((0..n).map(|i| Some(i as i64 * 1_000_003 - 7)).collect()),
+            ),
+            (
+                "x",
+                Col::Float(
+                    (0..n)
+                        .map(|i| (i % 2 == 0).then_some(i as f64 / 3.0))
+                        .collect(),
+                ),
+            ),
+            (
+                "name",
+                Col::Str(
+                    (0..n)
+                        .map(|i| (i % 5 == 0).then(|| format!("n{}", i % 17)))
+                        .collect(),
+                ),
+            ),
+        ],
+    );
     db.append("state", &b).unwrap();
     db.append("gone", &b).unwrap();
     db.flush().unwrap();
-    db.append("other", &batch("customer_id", &keys(10), vec![("n", Col::Int(vec![Some(42); 10]))])).unwrap();
+    db.append(
+        "other",
+        &batch(
+            "customer_id",
+            &keys(10),
+            vec![("n", Col::Int(vec![Some(42); 10]))],
+        ),
+    )
+    .unwrap();
     db.flush().unwrap();
     db.swap_tables("state", "other").unwrap();
     db.drop_table("gone").unwrap();
     // Left in the WAL.
-    db.append("other", &batch("customer_id", &keys(20), vec![("n", Col::Int(vec![Some(1); 20])), ("name", Col::Str(vec![Some("a".into()); 20]))])).unwrap();
+    db.append(
+        "other",
+        &batch(
+            "customer_id",
+            &keys(20),
+            vec![
+                ("n", Col::Int(vec![Some(1); 20])),
+                ("name", Col::Str(vec![Some("a".into()); 20])),
+            ],
+        ),
+    )
+    .unwrap();
 }
 
 fn expected_other() -> Dump {
     let n = 3000;
     let mut d = Dump::new();
     for (i, k) in keys(n).into_iter().enumerate() {
-        let ts = (i % 4 != 0).then(|| Cell::Int(1_767_225_600_000_000 + (i % 6) as i64 * 14_400_000_000));
+        let ts = (i % 4 != 0)
+            .then(|| Cell::Int(1_767_225_600_000_000 + (i % 6) as i64 * 14_400_000_000));
         let extra = if i < 20 { 1 } else { 0 };
         let nn = Some(Cell::Int(i as i64 * 1_000_003 - 7 + extra));
         let x = (i % 2 == 0).then(|| Cell::Float(i as f64 / 3.0));
@@ -105,12 +162,19 @@ fn every_golden_version_reads_exactly() {
     let mut versions = 0;
     for v in 1..=SEGMENT_VERSION {
         let src = golden_dir().join(format!("v{v}"));
-        assert!(src.join("CURRENT").exists(), "golden files of format v{v} are missing at {}", src.display());
+        assert!(
+            src.join("CURRENT").exists(),
+            "golden files of format v{v} are missing at {}",
+            src.display()
+        );
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(&src, tmp.path());
         let db = Database::open(tmp.path(), opts()).unwrap();
         let snap = db.snapshot();
-        assert_eq!(snap.table_names(), vec!["other".to_string(), "state".to_string()]);
+        assert_eq!(
+            snap.table_names(),
+            vec!["other".to_string(), "state".to_string()]
+        );
         assert_eq!(dump(&snap, "other"), expected_other(), "format v{v}");
         let state = dump(&snap, "state");
         assert_eq!(state.len(), 10);
