@@ -1,5 +1,5 @@
 //! Runs the real `journeydb demo` binary on a small dataset and checks what it prints.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::process::Command;
 
