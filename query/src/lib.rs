@@ -1,3 +1,23 @@
 //! journeydb-query: the journey SQL subset and its vectorized bitmap executor.
 //!
-//! Not built yet: see the query issue. The crate exists so the workspace layout of DESIGN.md §2 is final.
+//! SQL text is parsed by `sqlparser` (PostgreSQL dialect, plus journeydb's `MERGE` column rule) into
+//! a small logical plan (`plan`), which runs partition by partition in parallel (`exec`):
+//! predicates are roaring bitmaps with three-valued logic (`vector`), set operations on customer keys
+//! are bitmap AND / OR / AND-NOT, `GROUP BY key` aggregation is an ordinal-aligned merge, and keys are
+//! decoded through the dictionary only for the rows returned. Results are Arrow `RecordBatch`es.
+//!
+//! Contract: every answer equals DuckDB's for the same SQL over the equivalence view of DESIGN.md §3
+//! (checked by the sqllogictest files and the differential test in `tests/`).
+#![warn(missing_docs)]
+
+pub mod engine;
+pub mod error;
+pub mod exec;
+pub mod format;
+pub mod plan;
+pub mod system;
+pub mod types;
+pub mod vector;
+
+pub use engine::{Engine, Output};
+pub use error::{QueryError, Result};

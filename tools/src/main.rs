@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! journeydb demo [--customers N] [--dir DIR] [--keep]
+//! journeydb sql --db DIR [-c SQL] [-f FILE] [--format table|csv|json] [--continue-on-error]
 //! journeydb check --db DIR
 //! journeydb help
 //! ```
 //! Further subcommands (serve, sql, import/export, journey, bench) arrive with their issues.
 
 mod demo;
+mod sql;
 
 use std::process::ExitCode;
 
@@ -21,6 +23,13 @@ commands:
         operations computed on roaring bitmaps, folds in a day's new rows with MIN, and reopens
         the database to check it. DIR defaults to a temporary directory removed at the end
         (kept with --keep).
+  sql --db DIR [-c SQL].. [-f FILE].. [--format table|csv|json] [--continue-on-error]
+      [--key-type varchar|bigint]
+        Runs SQL statements against an embedded database (created if missing, with the given key
+        type). Statements come from -c, -f, or standard input (a prompt when it is a terminal).
+        Results print as an aligned table, CSV or JSON lines; errors go to standard error and
+        the exit status is non-zero. A script stops at its first error unless
+        --continue-on-error is given.
   check --db DIR
         Verifies a database offline: every checksum of every segment block, the write-ahead
         log and the kept manifests. Exits non-zero on the first problem.
@@ -50,6 +59,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run(args.get(1..).unwrap_or_default()),
         Some("check") => check(args.get(1..).unwrap_or_default()),
+        Some("sql") => sql::run(args.get(1..).unwrap_or_default()),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())

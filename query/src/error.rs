@@ -1,0 +1,58 @@
+//! Typed errors of the query engine, classified by fault (DataFusion style): the user's SQL, the
+//! plan's types, execution, and the storage below.
+
+use journeydb_storage::StorageError;
+
+/// Result alias of the query crate.
+pub type Result<T, E = QueryError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong running SQL.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The text is not valid SQL.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// Valid SQL outside journeydb's subset; names the construct.
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    /// A table that does not exist.
+    #[error("table not found: {0}")]
+    TableNotFound(String),
+    /// A column that does not exist in scope.
+    #[error("column not found: {0}")]
+    ColumnNotFound(String),
+    /// Types that do not fit (e.g. comparing a TIMESTAMP with a BOOLEAN).
+    #[error("type error: {0}")]
+    Type(String),
+    /// A value that cannot be used (bad timestamp literal, overflow, bad sample percentage).
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
+    /// The storage engine refused or failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Building Arrow output failed (an internal error).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    /// Short machine-readable class of the error: `user`, `storage` or `internal`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            QueryError::Syntax(_)
+            | QueryError::Unsupported(_)
+            | QueryError::TableNotFound(_)
+            | QueryError::ColumnNotFound(_)
+            | QueryError::Type(_)
+            | QueryError::InvalidValue(_) => "user",
+            QueryError::Storage(_) => "storage",
+            QueryError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<arrow_schema::ArrowError> for QueryError {
+    fn from(e: arrow_schema::ArrowError) -> Self {
+        QueryError::Internal(e.to_string())
+    }
+}

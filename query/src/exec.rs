@@ -1,0 +1,592 @@
+//! The executor: runs a plan partition by partition (in parallel), keeping relations as bitmaps and
+//! ordinal-ordered columns until the end, where only the rows returned have their keys decoded.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::{ArrayRef, NullArray, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use journeydb_storage::keydict::KeyDict;
+use journeydb_storage::values::merge_columns;
+use journeydb_storage::{ColumnData, ColumnId, ColumnType, Key, MergeRule, PartitionId, Snapshot, Values};
+use roaring::RoaringBitmap;
+
+use crate::error::{QueryError, Result};
+use crate::plan::{Agg, Expr, Plan, QueryPlan, RelCol, Sample, SetKind};
+use crate::types::{DType, Scalar};
+use crate::vector::{and, arith, compare, is_null, negate, not, or, restrict, Vector};
+
+/// The rows of a relation in one partition: which ordinals, and each column's values.
+#[derive(Debug, Clone, Default)]
+pub struct Frame {
+    /// Ordinals with a row.
+    pub rows: RoaringBitmap,
+    /// Per relation column: its values (`None` for the key column and for columns not read).
+    pub cols: Vec<Option<ColumnData>>,
+}
+
+/// A relation: columns and, per partition, one frame (a keyed relation) or several (a bag, from UNION
+/// ALL; a key may then have several rows).
+#[derive(Debug, Clone, Default)]
+pub struct Relation {
+    /// Output columns.
+    pub cols: Vec<RelCol>,
+    /// Frames per partition, ascending.
+    pub parts: BTreeMap<PartitionId, Vec<Frame>>,
+}
+
+impl Relation {
+    /// True when no key has more than one row (one frame per partition).
+    pub fn is_keyed(&self) -> bool {
+        self.parts.values().all(|f| f.len() <= 1)
+    }
+
+    /// Number of rows.
+    pub fn row_count(&self) -> u64 {
+        self.parts.values().flatten().map(|f| f.rows.len()).sum()
+    }
+}
+
+/// Runs `f` over `items` on up to `available_parallelism` threads, keeping order.
+pub fn par_map<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len()).max(1);
+    if threads == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut slots: Vec<Option<Result<T>>> = (0..items.len()).map(|_| None).collect();
+    let results: Vec<Vec<(usize, Result<T>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        out.push((i, f(item)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+    });
+    for (i, r) in results.into_iter().flatten() {
+        if let Some(slot) = slots.get_mut(i) {
+            *slot = Some(r);
+        }
+    }
+    slots.into_iter().map(|s| s.unwrap_or_else(|| Err(QueryError::Internal("a worker thread panicked".into())))).collect()
+}
+
+/// Evaluates a constant expression.
+pub fn eval_scalar(e: &Expr) -> Result<Scalar> {
+    let frame = Frame { rows: [0].into_iter().collect(), cols: Vec::new() };
+    let ctx = EvalCtx { cols: &[], keys: None };
+    match eval(e, &frame, &ctx)? {
+        Vector::Const(s) => Ok(s),
+        Vector::Bool { t, n } => Ok(if !n.is_empty() { Scalar::Null } else { Scalar::Bool(!t.is_empty()) }),
+        Vector::Col(..) => Err(QueryError::InvalidValue("expected a constant".into())),
+    }
+}
+
+struct EvalCtx<'a> {
+    cols: &'a [RelCol],
+    keys: Option<&'a KeyDict>,
+}
+
+fn decode_keys(keys: &KeyDict, ords: &RoaringBitmap) -> Result<Values> {
+    let missing = |o: u32| QueryError::Internal(format!("ordinal {o} has no key"));
+    Ok(match keys.key_type() {
+        journeydb_storage::KeyType::Varchar => Values::Str(
+            ords.iter()
+                .map(|o| match keys.key(o) {
+                    Some(Key::Str(s)) => Ok(s.to_string()),
+                    _ => Err(missing(o)),
+                })
+                .collect::<Result<_>>()?,
+        ),
+        journeydb_storage::KeyType::Bigint => Values::Int(
+            ords.iter()
+                .map(|o| match keys.key(o) {
+                    Some(Key::Int(v)) => Ok(v),
+                    _ => Err(missing(o)),
+                })
+                .collect::<Result<_>>()?,
+        ),
+    })
+}
+
+fn eval<'a>(e: &Expr, f: &'a Frame, ctx: &EvalCtx<'_>) -> Result<Vector<'a>> {
+    let rows = &f.rows;
+    Ok(match e {
+        Expr::Col(i) => {
+            let col = ctx.cols.get(*i).ok_or_else(|| QueryError::Internal(format!("column #{i}")))?;
+            if col.is_key {
+                let keys = ctx.keys.ok_or_else(|| QueryError::Internal("keys unavailable".into()))?;
+                Vector::Col(Cow::Owned(ColumnData { presence: rows.clone(), values: decode_keys(keys, rows)? }), col.dtype)
+            } else {
+                match f.cols.get(*i).and_then(|c| c.as_ref()) {
+                    Some(c) => Vector::Col(Cow::Borrowed(c), col.dtype),
+                    None if col.dtype == DType::Null => Vector::Const(Scalar::Null),
+                    None => return Err(QueryError::Internal(format!("column {} was not read", col.name))),
+                }
+            }
+        }
+        Expr::Lit(s) => Vector::Const(s.clone()),
+        Expr::Cmp(op, a, b) => compare(*op, eval(a, f, ctx)?, eval(b, f, ctx)?, rows)?,
+        Expr::Arith(op, a, b, t) => arith(*op, eval(a, f, ctx)?, eval(b, f, ctx)?, *t, rows)?,
+        Expr::And(a, b) => and(eval(a, f, ctx)?, eval(b, f, ctx)?, rows)?,
+        Expr::Or(a, b) => or(eval(a, f, ctx)?, eval(b, f, ctx)?, rows)?,
+        Expr::Not(a) => not(eval(a, f, ctx)?, rows)?,
+        Expr::Neg(a) => negate(eval(a, f, ctx)?)?,
+        Expr::IsNull(a, negated) => is_null(eval(a, f, ctx)?, rows, *negated)?,
+    })
+}
+
+/// Keeps ordinal `o` with probability `percent`%, deterministically for `seed`.
+fn sampled(seed: u64, o: u32, threshold: u64) -> bool {
+    let mut z = seed ^ (o as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) < threshold
+}
+
+fn sample_rows(rows: &RoaringBitmap, s: Sample) -> RoaringBitmap {
+    if s.percent >= 100.0 {
+        return rows.clone();
+    }
+    let threshold = (s.percent / 100.0 * u64::MAX as f64) as u64;
+    RoaringBitmap::from_sorted_iter(rows.iter().filter(|o| sampled(s.seed, *o, threshold))).unwrap_or_default()
+}
+
+/// Executes a plan into a relation.
+pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
+    match plan {
+        Plan::Scan { table, load, sample, cols } => {
+            let parts = table.partitions();
+            let frames = par_map(&parts, |p| {
+                let mut rows = table.rows(*p);
+                if let Some(s) = sample {
+                    rows = sample_rows(&rows, *s);
+                }
+                let mut fc = vec![None];
+                for (i, l) in load.iter().enumerate() {
+                    fc.push(if *l {
+                        let c = table.column(*p, ColumnId(i as u32))?;
+                        Some(if sample.is_some() { restrict(&c, &rows) } else { c })
+                    } else {
+                        None
+                    });
+                }
+                Ok(Frame { rows, cols: fc })
+            })?;
+            Ok(Relation { cols: cols.clone(), parts: parts.into_iter().zip(frames).map(|(p, f)| (p, vec![f])).collect() })
+        }
+        Plan::Filter { input, predicate } => {
+            let rel = execute(input, snap)?;
+            map_frames(rel, snap, |f, ctx| {
+                let (t, _) = eval(predicate, f, ctx)?.into_bool(&f.rows)?;
+                let cols = f.cols.iter().map(|c| c.as_ref().map(|c| restrict(c, &t))).collect();
+                Ok(Frame { rows: t, cols })
+            })
+        }
+        Plan::Project { input, exprs } => {
+            let rel = execute(input, snap)?;
+            let mut out = map_frames(rel, snap, |f, ctx| {
+                let mut cols = Vec::with_capacity(exprs.len());
+                for (e, c) in exprs {
+                    cols.push(if c.is_key { None } else { Some(eval(e, f, ctx)?.into_column(&f.rows)?) });
+                }
+                Ok(Frame { rows: f.rows.clone(), cols })
+            })?;
+            out.cols = exprs.iter().map(|(_, c)| c.clone()).collect();
+            Ok(out)
+        }
+        Plan::Aggregate { input, by_key, items } => {
+            let rel = execute(input, snap)?;
+            if *by_key {
+                aggregate_by_key(rel, items, snap)
+            } else {
+                aggregate_all(rel, items, snap)
+            }
+        }
+        Plan::SetOp { kind, left, right } => {
+            let l = execute(left, snap)?;
+            let r = execute(right, snap)?;
+            let mut parts = BTreeMap::new();
+            let keys: std::collections::BTreeSet<PartitionId> = l.parts.keys().chain(r.parts.keys()).copied().collect();
+            for p in keys {
+                let lr = union_rows(l.parts.get(&p));
+                let rr = union_rows(r.parts.get(&p));
+                let rows = match kind {
+                    SetKind::Union => lr | rr,
+                    SetKind::Intersect => lr & rr,
+                    SetKind::Except => lr - rr,
+                };
+                if !rows.is_empty() {
+                    parts.insert(p, vec![Frame { rows, cols: vec![None] }]);
+                }
+            }
+            Ok(Relation { cols: l.cols, parts })
+        }
+        Plan::UnionAll { left, right } => {
+            let mut l = execute(left, snap)?;
+            let r = execute(right, snap)?;
+            for (c, rc) in l.cols.iter_mut().zip(&r.cols) {
+                if c.dtype == DType::Null {
+                    c.dtype = rc.dtype;
+                }
+            }
+            for (p, frames) in r.parts {
+                l.parts.entry(p).or_default().extend(frames);
+            }
+            Ok(l)
+        }
+        Plan::Distinct { input } => {
+            let rel = execute(input, snap)?;
+            let parts = rel.parts.iter().map(|(p, fs)| (*p, vec![Frame { rows: union_rows(Some(fs)), cols: vec![None] }])).collect();
+            Ok(Relation { cols: rel.cols, parts })
+        }
+        Plan::System { name, .. } => Err(QueryError::Unsupported(format!("{name} inside a subquery or set operation"))),
+    }
+}
+
+fn union_rows(frames: Option<&Vec<Frame>>) -> RoaringBitmap {
+    let mut r = RoaringBitmap::new();
+    for f in frames.into_iter().flatten() {
+        r |= &f.rows;
+    }
+    r
+}
+
+/// Applies `f` to every frame, in parallel over partitions.
+fn map_frames(rel: Relation, snap: &Snapshot, f: impl Fn(&Frame, &EvalCtx<'_>) -> Result<Frame> + Sync) -> Result<Relation> {
+    let parts: Vec<(PartitionId, Vec<Frame>)> = rel.parts.into_iter().collect();
+    let cols = rel.cols;
+    let out = par_map(&parts, |(p, frames)| {
+        let keys = snap.keys();
+        let ctx = EvalCtx { cols: &cols, keys: Some(&keys) };
+        let fs = frames.iter().map(|fr| f(fr, &ctx)).collect::<Result<Vec<_>>>()?;
+        Ok((*p, fs))
+    })?;
+    Ok(Relation { cols, parts: out.into_iter().collect() })
+}
+
+fn rule_type(t: DType) -> Result<ColumnType> {
+    t.column_type().ok_or_else(|| QueryError::Type(format!("MIN / MAX of {}", t.name())))
+}
+
+/// Counts, per ordinal of `rows`, how many of `sets` contain it.
+fn count_per_row(rows: &RoaringBitmap, sets: &[RoaringBitmap]) -> Values {
+    if let [one] = sets {
+        return Values::Int(rows.iter().map(|o| i64::from(one.contains(o))).collect());
+    }
+    let (Some(lo), Some(hi)) = (rows.min(), rows.max()) else { return Values::Int(Vec::new()) };
+    let mut counts = vec![0i64; (hi - lo) as usize + 1];
+    for s in sets {
+        for o in s.iter() {
+            if let Some(c) = counts.get_mut((o - lo) as usize) {
+                *c += 1;
+            }
+        }
+    }
+    Values::Int(rows.iter().map(|o| counts.get((o - lo) as usize).copied().unwrap_or(0)).collect())
+}
+
+fn present(v: &Vector<'_>, rows: &RoaringBitmap) -> RoaringBitmap {
+    match v {
+        Vector::Const(Scalar::Null) => RoaringBitmap::new(),
+        Vector::Const(_) => rows.clone(),
+        Vector::Col(c, _) => c.presence.clone(),
+        Vector::Bool { n, .. } => rows - n,
+    }
+}
+
+fn aggregate_by_key(rel: Relation, items: &[(Agg, RelCol)], snap: &Snapshot) -> Result<Relation> {
+    let parts: Vec<(PartitionId, Vec<Frame>)> = rel.parts.into_iter().collect();
+    let in_cols = rel.cols;
+    let out = par_map(&parts, |(p, frames)| {
+        let keys = snap.keys();
+        let ctx = EvalCtx { cols: &in_cols, keys: Some(&keys) };
+        let rows = union_rows(Some(frames));
+        let mut cols = Vec::with_capacity(items.len());
+        for (agg, col) in items {
+            cols.push(match agg {
+                Agg::Key => None,
+                Agg::CountStar => {
+                    let sets: Vec<RoaringBitmap> = frames.iter().map(|f| f.rows.clone()).collect();
+                    Some(ColumnData { presence: rows.clone(), values: count_per_row(&rows, &sets) })
+                }
+                Agg::Count(e) => {
+                    let sets = frames.iter().map(|f| Ok(present(&eval(e, f, &ctx)?, &f.rows))).collect::<Result<Vec<_>>>()?;
+                    Some(ColumnData { presence: rows.clone(), values: count_per_row(&rows, &sets) })
+                }
+                Agg::Min(e) | Agg::Max(e) => {
+                    if col.dtype == DType::Null {
+                        Some(ColumnData { presence: RoaringBitmap::new(), values: Values::Int(Vec::new()) })
+                    } else {
+                        let rule = if matches!(agg, Agg::Min(_)) { MergeRule::Min } else { MergeRule::Max };
+                        let data = frames.iter().map(|f| eval(e, f, &ctx)?.into_column(&f.rows)).collect::<Result<Vec<_>>>()?;
+                        let refs: Vec<&ColumnData> = data.iter().filter(|d| !d.presence.is_empty()).collect();
+                        Some(merge_columns(rule, rule_type(col.dtype)?, &refs))
+                    }
+                }
+            });
+        }
+        Ok((*p, vec![Frame { rows, cols }]))
+    })?;
+    Ok(Relation { cols: items.iter().map(|(_, c)| c.clone()).collect(), parts: out.into_iter().filter(|(_, f)| f.iter().any(|f| !f.rows.is_empty())).collect() })
+}
+
+fn fold_scalar(acc: &mut Option<Scalar>, v: Scalar, min: bool) {
+    let better = match (&*acc, &v) {
+        (None, _) => true,
+        (Some(Scalar::Int(a)), Scalar::Int(b)) | (Some(Scalar::Ts(a)), Scalar::Ts(b)) => if min { b < a } else { b > a },
+        (Some(Scalar::Float(a)), Scalar::Float(b)) => if min { b.total_cmp(a).is_lt() } else { b.total_cmp(a).is_gt() },
+        (Some(Scalar::Bool(a)), Scalar::Bool(b)) => if min { b < a } else { b > a },
+        (Some(Scalar::Str(a)), Scalar::Str(b)) => if min { b < a } else { b > a },
+        _ => false,
+    };
+    if better {
+        *acc = Some(v);
+    }
+}
+
+fn extreme(c: &ColumnData, dtype: DType, min: bool) -> Option<Scalar> {
+    let mut acc = None;
+    match &c.values {
+        Values::Int(v) => {
+            let x = if min { v.iter().min() } else { v.iter().max() };
+            x.map(|x| if dtype == DType::Timestamp { Scalar::Ts(*x) } else { Scalar::Int(*x) })
+        }
+        Values::Float(v) => {
+            let x = if min { v.iter().copied().min_by(f64::total_cmp) } else { v.iter().copied().max_by(f64::total_cmp) };
+            x.map(Scalar::Float)
+        }
+        Values::Bool(v) => {
+            for b in v {
+                fold_scalar(&mut acc, Scalar::Bool(*b), min);
+            }
+            acc
+        }
+        Values::Str(v) => {
+            let x = if min { v.iter().min() } else { v.iter().max() };
+            x.map(|s| Scalar::Str(s.clone()))
+        }
+    }
+}
+
+fn aggregate_all(rel: Relation, items: &[(Agg, RelCol)], snap: &Snapshot) -> Result<Relation> {
+    let parts: Vec<Vec<Frame>> = rel.parts.into_values().collect();
+    let in_cols = rel.cols;
+    // Per partition partial results, folded afterwards.
+    let partials = par_map(&parts, |frames| {
+        let keys = snap.keys();
+        let ctx = EvalCtx { cols: &in_cols, keys: Some(&keys) };
+        let mut out: Vec<Option<Scalar>> = Vec::with_capacity(items.len());
+        for (agg, col) in items {
+            out.push(match agg {
+                Agg::Key => return Err(QueryError::Unsupported("the key without GROUP BY".into())),
+                Agg::CountStar => Some(Scalar::Int(frames.iter().map(|f| f.rows.len() as i64).sum())),
+                Agg::Count(e) => {
+                    let mut n = 0i64;
+                    for f in frames {
+                        n += present(&eval(e, f, &ctx)?, &f.rows).len() as i64;
+                    }
+                    Some(Scalar::Int(n))
+                }
+                Agg::Min(e) | Agg::Max(e) => {
+                    let min = matches!(agg, Agg::Min(_));
+                    let mut acc = None;
+                    for f in frames {
+                        let c = eval(e, f, &ctx)?.into_column(&f.rows)?;
+                        if let Some(v) = extreme(&c, col.dtype, min) {
+                            fold_scalar(&mut acc, v, min);
+                        }
+                    }
+                    acc
+                }
+            });
+        }
+        Ok(out)
+    })?;
+    let mut row: Vec<Option<Scalar>> = items.iter().map(|(a, _)| match a {
+        Agg::CountStar | Agg::Count(_) => Some(Scalar::Int(0)),
+        _ => None,
+    }).collect();
+    for part in partials {
+        for ((slot, v), (agg, _)) in row.iter_mut().zip(part).zip(items) {
+            match (agg, v) {
+                (Agg::CountStar | Agg::Count(_), Some(Scalar::Int(n))) => {
+                    if let Some(Scalar::Int(acc)) = slot {
+                        *acc += n;
+                    }
+                }
+                (Agg::Min(_), Some(v)) => fold_scalar(slot, v, true),
+                (Agg::Max(_), Some(v)) => fold_scalar(slot, v, false),
+                _ => {}
+            }
+        }
+    }
+    let one: RoaringBitmap = [0].into_iter().collect();
+    let cols = row
+        .into_iter()
+        .map(|v| {
+            Some(match v {
+                None | Some(Scalar::Null) => ColumnData { presence: RoaringBitmap::new(), values: Values::Int(Vec::new()) },
+                Some(s) => Vector::Const(s).into_column(&one)?,
+            })
+            .map(Ok)
+            .transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut parts = BTreeMap::new();
+    parts.insert(PartitionId(0), vec![Frame { rows: one, cols }]);
+    Ok(Relation { cols: items.iter().map(|(_, c)| c.clone()).collect(), parts })
+}
+
+/// The Arrow type of a column of the output.
+pub fn arrow_type(t: DType) -> DataType {
+    match t {
+        DType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        DType::Bigint => DataType::Int64,
+        DType::Double => DataType::Float64,
+        DType::Boolean => DataType::Boolean,
+        DType::Varchar => DataType::Utf8,
+        DType::Interval | DType::Null => DataType::Null,
+    }
+}
+
+enum Builder {
+    Ts(TimestampMicrosecondBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Str(StringBuilder),
+    Null(usize),
+}
+
+impl Builder {
+    fn new(t: DType) -> Builder {
+        match t {
+            DType::Timestamp => Builder::Ts(TimestampMicrosecondBuilder::new()),
+            DType::Bigint => Builder::Int(Int64Builder::new()),
+            DType::Double => Builder::Float(Float64Builder::new()),
+            DType::Boolean => Builder::Bool(BooleanBuilder::new()),
+            DType::Varchar => Builder::Str(StringBuilder::new()),
+            DType::Interval | DType::Null => Builder::Null(0),
+        }
+    }
+
+    fn push(&mut self, v: Option<(&Values, usize)>) {
+        match (self, v) {
+            (Builder::Null(n), _) => *n += 1,
+            (Builder::Ts(b), Some((Values::Int(x), i))) => b.append_option(x.get(i).copied()),
+            (Builder::Int(b), Some((Values::Int(x), i))) => b.append_option(x.get(i).copied()),
+            (Builder::Float(b), Some((Values::Float(x), i))) => b.append_option(x.get(i).copied()),
+            (Builder::Bool(b), Some((Values::Bool(x), i))) => b.append_option(x.get(i).copied()),
+            (Builder::Str(b), Some((Values::Str(x), i))) => b.append_option(x.get(i)),
+            (Builder::Ts(b), _) => b.append_null(),
+            (Builder::Int(b), _) => b.append_null(),
+            (Builder::Float(b), _) => b.append_null(),
+            (Builder::Bool(b), _) => b.append_null(),
+            (Builder::Str(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Builder::Ts(mut b) => Arc::new(b.finish()),
+            Builder::Int(mut b) => Arc::new(b.finish()),
+            Builder::Float(mut b) => Arc::new(b.finish()),
+            Builder::Bool(mut b) => Arc::new(b.finish()),
+            Builder::Str(mut b) => Arc::new(b.finish()),
+            Builder::Null(n) => Arc::new(NullArray::new(n)),
+        }
+    }
+}
+
+/// The Arrow schema of a relation's output.
+pub fn output_schema(cols: &[RelCol]) -> Arc<Schema> {
+    Arc::new(Schema::new(cols.iter().map(|c| Field::new(&c.name, arrow_type(c.dtype), true)).collect::<Vec<_>>()))
+}
+
+/// Materializes up to `max_rows` rows of a relation (ordinal order) as Arrow, decoding keys only for
+/// those rows.
+pub fn to_batch(rel: &Relation, snap: &Snapshot, max_rows: Option<usize>) -> Result<RecordBatch> {
+    let keys = snap.keys();
+    let mut builders: Vec<Builder> = rel.cols.iter().map(|c| Builder::new(c.dtype)).collect();
+    let mut left = max_rows.unwrap_or(usize::MAX);
+    'parts: for frames in rel.parts.values() {
+        for f in frames {
+            if left == 0 {
+                break 'parts;
+            }
+            let ords: Vec<u32> = f.rows.iter().take(left).collect();
+            left -= ords.len();
+            for (i, (b, c)) in builders.iter_mut().zip(&rel.cols).enumerate() {
+                if c.is_key {
+                    let sub = RoaringBitmap::from_sorted_iter(ords.iter().copied()).unwrap_or_default();
+                    let vals = decode_keys(&keys, &sub)?;
+                    for j in 0..ords.len() {
+                        b.push(Some((&vals, j)));
+                    }
+                    continue;
+                }
+                let Some(Some(col)) = f.cols.get(i) else {
+                    ords.iter().for_each(|_| b.push(None));
+                    continue;
+                };
+                let mut it = col.presence.iter().enumerate().peekable();
+                for o in &ords {
+                    while it.peek().is_some_and(|(_, p)| p < o) {
+                        it.next();
+                    }
+                    match it.peek() {
+                        Some((j, p)) if p == o => b.push(Some((&col.values, *j))),
+                        _ => b.push(None),
+                    }
+                }
+            }
+        }
+    }
+    let arrays: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();
+    Ok(RecordBatch::try_new(output_schema(&rel.cols), arrays)?)
+}
+
+/// Runs a query plan to an Arrow batch: execute, then ORDER BY / OFFSET / LIMIT.
+pub fn run_query(q: &QueryPlan, snap: &Snapshot) -> Result<RecordBatch> {
+    if let Plan::System { batch, project, .. } = &q.plan {
+        let b = batch.project(project)?;
+        return sort_limit(b, q);
+    }
+    let rel = execute(&q.plan, snap)?;
+    let cap = if q.order.is_empty() { q.limit.map(|l| l.saturating_add(q.offset)) } else { None };
+    let batch = to_batch(&rel, snap, cap)?;
+    sort_limit(batch, q)
+}
+
+fn sort_limit(batch: RecordBatch, q: &QueryPlan) -> Result<RecordBatch> {
+    let batch = if q.order.is_empty() {
+        batch
+    } else {
+        let sort_cols = q
+            .order
+            .iter()
+            .map(|(i, desc, nulls_first)| {
+                let values = batch.columns().get(*i).cloned().ok_or_else(|| QueryError::Internal("order column".into()))?;
+                Ok(arrow_ord::sort::SortColumn { values, options: Some(arrow_schema::SortOptions { descending: *desc, nulls_first: *nulls_first }) })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let idx = arrow_ord::sort::lexsort_to_indices(&sort_cols, None)?;
+        arrow_select::take::take_record_batch(&batch, &idx)?
+    };
+    let n = batch.num_rows();
+    let start = q.offset.min(n);
+    let len = q.limit.unwrap_or(usize::MAX).min(n - start);
+    Ok(batch.slice(start, len))
+}

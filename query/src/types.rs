@@ -1,0 +1,277 @@
+//! SQL value types, scalars, and timestamp / interval text.
+
+use journeydb_storage::{ColumnType, KeyType};
+
+use crate::error::{QueryError, Result};
+
+/// The type of an expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// µs since the epoch.
+    Timestamp,
+    /// i64.
+    Bigint,
+    /// f64.
+    Double,
+    /// bool.
+    Boolean,
+    /// UTF-8.
+    Varchar,
+    /// Months and µs (literals and arithmetic only).
+    Interval,
+    /// The type of a bare NULL literal.
+    Null,
+}
+
+impl DType {
+    /// The storage type of a column of this type, if it can be stored.
+    pub fn column_type(self) -> Option<ColumnType> {
+        Some(match self {
+            DType::Timestamp => ColumnType::Timestamp,
+            DType::Bigint => ColumnType::Bigint,
+            DType::Double => ColumnType::Double,
+            DType::Boolean => ColumnType::Boolean,
+            DType::Varchar => ColumnType::Varchar,
+            DType::Interval | DType::Null => return None,
+        })
+    }
+
+    /// The SQL name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::Timestamp => "TIMESTAMP",
+            DType::Bigint => "BIGINT",
+            DType::Double => "DOUBLE",
+            DType::Boolean => "BOOLEAN",
+            DType::Varchar => "VARCHAR",
+            DType::Interval => "INTERVAL",
+            DType::Null => "NULL",
+        }
+    }
+}
+
+impl From<ColumnType> for DType {
+    fn from(t: ColumnType) -> Self {
+        match t {
+            ColumnType::Timestamp => DType::Timestamp,
+            ColumnType::Bigint => DType::Bigint,
+            ColumnType::Double => DType::Double,
+            ColumnType::Boolean => DType::Boolean,
+            ColumnType::Varchar => DType::Varchar,
+        }
+    }
+}
+
+impl From<KeyType> for DType {
+    fn from(t: KeyType) -> Self {
+        match t {
+            KeyType::Varchar => DType::Varchar,
+            KeyType::Bigint => DType::Bigint,
+        }
+    }
+}
+
+/// A calendar interval: months (calendar-aware) plus µs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval {
+    /// Whole months.
+    pub months: i64,
+    /// Days, hours, minutes, seconds as µs.
+    pub micros: i64,
+}
+
+/// One value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    /// NULL.
+    Null,
+    /// TIMESTAMP.
+    Ts(i64),
+    /// BIGINT.
+    Int(i64),
+    /// DOUBLE.
+    Float(f64),
+    /// BOOLEAN.
+    Bool(bool),
+    /// VARCHAR.
+    Str(String),
+    /// INTERVAL.
+    Interval(Interval),
+}
+
+impl Scalar {
+    /// The type of the value.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Scalar::Null => DType::Null,
+            Scalar::Ts(_) => DType::Timestamp,
+            Scalar::Int(_) => DType::Bigint,
+            Scalar::Float(_) => DType::Double,
+            Scalar::Bool(_) => DType::Boolean,
+            Scalar::Str(_) => DType::Varchar,
+            Scalar::Interval(_) => DType::Interval,
+        }
+    }
+}
+
+const US_PER_DAY: i64 = 86_400_000_000;
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Civil date of days since 1970-01-01.
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    days_from_civil(ny, nm, 1) - days_from_civil(y, m, 1)
+}
+
+/// Parses `YYYY-MM-DD[ |T]HH:MM[:SS[.ffffff]]` (or a date alone) as µs since the epoch (UTC).
+pub fn parse_timestamp(s: &str) -> Result<i64> {
+    let bad = || QueryError::InvalidValue(format!("{s:?} is not a timestamp (expected YYYY-MM-DD[ HH:MM:SS[.ffffff]])"));
+    let t = s.trim();
+    let (date, time) = match t.find([' ', 'T']) {
+        Some(i) => (t.get(..i).ok_or_else(bad)?, Some(t.get(i + 1..).ok_or_else(bad)?.trim())),
+        None => (t, None),
+    };
+    let mut dp = date.splitn(3, '-');
+    let y: i64 = dp.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+    let m: i64 = dp.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+    let d: i64 = dp.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) || !(-290_000..=290_000).contains(&y) {
+        return Err(bad());
+    }
+    let mut us = days_from_civil(y, m, d) * US_PER_DAY;
+    if let Some(time) = time {
+        let time = time.trim_end_matches('Z');
+        let mut tp = time.splitn(3, ':');
+        let h: i64 = tp.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        let mi: i64 = tp.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        let (sec, frac) = match tp.next() {
+            None => (0, 0),
+            Some(sv) => {
+                let (whole, frac) = sv.split_once('.').unwrap_or((sv, ""));
+                let sec: i64 = whole.parse().map_err(|_| bad())?;
+                if frac.len() > 6 || !frac.chars().all(|c| c.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                let f: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().map_err(|_| bad())? };
+                (sec, f)
+            }
+        };
+        if !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..60).contains(&sec) {
+            return Err(bad());
+        }
+        us += ((h * 60 + mi) * 60 + sec) * 1_000_000 + frac;
+    }
+    Ok(us)
+}
+
+/// Formats µs since the epoch as `YYYY-MM-DD HH:MM:SS[.ffffff]` (DuckDB's text form).
+pub fn format_timestamp(us: i64) -> String {
+    let days = us.div_euclid(US_PER_DAY);
+    let rem = us.rem_euclid(US_PER_DAY);
+    let (y, m, d) = civil_from_days(days);
+    let secs = rem / 1_000_000;
+    let frac = rem % 1_000_000;
+    let base = format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60);
+    if frac == 0 {
+        base
+    } else {
+        format!("{base}.{frac:06}")
+    }
+}
+
+/// Parses an interval text such as `3 days`, `1 day 2 hours`, `90 minutes`, `1 month`, `2 weeks`.
+pub fn parse_interval(s: &str) -> Result<Interval> {
+    let bad = |why: &str| QueryError::InvalidValue(format!("interval {s:?}: {why}"));
+    let mut iv = Interval { months: 0, micros: 0 };
+    let words: Vec<&str> = s.split_whitespace().collect();
+    if words.is_empty() || words.len() % 2 != 0 {
+        return Err(bad("expected pairs of a number and a unit"));
+    }
+    for pair in words.chunks(2) {
+        let (Some(n), Some(unit)) = (pair.first(), pair.get(1)) else { return Err(bad("missing unit")) };
+        let n: i64 = n.parse().map_err(|_| bad("not a whole number"))?;
+        let unit = unit.to_ascii_lowercase();
+        let (months, micros): (i64, i64) = match unit.as_str() {
+            "year" | "years" | "y" => (12, 0),
+            "month" | "months" | "mon" | "mons" => (1, 0),
+            "week" | "weeks" | "w" => (0, 7 * US_PER_DAY),
+            "day" | "days" | "d" => (0, US_PER_DAY),
+            "hour" | "hours" | "h" => (0, 3_600_000_000),
+            "minute" | "minutes" | "min" | "mins" | "m" => (0, 60_000_000),
+            "second" | "seconds" | "sec" | "secs" | "s" => (0, 1_000_000),
+            "millisecond" | "milliseconds" | "ms" => (0, 1000),
+            "microsecond" | "microseconds" | "us" => (0, 1),
+            _ => return Err(bad("unknown unit")),
+        };
+        iv.months = n.checked_mul(months).and_then(|x| x.checked_add(iv.months)).ok_or_else(|| bad("overflow"))?;
+        iv.micros = n.checked_mul(micros).and_then(|x| x.checked_add(iv.micros)).ok_or_else(|| bad("overflow"))?;
+    }
+    Ok(iv)
+}
+
+/// `ts + sign * interval`, months first with the day clamped to the month's end (DuckDB semantics).
+pub fn add_interval(ts: i64, iv: Interval, sign: i64) -> Result<i64> {
+    let overflow = || QueryError::InvalidValue("timestamp out of range".into());
+    let mut t = ts;
+    if iv.months != 0 {
+        let days = t.div_euclid(US_PER_DAY);
+        let tod = t.rem_euclid(US_PER_DAY);
+        let (y, m, d) = civil_from_days(days);
+        let total = y * 12 + (m - 1) + sign * iv.months;
+        let (ny, nm) = (total.div_euclid(12), total.rem_euclid(12) + 1);
+        let nd = d.min(days_in_month(ny, nm));
+        t = days_from_civil(ny, nm, nd).checked_mul(US_PER_DAY).and_then(|x| x.checked_add(tod)).ok_or_else(overflow)?;
+    }
+    t.checked_add(sign.checked_mul(iv.micros).ok_or_else(overflow)?).ok_or_else(overflow)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip() {
+        for s in ["1970-01-01 00:00:00", "2026-02-28 23:59:59", "2000-02-29 12:00:00.000001", "1969-12-31 23:59:59"] {
+            assert_eq!(format_timestamp(parse_timestamp(s).unwrap()), s);
+        }
+        assert_eq!(parse_timestamp("2026-01-01").unwrap(), 1_767_225_600_000_000);
+        assert_eq!(parse_timestamp("2026-01-01T00:00:00Z").unwrap(), 1_767_225_600_000_000);
+        for bad in ["2026-02-30", "2026-13-01", "x", "2026-01-01 25:00:00", "2026-01-01 10:00:00.1234567"] {
+            assert!(parse_timestamp(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn intervals_follow_the_calendar() {
+        let jan31 = parse_timestamp("2026-01-31 10:00:00").unwrap();
+        let iv = parse_interval("1 month").unwrap();
+        assert_eq!(format_timestamp(add_interval(jan31, iv, 1).unwrap()), "2026-02-28 10:00:00");
+        let iv = parse_interval("3 days 2 hours").unwrap();
+        assert_eq!(format_timestamp(add_interval(jan31, iv, -1).unwrap()), "2026-01-28 08:00:00");
+        assert!(parse_interval("3 fortnights").is_err());
+        assert!(parse_interval("days").is_err());
+    }
+}

@@ -1,0 +1,506 @@
+//! Vectors: the values an expression takes over one frame (one partition of a relation).
+//!
+//! A vector is a constant, a column (a presence bitmap and the values of those ordinals, in ordinal
+//! order: NULL is absence), or a three-valued boolean (the bitmap of rows where it is TRUE and the
+//! bitmap where it is NULL; FALSE is the rest of the frame's rows). Predicates never materialize
+//! per-row booleans: AND / OR / NOT are bitmap operations.
+
+use std::borrow::Cow;
+
+use journeydb_storage::{ColumnData, Values};
+use roaring::RoaringBitmap;
+
+use crate::error::{QueryError, Result};
+use crate::types::{add_interval, DType, Interval, Scalar};
+
+/// An expression's value over a frame.
+#[derive(Debug, Clone)]
+pub enum Vector<'a> {
+    /// The same value on every row (NULL included).
+    Const(Scalar),
+    /// Values of the ordinals in `presence`; NULL elsewhere.
+    Col(Cow<'a, ColumnData>, DType),
+    /// A predicate: TRUE on `t`, NULL on `n`, FALSE on the other rows.
+    Bool {
+        /// Rows where it is TRUE.
+        t: RoaringBitmap,
+        /// Rows where it is NULL.
+        n: RoaringBitmap,
+    },
+}
+
+/// Comparison operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `=`
+    Eq,
+    /// `<>`
+    NotEq,
+    /// `<`
+    Lt,
+    /// `<=`
+    LtEq,
+    /// `>`
+    Gt,
+    /// `>=`
+    GtEq,
+}
+
+impl CmpOp {
+    /// The operator with its operands exchanged (`a < b` is `b > a`).
+    pub fn flip(self) -> CmpOp {
+        match self {
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::LtEq => CmpOp::GtEq,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::GtEq => CmpOp::LtEq,
+            o => o,
+        }
+    }
+
+    fn holds(self, o: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        match self {
+            CmpOp::Eq => o == Equal,
+            CmpOp::NotEq => o != Equal,
+            CmpOp::Lt => o == Less,
+            CmpOp::LtEq => o != Greater,
+            CmpOp::Gt => o == Greater,
+            CmpOp::GtEq => o != Less,
+        }
+    }
+
+    /// SQL text.
+    pub fn sql(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "=",
+            CmpOp::NotEq => "<>",
+            CmpOp::Lt => "<",
+            CmpOp::LtEq => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::GtEq => ">=",
+        }
+    }
+}
+
+/// Arithmetic operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/` (always DOUBLE, as in DuckDB)
+    Div,
+}
+
+impl ArithOp {
+    /// SQL text.
+    pub fn sql(self) -> &'static str {
+        match self {
+            ArithOp::Add => "+",
+            ArithOp::Sub => "-",
+            ArithOp::Mul => "*",
+            ArithOp::Div => "/",
+        }
+    }
+}
+
+/// The values of `c` at the ordinals of `sub` (which must be a subset of `c.presence`).
+pub fn gather(c: &ColumnData, sub: &RoaringBitmap) -> Values {
+    let mut mask = Vec::with_capacity(c.values.len());
+    let mut it = sub.iter().peekable();
+    for ord in c.presence.iter() {
+        let hit = it.peek() == Some(&ord);
+        if hit {
+            it.next();
+        }
+        mask.push(hit);
+    }
+    select(&c.values, &mask)
+}
+
+/// The values whose mask entry is true.
+pub fn select(v: &Values, mask: &[bool]) -> Values {
+    fn pick<T: Clone>(v: &[T], mask: &[bool]) -> Vec<T> {
+        v.iter().zip(mask).filter(|(_, m)| **m).map(|(x, _)| x.clone()).collect()
+    }
+    match v {
+        Values::Int(x) => Values::Int(pick(x, mask)),
+        Values::Float(x) => Values::Float(pick(x, mask)),
+        Values::Bool(x) => Values::Bool(pick(x, mask)),
+        Values::Str(x) => Values::Str(pick(x, mask)),
+    }
+}
+
+/// `c` restricted to the ordinals in `rows`.
+pub fn restrict(c: &ColumnData, rows: &RoaringBitmap) -> ColumnData {
+    if c.presence.is_subset(rows) {
+        return c.clone();
+    }
+    let presence = &c.presence & rows;
+    let values = gather(c, &presence);
+    ColumnData { presence, values }
+}
+
+fn repeat(s: &Scalar, n: usize) -> Option<Values> {
+    Some(match s {
+        Scalar::Ts(v) | Scalar::Int(v) => Values::Int(vec![*v; n]),
+        Scalar::Float(v) => Values::Float(vec![*v; n]),
+        Scalar::Bool(v) => Values::Bool(vec![*v; n]),
+        Scalar::Str(v) => Values::Str(vec![v.clone(); n]),
+        Scalar::Null | Scalar::Interval(_) => return None,
+    })
+}
+
+impl<'a> Vector<'a> {
+    /// As a column over `rows` (constants broadcast, predicates become BOOLEAN values).
+    pub fn into_column(self, rows: &RoaringBitmap) -> Result<ColumnData> {
+        Ok(match self {
+            Vector::Col(c, _) => c.into_owned(),
+            Vector::Const(Scalar::Interval(_)) => return Err(QueryError::Unsupported("an INTERVAL value in a result column".into())),
+            Vector::Const(s) => match repeat(&s, rows.len() as usize) {
+                Some(values) => ColumnData { presence: rows.clone(), values },
+                None => ColumnData { presence: RoaringBitmap::new(), values: Values::Int(Vec::new()) },
+            },
+            Vector::Bool { t, n } => {
+                let presence = rows - &n;
+                let values = Values::Bool(presence.iter().map(|o| t.contains(o)).collect());
+                ColumnData { presence, values }
+            }
+        })
+    }
+
+    /// As a predicate over `rows`: (TRUE rows, NULL rows).
+    pub fn into_bool(self, rows: &RoaringBitmap) -> Result<(RoaringBitmap, RoaringBitmap)> {
+        Ok(match self {
+            Vector::Bool { t, n } => (t, n),
+            Vector::Const(Scalar::Bool(true)) => (rows.clone(), RoaringBitmap::new()),
+            Vector::Const(Scalar::Bool(false)) => (RoaringBitmap::new(), RoaringBitmap::new()),
+            Vector::Const(Scalar::Null) => (RoaringBitmap::new(), rows.clone()),
+            Vector::Col(c, DType::Boolean) => {
+                let Values::Bool(v) = &c.values else { return Err(QueryError::Internal("boolean column without booleans".into())) };
+                let t = RoaringBitmap::from_sorted_iter(c.presence.iter().zip(v).filter(|(_, b)| **b).map(|(o, _)| o)).unwrap_or_default();
+                (t, rows - &c.presence)
+            }
+            other => return Err(QueryError::Type(format!("a {} value is not a condition", other.dtype().name()))),
+        })
+    }
+
+    /// The type of the vector.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Vector::Const(s) => s.dtype(),
+            Vector::Col(_, t) => *t,
+            Vector::Bool { .. } => DType::Boolean,
+        }
+    }
+
+    fn normalize(self, rows: &RoaringBitmap) -> Result<Vector<'a>> {
+        Ok(match self {
+            b @ Vector::Bool { .. } => Vector::Col(Cow::Owned(b.into_column(rows)?), DType::Boolean),
+            v => v,
+        })
+    }
+}
+
+/// Three-valued AND.
+pub fn and<'a>(a: Vector<'_>, b: Vector<'_>, rows: &RoaringBitmap) -> Result<Vector<'a>> {
+    let (ta, na) = a.into_bool(rows)?;
+    let (tb, nb) = b.into_bool(rows)?;
+    let fa = rows - &(&ta | &na);
+    let fb = rows - &(&tb | &nb);
+    let t = &ta & &tb;
+    let f = &fa | &fb;
+    let n = rows - &(&t | &f);
+    Ok(Vector::Bool { t, n })
+}
+
+/// Three-valued OR.
+pub fn or<'a>(a: Vector<'_>, b: Vector<'_>, rows: &RoaringBitmap) -> Result<Vector<'a>> {
+    let (ta, na) = a.into_bool(rows)?;
+    let (tb, nb) = b.into_bool(rows)?;
+    let t = &ta | &tb;
+    let f = rows - &(&(&ta | &na) | &(&tb | &nb));
+    let n = rows - &(&t | &f);
+    Ok(Vector::Bool { t, n })
+}
+
+/// Three-valued NOT.
+pub fn not<'a>(a: Vector<'_>, rows: &RoaringBitmap) -> Result<Vector<'a>> {
+    let (t, n) = a.into_bool(rows)?;
+    let f = rows - &(&t | &n);
+    Ok(Vector::Bool { t: f, n })
+}
+
+/// `a IS [NOT] NULL`.
+pub fn is_null<'a>(a: Vector<'_>, rows: &RoaringBitmap, negated: bool) -> Result<Vector<'a>> {
+    let present = match a {
+        Vector::Const(Scalar::Null) => RoaringBitmap::new(),
+        Vector::Const(_) => rows.clone(),
+        Vector::Col(c, _) => c.presence.clone(),
+        Vector::Bool { n, .. } => rows - &n,
+    };
+    let t = if negated { present } else { rows - &present };
+    Ok(Vector::Bool { t, n: RoaringBitmap::new() })
+}
+
+/// A value of one element, for element-wise kernels.
+#[derive(Clone, Copy)]
+enum El<'a> {
+    I(i64),
+    F(f64),
+    B(bool),
+    S(&'a str),
+}
+
+fn el_of(s: &Scalar) -> Option<El<'_>> {
+    Some(match s {
+        Scalar::Ts(v) | Scalar::Int(v) => El::I(*v),
+        Scalar::Float(v) => El::F(*v),
+        Scalar::Bool(v) => El::B(*v),
+        Scalar::Str(v) => El::S(v),
+        Scalar::Null | Scalar::Interval(_) => return None,
+    })
+}
+
+fn el_at(v: &Values, i: usize) -> Option<El<'_>> {
+    Some(match v {
+        Values::Int(x) => El::I(*x.get(i)?),
+        Values::Float(x) => El::F(*x.get(i)?),
+        Values::Bool(x) => El::B(*x.get(i)?),
+        Values::Str(x) => El::S(x.get(i)?),
+    })
+}
+
+fn cmp_el(a: El<'_>, b: El<'_>) -> Option<std::cmp::Ordering> {
+    Some(match (a, b) {
+        (El::I(x), El::I(y)) => x.cmp(&y),
+        (El::F(x), El::F(y)) => x.total_cmp(&y),
+        (El::I(x), El::F(y)) => (x as f64).total_cmp(&y),
+        (El::F(x), El::I(y)) => x.total_cmp(&(y as f64)),
+        (El::B(x), El::B(y)) => x.cmp(&y),
+        (El::S(x), El::S(y)) => x.cmp(y),
+        _ => return None,
+    })
+}
+
+/// Compares two vectors over `rows`.
+pub fn compare<'a>(op: CmpOp, a: Vector<'_>, b: Vector<'_>, rows: &RoaringBitmap) -> Result<Vector<'a>> {
+    let a = a.normalize(rows)?;
+    let b = b.normalize(rows)?;
+    let mismatch = || QueryError::Type(format!("cannot compare {} with {}", a.dtype().name(), b.dtype().name()));
+    match (&a, &b) {
+        (Vector::Const(x), Vector::Const(y)) => Ok(match (el_of(x), el_of(y)) {
+            (Some(p), Some(q)) => Vector::Const(Scalar::Bool(op.holds(cmp_el(p, q).ok_or_else(mismatch)?))),
+            _ => Vector::Const(Scalar::Null),
+        }),
+        (Vector::Col(c, _), Vector::Const(s)) | (Vector::Const(s), Vector::Col(c, _)) => {
+            let op = if matches!(a, Vector::Const(_)) { op.flip() } else { op };
+            let Some(sv) = el_of(s) else {
+                return Ok(Vector::Bool { t: RoaringBitmap::new(), n: rows.clone() });
+            };
+            let mut t = Vec::new();
+            for (i, ord) in c.presence.iter().enumerate() {
+                let e = el_at(&c.values, i).ok_or_else(|| QueryError::Internal("short column".into()))?;
+                if op.holds(cmp_el(e, sv).ok_or_else(mismatch)?) {
+                    t.push(ord);
+                }
+            }
+            Ok(Vector::Bool { t: RoaringBitmap::from_sorted_iter(t).unwrap_or_default(), n: rows - &c.presence })
+        }
+        (Vector::Col(ca, _), Vector::Col(cb, _)) => {
+            let common = &ca.presence & &cb.presence;
+            let va = gather(ca, &common);
+            let vb = gather(cb, &common);
+            let mut t = Vec::new();
+            for (i, ord) in common.iter().enumerate() {
+                let (Some(x), Some(y)) = (el_at(&va, i), el_at(&vb, i)) else { break };
+                if op.holds(cmp_el(x, y).ok_or_else(mismatch)?) {
+                    t.push(ord);
+                }
+            }
+            Ok(Vector::Bool { t: RoaringBitmap::from_sorted_iter(t).unwrap_or_default(), n: rows - &common })
+        }
+        _ => Err(mismatch()),
+    }
+}
+
+fn overflow() -> QueryError {
+    QueryError::InvalidValue("integer overflow in arithmetic".into())
+}
+
+fn arith_el(op: ArithOp, a: El<'_>, b: El<'_>) -> Result<Scalar> {
+    let f = |x: f64, y: f64| match op {
+        ArithOp::Add => x + y,
+        ArithOp::Sub => x - y,
+        ArithOp::Mul => x * y,
+        ArithOp::Div => x / y,
+    };
+    Ok(match (a, b) {
+        (El::I(x), El::I(y)) => match op {
+            ArithOp::Add => Scalar::Int(x.checked_add(y).ok_or_else(overflow)?),
+            ArithOp::Sub => Scalar::Int(x.checked_sub(y).ok_or_else(overflow)?),
+            ArithOp::Mul => Scalar::Int(x.checked_mul(y).ok_or_else(overflow)?),
+            ArithOp::Div if y == 0 => Scalar::Null,
+            ArithOp::Div => Scalar::Float(x as f64 / y as f64),
+        },
+        (El::F(x), El::F(y)) => Scalar::Float(f(x, y)),
+        (El::I(x), El::F(y)) => Scalar::Float(f(x as f64, y)),
+        (El::F(x), El::I(y)) => Scalar::Float(f(x, y as f64)),
+        _ => return Err(QueryError::Type(format!("operator {} needs numbers", op.sql()))),
+    })
+}
+
+/// Applies `f` to each value of `c`, keeping the presence (a NULL result drops the row).
+fn map_col<'a>(c: &ColumnData, out: DType, mut f: impl FnMut(El<'_>) -> Result<Scalar>) -> Result<Vector<'a>> {
+    let mut presence = Vec::with_capacity(c.values.len());
+    let mut ints = Vec::new();
+    let mut floats = Vec::new();
+    for (i, ord) in c.presence.iter().enumerate() {
+        let e = el_at(&c.values, i).ok_or_else(|| QueryError::Internal("short column".into()))?;
+        match f(e)? {
+            Scalar::Null => continue,
+            Scalar::Int(v) | Scalar::Ts(v) => ints.push(v),
+            Scalar::Float(v) => floats.push(v),
+            _ => return Err(QueryError::Internal("arithmetic produced a non-number".into())),
+        }
+        presence.push(ord);
+    }
+    let values = if out == DType::Double { Values::Float(floats) } else { Values::Int(ints) };
+    let presence = RoaringBitmap::from_sorted_iter(presence).unwrap_or_default();
+    Ok(Vector::Col(Cow::Owned(ColumnData { presence, values }), out))
+}
+
+fn interval_of(v: &Vector<'_>) -> Option<Interval> {
+    match v {
+        Vector::Const(Scalar::Interval(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+/// Arithmetic on two vectors; `out` is the planned result type.
+pub fn arith<'a>(op: ArithOp, a: Vector<'_>, b: Vector<'_>, out: DType, rows: &RoaringBitmap) -> Result<Vector<'a>> {
+    if matches!(a, Vector::Const(Scalar::Null)) || matches!(b, Vector::Const(Scalar::Null)) {
+        return Ok(Vector::Const(Scalar::Null));
+    }
+    // TIMESTAMP +/- INTERVAL, INTERVAL + TIMESTAMP.
+    if let Some(iv) = interval_of(&b).or_else(|| if op == ArithOp::Add { interval_of(&a) } else { None }) {
+        let ts = if interval_of(&b).is_some() { a } else { b };
+        let sign = if op == ArithOp::Sub { -1 } else { 1 };
+        return match ts {
+            Vector::Const(Scalar::Ts(t)) => Ok(Vector::Const(Scalar::Ts(add_interval(t, iv, sign)?))),
+            Vector::Col(c, DType::Timestamp) => map_col(&c, DType::Timestamp, |e| match e {
+                El::I(t) => Ok(Scalar::Ts(add_interval(t, iv, sign)?)),
+                _ => Err(QueryError::Internal("timestamp column without integers".into())),
+            }),
+            other => Err(QueryError::Type(format!("cannot add an INTERVAL to {}", other.dtype().name()))),
+        };
+    }
+    let to_out = |s: Scalar| match (s, out) {
+        (Scalar::Int(v), DType::Timestamp) => Scalar::Ts(v),
+        (s, _) => s,
+    };
+    match (&a, &b) {
+        (Vector::Const(x), Vector::Const(y)) => match (el_of(x), el_of(y)) {
+            (Some(p), Some(q)) => Ok(Vector::Const(to_out(arith_el(op, p, q)?))),
+            _ => Ok(Vector::Const(Scalar::Null)),
+        },
+        (Vector::Col(c, _), Vector::Const(s)) => {
+            let sv = el_of(s).ok_or_else(|| QueryError::Type("bad operand".into()))?;
+            map_col(c, out, |e| arith_el(op, e, sv))
+        }
+        (Vector::Const(s), Vector::Col(c, _)) => {
+            let sv = el_of(s).ok_or_else(|| QueryError::Type("bad operand".into()))?;
+            map_col(c, out, |e| arith_el(op, sv, e))
+        }
+        (Vector::Col(ca, _), Vector::Col(cb, _)) => {
+            let common = &ca.presence & &cb.presence;
+            let va = gather(ca, &common);
+            let vb = gather(cb, &common);
+            let mut i = 0usize;
+            let joined = ColumnData { presence: common, values: va };
+            map_col(&joined, out, |e| {
+                let y = el_at(&vb, i).ok_or_else(|| QueryError::Internal("short column".into()))?;
+                i += 1;
+                arith_el(op, e, y)
+            })
+        }
+        _ => {
+            let _ = rows;
+            Err(QueryError::Type(format!("operator {} does not apply to {} and {}", op.sql(), a.dtype().name(), b.dtype().name())))
+        }
+    }
+}
+
+/// Unary minus.
+pub fn negate<'a>(a: Vector<'_>) -> Result<Vector<'a>> {
+    match a {
+        Vector::Const(Scalar::Int(v)) => Ok(Vector::Const(Scalar::Int(v.checked_neg().ok_or_else(overflow)?))),
+        Vector::Const(Scalar::Float(v)) => Ok(Vector::Const(Scalar::Float(-v))),
+        Vector::Const(Scalar::Interval(i)) => Ok(Vector::Const(Scalar::Interval(Interval { months: -i.months, micros: -i.micros }))),
+        Vector::Const(Scalar::Null) => Ok(Vector::Const(Scalar::Null)),
+        Vector::Col(c, t @ (DType::Bigint | DType::Double)) => map_col(&c, t, |e| match e {
+            El::I(v) => Ok(Scalar::Int(v.checked_neg().ok_or_else(overflow)?)),
+            El::F(v) => Ok(Scalar::Float(-v)),
+            _ => Err(QueryError::Internal("number column without numbers".into())),
+        }),
+        other => Err(QueryError::Type(format!("cannot negate {}", other.dtype().name()))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn rows() -> RoaringBitmap {
+        (0..6).collect()
+    }
+
+    fn col(pairs: &[(u32, i64)]) -> Vector<'static> {
+        Vector::Col(
+            Cow::Owned(ColumnData { presence: pairs.iter().map(|p| p.0).collect(), values: Values::Int(pairs.iter().map(|p| p.1).collect()) }),
+            DType::Bigint,
+        )
+    }
+
+    #[test]
+    fn three_valued_logic() {
+        let r = rows();
+        // a: 0,1 have values; 2.. are NULL.
+        let a = compare(CmpOp::Gt, col(&[(0, 5), (1, 1)]), Vector::Const(Scalar::Int(3)), &r).unwrap();
+        let (t, n) = a.clone().into_bool(&r).unwrap();
+        assert_eq!(t, [0].into_iter().collect());
+        assert_eq!(n, (2..6).collect());
+        let (t, n) = not(a.clone(), &r).unwrap().into_bool(&r).unwrap();
+        assert_eq!((t, n.len()), ([1].into_iter().collect(), 4));
+        // NULL AND FALSE is FALSE; NULL OR TRUE is TRUE.
+        let f = Vector::Const(Scalar::Bool(false));
+        let (t, n) = and(a.clone(), f, &r).unwrap().into_bool(&r).unwrap();
+        assert!(t.is_empty() && n.is_empty());
+        let (t, n) = or(a, Vector::Const(Scalar::Bool(true)), &r).unwrap().into_bool(&r).unwrap();
+        assert_eq!((t.len(), n.len()), (6, 0));
+    }
+
+    #[test]
+    fn column_to_column_comparison_ignores_nulls() {
+        let r = rows();
+        let v = compare(CmpOp::LtEq, col(&[(0, 1), (2, 5), (3, 9)]), col(&[(0, 1), (3, 2), (4, 7)]), &r).unwrap();
+        let (t, n) = v.into_bool(&r).unwrap();
+        assert_eq!(t, [0].into_iter().collect());
+        assert_eq!(n, [1, 2, 4, 5].into_iter().collect());
+    }
+
+    #[test]
+    fn arithmetic_checks_overflow_and_nulls() {
+        let r = rows();
+        assert!(arith(ArithOp::Add, col(&[(0, i64::MAX)]), Vector::Const(Scalar::Int(1)), DType::Bigint, &r).is_err());
+        let v = arith(ArithOp::Sub, col(&[(0, 10), (2, 3)]), col(&[(2, 1), (5, 1)]), DType::Bigint, &r).unwrap();
+        let c = v.into_column(&r).unwrap();
+        assert_eq!(c.presence, [2].into_iter().collect());
+        assert_eq!(c.values, Values::Int(vec![2]));
+    }
+}

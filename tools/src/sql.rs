@@ -1,0 +1,152 @@
+//! `journeydb sql`: the SQL shell over an embedded database.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::sync::Arc;
+
+use journeydb_query::{format, Engine, Output};
+use journeydb_storage::{Database, KeyType, Options};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+struct Args {
+    db: String,
+    commands: Vec<String>,
+    files: Vec<String>,
+    format: Format,
+    keep_going: bool,
+    key_type: KeyType,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut a = Args { db: String::new(), commands: vec![], files: vec![], format: Format::Table, keep_going: false, key_type: KeyType::Varchar };
+    let mut it = args.iter();
+    while let Some(x) = it.next() {
+        let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
+        match x.as_str() {
+            "--db" => a.db = val("--db")?,
+            "-c" | "--command" => a.commands.push(val("-c")?),
+            "-f" | "--file" => a.files.push(val("-f")?),
+            "--format" => {
+                a.format = match val("--format")?.as_str() {
+                    "table" => Format::Table,
+                    "csv" => Format::Csv,
+                    "json" => Format::Json,
+                    other => return Err(format!("--format {other:?}: use table, csv or json")),
+                }
+            }
+            "--key-type" => {
+                a.key_type = match val("--key-type")?.to_ascii_lowercase().as_str() {
+                    "varchar" => KeyType::Varchar,
+                    "bigint" => KeyType::Bigint,
+                    other => return Err(format!("--key-type {other:?}: use varchar or bigint")),
+                }
+            }
+            "--continue-on-error" => a.keep_going = true,
+            other => return Err(format!("sql: unknown option {other:?}")),
+        }
+    }
+    if a.db.is_empty() {
+        return Err("sql: --db DIR is required (--connect arrives with the server)".into());
+    }
+    Ok(a)
+}
+
+fn print_output(o: &Output, f: Format, out: &mut impl Write) -> std::io::Result<()> {
+    match o {
+        Output::Rows(b) => match f {
+            Format::Table => write!(out, "{}", format::table(b)),
+            Format::Csv => write!(out, "{}", format::csv(b)),
+            Format::Json => write!(out, "{}", format::json(b)),
+        },
+        Output::Done { tag, rows } => match f {
+            Format::Table => writeln!(out, "{tag}{}", if *rows > 0 { format!(" {rows}") } else { String::new() }),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Runs a script; returns the number of failed statements.
+fn run_script(engine: &Engine, sql: &str, a: &Args) -> Result<usize, String> {
+    let stmts = match Engine::parse(sql) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut failed = 0;
+    for (s, rules) in stmts {
+        match engine.execute_statement(&s, &rules) {
+            Ok(o) => print_output(&o, a.format, &mut stdout.lock()).map_err(|e| e.to_string())?,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+                if !a.keep_going {
+                    return Ok(failed);
+                }
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// Runs the shell with command-line `args`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let a = parse(args)?;
+    let opts = Options::default();
+    let path = std::path::Path::new(&a.db);
+    let db = if path.join("CURRENT").exists() { Database::open(path, opts) } else { Database::create(path, a.key_type, opts) }.map_err(|e| e.to_string())?;
+    let engine = Engine::new(Arc::new(db));
+    let mut failed = 0;
+    if a.commands.is_empty() && a.files.is_empty() {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            // Interactive: a statement runs when a line ends with ';'.
+            let mut buf = String::new();
+            let mut out = std::io::stdout();
+            loop {
+                let _ = write!(out, "{}", if buf.is_empty() { "journeydb> " } else { "       ..> " });
+                let _ = out.flush();
+                let mut line = String::new();
+                if stdin.lock().read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                    break;
+                }
+                buf.push_str(&line);
+                if line.trim_end().ends_with(';') {
+                    run_script(&engine, &buf, &Args { keep_going: true, ..parse(args)? })?;
+                    buf.clear();
+                }
+            }
+            if !buf.trim().is_empty() {
+                run_script(&engine, &buf, &a)?;
+            }
+            return Ok(());
+        }
+        let mut sql = String::new();
+        stdin.lock().read_to_string(&mut sql).map_err(|e| e.to_string())?;
+        failed += run_script(&engine, &sql, &a)?;
+    }
+    for c in &a.commands {
+        if failed > 0 && !a.keep_going {
+            break;
+        }
+        failed += run_script(&engine, c, &a)?;
+    }
+    for f in &a.files {
+        if failed > 0 && !a.keep_going {
+            break;
+        }
+        let sql = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
+        failed += run_script(&engine, &sql, &a)?;
+    }
+    if failed > 0 {
+        return Err(format!("{failed} statement{} failed", if failed == 1 { "" } else { "s" }));
+    }
+    Ok(())
+}
