@@ -46,6 +46,9 @@ pub struct Engine {
     seq: Arc<AtomicU64>,
 }
 
+/// A parsed statement with the MERGE rules of its columns (column index, rule).
+pub type ParsedStatement = (Statement, Vec<(usize, MergeRule)>);
+
 /// A column's MERGE rule found by the token pass: (statement index, column index, rule).
 type MergeSpec = (usize, usize, MergeRule);
 
@@ -136,7 +139,7 @@ impl Engine {
     }
 
     /// Parses `sql` (one or more statements) into statements with their MERGE rules.
-    pub fn parse(sql: &str) -> Result<Vec<(Statement, Vec<(usize, MergeRule)>)>> {
+    pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
         let (clean, specs) = strip_merge_rules(sql)?;
         let stmts = Parser::parse_sql(&PostgreSqlDialect {}, &clean).map_err(|e| QueryError::Syntax(e.to_string()))?;
         Ok(stmts
@@ -265,10 +268,26 @@ impl Engine {
                 other => return Err(QueryError::Unsupported(format!("table constraint {other}"))),
             }
         }
+        let col_name = |c: &ast::ColumnDef| if c.name.quote_style.is_some() { c.name.value.clone() } else { c.name.value.to_ascii_lowercase() };
+        let pk_cols: Vec<String> = ct
+            .columns
+            .iter()
+            .filter(|c| c.options.iter().any(|o| matches!(o.option, ast::ColumnOption::PrimaryKey(_))))
+            .map(col_name)
+            .chain(key_name.take())
+            .collect();
+        let key_name = match pk_cols.as_slice() {
+            [] => return Err(QueryError::Syntax(format!("table {name} needs a PRIMARY KEY column (the customer key)"))),
+            [one] => one.clone(),
+            [a, rest @ ..] if rest.iter().all(|r| r == a) => a.clone(),
+            _ => return Err(QueryError::Unsupported("several PRIMARY KEY columns (the key is one customer column)".into())),
+        };
+        if !ct.columns.iter().any(|c| col_name(c) == key_name) {
+            return Err(QueryError::ColumnNotFound(format!("PRIMARY KEY column {key_name}")));
+        }
         let mut columns = Vec::new();
         for (i, c) in ct.columns.iter().enumerate() {
-            let cname = if c.name.quote_style.is_some() { c.name.value.clone() } else { c.name.value.to_ascii_lowercase() };
-            let is_pk = c.options.iter().any(|o| matches!(o.option, ast::ColumnOption::PrimaryKey(_)));
+            let cname = col_name(c);
             for o in &c.options {
                 match &o.option {
                     ast::ColumnOption::PrimaryKey(_) | ast::ColumnOption::Null | ast::ColumnOption::NotNull => {}
@@ -276,10 +295,7 @@ impl Engine {
                 }
             }
             let dtype = sql_type(&c.data_type)?;
-            if is_pk || key_name.as_deref() == Some(cname.as_str()) {
-                if key_name.as_ref().is_some_and(|k| *k != cname) || (is_pk && columns.iter().any(|_: &ColumnDef| false) && key_name.is_some() && !is_pk) {
-                    return Err(QueryError::Unsupported("two PRIMARY KEY columns".into()));
-                }
+            if cname == key_name {
                 let want: DType = key_type.into();
                 if dtype != want {
                     return Err(QueryError::Type(format!("the key column {cname} must be {} in this database, not {}", want.name(), dtype.name())));
@@ -287,14 +303,12 @@ impl Engine {
                 if rules.iter().any(|(ci, _)| *ci == i) {
                     return Err(QueryError::Syntax(format!("the key column {cname} cannot have a MERGE rule")));
                 }
-                key_name = Some(cname);
                 continue;
             }
             let ty = dtype.column_type().ok_or_else(|| QueryError::Type(format!("column {cname} cannot be {}", dtype.name())))?;
             let rule = rules.iter().find(|(ci, _)| *ci == i).map_or(MergeRule::Min, |(_, r)| *r);
             columns.push(ColumnDef { name: cname, ty, rule });
         }
-        let key_name = key_name.ok_or_else(|| QueryError::Syntax(format!("table {name} needs a PRIMARY KEY column (the customer key)")))?;
         let schema = TableSchema::new(key_name, columns);
         let op = if ct.or_replace {
             CatalogOp::CreateOrReplace { name, schema }

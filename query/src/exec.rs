@@ -436,12 +436,10 @@ fn aggregate_all(rel: Relation, items: &[(Agg, RelCol)], snap: &Snapshot) -> Res
     let cols = row
         .into_iter()
         .map(|v| {
-            Some(match v {
+            Ok(Some(match v {
                 None | Some(Scalar::Null) => ColumnData { presence: RoaringBitmap::new(), values: Values::Int(Vec::new()) },
                 Some(s) => Vector::Const(s).into_column(&one)?,
-            })
-            .map(Ok)
-            .transpose()
+            }))
         })
         .collect::<Result<Vec<_>>>()?;
     let mut parts = BTreeMap::new();

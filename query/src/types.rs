@@ -206,7 +206,7 @@ pub fn parse_interval(s: &str) -> Result<Interval> {
     let bad = |why: &str| QueryError::InvalidValue(format!("interval {s:?}: {why}"));
     let mut iv = Interval { months: 0, micros: 0 };
     let words: Vec<&str> = s.split_whitespace().collect();
-    if words.is_empty() || words.len() % 2 != 0 {
+    if words.is_empty() || !words.len().is_multiple_of(2) {
         return Err(bad("expected pairs of a number and a unit"));
     }
     for pair in words.chunks(2) {
