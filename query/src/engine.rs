@@ -7,10 +7,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use journeydb_storage::{CatalogOp, ColumnDef, Database, KeyType, MergeRule, Snapshot, TableSchema};
+use journeydb_storage::{
+    CatalogOp, ColumnDef, Database, KeyType, MergeRule, Snapshot, TableSchema,
+};
 use sqlparser::ast::{self, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -54,7 +58,9 @@ type MergeSpec = (usize, usize, MergeRule);
 
 fn strip_merge_rules(sql: &str) -> Result<(String, Vec<MergeSpec>)> {
     let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql).tokenize().map_err(|e| QueryError::Syntax(e.to_string()))?;
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .map_err(|e| QueryError::Syntax(e.to_string()))?;
     let mut out = String::with_capacity(sql.len());
     let mut specs = Vec::new();
     let (mut stmt, mut depth, mut col) = (0usize, 0usize, 0usize);
@@ -102,7 +108,11 @@ fn strip_merge_rules(sql: &str) -> Result<(String, Vec<MergeSpec>)> {
                     i = j + 1;
                     continue;
                 }
-                None => return Err(QueryError::Syntax("MERGE must be followed by MIN, MAX, SUM or LAST".into())),
+                None => {
+                    return Err(QueryError::Syntax(
+                        "MERGE must be followed by MIN, MAX, SUM or LAST".into(),
+                    ))
+                }
             }
         }
         out.push_str(&t.to_string());
@@ -112,13 +122,20 @@ fn strip_merge_rules(sql: &str) -> Result<(String, Vec<MergeSpec>)> {
 }
 
 fn rows_tag(tag: &str, rows: u64) -> Output {
-    Output::Done { tag: tag.to_string(), rows }
+    Output::Done {
+        tag: tag.to_string(),
+        rows,
+    }
 }
 
 impl Engine {
     /// An engine over `db`.
     pub fn new(db: Arc<Database>) -> Engine {
-        Engine { db, now_us: None, seq: Arc::new(AtomicU64::new(0)) }
+        Engine {
+            db,
+            now_us: None,
+            seq: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// The same engine with `now()` fixed to `now_us` (the journey runner's `--now`).
@@ -134,19 +151,26 @@ impl Engine {
 
     fn now(&self) -> i64 {
         self.now_us.unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64)
         })
     }
 
     /// Parses `sql` (one or more statements) into statements with their MERGE rules.
     pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
         let (clean, specs) = strip_merge_rules(sql)?;
-        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, &clean).map_err(|e| QueryError::Syntax(e.to_string()))?;
+        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, &clean)
+            .map_err(|e| QueryError::Syntax(e.to_string()))?;
         Ok(stmts
             .into_iter()
             .enumerate()
             .map(|(i, s)| {
-                let rules = specs.iter().filter(|(st, _, _)| *st == i).map(|(_, c, r)| (*c, *r)).collect();
+                let rules = specs
+                    .iter()
+                    .filter(|(st, _, _)| *st == i)
+                    .map(|(_, c, r)| (*c, *r))
+                    .collect();
                 (s, rules)
             })
             .collect())
@@ -154,14 +178,20 @@ impl Engine {
 
     /// Runs every statement of `sql` in order; stops at the first error.
     pub fn execute(&self, sql: &str) -> Result<Vec<Output>> {
-        Self::parse(sql)?.into_iter().map(|(s, rules)| self.execute_statement(&s, &rules)).collect()
+        Self::parse(sql)?
+            .into_iter()
+            .map(|(s, rules)| self.execute_statement(&s, &rules))
+            .collect()
     }
 
     /// Runs one SQL statement and returns its output.
     pub fn execute_one(&self, sql: &str) -> Result<Output> {
         let mut stmts = Self::parse(sql)?;
         if stmts.len() != 1 {
-            return Err(QueryError::Syntax(format!("expected one statement, found {}", stmts.len())));
+            return Err(QueryError::Syntax(format!(
+                "expected one statement, found {}",
+                stmts.len()
+            )));
         }
         let (s, rules) = stmts.remove(0);
         self.execute_statement(&s, &rules)
@@ -171,42 +201,70 @@ impl Engine {
     pub fn query(&self, sql: &str) -> Result<RecordBatch> {
         match self.execute_one(sql)? {
             Output::Rows(b) => Ok(b),
-            Output::Done { tag, .. } => Err(QueryError::Unsupported(format!("{tag} returns no rows"))),
+            Output::Done { tag, .. } => {
+                Err(QueryError::Unsupported(format!("{tag} returns no rows")))
+            }
         }
     }
 
     fn ctx<'a>(&self, snap: &'a Snapshot) -> PlanCtx<'a> {
         let seed = self.seq.fetch_add(1, Ordering::Relaxed) ^ (self.now() as u64).rotate_left(17);
-        PlanCtx { snap, now_us: self.now(), sample_seed: seed }
+        PlanCtx {
+            snap,
+            now_us: self.now(),
+            sample_seed: seed,
+        }
     }
 
     /// Runs one parsed statement (see [`Engine::parse`]).
-    pub fn execute_statement(&self, stmt: &Statement, rules: &[(usize, MergeRule)]) -> Result<Output> {
+    pub fn execute_statement(
+        &self,
+        stmt: &Statement,
+        rules: &[(usize, MergeRule)],
+    ) -> Result<Output> {
         match stmt {
             Statement::Query(q) => {
                 let snap = self.db.snapshot();
                 let plan = plan_query(q, &self.ctx(&snap))?;
                 Ok(Output::Rows(run_query(&plan, &snap)?))
             }
-            Statement::Explain { statement, analyze, .. } => {
+            Statement::Explain {
+                statement, analyze, ..
+            } => {
                 if *analyze {
                     return Err(QueryError::Unsupported("EXPLAIN ANALYZE".into()));
                 }
-                let Statement::Query(q) = statement.as_ref() else { return Err(QueryError::Unsupported("EXPLAIN of a statement other than a query".into())) };
+                let Statement::Query(q) = statement.as_ref() else {
+                    return Err(QueryError::Unsupported(
+                        "EXPLAIN of a statement other than a query".into(),
+                    ));
+                };
                 let snap = self.db.snapshot();
                 let plan = plan_query(q, &self.ctx(&snap))?;
                 let mut text = String::new();
                 if !plan.order.is_empty() || plan.limit.is_some() {
-                    text.push_str(&format!("Sort/Limit order={:?} limit={:?} offset={}\n", plan.order, plan.limit, plan.offset));
+                    text.push_str(&format!(
+                        "Sort/Limit order={:?} limit={:?} offset={}\n",
+                        plan.order, plan.limit, plan.offset
+                    ));
                 }
                 let depth = usize::from(!text.is_empty());
                 plan.plan.explain(&mut text, depth);
                 let lines: Vec<&str> = text.lines().collect();
                 let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
-                Ok(Output::Rows(RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(lines)) as ArrayRef])?))
+                Ok(Output::Rows(RecordBatch::try_new(
+                    schema,
+                    vec![Arc::new(StringArray::from(lines)) as ArrayRef],
+                )?))
             }
             Statement::CreateTable(ct) => self.create_table(ct, rules),
-            Statement::Drop { object_type, if_exists, names, cascade, .. } => {
+            Statement::Drop {
+                object_type,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => {
                 if *object_type != ast::ObjectType::Table {
                     return Err(QueryError::Unsupported(format!("DROP {object_type}")));
                 }
@@ -215,7 +273,12 @@ impl Engine {
                 }
                 let ops = names
                     .iter()
-                    .map(|n| Ok(CatalogOp::Drop { name: single_name(n)?, if_exists: *if_exists }))
+                    .map(|n| {
+                        Ok(CatalogOp::Drop {
+                            name: single_name(n)?,
+                            if_exists: *if_exists,
+                        })
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 self.db.commit(&ops).map_err(map_storage)?;
                 Ok(rows_tag("DROP TABLE", 0))
@@ -227,12 +290,21 @@ impl Engine {
                     ops.push(match op {
                         ast::AlterTableOperation::RenameTable { table_name } => {
                             let to = match table_name {
-                                ast::RenameTableNameKind::To(n) | ast::RenameTableNameKind::As(n) => single_name(n)?,
+                                ast::RenameTableNameKind::To(n)
+                                | ast::RenameTableNameKind::As(n) => single_name(n)?,
                             };
-                            CatalogOp::Rename { from: from.clone(), to }
+                            CatalogOp::Rename {
+                                from: from.clone(),
+                                to,
+                            }
                         }
-                        ast::AlterTableOperation::SwapWith { table_name } => CatalogOp::Swap { a: from.clone(), b: single_name(table_name)? },
-                        other => return Err(QueryError::Unsupported(format!("ALTER TABLE {other}"))),
+                        ast::AlterTableOperation::SwapWith { table_name } => CatalogOp::Swap {
+                            a: from.clone(),
+                            b: single_name(table_name)?,
+                        },
+                        other => {
+                            return Err(QueryError::Unsupported(format!("ALTER TABLE {other}")))
+                        }
                     });
                 }
                 if at.if_exists && self.db.snapshot().table(&from).is_err() {
@@ -242,18 +314,25 @@ impl Engine {
                 Ok(rows_tag("ALTER TABLE", 0))
             }
             Statement::Insert(ins) => self.insert(ins),
-            other => Err(QueryError::Unsupported(format!("statement {}", first_words(&other.to_string())))),
+            other => Err(QueryError::Unsupported(format!(
+                "statement {}",
+                first_words(&other.to_string())
+            ))),
         }
     }
 
     fn create_table(&self, ct: &ast::CreateTable, rules: &[(usize, MergeRule)]) -> Result<Output> {
         let name = single_name(&ct.name)?;
         if ct.temporary || ct.external {
-            return Err(QueryError::Unsupported("TEMPORARY / EXTERNAL tables".into()));
+            return Err(QueryError::Unsupported(
+                "TEMPORARY / EXTERNAL tables".into(),
+            ));
         }
         if let Some(q) = &ct.query {
             if !ct.columns.is_empty() {
-                return Err(QueryError::Unsupported("a column list with CREATE TABLE .. AS".into()));
+                return Err(QueryError::Unsupported(
+                    "a column list with CREATE TABLE .. AS".into(),
+                ));
             }
             return self.create_table_as(&name, q, ct.or_replace, ct.if_not_exists);
         }
@@ -263,34 +342,60 @@ impl Engine {
             match c {
                 ast::TableConstraint::PrimaryKey(pk) => match pk.columns.as_slice() {
                     [one] => key_name = Some(one.column.expr.to_string().to_ascii_lowercase()),
-                    _ => return Err(QueryError::Unsupported("a PRIMARY KEY of several columns".into())),
+                    _ => {
+                        return Err(QueryError::Unsupported(
+                            "a PRIMARY KEY of several columns".into(),
+                        ))
+                    }
                 },
                 other => return Err(QueryError::Unsupported(format!("table constraint {other}"))),
             }
         }
-        let col_name = |c: &ast::ColumnDef| if c.name.quote_style.is_some() { c.name.value.clone() } else { c.name.value.to_ascii_lowercase() };
+        let col_name = |c: &ast::ColumnDef| {
+            if c.name.quote_style.is_some() {
+                c.name.value.clone()
+            } else {
+                c.name.value.to_ascii_lowercase()
+            }
+        };
         let pk_cols: Vec<String> = ct
             .columns
             .iter()
-            .filter(|c| c.options.iter().any(|o| matches!(o.option, ast::ColumnOption::PrimaryKey(_))))
+            .filter(|c| {
+                c.options
+                    .iter()
+                    .any(|o| matches!(o.option, ast::ColumnOption::PrimaryKey(_)))
+            })
             .map(col_name)
             .chain(key_name.take())
             .collect();
         let key_name = match pk_cols.as_slice() {
-            [] => return Err(QueryError::Syntax(format!("table {name} needs a PRIMARY KEY column (the customer key)"))),
+            [] => {
+                return Err(QueryError::Syntax(format!(
+                    "table {name} needs a PRIMARY KEY column (the customer key)"
+                )))
+            }
             [one] => one.clone(),
             [a, rest @ ..] if rest.iter().all(|r| r == a) => a.clone(),
-            _ => return Err(QueryError::Unsupported("several PRIMARY KEY columns (the key is one customer column)".into())),
+            _ => {
+                return Err(QueryError::Unsupported(
+                    "several PRIMARY KEY columns (the key is one customer column)".into(),
+                ))
+            }
         };
         if !ct.columns.iter().any(|c| col_name(c) == key_name) {
-            return Err(QueryError::ColumnNotFound(format!("PRIMARY KEY column {key_name}")));
+            return Err(QueryError::ColumnNotFound(format!(
+                "PRIMARY KEY column {key_name}"
+            )));
         }
         let mut columns = Vec::new();
         for (i, c) in ct.columns.iter().enumerate() {
             let cname = col_name(c);
             for o in &c.options {
                 match &o.option {
-                    ast::ColumnOption::PrimaryKey(_) | ast::ColumnOption::Null | ast::ColumnOption::NotNull => {}
+                    ast::ColumnOption::PrimaryKey(_)
+                    | ast::ColumnOption::Null
+                    | ast::ColumnOption::NotNull => {}
                     other => return Err(QueryError::Unsupported(format!("column option {other}"))),
                 }
             }
@@ -298,64 +403,120 @@ impl Engine {
             if cname == key_name {
                 let want: DType = key_type.into();
                 if dtype != want {
-                    return Err(QueryError::Type(format!("the key column {cname} must be {} in this database, not {}", want.name(), dtype.name())));
+                    return Err(QueryError::Type(format!(
+                        "the key column {cname} must be {} in this database, not {}",
+                        want.name(),
+                        dtype.name()
+                    )));
                 }
                 if rules.iter().any(|(ci, _)| *ci == i) {
-                    return Err(QueryError::Syntax(format!("the key column {cname} cannot have a MERGE rule")));
+                    return Err(QueryError::Syntax(format!(
+                        "the key column {cname} cannot have a MERGE rule"
+                    )));
                 }
                 continue;
             }
-            let ty = dtype.column_type().ok_or_else(|| QueryError::Type(format!("column {cname} cannot be {}", dtype.name())))?;
-            let rule = rules.iter().find(|(ci, _)| *ci == i).map_or(MergeRule::Min, |(_, r)| *r);
-            columns.push(ColumnDef { name: cname, ty, rule });
+            let ty = dtype.column_type().ok_or_else(|| {
+                QueryError::Type(format!("column {cname} cannot be {}", dtype.name()))
+            })?;
+            let rule = rules
+                .iter()
+                .find(|(ci, _)| *ci == i)
+                .map_or(MergeRule::Min, |(_, r)| *r);
+            columns.push(ColumnDef {
+                name: cname,
+                ty,
+                rule,
+            });
         }
         let schema = TableSchema::new(key_name, columns);
         let op = if ct.or_replace {
             CatalogOp::CreateOrReplace { name, schema }
         } else {
-            CatalogOp::Create { name, schema, if_not_exists: ct.if_not_exists }
+            CatalogOp::Create {
+                name,
+                schema,
+                if_not_exists: ct.if_not_exists,
+            }
         };
         self.db.commit(&[op]).map_err(map_storage)?;
         Ok(rows_tag("CREATE TABLE", 0))
     }
 
-    fn create_table_as(&self, name: &str, q: &ast::Query, or_replace: bool, if_not_exists: bool) -> Result<Output> {
+    fn create_table_as(
+        &self,
+        name: &str,
+        q: &ast::Query,
+        or_replace: bool,
+        if_not_exists: bool,
+    ) -> Result<Output> {
         let snap = self.db.snapshot();
         if snap.table(name).is_ok() && !or_replace {
             if if_not_exists {
                 return Ok(rows_tag("CREATE TABLE", 0));
             }
-            return Err(QueryError::Storage(journeydb_storage::StorageError::TableExists(name.to_string())));
+            return Err(QueryError::Storage(
+                journeydb_storage::StorageError::TableExists(name.to_string()),
+            ));
         }
         let plan = plan_query(q, &self.ctx(&snap))?;
         let cols = plan.plan.cols();
         let keys: Vec<_> = cols.iter().filter(|c| c.is_key).collect();
         let [key] = keys.as_slice() else {
-            return Err(QueryError::Unsupported("CREATE TABLE AS needs a query that returns the customer key exactly once".into()));
+            return Err(QueryError::Unsupported(
+                "CREATE TABLE AS needs a query that returns the customer key exactly once".into(),
+            ));
         };
         let rel = crate::exec::execute(&plan.plan, &snap)?;
         if !rel.is_keyed() {
-            return Err(QueryError::Unsupported("CREATE TABLE AS over UNION ALL: GROUP BY the key to get one row per customer".into()));
+            return Err(QueryError::Unsupported(
+                "CREATE TABLE AS over UNION ALL: GROUP BY the key to get one row per customer"
+                    .into(),
+            ));
         }
         let mut columns = Vec::new();
         for c in cols.iter().filter(|c| !c.is_key) {
-            let ty = c.dtype.column_type().ok_or_else(|| QueryError::Type(format!("column {} has type {}; CAST it", c.name, c.dtype.name())))?;
+            let ty = c.dtype.column_type().ok_or_else(|| {
+                QueryError::Type(format!(
+                    "column {} has type {}; CAST it",
+                    c.name,
+                    c.dtype.name()
+                ))
+            })?;
             columns.push(ColumnDef::new(c.name.clone(), ty));
         }
         let schema = TableSchema::new(key.name.clone(), columns);
-        let tmp = format!("_ctas_{}_{}", std::process::id(), self.seq.fetch_add(1, Ordering::Relaxed));
-        self.db.commit(&[CatalogOp::Create { name: tmp.clone(), schema, if_not_exists: false }]).map_err(map_storage)?;
+        let tmp = format!(
+            "_ctas_{}_{}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        );
+        self.db
+            .commit(&[CatalogOp::Create {
+                name: tmp.clone(),
+                schema,
+                if_not_exists: false,
+            }])
+            .map_err(map_storage)?;
         let written = (|| -> Result<u64> {
             let batch = crate::exec::to_batch(&rel, &snap, None)?;
             self.append_batch(&tmp, &batch)
         })();
         match written {
             Ok(n) => {
-                self.db.commit(&[CatalogOp::Replace { target: name.to_string(), source: tmp }]).map_err(map_storage)?;
+                self.db
+                    .commit(&[CatalogOp::Replace {
+                        target: name.to_string(),
+                        source: tmp,
+                    }])
+                    .map_err(map_storage)?;
                 Ok(rows_tag("CREATE TABLE", n))
             }
             Err(e) => {
-                let _ = self.db.commit(&[CatalogOp::Drop { name: tmp, if_exists: true }]);
+                let _ = self.db.commit(&[CatalogOp::Drop {
+                    name: tmp,
+                    if_exists: true,
+                }]);
                 Err(e)
             }
         }
@@ -365,20 +526,33 @@ impl Engine {
         let mut start = 0;
         while start < batch.num_rows() {
             let len = WRITE_BATCH_ROWS.min(batch.num_rows() - start);
-            self.db.append(table, &batch.slice(start, len)).map_err(map_storage)?;
+            self.db
+                .append(table, &batch.slice(start, len))
+                .map_err(map_storage)?;
             start += len;
         }
         Ok(batch.num_rows() as u64)
     }
 
     fn insert(&self, ins: &ast::Insert) -> Result<Output> {
-        let ast::TableObject::TableName(tn) = &ins.table else { return Err(QueryError::Unsupported("INSERT INTO a table function".into())) };
+        let ast::TableObject::TableName(tn) = &ins.table else {
+            return Err(QueryError::Unsupported(
+                "INSERT INTO a table function".into(),
+            ));
+        };
         let name = single_name(tn)?;
         let snap = self.db.snapshot();
-        let t = snap.table(&name).map_err(|_| QueryError::TableNotFound(name.clone()))?;
+        let t = snap
+            .table(&name)
+            .map_err(|_| QueryError::TableNotFound(name.clone()))?;
         let key_dtype: DType = snap.key_type().into();
         let all: Vec<(String, DType)> = std::iter::once((t.schema().key_name.clone(), key_dtype))
-            .chain(t.schema().columns.iter().map(|c| (c.name.clone(), c.ty.into())))
+            .chain(
+                t.schema()
+                    .columns
+                    .iter()
+                    .map(|c| (c.name.clone(), c.ty.into())),
+            )
             .collect();
         let targets: Vec<(String, DType)> = if ins.columns.is_empty() {
             all.clone()
@@ -387,21 +561,37 @@ impl Engine {
                 .iter()
                 .map(|c| {
                     let n = c.to_string().to_ascii_lowercase();
-                    all.iter().find(|(a, _)| a.eq_ignore_ascii_case(&n)).cloned().ok_or_else(|| QueryError::ColumnNotFound(format!("{name}.{n}")))
+                    all.iter()
+                        .find(|(a, _)| a.eq_ignore_ascii_case(&n))
+                        .cloned()
+                        .ok_or_else(|| QueryError::ColumnNotFound(format!("{name}.{n}")))
                 })
                 .collect::<Result<_>>()?
         };
-        if !targets.iter().any(|(n, _)| n.eq_ignore_ascii_case(&t.schema().key_name)) {
-            return Err(QueryError::Syntax(format!("INSERT INTO {name} must give the key column {}", t.schema().key_name)));
+        if !targets
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(&t.schema().key_name))
+        {
+            return Err(QueryError::Syntax(format!(
+                "INSERT INTO {name} must give the key column {}",
+                t.schema().key_name
+            )));
         }
-        let source = ins.source.as_ref().ok_or_else(|| QueryError::Unsupported("INSERT without VALUES or a query".into()))?;
+        let source = ins
+            .source
+            .as_ref()
+            .ok_or_else(|| QueryError::Unsupported("INSERT without VALUES or a query".into()))?;
         let batch = match source.body.as_ref() {
             ast::SetExpr::Values(v) => {
                 let mut builders: Vec<Vec<Scalar>> = vec![Vec::new(); targets.len()];
                 for row in &v.rows {
                     let content = &row.content;
                     if content.len() != targets.len() {
-                        return Err(QueryError::Syntax(format!("a VALUES row has {} values for {} columns", content.len(), targets.len())));
+                        return Err(QueryError::Syntax(format!(
+                            "a VALUES row has {} values for {} columns",
+                            content.len(),
+                            targets.len()
+                        )));
                     }
                     for (k, e) in content.iter().enumerate() {
                         let s = eval_const(e, self.now())?;
@@ -411,31 +601,56 @@ impl Engine {
                         }
                     }
                 }
-                let arrays = builders.into_iter().zip(&targets).map(|(vals, (_, t))| scalars_to_array(&vals, *t)).collect::<Result<Vec<_>>>()?;
-                let fields: Vec<Field> = targets.iter().map(|(n, t)| Field::new(n, crate::exec::arrow_type(*t), true)).collect();
+                let arrays = builders
+                    .into_iter()
+                    .zip(&targets)
+                    .map(|(vals, (_, t))| scalars_to_array(&vals, *t))
+                    .collect::<Result<Vec<_>>>()?;
+                let fields: Vec<Field> = targets
+                    .iter()
+                    .map(|(n, t)| Field::new(n, crate::exec::arrow_type(*t), true))
+                    .collect();
                 RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?
             }
             _ => {
                 let plan = plan_query(source, &self.ctx(&snap))?;
                 let b = run_query(&plan, &snap)?;
                 if b.num_columns() != targets.len() {
-                    return Err(QueryError::Syntax(format!("the query returns {} columns for {} target columns", b.num_columns(), targets.len())));
+                    return Err(QueryError::Syntax(format!(
+                        "the query returns {} columns for {} target columns",
+                        b.num_columns(),
+                        targets.len()
+                    )));
                 }
                 let mut arrays = Vec::new();
                 for (a, (n, t)) in b.columns().iter().zip(&targets) {
                     let want = crate::exec::arrow_type(*t);
                     if a.data_type() == &want || a.data_type() == &DataType::Null {
-                        arrays.push(if a.data_type() == &DataType::Null { arrow_array::new_null_array(&want, a.len()) } else { a.clone() });
+                        arrays.push(if a.data_type() == &DataType::Null {
+                            arrow_array::new_null_array(&want, a.len())
+                        } else {
+                            a.clone()
+                        });
                     } else {
-                        return Err(QueryError::Type(format!("column {n} is {} but the query gives {}", t.name(), a.data_type())));
+                        return Err(QueryError::Type(format!(
+                            "column {n} is {} but the query gives {}",
+                            t.name(),
+                            a.data_type()
+                        )));
                     }
                 }
-                let fields: Vec<Field> = targets.iter().map(|(n, t)| Field::new(n, crate::exec::arrow_type(*t), true)).collect();
+                let fields: Vec<Field> = targets
+                    .iter()
+                    .map(|(n, t)| Field::new(n, crate::exec::arrow_type(*t), true))
+                    .collect();
                 RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?
             }
         };
         let n = self.append_batch(&name, &batch)?;
-        Ok(Output::Done { tag: "INSERT".into(), rows: n })
+        Ok(Output::Done {
+            tag: "INSERT".into(),
+            rows: n,
+        })
     }
 }
 
@@ -460,12 +675,20 @@ fn single_name(n: &ast::ObjectName) -> Result<String> {
 fn sql_type(t: &ast::DataType) -> Result<DType> {
     use ast::DataType as T;
     Ok(match t {
-        T::Timestamp(_, tz) if !matches!(tz, ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz) => DType::Timestamp,
+        T::Timestamp(_, tz)
+            if !matches!(tz, ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz) =>
+        {
+            DType::Timestamp
+        }
         T::BigInt(_) | T::Int8(_) | T::Int64 => DType::Bigint,
         T::Double(_) | T::DoublePrecision | T::Float8 => DType::Double,
         T::Boolean | T::Bool => DType::Boolean,
         T::Varchar(_) | T::Text | T::String(_) | T::CharacterVarying(_) => DType::Varchar,
-        other => return Err(QueryError::Unsupported(format!("column type {other} (use TIMESTAMP, BIGINT, DOUBLE, BOOLEAN or VARCHAR)"))),
+        other => {
+            return Err(QueryError::Unsupported(format!(
+                "column type {other} (use TIMESTAMP, BIGINT, DOUBLE, BOOLEAN or VARCHAR)"
+            )))
+        }
     })
 }
 
@@ -475,7 +698,13 @@ fn coerce(s: Scalar, to: DType) -> Result<Scalar> {
         (Scalar::Str(v), DType::Timestamp) => Scalar::Ts(crate::types::parse_timestamp(&v)?),
         (Scalar::Int(v), DType::Double) => Scalar::Float(v as f64),
         (s, t) if s.dtype() == t => s,
-        (s, t) => return Err(QueryError::Type(format!("cannot store a {} value in a {} column", s.dtype().name(), t.name()))),
+        (s, t) => {
+            return Err(QueryError::Type(format!(
+                "cannot store a {} value in a {} column",
+                s.dtype().name(),
+                t.name()
+            )))
+        }
     })
 }
 
@@ -537,7 +766,11 @@ fn scalars_to_array(vals: &[Scalar], t: DType) -> Result<ArrayRef> {
             }
             Arc::new(b.finish())
         }
-        DType::Interval | DType::Null => return Err(QueryError::Type("a column cannot hold INTERVAL values".into())),
+        DType::Interval | DType::Null => {
+            return Err(QueryError::Type(
+                "a column cannot hold INTERVAL values".into(),
+            ))
+        }
     })
 }
 

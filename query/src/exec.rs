@@ -6,12 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use arrow_array::{ArrayRef, NullArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use journeydb_storage::keydict::KeyDict;
 use journeydb_storage::values::merge_columns;
-use journeydb_storage::{ColumnData, ColumnId, ColumnType, Key, MergeRule, PartitionId, Snapshot, Values};
+use journeydb_storage::{
+    ColumnData, ColumnId, ColumnType, Key, MergeRule, PartitionId, Snapshot, Values,
+};
 use roaring::RoaringBitmap;
 
 use crate::error::{QueryError, Result};
@@ -51,8 +55,14 @@ impl Relation {
 }
 
 /// Runs `f` over `items` on up to `available_parallelism` threads, keeping order.
-pub fn par_map<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> Result<T> + Sync) -> Result<Vec<T>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len()).max(1);
+pub fn par_map<I: Sync, T: Send>(
+    items: &[I],
+    f: impl Fn(&I) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len())
+        .max(1);
     if threads == 1 {
         return items.iter().map(&f).collect();
     }
@@ -72,23 +82,39 @@ pub fn par_map<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> Result<T> + Sync
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     for (i, r) in results.into_iter().flatten() {
         if let Some(slot) = slots.get_mut(i) {
             *slot = Some(r);
         }
     }
-    slots.into_iter().map(|s| s.unwrap_or_else(|| Err(QueryError::Internal("a worker thread panicked".into())))).collect()
+    slots
+        .into_iter()
+        .map(|s| s.unwrap_or_else(|| Err(QueryError::Internal("a worker thread panicked".into()))))
+        .collect()
 }
 
 /// Evaluates a constant expression.
 pub fn eval_scalar(e: &Expr) -> Result<Scalar> {
-    let frame = Frame { rows: [0].into_iter().collect(), cols: Vec::new() };
-    let ctx = EvalCtx { cols: &[], keys: None };
+    let frame = Frame {
+        rows: [0].into_iter().collect(),
+        cols: Vec::new(),
+    };
+    let ctx = EvalCtx {
+        cols: &[],
+        keys: None,
+    };
     match eval(e, &frame, &ctx)? {
         Vector::Const(s) => Ok(s),
-        Vector::Bool { t, n } => Ok(if !n.is_empty() { Scalar::Null } else { Scalar::Bool(!t.is_empty()) }),
+        Vector::Bool { t, n } => Ok(if !n.is_empty() {
+            Scalar::Null
+        } else {
+            Scalar::Bool(!t.is_empty())
+        }),
         Vector::Col(..) => Err(QueryError::InvalidValue("expected a constant".into())),
     }
 }
@@ -124,15 +150,31 @@ fn eval<'a>(e: &Expr, f: &'a Frame, ctx: &EvalCtx<'_>) -> Result<Vector<'a>> {
     let rows = &f.rows;
     Ok(match e {
         Expr::Col(i) => {
-            let col = ctx.cols.get(*i).ok_or_else(|| QueryError::Internal(format!("column #{i}")))?;
+            let col = ctx
+                .cols
+                .get(*i)
+                .ok_or_else(|| QueryError::Internal(format!("column #{i}")))?;
             if col.is_key {
-                let keys = ctx.keys.ok_or_else(|| QueryError::Internal("keys unavailable".into()))?;
-                Vector::Col(Cow::Owned(ColumnData { presence: rows.clone(), values: decode_keys(keys, rows)? }), col.dtype)
+                let keys = ctx
+                    .keys
+                    .ok_or_else(|| QueryError::Internal("keys unavailable".into()))?;
+                Vector::Col(
+                    Cow::Owned(ColumnData {
+                        presence: rows.clone(),
+                        values: decode_keys(keys, rows)?,
+                    }),
+                    col.dtype,
+                )
             } else {
                 match f.cols.get(*i).and_then(|c| c.as_ref()) {
                     Some(c) => Vector::Col(Cow::Borrowed(c), col.dtype),
                     None if col.dtype == DType::Null => Vector::Const(Scalar::Null),
-                    None => return Err(QueryError::Internal(format!("column {} was not read", col.name))),
+                    None => {
+                        return Err(QueryError::Internal(format!(
+                            "column {} was not read",
+                            col.name
+                        )))
+                    }
                 }
             }
         }
@@ -160,13 +202,19 @@ fn sample_rows(rows: &RoaringBitmap, s: Sample) -> RoaringBitmap {
         return rows.clone();
     }
     let threshold = (s.percent / 100.0 * u64::MAX as f64) as u64;
-    RoaringBitmap::from_sorted_iter(rows.iter().filter(|o| sampled(s.seed, *o, threshold))).unwrap_or_default()
+    RoaringBitmap::from_sorted_iter(rows.iter().filter(|o| sampled(s.seed, *o, threshold)))
+        .unwrap_or_default()
 }
 
 /// Executes a plan into a relation.
 pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
     match plan {
-        Plan::Scan { table, load, sample, cols } => {
+        Plan::Scan {
+            table,
+            load,
+            sample,
+            cols,
+        } => {
             let parts = table.partitions();
             let frames = par_map(&parts, |p| {
                 let mut rows = table.rows(*p);
@@ -177,20 +225,35 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
                 for (i, l) in load.iter().enumerate() {
                     fc.push(if *l {
                         let c = table.column(*p, ColumnId(i as u32))?;
-                        Some(if sample.is_some() { restrict(&c, &rows) } else { c })
+                        Some(if sample.is_some() {
+                            restrict(&c, &rows)
+                        } else {
+                            c
+                        })
                     } else {
                         None
                     });
                 }
                 Ok(Frame { rows, cols: fc })
             })?;
-            Ok(Relation { cols: cols.clone(), parts: parts.into_iter().zip(frames).map(|(p, f)| (p, vec![f])).collect() })
+            Ok(Relation {
+                cols: cols.clone(),
+                parts: parts
+                    .into_iter()
+                    .zip(frames)
+                    .map(|(p, f)| (p, vec![f]))
+                    .collect(),
+            })
         }
         Plan::Filter { input, predicate } => {
             let rel = execute(input, snap)?;
             map_frames(rel, snap, |f, ctx| {
                 let (t, _) = eval(predicate, f, ctx)?.into_bool(&f.rows)?;
-                let cols = f.cols.iter().map(|c| c.as_ref().map(|c| restrict(c, &t))).collect();
+                let cols = f
+                    .cols
+                    .iter()
+                    .map(|c| c.as_ref().map(|c| restrict(c, &t)))
+                    .collect();
                 Ok(Frame { rows: t, cols })
             })
         }
@@ -199,14 +262,25 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
             let mut out = map_frames(rel, snap, |f, ctx| {
                 let mut cols = Vec::with_capacity(exprs.len());
                 for (e, c) in exprs {
-                    cols.push(if c.is_key { None } else { Some(eval(e, f, ctx)?.into_column(&f.rows)?) });
+                    cols.push(if c.is_key {
+                        None
+                    } else {
+                        Some(eval(e, f, ctx)?.into_column(&f.rows)?)
+                    });
                 }
-                Ok(Frame { rows: f.rows.clone(), cols })
+                Ok(Frame {
+                    rows: f.rows.clone(),
+                    cols,
+                })
             })?;
             out.cols = exprs.iter().map(|(_, c)| c.clone()).collect();
             Ok(out)
         }
-        Plan::Aggregate { input, by_key, items } => {
+        Plan::Aggregate {
+            input,
+            by_key,
+            items,
+        } => {
             let rel = execute(input, snap)?;
             if *by_key {
                 aggregate_by_key(rel, items, snap)
@@ -218,7 +292,8 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
             let l = execute(left, snap)?;
             let r = execute(right, snap)?;
             let mut parts = BTreeMap::new();
-            let keys: std::collections::BTreeSet<PartitionId> = l.parts.keys().chain(r.parts.keys()).copied().collect();
+            let keys: std::collections::BTreeSet<PartitionId> =
+                l.parts.keys().chain(r.parts.keys()).copied().collect();
             for p in keys {
                 let lr = union_rows(l.parts.get(&p));
                 let rr = union_rows(r.parts.get(&p));
@@ -228,10 +303,19 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
                     SetKind::Except => lr - rr,
                 };
                 if !rows.is_empty() {
-                    parts.insert(p, vec![Frame { rows, cols: vec![None] }]);
+                    parts.insert(
+                        p,
+                        vec![Frame {
+                            rows,
+                            cols: vec![None],
+                        }],
+                    );
                 }
             }
-            Ok(Relation { cols: l.cols, parts })
+            Ok(Relation {
+                cols: l.cols,
+                parts,
+            })
         }
         Plan::UnionAll { left, right } => {
             let mut l = execute(left, snap)?;
@@ -248,10 +332,27 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
         }
         Plan::Distinct { input } => {
             let rel = execute(input, snap)?;
-            let parts = rel.parts.iter().map(|(p, fs)| (*p, vec![Frame { rows: union_rows(Some(fs)), cols: vec![None] }])).collect();
-            Ok(Relation { cols: rel.cols, parts })
+            let parts = rel
+                .parts
+                .iter()
+                .map(|(p, fs)| {
+                    (
+                        *p,
+                        vec![Frame {
+                            rows: union_rows(Some(fs)),
+                            cols: vec![None],
+                        }],
+                    )
+                })
+                .collect();
+            Ok(Relation {
+                cols: rel.cols,
+                parts,
+            })
         }
-        Plan::System { name, .. } => Err(QueryError::Unsupported(format!("{name} inside a subquery or set operation"))),
+        Plan::System { name, .. } => Err(QueryError::Unsupported(format!(
+            "{name} inside a subquery or set operation"
+        ))),
     }
 }
 
@@ -264,20 +365,34 @@ fn union_rows(frames: Option<&Vec<Frame>>) -> RoaringBitmap {
 }
 
 /// Applies `f` to every frame, in parallel over partitions.
-fn map_frames(rel: Relation, snap: &Snapshot, f: impl Fn(&Frame, &EvalCtx<'_>) -> Result<Frame> + Sync) -> Result<Relation> {
+fn map_frames(
+    rel: Relation,
+    snap: &Snapshot,
+    f: impl Fn(&Frame, &EvalCtx<'_>) -> Result<Frame> + Sync,
+) -> Result<Relation> {
     let parts: Vec<(PartitionId, Vec<Frame>)> = rel.parts.into_iter().collect();
     let cols = rel.cols;
     let out = par_map(&parts, |(p, frames)| {
         let keys = snap.keys();
-        let ctx = EvalCtx { cols: &cols, keys: Some(&keys) };
-        let fs = frames.iter().map(|fr| f(fr, &ctx)).collect::<Result<Vec<_>>>()?;
+        let ctx = EvalCtx {
+            cols: &cols,
+            keys: Some(&keys),
+        };
+        let fs = frames
+            .iter()
+            .map(|fr| f(fr, &ctx))
+            .collect::<Result<Vec<_>>>()?;
         Ok((*p, fs))
     })?;
-    Ok(Relation { cols, parts: out.into_iter().collect() })
+    Ok(Relation {
+        cols,
+        parts: out.into_iter().collect(),
+    })
 }
 
 fn rule_type(t: DType) -> Result<ColumnType> {
-    t.column_type().ok_or_else(|| QueryError::Type(format!("MIN / MAX of {}", t.name())))
+    t.column_type()
+        .ok_or_else(|| QueryError::Type(format!("MIN / MAX of {}", t.name())))
 }
 
 /// Counts, per ordinal of `rows`, how many of `sets` contain it.
@@ -285,7 +400,9 @@ fn count_per_row(rows: &RoaringBitmap, sets: &[RoaringBitmap]) -> Values {
     if let [one] = sets {
         return Values::Int(rows.iter().map(|o| i64::from(one.contains(o))).collect());
     }
-    let (Some(lo), Some(hi)) = (rows.min(), rows.max()) else { return Values::Int(Vec::new()) };
+    let (Some(lo), Some(hi)) = (rows.min(), rows.max()) else {
+        return Values::Int(Vec::new());
+    };
     let mut counts = vec![0i64; (hi - lo) as usize + 1];
     for s in sets {
         for o in s.iter() {
@@ -294,7 +411,11 @@ fn count_per_row(rows: &RoaringBitmap, sets: &[RoaringBitmap]) -> Values {
             }
         }
     }
-    Values::Int(rows.iter().map(|o| counts.get((o - lo) as usize).copied().unwrap_or(0)).collect())
+    Values::Int(
+        rows.iter()
+            .map(|o| counts.get((o - lo) as usize).copied().unwrap_or(0))
+            .collect(),
+    )
 }
 
 fn present(v: &Vector<'_>, rows: &RoaringBitmap) -> RoaringBitmap {
@@ -311,7 +432,10 @@ fn aggregate_by_key(rel: Relation, items: &[(Agg, RelCol)], snap: &Snapshot) -> 
     let in_cols = rel.cols;
     let out = par_map(&parts, |(p, frames)| {
         let keys = snap.keys();
-        let ctx = EvalCtx { cols: &in_cols, keys: Some(&keys) };
+        let ctx = EvalCtx {
+            cols: &in_cols,
+            keys: Some(&keys),
+        };
         let rows = union_rows(Some(frames));
         let mut cols = Vec::with_capacity(items.len());
         for (agg, col) in items {
@@ -319,19 +443,39 @@ fn aggregate_by_key(rel: Relation, items: &[(Agg, RelCol)], snap: &Snapshot) -> 
                 Agg::Key => None,
                 Agg::CountStar => {
                     let sets: Vec<RoaringBitmap> = frames.iter().map(|f| f.rows.clone()).collect();
-                    Some(ColumnData { presence: rows.clone(), values: count_per_row(&rows, &sets) })
+                    Some(ColumnData {
+                        presence: rows.clone(),
+                        values: count_per_row(&rows, &sets),
+                    })
                 }
                 Agg::Count(e) => {
-                    let sets = frames.iter().map(|f| Ok(present(&eval(e, f, &ctx)?, &f.rows))).collect::<Result<Vec<_>>>()?;
-                    Some(ColumnData { presence: rows.clone(), values: count_per_row(&rows, &sets) })
+                    let sets = frames
+                        .iter()
+                        .map(|f| Ok(present(&eval(e, f, &ctx)?, &f.rows)))
+                        .collect::<Result<Vec<_>>>()?;
+                    Some(ColumnData {
+                        presence: rows.clone(),
+                        values: count_per_row(&rows, &sets),
+                    })
                 }
                 Agg::Min(e) | Agg::Max(e) => {
                     if col.dtype == DType::Null {
-                        Some(ColumnData { presence: RoaringBitmap::new(), values: Values::Int(Vec::new()) })
+                        Some(ColumnData {
+                            presence: RoaringBitmap::new(),
+                            values: Values::Int(Vec::new()),
+                        })
                     } else {
-                        let rule = if matches!(agg, Agg::Min(_)) { MergeRule::Min } else { MergeRule::Max };
-                        let data = frames.iter().map(|f| eval(e, f, &ctx)?.into_column(&f.rows)).collect::<Result<Vec<_>>>()?;
-                        let refs: Vec<&ColumnData> = data.iter().filter(|d| !d.presence.is_empty()).collect();
+                        let rule = if matches!(agg, Agg::Min(_)) {
+                            MergeRule::Min
+                        } else {
+                            MergeRule::Max
+                        };
+                        let data = frames
+                            .iter()
+                            .map(|f| eval(e, f, &ctx)?.into_column(&f.rows))
+                            .collect::<Result<Vec<_>>>()?;
+                        let refs: Vec<&ColumnData> =
+                            data.iter().filter(|d| !d.presence.is_empty()).collect();
                         Some(merge_columns(rule, rule_type(col.dtype)?, &refs))
                     }
                 }
@@ -339,16 +483,46 @@ fn aggregate_by_key(rel: Relation, items: &[(Agg, RelCol)], snap: &Snapshot) -> 
         }
         Ok((*p, vec![Frame { rows, cols }]))
     })?;
-    Ok(Relation { cols: items.iter().map(|(_, c)| c.clone()).collect(), parts: out.into_iter().filter(|(_, f)| f.iter().any(|f| !f.rows.is_empty())).collect() })
+    Ok(Relation {
+        cols: items.iter().map(|(_, c)| c.clone()).collect(),
+        parts: out
+            .into_iter()
+            .filter(|(_, f)| f.iter().any(|f| !f.rows.is_empty()))
+            .collect(),
+    })
 }
 
 fn fold_scalar(acc: &mut Option<Scalar>, v: Scalar, min: bool) {
     let better = match (&*acc, &v) {
         (None, _) => true,
-        (Some(Scalar::Int(a)), Scalar::Int(b)) | (Some(Scalar::Ts(a)), Scalar::Ts(b)) => if min { b < a } else { b > a },
-        (Some(Scalar::Float(a)), Scalar::Float(b)) => if min { b.total_cmp(a).is_lt() } else { b.total_cmp(a).is_gt() },
-        (Some(Scalar::Bool(a)), Scalar::Bool(b)) => if min { b < a } else { b > a },
-        (Some(Scalar::Str(a)), Scalar::Str(b)) => if min { b < a } else { b > a },
+        (Some(Scalar::Int(a)), Scalar::Int(b)) | (Some(Scalar::Ts(a)), Scalar::Ts(b)) => {
+            if min {
+                b < a
+            } else {
+                b > a
+            }
+        }
+        (Some(Scalar::Float(a)), Scalar::Float(b)) => {
+            if min {
+                b.total_cmp(a).is_lt()
+            } else {
+                b.total_cmp(a).is_gt()
+            }
+        }
+        (Some(Scalar::Bool(a)), Scalar::Bool(b)) => {
+            if min {
+                b < a
+            } else {
+                b > a
+            }
+        }
+        (Some(Scalar::Str(a)), Scalar::Str(b)) => {
+            if min {
+                b < a
+            } else {
+                b > a
+            }
+        }
         _ => false,
     };
     if better {
@@ -361,10 +535,20 @@ fn extreme(c: &ColumnData, dtype: DType, min: bool) -> Option<Scalar> {
     match &c.values {
         Values::Int(v) => {
             let x = if min { v.iter().min() } else { v.iter().max() };
-            x.map(|x| if dtype == DType::Timestamp { Scalar::Ts(*x) } else { Scalar::Int(*x) })
+            x.map(|x| {
+                if dtype == DType::Timestamp {
+                    Scalar::Ts(*x)
+                } else {
+                    Scalar::Int(*x)
+                }
+            })
         }
         Values::Float(v) => {
-            let x = if min { v.iter().copied().min_by(f64::total_cmp) } else { v.iter().copied().max_by(f64::total_cmp) };
+            let x = if min {
+                v.iter().copied().min_by(f64::total_cmp)
+            } else {
+                v.iter().copied().max_by(f64::total_cmp)
+            };
             x.map(Scalar::Float)
         }
         Values::Bool(v) => {
@@ -386,12 +570,17 @@ fn aggregate_all(rel: Relation, items: &[(Agg, RelCol)], snap: &Snapshot) -> Res
     // Per partition partial results, folded afterwards.
     let partials = par_map(&parts, |frames| {
         let keys = snap.keys();
-        let ctx = EvalCtx { cols: &in_cols, keys: Some(&keys) };
+        let ctx = EvalCtx {
+            cols: &in_cols,
+            keys: Some(&keys),
+        };
         let mut out: Vec<Option<Scalar>> = Vec::with_capacity(items.len());
         for (agg, col) in items {
             out.push(match agg {
                 Agg::Key => return Err(QueryError::Unsupported("the key without GROUP BY".into())),
-                Agg::CountStar => Some(Scalar::Int(frames.iter().map(|f| f.rows.len() as i64).sum())),
+                Agg::CountStar => Some(Scalar::Int(
+                    frames.iter().map(|f| f.rows.len() as i64).sum(),
+                )),
                 Agg::Count(e) => {
                     let mut n = 0i64;
                     for f in frames {
@@ -414,10 +603,13 @@ fn aggregate_all(rel: Relation, items: &[(Agg, RelCol)], snap: &Snapshot) -> Res
         }
         Ok(out)
     })?;
-    let mut row: Vec<Option<Scalar>> = items.iter().map(|(a, _)| match a {
-        Agg::CountStar | Agg::Count(_) => Some(Scalar::Int(0)),
-        _ => None,
-    }).collect();
+    let mut row: Vec<Option<Scalar>> = items
+        .iter()
+        .map(|(a, _)| match a {
+            Agg::CountStar | Agg::Count(_) => Some(Scalar::Int(0)),
+            _ => None,
+        })
+        .collect();
     for part in partials {
         for ((slot, v), (agg, _)) in row.iter_mut().zip(part).zip(items) {
             match (agg, v) {
@@ -437,14 +629,20 @@ fn aggregate_all(rel: Relation, items: &[(Agg, RelCol)], snap: &Snapshot) -> Res
         .into_iter()
         .map(|v| {
             Ok(Some(match v {
-                None | Some(Scalar::Null) => ColumnData { presence: RoaringBitmap::new(), values: Values::Int(Vec::new()) },
+                None | Some(Scalar::Null) => ColumnData {
+                    presence: RoaringBitmap::new(),
+                    values: Values::Int(Vec::new()),
+                },
                 Some(s) => Vector::Const(s).into_column(&one)?,
             }))
         })
         .collect::<Result<Vec<_>>>()?;
     let mut parts = BTreeMap::new();
     parts.insert(PartitionId(0), vec![Frame { rows: one, cols }]);
-    Ok(Relation { cols: items.iter().map(|(_, c)| c.clone()).collect(), parts })
+    Ok(Relation {
+        cols: items.iter().map(|(_, c)| c.clone()).collect(),
+        parts,
+    })
 }
 
 /// The Arrow type of a column of the output.
@@ -510,7 +708,11 @@ impl Builder {
 
 /// The Arrow schema of a relation's output.
 pub fn output_schema(cols: &[RelCol]) -> Arc<Schema> {
-    Arc::new(Schema::new(cols.iter().map(|c| Field::new(&c.name, arrow_type(c.dtype), true)).collect::<Vec<_>>()))
+    Arc::new(Schema::new(
+        cols.iter()
+            .map(|c| Field::new(&c.name, arrow_type(c.dtype), true))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// Materializes up to `max_rows` rows of a relation (ordinal order) as Arrow, decoding keys only for
@@ -528,7 +730,8 @@ pub fn to_batch(rel: &Relation, snap: &Snapshot, max_rows: Option<usize>) -> Res
             left -= ords.len();
             for (i, (b, c)) in builders.iter_mut().zip(&rel.cols).enumerate() {
                 if c.is_key {
-                    let sub = RoaringBitmap::from_sorted_iter(ords.iter().copied()).unwrap_or_default();
+                    let sub =
+                        RoaringBitmap::from_sorted_iter(ords.iter().copied()).unwrap_or_default();
                     let vals = decode_keys(&keys, &sub)?;
                     for j in 0..ords.len() {
                         b.push(Some((&vals, j)));
@@ -563,7 +766,11 @@ pub fn run_query(q: &QueryPlan, snap: &Snapshot) -> Result<RecordBatch> {
         return sort_limit(b, q);
     }
     let rel = execute(&q.plan, snap)?;
-    let cap = if q.order.is_empty() { q.limit.map(|l| l.saturating_add(q.offset)) } else { None };
+    let cap = if q.order.is_empty() {
+        q.limit.map(|l| l.saturating_add(q.offset))
+    } else {
+        None
+    };
     let batch = to_batch(&rel, snap, cap)?;
     sort_limit(batch, q)
 }
@@ -576,8 +783,18 @@ fn sort_limit(batch: RecordBatch, q: &QueryPlan) -> Result<RecordBatch> {
             .order
             .iter()
             .map(|(i, desc, nulls_first)| {
-                let values = batch.columns().get(*i).cloned().ok_or_else(|| QueryError::Internal("order column".into()))?;
-                Ok(arrow_ord::sort::SortColumn { values, options: Some(arrow_schema::SortOptions { descending: *desc, nulls_first: *nulls_first }) })
+                let values = batch
+                    .columns()
+                    .get(*i)
+                    .cloned()
+                    .ok_or_else(|| QueryError::Internal("order column".into()))?;
+                Ok(arrow_ord::sort::SortColumn {
+                    values,
+                    options: Some(arrow_schema::SortOptions {
+                        descending: *desc,
+                        nulls_first: *nulls_first,
+                    }),
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let idx = arrow_ord::sort::lexsort_to_indices(&sort_cols, None)?;

@@ -1,7 +1,10 @@
 //! Text forms of results: one cell's text (shared by the shell, the test runner and the PostgreSQL
 //! wire protocol), and whole batches as an aligned table, CSV or JSON lines.
 
-use arrow_array::{Array, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    Array, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
 use arrow_schema::DataType;
 
 use crate::types::format_timestamp;
@@ -11,7 +14,11 @@ pub fn double_text(v: f64) -> String {
     if v.is_nan() {
         "nan".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
+        if v > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{v:.1}")
     } else {
@@ -26,7 +33,9 @@ pub fn cell_text(a: &dyn Array, i: usize) -> Option<String> {
     }
     let any = a.as_any();
     Some(match a.data_type() {
-        DataType::Timestamp(_, _) => format_timestamp(any.downcast_ref::<TimestampMicrosecondArray>()?.value(i)),
+        DataType::Timestamp(_, _) => {
+            format_timestamp(any.downcast_ref::<TimestampMicrosecondArray>()?.value(i))
+        }
         DataType::Int64 => any.downcast_ref::<Int64Array>()?.value(i).to_string(),
         DataType::Float64 => double_text(any.downcast_ref::<Float64Array>()?.value(i)),
         DataType::Boolean => any.downcast_ref::<BooleanArray>()?.value(i).to_string(),
@@ -41,7 +50,12 @@ pub fn table(b: &RecordBatch) -> String {
     let schema = b.schema();
     let headers: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let rows: Vec<Vec<String>> = (0..b.num_rows())
-        .map(|r| b.columns().iter().map(|c| cell_text(c.as_ref(), r).unwrap_or_else(|| "NULL".into())).collect())
+        .map(|r| {
+            b.columns()
+                .iter()
+                .map(|c| cell_text(c.as_ref(), r).unwrap_or_else(|| "NULL".into()))
+                .collect()
+        })
         .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
@@ -50,17 +64,34 @@ pub fn table(b: &RecordBatch) -> String {
         }
     }
     let line = |cells: &[String]| -> String {
-        cells.iter().zip(&widths).map(|(c, w)| format!(" {c:<w$} ")).collect::<Vec<_>>().join("|").trim_end().to_string()
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!(" {c:<w$} "))
+            .collect::<Vec<_>>()
+            .join("|")
+            .trim_end()
+            .to_string()
     };
     let mut out = line(&headers);
     out.push('\n');
-    out.push_str(&widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("+"));
+    out.push_str(
+        &widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+"),
+    );
     out.push('\n');
     for row in &rows {
         out.push_str(&line(row));
         out.push('\n');
     }
-    out.push_str(&format!("({} row{})\n", rows.len(), if rows.len() == 1 { "" } else { "s" }));
+    out.push_str(&format!(
+        "({} row{})\n",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    ));
     out
 }
 
@@ -75,10 +106,23 @@ fn csv_field(s: &str) -> String {
 /// The batch as CSV with a header line; NULL is an empty field.
 pub fn csv(b: &RecordBatch) -> String {
     let schema = b.schema();
-    let mut out = schema.fields().iter().map(|f| csv_field(f.name())).collect::<Vec<_>>().join(",");
+    let mut out = schema
+        .fields()
+        .iter()
+        .map(|f| csv_field(f.name()))
+        .collect::<Vec<_>>()
+        .join(",");
     out.push('\n');
     for r in 0..b.num_rows() {
-        let row: Vec<String> = b.columns().iter().map(|c| cell_text(c.as_ref(), r).map(|v| csv_field(&v)).unwrap_or_default()).collect();
+        let row: Vec<String> = b
+            .columns()
+            .iter()
+            .map(|c| {
+                cell_text(c.as_ref(), r)
+                    .map(|v| csv_field(&v))
+                    .unwrap_or_default()
+            })
+            .collect();
         out.push_str(&row.join(","));
         out.push('\n');
     }
@@ -144,12 +188,21 @@ mod tests {
         assert_eq!(double_text(2.0), "2.0");
         assert_eq!(double_text(0.5), "0.5");
         let b = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true), Field::new("n", DataType::Int64, true)])),
-            vec![Arc::new(StringArray::from(vec![Some("x,\"y\""), None])) as ArrayRef, Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef],
+            Arc::new(Schema::new(vec![
+                Field::new("a", DataType::Utf8, true),
+                Field::new("n", DataType::Int64, true),
+            ])),
+            vec![
+                Arc::new(StringArray::from(vec![Some("x,\"y\""), None])) as ArrayRef,
+                Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+            ],
         )
         .unwrap();
         assert_eq!(csv(&b), "a,n\n\"x,\"\"y\"\"\",1\n,\n");
-        assert_eq!(json(&b), "{\"a\":\"x,\\\"y\\\"\",\"n\":1}\n{\"a\":null,\"n\":null}\n");
+        assert_eq!(
+            json(&b),
+            "{\"a\":\"x,\\\"y\\\"\",\"n\":1}\n{\"a\":null,\"n\":null}\n"
+        );
         assert!(table(&b).contains("(2 rows)"));
     }
 }

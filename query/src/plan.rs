@@ -195,29 +195,87 @@ impl Plan {
     /// EXPLAIN text.
     pub fn explain(&self, out: &mut String, depth: usize) {
         let pad = "  ".repeat(depth);
-        let names = |cols: &[RelCol]| cols.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(", ");
+        let names = |cols: &[RelCol]| {
+            cols.iter()
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let _ = match self {
-            Plan::Scan { table, load, sample, .. } => {
-                let read: Vec<String> = table.schema().columns.iter().zip(load).filter(|(_, l)| **l).map(|(c, _)| c.name.clone()).collect();
-                let s = sample.map(|s| format!(" sample=bernoulli({}%, seed {})", s.percent, s.seed)).unwrap_or_default();
-                writeln!(out, "{pad}Scan {} [key + {}] per partition: presence bitmaps{s}", table.name(), if read.is_empty() { "no columns".into() } else { read.join(", ") })
+            Plan::Scan {
+                table,
+                load,
+                sample,
+                ..
+            } => {
+                let read: Vec<String> = table
+                    .schema()
+                    .columns
+                    .iter()
+                    .zip(load)
+                    .filter(|(_, l)| **l)
+                    .map(|(c, _)| c.name.clone())
+                    .collect();
+                let s = sample
+                    .map(|s| format!(" sample=bernoulli({}%, seed {})", s.percent, s.seed))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{pad}Scan {} [key + {}] per partition: presence bitmaps{s}",
+                    table.name(),
+                    if read.is_empty() {
+                        "no columns".into()
+                    } else {
+                        read.join(", ")
+                    }
+                )
             }
-            Plan::Filter { predicate, .. } => writeln!(out, "{pad}Filter {} (bitmap predicate)", show(predicate)),
-            Plan::Project { exprs, .. } => writeln!(out, "{pad}Project {}", exprs.iter().map(|(e, c)| format!("{} AS {}", show(e), c.name)).collect::<Vec<_>>().join(", ")),
+            Plan::Filter { predicate, .. } => {
+                writeln!(out, "{pad}Filter {} (bitmap predicate)", show(predicate))
+            }
+            Plan::Project { exprs, .. } => writeln!(
+                out,
+                "{pad}Project {}",
+                exprs
+                    .iter()
+                    .map(|(e, c)| format!("{} AS {}", show(e), c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Plan::Aggregate { by_key, items, .. } => writeln!(
                 out,
                 "{pad}Aggregate {} [{}] ({})",
                 if *by_key { "GROUP BY key" } else { "global" },
                 names(&items.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>()),
-                if *by_key { "ordinal-aligned merge" } else { "bitmap cardinalities / min / max" }
+                if *by_key {
+                    "ordinal-aligned merge"
+                } else {
+                    "bitmap cardinalities / min / max"
+                }
             ),
-            Plan::SetOp { kind, .. } => writeln!(out, "{pad}{} (bitmap {})", match kind { SetKind::Union => "Union", SetKind::Intersect => "Intersect", SetKind::Except => "Except" }, match kind { SetKind::Union => "OR", SetKind::Intersect => "AND", SetKind::Except => "AND-NOT" }),
+            Plan::SetOp { kind, .. } => writeln!(
+                out,
+                "{pad}{} (bitmap {})",
+                match kind {
+                    SetKind::Union => "Union",
+                    SetKind::Intersect => "Intersect",
+                    SetKind::Except => "Except",
+                },
+                match kind {
+                    SetKind::Union => "OR",
+                    SetKind::Intersect => "AND",
+                    SetKind::Except => "AND-NOT",
+                }
+            ),
             Plan::UnionAll { .. } => writeln!(out, "{pad}UnionAll (frames concatenated)"),
             Plan::Distinct { .. } => writeln!(out, "{pad}Distinct (bitmap OR of frames)"),
             Plan::System { name, .. } => writeln!(out, "{pad}SystemTable {name}"),
         };
         match self {
-            Plan::Filter { input, .. } | Plan::Project { input, .. } | Plan::Aggregate { input, .. } | Plan::Distinct { input } => input.explain(out, depth + 1),
+            Plan::Filter { input, .. }
+            | Plan::Project { input, .. }
+            | Plan::Aggregate { input, .. }
+            | Plan::Distinct { input } => input.explain(out, depth + 1),
             Plan::SetOp { left, right, .. } | Plan::UnionAll { left, right } => {
                 left.explain(out, depth + 1);
                 right.explain(out, depth + 1);
@@ -256,7 +314,11 @@ fn unsupported<T>(what: impl Into<String>) -> Result<T> {
 }
 
 fn ident(i: &ast::Ident) -> String {
-    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_ascii_lowercase() }
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
 }
 
 /// The parts of an object name as plain strings.
@@ -281,19 +343,41 @@ pub fn plan_query(q: &ast::Query, ctx: &PlanCtx<'_>) -> Result<QueryPlan> {
     let cols = plan.cols();
     let mut order = Vec::new();
     if let Some(ob) = &q.order_by {
-        let ast::OrderByKind::Expressions(exprs) = &ob.kind else { return unsupported("ORDER BY ALL") };
+        let ast::OrderByKind::Expressions(exprs) = &ob.kind else {
+            return unsupported("ORDER BY ALL");
+        };
         for o in exprs {
             let idx = match &o.expr {
                 ast::Expr::Value(v) => match &v.value {
-                    ast::Value::Number(n, _) => n.parse::<usize>().ok().filter(|&i| i >= 1 && i <= cols.len()).map(|i| i - 1),
+                    ast::Value::Number(n, _) => n
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&i| i >= 1 && i <= cols.len())
+                        .map(|i| i - 1),
                     _ => None,
                 }
-                .ok_or_else(|| QueryError::InvalidValue(format!("ORDER BY position {} is not in 1..{}", o.expr, cols.len())))?,
+                .ok_or_else(|| {
+                    QueryError::InvalidValue(format!(
+                        "ORDER BY position {} is not in 1..{}",
+                        o.expr,
+                        cols.len()
+                    ))
+                })?,
                 ast::Expr::Identifier(i) => {
                     let name = ident(i);
-                    cols.iter().position(|c| c.name.eq_ignore_ascii_case(&name)).ok_or_else(|| QueryError::ColumnNotFound(format!("{name} (ORDER BY refers to output columns)")))?
+                    cols.iter()
+                        .position(|c| c.name.eq_ignore_ascii_case(&name))
+                        .ok_or_else(|| {
+                            QueryError::ColumnNotFound(format!(
+                                "{name} (ORDER BY refers to output columns)"
+                            ))
+                        })?
                 }
-                other => return unsupported(format!("ORDER BY expression {other} (use an output column name or position)")),
+                other => {
+                    return unsupported(format!(
+                        "ORDER BY expression {other} (use an output column name or position)"
+                    ))
+                }
             };
             let desc = match &o.options.sort {
                 None | Some(ast::OrderBySort::Asc) => false,
@@ -308,7 +392,11 @@ pub fn plan_query(q: &ast::Query, ctx: &PlanCtx<'_>) -> Result<QueryPlan> {
     let (mut limit, mut offset) = (None, 0);
     if let Some(lc) = &q.limit_clause {
         match lc {
-            ast::LimitClause::LimitOffset { limit: l, offset: o, limit_by } => {
+            ast::LimitClause::LimitOffset {
+                limit: l,
+                offset: o,
+                limit_by,
+            } => {
                 if !limit_by.is_empty() {
                     return unsupported("LIMIT BY");
                 }
@@ -322,13 +410,20 @@ pub fn plan_query(q: &ast::Query, ctx: &PlanCtx<'_>) -> Result<QueryPlan> {
             ast::LimitClause::OffsetCommaLimit { .. } => return unsupported("LIMIT offset, count"),
         }
     }
-    Ok(QueryPlan { plan, order, limit, offset })
+    Ok(QueryPlan {
+        plan,
+        order,
+        limit,
+        offset,
+    })
 }
 
 fn const_usize(e: &ast::Expr, what: &str) -> Result<usize> {
     match e {
         ast::Expr::Value(v) => match &v.value {
-            ast::Value::Number(n, _) => n.parse().map_err(|_| QueryError::InvalidValue(format!("{what} {n} is not a non-negative integer"))),
+            ast::Value::Number(n, _) => n.parse().map_err(|_| {
+                QueryError::InvalidValue(format!("{what} {n} is not a non-negative integer"))
+            }),
             ast::Value::Null if what == "LIMIT" => Ok(usize::MAX),
             _ => Err(QueryError::InvalidValue(format!("{what} must be a number"))),
         },
@@ -346,15 +441,25 @@ fn plan_set_expr(body: &ast::SetExpr, ctx: &PlanCtx<'_>) -> Result<Plan> {
             }
             Ok(qp.plan)
         }
-        ast::SetExpr::SetOperation { op, set_quantifier, left, right } => {
+        ast::SetExpr::SetOperation {
+            op,
+            set_quantifier,
+            left,
+            right,
+        } => {
             let l = plan_set_expr(left, ctx)?;
             let r = plan_set_expr(right, ctx)?;
             let (lc, rc) = (l.cols(), r.cols());
             if lc.len() != rc.len() {
-                return Err(QueryError::Type(format!("{op} inputs have {} and {} columns", lc.len(), rc.len())));
+                return Err(QueryError::Type(format!(
+                    "{op} inputs have {} and {} columns",
+                    lc.len(),
+                    rc.len()
+                )));
             }
             for (a, b) in lc.iter().zip(&rc) {
-                let compatible = a.dtype == b.dtype || a.dtype == DType::Null || b.dtype == DType::Null;
+                let compatible =
+                    a.dtype == b.dtype || a.dtype == DType::Null || b.dtype == DType::Null;
                 if !compatible || a.is_key != b.is_key {
                     return Err(QueryError::Type(format!(
                         "{op} column {} is {}{} on the left and {}{} on the right",
@@ -368,8 +473,16 @@ fn plan_set_expr(body: &ast::SetExpr, ctx: &PlanCtx<'_>) -> Result<Plan> {
             }
             let all = matches!(set_quantifier, ast::SetQuantifier::All);
             match (op, all) {
-                (ast::SetOperator::Union, true) => Ok(Plan::UnionAll { left: Box::new(l), right: Box::new(r) }),
-                (ast::SetOperator::Union | ast::SetOperator::Intersect | ast::SetOperator::Except, false) => {
+                (ast::SetOperator::Union, true) => Ok(Plan::UnionAll {
+                    left: Box::new(l),
+                    right: Box::new(r),
+                }),
+                (
+                    ast::SetOperator::Union
+                    | ast::SetOperator::Intersect
+                    | ast::SetOperator::Except,
+                    false,
+                ) => {
                     if !l.key_only() {
                         return unsupported(format!("{op} over columns other than the customer key (select only the key column)"));
                     }
@@ -378,7 +491,11 @@ fn plan_set_expr(body: &ast::SetExpr, ctx: &PlanCtx<'_>) -> Result<Plan> {
                         ast::SetOperator::Intersect => SetKind::Intersect,
                         _ => SetKind::Except,
                     };
-                    Ok(Plan::SetOp { kind, left: Box::new(l), right: Box::new(r) })
+                    Ok(Plan::SetOp {
+                        kind,
+                        left: Box::new(l),
+                        right: Box::new(r),
+                    })
                 }
                 _ => unsupported(format!("{op} {set_quantifier}")),
             }
@@ -390,13 +507,25 @@ fn plan_set_expr(body: &ast::SetExpr, ctx: &PlanCtx<'_>) -> Result<Plan> {
 
 fn plan_from(from: &[ast::TableWithJoins], ctx: &PlanCtx<'_>) -> Result<(Plan, Option<String>)> {
     let [one] = from else {
-        return if from.is_empty() { unsupported("SELECT without FROM") } else { unsupported("several tables in FROM (joins); combine customer sets with INTERSECT / EXCEPT") };
+        return if from.is_empty() {
+            unsupported("SELECT without FROM")
+        } else {
+            unsupported(
+                "several tables in FROM (joins); combine customer sets with INTERSECT / EXCEPT",
+            )
+        };
     };
     if !one.joins.is_empty() {
         return unsupported("JOIN; combine customer sets with INTERSECT / UNION / EXCEPT");
     }
     match &one.relation {
-        ast::TableFactor::Table { name, alias, sample, args, .. } => {
+        ast::TableFactor::Table {
+            name,
+            alias,
+            sample,
+            args,
+            ..
+        } => {
             if args.is_some() {
                 return unsupported("table functions");
             }
@@ -409,20 +538,53 @@ fn plan_from(from: &[ast::TableWithJoins], ctx: &PlanCtx<'_>) -> Result<(Plan, O
                 let name = parts.join(".");
                 let batch = crate::system::table(ctx.snap, &name)?;
                 let project = (0..batch.num_columns()).collect();
-                return Ok((Plan::System { name, batch, project }, alias_name));
+                return Ok((
+                    Plan::System {
+                        name,
+                        batch,
+                        project,
+                    },
+                    alias_name,
+                ));
             }
-            let [tname] = parts.as_slice() else { return unsupported(format!("qualified table name {name}")) };
-            let table = ctx.snap.table(tname).map_err(|_| QueryError::TableNotFound(tname.clone()))?;
+            let [tname] = parts.as_slice() else {
+                return unsupported(format!("qualified table name {name}"));
+            };
+            let table = ctx
+                .snap
+                .table(tname)
+                .map_err(|_| QueryError::TableNotFound(tname.clone()))?;
             let sample = match sample {
                 None => None,
                 Some(s) => Some(plan_sample(s, ctx)?),
             };
-            let mut cols = vec![RelCol { name: table.schema().key_name.clone(), dtype: ctx.snap.key_type().into(), is_key: true }];
-            cols.extend(table.schema().columns.iter().map(|c| RelCol { name: c.name.clone(), dtype: c.ty.into(), is_key: false }));
+            let mut cols = vec![RelCol {
+                name: table.schema().key_name.clone(),
+                dtype: ctx.snap.key_type().into(),
+                is_key: true,
+            }];
+            cols.extend(table.schema().columns.iter().map(|c| RelCol {
+                name: c.name.clone(),
+                dtype: c.ty.into(),
+                is_key: false,
+            }));
             let load = vec![false; table.schema().columns.len()];
-            Ok((Plan::Scan { table, load, sample, cols }, alias_name.or_else(|| Some(tname.clone()))))
+            Ok((
+                Plan::Scan {
+                    table,
+                    load,
+                    sample,
+                    cols,
+                },
+                alias_name.or_else(|| Some(tname.clone())),
+            ))
         }
-        ast::TableFactor::Derived { subquery, alias, lateral, sample } => {
+        ast::TableFactor::Derived {
+            subquery,
+            alias,
+            lateral,
+            sample,
+        } => {
             if *lateral {
                 return unsupported("LATERAL");
             }
@@ -441,13 +603,19 @@ fn plan_from(from: &[ast::TableWithJoins], ctx: &PlanCtx<'_>) -> Result<(Plan, O
 
 fn plan_sample(s: &ast::TableSampleKind, ctx: &PlanCtx<'_>) -> Result<Sample> {
     let (ast::TableSampleKind::BeforeTableAlias(t) | ast::TableSampleKind::AfterTableAlias(t)) = s;
-    if !matches!(t.name, Some(ast::TableSampleMethod::Bernoulli) | Some(ast::TableSampleMethod::Row)) {
+    if !matches!(
+        t.name,
+        Some(ast::TableSampleMethod::Bernoulli) | Some(ast::TableSampleMethod::Row)
+    ) {
         return unsupported(format!("TABLESAMPLE method {:?} (only BERNOULLI)", t.name));
     }
     if t.bucket.is_some() || t.offset.is_some() {
         return unsupported("TABLESAMPLE BUCKET / OFFSET");
     }
-    let q = t.quantity.as_ref().ok_or_else(|| QueryError::Syntax("TABLESAMPLE needs a percentage".into()))?;
+    let q = t
+        .quantity
+        .as_ref()
+        .ok_or_else(|| QueryError::Syntax("TABLESAMPLE needs a percentage".into()))?;
     if let Some(unit) = &q.unit {
         if !matches!(unit, ast::TableSampleUnit::Percent) {
             return unsupported("TABLESAMPLE with a row count");
@@ -456,16 +624,30 @@ fn plan_sample(s: &ast::TableSampleKind, ctx: &PlanCtx<'_>) -> Result<Sample> {
     let percent = match const_scalar(&q.value)? {
         Scalar::Int(v) => v as f64,
         Scalar::Float(v) => v,
-        _ => return Err(QueryError::InvalidValue("TABLESAMPLE percentage must be a number".into())),
+        _ => {
+            return Err(QueryError::InvalidValue(
+                "TABLESAMPLE percentage must be a number".into(),
+            ))
+        }
     };
     if !(0.0..=100.0).contains(&percent) {
-        return Err(QueryError::InvalidValue(format!("TABLESAMPLE percentage {percent} is not within 0..100")));
+        return Err(QueryError::InvalidValue(format!(
+            "TABLESAMPLE percentage {percent} is not within 0..100"
+        )));
     }
     let seed = match &t.seed {
         None => ctx.sample_seed,
         Some(s) => match &s.value.value {
-            ast::Value::Number(n, _) => n.parse::<u64>().map_err(|_| QueryError::InvalidValue(format!("REPEATABLE seed {n} is not a non-negative integer")))?,
-            other => return Err(QueryError::InvalidValue(format!("REPEATABLE seed {other} is not a number"))),
+            ast::Value::Number(n, _) => n.parse::<u64>().map_err(|_| {
+                QueryError::InvalidValue(format!(
+                    "REPEATABLE seed {n} is not a non-negative integer"
+                ))
+            })?,
+            other => {
+                return Err(QueryError::InvalidValue(format!(
+                    "REPEATABLE seed {other} is not a number"
+                )))
+            }
         },
     };
     Ok(Sample { percent, seed })
@@ -493,7 +675,10 @@ pub fn eval_const(e: &ast::Expr, now_us: i64) -> Result<Scalar> {
 
 fn is_aggregate(e: &ast::Expr) -> bool {
     match e {
-        ast::Expr::Function(f) => matches!(f.name.to_string().to_ascii_lowercase().as_str(), "count" | "min" | "max"),
+        ast::Expr::Function(f) => matches!(
+            f.name.to_string().to_ascii_lowercase().as_str(),
+            "count" | "min" | "max"
+        ),
         ast::Expr::Nested(e) => is_aggregate(e),
         _ => false,
     }
@@ -506,7 +691,12 @@ fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
     if !s.named_window.is_empty() || s.qualify.is_some() {
         return unsupported("window functions");
     }
-    if s.top.is_some() || s.into.is_some() || !s.lateral_views.is_empty() || !s.cluster_by.is_empty() || !s.sort_by.is_empty() {
+    if s.top.is_some()
+        || s.into.is_some()
+        || !s.lateral_views.is_empty()
+        || !s.cluster_by.is_empty()
+        || !s.sort_by.is_empty()
+    {
         return unsupported("TOP / INTO / LATERAL VIEW / CLUSTER BY / SORT BY");
     }
     let (mut input, alias) = plan_from(&s.from, ctx)?;
@@ -519,16 +709,24 @@ fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
         let predicate = plan_expr(w, &in_cols, alias, ctx.now_us)?;
         let t = expr_type(&predicate, &in_cols)?;
         if !matches!(t, DType::Boolean | DType::Null) {
-            return Err(QueryError::Type(format!("WHERE needs a condition, not a {} value", t.name())));
+            return Err(QueryError::Type(format!(
+                "WHERE needs a condition, not a {} value",
+                t.name()
+            )));
         }
-        input = Plan::Filter { input: Box::new(input), predicate };
+        input = Plan::Filter {
+            input: Box::new(input),
+            predicate,
+        };
     }
     let group_by = match &s.group_by {
         ast::GroupByExpr::Expressions(exprs, mods) if mods.is_empty() => exprs.clone(),
         _ => return unsupported("GROUP BY ALL / ROLLUP / CUBE"),
     };
     let has_agg = s.projection.iter().any(|p| match p {
-        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => is_aggregate(e),
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+            is_aggregate(e)
+        }
         _ => false,
     });
     let plan = if has_agg || !group_by.is_empty() {
@@ -547,38 +745,68 @@ fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
                         exprs.push((Expr::Col(i), c.clone()));
                     }
                 }
-                ast::SelectItem::ExprWithAliases { .. } => return unsupported("several aliases for one expression"),
-                ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+                ast::SelectItem::ExprWithAliases { .. } => {
+                    return unsupported("several aliases for one expression")
+                }
+                ast::SelectItem::UnnamedExpr(e)
+                | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
                     let pe = plan_expr(e, &in_cols, alias, ctx.now_us)?;
                     let name = match item {
                         ast::SelectItem::ExprWithAlias { alias, .. } => ident(alias),
                         _ => default_name(e),
                     };
                     let dtype = expr_type(&pe, &in_cols)?;
-                    let is_key = matches!(pe, Expr::Col(i) if in_cols.get(i).is_some_and(|c| c.is_key));
-                    exprs.push((pe, RelCol { name, dtype, is_key }));
+                    let is_key =
+                        matches!(pe, Expr::Col(i) if in_cols.get(i).is_some_and(|c| c.is_key));
+                    exprs.push((
+                        pe,
+                        RelCol {
+                            name,
+                            dtype,
+                            is_key,
+                        },
+                    ));
                 }
             }
         }
-        Plan::Project { input: Box::new(input), exprs }
+        Plan::Project {
+            input: Box::new(input),
+            exprs,
+        }
     };
     let plan = match &s.distinct {
         None => plan,
-        Some(ast::Distinct::Distinct) if plan.key_only() => Plan::Distinct { input: Box::new(plan) },
+        Some(ast::Distinct::Distinct) if plan.key_only() => Plan::Distinct {
+            input: Box::new(plan),
+        },
         Some(_) => return unsupported("DISTINCT over columns other than the customer key"),
     };
     Ok(prune_scan(plan))
 }
 
 /// System tables take plain column lists only: `SELECT * | col, .. FROM system.x`.
-fn plan_system(s: &ast::Select, name: &str, batch: &arrow_array::RecordBatch, cols: &[RelCol], alias: Option<&str>, ctx: &PlanCtx<'_>) -> Result<Plan> {
-    if s.selection.is_some() || !matches!(&s.group_by, ast::GroupByExpr::Expressions(g, _) if g.is_empty()) || s.distinct.is_some() {
-        return unsupported(format!("WHERE / GROUP BY / DISTINCT on {name} (select columns, ORDER BY and LIMIT only)"));
+fn plan_system(
+    s: &ast::Select,
+    name: &str,
+    batch: &arrow_array::RecordBatch,
+    cols: &[RelCol],
+    alias: Option<&str>,
+    ctx: &PlanCtx<'_>,
+) -> Result<Plan> {
+    if s.selection.is_some()
+        || !matches!(&s.group_by, ast::GroupByExpr::Expressions(g, _) if g.is_empty())
+        || s.distinct.is_some()
+    {
+        return unsupported(format!(
+            "WHERE / GROUP BY / DISTINCT on {name} (select columns, ORDER BY and LIMIT only)"
+        ));
     }
     let mut project = Vec::new();
     for item in &s.projection {
         match item {
-            ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..) => project.extend(0..cols.len()),
+            ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..) => {
+                project.extend(0..cols.len())
+            }
             ast::SelectItem::UnnamedExpr(e) => match plan_expr(e, cols, alias, ctx.now_us)? {
                 Expr::Col(i) => project.push(i),
                 _ => return unsupported(format!("expression {e} on {name} (plain columns only)")),
@@ -586,7 +814,11 @@ fn plan_system(s: &ast::Select, name: &str, batch: &arrow_array::RecordBatch, co
             other => return unsupported(format!("{other} on {name} (plain columns only)")),
         }
     }
-    Ok(Plan::System { name: name.to_string(), batch: batch.clone(), project })
+    Ok(Plan::System {
+        name: name.to_string(),
+        batch: batch.clone(),
+        project,
+    })
 }
 
 fn default_name(e: &ast::Expr) -> String {
@@ -643,8 +875,13 @@ fn plan_aggregate(
                     return unsupported("aggregate FILTER / OVER");
                 }
                 match (fname.as_str(), args.as_slice()) {
-                    ("count", [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]) => (Agg::CountStar, DType::Bigint),
-                    (f @ ("count" | "min" | "max"), [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))]) => {
+                    ("count", [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]) => {
+                        (Agg::CountStar, DType::Bigint)
+                    }
+                    (
+                        f @ ("count" | "min" | "max"),
+                        [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))],
+                    ) => {
                         let pe = plan_expr(a, in_cols, alias, ctx.now_us)?;
                         let t = expr_type(&pe, in_cols)?;
                         match f {
@@ -659,7 +896,9 @@ fn plan_aggregate(
             other => {
                 let pe = plan_expr(other, in_cols, alias, ctx.now_us)?;
                 match pe {
-                    Expr::Col(i) if by_key && in_cols.get(i).is_some_and(|c| c.is_key) => (Agg::Key, in_cols.get(i).map_or(DType::Varchar, |c| c.dtype)),
+                    Expr::Col(i) if by_key && in_cols.get(i).is_some_and(|c| c.is_key) => {
+                        (Agg::Key, in_cols.get(i).map_or(DType::Varchar, |c| c.dtype))
+                    }
                     _ => {
                         return Err(QueryError::Unsupported(format!(
                             "{other} must be an aggregate (COUNT, MIN, MAX){}",
@@ -670,9 +909,20 @@ fn plan_aggregate(
             }
         };
         let is_key = matches!(agg, Agg::Key);
-        items.push((agg, RelCol { name: name.unwrap_or_else(|| default_name(e)), dtype, is_key }));
+        items.push((
+            agg,
+            RelCol {
+                name: name.unwrap_or_else(|| default_name(e)),
+                dtype,
+                is_key,
+            },
+        ));
     }
-    Ok(Plan::Aggregate { input: Box::new(input), by_key, items })
+    Ok(Plan::Aggregate {
+        input: Box::new(input),
+        by_key,
+        items,
+    })
 }
 
 /// Marks which columns each scan must read: those the operators above it reference.
@@ -734,7 +984,10 @@ fn prune_scan(plan: Plan) -> Plan {
 }
 
 fn resolve(name: &str, cols: &[RelCol]) -> Result<usize> {
-    let mut hits = cols.iter().enumerate().filter(|(_, c)| c.name.eq_ignore_ascii_case(name));
+    let mut hits = cols
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.name.eq_ignore_ascii_case(name));
     match (hits.next(), hits.next()) {
         (Some((i, _)), None) => Ok(i),
         (Some(_), Some(_)) => Err(QueryError::ColumnNotFound(format!("{name} is ambiguous"))),
@@ -746,7 +999,10 @@ fn lit_of(v: &ast::Value) -> Result<Scalar> {
     Ok(match v {
         ast::Value::Number(n, _) => match n.parse::<i64>() {
             Ok(i) => Scalar::Int(i),
-            Err(_) => Scalar::Float(n.parse().map_err(|_| QueryError::InvalidValue(format!("number {n}")))?),
+            Err(_) => Scalar::Float(
+                n.parse()
+                    .map_err(|_| QueryError::InvalidValue(format!("number {n}")))?,
+            ),
         },
         ast::Value::SingleQuotedString(s) => Scalar::Str(s.clone()),
         ast::Value::Boolean(b) => Scalar::Bool(*b),
@@ -758,7 +1014,11 @@ fn lit_of(v: &ast::Value) -> Result<Scalar> {
 fn dtype_of_sql(t: &ast::DataType) -> Result<DType> {
     use ast::DataType as T;
     Ok(match t {
-        T::Timestamp(_, tz) if !matches!(tz, ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz) => DType::Timestamp,
+        T::Timestamp(_, tz)
+            if !matches!(tz, ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz) =>
+        {
+            DType::Timestamp
+        }
         T::BigInt(_) | T::Int8(_) | T::Int(_) | T::Integer(_) | T::Int64 => DType::Bigint,
         T::Double(_) | T::DoublePrecision | T::Float8 | T::Float(_) | T::Real => DType::Double,
         T::Boolean | T::Bool => DType::Boolean,
@@ -772,8 +1032,16 @@ fn cast_lit(s: Scalar, to: DType) -> Result<Scalar> {
     Ok(match (s, to) {
         (Scalar::Null, _) => Scalar::Null,
         (Scalar::Str(v), DType::Timestamp) => Scalar::Ts(parse_timestamp(&v)?),
-        (Scalar::Str(v), DType::Bigint) => Scalar::Int(v.trim().parse().map_err(|_| QueryError::InvalidValue(format!("{v:?} is not a BIGINT")))?),
-        (Scalar::Str(v), DType::Double) => Scalar::Float(v.trim().parse().map_err(|_| QueryError::InvalidValue(format!("{v:?} is not a DOUBLE")))?),
+        (Scalar::Str(v), DType::Bigint) => Scalar::Int(
+            v.trim()
+                .parse()
+                .map_err(|_| QueryError::InvalidValue(format!("{v:?} is not a BIGINT")))?,
+        ),
+        (Scalar::Str(v), DType::Double) => Scalar::Float(
+            v.trim()
+                .parse()
+                .map_err(|_| QueryError::InvalidValue(format!("{v:?} is not a DOUBLE")))?,
+        ),
         (Scalar::Str(v), DType::Boolean) => match v.trim().to_ascii_lowercase().as_str() {
             "true" | "t" | "1" => Scalar::Bool(true),
             "false" | "f" | "0" => Scalar::Bool(false),
@@ -783,7 +1051,13 @@ fn cast_lit(s: Scalar, to: DType) -> Result<Scalar> {
         (Scalar::Ts(v), DType::Varchar) => Scalar::Str(crate::types::format_timestamp(v)),
         (Scalar::Int(v), DType::Varchar) => Scalar::Str(v.to_string()),
         (s, t) if s.dtype() == t => s,
-        (s, t) => return Err(QueryError::Type(format!("cannot cast {} to {}", s.dtype().name(), t.name()))),
+        (s, t) => {
+            return Err(QueryError::Type(format!(
+                "cannot cast {} to {}",
+                s.dtype().name(),
+                t.name()
+            )))
+        }
     })
 }
 
@@ -796,7 +1070,10 @@ pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i6
             [q, c] => {
                 let q = ident(q);
                 if alias.is_some_and(|a| a != q) {
-                    return Err(QueryError::ColumnNotFound(format!("{q}.{} (no table {q} in FROM)", ident(c))));
+                    return Err(QueryError::ColumnNotFound(format!(
+                        "{q}.{} (no table {q} in FROM)",
+                        ident(c)
+                    )));
                 }
                 Expr::Col(resolve(&ident(c), cols)?)
             }
@@ -825,7 +1102,10 @@ pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i6
         ast::Expr::UnaryOp { op, expr } => match op {
             ast::UnaryOperator::Not => Expr::Not(Box::new(p(expr)?)),
             ast::UnaryOperator::Minus => match p(expr)? {
-                Expr::Lit(Scalar::Int(v)) => Expr::Lit(Scalar::Int(v.checked_neg().ok_or_else(|| QueryError::InvalidValue("overflow".into()))?)),
+                Expr::Lit(Scalar::Int(v)) => Expr::Lit(Scalar::Int(
+                    v.checked_neg()
+                        .ok_or_else(|| QueryError::InvalidValue("overflow".into()))?,
+                )),
                 Expr::Lit(Scalar::Float(v)) => Expr::Lit(Scalar::Float(-v)),
                 x => Expr::Neg(Box::new(x)),
             },
@@ -834,18 +1114,43 @@ pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i6
         },
         ast::Expr::IsNull(x) => Expr::IsNull(Box::new(p(x)?), false),
         ast::Expr::IsNotNull(x) => Expr::IsNull(Box::new(p(x)?), true),
-        ast::Expr::IsTrue(x) => Expr::Cmp(CmpOp::Eq, Box::new(p(x)?), Box::new(Expr::Lit(Scalar::Bool(true)))),
-        ast::Expr::IsFalse(x) => Expr::Cmp(CmpOp::Eq, Box::new(p(x)?), Box::new(Expr::Lit(Scalar::Bool(false)))),
-        ast::Expr::Between { expr, negated, low, high } => {
+        ast::Expr::IsTrue(x) => Expr::Cmp(
+            CmpOp::Eq,
+            Box::new(p(x)?),
+            Box::new(Expr::Lit(Scalar::Bool(true))),
+        ),
+        ast::Expr::IsFalse(x) => Expr::Cmp(
+            CmpOp::Eq,
+            Box::new(p(x)?),
+            Box::new(Expr::Lit(Scalar::Bool(false))),
+        ),
+        ast::Expr::Between {
+            expr,
+            negated,
+            low,
+            high,
+        } => {
             let x = p(expr)?;
             let both = Expr::And(
                 Box::new(typed_cmp(CmpOp::GtEq, x.clone(), p(low)?, cols)?),
                 Box::new(typed_cmp(CmpOp::LtEq, x, p(high)?, cols)?),
             );
-            if *negated { Expr::Not(Box::new(both)) } else { both }
+            if *negated {
+                Expr::Not(Box::new(both))
+            } else {
+                both
+            }
         }
-        ast::Expr::In { target: ast::InTarget::Subquery(_), .. } => return unsupported("IN (subquery); use INTERSECT on customer sets"),
-        ast::Expr::In { expr, target: ast::InTarget::List(list), negated, .. } => {
+        ast::Expr::In {
+            target: ast::InTarget::Subquery(_),
+            ..
+        } => return unsupported("IN (subquery); use INTERSECT on customer sets"),
+        ast::Expr::In {
+            expr,
+            target: ast::InTarget::List(list),
+            negated,
+            ..
+        } => {
             let x = p(expr)?;
             let mut acc: Option<Expr> = None;
             for item in list {
@@ -855,8 +1160,13 @@ pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i6
                     Some(prev) => Expr::Or(Box::new(prev), Box::new(c)),
                 });
             }
-            let any = acc.ok_or_else(|| QueryError::Syntax("IN () needs at least one value".into()))?;
-            if *negated { Expr::Not(Box::new(any)) } else { any }
+            let any =
+                acc.ok_or_else(|| QueryError::Syntax("IN () needs at least one value".into()))?;
+            if *negated {
+                Expr::Not(Box::new(any))
+            } else {
+                any
+            }
         }
         ast::Expr::BinaryOp { left, op, right } => {
             let (l, r) = (p(left)?, p(right)?);
@@ -877,7 +1187,12 @@ pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i6
                 other => return unsupported(format!("operator {other}")),
             }
         }
-        ast::Expr::Cast { expr, data_type, kind, .. } => {
+        ast::Expr::Cast {
+            expr,
+            data_type,
+            kind,
+            ..
+        } => {
             if matches!(kind, ast::CastKind::TryCast | ast::CastKind::SafeCast) {
                 return unsupported("TRY_CAST");
             }
@@ -885,7 +1200,12 @@ pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i6
             match p(expr)? {
                 Expr::Lit(s) => Expr::Lit(cast_lit(s, to)?),
                 x if expr_type(&x, cols)? == to => x,
-                x if expr_type(&x, cols)? == DType::Bigint && to == DType::Double => Expr::Arith(ArithOp::Mul, Box::new(x), Box::new(Expr::Lit(Scalar::Float(1.0))), DType::Double),
+                x if expr_type(&x, cols)? == DType::Bigint && to == DType::Double => Expr::Arith(
+                    ArithOp::Mul,
+                    Box::new(x),
+                    Box::new(Expr::Lit(Scalar::Float(1.0))),
+                    DType::Double,
+                ),
                 _ => return unsupported(format!("CAST of a column to {}", to.name())),
             }
         }
@@ -897,8 +1217,16 @@ pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i6
                 ast::FunctionArguments::Subquery(_) => false,
             };
             match name.as_str() {
-                "now" | "current_timestamp" | "get_current_timestamp" | "transaction_timestamp" if no_args => Expr::Lit(Scalar::Ts(now_us)),
-                "count" | "min" | "max" => return unsupported(format!("aggregate {e} here (aggregates go in the SELECT list)")),
+                "now" | "current_timestamp" | "get_current_timestamp" | "transaction_timestamp"
+                    if no_args =>
+                {
+                    Expr::Lit(Scalar::Ts(now_us))
+                }
+                "count" | "min" | "max" => {
+                    return unsupported(format!(
+                        "aggregate {e} here (aggregates go in the SELECT list)"
+                    ))
+                }
                 _ => return unsupported(format!("function {name}")),
             }
         }
@@ -912,15 +1240,27 @@ pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i6
 fn typed_cmp(op: CmpOp, l: Expr, r: Expr, cols: &[RelCol]) -> Result<Expr> {
     let (lt, rt) = (expr_type(&l, cols)?, expr_type(&r, cols)?);
     let (l, r) = match (l, r) {
-        (Expr::Lit(s), r) if s.dtype() == DType::Varchar && rt != DType::Varchar && rt != DType::Null => (Expr::Lit(cast_lit(s, rt)?), r),
-        (l, Expr::Lit(s)) if s.dtype() == DType::Varchar && lt != DType::Varchar && lt != DType::Null => (l, Expr::Lit(cast_lit(s, lt)?)),
+        (Expr::Lit(s), r)
+            if s.dtype() == DType::Varchar && rt != DType::Varchar && rt != DType::Null =>
+        {
+            (Expr::Lit(cast_lit(s, rt)?), r)
+        }
+        (l, Expr::Lit(s))
+            if s.dtype() == DType::Varchar && lt != DType::Varchar && lt != DType::Null =>
+        {
+            (l, Expr::Lit(cast_lit(s, lt)?))
+        }
         pair => pair,
     };
     let (lt, rt) = (expr_type(&l, cols)?, expr_type(&r, cols)?);
     let numeric = |t: DType| matches!(t, DType::Bigint | DType::Double);
     let ok = lt == rt || lt == DType::Null || rt == DType::Null || (numeric(lt) && numeric(rt));
     if !ok {
-        return Err(QueryError::Type(format!("cannot compare {} with {}", lt.name(), rt.name())));
+        return Err(QueryError::Type(format!(
+            "cannot compare {} with {}",
+            lt.name(),
+            rt.name()
+        )));
     }
     Ok(Expr::Cmp(op, Box::new(l), Box::new(r)))
 }
@@ -929,11 +1269,21 @@ fn typed_arith(op: ArithOp, l: Expr, r: Expr, cols: &[RelCol]) -> Result<Expr> {
     let (lt, rt) = (expr_type(&l, cols)?, expr_type(&r, cols)?);
     let out = match (op, lt, rt) {
         (_, DType::Null, _) | (_, _, DType::Null) => DType::Null,
-        (ArithOp::Add | ArithOp::Sub, DType::Timestamp, DType::Interval) | (ArithOp::Add, DType::Interval, DType::Timestamp) => DType::Timestamp,
-        (ArithOp::Div, DType::Bigint | DType::Double, DType::Bigint | DType::Double) => DType::Double,
+        (ArithOp::Add | ArithOp::Sub, DType::Timestamp, DType::Interval)
+        | (ArithOp::Add, DType::Interval, DType::Timestamp) => DType::Timestamp,
+        (ArithOp::Div, DType::Bigint | DType::Double, DType::Bigint | DType::Double) => {
+            DType::Double
+        }
         (_, DType::Bigint, DType::Bigint) => DType::Bigint,
         (_, DType::Bigint | DType::Double, DType::Bigint | DType::Double) => DType::Double,
-        _ => return Err(QueryError::Type(format!("operator {} does not apply to {} and {}", op.sql(), lt.name(), rt.name()))),
+        _ => {
+            return Err(QueryError::Type(format!(
+                "operator {} does not apply to {} and {}",
+                op.sql(),
+                lt.name(),
+                rt.name()
+            )))
+        }
     };
     Ok(Expr::Arith(op, Box::new(l), Box::new(r), out))
 }
@@ -941,21 +1291,30 @@ fn typed_arith(op: ArithOp, l: Expr, r: Expr, cols: &[RelCol]) -> Result<Expr> {
 /// The type of a planned expression.
 pub fn expr_type(e: &Expr, cols: &[RelCol]) -> Result<DType> {
     Ok(match e {
-        Expr::Col(i) => cols.get(*i).map(|c| c.dtype).ok_or_else(|| QueryError::Internal(format!("column #{i} out of range")))?,
+        Expr::Col(i) => cols
+            .get(*i)
+            .map(|c| c.dtype)
+            .ok_or_else(|| QueryError::Internal(format!("column #{i} out of range")))?,
         Expr::Lit(s) => s.dtype(),
         Expr::Cmp(..) | Expr::And(..) | Expr::Or(..) | Expr::Not(_) | Expr::IsNull(..) => {
             if let Expr::And(a, b) | Expr::Or(a, b) = e {
                 for x in [a, b] {
                     let t = expr_type(x, cols)?;
                     if !matches!(t, DType::Boolean | DType::Null) {
-                        return Err(QueryError::Type(format!("AND / OR need conditions, not {}", t.name())));
+                        return Err(QueryError::Type(format!(
+                            "AND / OR need conditions, not {}",
+                            t.name()
+                        )));
                     }
                 }
             }
             if let Expr::Not(a) = e {
                 let t = expr_type(a, cols)?;
                 if !matches!(t, DType::Boolean | DType::Null) {
-                    return Err(QueryError::Type(format!("NOT needs a condition, not {}", t.name())));
+                    return Err(QueryError::Type(format!(
+                        "NOT needs a condition, not {}",
+                        t.name()
+                    )));
                 }
             }
             DType::Boolean

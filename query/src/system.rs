@@ -14,7 +14,12 @@ pub fn table(snap: &Snapshot, name: &str) -> Result<RecordBatch> {
     let i = |n: &str| Field::new(n, DataType::Int64, true);
     match name {
         "system.tables" => {
-            let (mut names, mut cols, mut rows, mut segs): (Vec<String>, Vec<i64>, Vec<i64>, Vec<i64>) = (vec![], vec![], vec![], vec![]);
+            let (mut names, mut cols, mut rows, mut segs): (
+                Vec<String>,
+                Vec<i64>,
+                Vec<i64>,
+                Vec<i64>,
+            ) = (vec![], vec![], vec![], vec![]);
             let (mut bytes, mut mem): (Vec<i64>, Vec<i64>) = (vec![], vec![]);
             for n in snap.table_names() {
                 let t = snap.table(&n)?;
@@ -24,9 +29,22 @@ pub fn table(snap: &Snapshot, name: &str) -> Result<RecordBatch> {
                 rows.push(t.row_count() as i64);
                 segs.push(storage.iter().filter(|s| s.id.is_some()).count() as i64);
                 bytes.push(storage.iter().map(|s| s.size_bytes as i64).sum());
-                mem.push(storage.iter().filter(|s| s.id.is_none()).map(|s| s.rows as i64).sum());
+                mem.push(
+                    storage
+                        .iter()
+                        .filter(|s| s.id.is_none())
+                        .map(|s| s.rows as i64)
+                        .sum(),
+                );
             }
-            let schema = Schema::new(vec![s("name"), i("columns"), i("rows"), i("segments"), i("bytes"), i("unflushed_rows")]);
+            let schema = Schema::new(vec![
+                s("name"),
+                i("columns"),
+                i("rows"),
+                i("segments"),
+                i("bytes"),
+                i("unflushed_rows"),
+            ]);
             let arrays: Vec<ArrayRef> = vec![
                 Arc::new(StringArray::from(names)),
                 Arc::new(Int64Array::from(cols)),
@@ -39,7 +57,8 @@ pub fn table(snap: &Snapshot, name: &str) -> Result<RecordBatch> {
         }
         "system.segments" => {
             let (mut tables, mut ids): (Vec<String>, Vec<Option<i64>>) = (vec![], vec![]);
-            let (mut parts, mut rows, mut bytes): (Vec<i64>, Vec<i64>, Vec<i64>) = (vec![], vec![], vec![]);
+            let (mut parts, mut rows, mut bytes): (Vec<i64>, Vec<i64>, Vec<i64>) =
+                (vec![], vec![], vec![]);
             for n in snap.table_names() {
                 for seg in snap.table(&n)?.storage() {
                     tables.push(n.clone());
@@ -49,7 +68,13 @@ pub fn table(snap: &Snapshot, name: &str) -> Result<RecordBatch> {
                     bytes.push(seg.size_bytes as i64);
                 }
             }
-            let schema = Schema::new(vec![s("table_name"), i("segment_id"), i("partition"), i("rows"), i("bytes")]);
+            let schema = Schema::new(vec![
+                s("table_name"),
+                i("segment_id"),
+                i("partition"),
+                i("rows"),
+                i("bytes"),
+            ]);
             let arrays: Vec<ArrayRef> = vec![
                 Arc::new(StringArray::from(tables)),
                 Arc::new(Int64Array::from(ids)),

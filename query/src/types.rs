@@ -147,17 +147,28 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 
 /// Parses `YYYY-MM-DD[ |T]HH:MM[:SS[.ffffff]]` (or a date alone) as µs since the epoch (UTC).
 pub fn parse_timestamp(s: &str) -> Result<i64> {
-    let bad = || QueryError::InvalidValue(format!("{s:?} is not a timestamp (expected YYYY-MM-DD[ HH:MM:SS[.ffffff]])"));
+    let bad = || {
+        QueryError::InvalidValue(format!(
+            "{s:?} is not a timestamp (expected YYYY-MM-DD[ HH:MM:SS[.ffffff]])"
+        ))
+    };
     let t = s.trim();
     let (date, time) = match t.find([' ', 'T']) {
-        Some(i) => (t.get(..i).ok_or_else(bad)?, Some(t.get(i + 1..).ok_or_else(bad)?.trim())),
+        Some(i) => (
+            t.get(..i).ok_or_else(bad)?,
+            Some(t.get(i + 1..).ok_or_else(bad)?.trim()),
+        ),
         None => (t, None),
     };
     let mut dp = date.splitn(3, '-');
     let y: i64 = dp.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
     let m: i64 = dp.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
     let d: i64 = dp.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) || !(-290_000..=290_000).contains(&y) {
+    if !(1..=12).contains(&m)
+        || d < 1
+        || d > days_in_month(y, m)
+        || !(-290_000..=290_000).contains(&y)
+    {
         return Err(bad());
     }
     let mut us = days_from_civil(y, m, d) * US_PER_DAY;
@@ -174,7 +185,11 @@ pub fn parse_timestamp(s: &str) -> Result<i64> {
                 if frac.len() > 6 || !frac.chars().all(|c| c.is_ascii_digit()) {
                     return Err(bad());
                 }
-                let f: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().map_err(|_| bad())? };
+                let f: i64 = if frac.is_empty() {
+                    0
+                } else {
+                    format!("{frac:0<6}").parse().map_err(|_| bad())?
+                };
                 (sec, f)
             }
         };
@@ -193,7 +208,12 @@ pub fn format_timestamp(us: i64) -> String {
     let (y, m, d) = civil_from_days(days);
     let secs = rem / 1_000_000;
     let frac = rem % 1_000_000;
-    let base = format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60);
+    let base = format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    );
     if frac == 0 {
         base
     } else {
@@ -204,13 +224,18 @@ pub fn format_timestamp(us: i64) -> String {
 /// Parses an interval text such as `3 days`, `1 day 2 hours`, `90 minutes`, `1 month`, `2 weeks`.
 pub fn parse_interval(s: &str) -> Result<Interval> {
     let bad = |why: &str| QueryError::InvalidValue(format!("interval {s:?}: {why}"));
-    let mut iv = Interval { months: 0, micros: 0 };
+    let mut iv = Interval {
+        months: 0,
+        micros: 0,
+    };
     let words: Vec<&str> = s.split_whitespace().collect();
     if words.is_empty() || !words.len().is_multiple_of(2) {
         return Err(bad("expected pairs of a number and a unit"));
     }
     for pair in words.chunks(2) {
-        let (Some(n), Some(unit)) = (pair.first(), pair.get(1)) else { return Err(bad("missing unit")) };
+        let (Some(n), Some(unit)) = (pair.first(), pair.get(1)) else {
+            return Err(bad("missing unit"));
+        };
         let n: i64 = n.parse().map_err(|_| bad("not a whole number"))?;
         let unit = unit.to_ascii_lowercase();
         let (months, micros): (i64, i64) = match unit.as_str() {
@@ -225,8 +250,14 @@ pub fn parse_interval(s: &str) -> Result<Interval> {
             "microsecond" | "microseconds" | "us" => (0, 1),
             _ => return Err(bad("unknown unit")),
         };
-        iv.months = n.checked_mul(months).and_then(|x| x.checked_add(iv.months)).ok_or_else(|| bad("overflow"))?;
-        iv.micros = n.checked_mul(micros).and_then(|x| x.checked_add(iv.micros)).ok_or_else(|| bad("overflow"))?;
+        iv.months = n
+            .checked_mul(months)
+            .and_then(|x| x.checked_add(iv.months))
+            .ok_or_else(|| bad("overflow"))?;
+        iv.micros = n
+            .checked_mul(micros)
+            .and_then(|x| x.checked_add(iv.micros))
+            .ok_or_else(|| bad("overflow"))?;
     }
     Ok(iv)
 }
@@ -242,9 +273,13 @@ pub fn add_interval(ts: i64, iv: Interval, sign: i64) -> Result<i64> {
         let total = y * 12 + (m - 1) + sign * iv.months;
         let (ny, nm) = (total.div_euclid(12), total.rem_euclid(12) + 1);
         let nd = d.min(days_in_month(ny, nm));
-        t = days_from_civil(ny, nm, nd).checked_mul(US_PER_DAY).and_then(|x| x.checked_add(tod)).ok_or_else(overflow)?;
+        t = days_from_civil(ny, nm, nd)
+            .checked_mul(US_PER_DAY)
+            .and_then(|x| x.checked_add(tod))
+            .ok_or_else(overflow)?;
     }
-    t.checked_add(sign.checked_mul(iv.micros).ok_or_else(overflow)?).ok_or_else(overflow)
+    t.checked_add(sign.checked_mul(iv.micros).ok_or_else(overflow)?)
+        .ok_or_else(overflow)
 }
 
 #[cfg(test)]
@@ -254,12 +289,29 @@ mod tests {
 
     #[test]
     fn timestamps_round_trip() {
-        for s in ["1970-01-01 00:00:00", "2026-02-28 23:59:59", "2000-02-29 12:00:00.000001", "1969-12-31 23:59:59"] {
+        for s in [
+            "1970-01-01 00:00:00",
+            "2026-02-28 23:59:59",
+            "2000-02-29 12:00:00.000001",
+            "1969-12-31 23:59:59",
+        ] {
             assert_eq!(format_timestamp(parse_timestamp(s).unwrap()), s);
         }
-        assert_eq!(parse_timestamp("2026-01-01").unwrap(), 1_767_225_600_000_000);
-        assert_eq!(parse_timestamp("2026-01-01T00:00:00Z").unwrap(), 1_767_225_600_000_000);
-        for bad in ["2026-02-30", "2026-13-01", "x", "2026-01-01 25:00:00", "2026-01-01 10:00:00.1234567"] {
+        assert_eq!(
+            parse_timestamp("2026-01-01").unwrap(),
+            1_767_225_600_000_000
+        );
+        assert_eq!(
+            parse_timestamp("2026-01-01T00:00:00Z").unwrap(),
+            1_767_225_600_000_000
+        );
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "x",
+            "2026-01-01 25:00:00",
+            "2026-01-01 10:00:00.1234567",
+        ] {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
     }
@@ -268,9 +320,15 @@ mod tests {
     fn intervals_follow_the_calendar() {
         let jan31 = parse_timestamp("2026-01-31 10:00:00").unwrap();
         let iv = parse_interval("1 month").unwrap();
-        assert_eq!(format_timestamp(add_interval(jan31, iv, 1).unwrap()), "2026-02-28 10:00:00");
+        assert_eq!(
+            format_timestamp(add_interval(jan31, iv, 1).unwrap()),
+            "2026-02-28 10:00:00"
+        );
         let iv = parse_interval("3 days 2 hours").unwrap();
-        assert_eq!(format_timestamp(add_interval(jan31, iv, -1).unwrap()), "2026-01-28 08:00:00");
+        assert_eq!(
+            format_timestamp(add_interval(jan31, iv, -1).unwrap()),
+            "2026-01-28 08:00:00"
+        );
         assert!(parse_interval("3 fortnights").is_err());
         assert!(parse_interval("days").is_err());
     }

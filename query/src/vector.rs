@@ -125,7 +125,11 @@ pub fn gather(c: &ColumnData, sub: &RoaringBitmap) -> Values {
 /// The values whose mask entry is true.
 pub fn select(v: &Values, mask: &[bool]) -> Values {
     fn pick<T: Clone>(v: &[T], mask: &[bool]) -> Vec<T> {
-        v.iter().zip(mask).filter(|(_, m)| **m).map(|(x, _)| x.clone()).collect()
+        v.iter()
+            .zip(mask)
+            .filter(|(_, m)| **m)
+            .map(|(x, _)| x.clone())
+            .collect()
     }
     match v {
         Values::Int(x) => Values::Int(pick(x, mask)),
@@ -160,10 +164,20 @@ impl<'a> Vector<'a> {
     pub fn into_column(self, rows: &RoaringBitmap) -> Result<ColumnData> {
         Ok(match self {
             Vector::Col(c, _) => c.into_owned(),
-            Vector::Const(Scalar::Interval(_)) => return Err(QueryError::Unsupported("an INTERVAL value in a result column".into())),
+            Vector::Const(Scalar::Interval(_)) => {
+                return Err(QueryError::Unsupported(
+                    "an INTERVAL value in a result column".into(),
+                ))
+            }
             Vector::Const(s) => match repeat(&s, rows.len() as usize) {
-                Some(values) => ColumnData { presence: rows.clone(), values },
-                None => ColumnData { presence: RoaringBitmap::new(), values: Values::Int(Vec::new()) },
+                Some(values) => ColumnData {
+                    presence: rows.clone(),
+                    values,
+                },
+                None => ColumnData {
+                    presence: RoaringBitmap::new(),
+                    values: Values::Int(Vec::new()),
+                },
             },
             Vector::Bool { t, n } => {
                 let presence = rows - &n;
@@ -181,11 +195,27 @@ impl<'a> Vector<'a> {
             Vector::Const(Scalar::Bool(false)) => (RoaringBitmap::new(), RoaringBitmap::new()),
             Vector::Const(Scalar::Null) => (RoaringBitmap::new(), rows.clone()),
             Vector::Col(c, DType::Boolean) => {
-                let Values::Bool(v) = &c.values else { return Err(QueryError::Internal("boolean column without booleans".into())) };
-                let t = RoaringBitmap::from_sorted_iter(c.presence.iter().zip(v).filter(|(_, b)| **b).map(|(o, _)| o)).unwrap_or_default();
+                let Values::Bool(v) = &c.values else {
+                    return Err(QueryError::Internal(
+                        "boolean column without booleans".into(),
+                    ));
+                };
+                let t = RoaringBitmap::from_sorted_iter(
+                    c.presence
+                        .iter()
+                        .zip(v)
+                        .filter(|(_, b)| **b)
+                        .map(|(o, _)| o),
+                )
+                .unwrap_or_default();
                 (t, rows - &c.presence)
             }
-            other => return Err(QueryError::Type(format!("a {} value is not a condition", other.dtype().name()))),
+            other => {
+                return Err(QueryError::Type(format!(
+                    "a {} value is not a condition",
+                    other.dtype().name()
+                )))
+            }
         })
     }
 
@@ -200,7 +230,9 @@ impl<'a> Vector<'a> {
 
     fn normalize(self, rows: &RoaringBitmap) -> Result<Vector<'a>> {
         Ok(match self {
-            b @ Vector::Bool { .. } => Vector::Col(Cow::Owned(b.into_column(rows)?), DType::Boolean),
+            b @ Vector::Bool { .. } => {
+                Vector::Col(Cow::Owned(b.into_column(rows)?), DType::Boolean)
+            }
             v => v,
         })
     }
@@ -244,7 +276,10 @@ pub fn is_null<'a>(a: Vector<'_>, rows: &RoaringBitmap, negated: bool) -> Result
         Vector::Bool { n, .. } => rows - &n,
     };
     let t = if negated { present } else { rows - &present };
-    Ok(Vector::Bool { t, n: RoaringBitmap::new() })
+    Ok(Vector::Bool {
+        t,
+        n: RoaringBitmap::new(),
+    })
 }
 
 /// A value of one element, for element-wise kernels.
@@ -288,28 +323,52 @@ fn cmp_el(a: El<'_>, b: El<'_>) -> Option<std::cmp::Ordering> {
 }
 
 /// Compares two vectors over `rows`.
-pub fn compare<'a>(op: CmpOp, a: Vector<'_>, b: Vector<'_>, rows: &RoaringBitmap) -> Result<Vector<'a>> {
+pub fn compare<'a>(
+    op: CmpOp,
+    a: Vector<'_>,
+    b: Vector<'_>,
+    rows: &RoaringBitmap,
+) -> Result<Vector<'a>> {
     let a = a.normalize(rows)?;
     let b = b.normalize(rows)?;
-    let mismatch = || QueryError::Type(format!("cannot compare {} with {}", a.dtype().name(), b.dtype().name()));
+    let mismatch = || {
+        QueryError::Type(format!(
+            "cannot compare {} with {}",
+            a.dtype().name(),
+            b.dtype().name()
+        ))
+    };
     match (&a, &b) {
         (Vector::Const(x), Vector::Const(y)) => Ok(match (el_of(x), el_of(y)) {
-            (Some(p), Some(q)) => Vector::Const(Scalar::Bool(op.holds(cmp_el(p, q).ok_or_else(mismatch)?))),
+            (Some(p), Some(q)) => {
+                Vector::Const(Scalar::Bool(op.holds(cmp_el(p, q).ok_or_else(mismatch)?)))
+            }
             _ => Vector::Const(Scalar::Null),
         }),
         (Vector::Col(c, _), Vector::Const(s)) | (Vector::Const(s), Vector::Col(c, _)) => {
-            let op = if matches!(a, Vector::Const(_)) { op.flip() } else { op };
+            let op = if matches!(a, Vector::Const(_)) {
+                op.flip()
+            } else {
+                op
+            };
             let Some(sv) = el_of(s) else {
-                return Ok(Vector::Bool { t: RoaringBitmap::new(), n: rows.clone() });
+                return Ok(Vector::Bool {
+                    t: RoaringBitmap::new(),
+                    n: rows.clone(),
+                });
             };
             let mut t = Vec::new();
             for (i, ord) in c.presence.iter().enumerate() {
-                let e = el_at(&c.values, i).ok_or_else(|| QueryError::Internal("short column".into()))?;
+                let e = el_at(&c.values, i)
+                    .ok_or_else(|| QueryError::Internal("short column".into()))?;
                 if op.holds(cmp_el(e, sv).ok_or_else(mismatch)?) {
                     t.push(ord);
                 }
             }
-            Ok(Vector::Bool { t: RoaringBitmap::from_sorted_iter(t).unwrap_or_default(), n: rows - &c.presence })
+            Ok(Vector::Bool {
+                t: RoaringBitmap::from_sorted_iter(t).unwrap_or_default(),
+                n: rows - &c.presence,
+            })
         }
         (Vector::Col(ca, _), Vector::Col(cb, _)) => {
             let common = &ca.presence & &cb.presence;
@@ -317,12 +376,17 @@ pub fn compare<'a>(op: CmpOp, a: Vector<'_>, b: Vector<'_>, rows: &RoaringBitmap
             let vb = gather(cb, &common);
             let mut t = Vec::new();
             for (i, ord) in common.iter().enumerate() {
-                let (Some(x), Some(y)) = (el_at(&va, i), el_at(&vb, i)) else { break };
+                let (Some(x), Some(y)) = (el_at(&va, i), el_at(&vb, i)) else {
+                    break;
+                };
                 if op.holds(cmp_el(x, y).ok_or_else(mismatch)?) {
                     t.push(ord);
                 }
             }
-            Ok(Vector::Bool { t: RoaringBitmap::from_sorted_iter(t).unwrap_or_default(), n: rows - &common })
+            Ok(Vector::Bool {
+                t: RoaringBitmap::from_sorted_iter(t).unwrap_or_default(),
+                n: rows - &common,
+            })
         }
         _ => Err(mismatch()),
     }
@@ -350,12 +414,21 @@ fn arith_el(op: ArithOp, a: El<'_>, b: El<'_>) -> Result<Scalar> {
         (El::F(x), El::F(y)) => Scalar::Float(f(x, y)),
         (El::I(x), El::F(y)) => Scalar::Float(f(x as f64, y)),
         (El::F(x), El::I(y)) => Scalar::Float(f(x, y as f64)),
-        _ => return Err(QueryError::Type(format!("operator {} needs numbers", op.sql()))),
+        _ => {
+            return Err(QueryError::Type(format!(
+                "operator {} needs numbers",
+                op.sql()
+            )))
+        }
     })
 }
 
 /// Applies `f` to each value of `c`, keeping the presence (a NULL result drops the row).
-fn map_col<'a>(c: &ColumnData, out: DType, mut f: impl FnMut(El<'_>) -> Result<Scalar>) -> Result<Vector<'a>> {
+fn map_col<'a>(
+    c: &ColumnData,
+    out: DType,
+    mut f: impl FnMut(El<'_>) -> Result<Scalar>,
+) -> Result<Vector<'a>> {
     let mut presence = Vec::with_capacity(c.values.len());
     let mut ints = Vec::new();
     let mut floats = Vec::new();
@@ -365,13 +438,24 @@ fn map_col<'a>(c: &ColumnData, out: DType, mut f: impl FnMut(El<'_>) -> Result<S
             Scalar::Null => continue,
             Scalar::Int(v) | Scalar::Ts(v) => ints.push(v),
             Scalar::Float(v) => floats.push(v),
-            _ => return Err(QueryError::Internal("arithmetic produced a non-number".into())),
+            _ => {
+                return Err(QueryError::Internal(
+                    "arithmetic produced a non-number".into(),
+                ))
+            }
         }
         presence.push(ord);
     }
-    let values = if out == DType::Double { Values::Float(floats) } else { Values::Int(ints) };
+    let values = if out == DType::Double {
+        Values::Float(floats)
+    } else {
+        Values::Int(ints)
+    };
     let presence = RoaringBitmap::from_sorted_iter(presence).unwrap_or_default();
-    Ok(Vector::Col(Cow::Owned(ColumnData { presence, values }), out))
+    Ok(Vector::Col(
+        Cow::Owned(ColumnData { presence, values }),
+        out,
+    ))
 }
 
 fn interval_of(v: &Vector<'_>) -> Option<Interval> {
@@ -382,21 +466,40 @@ fn interval_of(v: &Vector<'_>) -> Option<Interval> {
 }
 
 /// Arithmetic on two vectors; `out` is the planned result type.
-pub fn arith<'a>(op: ArithOp, a: Vector<'_>, b: Vector<'_>, out: DType, rows: &RoaringBitmap) -> Result<Vector<'a>> {
+pub fn arith<'a>(
+    op: ArithOp,
+    a: Vector<'_>,
+    b: Vector<'_>,
+    out: DType,
+    rows: &RoaringBitmap,
+) -> Result<Vector<'a>> {
     if matches!(a, Vector::Const(Scalar::Null)) || matches!(b, Vector::Const(Scalar::Null)) {
         return Ok(Vector::Const(Scalar::Null));
     }
     // TIMESTAMP +/- INTERVAL, INTERVAL + TIMESTAMP.
-    if let Some(iv) = interval_of(&b).or_else(|| if op == ArithOp::Add { interval_of(&a) } else { None }) {
+    if let Some(iv) = interval_of(&b).or_else(|| {
+        if op == ArithOp::Add {
+            interval_of(&a)
+        } else {
+            None
+        }
+    }) {
         let ts = if interval_of(&b).is_some() { a } else { b };
         let sign = if op == ArithOp::Sub { -1 } else { 1 };
         return match ts {
-            Vector::Const(Scalar::Ts(t)) => Ok(Vector::Const(Scalar::Ts(add_interval(t, iv, sign)?))),
+            Vector::Const(Scalar::Ts(t)) => {
+                Ok(Vector::Const(Scalar::Ts(add_interval(t, iv, sign)?)))
+            }
             Vector::Col(c, DType::Timestamp) => map_col(&c, DType::Timestamp, |e| match e {
                 El::I(t) => Ok(Scalar::Ts(add_interval(t, iv, sign)?)),
-                _ => Err(QueryError::Internal("timestamp column without integers".into())),
+                _ => Err(QueryError::Internal(
+                    "timestamp column without integers".into(),
+                )),
             }),
-            other => Err(QueryError::Type(format!("cannot add an INTERVAL to {}", other.dtype().name()))),
+            other => Err(QueryError::Type(format!(
+                "cannot add an INTERVAL to {}",
+                other.dtype().name()
+            ))),
         };
     }
     let to_out = |s: Scalar| match (s, out) {
@@ -421,7 +524,10 @@ pub fn arith<'a>(op: ArithOp, a: Vector<'_>, b: Vector<'_>, out: DType, rows: &R
             let va = gather(ca, &common);
             let vb = gather(cb, &common);
             let mut i = 0usize;
-            let joined = ColumnData { presence: common, values: va };
+            let joined = ColumnData {
+                presence: common,
+                values: va,
+            };
             map_col(&joined, out, |e| {
                 let y = el_at(&vb, i).ok_or_else(|| QueryError::Internal("short column".into()))?;
                 i += 1;
@@ -430,7 +536,12 @@ pub fn arith<'a>(op: ArithOp, a: Vector<'_>, b: Vector<'_>, out: DType, rows: &R
         }
         _ => {
             let _ = rows;
-            Err(QueryError::Type(format!("operator {} does not apply to {} and {}", op.sql(), a.dtype().name(), b.dtype().name())))
+            Err(QueryError::Type(format!(
+                "operator {} does not apply to {} and {}",
+                op.sql(),
+                a.dtype().name(),
+                b.dtype().name()
+            )))
         }
     }
 }
@@ -438,16 +549,24 @@ pub fn arith<'a>(op: ArithOp, a: Vector<'_>, b: Vector<'_>, out: DType, rows: &R
 /// Unary minus.
 pub fn negate<'a>(a: Vector<'_>) -> Result<Vector<'a>> {
     match a {
-        Vector::Const(Scalar::Int(v)) => Ok(Vector::Const(Scalar::Int(v.checked_neg().ok_or_else(overflow)?))),
+        Vector::Const(Scalar::Int(v)) => Ok(Vector::Const(Scalar::Int(
+            v.checked_neg().ok_or_else(overflow)?,
+        ))),
         Vector::Const(Scalar::Float(v)) => Ok(Vector::Const(Scalar::Float(-v))),
-        Vector::Const(Scalar::Interval(i)) => Ok(Vector::Const(Scalar::Interval(Interval { months: -i.months, micros: -i.micros }))),
+        Vector::Const(Scalar::Interval(i)) => Ok(Vector::Const(Scalar::Interval(Interval {
+            months: -i.months,
+            micros: -i.micros,
+        }))),
         Vector::Const(Scalar::Null) => Ok(Vector::Const(Scalar::Null)),
         Vector::Col(c, t @ (DType::Bigint | DType::Double)) => map_col(&c, t, |e| match e {
             El::I(v) => Ok(Scalar::Int(v.checked_neg().ok_or_else(overflow)?)),
             El::F(v) => Ok(Scalar::Float(-v)),
             _ => Err(QueryError::Internal("number column without numbers".into())),
         }),
-        other => Err(QueryError::Type(format!("cannot negate {}", other.dtype().name()))),
+        other => Err(QueryError::Type(format!(
+            "cannot negate {}",
+            other.dtype().name()
+        ))),
     }
 }
 
@@ -462,7 +581,10 @@ mod tests {
 
     fn col(pairs: &[(u32, i64)]) -> Vector<'static> {
         Vector::Col(
-            Cow::Owned(ColumnData { presence: pairs.iter().map(|p| p.0).collect(), values: Values::Int(pairs.iter().map(|p| p.1).collect()) }),
+            Cow::Owned(ColumnData {
+                presence: pairs.iter().map(|p| p.0).collect(),
+                values: Values::Int(pairs.iter().map(|p| p.1).collect()),
+            }),
             DType::Bigint,
         )
     }
@@ -471,7 +593,13 @@ mod tests {
     fn three_valued_logic() {
         let r = rows();
         // a: 0,1 have values; 2.. are NULL.
-        let a = compare(CmpOp::Gt, col(&[(0, 5), (1, 1)]), Vector::Const(Scalar::Int(3)), &r).unwrap();
+        let a = compare(
+            CmpOp::Gt,
+            col(&[(0, 5), (1, 1)]),
+            Vector::Const(Scalar::Int(3)),
+            &r,
+        )
+        .unwrap();
         let (t, n) = a.clone().into_bool(&r).unwrap();
         assert_eq!(t, [0].into_iter().collect());
         assert_eq!(n, (2..6).collect());
@@ -481,14 +609,23 @@ mod tests {
         let f = Vector::Const(Scalar::Bool(false));
         let (t, n) = and(a.clone(), f, &r).unwrap().into_bool(&r).unwrap();
         assert!(t.is_empty() && n.is_empty());
-        let (t, n) = or(a, Vector::Const(Scalar::Bool(true)), &r).unwrap().into_bool(&r).unwrap();
+        let (t, n) = or(a, Vector::Const(Scalar::Bool(true)), &r)
+            .unwrap()
+            .into_bool(&r)
+            .unwrap();
         assert_eq!((t.len(), n.len()), (6, 0));
     }
 
     #[test]
     fn column_to_column_comparison_ignores_nulls() {
         let r = rows();
-        let v = compare(CmpOp::LtEq, col(&[(0, 1), (2, 5), (3, 9)]), col(&[(0, 1), (3, 2), (4, 7)]), &r).unwrap();
+        let v = compare(
+            CmpOp::LtEq,
+            col(&[(0, 1), (2, 5), (3, 9)]),
+            col(&[(0, 1), (3, 2), (4, 7)]),
+            &r,
+        )
+        .unwrap();
         let (t, n) = v.into_bool(&r).unwrap();
         assert_eq!(t, [0].into_iter().collect());
         assert_eq!(n, [1, 2, 4, 5].into_iter().collect());
@@ -497,8 +634,22 @@ mod tests {
     #[test]
     fn arithmetic_checks_overflow_and_nulls() {
         let r = rows();
-        assert!(arith(ArithOp::Add, col(&[(0, i64::MAX)]), Vector::Const(Scalar::Int(1)), DType::Bigint, &r).is_err());
-        let v = arith(ArithOp::Sub, col(&[(0, 10), (2, 3)]), col(&[(2, 1), (5, 1)]), DType::Bigint, &r).unwrap();
+        assert!(arith(
+            ArithOp::Add,
+            col(&[(0, i64::MAX)]),
+            Vector::Const(Scalar::Int(1)),
+            DType::Bigint,
+            &r
+        )
+        .is_err());
+        let v = arith(
+            ArithOp::Sub,
+            col(&[(0, 10), (2, 3)]),
+            col(&[(2, 1), (5, 1)]),
+            DType::Bigint,
+            &r,
+        )
+        .unwrap();
         let c = v.into_column(&r).unwrap();
         assert_eq!(c.presence, [2].into_iter().collect());
         assert_eq!(c.values, Values::Int(vec![2]));

@@ -39,14 +39,28 @@ fn render(out: &Output) -> Vec<String> {
 fn run_file(path: &Path) -> Result<usize, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let key_type = if text.lines().next().is_some_and(|l| l.trim() == "control keytype bigint") { KeyType::Bigint } else { KeyType::Varchar };
-    let opts = Options { partition_rows: 65536, ..Options::default() };
+    let key_type = if text
+        .lines()
+        .next()
+        .is_some_and(|l| l.trim() == "control keytype bigint")
+    {
+        KeyType::Bigint
+    } else {
+        KeyType::Varchar
+    };
+    let opts = Options {
+        partition_rows: 65536,
+        ..Options::default()
+    };
     let db = Arc::new(Database::create(dir.path(), key_type, opts).map_err(|e| e.to_string())?);
     let mut engine = Engine::new(db.clone());
     let lines: Vec<&str> = text.lines().collect();
     let mut i = 0;
     let mut records = 0;
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let block = |i: &mut usize| -> Vec<String> {
         let mut out = Vec::new();
         while *i < lines.len() && !lines[*i].trim().is_empty() {
@@ -66,7 +80,8 @@ fn run_file(path: &Path) -> Result<usize, String> {
         if let Some(rest) = line.strip_prefix("control ") {
             let rest = rest.trim();
             if let Some(ts) = rest.strip_prefix("now ") {
-                engine = Engine::new(db.clone()).with_now(parse_timestamp(ts).map_err(|e| e.to_string())?);
+                engine = Engine::new(db.clone())
+                    .with_now(parse_timestamp(ts).map_err(|e| e.to_string())?);
             } else if rest == "flush" {
                 db.flush().map_err(|e| e.to_string())?;
             } else if rest == "compact" {
@@ -86,10 +101,14 @@ fn run_file(path: &Path) -> Result<usize, String> {
                 (exp, Err(e)) if exp.starts_with("error") => {
                     let want = exp.trim_start_matches("error").trim();
                     if !e.to_string().to_lowercase().contains(&want.to_lowercase()) {
-                        return fail(format!("expected an error containing {want:?}, got: {e}\n{sql}"));
+                        return fail(format!(
+                            "expected an error containing {want:?}, got: {e}\n{sql}"
+                        ));
                     }
                 }
-                (_, Ok(_)) => return fail(format!("expected an error, the statement succeeded\n{sql}")),
+                (_, Ok(_)) => {
+                    return fail(format!("expected an error, the statement succeeded\n{sql}"))
+                }
                 (other, _) => return fail(format!("unknown statement kind {other:?}")),
             }
             continue;
@@ -105,14 +124,20 @@ fn run_file(path: &Path) -> Result<usize, String> {
             let mut expected = block(&mut i);
             let sql = sql.join("\n");
             records += 1;
-            let out = engine.execute_one(&sql).map_err(|e| format!("{name}:{at}: query failed: {e}\n{sql}"))?;
+            let out = engine
+                .execute_one(&sql)
+                .map_err(|e| format!("{name}:{at}: query failed: {e}\n{sql}"))?;
             let mut got = render(&out);
             if rowsort {
                 got.sort();
                 expected.sort();
             }
             if got != expected {
-                return fail(format!("wrong result for\n{sql}\n--- expected\n{}\n--- got\n{}", expected.join("\n"), got.join("\n")));
+                return fail(format!(
+                    "wrong result for\n{sql}\n--- expected\n{}\n--- got\n{}",
+                    expected.join("\n"),
+                    got.join("\n")
+                ));
             }
             continue;
         }
@@ -124,7 +149,11 @@ fn run_file(path: &Path) -> Result<usize, String> {
 #[test]
 fn sql_conformance_files() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/slt");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "slt")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
     files.sort();
     assert!(!files.is_empty(), "no .slt files in {}", dir.display());
     let mut failures = Vec::new();
@@ -135,6 +164,11 @@ fn sql_conformance_files() {
             Err(e) => failures.push(e),
         }
     }
-    assert!(failures.is_empty(), "{} file(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} file(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
     println!("{} files, {total} records", files.len());
 }

@@ -23,7 +23,14 @@ struct Args {
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args { db: String::new(), commands: vec![], files: vec![], format: Format::Table, keep_going: false, key_type: KeyType::Varchar };
+    let mut a = Args {
+        db: String::new(),
+        commands: vec![],
+        files: vec![],
+        format: Format::Table,
+        keep_going: false,
+        key_type: KeyType::Varchar,
+    };
     let mut it = args.iter();
     while let Some(x) = it.next() {
         let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
@@ -64,7 +71,15 @@ fn print_output(o: &Output, f: Format, out: &mut impl Write) -> std::io::Result<
             Format::Json => write!(out, "{}", format::json(b)),
         },
         Output::Done { tag, rows } => match f {
-            Format::Table => writeln!(out, "{tag}{}", if *rows > 0 { format!(" {rows}") } else { String::new() }),
+            Format::Table => writeln!(
+                out,
+                "{tag}{}",
+                if *rows > 0 {
+                    format!(" {rows}")
+                } else {
+                    String::new()
+                }
+            ),
             _ => Ok(()),
         },
     }
@@ -101,7 +116,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let a = parse(args)?;
     let opts = Options::default();
     let path = std::path::Path::new(&a.db);
-    let db = if path.join("CURRENT").exists() { Database::open(path, opts) } else { Database::create(path, a.key_type, opts) }.map_err(|e| e.to_string())?;
+    let db = if path.join("CURRENT").exists() {
+        Database::open(path, opts)
+    } else {
+        Database::create(path, a.key_type, opts)
+    }
+    .map_err(|e| e.to_string())?;
     let engine = Engine::new(Arc::new(db));
     let mut failed = 0;
     if a.commands.is_empty() && a.files.is_empty() {
@@ -111,15 +131,35 @@ pub fn run(args: &[String]) -> Result<(), String> {
             let mut buf = String::new();
             let mut out = std::io::stdout();
             loop {
-                let _ = write!(out, "{}", if buf.is_empty() { "journeydb> " } else { "       ..> " });
+                let _ = write!(
+                    out,
+                    "{}",
+                    if buf.is_empty() {
+                        "journeydb> "
+                    } else {
+                        "       ..> "
+                    }
+                );
                 let _ = out.flush();
                 let mut line = String::new();
-                if stdin.lock().read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                if stdin
+                    .lock()
+                    .read_line(&mut line)
+                    .map_err(|e| e.to_string())?
+                    == 0
+                {
                     break;
                 }
                 buf.push_str(&line);
                 if line.trim_end().ends_with(';') {
-                    run_script(&engine, &buf, &Args { keep_going: true, ..parse(args)? })?;
+                    run_script(
+                        &engine,
+                        &buf,
+                        &Args {
+                            keep_going: true,
+                            ..parse(args)?
+                        },
+                    )?;
                     buf.clear();
                 }
             }
@@ -129,7 +169,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
             return Ok(());
         }
         let mut sql = String::new();
-        stdin.lock().read_to_string(&mut sql).map_err(|e| e.to_string())?;
+        stdin
+            .lock()
+            .read_to_string(&mut sql)
+            .map_err(|e| e.to_string())?;
         failed += run_script(&engine, &sql, &a)?;
     }
     for c in &a.commands {
@@ -146,7 +189,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
         failed += run_script(&engine, &sql, &a)?;
     }
     if failed > 0 {
-        return Err(format!("{failed} statement{} failed", if failed == 1 { "" } else { "s" }));
+        return Err(format!(
+            "{failed} statement{} failed",
+            if failed == 1 { "" } else { "s" }
+        ));
     }
     Ok(())
 }
