@@ -498,10 +498,20 @@ impl Engine {
                 if_not_exists: false,
             }])
             .map_err(map_storage)?;
-        let written = (|| -> Result<u64> {
-            let batch = crate::exec::to_batch(&rel, &snap, None)?;
-            self.append_batch(&tmp, &batch)
-        })();
+        let mapping: Vec<usize> = cols
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.is_key)
+            .map(|(i, _)| i)
+            .collect();
+        let written = self
+            .db
+            .ingest(
+                &tmp,
+                relation_parts(rel, &mapping.into_iter().map(Some).collect::<Vec<_>>()),
+            )
+            .map(|s| s.rows)
+            .map_err(map_storage);
         match written {
             Ok(n) => {
                 self.db
@@ -614,6 +624,12 @@ impl Engine {
             }
             _ => {
                 let plan = plan_query(source, &self.ctx(&snap))?;
+                if let Some(n) = self.insert_by_ordinals(&name, &t, &targets, &plan, &snap)? {
+                    return Ok(Output::Done {
+                        tag: "INSERT".into(),
+                        rows: n,
+                    });
+                }
                 let b = run_query(&plan, &snap)?;
                 if b.num_columns() != targets.len() {
                     return Err(QueryError::Syntax(format!(
@@ -652,6 +668,80 @@ impl Engine {
             rows: n,
         })
     }
+}
+
+impl Engine {
+    /// INSERT .. SELECT whose key column is the database's key: writes the result's bitmaps and
+    /// columns as segments (no key decoding). `None` when the shapes need the general path.
+    fn insert_by_ordinals(
+        &self,
+        name: &str,
+        t: &journeydb_storage::TableSnapshot,
+        targets: &[(String, DType)],
+        plan: &crate::plan::QueryPlan,
+        snap: &Snapshot,
+    ) -> Result<Option<u64>> {
+        if !plan.order.is_empty() || plan.limit.is_some() || plan.offset > 0 {
+            return Ok(None);
+        }
+        let cols = plan.plan.cols();
+        if cols.len() != targets.len() {
+            return Ok(None);
+        }
+        let mut mapping: Vec<Option<usize>> = vec![None; t.schema().columns.len()];
+        for (i, ((tname, tty), c)) in targets.iter().zip(&cols).enumerate() {
+            if tname.eq_ignore_ascii_case(&t.schema().key_name) {
+                if !c.is_key {
+                    return Ok(None);
+                }
+                continue;
+            }
+            if c.is_key || (c.dtype != *tty && c.dtype != DType::Null) {
+                return Ok(None);
+            }
+            let Some((id, _)) = t.schema().column(tname) else {
+                return Ok(None);
+            };
+            if let Some(slot) = mapping.get_mut(id.0 as usize) {
+                *slot = if c.dtype == DType::Null {
+                    None
+                } else {
+                    Some(i)
+                };
+            }
+        }
+        let rel = crate::exec::execute(&plan.plan, snap)?;
+        let rows = rel.row_count();
+        self.db
+            .ingest(name, relation_parts(rel, &mapping))
+            .map_err(map_storage)?;
+        Ok(Some(rows))
+    }
+}
+
+/// A relation's frames as storage partition data; `mapping[c]` is the relation column that fills
+/// table column `c` (None: no values).
+fn relation_parts(
+    rel: crate::exec::Relation,
+    mapping: &[Option<usize>],
+) -> Vec<(journeydb_storage::PartitionId, journeydb_storage::PartData)> {
+    let mut out = Vec::new();
+    for (p, frames) in rel.parts {
+        for mut f in frames {
+            let columns = mapping
+                .iter()
+                .map(|m| m.and_then(|i| f.cols.get_mut(i).and_then(Option::take)))
+                .collect();
+            out.push((
+                p,
+                journeydb_storage::PartData {
+                    rows: std::mem::take(&mut f.rows),
+                    columns,
+                },
+            ));
+        }
+    }
+    out
 }
 
 fn first_words(s: &str) -> String {

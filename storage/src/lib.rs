@@ -33,7 +33,9 @@ pub mod snapshot;
 pub mod values;
 pub mod wal;
 
-pub use db::{CheckReport, CompactStats, Database, FlushStats, Options, PARTITION_ROWS_DEFAULT};
+pub use db::{
+    CheckReport, CompactStats, Database, FlushStats, IngestStats, Options, PARTITION_ROWS_DEFAULT,
+};
 pub use error::{Result, StorageError};
 pub use keydict::Key;
 pub use manifest::CatalogOp;
@@ -41,5 +43,6 @@ pub use schema::{
     ColumnDef, ColumnId, ColumnType, KeyType, ManifestVersion, MergeRule, PartitionId, SegmentId,
     TableId, TableSchema,
 };
+pub use segment::PartData;
 pub use snapshot::{SegmentInfo, Snapshot, TableSnapshot};
 pub use values::{ColumnData, Values};

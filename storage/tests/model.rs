@@ -40,6 +40,11 @@ enum Op {
         table: usize,
         rows: Vec<(u32, [Option<i64>; 6])>,
     },
+    /// Rows written straight to segments by ordinal (the query engine's CREATE TABLE AS path).
+    Ingest {
+        table: usize,
+        rows: Vec<(u32, [Option<i64>; 6])>,
+    },
     Flush,
     Compact,
     Create(usize),
@@ -65,7 +70,8 @@ fn op() -> impl Strategy<Value = Op> {
         ],
     );
     prop_oneof![
-        8 => (0..3usize, proptest::collection::vec(row, 0..12)).prop_map(|(table, rows)| Op::Append { table, rows }),
+        8 => (0..3usize, proptest::collection::vec(row.clone(), 0..12)).prop_map(|(table, rows)| Op::Append { table, rows }),
+        3 => (0..3usize, proptest::collection::vec(row, 0..12)).prop_map(|(table, rows)| Op::Ingest { table, rows }),
         2 => Just(Op::Flush),
         1 => Just(Op::Compact),
         2 => (0..3usize).prop_map(Op::Create),
@@ -112,7 +118,7 @@ fn fold(old: &mut Option<Cell>, new: Cell, rule: MergeRule) {
 fn apply_model(m: &mut Model, op: &Op) -> bool {
     let cols = columns();
     match op {
-        Op::Append { table, rows } => {
+        Op::Append { table, rows } | Op::Ingest { table, rows } => {
             let Some(t) = m.get_mut(TABLES[*table]) else {
                 return false;
             };
@@ -207,6 +213,53 @@ fn apply_engine(db: &mut Option<Database>, dir: &std::path::Path, op: &Op) -> bo
             }
             d.append(TABLES[*table], &batch("k", &keys, arrays)).is_ok()
         }
+        Op::Ingest { table, rows } => {
+            let snap = d.snapshot();
+            let Ok(t) = snap.table(TABLES[*table]) else {
+                return false;
+            };
+            let keys = snap.keys();
+            let ordinals: Vec<u32> = rows
+                .iter()
+                .map(|(k, _)| {
+                    keys.lookup(journeydb_storage::Key::Str(&key(*k)))
+                        .expect("every test key is in the dictionary")
+                })
+                .collect();
+            drop(keys);
+            let columns = cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let valid: Vec<bool> = rows.iter().map(|(_, v)| v[i].is_some()).collect();
+                    let vals = rows.iter().filter_map(|(_, v)| v[i]);
+                    let values = match c.ty {
+                        ColumnType::Double => {
+                            journeydb_storage::Values::Float(vals.map(|x| x as f64).collect())
+                        }
+                        ColumnType::Varchar => journeydb_storage::Values::Str(
+                            vals.map(|x| format!("s{x:05}")).collect(),
+                        ),
+                        _ => journeydb_storage::Values::Int(vals.collect()),
+                    };
+                    journeydb_storage::wal::BatchColumn {
+                        id: journeydb_storage::ColumnId(i as u32),
+                        ty: c.ty,
+                        valid,
+                        values,
+                    }
+                })
+                .collect();
+            let rb = journeydb_storage::wal::RowBatch {
+                table: t.id(),
+                ordinals,
+                columns,
+            };
+            let chunk =
+                journeydb_storage::snapshot::Chunk::from_batch(&rb, t.schema(), t.partition_rows());
+            d.ingest(TABLES[*table], chunk.parts.into_iter().collect())
+                .is_ok()
+        }
         Op::Flush => d.flush().is_ok(),
         Op::Compact => d.compact(2).is_ok(),
         Op::Create(t) => d.create_table(TABLES[*t], schema()).is_ok(),
@@ -264,6 +317,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             .unwrap();
         let filler: Vec<String> = (0..FILLER_KEYS).map(|i| format!("filler{i}")).collect();
         d.append("filler", &batch("k", &filler, vec![])).unwrap();
+        // Every test key gets its ordinal up front, so ingests (by ordinal) can name any of them.
+        let all: Vec<String> = (0..KEYS).map(key).collect();
+        d.append("filler", &batch("k", &all, vec![])).unwrap();
     }
     let mut model: Model = Model::new();
     for (step, op) in ops.iter().enumerate() {
