@@ -121,8 +121,16 @@ impl Journey {
 
     /// Customers `range` as an Arrow batch: the key column and every funnel column.
     pub fn batch(&self, range: std::ops::Range<usize>) -> RecordBatch {
+        let rows: Vec<usize> = range.collect();
+        self.batch_for(self, &rows)
+    }
+
+    /// Customers `rows` as an Arrow batch, with the keys of `keys_of` and this journey's values (a
+    /// delta of new facts for existing customers when the seeds differ).
+    pub fn batch_for(&self, keys_of: &Journey, rows: &[usize]) -> RecordBatch {
+        let range = rows.iter().copied();
         let mut fields = vec![Field::new("customer_id", DataType::Utf8, false)];
-        let keys: Vec<String> = range.clone().map(|i| self.key(i)).collect();
+        let keys: Vec<String> = range.clone().map(|i| keys_of.key(i)).collect();
         let mut arrays: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(keys))];
         for j in 0..self.columns {
             fields.push(Field::new(
