@@ -19,7 +19,7 @@ use journeydb_storage::{
 use roaring::RoaringBitmap;
 
 use crate::error::{QueryError, Result};
-use crate::plan::{Agg, Expr, Plan, QueryPlan, RelCol, Sample, SetKind};
+use crate::plan::{Agg, Expr, Load, Plan, QueryPlan, RelCol, Sample, SetKind};
 use crate::types::{DType, Scalar};
 use crate::vector::{and, arith, compare, is_null, negate, not, or, restrict, Vector};
 
@@ -209,29 +209,21 @@ fn sample_rows(rows: &RoaringBitmap, s: Sample) -> RoaringBitmap {
 /// Executes a plan into a relation.
 pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
     match plan {
-        Plan::Scan {
-            table,
-            load,
-            sample,
-            cols,
-        } => {
+        Plan::Scan { table, load, cols } => {
             let parts = table.partitions();
             let frames = par_map(&parts, |p| {
-                let mut rows = table.rows(*p);
-                if let Some(s) = sample {
-                    rows = sample_rows(&rows, *s);
-                }
+                let rows = table.rows(*p);
                 let mut fc = vec![None];
                 for (i, l) in load.iter().enumerate() {
-                    fc.push(if *l {
-                        let c = table.column(*p, ColumnId(i as u32))?;
-                        Some(if sample.is_some() {
-                            restrict(&c, &rows)
-                        } else {
-                            c
-                        })
-                    } else {
-                        None
+                    let id = ColumnId(i as u32);
+                    fc.push(match l {
+                        Load::No => None,
+                        Load::Values => Some(table.column(*p, id)?),
+                        // Only the bitmap: no value is decoded, and no operator above reads one.
+                        Load::Presence => {
+                            let ty = table.schema().columns.get(i).map_or(ColumnType::Bigint, |c| c.ty);
+                            Some(ColumnData { presence: table.presence(*p, id)?, values: Values::empty(ty) })
+                        }
                     });
                 }
                 Ok(Frame { rows, cols: fc })
@@ -243,6 +235,14 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
                     .zip(frames)
                     .map(|(p, f)| (p, vec![f]))
                     .collect(),
+            })
+        }
+        Plan::Sample { input, sample } => {
+            let rel = execute(input, snap)?;
+            map_frames(rel, snap, |f, _| {
+                let rows = sample_rows(&f.rows, *sample);
+                let cols = f.cols.iter().map(|c| c.as_ref().map(|c| restrict(c, &rows))).collect();
+                Ok(Frame { rows, cols })
             })
         }
         Plan::Filter { input, predicate } => {

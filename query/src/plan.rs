@@ -80,6 +80,17 @@ pub struct Sample {
     pub seed: u64,
 }
 
+/// How much of a column a scan reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Load {
+    /// Nothing: no operator refers to it.
+    No,
+    /// The presence bitmap only (`IS [NOT] NULL`, `COUNT(col)`).
+    Presence,
+    /// Bitmap and values.
+    Values,
+}
+
 /// A relational operator tree.
 #[derive(Debug, Clone)]
 pub enum Plan {
@@ -87,12 +98,18 @@ pub enum Plan {
     Scan {
         /// The table in the query's snapshot.
         table: TableSnapshot,
-        /// Which value columns are read (by column id).
-        load: Vec<bool>,
-        /// Row sample.
-        sample: Option<Sample>,
+        /// How much of each value column is read (by column id).
+        load: Vec<Load>,
         /// Output columns: the key, then the value columns.
         cols: Vec<RelCol>,
+    },
+    /// A Bernoulli sample of the input's rows, decided per ordinal by a hash of (seed, ordinal): the
+    /// same rows whether it runs before or after a filter, so the planner puts it after one.
+    Sample {
+        /// Input.
+        input: Box<Plan>,
+        /// Percentage and seed.
+        sample: Sample,
     },
     /// Rows where the predicate is TRUE.
     Filter {
@@ -167,7 +184,7 @@ impl Plan {
     pub fn cols(&self) -> Vec<RelCol> {
         match self {
             Plan::Scan { cols, .. } => cols.clone(),
-            Plan::Filter { input, .. } | Plan::Distinct { input } => input.cols(),
+            Plan::Filter { input, .. } | Plan::Distinct { input } | Plan::Sample { input, .. } => input.cols(),
             Plan::Project { exprs, .. } => exprs.iter().map(|(_, c)| c.clone()).collect(),
             Plan::Aggregate { items, .. } => items.iter().map(|(_, c)| c.clone()).collect(),
             Plan::SetOp { left, .. } | Plan::UnionAll { left, .. } => left.cols(),
@@ -202,34 +219,19 @@ impl Plan {
                 .join(", ")
         };
         let _ = match self {
-            Plan::Scan {
-                table,
-                load,
-                sample,
-                ..
-            } => {
+            Plan::Scan { table, load, .. } => {
                 let read: Vec<String> = table
                     .schema()
                     .columns
                     .iter()
                     .zip(load)
-                    .filter(|(_, l)| **l)
-                    .map(|(c, _)| c.name.clone())
+                    .filter(|(_, l)| **l != Load::No)
+                    .map(|(c, l)| if *l == Load::Presence { format!("{} (bitmap)", c.name) } else { c.name.clone() })
                     .collect();
-                let s = sample
-                    .map(|s| format!(" sample=bernoulli({}%, seed {})", s.percent, s.seed))
-                    .unwrap_or_default();
-                writeln!(
-                    out,
-                    "{pad}Scan {} [key + {}] per partition: presence bitmaps{s}",
-                    table.name(),
-                    if read.is_empty() {
-                        "no columns".into()
-                    } else {
-                        read.join(", ")
-                    }
-                )
+                let read = if read.is_empty() { "no columns".to_string() } else { read.join(", ") };
+                writeln!(out, "{pad}Scan {} [key + {read}] per partition", table.name())
             }
+            Plan::Sample { sample, .. } => writeln!(out, "{pad}Sample bernoulli({}%) per ordinal", sample.percent),
             Plan::Filter { predicate, .. } => {
                 writeln!(out, "{pad}Filter {} (bitmap predicate)", show(predicate))
             }
@@ -275,7 +277,8 @@ impl Plan {
             Plan::Filter { input, .. }
             | Plan::Project { input, .. }
             | Plan::Aggregate { input, .. }
-            | Plan::Distinct { input } => input.explain(out, depth + 1),
+            | Plan::Distinct { input }
+            | Plan::Sample { input, .. } => input.explain(out, depth + 1),
             Plan::SetOp { left, right, .. } | Plan::UnionAll { left, right } => {
                 left.explain(out, depth + 1);
                 right.explain(out, depth + 1);
@@ -505,7 +508,7 @@ fn plan_set_expr(body: &ast::SetExpr, ctx: &PlanCtx<'_>) -> Result<Plan> {
     }
 }
 
-fn plan_from(from: &[ast::TableWithJoins], ctx: &PlanCtx<'_>) -> Result<(Plan, Option<String>)> {
+fn plan_from(from: &[ast::TableWithJoins], ctx: &PlanCtx<'_>) -> Result<(Plan, Option<String>, Option<Sample>)> {
     let [one] = from else {
         return if from.is_empty() {
             unsupported("SELECT without FROM")
@@ -545,6 +548,7 @@ fn plan_from(from: &[ast::TableWithJoins], ctx: &PlanCtx<'_>) -> Result<(Plan, O
                         project,
                     },
                     alias_name,
+                    None,
                 ));
             }
             let [tname] = parts.as_slice() else {
@@ -568,15 +572,11 @@ fn plan_from(from: &[ast::TableWithJoins], ctx: &PlanCtx<'_>) -> Result<(Plan, O
                 dtype: c.ty.into(),
                 is_key: false,
             }));
-            let load = vec![false; table.schema().columns.len()];
+            let load = vec![Load::No; table.schema().columns.len()];
             Ok((
-                Plan::Scan {
-                    table,
-                    load,
-                    sample,
-                    cols,
-                },
+                Plan::Scan { table, load, cols },
                 alias_name.or_else(|| Some(tname.clone())),
+                sample,
             ))
         }
         ast::TableFactor::Derived {
@@ -595,7 +595,7 @@ fn plan_from(from: &[ast::TableWithJoins], ctx: &PlanCtx<'_>) -> Result<(Plan, O
             if !qp.order.is_empty() || qp.limit.is_some() || qp.offset > 0 {
                 return unsupported("ORDER BY / LIMIT inside a subquery");
             }
-            Ok((qp.plan, alias.as_ref().map(|a| ident(&a.name))))
+            Ok((qp.plan, alias.as_ref().map(|a| ident(&a.name)), None))
         }
         other => unsupported(format!("FROM {other}")),
     }
@@ -699,7 +699,7 @@ fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
     {
         return unsupported("TOP / INTO / LATERAL VIEW / CLUSTER BY / SORT BY");
     }
-    let (mut input, alias) = plan_from(&s.from, ctx)?;
+    let (mut input, alias, sample) = plan_from(&s.from, ctx)?;
     let in_cols = input.cols();
     let alias = alias.as_deref();
     if let Plan::System { name, batch, .. } = &input {
@@ -717,6 +717,12 @@ fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
         input = Plan::Filter {
             input: Box::new(input),
             predicate,
+        };
+    }
+    if let Some(sample) = sample {
+        input = Plan::Sample {
+            input: Box::new(input),
+            sample,
         };
     }
     let group_by = match &s.group_by {
@@ -925,11 +931,17 @@ fn plan_aggregate(
     })
 }
 
-/// Marks which columns each scan must read: those the operators above it reference.
+/// Marks how much of each column each scan must read: values for columns whose values an operator
+/// uses, only the presence bitmap for columns used only by `IS [NOT] NULL` or `COUNT(col)`.
 fn prune_scan(plan: Plan) -> Plan {
-    fn refs(e: &Expr, out: &mut Vec<usize>) {
+    fn refs(e: &Expr, out: &mut Vec<(usize, Load)>) {
         match e {
-            Expr::Col(i) => out.push(*i),
+            Expr::Col(i) => out.push((*i, Load::Values)),
+            Expr::IsNull(inner, _) if matches!(inner.as_ref(), Expr::Col(_)) => {
+                if let Expr::Col(i) = inner.as_ref() {
+                    out.push((*i, Load::Presence));
+                }
+            }
             Expr::Lit(_) => {}
             Expr::Cmp(_, a, b) | Expr::Arith(_, a, b, _) | Expr::And(a, b) | Expr::Or(a, b) => {
                 refs(a, out);
@@ -938,13 +950,13 @@ fn prune_scan(plan: Plan) -> Plan {
             Expr::Not(a) | Expr::Neg(a) | Expr::IsNull(a, _) => refs(a, out),
         }
     }
-    fn mark(plan: &mut Plan, used: &[usize]) {
+    fn mark(plan: &mut Plan, used: &[(usize, Load)]) {
         match plan {
             Plan::Scan { load, .. } => {
-                for &i in used {
+                for &(i, kind) in used {
                     // Column 0 is the key; value column j is relation column j + 1.
                     if let Some(l) = i.checked_sub(1).and_then(|j| load.get_mut(j)) {
-                        *l = true;
+                        *l = (*l).max(kind);
                     }
                 }
             }
@@ -953,6 +965,7 @@ fn prune_scan(plan: Plan) -> Plan {
                 refs(predicate, &mut u);
                 mark(input, &u);
             }
+            Plan::Sample { input, .. } => mark(input, used),
             _ => {}
         }
     }
@@ -966,6 +979,7 @@ fn prune_scan(plan: Plan) -> Plan {
         Plan::Aggregate { input, items, .. } => {
             for (a, _) in items.iter() {
                 match a {
+                    Agg::Count(Expr::Col(i)) => used.push((*i, Load::Presence)),
                     Agg::Count(e) | Agg::Min(e) | Agg::Max(e) => refs(e, &mut used),
                     Agg::Key | Agg::CountStar => {}
                 }

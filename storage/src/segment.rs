@@ -481,6 +481,19 @@ impl Segment {
         Ok(Some(data))
     }
 
+    /// Decodes only the presence bitmap of column `id` (checking its checksum and the declared type).
+    pub fn presence(&self, id: ColumnId, ty: ColumnType) -> Result<Option<RoaringBitmap>> {
+        let Some(meta) = self.column_meta(id) else { return Ok(None) };
+        if meta.ty != ty {
+            return Err(StorageError::corrupt(&self.path, 0, format!("column {} is {:?}, the table says {ty:?}", id.0, meta.ty)));
+        }
+        let presence = decode_bitmap(&self.path, self.block(meta.presence)?, meta.presence.offset)?;
+        if presence.len() != meta.count || !presence.is_subset(&self.rows) {
+            return Err(StorageError::corrupt(&self.path, meta.presence.offset, "presence bitmap does not match the column's count"));
+        }
+        Ok(Some(presence))
+    }
+
     /// Decodes every column of `schema` into a [`PartData`] (used by compaction and checks).
     pub fn read_all(&self, schema: &TableSchema) -> Result<PartData> {
         let mut columns = Vec::with_capacity(schema.columns.len());

@@ -351,6 +351,27 @@ impl TableSnapshot {
         Ok(merge_columns(def.rule, def.ty, &sources))
     }
 
+    /// The ordinals of partition `p` where column `col` has a value, without decoding any value: what
+    /// `IS [NOT] NULL` and `COUNT(col)` need.
+    pub fn presence(&self, p: PartitionId, col: ColumnId) -> Result<RoaringBitmap> {
+        let def = self.table.schema.columns.get(col.0 as usize).ok_or_else(|| StorageError::ColumnNotFound {
+            table: self.table.name.clone(),
+            column: format!("#{}", col.0),
+        })?;
+        let mut out = RoaringBitmap::new();
+        for s in self.table.segments.iter().filter(|s| s.partition == p) {
+            if let Some(b) = s.presence(col, def.ty)? {
+                out |= b;
+            }
+        }
+        for c in &self.table.mem {
+            if let Some(data) = c.parts.get(&p).and_then(|part| part.columns.get(col.0 as usize)).and_then(|c| c.as_ref()) {
+                out |= &data.presence;
+            }
+        }
+        Ok(out)
+    }
+
     /// Column `name` of partition `p`; see [`TableSnapshot::column`].
     pub fn column_by_name(&self, p: PartitionId, name: &str) -> Result<ColumnData> {
         let (id, _) =
