@@ -221,8 +221,15 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
                         Load::Values => Some(table.column(*p, id)?),
                         // Only the bitmap: no value is decoded, and no operator above reads one.
                         Load::Presence => {
-                            let ty = table.schema().columns.get(i).map_or(ColumnType::Bigint, |c| c.ty);
-                            Some(ColumnData { presence: table.presence(*p, id)?, values: Values::empty(ty) })
+                            let ty = table
+                                .schema()
+                                .columns
+                                .get(i)
+                                .map_or(ColumnType::Bigint, |c| c.ty);
+                            Some(ColumnData {
+                                presence: table.presence(*p, id)?,
+                                values: Values::empty(ty),
+                            })
                         }
                     });
                 }
@@ -241,18 +248,30 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
             let rel = execute(input, snap)?;
             map_frames(rel, snap, |f, _| {
                 let rows = sample_rows(&f.rows, *sample);
-                let cols = f.cols.iter().map(|c| c.as_ref().map(|c| restrict(c, &rows))).collect();
+                let cols = f
+                    .cols
+                    .iter()
+                    .map(|c| c.as_ref().map(|c| restrict(c, &rows)))
+                    .collect();
                 Ok(Frame { rows, cols })
             })
         }
-        Plan::Filter { input, predicate } => {
+        Plan::Filter {
+            input,
+            predicate,
+            keep,
+        } => {
             let rel = execute(input, snap)?;
             map_frames(rel, snap, |f, ctx| {
                 let (t, _) = eval(predicate, f, ctx)?.into_bool(&f.rows)?;
                 let cols = f
                     .cols
                     .iter()
-                    .map(|c| c.as_ref().map(|c| restrict(c, &t)))
+                    .enumerate()
+                    .map(|(i, c)| match keep {
+                        Some(k) if !k.get(i).copied().unwrap_or(true) => None,
+                        _ => c.as_ref().map(|c| restrict(c, &t)),
+                    })
                     .collect();
                 Ok(Frame { rows: t, cols })
             })

@@ -117,6 +117,9 @@ pub enum Plan {
         input: Box<Plan>,
         /// Condition over the input's columns.
         predicate: Expr,
+        /// Columns the operators above use; the others are dropped after the predicate instead of
+        /// being cut down to the surviving rows (`None`: keep all).
+        keep: Option<Vec<bool>>,
     },
     /// New columns computed per row.
     Project {
@@ -184,7 +187,9 @@ impl Plan {
     pub fn cols(&self) -> Vec<RelCol> {
         match self {
             Plan::Scan { cols, .. } => cols.clone(),
-            Plan::Filter { input, .. } | Plan::Distinct { input } | Plan::Sample { input, .. } => input.cols(),
+            Plan::Filter { input, .. } | Plan::Distinct { input } | Plan::Sample { input, .. } => {
+                input.cols()
+            }
             Plan::Project { exprs, .. } => exprs.iter().map(|(_, c)| c.clone()).collect(),
             Plan::Aggregate { items, .. } => items.iter().map(|(_, c)| c.clone()).collect(),
             Plan::SetOp { left, .. } | Plan::UnionAll { left, .. } => left.cols(),
@@ -226,12 +231,30 @@ impl Plan {
                     .iter()
                     .zip(load)
                     .filter(|(_, l)| **l != Load::No)
-                    .map(|(c, l)| if *l == Load::Presence { format!("{} (bitmap)", c.name) } else { c.name.clone() })
+                    .map(|(c, l)| {
+                        if *l == Load::Presence {
+                            format!("{} (bitmap)", c.name)
+                        } else {
+                            c.name.clone()
+                        }
+                    })
                     .collect();
-                let read = if read.is_empty() { "no columns".to_string() } else { read.join(", ") };
-                writeln!(out, "{pad}Scan {} [key + {read}] per partition", table.name())
+                let read = if read.is_empty() {
+                    "no columns".to_string()
+                } else {
+                    read.join(", ")
+                };
+                writeln!(
+                    out,
+                    "{pad}Scan {} [key + {read}] per partition",
+                    table.name()
+                )
             }
-            Plan::Sample { sample, .. } => writeln!(out, "{pad}Sample bernoulli({}%) per ordinal", sample.percent),
+            Plan::Sample { sample, .. } => writeln!(
+                out,
+                "{pad}Sample bernoulli({}%) per ordinal",
+                sample.percent
+            ),
             Plan::Filter { predicate, .. } => {
                 writeln!(out, "{pad}Filter {} (bitmap predicate)", show(predicate))
             }
@@ -508,7 +531,10 @@ fn plan_set_expr(body: &ast::SetExpr, ctx: &PlanCtx<'_>) -> Result<Plan> {
     }
 }
 
-fn plan_from(from: &[ast::TableWithJoins], ctx: &PlanCtx<'_>) -> Result<(Plan, Option<String>, Option<Sample>)> {
+fn plan_from(
+    from: &[ast::TableWithJoins],
+    ctx: &PlanCtx<'_>,
+) -> Result<(Plan, Option<String>, Option<Sample>)> {
     let [one] = from else {
         return if from.is_empty() {
             unsupported("SELECT without FROM")
@@ -717,6 +743,7 @@ fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
         input = Plan::Filter {
             input: Box::new(input),
             predicate,
+            keep: None,
         };
     }
     if let Some(sample) = sample {
@@ -960,7 +987,19 @@ fn prune_scan(plan: Plan) -> Plan {
                     }
                 }
             }
-            Plan::Filter { input, predicate } => {
+            Plan::Filter {
+                input,
+                predicate,
+                keep,
+            } => {
+                let width = input.cols().len();
+                let mut k = vec![false; width];
+                for &(i, _) in used {
+                    if let Some(slot) = k.get_mut(i) {
+                        *slot = true;
+                    }
+                }
+                *keep = Some(k);
                 let mut u = used.to_vec();
                 refs(predicate, &mut u);
                 mark(input, &u);
@@ -1276,7 +1315,50 @@ fn typed_cmp(op: CmpOp, l: Expr, r: Expr, cols: &[RelCol]) -> Result<Expr> {
             rt.name()
         )));
     }
-    Ok(Expr::Cmp(op, Box::new(l), Box::new(r)))
+    Ok(fold_interval_cmp(op, l, r))
+}
+
+/// `x + INTERVAL d <op> c` becomes `x <op> c - d` (and `x - d <op> c` becomes `x <op> c + d`) when the
+/// interval has no months: exact on µs, and the comparison then runs on the stored values directly,
+/// with no arithmetic per row. The journey runner's wait steps are this shape.
+fn fold_interval_cmp(op: CmpOp, l: Expr, r: Expr) -> Expr {
+    fn shift(e: &Expr) -> Option<(&Expr, i64)> {
+        match e {
+            Expr::Arith(ArithOp::Add, x, y, DType::Timestamp) => match (x.as_ref(), y.as_ref()) {
+                (x, Expr::Lit(Scalar::Interval(iv))) | (Expr::Lit(Scalar::Interval(iv)), x)
+                    if iv.months == 0 =>
+                {
+                    Some((x, iv.micros))
+                }
+                _ => None,
+            },
+            Expr::Arith(ArithOp::Sub, x, lit, DType::Timestamp) => match lit.as_ref() {
+                Expr::Lit(Scalar::Interval(iv)) if iv.months == 0 => {
+                    iv.micros.checked_neg().map(|m| (x.as_ref(), m))
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+    match (&l, &r) {
+        (a, Expr::Lit(Scalar::Ts(c))) => {
+            if let Some((x, d)) = shift(a) {
+                if let Some(c2) = c.checked_sub(d) {
+                    return Expr::Cmp(op, Box::new(x.clone()), Box::new(Expr::Lit(Scalar::Ts(c2))));
+                }
+            }
+        }
+        (Expr::Lit(Scalar::Ts(c)), b) => {
+            if let Some((x, d)) = shift(b) {
+                if let Some(c2) = c.checked_sub(d) {
+                    return Expr::Cmp(op, Box::new(Expr::Lit(Scalar::Ts(c2))), Box::new(x.clone()));
+                }
+            }
+        }
+        _ => {}
+    }
+    Expr::Cmp(op, Box::new(l), Box::new(r))
 }
 
 fn typed_arith(op: ArithOp, l: Expr, r: Expr, cols: &[RelCol]) -> Result<Expr> {

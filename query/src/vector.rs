@@ -144,6 +144,13 @@ pub fn restrict(c: &ColumnData, rows: &RoaringBitmap) -> ColumnData {
     if c.presence.is_subset(rows) {
         return c.clone();
     }
+    if c.values.is_empty() {
+        // A presence-only column (no values were read): only the bitmap is cut down.
+        return ColumnData {
+            presence: &c.presence & rows,
+            values: c.values.clone(),
+        };
+    }
     let presence = &c.presence & rows;
     let values = gather(c, &presence);
     ColumnData { presence, values }
@@ -322,6 +329,73 @@ fn cmp_el(a: El<'_>, b: El<'_>) -> Option<std::cmp::Ordering> {
     })
 }
 
+/// Ordinals of `presence` whose value (`values`, aligned) satisfies `value <op> k`: one monomorphized
+/// loop per operator.
+fn cmp_int_const(op: CmpOp, presence: &RoaringBitmap, values: &[i64], k: i64) -> RoaringBitmap {
+    fn keep(presence: &RoaringBitmap, values: &[i64], f: impl Fn(i64) -> bool) -> RoaringBitmap {
+        let ords = presence
+            .iter()
+            .zip(values)
+            .filter(|(_, v)| f(**v))
+            .map(|(o, _)| o);
+        // The ordinals come from a bitmap in ascending order.
+        RoaringBitmap::from_sorted_iter(ords).unwrap_or_default()
+    }
+    match op {
+        CmpOp::Eq => keep(presence, values, |v| v == k),
+        CmpOp::NotEq => keep(presence, values, |v| v != k),
+        CmpOp::Lt => keep(presence, values, |v| v < k),
+        CmpOp::LtEq => keep(presence, values, |v| v <= k),
+        CmpOp::Gt => keep(presence, values, |v| v > k),
+        CmpOp::GtEq => keep(presence, values, |v| v >= k),
+    }
+}
+
+/// Ordinals present in both columns whose values satisfy `a <op> b`: one pass over both columns in
+/// ordinal order, without gathering either.
+fn cmp_int_cols(
+    op: CmpOp,
+    pa: &RoaringBitmap,
+    a: &[i64],
+    pb: &RoaringBitmap,
+    b: &[i64],
+) -> RoaringBitmap {
+    fn walk(
+        pa: &RoaringBitmap,
+        a: &[i64],
+        pb: &RoaringBitmap,
+        b: &[i64],
+        f: impl Fn(i64, i64) -> bool,
+    ) -> RoaringBitmap {
+        let mut out = Vec::new();
+        let mut ia = pa.iter().zip(a).peekable();
+        let mut ib = pb.iter().zip(b).peekable();
+        while let (Some(&(oa, va)), Some(&(ob, vb))) = (ia.peek(), ib.peek()) {
+            if oa < ob {
+                ia.next();
+            } else if ob < oa {
+                ib.next();
+            } else {
+                if f(*va, *vb) {
+                    out.push(oa);
+                }
+                ia.next();
+                ib.next();
+            }
+        }
+        // Ordinals come out ascending.
+        RoaringBitmap::from_sorted_iter(out).unwrap_or_default()
+    }
+    match op {
+        CmpOp::Eq => walk(pa, a, pb, b, |x, y| x == y),
+        CmpOp::NotEq => walk(pa, a, pb, b, |x, y| x != y),
+        CmpOp::Lt => walk(pa, a, pb, b, |x, y| x < y),
+        CmpOp::LtEq => walk(pa, a, pb, b, |x, y| x <= y),
+        CmpOp::Gt => walk(pa, a, pb, b, |x, y| x > y),
+        CmpOp::GtEq => walk(pa, a, pb, b, |x, y| x >= y),
+    }
+}
+
 /// Compares two vectors over `rows`.
 pub fn compare<'a>(
     op: CmpOp,
@@ -357,6 +431,12 @@ pub fn compare<'a>(
                     n: rows.clone(),
                 });
             };
+            if let (Values::Int(v), El::I(k)) = (&c.values, sv) {
+                return Ok(Vector::Bool {
+                    t: cmp_int_const(op, &c.presence, v, k),
+                    n: rows - &c.presence,
+                });
+            }
             let mut t = Vec::new();
             for (i, ord) in c.presence.iter().enumerate() {
                 let e = el_at(&c.values, i)
@@ -372,6 +452,12 @@ pub fn compare<'a>(
         }
         (Vector::Col(ca, _), Vector::Col(cb, _)) => {
             let common = &ca.presence & &cb.presence;
+            if let (Values::Int(x), Values::Int(y)) = (&ca.values, &cb.values) {
+                return Ok(Vector::Bool {
+                    t: cmp_int_cols(op, &ca.presence, x, &cb.presence, y),
+                    n: rows - &common,
+                });
+            }
             let va = gather(ca, &common);
             let vb = gather(cb, &common);
             let mut t = Vec::new();

@@ -13,14 +13,31 @@ const N: usize = 100_000;
 
 fn engine() -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Database::create(dir.path(), KeyType::Varchar, Options { partition_rows: 65536, ..Options::default() }).unwrap());
+    let db = Arc::new(
+        Database::create(
+            dir.path(),
+            KeyType::Varchar,
+            Options {
+                partition_rows: 65536,
+                ..Options::default()
+            },
+        )
+        .unwrap(),
+    );
     let e = Engine::new(db.clone());
-    e.execute_one("CREATE TABLE t (k VARCHAR PRIMARY KEY, a TIMESTAMP)").unwrap();
+    e.execute_one("CREATE TABLE t (k VARCHAR PRIMARY KEY, a TIMESTAMP)")
+        .unwrap();
     let keys: Vec<String> = (0..N).map(|i| format!("k{i:06}")).collect();
     let a: Vec<Option<i64>> = (0..N).map(|i| (i % 3 == 0).then_some(i as i64)).collect();
     let b = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, false), Field::new("a", DataType::Timestamp(TimeUnit::Microsecond, None), true)])),
-        vec![Arc::new(StringArray::from(keys)) as ArrayRef, Arc::new(TimestampMicrosecondArray::from(a)) as ArrayRef],
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("a", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        ])),
+        vec![
+            Arc::new(StringArray::from(keys)) as ArrayRef,
+            Arc::new(TimestampMicrosecondArray::from(a)) as ArrayRef,
+        ],
     )
     .unwrap();
     db.append("t", &b).unwrap();
@@ -28,8 +45,15 @@ fn engine() -> (tempfile::TempDir, Engine) {
 }
 
 fn keys(e: &Engine, sql: &str) -> Vec<String> {
-    let Output::Rows(b) = e.execute_one(sql).unwrap() else { panic!("no rows") };
-    let col = b.column(0).as_any().downcast_ref::<StringArray>().unwrap().clone();
+    let Output::Rows(b) = e.execute_one(sql).unwrap() else {
+        panic!("no rows")
+    };
+    let col = b
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .clone();
     let mut v: Vec<String> = (0..col.len()).map(|i| col.value(i).to_string()).collect();
     v.sort();
     v
@@ -38,10 +62,19 @@ fn keys(e: &Engine, sql: &str) -> Vec<String> {
 #[test]
 fn repeatable_samples_are_deterministic_and_commute_with_filters() {
     let (_d, e) = engine();
-    let s1 = keys(&e, "SELECT k FROM t TABLESAMPLE BERNOULLI (30) REPEATABLE (11) WHERE a IS NOT NULL");
-    let s2 = keys(&e, "SELECT k FROM t TABLESAMPLE BERNOULLI (30) REPEATABLE (11) WHERE a IS NOT NULL");
+    let s1 = keys(
+        &e,
+        "SELECT k FROM t TABLESAMPLE BERNOULLI (30) REPEATABLE (11) WHERE a IS NOT NULL",
+    );
+    let s2 = keys(
+        &e,
+        "SELECT k FROM t TABLESAMPLE BERNOULLI (30) REPEATABLE (11) WHERE a IS NOT NULL",
+    );
     assert_eq!(s1, s2, "the same seed gives the same rows");
-    let other = keys(&e, "SELECT k FROM t TABLESAMPLE BERNOULLI (30) REPEATABLE (12) WHERE a IS NOT NULL");
+    let other = keys(
+        &e,
+        "SELECT k FROM t TABLESAMPLE BERNOULLI (30) REPEATABLE (12) WHERE a IS NOT NULL",
+    );
     assert_ne!(s1, other, "another seed gives other rows");
     // Sampling the whole table, then filtering, gives the rows of filtering then sampling.
     let all = keys(&e, "SELECT k FROM (SELECT k, a FROM t TABLESAMPLE BERNOULLI (30) REPEATABLE (11)) WHERE a IS NOT NULL");

@@ -293,6 +293,9 @@ pub struct Segment {
     pub rows: RoaringBitmap,
     /// Columns with values, by id.
     pub columns: Vec<SegmentColumn>,
+    /// Decoded presence bitmaps, per entry of `columns`, filled on first use: they are small (at most
+    /// about one bit per row) and every predicate touches them; values are decoded per query.
+    presence_cache: Vec<std::sync::OnceLock<RoaringBitmap>>,
     map: Mmap,
 }
 
@@ -406,6 +409,7 @@ impl Segment {
             partition,
             path: path.to_path_buf(),
             rows: RoaringBitmap::new(),
+            presence_cache: columns.iter().map(|_| std::sync::OnceLock::new()).collect(),
             columns,
             map,
         };
@@ -465,7 +469,7 @@ impl Segment {
                 format!("column {} is {:?}, the table says {ty:?}", id.0, meta.ty),
             ));
         }
-        let presence = decode_bitmap(&self.path, self.block(meta.presence)?, meta.presence.offset)?;
+        let presence = self.cached_presence(id, meta)?;
         let values = decode_values(&self.path, self.block(meta.values)?, meta.values.offset, ty)?;
         let data = ColumnData { presence, values };
         if !data.is_consistent()
@@ -483,15 +487,41 @@ impl Segment {
 
     /// Decodes only the presence bitmap of column `id` (checking its checksum and the declared type).
     pub fn presence(&self, id: ColumnId, ty: ColumnType) -> Result<Option<RoaringBitmap>> {
-        let Some(meta) = self.column_meta(id) else { return Ok(None) };
+        let Some(meta) = self.column_meta(id) else {
+            return Ok(None);
+        };
         if meta.ty != ty {
-            return Err(StorageError::corrupt(&self.path, 0, format!("column {} is {:?}, the table says {ty:?}", id.0, meta.ty)));
+            return Err(StorageError::corrupt(
+                &self.path,
+                0,
+                format!("column {} is {:?}, the table says {ty:?}", id.0, meta.ty),
+            ));
+        }
+        self.cached_presence(id, meta).map(Some)
+    }
+
+    /// The presence bitmap of a column, decoded and checked once, then served from the cache.
+    fn cached_presence(&self, id: ColumnId, meta: &SegmentColumn) -> Result<RoaringBitmap> {
+        let slot = self
+            .columns
+            .iter()
+            .position(|c| c.id == id)
+            .and_then(|i| self.presence_cache.get(i));
+        if let Some(b) = slot.and_then(|s| s.get()) {
+            return Ok(b.clone());
         }
         let presence = decode_bitmap(&self.path, self.block(meta.presence)?, meta.presence.offset)?;
         if presence.len() != meta.count || !presence.is_subset(&self.rows) {
-            return Err(StorageError::corrupt(&self.path, meta.presence.offset, "presence bitmap does not match the column's count"));
+            return Err(StorageError::corrupt(
+                &self.path,
+                meta.presence.offset,
+                "presence bitmap does not match the column's count",
+            ));
         }
-        Ok(Some(presence))
+        if let Some(s) = slot {
+            let _ = s.set(presence.clone());
+        }
+        Ok(presence)
     }
 
     /// Decodes every column of `schema` into a [`PartData`] (used by compaction and checks).

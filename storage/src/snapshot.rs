@@ -354,10 +354,15 @@ impl TableSnapshot {
     /// The ordinals of partition `p` where column `col` has a value, without decoding any value: what
     /// `IS [NOT] NULL` and `COUNT(col)` need.
     pub fn presence(&self, p: PartitionId, col: ColumnId) -> Result<RoaringBitmap> {
-        let def = self.table.schema.columns.get(col.0 as usize).ok_or_else(|| StorageError::ColumnNotFound {
-            table: self.table.name.clone(),
-            column: format!("#{}", col.0),
-        })?;
+        let def = self
+            .table
+            .schema
+            .columns
+            .get(col.0 as usize)
+            .ok_or_else(|| StorageError::ColumnNotFound {
+                table: self.table.name.clone(),
+                column: format!("#{}", col.0),
+            })?;
         let mut out = RoaringBitmap::new();
         for s in self.table.segments.iter().filter(|s| s.partition == p) {
             if let Some(b) = s.presence(col, def.ty)? {
@@ -365,7 +370,12 @@ impl TableSnapshot {
             }
         }
         for c in &self.table.mem {
-            if let Some(data) = c.parts.get(&p).and_then(|part| part.columns.get(col.0 as usize)).and_then(|c| c.as_ref()) {
+            if let Some(data) = c
+                .parts
+                .get(&p)
+                .and_then(|part| part.columns.get(col.0 as usize))
+                .and_then(|c| c.as_ref())
+            {
                 out |= &data.presence;
             }
         }

@@ -274,6 +274,42 @@ pub fn merge_columns(rule: MergeRule, ty: ColumnType, sources: &[&ColumnData]) -
     }
 }
 
+/// Two sources (a state and a delta): one pass over both, in ordinal order, folding equal ordinals.
+fn merge_two<T: Fold>(
+    rule: MergeRule,
+    n: usize,
+    a: &ColumnData,
+    av: &[T],
+    b: &ColumnData,
+    bv: &[T],
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(n);
+    let mut ia = a.presence.iter().zip(av).peekable();
+    let mut ib = b.presence.iter().zip(bv).peekable();
+    loop {
+        match (ia.peek(), ib.peek()) {
+            (Some((oa, _)), Some((ob, _))) => {
+                if oa < ob {
+                    if let Some((_, v)) = ia.next() {
+                        out.push(v.clone());
+                    }
+                } else if ob < oa {
+                    if let Some((_, v)) = ib.next() {
+                        out.push(v.clone());
+                    }
+                } else if let (Some((_, x)), Some((_, y))) = (ia.next(), ib.next()) {
+                    let mut v = x.clone();
+                    T::fold(&mut v, y, rule);
+                    out.push(v);
+                }
+            }
+            (Some(_), None) => out.extend(ia.by_ref().map(|(_, v)| v.clone())),
+            (None, Some(_)) => out.extend(ib.by_ref().map(|(_, v)| v.clone())),
+            (None, None) => return out,
+        }
+    }
+}
+
 /// Dense-scratch merge: one slot per ordinal in the span of `union`, so the cost is the span plus the
 /// values, whatever the number of sources.
 fn merge_typed<T: Fold>(
@@ -285,6 +321,11 @@ fn merge_typed<T: Fold>(
     let (Some(lo), Some(hi)) = (union.min(), union.max()) else {
         return Vec::new();
     };
+    if let [a, b] = sources {
+        if let (Some(av), Some(bv)) = (slice(&a.values), slice(&b.values)) {
+            return merge_two(rule, union.len() as usize, a, av, b, bv);
+        }
+    }
     let span = (hi - lo) as u64 + 1;
     if span > DENSE_SPAN_MAX && span > 8 * union.len() {
         return merge_sparse(rule, sources, slice);
