@@ -207,6 +207,20 @@ impl Engine {
         }
     }
 
+    /// Runs a query and streams its rows as Arrow batches of at most
+    /// [`crate::exec::STREAM_BATCH_ROWS`] rows (one sorted batch when the query has ORDER BY).
+    pub fn query_stream(&self, sql: &str) -> Result<crate::exec::BatchStream> {
+        let mut stmts = Self::parse(sql)?;
+        let (Some((Statement::Query(q), _)), true) = (stmts.pop(), stmts.is_empty()) else {
+            return Err(QueryError::Unsupported(
+                "query_stream takes one query".into(),
+            ));
+        };
+        let snap = self.db.snapshot();
+        let plan = plan_query(&q, &self.ctx(&snap))?;
+        crate::exec::stream_query(&plan, &snap)
+    }
+
     fn ctx<'a>(&self, snap: &'a Snapshot) -> PlanCtx<'a> {
         let seed = self.seq.fetch_add(1, Ordering::Relaxed) ^ (self.now() as u64).rotate_left(17);
         PlanCtx {
@@ -742,6 +756,24 @@ fn relation_parts(
         }
     }
     out
+}
+
+/// What kind of statement a parsed statement is (the shell streams queries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// A query returning rows.
+    Query,
+    /// Anything else.
+    Other,
+}
+
+/// The kind of a parsed statement.
+pub fn statement_kind(s: &Statement) -> StatementKind {
+    if matches!(s, Statement::Query(_)) {
+        StatementKind::Query
+    } else {
+        StatementKind::Other
+    }
 }
 
 fn first_words(s: &str) -> String {

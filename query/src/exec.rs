@@ -794,6 +794,85 @@ pub fn run_query(q: &QueryPlan, snap: &Snapshot) -> Result<RecordBatch> {
     sort_limit(batch, q)
 }
 
+/// Rows per batch of a streamed result.
+pub const STREAM_BATCH_ROWS: usize = 65_536;
+
+/// A query's result as a stream of Arrow batches: without ORDER BY, rows are converted (and their keys
+/// decoded) one chunk at a time, so a large result never sits in memory as one Arrow batch.
+pub struct BatchStream {
+    cols: Vec<RelCol>,
+    chunks: std::vec::IntoIter<Frame>,
+    snap: Snapshot,
+    ready: Option<std::vec::IntoIter<RecordBatch>>,
+}
+
+impl Iterator for BatchStream {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(ready) = &mut self.ready {
+            return ready.next().map(Ok);
+        }
+        let frame = self.chunks.next()?;
+        let mut parts = BTreeMap::new();
+        parts.insert(PartitionId(0), vec![frame]);
+        Some(to_batch(
+            &Relation {
+                cols: self.cols.clone(),
+                parts,
+            },
+            &self.snap,
+            None,
+        ))
+    }
+}
+
+/// Runs a query plan as a stream of batches (see [`BatchStream`]).
+pub fn stream_query(q: &QueryPlan, snap: &Snapshot) -> Result<BatchStream> {
+    let whole = |b: RecordBatch| BatchStream {
+        cols: Vec::new(),
+        chunks: Vec::new().into_iter(),
+        snap: snap.clone(),
+        ready: Some(vec![b].into_iter()),
+    };
+    if matches!(q.plan, Plan::System { .. }) || !q.order.is_empty() {
+        return Ok(whole(run_query(q, snap)?));
+    }
+    let rel = execute(&q.plan, snap)?;
+    // OFFSET / LIMIT cut the rows in ordinal order, chunk by chunk.
+    let mut skip = q.offset;
+    let mut left = q.limit.unwrap_or(usize::MAX);
+    let mut chunks = Vec::new();
+    for frames in rel.parts.into_values() {
+        for f in frames {
+            let mut ords = f.rows.iter();
+            while skip > 0 && ords.next().is_some() {
+                skip -= 1;
+            }
+            while left > 0 {
+                let take: Vec<u32> = ords.by_ref().take(STREAM_BATCH_ROWS.min(left)).collect();
+                if take.is_empty() {
+                    break;
+                }
+                left -= take.len();
+                let rows = RoaringBitmap::from_sorted_iter(take).unwrap_or_default();
+                let cols = f
+                    .cols
+                    .iter()
+                    .map(|c| c.as_ref().map(|c| restrict(c, &rows)))
+                    .collect();
+                chunks.push(Frame { rows, cols });
+            }
+        }
+    }
+    Ok(BatchStream {
+        cols: rel.cols,
+        chunks: chunks.into_iter(),
+        snap: snap.clone(),
+        ready: None,
+    })
+}
+
 fn sort_limit(batch: RecordBatch, q: &QueryPlan) -> Result<RecordBatch> {
     let batch = if q.order.is_empty() {
         batch

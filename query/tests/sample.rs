@@ -85,3 +85,41 @@ fn repeatable_samples_are_deterministic_and_commute_with_filters() {
     let unseeded = keys(&e, "SELECT k FROM t TABLESAMPLE BERNOULLI (50)");
     assert!((unseeded.len() as f64 / N as f64 - 0.5).abs() < 0.03);
 }
+
+#[test]
+fn streamed_results_equal_the_whole_result() {
+    let (_d, e) = engine();
+    for sql in [
+        "SELECT k, a FROM t WHERE a IS NOT NULL OR k < 'k000100'",
+        "SELECT k FROM t",
+        "SELECT k FROM t LIMIT 70000 OFFSET 10",
+        "SELECT k FROM t LIMIT 5 OFFSET 99998",
+        "SELECT k, a FROM t ORDER BY a DESC LIMIT 3",
+    ] {
+        let Output::Rows(whole) = e.execute_one(sql).unwrap() else {
+            panic!("rows")
+        };
+        let batches: Vec<RecordBatch> = e
+            .query_stream(sql)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(batches
+            .iter()
+            .all(|b| b.num_rows() <= journeydb_query::exec::STREAM_BATCH_ROWS));
+        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(n, whole.num_rows(), "{sql}");
+        let mut streamed = Vec::new();
+        for b in &batches {
+            let c = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            streamed.extend((0..c.len()).map(|i| c.value(i).to_string()));
+        }
+        let c = whole
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let all: Vec<String> = (0..c.len()).map(|i| c.value(i).to_string()).collect();
+        assert_eq!(streamed, all, "{sql}");
+    }
+}
