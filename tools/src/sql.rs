@@ -98,51 +98,50 @@ fn run_script(engine: &Engine, sql: &str, a: &Args) -> Result<usize, String> {
     let mut failed = 0;
     for (s, rules) in stmts {
         // Large results in CSV or JSON are printed batch by batch as they are produced.
-        if a.format != Format::Table {
-            if journeydb_query::engine::statement_kind(&s)
+        if a.format != Format::Table
+            && journeydb_query::engine::statement_kind(&s)
                 == journeydb_query::engine::StatementKind::Query
-            {
-                match engine.query_stream(&s.to_string()) {
-                    Ok(stream) => {
-                        let mut first = true;
-                        let mut out = stdout.lock();
-                        for b in stream {
-                            match b {
-                                Ok(b) => {
-                                    let text = if a.format == Format::Csv {
-                                        format::csv(&b)
-                                    } else {
-                                        format::json(&b)
-                                    };
-                                    // CSV prints its header once.
-                                    let text = if a.format == Format::Csv && !first {
-                                        text.split_once('\n')
-                                            .map(|(_, r)| r.to_string())
-                                            .unwrap_or_default()
-                                    } else {
-                                        text
-                                    };
-                                    first = false;
-                                    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
-                                }
-                                Err(e) => {
-                                    eprintln!("error: {e}");
-                                    failed += 1;
-                                    break;
-                                }
+        {
+            match engine.query_stream(&s.to_string()) {
+                Ok(stream) => {
+                    let mut first = true;
+                    let mut out = stdout.lock();
+                    for b in stream {
+                        match b {
+                            Ok(b) => {
+                                let text = if a.format == Format::Csv {
+                                    format::csv(&b)
+                                } else {
+                                    format::json(&b)
+                                };
+                                // CSV prints its header once.
+                                let text = if a.format == Format::Csv && !first {
+                                    text.split_once('\n')
+                                        .map(|(_, r)| r.to_string())
+                                        .unwrap_or_default()
+                                } else {
+                                    text
+                                };
+                                first = false;
+                                out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+                            }
+                            Err(e) => {
+                                eprintln!("error: {e}");
+                                failed += 1;
+                                break;
                             }
                         }
                     }
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        failed += 1;
-                    }
                 }
-                if failed > 0 && !a.keep_going {
-                    return Ok(failed);
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    failed += 1;
                 }
-                continue;
             }
+            if failed > 0 && !a.keep_going {
+                return Ok(failed);
+            }
+            continue;
         }
         match engine.execute_statement(&s, &rules) {
             Ok(o) => print_output(&o, a.format, &mut stdout.lock()).map_err(|e| e.to_string())?,
