@@ -110,6 +110,19 @@ impl KeyDict {
                 .map_err(|e| StorageError::io(path, e))?;
         }
         let mut dict = Self::empty(key_type, file, path.to_path_buf(), records.end);
+        // Size everything once: every record starts with its key count, and the key bytes are at most
+        // the file's size. Growing the hash table step by step would rehash every key several times.
+        let keys: usize = records
+            .payloads
+            .iter()
+            .filter_map(|(_, p)| {
+                p.get(..4)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(|b| u32::from_le_bytes(b) as usize)
+            })
+            .sum();
+        // A key takes at least 4 bytes in the file, so a lying count cannot make us reserve more.
+        dict.reserve(keys.min(bytes.len() / 4), bytes.len());
         for (offset, payload) in records.payloads {
             dict.load_record(path, offset, payload)?;
         }
@@ -133,6 +146,28 @@ impl KeyDict {
             }
         }
         r.finish()
+    }
+
+    fn reserve(&mut self, keys: usize, arena_bytes: usize) {
+        let Self {
+            table,
+            arena,
+            offsets,
+            ints,
+            hasher,
+            key_type,
+            ..
+        } = self;
+        match key_type {
+            KeyType::Varchar => {
+                arena.reserve(arena_bytes);
+                offsets.reserve(keys);
+            }
+            KeyType::Bigint => ints.reserve(keys),
+        }
+        table.reserve(keys, |&x| {
+            rehash(*key_type, hasher, arena, offsets, ints, x)
+        });
     }
 
     /// The key type of the database.

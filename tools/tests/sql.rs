@@ -6,10 +6,21 @@ use std::process::{Command, Output, Stdio};
 
 fn sql(db: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_journeydb"));
-    cmd.arg("sql").arg("--db").arg(db).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg("sql")
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     } else {
         drop(child.stdin.take());
     }
@@ -27,32 +38,96 @@ fn shell_runs_scripts_and_reports_errors() {
     let out = sql(&db, &["-c", "CREATE TABLE t (customer_id VARCHAR PRIMARY KEY, s TIMESTAMP MERGE MIN); INSERT INTO t VALUES ('a', '2026-01-02'), ('a', '2026-01-01'), ('b', NULL)"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
-    let out = sql(&db, &["--format", "csv", "-c", "SELECT customer_id, s FROM t ORDER BY 1"], None);
-    assert_eq!(text(&out.stdout), "customer_id,s\na,2026-01-01 00:00:00\nb,\n");
+    let out = sql(
+        &db,
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT customer_id, s FROM t ORDER BY 1",
+        ],
+        None,
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "customer_id,s\na,2026-01-01 00:00:00\nb,\n"
+    );
 
     let script = dir.path().join("q.sql");
-    std::fs::write(&script, "SELECT count(*) AS n FROM t;\nSELECT customer_id FROM t WHERE s IS NULL;\n").unwrap();
-    let out = sql(&db, &["--format", "json", "-f", script.to_str().unwrap()], None);
+    std::fs::write(
+        &script,
+        "SELECT count(*) AS n FROM t;\nSELECT customer_id FROM t WHERE s IS NULL;\n",
+    )
+    .unwrap();
+    let out = sql(
+        &db,
+        &["--format", "json", "-f", script.to_str().unwrap()],
+        None,
+    );
     assert_eq!(text(&out.stdout), "{\"n\":2}\n{\"customer_id\":\"b\"}\n");
 
-    let out = sql(&db, &[], Some("SELECT count(*) FROM t WHERE s IS NOT NULL;"));
+    let out = sql(
+        &db,
+        &[],
+        Some("SELECT count(*) FROM t WHERE s IS NOT NULL;"),
+    );
     assert!(text(&out.stdout).contains(" 1"), "{}", text(&out.stdout));
 
     // A script stops at its first error, with a non-zero exit and the error on stderr.
-    let out = sql(&db, &["-c", "SELECT nope FROM t; CREATE TABLE after (customer_id VARCHAR PRIMARY KEY)"], None);
+    let out = sql(
+        &db,
+        &[
+            "-c",
+            "SELECT nope FROM t; CREATE TABLE after (customer_id VARCHAR PRIMARY KEY)",
+        ],
+        None,
+    );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("column not found: nope"), "{}", text(&out.stderr));
-    let out = sql(&db, &["--format", "csv", "-c", "SELECT name FROM system.tables"], None);
-    assert!(!text(&out.stdout).contains("after"), "the statement after the error ran");
+    assert!(
+        text(&out.stderr).contains("column not found: nope"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = sql(
+        &db,
+        &["--format", "csv", "-c", "SELECT name FROM system.tables"],
+        None,
+    );
+    assert!(
+        !text(&out.stdout).contains("after"),
+        "the statement after the error ran"
+    );
 
     // With --continue-on-error the rest runs, and the exit is still non-zero.
-    let out = sql(&db, &["--continue-on-error", "-c", "SELECT nope FROM t; CREATE TABLE after (customer_id VARCHAR PRIMARY KEY)"], None);
+    let out = sql(
+        &db,
+        &[
+            "--continue-on-error",
+            "-c",
+            "SELECT nope FROM t; CREATE TABLE after (customer_id VARCHAR PRIMARY KEY)",
+        ],
+        None,
+    );
     assert!(!out.status.success());
-    let out = sql(&db, &["--format", "csv", "-c", "SELECT name FROM system.tables ORDER BY name"], None);
+    let out = sql(
+        &db,
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT name FROM system.tables ORDER BY name",
+        ],
+        None,
+    );
     assert_eq!(text(&out.stdout), "name\nafter\nt\n");
 
     // Bad options.
-    assert!(!sql(&db, &["--format", "xml", "-c", "SELECT 1"], None).status.success());
-    let out = Command::new(env!("CARGO_BIN_EXE_journeydb")).args(["sql", "-c", "SELECT 1"]).output().unwrap();
+    assert!(!sql(&db, &["--format", "xml", "-c", "SELECT 1"], None)
+        .status
+        .success());
+    let out = Command::new(env!("CARGO_BIN_EXE_journeydb"))
+        .args(["sql", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
     assert!(!out.status.success() && text(&out.stderr).contains("--db"));
 }
