@@ -1,3 +1,231 @@
-//! journeydb-client: wire protocol types, the remote client, and the `Session` trait.
+//! journeydb-client: the native wire protocol (`PROTOCOL.md`), the remote [`Client`], and the
+//! [`Session`] trait that the embedded engine implements too, so a journey job runs unchanged
+//! in-process or against a server.
 //!
-//! Not built yet: see the server/client issue.
+//! Depends on Arrow only. Invariants: every frame read is bounded by a length limit before any
+//! allocation, and a malformed frame is a typed [`ClientError`], never a panic.
+#![warn(missing_docs)]
+
+pub mod protocol;
+
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+
+pub use protocol::{ErrorCode, Frame, FRAME_LEN_MAX_DEFAULT, PROTOCOL_VERSION};
+
+/// Errors of a session, remote or embedded.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The connection failed.
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer broke the protocol (a bad frame, an unexpected reply).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The server (or the embedded engine) refused or failed the request.
+    #[error("{message}")]
+    Server {
+        /// Error class.
+        code: ErrorCode,
+        /// The message, naming what was wrong.
+        message: String,
+    },
+    /// Arrow IPC encoding or decoding failed.
+    #[error("arrow: {0}")]
+    Arrow(String),
+}
+
+impl From<arrow_schema::ArrowError> for ClientError {
+    fn from(e: arrow_schema::ArrowError) -> Self {
+        ClientError::Arrow(e.to_string())
+    }
+}
+
+/// What a statement returned: rows (possibly none) and a command tag.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    /// Result rows, in batches.
+    pub batches: Vec<RecordBatch>,
+    /// Command tag (`SELECT`, `CREATE TABLE`, `INSERT`, ...).
+    pub tag: String,
+    /// Rows returned or written.
+    pub rows: u64,
+}
+
+/// One way to run journey work: in-process or over the network.
+pub trait Session {
+    /// Runs one SQL statement.
+    fn run(&mut self, sql: &str) -> Result<Reply, ClientError>;
+    /// Appends rows to a table; returns once they are durable.
+    fn append(&mut self, table: &str, batch: &RecordBatch) -> Result<u64, ClientError>;
+    /// Exchanges two tables' names in one atomic commit.
+    fn swap(&mut self, a: &str, b: &str) -> Result<(), ClientError>;
+}
+
+/// A connection to a journeydb server.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+    /// Largest frame read from the server.
+    frame_len_max: usize,
+    /// Largest frame the server accepts (from its HelloOk).
+    send_len_max: usize,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("peer", &self.reader.get_ref().peer_addr().ok())
+            .finish()
+    }
+}
+
+/// Rows per append frame: larger batches are split so no frame nears the size limit.
+pub const APPEND_BATCH_ROWS: usize = 100_000;
+
+impl Client {
+    /// Connects and performs the handshake (with `token` when the server requires one).
+    pub fn connect(addr: impl ToSocketAddrs, token: Option<&str>) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+        let mut c = Client {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: BufWriter::new(stream),
+            frame_len_max: FRAME_LEN_MAX_DEFAULT,
+            send_len_max: FRAME_LEN_MAX_DEFAULT,
+        };
+        c.send(&Frame::Hello {
+            version: PROTOCOL_VERSION,
+            token: token.unwrap_or_default().to_string(),
+        })?;
+        match c.recv()? {
+            Frame::HelloOk { frame_len_max, .. } => {
+                c.send_len_max = (frame_len_max as usize).clamp(1024, FRAME_LEN_MAX_DEFAULT);
+                Ok(c)
+            }
+            Frame::Error { code, message } => Err(ClientError::Server { code, message }),
+            other => Err(ClientError::Protocol(format!(
+                "expected HelloOk, got {}",
+                other.name()
+            ))),
+        }
+    }
+
+    fn send(&mut self, f: &Frame) -> Result<(), ClientError> {
+        protocol::write_frame(&mut self.writer, f)?;
+        self.writer.flush()?;
+        Ok(())
+    }
+
+    fn recv(&mut self) -> Result<Frame, ClientError> {
+        protocol::read_frame(&mut self.reader, self.frame_len_max)
+    }
+
+    /// Checks the connection.
+    pub fn ping(&mut self) -> Result<(), ClientError> {
+        self.send(&Frame::Ping)?;
+        match self.recv()? {
+            Frame::Pong => Ok(()),
+            other => Err(ClientError::Protocol(format!(
+                "expected Pong, got {}",
+                other.name()
+            ))),
+        }
+    }
+
+    /// Runs a statement, handing each result batch to `each` as it arrives (large results stream).
+    pub fn run_streaming(
+        &mut self,
+        sql: &str,
+        mut each: impl FnMut(RecordBatch),
+    ) -> Result<(String, u64), ClientError> {
+        self.send(&Frame::Query {
+            sql: sql.to_string(),
+        })?;
+        loop {
+            match self.recv()? {
+                Frame::Rows { ipc } => {
+                    for b in protocol::decode_ipc(&ipc)? {
+                        each(b);
+                    }
+                }
+                Frame::Done { tag, rows } => return Ok((tag, rows)),
+                Frame::Error { code, message } => {
+                    return Err(ClientError::Server { code, message })
+                }
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "unexpected {} in a result",
+                        other.name()
+                    )))
+                }
+            }
+        }
+    }
+
+    fn expect_done(&mut self) -> Result<u64, ClientError> {
+        match self.recv()? {
+            Frame::Done { rows, .. } => Ok(rows),
+            Frame::Error { code, message } => Err(ClientError::Server { code, message }),
+            other => Err(ClientError::Protocol(format!(
+                "expected Done, got {}",
+                other.name()
+            ))),
+        }
+    }
+}
+
+impl Session for Client {
+    fn run(&mut self, sql: &str) -> Result<Reply, ClientError> {
+        let mut batches = Vec::new();
+        let (tag, rows) = self.run_streaming(sql, |b| batches.push(b))?;
+        Ok(Reply { batches, tag, rows })
+    }
+
+    fn append(&mut self, table: &str, batch: &RecordBatch) -> Result<u64, ClientError> {
+        let mut total = 0;
+        let mut start = 0;
+        let mut rows = APPEND_BATCH_ROWS;
+        // Room for the frame header and the table name.
+        let budget = self.send_len_max.saturating_sub(64 + table.len());
+        while start < batch.num_rows() || (start == 0 && batch.num_rows() == 0) {
+            let len = rows.min(batch.num_rows() - start);
+            let ipc = protocol::encode_ipc(&[batch.slice(start, len)])?;
+            if ipc.len() > budget {
+                if len <= 1 {
+                    return Err(ClientError::Protocol(format!(
+                        "one row takes {} bytes, over the server's frame limit",
+                        ipc.len()
+                    )));
+                }
+                rows = len / 2;
+                continue;
+            }
+            self.send(&Frame::Append {
+                table: table.to_string(),
+                ipc,
+            })?;
+            total += self.expect_done()?;
+            start += len.max(1);
+        }
+        Ok(total)
+    }
+
+    fn swap(&mut self, a: &str, b: &str) -> Result<(), ClientError> {
+        self.send(&Frame::Swap {
+            a: a.to_string(),
+            b: b.to_string(),
+        })?;
+        self.expect_done().map(|_| ())
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.send(&Frame::Close);
+    }
+}

@@ -1,3 +1,420 @@
-//! journeydb-server: the TCP server (native protocol and PostgreSQL wire).
+//! journeydb-server: the TCP server. It speaks the native protocol (`client/PROTOCOL.md`) over the
+//! query engine; the PostgreSQL wire protocol is not built yet.
 //!
-//! Not built yet: see the server/client issue.
+//! One thread per connection, at most `max_connections` at once (one more is refused with a Limit
+//! error frame). Invariants: a frame longer than `frame_len_max` or malformed gets an Error frame and
+//! a clean close; an SQL error gets an Error frame and the connection stays usable; an append is
+//! answered only after the engine made it durable. Also here: [`EmbeddedSession`], the in-process
+//! implementation of the client's [`Session`] trait.
+#![warn(missing_docs)]
+
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use journeydb_client::protocol::{
+    decode_ipc, encode_ipc, read_frame, write_frame, PROTOCOL_VERSION,
+};
+use journeydb_client::{ClientError, ErrorCode, Frame, Reply, Session};
+use journeydb_query::{Engine, Output, QueryError};
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (loopback by default).
+    pub listen: SocketAddr,
+    /// Access token clients must present, if any.
+    pub token: Option<String>,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Largest frame accepted, in bytes.
+    pub frame_len_max: usize,
+    /// A connection idle this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5433)),
+            token: None,
+            max_connections: 64,
+            frame_len_max: journeydb_client::FRAME_LEN_MAX_DEFAULT,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Errors of the server itself (binding, accepting).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A socket call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The error class of a query error on the wire: one exhaustive match.
+pub fn error_code(e: &QueryError) -> ErrorCode {
+    match e {
+        QueryError::Syntax(_)
+        | QueryError::Unsupported(_)
+        | QueryError::TableNotFound(_)
+        | QueryError::ColumnNotFound(_)
+        | QueryError::Type(_)
+        | QueryError::InvalidValue(_) => ErrorCode::User,
+        QueryError::Storage(s) => match s {
+            journeydb_storage::StorageError::TableNotFound(_)
+            | journeydb_storage::StorageError::TableExists(_)
+            | journeydb_storage::StorageError::ColumnNotFound { .. }
+            | journeydb_storage::StorageError::InvalidName { .. }
+            | journeydb_storage::StorageError::InvalidSchema(_)
+            | journeydb_storage::StorageError::InvalidBatch { .. }
+            | journeydb_storage::StorageError::InvalidKey(_)
+            | journeydb_storage::StorageError::InvalidOption(_)
+            | journeydb_storage::StorageError::VersionNotKept(_) => ErrorCode::User,
+            _ => ErrorCode::Storage,
+        },
+        QueryError::Internal(_) => ErrorCode::Internal,
+    }
+}
+
+/// A bound server.
+pub struct Server {
+    listener: TcpListener,
+    engine: Engine,
+    config: Config,
+    active: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    /// Binds the listening socket.
+    pub fn bind(config: Config, engine: Engine) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(config.listen).map_err(|source| ServerError::Io {
+            what: format!("listen on {}", config.listen),
+            source,
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| ServerError::Io {
+                what: "set non-blocking".into(),
+                source,
+            })?;
+        Ok(Server {
+            listener,
+            engine,
+            config,
+            active: Arc::new(AtomicUsize::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// A flag that stops [`Server::serve`] when set.
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Connections being served now.
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Accepts and serves connections until the stop flag is set; then waits for the running
+    /// connections to finish their current request.
+    pub fn serve(&self) -> Result<(), ServerError> {
+        std::thread::scope(|s| {
+            while !self.stop.load(Ordering::SeqCst) {
+                match self.listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        if self.active.load(Ordering::SeqCst) >= self.config.max_connections {
+                            let mut w = BufWriter::new(&stream);
+                            let _ = write_frame(
+                                &mut w,
+                                &Frame::Error {
+                                    code: ErrorCode::Limit,
+                                    message: format!(
+                                        "too many connections (limit {})",
+                                        self.config.max_connections
+                                    ),
+                                },
+                            );
+                            let _ = w.flush();
+                            continue;
+                        }
+                        self.active.fetch_add(1, Ordering::SeqCst);
+                        s.spawn(move || {
+                            let _ = self.connection(stream);
+                            self.active.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => {
+                        return Err(ServerError::Io {
+                            what: "accept".into(),
+                            source: e,
+                        })
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn connection(&self, stream: TcpStream) -> Result<(), ClientError> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(self.config.idle_timeout))?;
+        let mut r = BufReader::new(stream.try_clone()?);
+        let mut w = BufWriter::new(stream);
+        let fail = |w: &mut BufWriter<TcpStream>,
+                    code: ErrorCode,
+                    message: String|
+         -> Result<(), ClientError> {
+            write_frame(w, &Frame::Error { code, message })?;
+            w.flush()?;
+            Ok(())
+        };
+        // Handshake.
+        match read_frame(&mut r, self.config.frame_len_max) {
+            Ok(Frame::Hello { version, token }) => {
+                if version != PROTOCOL_VERSION {
+                    return fail(&mut w, ErrorCode::Auth, format!("protocol version {version} is not supported (server speaks {PROTOCOL_VERSION})"));
+                }
+                if self.config.token.as_deref().is_some_and(|t| t != token) {
+                    return fail(
+                        &mut w,
+                        ErrorCode::Auth,
+                        "wrong or missing access token".into(),
+                    );
+                }
+                let hello = Frame::HelloOk {
+                    version: PROTOCOL_VERSION,
+                    server: format!("journeydb {}", env!("CARGO_PKG_VERSION")),
+                    frame_len_max: u32::try_from(self.config.frame_len_max).unwrap_or(u32::MAX),
+                };
+                write_frame(&mut w, &hello)?;
+                w.flush()?;
+            }
+            Ok(other) => {
+                return fail(
+                    &mut w,
+                    ErrorCode::Protocol,
+                    format!("expected Hello, got {}", other.name()),
+                )
+            }
+            Err(ClientError::Io(e)) => return Err(ClientError::Io(e)),
+            Err(e) => return fail(&mut w, ErrorCode::Protocol, e.to_string()),
+        }
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let frame = match read_frame(&mut r, self.config.frame_len_max) {
+                Ok(f) => f,
+                // A vanished or idle client: nothing to answer.
+                Err(ClientError::Io(_)) => return Ok(()),
+                // A bad frame: the stream can no longer be trusted.
+                Err(e) => return fail(&mut w, ErrorCode::Protocol, e.to_string()),
+            };
+            match frame {
+                Frame::Ping => write_frame(&mut w, &Frame::Pong)?,
+                Frame::Close => return Ok(()),
+                Frame::Query { sql } => self.query(&mut w, &sql)?,
+                Frame::Append { table, ipc } => {
+                    let reply = decode_ipc(&ipc)
+                        .map_err(|e| (ErrorCode::Protocol, e.to_string()))
+                        .and_then(|batches| {
+                            let mut n = 0;
+                            for b in &batches {
+                                n += self.engine.database().append(&table, b).map_err(|e| {
+                                    let qe = QueryError::Storage(e);
+                                    (error_code(&qe), qe.to_string())
+                                })? as u64;
+                            }
+                            Ok(n)
+                        });
+                    match reply {
+                        Ok(n) => write_frame(
+                            &mut w,
+                            &Frame::Done {
+                                tag: "APPEND".into(),
+                                rows: n,
+                            },
+                        )?,
+                        Err((code, message)) => {
+                            write_frame(&mut w, &Frame::Error { code, message })?
+                        }
+                    }
+                }
+                Frame::Swap { a, b } => match self.engine.database().swap_tables(&a, &b) {
+                    Ok(_) => write_frame(
+                        &mut w,
+                        &Frame::Done {
+                            tag: "SWAP".into(),
+                            rows: 0,
+                        },
+                    )?,
+                    Err(e) => {
+                        let qe = QueryError::Storage(e);
+                        write_frame(
+                            &mut w,
+                            &Frame::Error {
+                                code: error_code(&qe),
+                                message: qe.to_string(),
+                            },
+                        )?;
+                    }
+                },
+                other => {
+                    return fail(
+                        &mut w,
+                        ErrorCode::Protocol,
+                        format!("{} is not a request", other.name()),
+                    )
+                }
+            }
+            w.flush()?;
+        }
+    }
+
+    /// Sends a batch as Rows frames, each within the frame limit (halving the rows until it fits).
+    fn write_rows(&self, w: &mut BufWriter<TcpStream>, b: &RecordBatch) -> Result<(), ClientError> {
+        let budget = self.config.frame_len_max.saturating_sub(16);
+        let mut start = 0;
+        let mut rows = b.num_rows().max(1);
+        while start < b.num_rows() || (start == 0 && b.num_rows() == 0) {
+            let len = rows.min(b.num_rows() - start);
+            let ipc = encode_ipc(&[b.slice(start, len)])?;
+            if ipc.len() > budget && len > 1 {
+                rows = len / 2;
+                continue;
+            }
+            write_frame(w, &Frame::Rows { ipc })?;
+            start += len.max(1);
+        }
+        Ok(())
+    }
+
+    fn query(&self, w: &mut BufWriter<TcpStream>, sql: &str) -> Result<(), ClientError> {
+        let err = |w: &mut BufWriter<TcpStream>, e: QueryError| {
+            write_frame(
+                w,
+                &Frame::Error {
+                    code: error_code(&e),
+                    message: e.to_string(),
+                },
+            )
+        };
+        let is_query = matches!(journeydb_query::Engine::parse(sql).as_deref(), Ok([(stmt, _)]) if journeydb_query::engine::statement_kind(stmt) == journeydb_query::engine::StatementKind::Query);
+        if is_query {
+            match self.engine.query_stream(sql) {
+                Ok(stream) => {
+                    let mut rows = 0u64;
+                    for b in stream {
+                        match b {
+                            Ok(b) => {
+                                rows += b.num_rows() as u64;
+                                self.write_rows(w, &b)?;
+                            }
+                            Err(e) => return err(w, e),
+                        }
+                    }
+                    write_frame(
+                        w,
+                        &Frame::Done {
+                            tag: "SELECT".into(),
+                            rows,
+                        },
+                    )
+                }
+                Err(e) => err(w, e),
+            }
+        } else {
+            match self.engine.execute_one(sql) {
+                Ok(Output::Rows(b)) => {
+                    self.write_rows(w, &b)?;
+                    write_frame(
+                        w,
+                        &Frame::Done {
+                            tag: "SELECT".into(),
+                            rows: b.num_rows() as u64,
+                        },
+                    )
+                }
+                Ok(Output::Done { tag, rows }) => write_frame(w, &Frame::Done { tag, rows }),
+                Err(e) => err(w, e),
+            }
+        }
+    }
+}
+
+/// The embedded engine as a [`Session`]: the same job code runs in-process or against a server.
+#[derive(Debug, Clone)]
+pub struct EmbeddedSession {
+    engine: Engine,
+}
+
+impl EmbeddedSession {
+    /// A session over an engine.
+    pub fn new(engine: Engine) -> Self {
+        EmbeddedSession { engine }
+    }
+}
+
+fn to_client(e: QueryError) -> ClientError {
+    ClientError::Server {
+        code: error_code(&e),
+        message: e.to_string(),
+    }
+}
+
+impl Session for EmbeddedSession {
+    fn run(&mut self, sql: &str) -> Result<Reply, ClientError> {
+        match self.engine.execute_one(sql).map_err(to_client)? {
+            Output::Rows(b) => {
+                let rows = b.num_rows() as u64;
+                Ok(Reply {
+                    batches: vec![b],
+                    tag: "SELECT".into(),
+                    rows,
+                })
+            }
+            Output::Done { tag, rows } => Ok(Reply {
+                batches: Vec::new(),
+                tag,
+                rows,
+            }),
+        }
+    }
+
+    fn append(&mut self, table: &str, batch: &RecordBatch) -> Result<u64, ClientError> {
+        self.engine
+            .database()
+            .append(table, batch)
+            .map(|n| n as u64)
+            .map_err(|e| to_client(QueryError::Storage(e)))
+    }
+
+    fn swap(&mut self, a: &str, b: &str) -> Result<(), ClientError> {
+        self.engine
+            .database()
+            .swap_tables(a, b)
+            .map(|_| ())
+            .map_err(|e| to_client(QueryError::Storage(e)))
+    }
+}

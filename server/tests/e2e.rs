@@ -1,0 +1,366 @@
+//! The server over real sockets on loopback: the client and the embedded session give the same
+//! answers; tokens; hostile input; connection limits; concurrent appenders and readers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use journeydb_client::protocol::{encode_frame, read_frame};
+use journeydb_client::{Client, ClientError, ErrorCode, Frame, Session};
+use journeydb_query::Engine;
+use journeydb_server::{Config, EmbeddedSession, Server};
+use journeydb_storage::{Database, KeyType, Options};
+
+struct Running {
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn start(token: Option<&str>, max_connections: usize) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::create(dir.path(), KeyType::Varchar, Options::default()).unwrap());
+    let engine = Engine::new(db);
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: token.map(str::to_string),
+        max_connections,
+        frame_len_max: 1 << 20,
+        idle_timeout: Duration::from_secs(10),
+    };
+    let server = Server::bind(config, engine.clone()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = server.stop_handle();
+    let thread = std::thread::spawn(move || server.serve().unwrap());
+    Running {
+        addr,
+        stop,
+        thread: Some(thread),
+        engine,
+        _dir: dir,
+    }
+}
+
+fn batch(keys: &[String], n: &[i64]) -> RecordBatch {
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from_iter_values(keys)) as ArrayRef,
+            Arc::new(Int64Array::from(n.to_vec())) as ArrayRef,
+        ],
+    )
+    .unwrap()
+}
+
+fn cells(r: &journeydb_client::Reply) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in &r.batches {
+        for row in 0..b.num_rows() {
+            out.push(
+                b.columns()
+                    .iter()
+                    .map(|c| {
+                        journeydb_query::format::cell_text(c.as_ref(), row).unwrap_or("NULL".into())
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
+        }
+    }
+    out
+}
+
+/// One job, written against the trait: the same code for both sessions.
+fn job(s: &mut dyn Session, table: &str) -> Vec<Vec<String>> {
+    s.run(&format!(
+        "CREATE TABLE {table} (k VARCHAR PRIMARY KEY, n BIGINT MERGE SUM)"
+    ))
+    .unwrap();
+    s.run(&format!(
+        "CREATE TABLE {table}_next (k VARCHAR PRIMARY KEY, n BIGINT MERGE SUM)"
+    ))
+    .unwrap();
+    let keys: Vec<String> = (0..250_000).map(|i| format!("c{i}")).collect();
+    let n: Vec<i64> = (0..250_000).map(|i| i % 7).collect();
+    assert_eq!(s.append(table, &batch(&keys, &n)).unwrap(), 250_000);
+    s.append(table, &batch(&keys[..10], &[100; 10])).unwrap();
+    s.swap(table, &format!("{table}_next")).unwrap();
+    s.swap(table, &format!("{table}_next")).unwrap();
+    let mut answers = Vec::new();
+    for q in [
+        format!("SELECT count(*), max(n), min(n) FROM {table}"),
+        format!("SELECT k, n FROM {table} WHERE n > 50 ORDER BY k"),
+        format!("SELECT count(*) FROM (SELECT k FROM {table} WHERE n = 3 EXCEPT SELECT k FROM {table} WHERE k < 'c2')"),
+        format!("SELECT k FROM {table} ORDER BY k DESC LIMIT 3"),
+    ] {
+        answers.push(cells(&s.run(&q).unwrap()));
+    }
+    let e = s.run("SELECT nope FROM nowhere").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::Server {
+                code: ErrorCode::User,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    answers
+}
+
+#[test]
+fn client_and_embedded_session_give_the_same_answers() {
+    let srv = start(None, 8);
+    let mut remote = Client::connect(srv.addr, None).unwrap();
+    remote.ping().unwrap();
+    let over_network = job(&mut remote, "remote_t");
+    let mut local = EmbeddedSession::new(srv.engine.clone());
+    let in_process = job(&mut local, "local_t");
+    assert_eq!(over_network, in_process);
+    assert_eq!(over_network[0], vec!["250000|106|0".to_string()]);
+    // A large result streams in several frames and arrives whole.
+    let r = remote.run("SELECT k, n FROM remote_t").unwrap();
+    assert!(r.batches.len() > 1);
+    assert_eq!(
+        r.batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+        250_000
+    );
+}
+
+#[test]
+fn tokens_and_connection_limits() {
+    let srv = start(Some("s3cret"), 2);
+    let e = Client::connect(srv.addr, Some("wrong")).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::Server {
+                code: ErrorCode::Auth,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(Client::connect(srv.addr, None).is_err());
+    let a = Client::connect(srv.addr, Some("s3cret")).unwrap();
+    let mut b = Client::connect(srv.addr, Some("s3cret")).unwrap();
+    let e = Client::connect(srv.addr, Some("s3cret")).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::Server {
+                code: ErrorCode::Limit,
+                ..
+            }
+        ),
+        "one past the limit: {e:?}"
+    );
+    b.ping().unwrap();
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Client::connect(srv.addr, Some("s3cret")) {
+            Ok(mut c) => {
+                c.ping().unwrap();
+                break;
+            }
+            Err(_) => {
+                assert!(Instant::now() < deadline, "a freed slot was never reused");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn raw(addr: SocketAddr, bytes: &[u8]) -> Option<Frame> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    read_frame(&mut s, 1 << 20).ok()
+}
+
+#[test]
+fn hostile_input_gets_an_error_or_a_close_and_the_server_stays_up() {
+    let srv = start(None, 8);
+    // Random bytes instead of a handshake.
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..20 {
+        let junk: Vec<u8> = (0..64)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect();
+        if let Some(f) = raw(srv.addr, &junk) {
+            assert!(
+                matches!(
+                    f,
+                    Frame::Error {
+                        code: ErrorCode::Protocol | ErrorCode::Auth,
+                        ..
+                    }
+                ),
+                "{f:?}"
+            );
+        }
+    }
+    // A 4 GiB length prefix.
+    let mut huge = u32::MAX.to_le_bytes().to_vec();
+    huge.push(1);
+    assert!(matches!(
+        raw(srv.addr, &huge),
+        Some(Frame::Error {
+            code: ErrorCode::Protocol,
+            ..
+        })
+    ));
+    // A truncated frame after a good handshake, then a disconnect.
+    let hello = encode_frame(&Frame::Hello {
+        version: 1,
+        token: String::new(),
+    });
+    let query = encode_frame(&Frame::Query {
+        sql: "SELECT count(*) FROM system.tables".into(),
+    });
+    let mut bytes = hello.clone();
+    bytes.extend_from_slice(&query[..query.len() - 3]);
+    let _ = raw(srv.addr, &bytes);
+    // A wrong protocol version.
+    let old = encode_frame(&Frame::Hello {
+        version: 99,
+        token: String::new(),
+    });
+    assert!(matches!(
+        raw(srv.addr, &old),
+        Some(Frame::Error {
+            code: ErrorCode::Auth,
+            ..
+        })
+    ));
+    // A request before the handshake.
+    assert!(matches!(
+        raw(srv.addr, &query),
+        Some(Frame::Error {
+            code: ErrorCode::Protocol,
+            ..
+        })
+    ));
+    // A disconnect in the middle of an append: half of an Append frame.
+    srv.engine
+        .execute_one("CREATE TABLE t (k VARCHAR PRIMARY KEY, n BIGINT)")
+        .unwrap();
+    let ipc = journeydb_client::protocol::encode_ipc(&[batch(&["x".to_string()], &[1])]).unwrap();
+    let append = encode_frame(&Frame::Append {
+        table: "t".into(),
+        ipc,
+    });
+    let mut bytes = hello;
+    bytes.extend_from_slice(&append[..append.len() / 2]);
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.write_all(&bytes).unwrap();
+    drop(s);
+    // A garbage Append payload gets a typed error and the connection stays usable.
+    let mut c = Client::connect(srv.addr, None).unwrap();
+    let e = c.append("t", &RecordBatch::new_empty(Arc::new(Schema::empty())));
+    assert!(e.is_err() || e.is_ok());
+    let r = c.run("SELECT count(*) FROM t").unwrap();
+    assert_eq!(
+        cells(&r),
+        vec!["0".to_string()],
+        "the half-sent append left nothing behind"
+    );
+    c.ping().unwrap();
+    let mut buf = Vec::new();
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&encode_frame(&Frame::Hello {
+        version: 1,
+        token: String::new(),
+    }))
+    .unwrap();
+    s.write_all(&[5, 0, 0, 0, 0x02, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
+    let _ = s.read_to_end(&mut buf);
+    assert!(
+        !buf.is_empty(),
+        "a malformed Query frame got an answer before the close"
+    );
+}
+
+#[test]
+fn sixteen_clients_append_and_query_at_once() {
+    let srv = start(None, 32);
+    srv.engine
+        .execute_one("CREATE TABLE c (k VARCHAR PRIMARY KEY, n BIGINT MERGE SUM)")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let addr = srv.addr;
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr, None).unwrap();
+                let mut acked = 0i64;
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    if i % 3 == 0 {
+                        // Every read sees a committed state: the SUM over all keys is a multiple of 1.
+                        let r = c.run("SELECT count(*) FROM c").unwrap();
+                        assert_eq!(r.batches[0].num_rows(), 1);
+                    } else {
+                        let keys: Vec<String> = (0..50).map(|j| format!("t{t}_{j}")).collect();
+                        c.append("c", &batch(&keys, &[1; 50])).unwrap();
+                        acked += 1;
+                    }
+                    i += 1;
+                }
+                (t, acked)
+            })
+        })
+        .collect();
+    let results: Vec<(i32, i64)> = threads.into_iter().map(|h| h.join().unwrap()).collect();
+    for (t, acked) in results {
+        let b = srv
+            .engine
+            .query(&format!(
+                "SELECT min(n), max(n), count(*) FROM c WHERE k >= 't{t}_' AND k < 't{t}_z'"
+            ))
+            .unwrap();
+        let row: Vec<i64> = (0..3)
+            .map(|i| {
+                b.column(i)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .value(0)
+            })
+            .collect();
+        assert_eq!(
+            row,
+            vec![acked, acked, 50],
+            "client {t}: every acknowledged append is there"
+        );
+    }
+}
