@@ -758,6 +758,31 @@ fn relation_parts(
     out
 }
 
+/// Splits a script into statements at top-level semicolons (quotes and comments respected), keeping
+/// each statement's text as written (MERGE rules included). Empty statements are dropped.
+pub fn split_statements(sql: &str) -> Result<Vec<String>> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .map_err(|e| QueryError::Syntax(e.to_string()))?;
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for t in tokens {
+        if t == Token::SemiColon {
+            if !cur.trim().is_empty() {
+                out.push(cur.trim().to_string());
+            }
+            cur.clear();
+        } else {
+            cur.push_str(&t.to_string());
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    Ok(out)
+}
+
 /// What kind of statement a parsed statement is (the shell streams queries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatementKind {

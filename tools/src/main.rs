@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! journeydb demo [--customers N] [--dir DIR] [--keep]
+//! journeydb serve --db DIR [--listen ADDR] [--token T] [--max-connections N]
 //! journeydb sql --db DIR [-c SQL] [-f FILE] [--format table|csv|json] [--continue-on-error]
 //! journeydb check --db DIR
 //! journeydb help
@@ -9,6 +10,7 @@
 //! Further subcommands (serve, sql, import/export, journey, bench) arrive with their issues.
 
 mod demo;
+mod serve;
 mod sql;
 
 use std::process::ExitCode;
@@ -23,8 +25,13 @@ commands:
         operations computed on roaring bitmaps, folds in a day's new rows with MIN, and reopens
         the database to check it. DIR defaults to a temporary directory removed at the end
         (kept with --keep).
-  sql --db DIR [-c SQL].. [-f FILE].. [--format table|csv|json] [--continue-on-error]
-      [--key-type varchar|bigint]
+  serve --db DIR [--listen 127.0.0.1:5433] [--token T] [--max-connections 64]
+      [--frame-max-bytes 67108864] [--idle-timeout-s 300] [--key-type varchar|bigint]
+        Serves the database (created if missing) over the native protocol (client/PROTOCOL.md)
+        on loopback by default. The token may also come from JOURNEYDB_TOKEN. SIGTERM or ctrl-c
+        stops accepting, lets running requests finish, flushes, and exits 0.
+  sql --db DIR | --connect HOST:PORT [--token T] [-c SQL].. [-f FILE].. [--format table|csv|json]
+      [--continue-on-error] [--key-type varchar|bigint]
         Runs SQL statements against an embedded database (created if missing, with the given key
         type). Statements come from -c, -f, or standard input (a prompt when it is a terminal).
         Results print as an aligned table, CSV or JSON lines; errors go to standard error and
@@ -60,6 +67,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(args.get(1..).unwrap_or_default()),
         Some("check") => check(args.get(1..).unwrap_or_default()),
         Some("sql") => sql::run(args.get(1..).unwrap_or_default()),
+        Some("serve") => serve::run(args.get(1..).unwrap_or_default()),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())

@@ -15,6 +15,8 @@ enum Format {
 
 struct Args {
     db: String,
+    connect: Option<String>,
+    token: Option<String>,
     commands: Vec<String>,
     files: Vec<String>,
     format: Format,
@@ -25,6 +27,10 @@ struct Args {
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut a = Args {
         db: String::new(),
+        connect: None,
+        token: std::env::var("JOURNEYDB_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
         commands: vec![],
         files: vec![],
         format: Format::Table,
@@ -36,6 +42,8 @@ fn parse(args: &[String]) -> Result<Args, String> {
         let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
         match x.as_str() {
             "--db" => a.db = val("--db")?,
+            "--connect" => a.connect = Some(val("--connect")?),
+            "--token" => a.token = Some(val("--token")?),
             "-c" | "--command" => a.commands.push(val("-c")?),
             "-f" | "--file" => a.files.push(val("-f")?),
             "--format" => {
@@ -57,8 +65,8 @@ fn parse(args: &[String]) -> Result<Args, String> {
             other => return Err(format!("sql: unknown option {other:?}")),
         }
     }
-    if a.db.is_empty() {
-        return Err("sql: --db DIR is required (--connect arrives with the server)".into());
+    if a.db.is_empty() == a.connect.is_none() {
+        return Err("sql: give exactly one of --db DIR or --connect HOST:PORT".into());
     }
     Ok(a)
 }
@@ -157,9 +165,134 @@ fn run_script(engine: &Engine, sql: &str, a: &Args) -> Result<usize, String> {
     Ok(failed)
 }
 
+/// Runs a script against a server, statement by statement; returns the number of failed statements.
+fn run_remote(client: &mut journeydb_client::Client, sql: &str, a: &Args) -> Result<usize, String> {
+    let stmts = match journeydb_query::engine::split_statements(sql) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    let mut failed = 0;
+    let stdout = std::io::stdout();
+    for s in stmts {
+        let mut first = true;
+        let mut batches = Vec::new();
+        let r = client.run_streaming(&s, |b| {
+            if a.format == Format::Table {
+                batches.push(b);
+            } else {
+                let text = if a.format == Format::Csv {
+                    format::csv(&b)
+                } else {
+                    format::json(&b)
+                };
+                let text = if a.format == Format::Csv && !first {
+                    text.split_once('\n')
+                        .map(|(_, r)| r.to_string())
+                        .unwrap_or_default()
+                } else {
+                    text
+                };
+                first = false;
+                let _ = stdout.lock().write_all(text.as_bytes());
+            }
+        });
+        match r {
+            Ok((tag, rows)) => {
+                let mut out = stdout.lock();
+                if a.format == Format::Table {
+                    if tag == "SELECT" {
+                        let schema = batches.first().map(|b| b.schema());
+                        if let Some(schema) = schema {
+                            let all = arrow_select_concat(&schema, &batches)?;
+                            write!(out, "{}", format::table(&all)).map_err(|e| e.to_string())?;
+                        } else {
+                            writeln!(out, "(0 rows)").map_err(|e| e.to_string())?;
+                        }
+                    } else {
+                        writeln!(
+                            out,
+                            "{tag}{}",
+                            if rows > 0 {
+                                format!(" {rows}")
+                            } else {
+                                String::new()
+                            }
+                        )
+                        .map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+                if matches!(
+                    e,
+                    journeydb_client::ClientError::Io(_)
+                        | journeydb_client::ClientError::Protocol(_)
+                ) {
+                    return Ok(failed);
+                }
+                if !a.keep_going {
+                    return Ok(failed);
+                }
+            }
+        }
+    }
+    Ok(failed)
+}
+
+fn arrow_select_concat(
+    schema: &arrow_schema::SchemaRef,
+    batches: &[arrow_array::RecordBatch],
+) -> Result<arrow_array::RecordBatch, String> {
+    let columns = (0..schema.fields().len())
+        .map(|i| {
+            let arrays: Vec<&dyn arrow_array::Array> = batches
+                .iter()
+                .filter_map(|b| b.columns().get(i).map(|c| c.as_ref()))
+                .collect();
+            arrow_select::concat::concat(&arrays).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    arrow_array::RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+}
+
 /// Runs the shell with command-line `args`.
 pub fn run(args: &[String]) -> Result<(), String> {
     let a = parse(args)?;
+    if let Some(addr) = &a.connect {
+        let mut client = journeydb_client::Client::connect(addr.as_str(), a.token.as_deref())
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let mut scripts: Vec<String> = a.commands.clone();
+        for f in &a.files {
+            scripts.push(std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?);
+        }
+        if scripts.is_empty() {
+            let mut sql = String::new();
+            std::io::stdin()
+                .lock()
+                .read_to_string(&mut sql)
+                .map_err(|e| e.to_string())?;
+            scripts.push(sql);
+        }
+        let mut failed = 0;
+        for s in &scripts {
+            if failed > 0 && !a.keep_going {
+                break;
+            }
+            failed += run_remote(&mut client, s, &a)?;
+        }
+        if failed > 0 {
+            return Err(format!(
+                "{failed} statement{} failed",
+                if failed == 1 { "" } else { "s" }
+            ));
+        }
+        return Ok(());
+    }
     let opts = Options::default();
     let path = std::path::Path::new(&a.db);
     let db = if path.join("CURRENT").exists() {
