@@ -207,6 +207,30 @@ impl Engine {
         }
     }
 
+    /// The result columns (name, type) a statement will return, without running it: `None` for
+    /// statements that return no rows.
+    pub fn describe(&self, sql: &str) -> Result<Option<Vec<(String, DType)>>> {
+        let mut stmts = Self::parse(sql)?;
+        let Some((stmt, _)) = stmts.pop() else {
+            return Ok(None);
+        };
+        let snap = self.db.snapshot();
+        match &stmt {
+            Statement::Query(q) => {
+                let plan = plan_query(q, &self.ctx(&snap))?;
+                Ok(Some(
+                    plan.plan
+                        .cols()
+                        .into_iter()
+                        .map(|c| (c.name, c.dtype))
+                        .collect(),
+                ))
+            }
+            Statement::Explain { .. } => Ok(Some(vec![("plan".to_string(), DType::Varchar)])),
+            _ => Ok(None),
+        }
+    }
+
     /// Runs a query and streams its rows as Arrow batches of at most
     /// [`crate::exec::STREAM_BATCH_ROWS`] rows (one sorted batch when the query has ORDER BY).
     pub fn query_stream(&self, sql: &str) -> Result<crate::exec::BatchStream> {

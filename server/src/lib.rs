@@ -24,8 +24,10 @@ use journeydb_query::{Engine, Output, QueryError};
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address to listen on (loopback by default).
+    /// Address of the native protocol (loopback by default).
     pub listen: SocketAddr,
+    /// Address of the PostgreSQL wire protocol, if served.
+    pub pg_listen: Option<SocketAddr>,
     /// Access token clients must present, if any.
     pub token: Option<String>,
     /// Most connections served at once.
@@ -40,6 +42,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5433)),
+            pg_listen: Some(SocketAddr::from(([127, 0, 0, 1], 5434))),
             token: None,
             max_connections: 64,
             frame_len_max: journeydb_client::FRAME_LEN_MAX_DEFAULT,
@@ -89,6 +92,7 @@ pub fn error_code(e: &QueryError) -> ErrorCode {
 /// A bound server.
 pub struct Server {
     listener: TcpListener,
+    pg_listener: Option<TcpListener>,
     engine: Engine,
     config: Config,
     active: Arc<AtomicUsize>,
@@ -108,8 +112,23 @@ impl Server {
                 what: "set non-blocking".into(),
                 source,
             })?;
+        let pg_listener = match config.pg_listen {
+            None => None,
+            Some(addr) => {
+                let l = TcpListener::bind(addr).map_err(|source| ServerError::Io {
+                    what: format!("listen on {addr} (PostgreSQL protocol)"),
+                    source,
+                })?;
+                l.set_nonblocking(true).map_err(|source| ServerError::Io {
+                    what: "set non-blocking".into(),
+                    source,
+                })?;
+                Some(l)
+            }
+        };
         Ok(Server {
             listener,
+            pg_listener,
             engine,
             config,
             active: Arc::new(AtomicUsize::new(0)),
@@ -120,6 +139,11 @@ impl Server {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
+    }
+
+    /// The bound address of the PostgreSQL protocol, if served.
+    pub fn pg_addr(&self) -> Option<SocketAddr> {
+        self.pg_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// A flag that stops [`Server::serve`] when set.
@@ -137,6 +161,38 @@ impl Server {
     pub fn serve(&self) -> Result<(), ServerError> {
         std::thread::scope(|s| {
             while !self.stop.load(Ordering::SeqCst) {
+                if let Some(pg) = &self.pg_listener {
+                    match pg.accept() {
+                        Ok((stream, _)) => {
+                            let _ = stream.set_nonblocking(false);
+                            if self.active.load(Ordering::SeqCst) >= self.config.max_connections {
+                                // Refused before the startup exchange: the client sees the connection close.
+                                continue;
+                            }
+                            self.active.fetch_add(1, Ordering::SeqCst);
+                            s.spawn(move || {
+                                let _ = stream.set_read_timeout(Some(self.config.idle_timeout));
+                                let _ = stream.set_nodelay(true);
+                                let _ = pg::connection(
+                                    stream,
+                                    &self.engine,
+                                    self.config.token.as_deref(),
+                                    self.config.frame_len_max,
+                                    &self.stop,
+                                    self.config.idle_timeout,
+                                );
+                                self.active.fetch_sub(1, Ordering::SeqCst);
+                            });
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            return Err(ServerError::Io {
+                                what: "accept (PostgreSQL protocol)".into(),
+                                source: e,
+                            })
+                        }
+                    }
+                }
                 match self.listener.accept() {
                     Ok((stream, _)) => {
                         let _ = stream.set_nonblocking(false);
@@ -179,6 +235,7 @@ impl Server {
     fn connection(&self, stream: TcpStream) -> Result<(), ClientError> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(self.config.idle_timeout))?;
+        let probe = stream.try_clone()?;
         let mut r = BufReader::new(stream.try_clone()?);
         let mut w = BufWriter::new(stream);
         let fail = |w: &mut BufWriter<TcpStream>,
@@ -221,7 +278,7 @@ impl Server {
             Err(e) => return fail(&mut w, ErrorCode::Protocol, e.to_string()),
         }
         loop {
-            if self.stop.load(Ordering::SeqCst) {
+            if !await_request(&r, &probe, &self.stop, self.config.idle_timeout)? {
                 return Ok(());
             }
             let frame = match read_frame(&mut r, self.config.frame_len_max) {
@@ -417,4 +474,43 @@ impl Session for EmbeddedSession {
             .map(|_| ())
             .map_err(|e| to_client(QueryError::Storage(e)))
     }
+}
+pub mod pg;
+
+/// Waits for the client's next request without holding up a server stop: polls the socket in
+/// short steps. Returns `true` when bytes are waiting, `false` when the client closed, stayed
+/// idle past `idle`, or the server is stopping. The read timeout is `idle` again afterwards,
+/// for the body of the request.
+pub(crate) fn await_request<R>(
+    r: &BufReader<R>,
+    stream: &TcpStream,
+    stop: &AtomicBool,
+    idle: Duration,
+) -> std::io::Result<bool> {
+    if !r.buffer().is_empty() {
+        return Ok(true);
+    }
+    let start = std::time::Instant::now();
+    let step = Duration::from_millis(100).min(idle.max(Duration::from_millis(1)));
+    stream.set_read_timeout(Some(step))?;
+    let ready = loop {
+        match stream.peek(&mut [0u8; 1]) {
+            Ok(0) => break false,
+            Ok(_) => break true,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if stop.load(Ordering::SeqCst) || start.elapsed() >= idle {
+                    break false;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    stream.set_read_timeout(Some(idle))?;
+    Ok(ready)
 }

@@ -39,6 +39,7 @@ fn start(token: Option<&str>, max_connections: usize) -> Running {
     let engine = Engine::new(db);
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        pg_listen: Some("127.0.0.1:0".parse().unwrap()),
         token: token.map(str::to_string),
         max_connections,
         frame_len_max: 1 << 20,

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! journeydb demo [--customers N] [--dir DIR] [--keep]
-//! journeydb serve --db DIR [--listen ADDR] [--token T] [--max-connections N]
+//! journeydb serve --db DIR [--listen ADDR] [--pg-listen ADDR|off] [--token T] [--max-connections N]
 //! journeydb sql --db DIR [-c SQL] [-f FILE] [--format table|csv|json] [--continue-on-error]
 //! journeydb check --db DIR
 //! journeydb help
@@ -25,10 +25,12 @@ commands:
         operations computed on roaring bitmaps, folds in a day's new rows with MIN, and reopens
         the database to check it. DIR defaults to a temporary directory removed at the end
         (kept with --keep).
-  serve --db DIR [--listen 127.0.0.1:5433] [--token T] [--max-connections 64]
-      [--frame-max-bytes 67108864] [--idle-timeout-s 300] [--key-type varchar|bigint]
+  serve --db DIR [--listen 127.0.0.1:5433] [--pg-listen 127.0.0.1:5434|off] [--token T]
+      [--max-connections 64] [--frame-max-bytes 67108864] [--idle-timeout-s 300]
+      [--key-type varchar|bigint]
         Serves the database (created if missing) over the native protocol (client/PROTOCOL.md)
-        on loopback by default. The token may also come from JOURNEYDB_TOKEN. SIGTERM or ctrl-c
+        and the PostgreSQL wire protocol (psql, drivers; the password is the token), both on
+        loopback by default. The token may also come from JOURNEYDB_TOKEN. SIGTERM or ctrl-c
         stops accepting, lets running requests finish, flushes, and exits 0.
   sql --db DIR | --connect HOST:PORT [--token T] [-c SQL].. [-f FILE].. [--format table|csv|json]
       [--continue-on-error] [--key-type varchar|bigint]

@@ -30,6 +30,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     .parse()
                     .map_err(|e| format!("--listen: {e}"))?
             }
+            "--pg-listen" => {
+                let v = val("--pg-listen")?;
+                config.pg_listen = if v == "off" {
+                    None
+                } else {
+                    Some(v.parse().map_err(|e| format!("--pg-listen: {e}"))?)
+                }
+            }
             "--token" => config.token = Some(val("--token")?),
             "--max-connections" => {
                 config.max_connections =
@@ -73,8 +81,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let pg = match server.pg_addr() {
+        Some(a) => format!(", PostgreSQL protocol on {a}"),
+        None => String::new(),
+    };
     println!(
-        "journeydb serving {} on {addr} (native protocol){}",
+        "journeydb serving {} on {addr} (native protocol){pg}{}",
         dir,
         if config.token.is_some() {
             ", token required"

@@ -1,0 +1,681 @@
+//! The PostgreSQL wire protocol (v3), so `psql` and ordinary drivers can query: startup (SSL and GSS
+//! requests declined, cleartext password when the server has a token), the simple query protocol and
+//! the extended one (Parse / Bind / Describe / Execute / Sync / Close / Flush), results in text or
+//! binary format. Parameters (`$1`) are bound as literals into the statement; their types come from
+//! Parse (or are text).
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use arrow_array::{
+    Array, BooleanArray, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
+};
+use arrow_schema::DataType;
+use journeydb_query::format::cell_text;
+use journeydb_query::types::DType;
+use journeydb_query::{Engine, Output, QueryError};
+
+/// Largest startup packet accepted.
+const STARTUP_LEN_MAX: usize = 10_000;
+/// µs between 1970-01-01 and PostgreSQL's epoch 2000-01-01.
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+const SSL_REQUEST: i32 = 80_877_103;
+const GSS_REQUEST: i32 = 80_877_104;
+const CANCEL_REQUEST: i32 = 80_877_102;
+const PROTOCOL_3: i32 = 196_608;
+
+/// A protocol failure that ends the connection.
+#[derive(Debug)]
+pub struct PgClosed;
+
+impl From<std::io::Error> for PgClosed {
+    fn from(_: std::io::Error) -> Self {
+        PgClosed
+    }
+}
+
+fn oid(t: DType) -> (i32, i16) {
+    match t {
+        DType::Timestamp => (1114, 8),
+        DType::Bigint => (20, 8),
+        DType::Double => (701, 8),
+        DType::Boolean => (16, 1),
+        DType::Varchar | DType::Interval | DType::Null => (25, -1),
+    }
+}
+
+fn dtype_of(dt: &DataType) -> DType {
+    match dt {
+        DataType::Timestamp(..) => DType::Timestamp,
+        DataType::Int64 => DType::Bigint,
+        DataType::Float64 => DType::Double,
+        DataType::Boolean => DType::Boolean,
+        _ => DType::Varchar,
+    }
+}
+
+/// SQLSTATE of a query error.
+pub fn sqlstate(e: &QueryError) -> &'static str {
+    match e {
+        QueryError::Syntax(_) => "42601",
+        QueryError::Unsupported(_) => "0A000",
+        QueryError::TableNotFound(_) => "42P01",
+        QueryError::ColumnNotFound(_) => "42703",
+        QueryError::Type(_) => "42804",
+        QueryError::InvalidValue(_) => "22023",
+        QueryError::Storage(s) => match s {
+            journeydb_storage::StorageError::TableExists(_) => "42P07",
+            journeydb_storage::StorageError::TableNotFound(_) => "42P01",
+            journeydb_storage::StorageError::ColumnNotFound { .. } => "42703",
+            journeydb_storage::StorageError::InvalidName { .. } => "42602",
+            journeydb_storage::StorageError::InvalidSchema(_)
+            | journeydb_storage::StorageError::InvalidBatch { .. }
+            | journeydb_storage::StorageError::InvalidKey(_) => "22023",
+            _ => "58000",
+        },
+        QueryError::Internal(_) => "XX000",
+    }
+}
+
+struct Out {
+    w: BufWriter<TcpStream>,
+}
+
+impl Out {
+    fn msg(&mut self, kind: u8, body: &[u8]) -> Result<(), PgClosed> {
+        self.w.write_all(&[kind])?;
+        self.w.write_all(&((body.len() + 4) as i32).to_be_bytes())?;
+        self.w.write_all(body)?;
+        Ok(())
+    }
+    fn ready(&mut self) -> Result<(), PgClosed> {
+        self.msg(b'Z', b"I")?;
+        self.w.flush()?;
+        Ok(())
+    }
+    fn error(&mut self, code: &str, message: &str) -> Result<(), PgClosed> {
+        let mut b = Vec::new();
+        for (f, v) in [
+            (b'S', "ERROR"),
+            (b'V', "ERROR"),
+            (b'C', code),
+            (b'M', message),
+        ] {
+            b.push(f);
+            b.extend_from_slice(v.as_bytes());
+            b.push(0);
+        }
+        b.push(0);
+        self.msg(b'E', &b)
+    }
+    fn row_description(
+        &mut self,
+        cols: &[(String, DType)],
+        formats: &[i16],
+    ) -> Result<(), PgClosed> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&(cols.len() as i16).to_be_bytes());
+        for (i, (name, t)) in cols.iter().enumerate() {
+            let (oid, len) = oid(*t);
+            b.extend_from_slice(name.as_bytes());
+            b.push(0);
+            b.extend_from_slice(&0i32.to_be_bytes());
+            b.extend_from_slice(&0i16.to_be_bytes());
+            b.extend_from_slice(&oid.to_be_bytes());
+            b.extend_from_slice(&len.to_be_bytes());
+            b.extend_from_slice(&(-1i32).to_be_bytes());
+            b.extend_from_slice(&format_of(formats, i).to_be_bytes());
+        }
+        self.msg(b'T', &b)
+    }
+    fn rows(&mut self, batch: &RecordBatch, formats: &[i16]) -> Result<u64, PgClosed> {
+        for r in 0..batch.num_rows() {
+            let mut b = Vec::new();
+            b.extend_from_slice(&(batch.num_columns() as i16).to_be_bytes());
+            for (i, col) in batch.columns().iter().enumerate() {
+                match cell(col.as_ref(), r, format_of(formats, i) == 1) {
+                    None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                    Some(v) => {
+                        b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                        b.extend_from_slice(&v);
+                    }
+                }
+            }
+            self.msg(b'D', &b)?;
+        }
+        Ok(batch.num_rows() as u64)
+    }
+}
+
+fn format_of(formats: &[i16], i: usize) -> i16 {
+    match formats {
+        [] => 0,
+        [one] => *one,
+        many => many.get(i).copied().unwrap_or(0),
+    }
+}
+
+/// A cell in text (PostgreSQL's spelling) or binary format.
+fn cell(a: &dyn Array, i: usize, binary: bool) -> Option<Vec<u8>> {
+    if a.is_null(i) {
+        return None;
+    }
+    let any = a.as_any();
+    if binary {
+        return Some(match a.data_type() {
+            DataType::Timestamp(..) => (any.downcast_ref::<TimestampMicrosecondArray>()?.value(i)
+                - PG_EPOCH_US)
+                .to_be_bytes()
+                .to_vec(),
+            DataType::Int64 => any
+                .downcast_ref::<Int64Array>()?
+                .value(i)
+                .to_be_bytes()
+                .to_vec(),
+            DataType::Float64 => any
+                .downcast_ref::<Float64Array>()?
+                .value(i)
+                .to_bits()
+                .to_be_bytes()
+                .to_vec(),
+            DataType::Boolean => vec![u8::from(any.downcast_ref::<BooleanArray>()?.value(i))],
+            _ => cell_text(a, i)?.into_bytes(),
+        });
+    }
+    match a.data_type() {
+        DataType::Boolean => Some(if any.downcast_ref::<BooleanArray>()?.value(i) {
+            b"t".to_vec()
+        } else {
+            b"f".to_vec()
+        }),
+        _ => cell_text(a, i).map(String::into_bytes),
+    }
+}
+
+fn cstr(b: &[u8], pos: &mut usize) -> Result<String, PgClosed> {
+    let rest = b.get(*pos..).ok_or(PgClosed)?;
+    let end = rest.iter().position(|c| *c == 0).ok_or(PgClosed)?;
+    let s = String::from_utf8(rest.get(..end).ok_or(PgClosed)?.to_vec()).map_err(|_| PgClosed)?;
+    *pos += end + 1;
+    Ok(s)
+}
+
+fn be_i16(b: &[u8], pos: &mut usize) -> Result<i16, PgClosed> {
+    let v: [u8; 2] = b
+        .get(*pos..*pos + 2)
+        .ok_or(PgClosed)?
+        .try_into()
+        .map_err(|_| PgClosed)?;
+    *pos += 2;
+    Ok(i16::from_be_bytes(v))
+}
+
+fn be_i32(b: &[u8], pos: &mut usize) -> Result<i32, PgClosed> {
+    let v: [u8; 4] = b
+        .get(*pos..*pos + 4)
+        .ok_or(PgClosed)?
+        .try_into()
+        .map_err(|_| PgClosed)?;
+    *pos += 4;
+    Ok(i32::from_be_bytes(v))
+}
+
+fn read_msg(r: &mut impl Read, len_max: usize) -> Result<(u8, Vec<u8>), PgClosed> {
+    let mut head = [0u8; 5];
+    r.read_exact(&mut head)?;
+    let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+    if len < 4 || len as usize - 4 > len_max {
+        return Err(PgClosed);
+    }
+    let mut body = vec![0u8; len as usize - 4];
+    r.read_exact(&mut body)?;
+    Ok((head[0], body))
+}
+
+/// A literal for a bound parameter.
+fn literal(value: Option<&[u8]>, type_oid: i32, binary: bool) -> Result<String, String> {
+    let Some(v) = value else {
+        return Ok("NULL".into());
+    };
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    if !binary {
+        let s = std::str::from_utf8(v).map_err(|_| "a text parameter is not UTF-8".to_string())?;
+        return Ok(match type_oid {
+            20 | 21 | 23 | 701 | 700 => s
+                .parse::<f64>()
+                .map(|_| s.to_string())
+                .map_err(|_| format!("{s:?} is not a number"))?,
+            16 => {
+                if s.starts_with(['t', 'T']) {
+                    "TRUE".into()
+                } else {
+                    "FALSE".into()
+                }
+            }
+            1114 | 1184 => format!("TIMESTAMP {}", quote(s)),
+            _ => quote(s),
+        });
+    }
+    let arr = |n: usize| -> Result<&[u8], String> {
+        v.get(..n)
+            .filter(|_| v.len() == n)
+            .ok_or_else(|| "a binary parameter has the wrong length".to_string())
+    };
+    Ok(match type_oid {
+        20 => i64::from_be_bytes(arr(8)?.try_into().map_err(|_| "int8")?).to_string(),
+        23 => i32::from_be_bytes(arr(4)?.try_into().map_err(|_| "int4")?).to_string(),
+        21 => i16::from_be_bytes(arr(2)?.try_into().map_err(|_| "int2")?).to_string(),
+        701 => f64::from_bits(u64::from_be_bytes(
+            arr(8)?.try_into().map_err(|_| "float8")?,
+        ))
+        .to_string(),
+        16 => {
+            if arr(1)?.first() == Some(&1) {
+                "TRUE".into()
+            } else {
+                "FALSE".into()
+            }
+        }
+        1114 => {
+            let us = i64::from_be_bytes(arr(8)?.try_into().map_err(|_| "timestamp")?) + PG_EPOCH_US;
+            format!(
+                "TIMESTAMP '{}'",
+                journeydb_query::types::format_timestamp(us)
+            )
+        }
+        25 | 1043 | 0 => {
+            quote(std::str::from_utf8(v).map_err(|_| "a text parameter is not UTF-8".to_string())?)
+        }
+        other => return Err(format!("parameters of type oid {other} are not supported")),
+    })
+}
+
+/// Replaces `$n` placeholders (outside strings and comments) with literals.
+fn bind_params(sql: &str, literals: &[String]) -> Result<String, String> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+        .tokenize()
+        .map_err(|e| e.to_string())?;
+    let mut out = String::with_capacity(sql.len());
+    for t in tokens {
+        match &t {
+            Token::Placeholder(p) if p.starts_with('$') => {
+                let n: usize = p
+                    .get(1..)
+                    .and_then(|d| d.parse().ok())
+                    .ok_or_else(|| format!("bad placeholder {p}"))?;
+                let lit = literals
+                    .get(n.wrapping_sub(1))
+                    .ok_or_else(|| format!("no value bound for {p}"))?;
+                out.push_str(lit);
+            }
+            _ => out.push_str(&t.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+struct Portal {
+    sql: String,
+    formats: Vec<i16>,
+}
+
+/// Serves one PostgreSQL connection until it ends.
+pub fn connection(
+    stream: TcpStream,
+    engine: &Engine,
+    token: Option<&str>,
+    len_max: usize,
+    stop: &AtomicBool,
+    idle: Duration,
+) -> Result<(), PgClosed> {
+    let probe = stream.try_clone()?;
+    let mut r = BufReader::new(stream.try_clone()?);
+    let mut out = Out {
+        w: BufWriter::new(stream),
+    };
+    // Startup: SSL / GSS requests are declined, then the real startup packet.
+    loop {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len)?;
+        let len = i32::from_be_bytes(len);
+        if !(8..=STARTUP_LEN_MAX as i32).contains(&len) {
+            return Err(PgClosed);
+        }
+        let mut body = vec![0u8; len as usize - 4];
+        r.read_exact(&mut body)?;
+        let mut pos = 0;
+        match be_i32(&body, &mut pos)? {
+            SSL_REQUEST | GSS_REQUEST => {
+                out.w.write_all(b"N")?;
+                out.w.flush()?;
+            }
+            CANCEL_REQUEST => return Ok(()),
+            PROTOCOL_3 => break,
+            other => {
+                out.error("08P01", &format!("unsupported protocol {other:#x}"))?;
+                out.w.flush()?;
+                return Ok(());
+            }
+        }
+    }
+    if let Some(t) = token {
+        out.msg(b'R', &3i32.to_be_bytes())?;
+        out.w.flush()?;
+        let (kind, body) = read_msg(&mut r, STARTUP_LEN_MAX)?;
+        let mut pos = 0;
+        if kind != b'p' || cstr(&body, &mut pos)? != t {
+            out.error(
+                "28P01",
+                "password authentication failed (the password is the server's token)",
+            )?;
+            out.w.flush()?;
+            return Ok(());
+        }
+    }
+    out.msg(b'R', &0i32.to_be_bytes())?;
+    for (k, v) in [
+        ("server_version", "14.0 (journeydb)"),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+        ("TimeZone", "UTC"),
+    ] {
+        let mut b = Vec::new();
+        b.extend_from_slice(k.as_bytes());
+        b.push(0);
+        b.extend_from_slice(v.as_bytes());
+        b.push(0);
+        out.msg(b'S', &b)?;
+    }
+    out.msg(b'K', &[0, 0, 0, 1, 0, 0, 0, 1])?;
+    out.ready()?;
+
+    let mut statements: HashMap<String, (String, Vec<i32>)> = HashMap::new();
+    let mut portals: HashMap<String, Portal> = HashMap::new();
+    let mut failed = false;
+    loop {
+        if !crate::await_request(&r, &probe, stop, idle)? {
+            return Ok(());
+        }
+        let (kind, body) = read_msg(&mut r, len_max)?;
+        let mut pos = 0;
+        if failed && !matches!(kind, b'S' | b'X') {
+            continue;
+        }
+        match kind {
+            b'Q' => {
+                let sql = cstr(&body, &mut pos)?;
+                simple_query(&mut out, engine, &sql)?;
+                out.ready()?;
+            }
+            b'P' => {
+                let name = cstr(&body, &mut pos)?;
+                let sql = cstr(&body, &mut pos)?;
+                let n = be_i16(&body, &mut pos)?.max(0) as usize;
+                let types = (0..n)
+                    .map(|_| be_i32(&body, &mut pos))
+                    .collect::<Result<Vec<_>, _>>()?;
+                statements.insert(name, (sql, types));
+                out.msg(b'1', &[])?;
+            }
+            b'B' => {
+                let portal = cstr(&body, &mut pos)?;
+                let stmt = cstr(&body, &mut pos)?;
+                let nf = be_i16(&body, &mut pos)?.max(0) as usize;
+                let pformats = (0..nf)
+                    .map(|_| be_i16(&body, &mut pos))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let np = be_i16(&body, &mut pos)?.max(0) as usize;
+                let mut values = Vec::with_capacity(np);
+                for _ in 0..np {
+                    let len = be_i32(&body, &mut pos)?;
+                    if len < 0 {
+                        values.push(None);
+                    } else {
+                        let v = body.get(pos..pos + len as usize).ok_or(PgClosed)?.to_vec();
+                        pos += len as usize;
+                        values.push(Some(v));
+                    }
+                }
+                let nr = be_i16(&body, &mut pos)?.max(0) as usize;
+                let formats = (0..nr)
+                    .map(|_| be_i16(&body, &mut pos))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let Some((sql, types)) = statements.get(&stmt) else {
+                    out.error(
+                        "26000",
+                        &format!("prepared statement {stmt:?} does not exist"),
+                    )?;
+                    failed = true;
+                    continue;
+                };
+                let literals: Result<Vec<String>, String> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        literal(
+                            v.as_deref(),
+                            types.get(i).copied().unwrap_or(0),
+                            format_of(&pformats, i) == 1,
+                        )
+                    })
+                    .collect();
+                match literals.and_then(|l| bind_params(sql, &l)) {
+                    Ok(sql) => {
+                        portals.insert(portal, Portal { sql, formats });
+                        out.msg(b'2', &[])?;
+                    }
+                    Err(e) => {
+                        out.error("22023", &e)?;
+                        failed = true;
+                    }
+                }
+            }
+            b'D' => {
+                let what = body.first().copied().ok_or(PgClosed)?;
+                pos = 1;
+                let name = cstr(&body, &mut pos)?;
+                let (sql, formats, params) = if what == b'S' {
+                    match statements.get(&name) {
+                        Some((sql, types)) => {
+                            let nparams = count_params(sql);
+                            let params: Vec<i32> = (0..nparams)
+                                .map(|i| types.get(i).copied().filter(|t| *t != 0).unwrap_or(25))
+                                .collect();
+                            (
+                                bind_params(sql, &vec!["NULL".to_string(); nparams])
+                                    .unwrap_or_else(|_| sql.clone()),
+                                Vec::new(),
+                                Some(params),
+                            )
+                        }
+                        None => {
+                            out.error(
+                                "26000",
+                                &format!("prepared statement {name:?} does not exist"),
+                            )?;
+                            failed = true;
+                            continue;
+                        }
+                    }
+                } else {
+                    match portals.get(&name) {
+                        Some(p) => (p.sql.clone(), p.formats.clone(), None),
+                        None => {
+                            out.error("34000", &format!("portal {name:?} does not exist"))?;
+                            failed = true;
+                            continue;
+                        }
+                    }
+                };
+                if let Some(params) = params {
+                    let mut b = (params.len() as i16).to_be_bytes().to_vec();
+                    params
+                        .iter()
+                        .for_each(|p| b.extend_from_slice(&p.to_be_bytes()));
+                    out.msg(b't', &b)?;
+                }
+                match engine.describe(&sql) {
+                    Ok(Some(cols)) => out.row_description(&cols, &formats)?,
+                    Ok(None) => out.msg(b'n', &[])?,
+                    Err(e) => {
+                        out.error(sqlstate(&e), &e.to_string())?;
+                        failed = true;
+                    }
+                }
+            }
+            b'E' => {
+                let name = cstr(&body, &mut pos)?;
+                let Some(p) = portals.get(&name) else {
+                    out.error("34000", &format!("portal {name:?} does not exist"))?;
+                    failed = true;
+                    continue;
+                };
+                if !execute(&mut out, engine, &p.sql, &p.formats, false)? {
+                    failed = true;
+                }
+            }
+            b'S' => {
+                failed = false;
+                out.ready()?;
+            }
+            b'C' => {
+                let what = body.first().copied().ok_or(PgClosed)?;
+                pos = 1;
+                let name = cstr(&body, &mut pos)?;
+                if what == b'S' {
+                    statements.remove(&name);
+                } else {
+                    portals.remove(&name);
+                }
+                out.msg(b'3', &[])?;
+            }
+            b'H' => out.w.flush()?,
+            b'X' => return Ok(()),
+            other => {
+                out.error("08P01", &format!("unsupported message {:?}", other as char))?;
+                out.w.flush()?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn count_params(sql: &str) -> usize {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    Tokenizer::new(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+        .tokenize()
+        .map(|ts| {
+            ts.iter()
+                .filter_map(|t| match t {
+                    Token::Placeholder(p) => p.get(1..).and_then(|d| d.parse::<usize>().ok()),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// Runs one statement; `describe` sends its RowDescription first (simple protocol). Returns false on
+/// an error (already reported).
+fn execute(
+    out: &mut Out,
+    engine: &Engine,
+    sql: &str,
+    formats: &[i16],
+    describe: bool,
+) -> Result<bool, PgClosed> {
+    let is_query = matches!(Engine::parse(sql).as_deref(), Ok([(s, _)]) if journeydb_query::engine::statement_kind(s) == journeydb_query::engine::StatementKind::Query);
+    if is_query {
+        let stream = match engine.query_stream(sql) {
+            Ok(s) => s,
+            Err(e) => {
+                out.error(sqlstate(&e), &e.to_string())?;
+                return Ok(false);
+            }
+        };
+        let mut n = 0;
+        let mut described = !describe;
+        for b in stream {
+            match b {
+                Ok(b) => {
+                    if !described {
+                        let cols: Vec<(String, DType)> = b
+                            .schema()
+                            .fields()
+                            .iter()
+                            .map(|f| (f.name().clone(), dtype_of(f.data_type())))
+                            .collect();
+                        out.row_description(&cols, formats)?;
+                        described = true;
+                    }
+                    n += out.rows(&b, formats)?;
+                }
+                Err(e) => {
+                    out.error(sqlstate(&e), &e.to_string())?;
+                    return Ok(false);
+                }
+            }
+        }
+        if !described {
+            if let Ok(Some(cols)) = engine.describe(sql) {
+                out.row_description(&cols, formats)?;
+            }
+        }
+        out.msg(b'C', format!("SELECT {n}\0").as_bytes())?;
+        return Ok(true);
+    }
+    match engine.execute_one(sql) {
+        Ok(Output::Rows(b)) => {
+            if describe {
+                let cols: Vec<(String, DType)> = b
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name().clone(), dtype_of(f.data_type())))
+                    .collect();
+                out.row_description(&cols, formats)?;
+            }
+            let n = out.rows(&b, formats)?;
+            out.msg(b'C', format!("SELECT {n}\0").as_bytes())?;
+            Ok(true)
+        }
+        Ok(Output::Done { tag, rows }) => {
+            let tag = if tag == "INSERT" {
+                format!("INSERT 0 {rows}")
+            } else {
+                tag
+            };
+            out.msg(b'C', format!("{tag}\0").as_bytes())?;
+            Ok(true)
+        }
+        Err(e) => {
+            out.error(sqlstate(&e), &e.to_string())?;
+            Ok(false)
+        }
+    }
+}
+
+fn simple_query(out: &mut Out, engine: &Engine, sql: &str) -> Result<(), PgClosed> {
+    let stmts = match journeydb_query::engine::split_statements(sql) {
+        Ok(s) => s,
+        Err(e) => return out.error(sqlstate(&e), &e.to_string()),
+    };
+    if stmts.is_empty() {
+        return out.msg(b'I', &[]);
+    }
+    for s in stmts {
+        if !execute(out, engine, &s, &[], true)? {
+            break;
+        }
+    }
+    Ok(())
+}
