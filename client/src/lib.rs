@@ -149,7 +149,7 @@ impl Client {
         loop {
             match self.recv()? {
                 Frame::Rows { ipc } => {
-                    for b in protocol::decode_ipc(&ipc)? {
+                    for b in protocol::decode_ipc(ipc)? {
                         each(b);
                     }
                 }

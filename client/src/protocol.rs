@@ -206,8 +206,20 @@ pub fn encode_frame(f: &Frame) -> Vec<u8> {
     out
 }
 
-/// Writes one frame (not flushed).
+/// Writes one frame (not flushed). An Append's Arrow bytes are written as they are, not copied.
 pub fn write_frame(w: &mut impl Write, f: &Frame) -> Result<(), ClientError> {
+    if let Frame::Append { table, ipc } = f {
+        let len = 1 + 4 + table.len() + ipc.len();
+        let len = u32::try_from(len)
+            .map_err(|_| ClientError::Protocol(format!("a frame of {len} bytes is too long")))?;
+        let mut head = Vec::with_capacity(9 + table.len());
+        head.extend_from_slice(&len.to_le_bytes());
+        head.push(f.kind());
+        put_str(&mut head, table);
+        w.write_all(&head)?;
+        w.write_all(ipc)?;
+        return Ok(());
+    }
     w.write_all(&encode_frame(f))?;
     Ok(())
 }
@@ -338,6 +350,25 @@ pub fn read_frame(r: &mut impl Read, len_max: usize) -> Result<Frame, ClientErro
     }
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf)?;
+    // Frames ending in Arrow bytes keep the read buffer instead of copying it (large appends).
+    match buf.first() {
+        Some(0x03) => {
+            let (table, used) = {
+                let mut c = Cursor {
+                    b: buf.get(1..).unwrap_or_default(),
+                };
+                let table = c.string()?;
+                (table, len - c.b.len())
+            };
+            buf.drain(..used);
+            return Ok(Frame::Append { table, ipc: buf });
+        }
+        Some(0x81) => {
+            buf.drain(..1);
+            return Ok(Frame::Rows { ipc: buf });
+        }
+        _ => {}
+    }
     let (kind, payload) = buf
         .split_first()
         .ok_or_else(|| ClientError::Protocol("empty frame".into()))?;
@@ -360,13 +391,18 @@ pub fn encode_ipc(batches: &[RecordBatch]) -> Result<Vec<u8>, ClientError> {
     Ok(out)
 }
 
-/// Batches of Arrow IPC stream bytes (empty bytes: none).
-pub fn decode_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>, ClientError> {
-    if bytes.is_empty() {
-        return Ok(Vec::new());
+/// Batches of Arrow IPC stream bytes (empty bytes: none). The arrays share `bytes`' allocation.
+pub fn decode_ipc(bytes: Vec<u8>) -> Result<Vec<RecordBatch>, ClientError> {
+    let mut buffer = arrow_buffer::Buffer::from_vec(bytes);
+    let mut decoder = arrow_ipc::reader::StreamDecoder::new();
+    let mut out = Vec::new();
+    while !buffer.is_empty() {
+        if let Some(b) = decoder.decode(&mut buffer)? {
+            out.push(b);
+        }
     }
-    let r = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
-    r.collect::<Result<Vec<_>, _>>().map_err(ClientError::from)
+    decoder.finish()?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -36,6 +36,10 @@ pub struct Config {
     pub frame_len_max: usize,
     /// A connection idle this long is closed.
     pub idle_timeout: Duration,
+    /// Requests executed at once across all connections; the rest wait their turn. Each query
+    /// fans out over partitions itself, so a few running at once keep every core busy while one
+    /// heavy query cannot take every slot.
+    pub max_running: usize,
 }
 
 impl Default for Config {
@@ -47,6 +51,7 @@ impl Default for Config {
             max_connections: 64,
             frame_len_max: journeydb_client::FRAME_LEN_MAX_DEFAULT,
             idle_timeout: Duration::from_secs(300),
+            max_running: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
         }
     }
 }
@@ -97,6 +102,43 @@ pub struct Server {
     config: Config,
     active: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    slots: Slots,
+}
+
+/// A counting semaphore: the bounded number of requests running at once.
+pub struct Slots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A held slot, given back on drop.
+pub struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots {
+            free: std::sync::Mutex::new(n.max(1)),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits for a free slot.
+    pub fn acquire(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
+        *free += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 impl Server {
@@ -130,9 +172,10 @@ impl Server {
             listener,
             pg_listener,
             engine,
-            config,
             active: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
+            slots: Slots::new(config.max_running),
+            config,
         })
     }
 
@@ -172,6 +215,8 @@ impl Server {
                             self.active.fetch_add(1, Ordering::SeqCst);
                             s.spawn(move || {
                                 let _ = stream.set_read_timeout(Some(self.config.idle_timeout));
+                                // A client that stops reading results cannot hold a slot forever.
+                                let _ = stream.set_write_timeout(Some(self.config.idle_timeout));
                                 let _ = stream.set_nodelay(true);
                                 let _ = pg::connection(
                                     stream,
@@ -180,6 +225,7 @@ impl Server {
                                     self.config.frame_len_max,
                                     &self.stop,
                                     self.config.idle_timeout,
+                                    &self.slots,
                                 );
                                 self.active.fetch_sub(1, Ordering::SeqCst);
                             });
@@ -235,6 +281,7 @@ impl Server {
     fn connection(&self, stream: TcpStream) -> Result<(), ClientError> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(self.config.idle_timeout))?;
+        stream.set_write_timeout(Some(self.config.idle_timeout))?;
         let probe = stream.try_clone()?;
         let mut r = BufReader::new(stream.try_clone()?);
         let mut w = BufWriter::new(stream);
@@ -288,12 +335,13 @@ impl Server {
                 // A bad frame: the stream can no longer be trusted.
                 Err(e) => return fail(&mut w, ErrorCode::Protocol, e.to_string()),
             };
+            let _slot = self.slots.acquire();
             match frame {
                 Frame::Ping => write_frame(&mut w, &Frame::Pong)?,
                 Frame::Close => return Ok(()),
                 Frame::Query { sql } => self.query(&mut w, &sql)?,
                 Frame::Append { table, ipc } => {
-                    let reply = decode_ipc(&ipc)
+                    let reply = decode_ipc(ipc)
                         .map_err(|e| (ErrorCode::Protocol, e.to_string()))
                         .and_then(|batches| {
                             let mut n = 0;

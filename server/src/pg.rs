@@ -332,6 +332,7 @@ pub fn connection(
     len_max: usize,
     stop: &AtomicBool,
     idle: Duration,
+    slots: &crate::Slots,
 ) -> Result<(), PgClosed> {
     let probe = stream.try_clone()?;
     let mut r = BufReader::new(stream.try_clone()?);
@@ -405,6 +406,7 @@ pub fn connection(
             return Ok(());
         }
         let (kind, body) = read_msg(&mut r, len_max)?;
+        let _slot = slots.acquire();
         let mut pos = 0;
         if failed && !matches!(kind, b'S' | b'X') {
             continue;

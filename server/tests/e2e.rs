@@ -44,6 +44,8 @@ fn start(token: Option<&str>, max_connections: usize) -> Running {
         max_connections,
         frame_len_max: 1 << 20,
         idle_timeout: Duration::from_secs(10),
+        // Fewer slots than the concurrency test's clients: requests queue for them.
+        max_running: 2,
     };
     let server = Server::bind(config, engine.clone()).unwrap();
     let addr = server.local_addr().unwrap();

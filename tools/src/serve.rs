@@ -47,6 +47,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 config.frame_len_max = num("--frame-max-bytes", val("--frame-max-bytes")?)?
                     .clamp(4096, u32::MAX as u64) as usize
             }
+            "--max-running" => {
+                config.max_running = num("--max-running", val("--max-running")?)?.max(1) as usize
+            }
             "--idle-timeout-s" => {
                 config.idle_timeout =
                     Duration::from_secs(num("--idle-timeout-s", val("--idle-timeout-s")?)?.max(1))
