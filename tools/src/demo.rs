@@ -1,303 +1,235 @@
-//! `journeydb demo`: the storage engine on a journey-shaped dataset, end to end.
-//!
-//! Until the query engine and journey runner land, the demo drives the storage API directly: set
-//! operations are roaring bitmap AND / OR / AND-NOT over presence bitmaps, and the MIN fold is the
-//! engine's merge rule.
+//! `journeydb demo`: an onboarding journey (`examples/journey.toml`) run once per simulated day for
+//! 30 days over synthetic CDP data, on an embedded database or a server, then its funnel.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use journeydb_benches::Journey;
-use journeydb_storage::{Database, KeyType, Options, TableSnapshot, Values};
-use roaring::RoaringBitmap;
+use journeydb_client::Session;
+use journeydb_tools::journey::{self, data, def, report, run};
 
+/// The demo's journey: the documented example.
+pub const JOURNEY: &str = include_str!("../../examples/journey.toml");
 /// Rows per append.
 const BATCH_ROWS: usize = 100_000;
+const DAY_US: i64 = 86_400_000_000;
 
 struct Args {
     customers: usize,
+    days: usize,
     dir: Option<PathBuf>,
     keep: bool,
+    connect: Option<String>,
+    token: Option<String>,
+    report: String,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut out = Args {
         customers: 1_000_000,
+        days: 30,
         dir: None,
         keep: false,
+        connect: None,
+        token: std::env::var("JOURNEYDB_TOKEN").ok(),
+        report: "journeydb-demo-report.html".into(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        let mut val = |n: &str| it.next().cloned().ok_or(format!("{n} needs a value"));
+        let num = |n: &str, v: String| -> Result<usize, String> {
+            v.replace('_', "")
+                .parse()
+                .map_err(|_| format!("{n}: {v:?} is not a number"))
+        };
         match a.as_str() {
             "--customers" => {
-                let v = it.next().ok_or("--customers needs a number")?;
-                out.customers = v
-                    .replace('_', "")
-                    .parse()
-                    .map_err(|_| format!("--customers: {v:?} is not a number"))?;
+                out.customers = num("--customers", val("--customers")?)?;
                 if out.customers == 0 || out.customers > 100_000_000 {
                     return Err("--customers must be between 1 and 100000000".into());
                 }
             }
-            "--dir" => out.dir = Some(PathBuf::from(it.next().ok_or("--dir needs a path")?)),
+            "--days" => {
+                out.days = num("--days", val("--days")?)?;
+                if out.days == 0 || out.days > 3650 {
+                    return Err("--days must be between 1 and 3650".into());
+                }
+            }
+            "--dir" => out.dir = Some(PathBuf::from(val("--dir")?)),
             "--keep" => out.keep = true,
+            "--connect" => out.connect = Some(val("--connect")?),
+            "--token" => out.token = Some(val("--token")?),
+            "--report" => out.report = val("--report")?,
             other => return Err(format!("demo: unknown option {other:?}")),
         }
     }
     Ok(out)
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
-/// Presence bitmap of column `name` over every partition.
-fn presence(t: &TableSnapshot, name: &str) -> Result<RoaringBitmap, String> {
-    let mut all = RoaringBitmap::new();
-    for p in t.partitions() {
-        all |= t.column_by_name(p, name).map_err(err)?.presence;
-    }
-    Ok(all)
-}
-
-/// Smallest value of column `name` (a MIN over the whole column).
-fn column_min(t: &TableSnapshot, name: &str) -> Result<Option<i64>, String> {
-    let mut m: Option<i64> = None;
-    for p in t.partitions() {
-        if let Values::Int(v) = t.column_by_name(p, name).map_err(err)?.values {
-            if let Some(x) = v.iter().min() {
-                m = Some(m.map_or(*x, |y| y.min(*x)));
-            }
-        }
-    }
-    Ok(m)
-}
-
-/// Formats µs since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
-pub fn fmt_ts(us: Option<i64>) -> String {
-    let Some(us) = us else { return "NULL".into() };
-    let secs = us.div_euclid(1_000_000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+fn sql(s: &mut dyn Session, q: &str) -> Result<journeydb_client::Reply, String> {
+    s.run(q).map_err(|e| format!("{e}\n  in: {q}"))
 }
 
 /// Runs the demo with command-line `args`.
 pub fn run(args: &[String]) -> Result<(), String> {
-    let args = parse(args)?;
-    let dir = args.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("journeydb-demo-{}", std::process::id()))
-    });
-    if args.dir.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    let started = Instant::now();
-    let j = Journey::new(args.customers, 2026);
-    let db = Database::create(&dir, KeyType::Varchar, Options::default()).map_err(err)?;
-    db.create_table("journey_state", j.schema()).map_err(err)?;
-    println!(
-        "journeydb demo: {} customers, {} funnel columns, database at {}",
-        args.customers,
-        j.columns,
-        dir.display()
-    );
-
-    // 1. Load the state through durable appends.
-    let t0 = Instant::now();
-    let mut done = 0;
-    while done < args.customers {
-        let end = (done + BATCH_ROWS).min(args.customers);
-        db.append("journey_state", &j.batch(done..end))
-            .map_err(err)?;
-        done = end;
-        if done % (BATCH_ROWS * 5) == 0 || done == args.customers {
-            eprint!(
-                "\r  loading {done}/{} customers ({:.0}%)",
-                args.customers,
-                done as f64 * 100.0 / args.customers as f64
-            );
+    let a = parse(args)?;
+    let t_all = Instant::now();
+    let j = def::parse(JOURNEY).map_err(|e| format!("examples/journey.toml: {e}"))?;
+    // The database: a server, or an embedded one in --dir or a temporary directory.
+    let mut tmp: Option<TempDir> = None;
+    let mut embedded = None;
+    let mut session: Box<dyn Session> = match &a.connect {
+        Some(addr) => journey::open_session(None, Some(addr), a.token.as_deref())?,
+        None => {
+            let dir = match &a.dir {
+                Some(d) => d.clone(),
+                None => {
+                    let t = TempDir::new()?;
+                    let p = t.0.clone();
+                    tmp = Some(t);
+                    p
+                }
+            };
+            if dir.join("CURRENT").exists() {
+                return Err(format!(
+                    "{}: a database is already there; the demo needs a new directory",
+                    dir.display()
+                ));
+            }
+            let db = journeydb_storage::Database::create(
+                &dir,
+                journeydb_storage::KeyType::Varchar,
+                journeydb_storage::Options::default(),
+            )
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+            println!("embedded database in {}", dir.display());
+            let db = std::sync::Arc::new(db);
+            embedded = Some(db.clone());
+            Box::new(journeydb_server::EmbeddedSession::new(
+                journeydb_query::Engine::new(db),
+            ))
         }
-        let _ = std::io::stderr().flush();
-    }
-    eprintln!();
-    let flushed = db.flush().map_err(err)?;
-    let compacted = db.compact(2).map_err(err)?;
-    let load = t0.elapsed();
-    println!(
-        "  loaded in {load:.2?} ({:.0} rows/s); flush wrote {} segments, compaction folded {} into {}",
-        args.customers as f64 / load.as_secs_f64(),
-        flushed.segments,
-        compacted.segments_in,
-        compacted.segments_out
-    );
-
-    // 2. The funnel: every count is a bitmap cardinality.
-    let snap = db.snapshot();
-    let t = snap.table("journey_state").map_err(err)?;
-    let t1 = Instant::now();
-    println!("\n  funnel (customers who reached each state):");
-    let mut bitmaps = Vec::new();
-    for c in 0..j.columns {
-        let b = presence(&t, &j.column_name(c))?;
-        if c % 5 == 0 || c == j.columns - 1 {
-            println!(
-                "    {:<16} {:>10}  {:>6.2}%",
-                j.column_name(c),
-                b.len(),
-                b.len() as f64 * 100.0 / args.customers as f64
-            );
-        }
-        bitmaps.push(b);
-    }
-    let funnel_time = t1.elapsed();
-
-    // 3. Set operations of a journey run, on bitmaps.
-    let t2 = Instant::now();
-    let pick = |i: usize| {
-        bitmaps
-            .get(i)
-            .ok_or_else(|| format!("the journey has no column {i}"))
     };
-    let (s1, s2, exit) = (pick(0)?, pick(5)?, pick(3)?);
-    let in_stage1_only = s1 - s2;
-    let advanced = s1 & s2;
-    let either = s1 | exit;
-    let waiting = &in_stage1_only - exit;
-    let setops = t2.elapsed();
-    println!("\n  set operations (bitmap AND / OR / AND-NOT):");
-    println!(
-        "    stage1 INTERSECT stage2          {:>10}",
-        advanced.len()
-    );
-    println!(
-        "    stage1 EXCEPT stage2             {:>10}",
-        in_stage1_only.len()
-    );
-    println!("    stage1 UNION stage1_step_3       {:>10}", either.len());
-    println!(
-        "    (stage1 EXCEPT stage2) EXCEPT stage1_step_3 {:>10}",
-        waiting.len()
-    );
-    println!(
-        "    funnel of {} columns in {funnel_time:.2?}, four set operations in {setops:.2?}",
-        j.columns
-    );
-
-    // 4. A day's new facts folded in with MIN: 10% of customers get an earlier stage1 time.
-    let t3 = Instant::now();
-    let delta = args.customers.div_ceil(10);
-    let earlier = journeydb_benches::EPOCH_US - 86_400_000_000;
-    let keys: Vec<String> = (0..delta).map(|i| j.key(i * 10 % args.customers)).collect();
-    let schema = std::sync::Arc::new(arrow_schema::Schema::new(vec![
-        arrow_schema::Field::new("customer_id", arrow_schema::DataType::Utf8, false),
-        arrow_schema::Field::new(
-            "stage1",
-            arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, None),
-            true,
-        ),
-    ]));
-    let batch = arrow_array::RecordBatch::try_new(
-        schema,
-        vec![
-            std::sync::Arc::new(arrow_array::StringArray::from_iter_values(keys)),
-            std::sync::Arc::new(arrow_array::TimestampMicrosecondArray::from(vec![
-                earlier;
-                delta
-            ])),
-        ],
-    )
-    .map_err(err)?;
-    db.append("journey_state", &batch).map_err(err)?;
-    let after = db.snapshot().table("journey_state").map_err(err)?;
-    let s1_after = presence(&after, "stage1")?;
-    let min_after = column_min(&after, "stage1")?;
-    println!(
-        "\n  MIN fold of {delta} new rows: stage1 now holds {} customers, earliest {} (was {}), in {:.2?}",
-        s1_after.len(),
-        fmt_ts(min_after),
-        fmt_ts(column_min(&t, "stage1")?),
-        t3.elapsed()
-    );
-    if min_after != Some(earlier) {
-        return Err("the MIN fold did not take the earlier timestamp".into());
+    let s = session.as_mut();
+    for t in [
+        "profiles",
+        "behaviours",
+        &j.state_table,
+        &format!("{}_activations", j.state_table),
+    ] {
+        sql(s, &format!("DROP TABLE IF EXISTS {t}"))?;
     }
-
-    // 5. Reopen: the state comes back from segments plus the write-ahead log.
-    let expected = s1_after.len();
-    drop((t, after, snap));
-    drop(db);
-    let t4 = Instant::now();
-    let db = Database::open(&dir, Options::default()).map_err(err)?;
-    let reopened = presence(
-        &db.snapshot().table("journey_state").map_err(err)?,
-        "stage1",
-    )?
-    .len();
+    for c in data::CREATE {
+        sql(s, c)?;
+    }
+    // Load the CDP data, with a progress line.
+    let gen = data::Cdp { seed: 7 };
+    let t = Instant::now();
+    let mut start = 0;
+    while start < a.customers {
+        let end = (start + BATCH_ROWS).min(a.customers);
+        s.append("profiles", &gen.profiles(start..end))
+            .map_err(|e| e.to_string())?;
+        s.append("behaviours", &gen.behaviours_batch(start..end))
+            .map_err(|e| e.to_string())?;
+        start = end;
+        print!(
+            "\rloading profiles and behaviours: {end}/{} customers ({:.0}%)",
+            a.customers,
+            100.0 * end as f64 / a.customers as f64
+        );
+        let _ = std::io::stdout().flush();
+    }
+    println!(" in {:.2?}", t.elapsed());
     println!(
-        "  reopened in {:.2?}: stage1 holds {reopened} customers",
-        t4.elapsed()
+        "journey {}: {} stages, {} state columns, run once per simulated day for {} days",
+        j.name,
+        j.stages.len(),
+        j.columns().len(),
+        a.days
     );
-    if reopened != expected {
-        return Err(format!(
-            "after reopen stage1 holds {reopened}, expected {expected}"
-        ));
+    let mut times = Vec::new();
+    let mut activations = 0usize;
+    for day in 1..=a.days {
+        let now_us = data::START_US + day as i64 * DAY_US;
+        let r = run::run(
+            s,
+            &j,
+            &run::RunOptions {
+                now_us,
+                check_percent: 50.0,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        if !r.swapped {
+            journey::print_run(&j, now_us, &r);
+            return Err(format!("day {day}: the consistency check failed"));
+        }
+        activations += r.activations.len();
+        times.push(r.elapsed);
+        println!(
+            "day {day:>2}/{} {}  {:>9} transitions  {:>8} activations  {:>3} statements  {:>9.2?}",
+            a.days,
+            &journeydb_query::types::format_timestamp(now_us)[..10],
+            r.total_transitions(),
+            r.activations.len(),
+            r.statements,
+            r.elapsed
+        );
     }
-    let seg_bytes: u64 = std::fs::read_dir(dir.join("seg"))
-        .map_err(err)?
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum();
-    println!("  segments on disk: {:.1} MB", seg_bytes as f64 / 1e6);
-    drop(db);
-    if !args.keep && args.dir.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
+    let f = report::funnel(s, &j).map_err(|e| e.to_string())?;
+    println!();
+    print!("{}", f.text());
+    std::fs::write(&a.report, f.html()).map_err(|e| format!("{}: {e}", a.report))?;
+    times.sort();
+    let total: std::time::Duration = times.iter().sum();
+    println!(
+        "\n{} runs: median {:.2?}, slowest {:.2?}, total {:.2?}; {activations} activations; report written to {}",
+        times.len(),
+        times.get(times.len() / 2).copied().unwrap_or_default(),
+        times.last().copied().unwrap_or_default(),
+        total,
+        a.report
+    );
+    drop(session);
+    if let Some(db) = embedded {
+        // Everything is durable already; a flush leaves segments instead of a WAL to replay.
+        db.flush().map_err(|e| e.to_string())?;
     }
-    println!("\ndone in {:.2?}", started.elapsed());
+    match (&a.dir, a.keep) {
+        (Some(d), _) => println!("database kept in {}", d.display()),
+        (None, true) if a.connect.is_none() => {
+            if let Some(t) = tmp.take() {
+                println!("database kept in {}", t.0.display());
+                // Kept on purpose: skip the removal on drop.
+                std::mem::forget(t);
+            }
+        }
+        _ => {}
+    }
+    println!("demo finished in {:.2?}", t_all.elapsed());
     Ok(())
 }
 
-#[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
 
-    #[test]
-    fn timestamps_format_as_utc_dates() {
-        assert_eq!(fmt_ts(Some(0)), "1970-01-01 00:00:00");
-        assert_eq!(
-            fmt_ts(Some(journeydb_benches::EPOCH_US)),
-            "2026-01-01 00:00:00"
-        );
-        assert_eq!(
-            fmt_ts(Some(951_782_400_000_000 + 3_661_000_000)),
-            "2000-02-29 01:01:01"
-        );
-        assert_eq!(fmt_ts(Some(-1)), "1969-12-31 23:59:59");
-        assert_eq!(fmt_ts(None), "NULL");
+impl TempDir {
+    fn new() -> Result<TempDir, String> {
+        let p = std::env::temp_dir().join(format!(
+            "journeydb-demo-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(TempDir(p))
     }
+}
 
-    #[test]
-    fn bad_options_are_refused() {
-        let a = |v: &[&str]| parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>()).err();
-        assert!(a(&["--customers", "x"]).is_some());
-        assert!(a(&["--customers", "0"]).is_some());
-        assert!(a(&["--customers"]).is_some());
-        assert!(a(&["--bogus"]).is_some());
-        assert!(a(&["--customers", "1_000"]).is_none());
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         Some("check") => check(args.get(1..).unwrap_or_default()),
         Some("sql") => sql::run(args.get(1..).unwrap_or_default()),
         Some("serve") => serve::run(args.get(1..).unwrap_or_default()),
+        Some("journey") => journeydb_tools::journey::cli(args.get(1..).unwrap_or_default()),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())
