@@ -806,6 +806,13 @@ pub struct BatchStream {
     ready: Option<std::vec::IntoIter<RecordBatch>>,
 }
 
+impl BatchStream {
+    /// The schema of every batch, known before the first one (a result may have none).
+    pub fn schema(&self) -> Arc<Schema> {
+        output_schema(&self.cols)
+    }
+}
+
 impl Iterator for BatchStream {
     type Item = Result<RecordBatch>;
 

@@ -430,14 +430,21 @@ impl Server {
             match self.engine.query_stream(sql) {
                 Ok(stream) => {
                     let mut rows = 0u64;
+                    let schema = stream.schema();
+                    let mut sent = false;
                     for b in stream {
                         match b {
                             Ok(b) => {
                                 rows += b.num_rows() as u64;
+                                sent = true;
                                 self.write_rows(w, &b)?;
                             }
                             Err(e) => return err(w, e),
                         }
+                    }
+                    if !sent {
+                        // No rows: one empty batch still tells the client the columns.
+                        self.write_rows(w, &RecordBatch::new_empty(schema))?;
                     }
                     write_frame(
                         w,

@@ -134,3 +134,85 @@ fn shell_over_the_network_kill_restart_and_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn demo_and_journey_runs_through_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = serve(&dir.path().join("db"), &["--token", "t0k"]);
+    let report = dir.path().join("r.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_journeydb"))
+        .args([
+            "demo",
+            "--customers",
+            "5000",
+            "--days",
+            "6",
+            "--token",
+            "t0k",
+            "--connect",
+            &addr,
+            "--report",
+        ])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("day  6/6") && stdout.contains("stage 1: welcome"),
+        "{stdout}"
+    );
+    // The runner over the client: the same day again changes nothing; activations go to CSV.
+    let csv = dir.path().join("acts.csv");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/journey.toml");
+    let run = |now: &str| {
+        Command::new(env!("CARGO_BIN_EXE_journeydb"))
+            .args([
+                "journey",
+                "run",
+                example,
+                "--connect",
+                &addr,
+                "--token",
+                "t0k",
+                "--now",
+                now,
+                "--activations-csv",
+            ])
+            .arg(&csv)
+            .output()
+            .unwrap()
+    };
+    let again = run("2026-01-07 00:00:00");
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        again.status.success() && text.contains(": 0 transitions"),
+        "{text}"
+    );
+    let next = run("2026-01-08 00:00:00");
+    let text = String::from_utf8_lossy(&next.stdout);
+    assert!(next.status.success(), "{text}");
+    let lines: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines[0], "customer_id,step,channel,at");
+    let written: usize = text
+        .lines()
+        .find_map(|l| l.strip_suffix(&format!(" activations written to {}", csv.display())))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(lines.len() - 1, written);
+    assert!(
+        written > 0 && lines[1].ends_with(",2026-01-08 00:00:00"),
+        "{lines:?}"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -1,0 +1,508 @@
+//! The journey runner against an independent oracle: a plain per-customer state machine written
+//! directly in Rust. Random journeys (proptest) over random customer data, several runs each; after
+//! every run the state table must equal the simulator's state row for row. Also: idempotence, a
+//! failing consistency check keeping the old state, and every bad-definition error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use journeydb_client::Session;
+use journeydb_query::Engine;
+use journeydb_server::EmbeddedSession;
+use journeydb_storage::{Database, KeyType, Options};
+use journeydb_tools::journey::def::{
+    self, col, Branch, Criterion, Exit, Journey, Stage, Step, StepKind,
+};
+use journeydb_tools::journey::run::{self, RunOptions};
+use proptest::prelude::*;
+
+const START: i64 = 1_767_225_600_000_000;
+const HOUR: i64 = 3_600_000_000;
+
+/// One customer's data: attribute `a` and three event times.
+#[derive(Debug, Clone)]
+struct Customer {
+    a: Option<i64>,
+    t: [Option<i64>; 3],
+}
+
+/// A condition both rendered as SQL and evaluated natively.
+#[derive(Debug, Clone)]
+enum Cond {
+    ALt(i64),
+    Happened(usize),
+    Known(usize),
+    And(Box<Cond>, Box<Cond>),
+    Or(Box<Cond>, Box<Cond>),
+}
+
+impl Cond {
+    fn sql(&self) -> String {
+        match self {
+            Cond::ALt(c) => format!("a < {c}"),
+            Cond::Happened(k) => format!("t{k} <= now()"),
+            Cond::Known(k) => format!("t{k} IS NOT NULL"),
+            Cond::And(x, y) => format!("({} AND {})", x.sql(), y.sql()),
+            Cond::Or(x, y) => format!("({} OR {})", x.sql(), y.sql()),
+        }
+    }
+    fn eval(&self, c: &Customer, now: i64) -> bool {
+        match self {
+            Cond::ALt(v) => c.a.is_some_and(|a| a < *v),
+            Cond::Happened(k) => c.t[*k].is_some_and(|t| t <= now),
+            Cond::Known(k) => c.t[*k].is_some(),
+            Cond::And(x, y) => x.eval(c, now) && y.eval(c, now),
+            Cond::Or(x, y) => x.eval(c, now) || y.eval(c, now),
+        }
+    }
+}
+
+fn cond() -> impl Strategy<Value = Cond> {
+    let leaf = prop_oneof![
+        (0i64..10).prop_map(Cond::ALt),
+        (0usize..3).prop_map(Cond::Happened),
+        (0usize..3).prop_map(Cond::Known),
+    ];
+    leaf.prop_recursive(2, 4, 2, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(x, y)| Cond::And(Box::new(x), Box::new(y))),
+            (inner.clone(), inner).prop_map(|(x, y)| Cond::Or(Box::new(x), Box::new(y))),
+        ]
+    })
+}
+
+/// A journey with its conditions kept alongside (the definition holds only their SQL).
+#[derive(Debug, Clone)]
+struct Spec {
+    journey: Journey,
+    audience: Cond,
+    goal: Option<Cond>,
+    /// Per stage: exit conditions, goal condition, per step the branch conditions.
+    stages: Vec<(Vec<Cond>, Option<Cond>, Vec<Vec<Cond>>)>,
+}
+
+fn crit(c: &Cond) -> Criterion {
+    Criterion {
+        table: "profiles".into(),
+        cond: c.sql(),
+        line: 0,
+    }
+}
+
+#[derive(Debug, Clone)]
+enum RawStep {
+    Wait(i64),
+    Activation,
+    Decision(Vec<(Cond, Option<usize>)>),
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    let step = prop_oneof![
+        (6i64..60).prop_map(|h| RawStep::Wait(h * HOUR)),
+        Just(RawStep::Activation),
+        prop::collection::vec((cond(), prop::option::of(1usize..3)), 1..3)
+            .prop_map(RawStep::Decision),
+    ];
+    let stage = (
+        prop::collection::vec(step, 1..4),
+        prop::collection::vec(cond(), 0..3),
+        prop::option::of(cond()),
+    );
+    (
+        cond(),
+        prop::option::of(cond()),
+        prop::collection::vec(stage, 1..4),
+    )
+        .prop_map(|(audience, goal, raw)| {
+            let n = raw.len();
+            let mut stages = Vec::new();
+            let mut conds = Vec::new();
+            for (i, (steps, exits, sgoal)) in raw.into_iter().enumerate() {
+                let mut s_steps = Vec::new();
+                let mut branch_conds = Vec::new();
+                for (k, st) in steps.into_iter().enumerate() {
+                    let (kind, bc) = match st {
+                        RawStep::Wait(us) => (StepKind::Wait(us), vec![]),
+                        RawStep::Activation => (StepKind::Activation(format!("ch{k}")), vec![]),
+                        RawStep::Decision(bs) => {
+                            let branches = bs
+                                .iter()
+                                .enumerate()
+                                .map(|(b, (c, g))| Branch {
+                                    name: format!("b{b}"),
+                                    criterion: crit(c),
+                                    // Forward jumps only, when a later stage exists.
+                                    goto: g.map(|d| i + d).filter(|&t| t < n),
+                                })
+                                .collect();
+                            (
+                                StepKind::Decision(branches, "other".into()),
+                                bs.into_iter().map(|(c, _)| c).collect(),
+                            )
+                        }
+                    };
+                    s_steps.push(Step {
+                        name: format!("s{k}"),
+                        kind,
+                    });
+                    branch_conds.push(bc);
+                }
+                stages.push(Stage {
+                    name: format!("stage{i}"),
+                    steps: s_steps,
+                    exits: exits
+                        .iter()
+                        .enumerate()
+                        .map(|(e, c)| Exit {
+                            name: format!("x{e}"),
+                            criterion: crit(c),
+                        })
+                        .collect(),
+                    goal: sgoal.as_ref().map(crit),
+                });
+                conds.push((exits, sgoal, branch_conds));
+            }
+            Spec {
+                journey: Journey {
+                    name: "j".into(),
+                    state_table: "j_state".into(),
+                    audience: crit(&audience),
+                    stages,
+                    goal: goal.as_ref().map(crit),
+                },
+                audience,
+                goal,
+                stages: conds,
+            }
+        })
+}
+
+type State = BTreeMap<String, i64>;
+
+/// The oracle: one transition for one customer at `now`, or none. Written from the rules in
+/// examples/journey.toml and README, not from the runner's SQL.
+fn step(spec: &Spec, c: &Customer, st: &State, now: i64) -> Option<Vec<String>> {
+    let j = &spec.journey;
+    let has = |k: &str| st.contains_key(k);
+    if !has(&col::stage(0)) {
+        return spec.audience.eval(c, now).then(|| vec![col::stage(0)]);
+    }
+    let n = j.stages.len();
+    let done = has(col::GOAL)
+        || (0..n).any(|i| (0..j.stages[i].exits.len()).any(|e| has(&col::exit(i, e))))
+        || (j.stages[n - 1].goal.is_some() && has(&col::stage_goal(n - 1)));
+    if done {
+        return None;
+    }
+    if spec.goal.as_ref().is_some_and(|g| g.eval(c, now)) {
+        return Some(vec![col::GOAL.into()]);
+    }
+    let i = (0..n).rev().find(|&i| has(&col::stage(i)))?;
+    let (exits, sgoal, branches) = &spec.stages[i];
+    if let Some(e) = exits.iter().position(|x| x.eval(c, now)) {
+        return Some(vec![col::exit(i, e)]);
+    }
+    if sgoal.as_ref().is_some_and(|g| g.eval(c, now)) {
+        let mut v = vec![col::stage_goal(i)];
+        if i + 1 < n {
+            v.push(col::stage(i + 1));
+        }
+        return Some(v);
+    }
+    let stage = &j.stages[i];
+    match (0..stage.steps.len()).find(|&k| !has(&col::step(i, k))) {
+        Some(k) => {
+            let prev = if k == 0 {
+                col::stage(i)
+            } else {
+                col::step(i, k - 1)
+            };
+            match &stage.steps[k].kind {
+                StepKind::Wait(us) => (st[&prev] + us <= now).then(|| vec![col::step(i, k)]),
+                StepKind::Activation(_) => Some(vec![col::step(i, k)]),
+                StepKind::Decision(bs, _) => {
+                    match branches[k].iter().position(|b| b.eval(c, now)) {
+                        Some(b) => {
+                            let mut v = vec![col::step(i, k), col::branch(i, k, b)];
+                            if let Some(g) = bs[b].goto {
+                                v.push(col::stage(g));
+                            }
+                            Some(v)
+                        }
+                        None => Some(vec![col::step(i, k), col::default_branch(i, k)]),
+                    }
+                }
+            }
+        }
+        None if stage.goal.is_none() && i + 1 < n => Some(vec![col::stage(i + 1)]),
+        None => None,
+    }
+}
+
+fn simulate(spec: &Spec, c: &Customer, st: &mut State, now: i64) {
+    while let Some(cols) = step(spec, c, st, now) {
+        for k in cols {
+            st.entry(k).or_insert(now);
+        }
+    }
+}
+
+fn customers() -> impl Strategy<Value = Vec<Customer>> {
+    let t = prop::option::of(0i64..(10 * 24)).prop_map(|h| h.map(|h| START + h * HOUR));
+    prop::collection::vec(
+        (prop::option::of(0i64..10), t.clone(), t.clone(), t)
+            .prop_map(|(a, t0, t1, t2)| Customer { a, t: [t0, t1, t2] }),
+        20..120,
+    )
+}
+
+fn load(s: &mut dyn Session, cs: &[Customer]) {
+    s.run("CREATE TABLE profiles (customer_id VARCHAR PRIMARY KEY, a BIGINT, t0 TIMESTAMP, t1 TIMESTAMP, t2 TIMESTAMP)").unwrap();
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new("a", DataType::Int64, true),
+        Field::new("t0", ts.clone(), true),
+        Field::new("t1", ts.clone(), true),
+        Field::new("t2", ts, true),
+    ]));
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(
+            (0..cs.len())
+                .map(|i| format!("c{i:04}"))
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(Int64Array::from(cs.iter().map(|c| c.a).collect::<Vec<_>>())),
+    ];
+    for k in 0..3 {
+        cols.push(Arc::new(TimestampMicrosecondArray::from(
+            cs.iter().map(|c| c.t[k]).collect::<Vec<_>>(),
+        )));
+    }
+    s.append("profiles", &RecordBatch::try_new(schema, cols).unwrap())
+        .unwrap();
+}
+
+fn session() -> (tempfile::TempDir, EmbeddedSession) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path(), KeyType::Varchar, Options::default()).unwrap();
+    (dir, EmbeddedSession::new(Engine::new(Arc::new(db))))
+}
+
+/// The state table as key -> (column -> time).
+fn table(s: &mut dyn Session, j: &Journey) -> BTreeMap<String, State> {
+    let r = s.run(&format!("SELECT * FROM {}", j.state_table)).unwrap();
+    let mut out = BTreeMap::new();
+    for b in &r.batches {
+        let keys = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        for row in 0..b.num_rows() {
+            let mut st = State::new();
+            for (ci, f) in b.schema().fields().iter().enumerate().skip(1) {
+                let a = b
+                    .column(ci)
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .unwrap();
+                if a.is_valid(row) {
+                    st.insert(f.name().clone(), a.value(row));
+                }
+            }
+            out.insert(keys.value(row).to_string(), st);
+        }
+    }
+    out
+}
+
+fn opts(now_us: i64) -> RunOptions {
+    RunOptions {
+        now_us,
+        check_percent: 100.0,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn runner_equals_the_state_machine(spec in spec(), cs in customers(), gaps in prop::collection::vec(1i64..40, 2..6)) {
+        let (_dir, mut s) = session();
+        load(&mut s, &cs);
+        let mut model: Vec<State> = vec![State::new(); cs.len()];
+        let mut now = START;
+        for gap in gaps {
+            now += gap * HOUR;
+            let r = run::run(&mut s, &spec.journey, &opts(now)).unwrap();
+            prop_assert!(r.swapped, "check failed: {:?}", r.violations);
+            for (c, st) in cs.iter().zip(model.iter_mut()) {
+                simulate(&spec, c, st, now);
+            }
+            let got = table(&mut s, &spec.journey);
+            let want: BTreeMap<String, State> = model
+                .iter()
+                .enumerate()
+                .filter(|(_, st)| !st.is_empty())
+                .map(|(i, st)| (format!("c{i:04}"), st.clone()))
+                .collect();
+            prop_assert_eq!(&got, &want, "after the run at +{}h", (now - START) / HOUR);
+            // Activations of the run: exactly the activation columns stamped now.
+            let acts = r.activations.len();
+            let want_acts: usize = want.values().map(|st| st.iter().filter(|(k, &t)| t == now && spec.journey.stages.iter().enumerate().any(|(i, sg)| sg.steps.iter().enumerate().any(|(kk, stp)| matches!(stp.kind, StepKind::Activation(_)) && **k == col::step(i, kk)))).count()).sum();
+            prop_assert_eq!(acts, want_acts);
+            // The same `now` again changes nothing.
+            let again = run::run(&mut s, &spec.journey, &opts(now)).unwrap();
+            prop_assert_eq!(again.total_transitions(), 0);
+            prop_assert_eq!(table(&mut s, &spec.journey), want);
+        }
+    }
+}
+
+fn example() -> Journey {
+    def::parse(include_str!("../../examples/journey.toml")).unwrap()
+}
+
+#[test]
+fn a_failing_check_keeps_the_old_state() {
+    let (_dir, mut s) = session();
+    for c in journeydb_tools::journey::data::CREATE {
+        s.run(c).unwrap();
+    }
+    let g = journeydb_tools::journey::data::Cdp { seed: 3 };
+    s.append("profiles", &g.profiles(0..2000)).unwrap();
+    s.append("behaviours", &g.behaviours_batch(0..2000))
+        .unwrap();
+    let j = example();
+    let day = 86_400_000_000;
+    let r = run::run(&mut s, &j, &opts(START + day)).unwrap();
+    assert!(r.swapped && r.total_transitions() > 0);
+    // Corrupt the state: a step without its stage, for a customer who never entered.
+    s.run("INSERT INTO onboarding_state (customer_id, stage2_step_1) VALUES ('intruder', '2026-01-01 12:00:00')").unwrap();
+    let before = table(&mut s, &j);
+    let r = run::run(&mut s, &j, &opts(START + 5 * day)).unwrap();
+    assert!(!r.swapped);
+    assert!(
+        r.violations
+            .iter()
+            .any(|(class, n)| class.contains("predecessor") && *n == 1),
+        "{:?}",
+        r.violations
+    );
+    assert_eq!(table(&mut s, &j), before, "the old state stays");
+    // Out-of-order times are caught too.
+    s.run("DELETE FROM onboarding_state").ok();
+    let (_d2, mut s2) = session();
+    for c in journeydb_tools::journey::data::CREATE {
+        s2.run(c).unwrap();
+    }
+    s2.append("profiles", &g.profiles(0..500)).unwrap();
+    s2.append("behaviours", &g.behaviours_batch(0..500))
+        .unwrap();
+    run::run(&mut s2, &j, &opts(START + day)).unwrap();
+    s2.run("INSERT INTO onboarding_state (customer_id, stage1, stage1_step_1) VALUES ('late', '2026-01-03 00:00:00', '2026-01-02 00:00:00')").unwrap();
+    let r = run::run(&mut s2, &j, &opts(START + 2 * day)).unwrap();
+    assert!(!r.swapped, "{:?}", r.violations);
+    let r = {
+        // Two branches taken.
+        let (_d3, mut s3) = session();
+        for c in journeydb_tools::journey::data::CREATE {
+            s3.run(c).unwrap();
+        }
+        s3.append("profiles", &g.profiles(0..100)).unwrap();
+        s3.append("behaviours", &g.behaviours_batch(0..100))
+            .unwrap();
+        run::run(&mut s3, &j, &opts(START + day)).unwrap();
+        s3.run("INSERT INTO onboarding_state (customer_id, stage1, stage1_step_1, stage1_step_2, stage1_step_3, stage1_step_3_branch_1, stage1_step_3_default) VALUES ('both', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01')").unwrap();
+        run::run(&mut s3, &j, &opts(START + 2 * day)).unwrap()
+    };
+    assert!(!r.swapped);
+    assert!(
+        r.violations
+            .iter()
+            .any(|(class, n)| class.contains("branch") && *n == 1),
+        "{:?}",
+        r.violations
+    );
+}
+
+#[test]
+fn bad_definitions_name_the_line_and_the_problem() {
+    let base = include_str!("../../examples/journey.toml");
+    let line_of = |needle: &str| base.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let cases: Vec<(String, usize, &str)> = vec![
+        (
+            base.replace(
+                "kind = \"wait\"\nduration = \"2 days\"",
+                "kind = \"sleep\"\nduration = \"2 days\"",
+            ),
+            line_of("duration = \"2 days\"") - 1,
+            "unknown step kind \"sleep\"",
+        ),
+        (
+            base.replace("name = \"activate\"", "name = \"welcome\""),
+            line_of("name = \"activate\""),
+            "duplicate stage name",
+        ),
+        (
+            base.replace("goto = \"convert\"", "goto = \"welcome\""),
+            line_of("goto = \"convert\""),
+            "cycle",
+        ),
+        (
+            base.replace("goto = \"convert\"", "goto = \"nowhere\""),
+            line_of("goto = \"convert\""),
+            "unknown stage",
+        ),
+        (
+            base.replace("duration = \"3 days\"", "duration = \"3 fortnights\""),
+            line_of("duration = \"3 days\""),
+            "unknown unit",
+        ),
+        (
+            base.replace("name = \"tips push\"", "name = \"wait for the app\""),
+            line_of("name = \"tips push\""),
+            "duplicate step name",
+        ),
+        (
+            base.replace("channel = \"push\"", "chanel = \"push\""),
+            line_of("channel = \"push\""),
+            "unknown field",
+        ),
+    ];
+    for (src, line, want) in cases {
+        let e = def::parse(&src).unwrap_err();
+        assert!(e.message.contains(want), "{want:?} not in {e}");
+        assert_eq!(e.line, line, "{e}");
+    }
+    // An empty stage.
+    let empty = "name = \"j\"\n[audience]\nwhere = \"a < 1\"\n[[stage]]\nname = \"lonely\"\n";
+    let e = def::parse(empty).unwrap_err();
+    assert!(e.message.contains("empty"), "{e}");
+    assert_eq!(e.line, 5);
+    // Unknown columns and tables are found against the database, with the criterion's line.
+    let (_dir, mut s) = session();
+    for c in journeydb_tools::journey::data::CREATE {
+        s.run(c).unwrap();
+    }
+    let j = def::parse(&base.replace(
+        "where = \"churned <= now()\"",
+        "where = \"churn_date <= now()\"",
+    ))
+    .unwrap();
+    let e = run::check(&mut s, &j, START).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("line {}", line_of("churned <= now()"))) && e.contains("churn_date"),
+        "{e}"
+    );
+    let j = def::parse(&base.replace(
+        "table = \"behaviours\"\nwhere = \"purchase",
+        "table = \"orders\"\nwhere = \"purchase",
+    ))
+    .unwrap();
+    let e = run::check(&mut s, &j, START).unwrap_err().to_string();
+    assert!(e.contains("\"orders\" does not exist"), "{e}");
+    assert!(run::check(&mut s, &example(), START).is_ok());
+}
