@@ -1,13 +1,14 @@
 //! The `journeydb` command.
 //!
 //! ```text
-//! journeydb demo [--customers N] [--dir DIR] [--keep]
+//! journeydb demo [--customers N] [--days N] [--dir DIR] [--keep] [--connect ADDR] [--report FILE]
+//! journeydb journey run|check|report DEF.toml (--db DIR | --connect ADDR) [...]
 //! journeydb serve --db DIR [--listen ADDR] [--pg-listen ADDR|off] [--token T] [--max-connections N]
 //! journeydb sql --db DIR [-c SQL] [-f FILE] [--format table|csv|json] [--continue-on-error]
 //! journeydb check --db DIR
 //! journeydb help
 //! ```
-//! Further subcommands (serve, sql, import/export, journey, bench) arrive with their issues.
+//! Further subcommands (import/export, bench) arrive with their issues.
 
 mod demo;
 mod serve;
@@ -19,12 +20,24 @@ const USAGE: &str = "\
 usage: journeydb <command> [options]
 
 commands:
-  demo [--customers N] [--dir DIR] [--keep]
-        Builds a journey state table of N customers (default 1000000) with 30 sparse TIMESTAMP
-        columns in an embedded database, flushes and compacts it, prints the funnel and set
-        operations computed on roaring bitmaps, folds in a day's new rows with MIN, and reopens
-        the database to check it. DIR defaults to a temporary directory removed at the end
-        (kept with --keep).
+  demo [--customers N] [--days 30] [--dir DIR] [--keep] [--connect HOST:PORT [--token T]]
+      [--report journeydb-demo-report.html]
+        Loads synthetic CDP data (profiles and behaviours of N customers, default 1000000) and
+        runs the onboarding journey of examples/journey.toml once per simulated day, printing
+        each run's transitions and time, then the funnel; writes an HTML funnel report. Uses an
+        embedded database in DIR (a new directory; default a temporary one, removed unless
+        --keep) or a server with --connect.
+  journey run DEF.toml (--db DIR | --connect HOST:PORT [--token T]) [--now TIMESTAMP]
+      [--activations-csv FILE] [--check-percent 50]
+        Advances the journey by one run at --now (default: the current time): entries, expired
+        waits, decisions, activations, exits and goals, folded into the state table with MIN,
+        checked on a Bernoulli sample and swapped in only if the check passes (non-zero exit
+        and the old state kept otherwise). The run's activations go to FILE as CSV.
+  journey check DEF.toml (--db DIR | --connect HOST:PORT)
+        Checks a definition: the file (errors name the line) and its tables and columns.
+  journey report DEF.toml (--db DIR | --connect HOST:PORT) [--out FILE.svg|FILE.html]
+        Prints the funnel (entered, reached and currently in each stage, steps, branches, exits,
+        goals, median time to goal) and writes it as an SVG or HTML chart.
   serve --db DIR [--listen 127.0.0.1:5433] [--pg-listen 127.0.0.1:5434|off] [--token T]
       [--max-connections 64] [--max-running 2xCPUs] [--frame-max-bytes 67108864]
       [--idle-timeout-s 300] [--key-type varchar|bigint]

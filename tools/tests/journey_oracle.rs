@@ -83,7 +83,7 @@ struct Spec {
     audience: Cond,
     goal: Option<Cond>,
     /// Per stage: exit conditions, goal condition, per step the branch conditions.
-    stages: Vec<(Vec<Cond>, Option<Cond>, Vec<Vec<Cond>>)>,
+    stages: Vec<StageConds>,
 }
 
 fn crit(c: &Cond) -> Criterion {
@@ -183,6 +183,9 @@ fn spec() -> impl Strategy<Value = Spec> {
 }
 
 type State = BTreeMap<String, i64>;
+
+/// A stage's exit conditions, goal condition, and per step its branch conditions.
+type StageConds = (Vec<Cond>, Option<Cond>, Vec<Vec<Cond>>);
 
 /// The oracle: one transition for one customer at `now`, or none. Written from the rules in
 /// examples/journey.toml and README, not from the runner's SQL.
