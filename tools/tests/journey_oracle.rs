@@ -368,66 +368,65 @@ fn example() -> Journey {
     def::parse(include_str!("../../examples/journey.toml")).unwrap()
 }
 
-#[test]
-fn a_failing_check_keeps_the_old_state() {
-    let (_dir, mut s) = session();
+/// A database with the demo's CDP tables for `customers` customers, after the example journey's
+/// first run (day 1).
+fn after_first_run(customers: usize) -> (tempfile::TempDir, EmbeddedSession) {
+    let (dir, mut s) = session();
     for c in journeydb_tools::journey::data::CREATE {
         s.run(c).unwrap();
     }
     let g = journeydb_tools::journey::data::Cdp { seed: 3 };
-    s.append("profiles", &g.profiles(0..2000)).unwrap();
-    s.append("behaviours", &g.behaviours_batch(0..2000))
+    s.append("profiles", &g.profiles(0..customers)).unwrap();
+    s.append("behaviours", &g.behaviours_batch(0..customers))
         .unwrap();
-    let j = example();
-    let day = 86_400_000_000;
-    let r = run::run(&mut s, &j, &opts(START + day)).unwrap();
+    let r = run::run(&mut s, &example(), &opts(START + DAY)).unwrap();
     assert!(r.swapped && r.total_transitions() > 0);
-    // Corrupt the state: a step without its stage, for a customer who never entered.
-    s.run("INSERT INTO onboarding_state (customer_id, stage2_step_1) VALUES ('intruder', '2026-01-01 12:00:00')").unwrap();
+    (dir, s)
+}
+
+const DAY: i64 = 86_400_000_000;
+
+/// Corrupts the state with `insert`, runs day `day`, and checks the run was refused for `class`
+/// with the old state left in place.
+fn refused(customers: usize, insert: &str, day: i64, class: &str) {
+    let (_dir, mut s) = after_first_run(customers);
+    let j = example();
+    s.run(insert).unwrap();
     let before = table(&mut s, &j);
-    let r = run::run(&mut s, &j, &opts(START + 5 * day)).unwrap();
+    let r = run::run(&mut s, &j, &opts(START + day * DAY)).unwrap();
     assert!(!r.swapped);
     assert!(
         r.violations
             .iter()
-            .any(|(class, n)| class.contains("predecessor") && *n == 1),
+            .any(|(c, n)| c.contains(class) && *n == 1),
         "{:?}",
         r.violations
     );
     assert_eq!(table(&mut s, &j), before, "the old state stays");
-    // Out-of-order times are caught too.
-    s.run("DELETE FROM onboarding_state").ok();
-    let (_d2, mut s2) = session();
-    for c in journeydb_tools::journey::data::CREATE {
-        s2.run(c).unwrap();
-    }
-    s2.append("profiles", &g.profiles(0..500)).unwrap();
-    s2.append("behaviours", &g.behaviours_batch(0..500))
-        .unwrap();
-    run::run(&mut s2, &j, &opts(START + day)).unwrap();
-    s2.run("INSERT INTO onboarding_state (customer_id, stage1, stage1_step_1) VALUES ('late', '2026-01-03 00:00:00', '2026-01-02 00:00:00')").unwrap();
-    let r = run::run(&mut s2, &j, &opts(START + 2 * day)).unwrap();
-    assert!(!r.swapped, "{:?}", r.violations);
-    let r = {
-        // Two branches taken.
-        let (_d3, mut s3) = session();
-        for c in journeydb_tools::journey::data::CREATE {
-            s3.run(c).unwrap();
-        }
-        s3.append("profiles", &g.profiles(0..100)).unwrap();
-        s3.append("behaviours", &g.behaviours_batch(0..100))
-            .unwrap();
-        run::run(&mut s3, &j, &opts(START + day)).unwrap();
-        s3.run("INSERT INTO onboarding_state (customer_id, stage1, stage1_step_1, stage1_step_2, stage1_step_3, stage1_step_3_branch_1, stage1_step_3_default) VALUES ('both', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01')").unwrap();
-        run::run(&mut s3, &j, &opts(START + 2 * day)).unwrap()
-    };
-    assert!(!r.swapped);
-    assert!(
-        r.violations
-            .iter()
-            .any(|(class, n)| class.contains("branch") && *n == 1),
-        "{:?}",
-        r.violations
+}
+
+#[test]
+fn a_failing_check_keeps_the_old_state() {
+    // A step without its stage, for a customer who never entered.
+    refused(
+        2000,
+        "INSERT INTO onboarding_state (customer_id, stage2_step_1) VALUES ('intruder', '2026-01-01 12:00:00')",
+        5,
+        "predecessor",
+    );
+    // Out-of-order times.
+    refused(
+        500,
+        "INSERT INTO onboarding_state (customer_id, stage1, stage1_step_1) VALUES ('late', '2026-01-03 00:00:00', '2026-01-02 00:00:00')",
+        2,
+        "out of order",
+    );
+    // Two branches taken.
+    refused(
+        100,
+        "INSERT INTO onboarding_state (customer_id, stage1, stage1_step_1, stage1_step_2, stage1_step_3, stage1_step_3_branch_1, stage1_step_3_default) VALUES ('both', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01')",
+        2,
+        "branch",
     );
 }
 
