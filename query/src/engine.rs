@@ -48,6 +48,7 @@ pub struct Engine {
     db: Arc<Database>,
     now_us: Option<i64>,
     seq: Arc<AtomicU64>,
+    memory_limit: Option<u64>,
 }
 
 /// A parsed statement with the MERGE rules of its columns (column index, rule).
@@ -134,6 +135,7 @@ impl Engine {
         Engine {
             db,
             now_us: None,
+            memory_limit: None,
             seq: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -141,6 +143,13 @@ impl Engine {
     /// The same engine with `now()` fixed to `now_us` (the journey runner's `--now`).
     pub fn with_now(mut self, now_us: i64) -> Engine {
         self.now_us = Some(now_us);
+        self
+    }
+
+    /// The same engine refusing, at planning, any query whose scans would decode more than
+    /// `bytes` (see [`crate::plan::Plan::memory_estimate`]): the server's per-query memory bound.
+    pub fn with_memory_limit(mut self, bytes: u64) -> Engine {
+        self.memory_limit = Some(bytes);
         self
     }
 
@@ -251,6 +260,7 @@ impl Engine {
             snap,
             now_us: self.now(),
             sample_seed: seed,
+            memory_limit: self.memory_limit,
         }
     }
 

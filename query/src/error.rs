@@ -30,6 +30,14 @@ pub enum QueryError {
     /// The storage engine refused or failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The query would need more memory than the per-query limit allows.
+    #[error("the query would decode about {need_mib} MiB, over the per-query memory limit of {limit_mib} MiB; narrow it (fewer columns, a filter, a sample) or raise the limit")]
+    MemoryLimit {
+        /// Estimated need, MiB.
+        need_mib: u64,
+        /// The limit, MiB.
+        limit_mib: u64,
+    },
     /// Building Arrow output failed (an internal error).
     #[error("internal error: {0}")]
     Internal(String),
@@ -44,7 +52,8 @@ impl QueryError {
             | QueryError::TableNotFound(_)
             | QueryError::ColumnNotFound(_)
             | QueryError::Type(_)
-            | QueryError::InvalidValue(_) => "user",
+            | QueryError::InvalidValue(_)
+            | QueryError::MemoryLimit { .. } => "user",
             QueryError::Storage(_) => "storage",
             QueryError::Internal(_) => "internal",
         }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use journeydb_storage::{Snapshot, TableSnapshot};
+use journeydb_storage::{ColumnType, Snapshot, TableSnapshot};
 use sqlparser::ast;
 
 use crate::error::{QueryError, Result};
@@ -208,6 +208,47 @@ impl Plan {
         }
     }
 
+    /// An upper bound of the bytes the plan's scans decode, all alive at once: per table, the row
+    /// bitmap, each presence bitmap read, and for each value column read a value slot per row
+    /// (8 bytes; 32 for VARCHAR), as if every cell were set. Set operations and aggregates work on
+    /// bitmaps and on these columns, so the scans dominate a query's memory.
+    pub fn memory_estimate(&self) -> u64 {
+        match self {
+            Plan::Scan { table, load, .. } => {
+                let rows = table.row_count();
+                let bitmap = rows / 8 + 1024;
+                let cols: u64 = table
+                    .schema()
+                    .columns
+                    .iter()
+                    .zip(load)
+                    .map(|(c, l)| match l {
+                        Load::No => 0,
+                        Load::Presence => bitmap,
+                        Load::Values => {
+                            let width = match c.ty {
+                                ColumnType::Varchar => 32,
+                                ColumnType::Boolean => 1,
+                                _ => 8,
+                            };
+                            bitmap + rows * width
+                        }
+                    })
+                    .sum();
+                bitmap + cols
+            }
+            Plan::Filter { input, .. }
+            | Plan::Distinct { input }
+            | Plan::Sample { input, .. }
+            | Plan::Project { input, .. }
+            | Plan::Aggregate { input, .. } => input.memory_estimate(),
+            Plan::SetOp { left, right, .. } | Plan::UnionAll { left, right } => {
+                left.memory_estimate() + right.memory_estimate()
+            }
+            Plan::System { batch, .. } => batch.get_array_memory_size() as u64,
+        }
+    }
+
     /// True when every output column is the key: the relation is a set of customers.
     pub fn key_only(&self) -> bool {
         let c = self.cols();
@@ -333,6 +374,8 @@ pub struct PlanCtx<'a> {
     pub now_us: i64,
     /// Seed for samples without REPEATABLE.
     pub sample_seed: u64,
+    /// Largest estimated decode a query may plan, in bytes (`None`: no limit).
+    pub memory_limit: Option<u64>,
 }
 
 fn unsupported<T>(what: impl Into<String>) -> Result<T> {
@@ -366,6 +409,15 @@ pub fn plan_query(q: &ast::Query, ctx: &PlanCtx<'_>) -> Result<QueryPlan> {
         return unsupported("FETCH / FOR UPDATE");
     }
     let plan = plan_set_expr(&q.body, ctx)?;
+    if let Some(limit) = ctx.memory_limit {
+        let need = plan.memory_estimate();
+        if need > limit {
+            return Err(QueryError::MemoryLimit {
+                need_mib: need.div_ceil(1 << 20),
+                limit_mib: limit >> 20,
+            });
+        }
+    }
     let cols = plan.cols();
     let mut order = Vec::new();
     if let Some(ob) = &q.order_by {

@@ -40,6 +40,9 @@ pub struct Config {
     /// fans out over partitions itself, so a few running at once keep every core busy while one
     /// heavy query cannot take every slot.
     pub max_running: usize,
+    /// Per-query memory bound in bytes: a query whose scans would decode more is refused at
+    /// planning with an Error(Limit) (`None`: no bound).
+    pub query_memory_max: Option<u64>,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             frame_len_max: journeydb_client::FRAME_LEN_MAX_DEFAULT,
             idle_timeout: Duration::from_secs(300),
             max_running: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+            query_memory_max: Some(8 << 30),
         }
     }
 }
@@ -90,6 +94,7 @@ pub fn error_code(e: &QueryError) -> ErrorCode {
             | journeydb_storage::StorageError::VersionNotKept(_) => ErrorCode::User,
             _ => ErrorCode::Storage,
         },
+        QueryError::MemoryLimit { .. } => ErrorCode::Limit,
         QueryError::Internal(_) => ErrorCode::Internal,
     }
 }
@@ -144,6 +149,10 @@ impl Drop for Slot<'_> {
 impl Server {
     /// Binds the listening socket.
     pub fn bind(config: Config, engine: Engine) -> Result<Server, ServerError> {
+        let engine = match config.query_memory_max {
+            Some(bytes) => engine.with_memory_limit(bytes),
+            None => engine,
+        };
         let listener = TcpListener::bind(config.listen).map_err(|source| ServerError::Io {
             what: format!("listen on {}", config.listen),
             source,

@@ -77,6 +77,7 @@ pub fn sqlstate(e: &QueryError) -> &'static str {
             | journeydb_storage::StorageError::InvalidKey(_) => "22023",
             _ => "58000",
         },
+        QueryError::MemoryLimit { .. } => "53200",
         QueryError::Internal(_) => "XX000",
     }
 }

@@ -46,6 +46,7 @@ fn start(token: Option<&str>, max_connections: usize) -> Running {
         idle_timeout: Duration::from_secs(10),
         // Fewer slots than the concurrency test's clients: requests queue for them.
         max_running: 2,
+        query_memory_max: Some(64 << 20),
     };
     let server = Server::bind(config, engine.clone()).unwrap();
     let addr = server.local_addr().unwrap();
@@ -366,4 +367,61 @@ fn sixteen_clients_append_and_query_at_once() {
             "client {t}: every acknowledged append is there"
         );
     }
+}
+
+#[test]
+fn a_query_over_the_memory_bound_is_refused_and_the_connection_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::create(dir.path(), KeyType::Varchar, Options::default()).unwrap());
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pg_listen: None,
+        // 1 MiB: a 100k-row table's key bitmap fits, its decoded BIGINT column (800 kB) plus the
+        // VARCHAR key strings do not.
+        query_memory_max: Some(1 << 20),
+        ..Config::default()
+    };
+    let server = Server::bind(config, Engine::new(db)).unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = server.stop_handle();
+    let t = std::thread::spawn(move || server.serve().unwrap());
+    let mut c = Client::connect(addr, None).unwrap();
+    c.run("CREATE TABLE big (k VARCHAR PRIMARY KEY, n BIGINT, m BIGINT)")
+        .unwrap();
+    let keys: Vec<String> = (0..100_000).map(|i| format!("k{i}")).collect();
+    let n: Vec<i64> = (0..100_000).collect();
+    let b = batch(&keys, &n);
+    let b = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, true),
+            Field::new("m", DataType::Int64, true),
+        ])),
+        vec![
+            b.column(0).clone(),
+            b.column(1).clone(),
+            b.column(1).clone(),
+        ],
+    )
+    .unwrap();
+    c.append("big", &b).unwrap();
+    // Bitmap-only work fits.
+    let r = c
+        .run("SELECT count(*) FROM big WHERE n IS NOT NULL")
+        .unwrap();
+    assert_eq!(cells(&r), vec!["100000"]);
+    // Two dense BIGINT columns do not.
+    match c.run("SELECT k, n, m FROM big WHERE n > m") {
+        Err(ClientError::Server { code, message }) => {
+            assert_eq!(code, ErrorCode::Limit);
+            assert!(message.contains("memory limit"), "{message}");
+        }
+        other => panic!("expected a Limit error, got {other:?}"),
+    }
+    // The connection is still usable.
+    let r = c.run("SELECT count(*) FROM big").unwrap();
+    assert_eq!(cells(&r), vec!["100000"]);
+    drop(c);
+    stop.store(true, Ordering::SeqCst);
+    t.join().unwrap();
 }

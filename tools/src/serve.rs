@@ -50,6 +50,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "--max-running" => {
                 config.max_running = num("--max-running", val("--max-running")?)?.max(1) as usize
             }
+            "--query-memory-mb" => {
+                let mb = num("--query-memory-mb", val("--query-memory-mb")?)?;
+                config.query_memory_max = (mb > 0).then(|| mb << 20);
+            }
             "--idle-timeout-s" => {
                 config.idle_timeout =
                     Duration::from_secs(num("--idle-timeout-s", val("--idle-timeout-s")?)?.max(1))
