@@ -52,7 +52,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
             "--query-memory-mb" => {
                 let mb = num("--query-memory-mb", val("--query-memory-mb")?)?;
-                config.query_memory_max = (mb > 0).then(|| mb << 20);
+                config.query_memory_max = (mb > 0).then_some(mb << 20);
             }
             "--idle-timeout-s" => {
                 config.idle_timeout =
