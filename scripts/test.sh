@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test of journeydb: the one command README.md documents and .ci/run calls.
-# Installs what the tests need beyond cargo: the Python `duckdb` package, the oracle of the
-# differential SQL test. Then runs `cargo test --workspace` and ends with one line totalling every
-# test binary's results.
+# Installs what the tests need beyond cargo: the Python `duckdb` and `pyarrow` packages (the oracle
+# of the differential SQL test and the DuckDB side of the bench smoke test). Then runs
+# `cargo test --workspace` and ends with one line totalling every test binary's results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DUCKDB_VERSION=2.0.1
-if ! python3 -c "import duckdb, sys; sys.exit(duckdb.__version__ != '$DUCKDB_VERSION')" 2>/dev/null; then
-  echo "installing the Python duckdb package $DUCKDB_VERSION (oracle of the differential test)"
-  python3 -m pip install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION" || {
-    echo "error: could not install duckdb==$DUCKDB_VERSION with pip; the differential test needs it" >&2
+if ! python3 -c "import duckdb, pyarrow, sys; sys.exit(duckdb.__version__ != '$DUCKDB_VERSION')" 2>/dev/null; then
+  echo "installing the Python packages duckdb $DUCKDB_VERSION and pyarrow (the DuckDB side of the differential test and the bench smoke test)"
+  python3 -m pip install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION" pyarrow || {
+    echo "error: could not install duckdb==$DUCKDB_VERSION and pyarrow with pip; the tests need them" >&2
     exit 1
   }
 fi

@@ -8,8 +8,10 @@
 //! journeydb check --db DIR
 //! journeydb help
 //! ```
-//! Further subcommands (import/export, bench) arrive with their issues.
+//! journeydb bench [--customers N] [--int-keys] [--runs N] [--json]
+//! Import/export is not built yet.
 
+mod bench;
 mod demo;
 mod serve;
 mod sql;
@@ -54,6 +56,11 @@ commands:
         Results print as an aligned table, CSV or JSON lines; errors go to standard error and
         the exit status is non-zero. A script stops at its first error unless
         --continue-on-error is given.
+  bench [--customers 10000000] [--int-keys] [--runs 5] [--json] [--dir DIR] [--python python3]
+        The journey workload in journeydb (embedded and through a server on loopback) and in
+        DuckDB (Python package, installed with pip if missing) on the same generated data:
+        set operations, MIN-merge, sampled invariant counts, swap, ingest, bytes on disk and
+        peak memory; medians after a warm-up and ratios, as a table or JSON. See BENCHMARKS.md.
   check --db DIR
         Verifies a database offline: every checksum of every segment block, the write-ahead
         log and the kept manifests. Exits non-zero on the first problem.
@@ -85,6 +92,7 @@ fn main() -> ExitCode {
         Some("check") => check(args.get(1..).unwrap_or_default()),
         Some("sql") => sql::run(args.get(1..).unwrap_or_default()),
         Some("serve") => serve::run(args.get(1..).unwrap_or_default()),
+        Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
         Some("journey") => journeydb_tools::journey::cli(args.get(1..).unwrap_or_default()),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");

@@ -1,0 +1,702 @@
+//! `journeydb bench`: the journey workload in journeydb and in DuckDB on the same data, side by side
+//! in one run, with ratios. See BENCHMARKS.md.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use journeydb_benches::{mix, Journey};
+use journeydb_client::{Client, Session};
+use journeydb_query::{Engine, Output};
+use journeydb_server::{Config, Server};
+use journeydb_storage::{Database, KeyType, Options};
+
+const SCRIPT: &str = include_str!("duckdb_bench.py");
+const DUCKDB_VERSION: &str = "2.0.1";
+const BATCH_ROWS: usize = 100_000;
+
+struct Args {
+    customers: usize,
+    int_keys: bool,
+    json: bool,
+    runs: usize,
+    dir: Option<PathBuf>,
+    python: String,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut a = Args {
+        customers: 10_000_000,
+        int_keys: false,
+        json: false,
+        runs: 5,
+        dir: None,
+        python: "python3".into(),
+    };
+    let mut it = args.iter();
+    while let Some(x) = it.next() {
+        let mut val = |n: &str| it.next().cloned().ok_or(format!("{n} needs a value"));
+        match x.as_str() {
+            "--customers" => {
+                let v = val("--customers")?;
+                a.customers = v
+                    .replace('_', "")
+                    .parse()
+                    .ok()
+                    .filter(|n| (1000..=100_000_000).contains(n))
+                    .ok_or(format!(
+                        "--customers {v:?}: use a number from 1000 to 100000000"
+                    ))?;
+            }
+            "--runs" => {
+                let v = val("--runs")?;
+                a.runs = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or(format!("--runs {v:?}: use 1 to 100"))?;
+            }
+            "--int-keys" => a.int_keys = true,
+            "--json" => a.json = true,
+            "--dir" => a.dir = Some(PathBuf::from(val("--dir")?)),
+            "--python" => a.python = val("--python")?,
+            other => return Err(format!("bench: unknown option {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+/// One operation of the workload in both dialects.
+struct Op {
+    name: &'static str,
+    what: String,
+    journeydb: Vec<String>,
+    duckdb: Vec<String>,
+    /// Run after the timed runs in both engines; the first rows must agree.
+    answer: Option<String>,
+}
+
+const P1: &str = "stage1 IS NOT NULL";
+const P2: &str =
+    "stage1_step_2 IS NULL AND stage1 + INTERVAL '3 days' <= TIMESTAMP '2026-01-20 00:00:00'";
+const INVARIANTS: [(&str, &str, &str); 3] = [
+    (
+        "c_invariant1",
+        "step without its stage",
+        "stage1 IS NULL AND stage1_step_1 IS NOT NULL",
+    ),
+    (
+        "c_invariant2",
+        "times out of order",
+        "stage1_step_1 < stage1",
+    ),
+    (
+        "c_invariant3",
+        "next stage before the last step",
+        "stage2 IS NOT NULL AND stage1_step_4 IS NULL",
+    ),
+];
+
+fn ops(j: &Journey) -> Vec<Op> {
+    let set = |p: &str| format!("SELECT customer_id FROM state WHERE {p}");
+    let mut v = Vec::new();
+    for (kind, name) in [
+        ("INTERSECT", "a_intersect"),
+        ("EXCEPT", "a_except"),
+        ("UNION", "a_union"),
+    ] {
+        let sql = format!("SELECT count(*) FROM ({} {kind} {}) x", set(P1), set(P2));
+        v.push(Op {
+            name,
+            what: format!("(a) COUNT of {kind} of two predicate sets"),
+            journeydb: vec![sql.clone()],
+            duckdb: vec![sql.clone()],
+            answer: Some(sql),
+        });
+    }
+    let mat = format!(
+        "CREATE OR REPLACE TABLE inter AS {} INTERSECT {}",
+        set(P1),
+        set(P2)
+    );
+    v.push(Op {
+        name: "a_materialize",
+        what: "(a) the INTERSECT materialized as a table".into(),
+        journeydb: vec![mat.clone()],
+        duckdb: vec![mat],
+        answer: Some("SELECT count(*) FROM inter".into()),
+    });
+    for (name, what, cond) in INVARIANTS {
+        v.push(Op {
+            name,
+            what: format!("(c) BERNOULLI (50) count: {what}"),
+            journeydb: vec![format!(
+                "SELECT count(*) FROM state TABLESAMPLE BERNOULLI (50) REPEATABLE (7) WHERE {cond}"
+            )],
+            duckdb: vec![format!(
+                "SELECT count(*) FROM state TABLESAMPLE BERNOULLI (50 PERCENT) REPEATABLE (7) WHERE {cond}"
+            )],
+            // Samples differ between engines; the unsampled counts must agree.
+            answer: Some(format!("SELECT count(*) FROM state WHERE {cond}")),
+        });
+    }
+    let cols: Vec<String> = (0..j.columns)
+        .map(|c| {
+            let n = j.column_name(c);
+            format!("min({n}) AS {n}")
+        })
+        .collect();
+    let fold = format!(
+        "CREATE OR REPLACE TABLE state_next AS SELECT customer_id, {} FROM (SELECT * FROM state UNION ALL SELECT * FROM delta) u GROUP BY customer_id",
+        cols.join(", ")
+    );
+    let duck_swap = vec![
+        "BEGIN".to_string(),
+        "ALTER TABLE state RENAME TO state_swap".into(),
+        "ALTER TABLE state_next RENAME TO state".into(),
+        "ALTER TABLE state_swap RENAME TO state_next".into(),
+        "COMMIT".into(),
+    ];
+    let last = j.column_name(j.columns - 1);
+    v.push(Op {
+        name: "b_min_merge",
+        what: "(b) MIN-merge of the delta into a new version, then swap".into(),
+        journeydb: vec![fold.clone(), "ALTER TABLE state SWAP WITH state_next".into()],
+        duckdb: std::iter::once(fold).chain(duck_swap.iter().cloned()).collect(),
+        answer: Some(format!(
+            "SELECT count(*), count(stage1), count({last}), min(stage3_step_2), max(stage1) FROM state"
+        )),
+    });
+    v.push(Op {
+        name: "d_swap",
+        what: "(d) swap of the state table with its next version".into(),
+        journeydb: vec!["ALTER TABLE state SWAP WITH state_next".into()],
+        duckdb: duck_swap,
+        answer: Some("SELECT count(*) FROM state".into()),
+    });
+    v
+}
+
+fn cell_row(out: &Output) -> Vec<Option<String>> {
+    match out {
+        Output::Rows(b) if b.num_rows() > 0 => b
+            .columns()
+            .iter()
+            .map(|c| journeydb_query::format::cell_text(c.as_ref(), 0))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += dir_size(&e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Makes sure `python` can import duckdb and pyarrow, installing them with pip if not.
+fn ensure_python(python: &str) -> Result<(), String> {
+    let ok = |py: &str| {
+        std::process::Command::new(py)
+            .args(["-c", &format!("import duckdb, pyarrow, sys; sys.exit(duckdb.__version__ != '{DUCKDB_VERSION}')")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if ok(python) {
+        return Ok(());
+    }
+    eprintln!("installing the Python packages duckdb=={DUCKDB_VERSION} and pyarrow with pip ...");
+    let st = std::process::Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("duckdb=={DUCKDB_VERSION}"),
+            "pyarrow",
+        ])
+        .status()
+        .map_err(|e| format!("{python}: {e}"))?;
+    if st.success() && ok(python) {
+        Ok(())
+    } else {
+        Err(format!(
+            "could not install duckdb=={DUCKDB_VERSION} and pyarrow for {python}"
+        ))
+    }
+}
+
+/// The batch with its key column replaced by BIGINT keys (for --int-keys).
+fn int_keyed(
+    b: &RecordBatch,
+    first_row: usize,
+    rows: Option<&[usize]>,
+) -> Result<RecordBatch, String> {
+    let n = b.num_rows();
+    let keys: Vec<i64> = (0..n)
+        .map(|r| {
+            let i = rows
+                .and_then(|rs| rs.get(r).copied())
+                .unwrap_or(first_row + r);
+            (mix(0x1D ^ i as u64) >> 2) as i64
+        })
+        .collect();
+    let mut fields: Vec<Field> = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    if let Some(f) = fields.first_mut() {
+        *f = Field::new("customer_id", DataType::Int64, false);
+    }
+    let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+    if let Some(c) = cols.first_mut() {
+        *c = Arc::new(Int64Array::from(keys));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| e.to_string())
+}
+
+fn profiles(
+    range: std::ops::Range<usize>,
+    j: &Journey,
+    int_keys: bool,
+) -> Result<RecordBatch, String> {
+    const COUNTRIES: [&str; 4] = ["FR", "DE", "US", "UK"];
+    let keys: Vec<String> = range.clone().map(|i| j.key(i)).collect();
+    let country: Vec<&str> = range
+        .clone()
+        .map(|i| {
+            COUNTRIES
+                .get((mix(i as u64 ^ 0xC0) % 4) as usize)
+                .copied()
+                .unwrap_or("FR")
+        })
+        .collect();
+    let age: Vec<i64> = range
+        .clone()
+        .map(|i| 18 + (mix(i as u64 ^ 0xA6) % 60) as i64)
+        .collect();
+    let b = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Utf8, false),
+            Field::new("country", DataType::Utf8, true),
+            Field::new("age", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from(keys)) as ArrayRef,
+            Arc::new(StringArray::from(country)),
+            Arc::new(Int64Array::from(age)),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    if int_keys {
+        int_keyed(&b, range.start, None)
+    } else {
+        Ok(b)
+    }
+}
+
+struct IpcOut {
+    w: arrow_ipc::writer::FileWriter<std::io::BufWriter<std::fs::File>>,
+}
+
+impl IpcOut {
+    fn new(path: &Path, schema: &Schema) -> Result<IpcOut, String> {
+        let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let w = arrow_ipc::writer::FileWriter::try_new(std::io::BufWriter::new(f), schema)
+            .map_err(|e| e.to_string())?;
+        Ok(IpcOut { w })
+    }
+}
+
+/// Runs the benchmark with command-line `args`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let a = parse(args)?;
+    ensure_python(&a.python)?;
+    let tmp = std::env::temp_dir().join(format!("journeydb-bench-{}", std::process::id()));
+    let work = a.dir.clone().unwrap_or_else(|| tmp.clone());
+    if work.exists()
+        && std::fs::read_dir(&work)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        return Err(format!(
+            "{}: the bench needs an empty or new directory",
+            work.display()
+        ));
+    }
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let result = bench(&a, &work);
+    if a.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    result
+}
+
+fn progress(msg: &str) {
+    eprint!("\r{msg:<78}");
+    let _ = std::io::stderr().flush();
+}
+
+fn bench(a: &Args, work: &Path) -> Result<(), String> {
+    let n = a.customers;
+    let j = Journey::new(n, 42);
+    let dj = Journey::new(n, 4242);
+    let key_type = if a.int_keys {
+        KeyType::Bigint
+    } else {
+        KeyType::Varchar
+    };
+    let key_sql = if a.int_keys { "BIGINT" } else { "VARCHAR" };
+    let opts = Options::default();
+    let db = Arc::new(
+        Database::create(work.join("journeydb"), key_type, opts.clone())
+            .map_err(|e| e.to_string())?,
+    );
+    let engine = Engine::new(db.clone());
+    let cols: Vec<String> = (0..j.columns)
+        .map(|c| format!("{} TIMESTAMP MERGE MIN", j.column_name(c)))
+        .collect();
+    let create_state = |t: &str| {
+        format!(
+            "CREATE TABLE {t} (customer_id {key_sql} PRIMARY KEY, {})",
+            cols.join(", ")
+        )
+    };
+    for sql in [
+        create_state("state"),
+        create_state("delta"),
+        format!("CREATE TABLE profiles (customer_id {key_sql} PRIMARY KEY, country VARCHAR, age BIGINT)"),
+    ] {
+        engine.execute_one(&sql).map_err(|e| e.to_string())?;
+    }
+    // Generate, write Arrow IPC for DuckDB, and append to journeydb (timed: the append only).
+    let state_path = work.join("state.arrow");
+    let mut state_ipc: Option<IpcOut> = None;
+    let mut embedded_ingest = Duration::ZERO;
+    let mut start = 0;
+    while start < n {
+        let end = (start + BATCH_ROWS).min(n);
+        let mut b = j.batch(start..end);
+        if a.int_keys {
+            b = int_keyed(&b, start, None)?;
+        }
+        if state_ipc.is_none() {
+            state_ipc = Some(IpcOut::new(&state_path, &b.schema())?);
+        }
+        if let Some(w) = state_ipc.as_mut() {
+            w.w.write(&b).map_err(|e| e.to_string())?;
+        }
+        let t = Instant::now();
+        db.append("state", &b).map_err(|e| e.to_string())?;
+        embedded_ingest += t.elapsed();
+        start = end;
+        progress(&format!(
+            "generating and loading the state: {end}/{n} customers"
+        ));
+    }
+    if let Some(mut w) = state_ipc {
+        w.w.finish().map_err(|e| e.to_string())?;
+    }
+    let delta_rows: Vec<usize> = (0..n).step_by(10).collect();
+    let mut delta_ipc: Option<IpcOut> = None;
+    for chunk in delta_rows.chunks(BATCH_ROWS) {
+        let mut b = dj.batch_for(&j, chunk);
+        if a.int_keys {
+            b = int_keyed(&b, 0, Some(chunk))?;
+        }
+        if delta_ipc.is_none() {
+            delta_ipc = Some(IpcOut::new(&work.join("delta.arrow"), &b.schema())?);
+        }
+        if let Some(w) = delta_ipc.as_mut() {
+            w.w.write(&b).map_err(|e| e.to_string())?;
+        }
+        db.append("delta", &b).map_err(|e| e.to_string())?;
+    }
+    if let Some(mut w) = delta_ipc {
+        w.w.finish().map_err(|e| e.to_string())?;
+    }
+    let mut prof_ipc: Option<IpcOut> = None;
+    let mut start = 0;
+    while start < n {
+        let end = (start + BATCH_ROWS).min(n);
+        let b = profiles(start..end, &j, a.int_keys)?;
+        if prof_ipc.is_none() {
+            prof_ipc = Some(IpcOut::new(&work.join("profiles.arrow"), &b.schema())?);
+        }
+        if let Some(w) = prof_ipc.as_mut() {
+            w.w.write(&b).map_err(|e| e.to_string())?;
+        }
+        db.append("profiles", &b).map_err(|e| e.to_string())?;
+        start = end;
+    }
+    if let Some(mut w) = prof_ipc {
+        w.w.finish().map_err(|e| e.to_string())?;
+    }
+    progress("flushing and compacting journeydb ...");
+    db.flush().map_err(|e| e.to_string())?;
+    db.compact(2).map_err(|e| e.to_string())?;
+    let bytes_journeydb = dir_size(&work.join("journeydb"));
+
+    // (e) through the client: the same batches over loopback into a second database.
+    progress("loading the state through the client over loopback ...");
+    let client_ingest = {
+        let served = Arc::new(
+            Database::create(work.join("served"), key_type, opts).map_err(|e| e.to_string())?,
+        );
+        let config = Config {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            pg_listen: None,
+            ..Config::default()
+        };
+        let server =
+            Server::bind(config, Engine::new(served.clone())).map_err(|e| e.to_string())?;
+        let addr = server.local_addr().ok_or("no server address")?;
+        let stop = server.stop_handle();
+        let handle = std::thread::spawn(move || server.serve());
+        let mut c = Client::connect(addr, None).map_err(|e| e.to_string())?;
+        c.run(&create_state("state")).map_err(|e| e.to_string())?;
+        let f = std::fs::File::open(&state_path).map_err(|e| e.to_string())?;
+        let reader = arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(f), None)
+            .map_err(|e| e.to_string())?;
+        let mut d = Duration::ZERO;
+        for b in reader {
+            let b = b.map_err(|e| e.to_string())?;
+            let t = Instant::now();
+            c.append("state", &b).map_err(|e| e.to_string())?;
+            d += t.elapsed();
+        }
+        drop(c);
+        stop.store(true, Ordering::SeqCst);
+        let _ = handle.join();
+        drop(served);
+        let _ = std::fs::remove_dir_all(work.join("served"));
+        d
+    };
+
+    // The operations in journeydb.
+    let ops = ops(&j);
+    let mut jdb = Vec::new();
+    for op in &ops {
+        progress(&format!("journeydb: {}", op.what));
+        let mut times = Vec::new();
+        for i in 0..=a.runs {
+            let t = Instant::now();
+            for sql in &op.journeydb {
+                engine
+                    .execute_one(sql)
+                    .map_err(|e| format!("{}: {e}\n  {sql}", op.name))?;
+            }
+            if i > 0 {
+                times.push(t.elapsed());
+            }
+        }
+        let answer = match &op.answer {
+            Some(q) => cell_row(
+                &engine
+                    .execute_one(q)
+                    .map_err(|e| format!("{}: {e}", op.name))?,
+            ),
+            None => vec![],
+        };
+        jdb.push((median(times), answer));
+    }
+    let jdb_rss = peak_rss();
+
+    // DuckDB, in its own process.
+    progress("DuckDB: loading from Arrow IPC and running the same operations ...");
+    let spec = serde_json::json!({
+        "db": work.join("duck.db"),
+        "arrow": {
+            "state": work.join("state.arrow"),
+            "delta": work.join("delta.arrow"),
+            "profiles": work.join("profiles.arrow"),
+        },
+        "runs": a.runs,
+        "ops": ops.iter().map(|o| serde_json::json!({"name": o.name, "sql": o.duckdb, "answer": o.answer})).collect::<Vec<_>>(),
+    });
+    let spec_path = work.join("spec.json");
+    std::fs::write(&spec_path, spec.to_string()).map_err(|e| e.to_string())?;
+    let script = work.join("duckdb_bench.py");
+    std::fs::write(&script, SCRIPT).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(&a.python)
+        .arg(&script)
+        .arg(&spec_path)
+        .output()
+        .map_err(|e| format!("{}: {e}", a.python))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the DuckDB side failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let duck: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("DuckDB output: {e}"))?;
+    eprint!("\r{:<78}\r", "");
+
+    // Answers must agree, or no figure is reported.
+    let mut mismatches = Vec::new();
+    for (op, (_, ans)) in ops.iter().zip(&jdb) {
+        let theirs: Vec<Option<String>> = at(&duck, &["ops", op.name, "answer"])
+            .as_array()
+            .map(|v| v.iter().map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        if *ans != theirs {
+            mismatches.push(format!("{}: journeydb {ans:?}, DuckDB {theirs:?}", op.name));
+        }
+    }
+    if !mismatches.is_empty() {
+        return Err(format!(
+            "the engines disagree; no figures reported:\n  {}",
+            mismatches.join("\n  ")
+        ));
+    }
+
+    // Report.
+    let f = |x: &serde_json::Value| x.as_f64().unwrap_or(f64::NAN);
+    let mut rows: Vec<(String, String, f64, f64, String)> = Vec::new();
+    for (op, (m, _)) in ops.iter().zip(&jdb) {
+        let d = f(at(&duck, &["ops", op.name, "median_s"]));
+        rows.push((
+            op.name.to_string(),
+            op.what.clone(),
+            m.as_secs_f64(),
+            d,
+            "s".into(),
+        ));
+    }
+    let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    let duck_rate = f(at(&duck, &["ingest_rows_per_s"]));
+    rows.push((
+        "e_ingest_embedded".into(),
+        "(e) bulk ingest from Arrow batches, embedded (rows/s)".into(),
+        rate(embedded_ingest),
+        duck_rate,
+        "rows/s".into(),
+    ));
+    rows.push((
+        "e_ingest_client".into(),
+        "(e) bulk ingest through the client over loopback (rows/s)".into(),
+        rate(client_ingest),
+        duck_rate,
+        "rows/s".into(),
+    ));
+    rows.push((
+        "f_bytes".into(),
+        "(f) bytes on disk after load and flush / CHECKPOINT".into(),
+        bytes_journeydb as f64,
+        f(at(&duck, &["bytes_on_disk"])),
+        "bytes".into(),
+    ));
+    rows.push((
+        "f_peak_rss".into(),
+        "(f) peak RSS of the process".into(),
+        jdb_rss as f64,
+        f(at(&duck, &["peak_rss_bytes"])),
+        "bytes".into(),
+    ));
+    let machine = format!(
+        "{}, {} cores, journeydb {}, DuckDB {}, {n} customers ({} keys), median of {} runs after a warm-up",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |c| c.get()),
+        env!("CARGO_PKG_VERSION"),
+        at(&duck, &["duckdb_version"]).as_str().unwrap_or("?"),
+        if a.int_keys { "BIGINT" } else { "VARCHAR" },
+        a.runs
+    );
+    if a.json {
+        let ops: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(name, what, jv, dv, unit)| {
+                serde_json::json!({"name": name, "what": what, "journeydb": jv, "duckdb": dv, "unit": unit, "ratio": ratio(unit, *jv, *dv)})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"machine": machine, "customers": n, "int_keys": a.int_keys, "answers_agree": true, "ops": ops})
+        );
+        return Ok(());
+    }
+    println!("{machine}");
+    println!(
+        "{:<62} {:>12} {:>12} {:>9}",
+        "operation", "journeydb", "DuckDB", "ratio"
+    );
+    for (_, what, jv, dv, unit) in &rows {
+        println!(
+            "{what:<62} {:>12} {:>12} {:>8.1}×",
+            show(unit, *jv),
+            show(unit, *dv),
+            ratio(unit, *jv, *dv)
+        );
+    }
+    println!("ratio: DuckDB / journeydb for times and sizes, journeydb / DuckDB for rates (higher is better for journeydb); every answer agreed");
+    Ok(())
+}
+
+/// The value at `path` in a JSON object (Null when absent).
+fn at<'a>(v: &'a serde_json::Value, path: &[&str]) -> &'a serde_json::Value {
+    path.iter()
+        .try_fold(v, |v, k| v.get(*k))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+fn ratio(unit: &str, j: f64, d: f64) -> f64 {
+    if unit == "rows/s" {
+        j / d
+    } else {
+        d / j
+    }
+}
+
+fn show(unit: &str, v: f64) -> String {
+    match unit {
+        "s" if v < 1e-3 => format!("{:.1} µs", v * 1e6),
+        "s" if v < 1.0 => format!("{:.2} ms", v * 1e3),
+        "s" => format!("{v:.2} s"),
+        "rows/s" => format!("{:.2}M/s", v / 1e6),
+        _ => format!("{:.1} MB", v / 1e6),
+    }
+}

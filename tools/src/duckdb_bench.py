@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""DuckDB side of `journeydb bench` (written next to the data and run by it).
+
+Usage: duckdb_bench.py SPEC.json. The spec names the DuckDB database file, the Arrow IPC files
+journeydb wrote (state, delta, profiles), the number of timed runs and the operations: each
+{"name", "sql": [statements timed together], "answer": SQL or null}. Prints one JSON object:
+versions, the ingest rate from Arrow, bytes on disk after CHECKPOINT, peak RSS, and per operation
+the median seconds and the answer's first row as text.
+"""
+import datetime
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import duckdb
+import pyarrow as pa
+
+
+def cell(v):
+    if v is None:
+        return None
+    if isinstance(v, datetime.datetime):
+        return v.isoformat(sep=" ")
+    return str(v)
+
+
+def main():
+    spec = json.load(open(sys.argv[1]))
+    con = duckdb.connect(spec["db"])
+    out = {"duckdb_version": duckdb.__version__, "ops": {}}
+    for name, path in spec["arrow"].items():
+        table = pa.ipc.open_file(pa.memory_map(path)).read_all()
+        con.register("arrow_in", table)
+        t = time.perf_counter()
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM arrow_in")
+        d = time.perf_counter() - t
+        con.unregister("arrow_in")
+        if name == "state":
+            out["ingest_rows_per_s"] = table.num_rows / d
+            out["ingest_s"] = d
+        del table
+    con.execute("CHECKPOINT")
+    size = os.path.getsize(spec["db"])
+    if os.path.exists(spec["db"] + ".wal"):
+        size += os.path.getsize(spec["db"] + ".wal")
+    out["bytes_on_disk"] = size
+    for op in spec["ops"]:
+        times = []
+        for i in range(spec["runs"] + 1):
+            t = time.perf_counter()
+            for sql in op["sql"]:
+                con.execute(sql).fetchall()
+            d = time.perf_counter() - t
+            if i > 0:
+                times.append(d)
+        answer = None
+        if op.get("answer"):
+            row = con.execute(op["answer"]).fetchone()
+            answer = [cell(v) for v in row] if row else []
+        out["ops"][op["name"]] = {"median_s": statistics.median(times), "answer": answer}
+    out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
