@@ -545,6 +545,9 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
     }
     let jdb_rss = peak_rss();
 
+    // (g) one journey run (the demo's journey on the demo's CDP data) and its statements.
+    let journey = journey_side(a, work)?;
+
     // DuckDB, in its own process.
     progress("DuckDB: loading from Arrow IPC and running the same operations ...");
     let spec = serde_json::json!({
@@ -555,6 +558,18 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
             "profiles": work.join("profiles.arrow"),
         },
         "runs": a.runs,
+        "journey": {
+            "db": work.join("duck_journey.db"),
+            "arrow": {
+                "profiles": work.join("journey_profiles.arrow"),
+                "behaviours": work.join("journey_behaviours.arrow"),
+                "state_base": work.join("journey_state.arrow"),
+            },
+            "reset": journey.reset,
+            "statements": journey.duckdb,
+            "runs": journey.runs,
+            "answer": journey.answer_sql,
+        },
         "ops": ops.iter().map(|o| serde_json::json!({"name": o.name, "sql": o.duckdb, "answer": o.answer})).collect::<Vec<_>>(),
     });
     let spec_path = work.join("spec.json");
@@ -586,6 +601,16 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
         if *ans != theirs {
             mismatches.push(format!("{}: journeydb {ans:?}, DuckDB {theirs:?}", op.name));
         }
+    }
+    let theirs: Vec<Option<String>> = at(&duck, &["journey", "answer"])
+        .as_array()
+        .map(|v| v.iter().map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    if journey.answer != theirs {
+        mismatches.push(format!(
+            "g_journey_run: journeydb {:?}, DuckDB {theirs:?}",
+            journey.answer
+        ));
     }
     if !mismatches.is_empty() {
         return Err(format!(
@@ -636,6 +661,16 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
         jdb_rss as f64,
         f(at(&duck, &["peak_rss_bytes"])),
         "bytes".into(),
+    ));
+    rows.push((
+        "g_journey_run".into(),
+        format!(
+            "(g) one journey run ({} statements of the runner)",
+            journey.duckdb_count
+        ),
+        journey.median.as_secs_f64(),
+        f(at(&duck, &["journey", "median_s"])),
+        "s".into(),
     ));
     let machine = format!(
         "{}, {} cores, journeydb {}, DuckDB {}, {n} customers ({} keys), median of {} runs after a warm-up",
@@ -699,4 +734,220 @@ fn show(unit: &str, v: f64) -> String {
         "rows/s" => format!("{:.2}M/s", v / 1e6),
         _ => format!("{:.1} MB", v / 1e6),
     }
+}
+
+/// A session that records every statement it runs.
+struct Recording<'a> {
+    inner: &'a mut dyn Session,
+    log: Vec<String>,
+}
+
+impl Session for Recording<'_> {
+    fn run(&mut self, sql: &str) -> Result<journeydb_client::Reply, journeydb_client::ClientError> {
+        self.log.push(sql.to_string());
+        self.inner.run(sql)
+    }
+    fn append(
+        &mut self,
+        table: &str,
+        batch: &RecordBatch,
+    ) -> Result<u64, journeydb_client::ClientError> {
+        self.inner.append(table, batch)
+    }
+    fn swap(&mut self, a: &str, b: &str) -> Result<(), journeydb_client::ClientError> {
+        self.log.push(format!("ALTER TABLE {a} SWAP WITH {b}"));
+        self.inner.swap(a, b)
+    }
+}
+
+/// The word after `prefix` (a table name), if `sql` starts with it.
+fn table_after<'s>(sql: &'s str, prefix: &str) -> Option<&'s str> {
+    let rest = sql.strip_prefix(prefix)?;
+    let end = rest.find([' ', '(']).unwrap_or(rest.len());
+    rest.get(..end)
+}
+
+/// The runner's statements in DuckDB's dialect: MERGE MIN tables become primary-key tables whose
+/// inserts fold with `least` on conflict, SWAP becomes three renames in a transaction, and a
+/// Bernoulli percentage says PERCENT.
+fn to_duckdb(sql: &str, merge: &mut std::collections::HashMap<String, Vec<String>>) -> Vec<String> {
+    if let Some(t) = table_after(sql, "CREATE TABLE ") {
+        if sql.contains(" MERGE MIN") {
+            let inner = sql
+                .find('(')
+                .and_then(|i| sql.get(i + 1..sql.len().saturating_sub(1)))
+                .unwrap_or_default();
+            let cols: Vec<String> = inner
+                .split(", ")
+                .skip(1)
+                .filter_map(|c| c.split_whitespace().next().map(str::to_string))
+                .collect();
+            merge.insert(t.to_string(), cols);
+            return vec![sql.replace(" MERGE MIN", "")];
+        }
+    }
+    if let Some(t) = table_after(sql, "INSERT INTO ") {
+        if let Some(cols) = merge.get(t) {
+            let set: Vec<String> = cols
+                .iter()
+                .map(|c| format!("{c} = least({c}, excluded.{c})"))
+                .collect();
+            return vec![format!(
+                "{sql} ON CONFLICT (customer_id) DO UPDATE SET {}",
+                set.join(", ")
+            )];
+        }
+    }
+    if let Some(rest) = sql.strip_prefix("ALTER TABLE ") {
+        if let Some((a, b)) = rest.split_once(" SWAP WITH ") {
+            return vec![
+                "BEGIN".into(),
+                format!("ALTER TABLE {a} RENAME TO {a}__swap"),
+                format!("ALTER TABLE {b} RENAME TO {a}"),
+                format!("ALTER TABLE {a}__swap RENAME TO {b}"),
+                "COMMIT".into(),
+            ];
+        }
+    }
+    if let Some(i) = sql.find("TABLESAMPLE BERNOULLI (") {
+        let start = i + "TABLESAMPLE BERNOULLI (".len();
+        if let Some(close) = sql.get(start..).and_then(|r| r.find(')')) {
+            let mut out = sql.to_string();
+            out.insert_str(start + close, " PERCENT");
+            return vec![out];
+        }
+    }
+    vec![sql.to_string()]
+}
+
+struct JourneySide {
+    median: Duration,
+    runs: usize,
+    reset: Vec<String>,
+    duckdb: Vec<String>,
+    duckdb_count: usize,
+    answer_sql: String,
+    answer: Vec<Option<String>>,
+}
+
+/// (g): the demo's CDP data and journey in a fresh embedded database; days 1-3 prepare a state,
+/// day 4 is timed (reset to the prepared state before each run) and recorded for DuckDB.
+fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
+    use journeydb_tools::journey::{data, def, run};
+    const DAY: i64 = 86_400_000_000;
+    let n = a.customers;
+    let j = def::parse(crate::demo::JOURNEY).map_err(|e| e.to_string())?;
+    let db = Database::create(
+        work.join("journey_jdb"),
+        KeyType::Varchar,
+        Options::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let db = Arc::new(db);
+    let mut s = journeydb_server::EmbeddedSession::new(Engine::new(db.clone()));
+    let e = |x: journeydb_client::ClientError| x.to_string();
+    for c in data::CREATE {
+        s.run(c).map_err(e)?;
+    }
+    let gen = data::Cdp { seed: 7 };
+    let mut pw: Option<IpcOut> = None;
+    let mut bw: Option<IpcOut> = None;
+    let mut start = 0;
+    while start < n {
+        let end = (start + BATCH_ROWS).min(n);
+        let (p, b) = (gen.profiles(start..end), gen.behaviours_batch(start..end));
+        if pw.is_none() {
+            pw = Some(IpcOut::new(
+                &work.join("journey_profiles.arrow"),
+                &p.schema(),
+            )?);
+            bw = Some(IpcOut::new(
+                &work.join("journey_behaviours.arrow"),
+                &b.schema(),
+            )?);
+        }
+        if let (Some(pw), Some(bw)) = (pw.as_mut(), bw.as_mut()) {
+            pw.w.write(&p).map_err(|x| x.to_string())?;
+            bw.w.write(&b).map_err(|x| x.to_string())?;
+        }
+        s.append("profiles", &p).map_err(e)?;
+        s.append("behaviours", &b).map_err(e)?;
+        start = end;
+        progress(&format!("journey data: {end}/{n} customers"));
+    }
+    for w in [pw, bw].into_iter().flatten() {
+        let mut w = w;
+        w.w.finish().map_err(|x| x.to_string())?;
+    }
+    let opts = |day: i64| run::RunOptions {
+        now_us: data::START_US + day * DAY,
+        check_percent: 50.0,
+    };
+    for day in 1..=3 {
+        progress(&format!("journey: preparing the state, day {day}"));
+        run::run(&mut s, &j, &opts(day)).map_err(|x| x.to_string())?;
+    }
+    let st = j.state_table.clone();
+    // The prepared state, for DuckDB and for the resets.
+    let reply = s.run(&format!("SELECT * FROM {st}")).map_err(e)?;
+    if let Some(first) = reply.batches.first() {
+        let mut w = IpcOut::new(&work.join("journey_state.arrow"), &first.schema())?;
+        for b in &reply.batches {
+            w.w.write(b).map_err(|x| x.to_string())?;
+        }
+        w.w.finish().map_err(|x| x.to_string())?;
+    }
+    drop(reply);
+    s.run(&format!("CREATE TABLE state_base AS SELECT * FROM {st}"))
+        .map_err(e)?;
+    let reset = vec![
+        format!("DROP TABLE IF EXISTS {st}"),
+        format!("CREATE TABLE {st} AS SELECT * FROM state_base"),
+    ];
+    let runs = a.runs.min(3);
+    let mut times = Vec::new();
+    let mut log = Vec::new();
+    for i in 0..=runs {
+        progress(&format!("journeydb: (g) journey run {i}/{runs}"));
+        for r in &reset {
+            s.run(r).map_err(e)?;
+        }
+        let mut rec = Recording {
+            inner: &mut s,
+            log: Vec::new(),
+        };
+        let t = Instant::now();
+        let report = run::run(&mut rec, &j, &opts(4)).map_err(|x| x.to_string())?;
+        let d = t.elapsed();
+        if !report.swapped {
+            return Err("(g): the journey run's check failed".into());
+        }
+        if i == 0 {
+            log = rec.log;
+        } else {
+            times.push(d);
+        }
+    }
+    let answer_sql = format!(
+        "SELECT count(*), count(stage1), count(stage2), count(stage3), count(goal), count(stage1_step_1), min(stage2), max(goal) FROM {st}"
+    );
+    let answer = match s.run(&answer_sql).map_err(e)?.batches.first() {
+        Some(b) if b.num_rows() > 0 => b
+            .columns()
+            .iter()
+            .map(|c| journeydb_query::format::cell_text(c.as_ref(), 0))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut merge = std::collections::HashMap::new();
+    let duckdb: Vec<String> = log.iter().flat_map(|q| to_duckdb(q, &mut merge)).collect();
+    Ok(JourneySide {
+        median: median(times),
+        runs,
+        reset,
+        duckdb_count: log.len(),
+        duckdb,
+        answer_sql,
+        answer,
+    })
 }

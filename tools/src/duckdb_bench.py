@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """DuckDB side of `journeydb bench` (written next to the data and run by it).
 
-Usage: duckdb_bench.py SPEC.json. The spec names the DuckDB database file, the Arrow IPC files
+Usage: duckdb_bench.py SPEC.json. With a "journey" entry it also replays one journey run's
+statements (translated by the bench) on a second database, from the same prepared state. The spec names the DuckDB database file, the Arrow IPC files
 journeydb wrote (state, delta, profiles), the number of timed runs and the operations: each
 {"name", "sql": [statements timed together], "answer": SQL or null}. Prints one JSON object:
 versions, the ingest rate from Arrow, bytes on disk after CHECKPOINT, peak RSS, and per operation
@@ -62,7 +63,41 @@ def main():
             answer = [cell(v) for v in row] if row else []
         out["ops"][op["name"]] = {"median_s": statistics.median(times), "answer": answer}
     out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    con.close()
+    if spec.get("journey"):
+        out["journey"] = journey(spec["journey"])
     json.dump(out, sys.stdout)
+
+
+def journey(spec):
+    """(g): the runner's recorded statements, translated, from the same prepared state."""
+    con = duckdb.connect(spec["db"])
+    for name, path in spec["arrow"].items():
+        table = pa.ipc.open_file(pa.memory_map(path)).read_all()
+        con.register("arrow_in", table)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM arrow_in")
+        con.unregister("arrow_in")
+        del table
+    con.execute("CHECKPOINT")
+    times = []
+    for i in range(spec["runs"] + 1):
+        for sql in spec["reset"]:
+            con.execute(sql)
+        t = time.perf_counter()
+        for sql in spec["statements"]:
+            try:
+                con.execute(sql).fetchall()
+            except duckdb.Error as e:
+                raise SystemExit(f"journey statement failed: {e}\n  {sql}")
+        d = time.perf_counter() - t
+        if i > 0:
+            times.append(d)
+    row = con.execute(spec["answer"]).fetchone()
+    return {
+        "median_s": statistics.median(times),
+        "answer": [cell(v) for v in row] if row else [],
+        "statements": len(spec["statements"]),
+    }
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ fn both_engines_agree_on_every_operation() {
             "e_ingest_client",
             "f_bytes",
             "f_peak_rss",
+            "g_journey_run",
         ] {
             assert!(names.contains(&want), "{want} missing: {names:?}");
         }
