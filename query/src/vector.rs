@@ -329,17 +329,37 @@ fn cmp_el(a: El<'_>, b: El<'_>) -> Option<std::cmp::Ordering> {
     })
 }
 
+/// Calls `f` with the ordinals of `bits` in ascending chunks, and the rank of each chunk's first
+/// ordinal: batch iteration (`next_many`) instead of one iterator step per ordinal.
+fn for_each_chunk(bits: &RoaringBitmap, mut f: impl FnMut(&[u32], usize)) {
+    let mut it = bits.iter();
+    let mut buf = [0u32; 2048];
+    let mut rank = 0;
+    loop {
+        let got = it.next_many(&mut buf);
+        if got.is_empty() {
+            break;
+        }
+        f(got, rank);
+        rank += got.len();
+    }
+}
+
 /// Ordinals of `presence` whose value (`values`, aligned) satisfies `value <op> k`: one monomorphized
-/// loop per operator.
+/// loop per operator, over chunks of ordinals.
 fn cmp_int_const(op: CmpOp, presence: &RoaringBitmap, values: &[i64], k: i64) -> RoaringBitmap {
     fn keep(presence: &RoaringBitmap, values: &[i64], f: impl Fn(i64) -> bool) -> RoaringBitmap {
-        let ords = presence
-            .iter()
-            .zip(values)
-            .filter(|(_, v)| f(**v))
-            .map(|(o, _)| o);
+        let mut out = Vec::new();
+        for_each_chunk(presence, |ords, rank| {
+            let vals = values.get(rank..rank + ords.len()).unwrap_or_default();
+            for (o, v) in ords.iter().zip(vals) {
+                if f(*v) {
+                    out.push(*o);
+                }
+            }
+        });
         // The ordinals come from a bitmap in ascending order.
-        RoaringBitmap::from_sorted_iter(ords).unwrap_or_default()
+        RoaringBitmap::from_sorted_iter(out).unwrap_or_default()
     }
     match op {
         CmpOp::Eq => keep(presence, values, |v| v == k),
@@ -351,8 +371,8 @@ fn cmp_int_const(op: CmpOp, presence: &RoaringBitmap, values: &[i64], k: i64) ->
     }
 }
 
-/// Ordinals present in both columns whose values satisfy `a <op> b`: one pass over both columns in
-/// ordinal order, without gathering either.
+/// Ordinals present in both columns whose values satisfy `a <op> b`: one merge pass over both
+/// columns' ordinals in chunks, without gathering either.
 fn cmp_int_cols(
     op: CmpOp,
     pa: &RoaringBitmap,
@@ -367,22 +387,41 @@ fn cmp_int_cols(
         b: &[i64],
         f: impl Fn(i64, i64) -> bool,
     ) -> RoaringBitmap {
+        // Every ordinal of `b` with its rank, in order; `a` is streamed in chunks against it.
         let mut out = Vec::new();
-        let mut ia = pa.iter().zip(a).peekable();
-        let mut ib = pb.iter().zip(b).peekable();
-        while let (Some(&(oa, va)), Some(&(ob, vb))) = (ia.peek(), ib.peek()) {
-            if oa < ob {
-                ia.next();
-            } else if ob < oa {
-                ib.next();
-            } else {
-                if f(*va, *vb) {
-                    out.push(oa);
+        let mut ib = pb.iter();
+        let mut bbuf = [0u32; 2048];
+        let (mut bords, mut bpos, mut brank): (Vec<u32>, usize, usize) = (Vec::new(), 0, 0);
+        let mut refill = |bords: &mut Vec<u32>, brank: &mut usize, bpos: &mut usize| {
+            *brank += bords.len();
+            bords.clear();
+            bords.extend_from_slice(ib.next_many(&mut bbuf));
+            *bpos = 0;
+        };
+        refill(&mut bords, &mut brank, &mut bpos);
+        brank = 0;
+        for_each_chunk(pa, |ords, rank| {
+            for (i, o) in ords.iter().enumerate() {
+                loop {
+                    match bords.get(bpos) {
+                        None if bords.is_empty() => return,
+                        None => refill(&mut bords, &mut brank, &mut bpos),
+                        Some(ob) if ob < o => bpos += 1,
+                        Some(ob) => {
+                            if ob == o {
+                                if let (Some(va), Some(vb)) = (a.get(rank + i), b.get(brank + bpos))
+                                {
+                                    if f(*va, *vb) {
+                                        out.push(*o);
+                                    }
+                                }
+                            }
+                            break;
+                        }
+                    }
                 }
-                ia.next();
-                ib.next();
             }
-        }
+        });
         // Ordinals come out ascending.
         RoaringBitmap::from_sorted_iter(out).unwrap_or_default()
     }
