@@ -143,6 +143,8 @@ pub struct Compiled<'j> {
     key_type: &'static str,
     now: String,
     next: String,
+    /// Criteria evaluated once for the run: (table, condition) -> the key-only table holding them.
+    cached: BTreeMap<(String, String), String>,
 }
 
 fn schema_of(ctx: &mut Ctx<'_>, table: &str) -> Result<Option<arrow_schema::SchemaRef>, RunError> {
@@ -211,11 +213,44 @@ impl<'j> Compiled<'j> {
             key_type,
             now,
             next: format!("{}__next", j.state_table),
+            cached: BTreeMap::new(),
         })
+    }
+
+    /// Evaluates every distinct criterion once, into a key-only table per criterion, so the rules
+    /// of every pass read a set instead of re-filtering the source table. Criteria do not change
+    /// within a run: they read other tables at the run's fixed `now`.
+    fn cache_criteria(&mut self, ctx: &mut Ctx<'_>) -> Result<(), RunError> {
+        let mut cached = BTreeMap::new();
+        for (_, c) in self.j.criteria() {
+            let k = (c.table.clone(), c.cond.clone());
+            if cached.contains_key(&k) {
+                continue;
+            }
+            let name = format!("{}__c{}", self.j.state_table, cached.len() + 1);
+            ctx.run(&format!(
+                "CREATE OR REPLACE TABLE {name} AS {}",
+                self.set(c)
+            ))?;
+            cached.insert(k, name);
+        }
+        self.cached = cached;
+        Ok(())
+    }
+
+    /// Drops the criteria tables.
+    fn drop_cached(&self, ctx: &mut Ctx<'_>) -> Result<(), RunError> {
+        for t in self.cached.values() {
+            ctx.run(&format!("DROP TABLE IF EXISTS {t}"))?;
+        }
+        Ok(())
     }
 
     /// The customers a criterion selects, as a key-set query.
     fn set(&self, c: &Criterion) -> String {
+        if let Some(t) = self.cached.get(&(c.table.clone(), c.cond.clone())) {
+            return format!("SELECT customer_id FROM {t}");
+        }
         let key = self
             .keys
             .get(&c.table)
@@ -521,7 +556,7 @@ pub fn run(
         s: session,
         statements: 0,
     };
-    let c = Compiled::new(&mut ctx, j, opts.now_us)?;
+    let mut c = Compiled::new(&mut ctx, j, opts.now_us)?;
     ensure_state(&mut ctx, &c)?;
     let st = &j.state_table;
     let (next, tx, pass) = (c.next.clone(), format!("{st}__tx"), format!("{st}__pass"));
@@ -531,6 +566,7 @@ pub fn run(
     ctx.run(&c.create(&next))?;
     ctx.run(&format!("INSERT INTO {next} SELECT * FROM {st}"))?;
     ctx.run(&c.create(&tx))?;
+    c.cache_criteria(&mut ctx)?;
     let rules = c.rules();
     let mut per_col: BTreeMap<String, u64> = BTreeMap::new();
     let mut report = RunReport::default();
@@ -584,6 +620,7 @@ pub fn run(
     if report.violations.iter().any(|(_, n)| *n > 0) {
         ctx.run(&format!("DROP TABLE {next}"))?;
         ctx.run(&format!("DROP TABLE {tx}"))?;
+        c.drop_cached(&mut ctx)?;
         report.statements = ctx.statements;
         report.elapsed = t0.elapsed();
         return Ok(report);
@@ -620,6 +657,7 @@ pub fn run(
     ctx.run(&format!("ALTER TABLE {st} SWAP WITH {next}"))?;
     ctx.run(&format!("DROP TABLE {next}"))?;
     ctx.run(&format!("DROP TABLE {tx}"))?;
+    c.drop_cached(&mut ctx)?;
     report.swapped = true;
     report.statements = ctx.statements;
     report.elapsed = t0.elapsed();
