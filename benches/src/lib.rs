@@ -24,6 +24,20 @@ pub const RUN_INTERVAL_US: i64 = 4 * 3_600_000_000;
 /// Runs in the simulated period (30 days every 4 hours).
 pub const RUNS: u64 = 180;
 
+/// The value after `name` on the command line, if given (the figures binaries' options).
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// The median of some timings (zero for none).
+pub fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
 /// SplitMix64: a fast, well-mixed hash of a counter.
 pub fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -205,24 +205,22 @@ fn cstr(b: &[u8], pos: &mut usize) -> Result<String, PgClosed> {
     Ok(s)
 }
 
-fn be_i16(b: &[u8], pos: &mut usize) -> Result<i16, PgClosed> {
-    let v: [u8; 2] = b
-        .get(*pos..*pos + 2)
+fn be_bytes<const N: usize>(b: &[u8], pos: &mut usize) -> Result<[u8; N], PgClosed> {
+    let v: [u8; N] = b
+        .get(*pos..*pos + N)
         .ok_or(PgClosed)?
         .try_into()
         .map_err(|_| PgClosed)?;
-    *pos += 2;
-    Ok(i16::from_be_bytes(v))
+    *pos += N;
+    Ok(v)
+}
+
+fn be_i16(b: &[u8], pos: &mut usize) -> Result<i16, PgClosed> {
+    be_bytes(b, pos).map(i16::from_be_bytes)
 }
 
 fn be_i32(b: &[u8], pos: &mut usize) -> Result<i32, PgClosed> {
-    let v: [u8; 4] = b
-        .get(*pos..*pos + 4)
-        .ok_or(PgClosed)?
-        .try_into()
-        .map_err(|_| PgClosed)?;
-    *pos += 4;
-    Ok(i32::from_be_bytes(v))
+    be_bytes(b, pos).map(i32::from_be_bytes)
 }
 
 fn read_msg(r: &mut impl Read, len_max: usize) -> Result<(u8, Vec<u8>), PgClosed> {

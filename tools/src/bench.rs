@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use journeydb_benches::{mix, Journey};
+use journeydb_benches::{median, mix, Journey};
 use journeydb_client::{Client, Session};
 use journeydb_query::{Engine, Output};
 use journeydb_server::{Config, Server};
 use journeydb_storage::{Database, KeyType, Options};
+use journeydb_tools::journey::run;
 
 const SCRIPT: &str = include_str!("duckdb_bench.py");
 const DUCKDB_VERSION: &str = "2.0.1";
@@ -183,18 +184,9 @@ fn ops(j: &Journey) -> Vec<Op> {
 
 fn cell_row(out: &Output) -> Vec<Option<String>> {
     match out {
-        Output::Rows(b) if b.num_rows() > 0 => b
-            .columns()
-            .iter()
-            .map(|c| journeydb_query::format::cell_text(c.as_ref(), 0))
-            .collect(),
+        Output::Rows(b) => run::first_row(b),
         _ => Vec::new(),
     }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 fn dir_size(p: &Path) -> u64 {
@@ -338,16 +330,36 @@ fn profiles(
     }
 }
 
+/// An Arrow IPC file for DuckDB, created with the first batch's schema.
 struct IpcOut {
-    w: arrow_ipc::writer::FileWriter<std::io::BufWriter<std::fs::File>>,
+    path: PathBuf,
+    w: Option<arrow_ipc::writer::FileWriter<std::io::BufWriter<std::fs::File>>>,
 }
 
 impl IpcOut {
-    fn new(path: &Path, schema: &Schema) -> Result<IpcOut, String> {
-        let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let w = arrow_ipc::writer::FileWriter::try_new(std::io::BufWriter::new(f), schema)
-            .map_err(|e| e.to_string())?;
-        Ok(IpcOut { w })
+    fn new(path: PathBuf) -> IpcOut {
+        IpcOut { path, w: None }
+    }
+
+    fn write(&mut self, b: &RecordBatch) -> Result<(), String> {
+        if self.w.is_none() {
+            let f = std::fs::File::create(&self.path)
+                .map_err(|e| format!("{}: {e}", self.path.display()))?;
+            let w = arrow_ipc::writer::FileWriter::try_new(std::io::BufWriter::new(f), &b.schema())
+                .map_err(|e| e.to_string())?;
+            self.w = Some(w);
+        }
+        match self.w.as_mut() {
+            Some(w) => w.write(b).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match self.w {
+            Some(mut w) => w.finish().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -414,7 +426,7 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
     }
     // Generate, write Arrow IPC for DuckDB, and append to journeydb (timed: the append only).
     let state_path = work.join("state.arrow");
-    let mut state_ipc: Option<IpcOut> = None;
+    let mut state_ipc = IpcOut::new(state_path.clone());
     let mut embedded_ingest = Duration::ZERO;
     let mut start = 0;
     while start < n {
@@ -423,12 +435,7 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
         if a.int_keys {
             b = int_keyed(&b, start, None)?;
         }
-        if state_ipc.is_none() {
-            state_ipc = Some(IpcOut::new(&state_path, &b.schema())?);
-        }
-        if let Some(w) = state_ipc.as_mut() {
-            w.w.write(&b).map_err(|e| e.to_string())?;
-        }
+        state_ipc.write(&b)?;
         let t = Instant::now();
         db.append("state", &b).map_err(|e| e.to_string())?;
         embedded_ingest += t.elapsed();
@@ -437,44 +444,28 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
             "generating and loading the state: {end}/{n} customers"
         ));
     }
-    if let Some(mut w) = state_ipc {
-        w.w.finish().map_err(|e| e.to_string())?;
-    }
+    state_ipc.finish()?;
     let delta_rows: Vec<usize> = (0..n).step_by(10).collect();
-    let mut delta_ipc: Option<IpcOut> = None;
+    let mut delta_ipc = IpcOut::new(work.join("delta.arrow"));
     for chunk in delta_rows.chunks(BATCH_ROWS) {
         let mut b = dj.batch_for(&j, chunk);
         if a.int_keys {
             b = int_keyed(&b, 0, Some(chunk))?;
         }
-        if delta_ipc.is_none() {
-            delta_ipc = Some(IpcOut::new(&work.join("delta.arrow"), &b.schema())?);
-        }
-        if let Some(w) = delta_ipc.as_mut() {
-            w.w.write(&b).map_err(|e| e.to_string())?;
-        }
+        delta_ipc.write(&b)?;
         db.append("delta", &b).map_err(|e| e.to_string())?;
     }
-    if let Some(mut w) = delta_ipc {
-        w.w.finish().map_err(|e| e.to_string())?;
-    }
-    let mut prof_ipc: Option<IpcOut> = None;
+    delta_ipc.finish()?;
+    let mut prof_ipc = IpcOut::new(work.join("profiles.arrow"));
     let mut start = 0;
     while start < n {
         let end = (start + BATCH_ROWS).min(n);
         let b = profiles(start..end, &j, a.int_keys)?;
-        if prof_ipc.is_none() {
-            prof_ipc = Some(IpcOut::new(&work.join("profiles.arrow"), &b.schema())?);
-        }
-        if let Some(w) = prof_ipc.as_mut() {
-            w.w.write(&b).map_err(|e| e.to_string())?;
-        }
+        prof_ipc.write(&b)?;
         db.append("profiles", &b).map_err(|e| e.to_string())?;
         start = end;
     }
-    if let Some(mut w) = prof_ipc {
-        w.w.finish().map_err(|e| e.to_string())?;
-    }
+    prof_ipc.finish()?;
     progress("flushing and compacting journeydb ...");
     db.flush().map_err(|e| e.to_string())?;
     db.compact(2).map_err(|e| e.to_string())?;
@@ -833,7 +824,7 @@ struct JourneySide {
 /// (g): the demo's CDP data and journey in a fresh embedded database; days 1-3 prepare a state,
 /// day 4 is timed (reset to the prepared state before each run) and recorded for DuckDB.
 fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
-    use journeydb_tools::journey::{data, def, run};
+    use journeydb_tools::journey::{data, def};
     const DAY: i64 = 86_400_000_000;
     let n = a.customers;
     let j = def::parse(crate::demo::JOURNEY).map_err(|e| e.to_string())?;
@@ -850,35 +841,21 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
         s.run(c).map_err(e)?;
     }
     let gen = data::Cdp { seed: 7 };
-    let mut pw: Option<IpcOut> = None;
-    let mut bw: Option<IpcOut> = None;
+    let mut pw = IpcOut::new(work.join("journey_profiles.arrow"));
+    let mut bw = IpcOut::new(work.join("journey_behaviours.arrow"));
     let mut start = 0;
     while start < n {
         let end = (start + BATCH_ROWS).min(n);
         let (p, b) = (gen.profiles(start..end), gen.behaviours_batch(start..end));
-        if pw.is_none() {
-            pw = Some(IpcOut::new(
-                &work.join("journey_profiles.arrow"),
-                &p.schema(),
-            )?);
-            bw = Some(IpcOut::new(
-                &work.join("journey_behaviours.arrow"),
-                &b.schema(),
-            )?);
-        }
-        if let (Some(pw), Some(bw)) = (pw.as_mut(), bw.as_mut()) {
-            pw.w.write(&p).map_err(|x| x.to_string())?;
-            bw.w.write(&b).map_err(|x| x.to_string())?;
-        }
+        pw.write(&p)?;
+        bw.write(&b)?;
         s.append("profiles", &p).map_err(e)?;
         s.append("behaviours", &b).map_err(e)?;
         start = end;
         progress(&format!("journey data: {end}/{n} customers"));
     }
-    for w in [pw, bw].into_iter().flatten() {
-        let mut w = w;
-        w.w.finish().map_err(|x| x.to_string())?;
-    }
+    pw.finish()?;
+    bw.finish()?;
     let opts = |day: i64| run::RunOptions {
         now_us: data::START_US + day * DAY,
         check_percent: 50.0,
@@ -890,13 +867,11 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
     let st = j.state_table.clone();
     // The prepared state, for DuckDB and for the resets.
     let reply = s.run(&format!("SELECT * FROM {st}")).map_err(e)?;
-    if let Some(first) = reply.batches.first() {
-        let mut w = IpcOut::new(&work.join("journey_state.arrow"), &first.schema())?;
-        for b in &reply.batches {
-            w.w.write(b).map_err(|x| x.to_string())?;
-        }
-        w.w.finish().map_err(|x| x.to_string())?;
+    let mut w = IpcOut::new(work.join("journey_state.arrow"));
+    for b in &reply.batches {
+        w.write(b)?;
     }
+    w.finish()?;
     drop(reply);
     s.run(&format!("CREATE TABLE state_base AS SELECT * FROM {st}"))
         .map_err(e)?;
@@ -931,14 +906,13 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
     let answer_sql = format!(
         "SELECT count(*), count(stage1), count(stage2), count(stage3), count(goal), count(stage1_step_1), min(stage2), max(goal) FROM {st}"
     );
-    let answer = match s.run(&answer_sql).map_err(e)?.batches.first() {
-        Some(b) if b.num_rows() > 0 => b
-            .columns()
-            .iter()
-            .map(|c| journeydb_query::format::cell_text(c.as_ref(), 0))
-            .collect(),
-        _ => Vec::new(),
-    };
+    let answer = s
+        .run(&answer_sql)
+        .map_err(e)?
+        .batches
+        .first()
+        .map(run::first_row)
+        .unwrap_or_default();
     let mut merge = std::collections::HashMap::new();
     let duckdb: Vec<String> = log.iter().flat_map(|q| to_duckdb(q, &mut merge)).collect();
     Ok(JourneySide {

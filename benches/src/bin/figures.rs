@@ -6,15 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use journeydb_benches::Journey;
+use journeydb_benches::{arg, median, Journey};
 use journeydb_storage::{ColumnId, Database, KeyType, Options, PartitionId};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
@@ -24,11 +17,6 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 fn read_column(db: &Database, col: u32) -> (Duration, u64) {

@@ -6,16 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use journeydb_benches::Journey;
+use journeydb_benches::{arg, median, Journey};
 use journeydb_query::{Engine, Output};
 use journeydb_storage::{Database, KeyType, Options};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("query_figures: {msg}");
@@ -42,8 +35,7 @@ fn time(engine: &Engine, label: &str, runs: usize, sql: &str) -> Duration {
             Output::Done { tag, rows } => format!("{tag} {rows}"),
         };
     }
-    times.sort();
-    let m = times.get(times.len() / 2).copied().unwrap_or_default();
+    let m = median(times);
     println!("{label:<58} {:>10.2?}   ({answer})", m);
     m
 }

@@ -8,27 +8,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use journeydb_benches::Journey;
+use journeydb_benches::{arg, median, Journey};
 use journeydb_client::{Client, Session};
 use journeydb_query::Engine;
 use journeydb_server::{Config, Server};
 use journeydb_storage::{Database, KeyType, Options};
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("server_figures: {msg}");
     std::process::exit(1)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 fn main() {

@@ -41,13 +41,7 @@ fn sql_err(sql: &str, e: impl std::fmt::Display) -> RunError {
 }
 
 fn scalar(s: &mut dyn Session, sql: &str) -> Result<u64, RunError> {
-    let r = s.run(sql).map_err(|e| sql_err(sql, e))?;
-    Ok(r.batches
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .and_then(|b| journeydb_query::format::cell_text(b.column(0).as_ref(), 0))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
+    Ok(super::run::count(&s.run(sql).map_err(|e| sql_err(sql, e))?))
 }
 
 /// Computes the funnel of `j`'s state table.

@@ -526,12 +526,23 @@ fn ensure_state(ctx: &mut Ctx<'_>, c: &Compiled<'_>) -> Result<(), RunError> {
     }
 }
 
-fn count(reply: &Reply) -> u64 {
+/// The first row of `b` as text cells (empty when it has no rows).
+pub fn first_row(b: &RecordBatch) -> Vec<Option<String>> {
+    if b.num_rows() == 0 {
+        return Vec::new();
+    }
+    b.columns()
+        .iter()
+        .map(|c| journeydb_query::format::cell_text(c.as_ref(), 0))
+        .collect()
+}
+
+/// The first cell of a reply as a count (0 when there is none).
+pub fn count(reply: &Reply) -> u64 {
     reply
         .batches
         .first()
-        .filter(|b| b.num_rows() > 0 && b.num_columns() > 0)
-        .and_then(|b| journeydb_query::format::cell_text(b.column(0).as_ref(), 0))
+        .and_then(|b| first_row(b).into_iter().next().flatten())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
