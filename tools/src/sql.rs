@@ -117,20 +117,7 @@ fn run_script(engine: &Engine, sql: &str, a: &Args) -> Result<usize, String> {
                     for b in stream {
                         match b {
                             Ok(b) => {
-                                let text = if a.format == Format::Csv {
-                                    format::csv(&b)
-                                } else {
-                                    format::json(&b)
-                                };
-                                // CSV prints its header once.
-                                let text = if a.format == Format::Csv && !first {
-                                    text.split_once('\n')
-                                        .map(|(_, r)| r.to_string())
-                                        .unwrap_or_default()
-                                } else {
-                                    text
-                                };
-                                first = false;
+                                let text = streamed_text(a.format, &b, &mut first);
                                 out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
                             }
                             Err(e) => {
@@ -183,19 +170,7 @@ fn run_remote(client: &mut journeydb_client::Client, sql: &str, a: &Args) -> Res
             if a.format == Format::Table {
                 batches.push(b);
             } else {
-                let text = if a.format == Format::Csv {
-                    format::csv(&b)
-                } else {
-                    format::json(&b)
-                };
-                let text = if a.format == Format::Csv && !first {
-                    text.split_once('\n')
-                        .map(|(_, r)| r.to_string())
-                        .unwrap_or_default()
-                } else {
-                    text
-                };
-                first = false;
+                let text = streamed_text(a.format, &b, &mut first);
                 let _ = stdout.lock().write_all(text.as_bytes());
             }
         });
@@ -374,4 +349,22 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// One streamed batch as CSV or JSON lines; CSV prints its header only for the first batch.
+fn streamed_text(fmt: Format, b: &arrow_array::RecordBatch, first: &mut bool) -> String {
+    let text = if fmt == Format::Csv {
+        format::csv(b)
+    } else {
+        format::json(b)
+    };
+    let text = if fmt == Format::Csv && !*first {
+        text.split_once('\n')
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_default()
+    } else {
+        text
+    };
+    *first = false;
+    text
 }
