@@ -1,11 +1,10 @@
 //! Statements: DDL, DML and queries against an embedded database.
 //!
-//! The `MERGE MIN|MAX|SUM|LAST` suffix of a column definition is journeydb's own syntax: a token pass
-//! takes it out (remembering which column of which statement it belongs to) before `sqlparser` sees the
-//! statement.
+//! Statements arrive parsed by [`crate::parse`] (journeydb's `MERGE` column rules already taken out
+//! of the token stream, parameters bound as typed values in the AST).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::builder::{
     BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
@@ -16,13 +15,11 @@ use journeydb_storage::{
     CatalogOp, ColumnDef, Database, KeyType, MergeRule, Snapshot, TableSchema,
 };
 use sqlparser::ast::{self, Statement};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::error::{QueryError, Result};
 use crate::exec::{output_schema, run_query};
 use crate::plan::{eval_const, object_name, plan_query, PlanCtx};
+use crate::settings::Settings;
 use crate::types::{DType, Scalar};
 
 /// Rows per append when a query's result is written into a table.
@@ -49,78 +46,11 @@ pub struct Engine {
     now_us: Option<i64>,
     seq: Arc<AtomicU64>,
     memory_limit: Option<u64>,
+    /// This session's settings (`SET`); see [`Engine::session`].
+    settings: Arc<Mutex<Settings>>,
 }
 
-/// A parsed statement with the MERGE rules of its columns (column index, rule).
-pub type ParsedStatement = (Statement, Vec<(usize, MergeRule)>);
-
-/// A column's MERGE rule found by the token pass: (statement index, column index, rule).
-type MergeSpec = (usize, usize, MergeRule);
-
-fn strip_merge_rules(sql: &str) -> Result<(String, Vec<MergeSpec>)> {
-    let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize()
-        .map_err(|e| QueryError::Syntax(e.to_string()))?;
-    let mut out = String::with_capacity(sql.len());
-    let mut specs = Vec::new();
-    let (mut stmt, mut depth, mut col) = (0usize, 0usize, 0usize);
-    let mut i = 0;
-    let word = |t: Option<&Token>| match t {
-        Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
-        _ => None,
-    };
-    let next_word = |from: usize| {
-        let mut j = from;
-        while matches!(tokens.get(j), Some(Token::Whitespace(_))) {
-            j += 1;
-        }
-        (j, word(tokens.get(j)))
-    };
-    while let Some(t) = tokens.get(i) {
-        match t {
-            Token::SemiColon => {
-                stmt += 1;
-                depth = 0;
-                col = 0;
-            }
-            Token::LParen => {
-                depth += 1;
-                if depth == 1 {
-                    col = 0;
-                }
-            }
-            Token::RParen => depth = depth.saturating_sub(1),
-            Token::Comma if depth == 1 => col += 1,
-            _ => {}
-        }
-        if depth == 1 && word(Some(t)).as_deref() == Some("MERGE") {
-            let (j, w) = next_word(i + 1);
-            let rule = match w.as_deref() {
-                Some("MIN") => Some(MergeRule::Min),
-                Some("MAX") => Some(MergeRule::Max),
-                Some("SUM") => Some(MergeRule::Sum),
-                Some("LAST") => Some(MergeRule::Last),
-                _ => None,
-            };
-            match rule {
-                Some(r) => {
-                    specs.push((stmt, col, r));
-                    i = j + 1;
-                    continue;
-                }
-                None => {
-                    return Err(QueryError::Syntax(
-                        "MERGE must be followed by MIN, MAX, SUM or LAST".into(),
-                    ))
-                }
-            }
-        }
-        out.push_str(&t.to_string());
-        i += 1;
-    }
-    Ok((out, specs))
-}
+pub use crate::parse::ParsedStatement;
 
 fn rows_tag(tag: &str, rows: u64) -> Output {
     Output::Done {
@@ -137,7 +67,22 @@ impl Engine {
             now_us: None,
             memory_limit: None,
             seq: Arc::new(AtomicU64::new(0)),
+            settings: Arc::new(Mutex::new(Settings::default())),
         }
+    }
+
+    /// A new session over the same database and limits, with its own settings (`SET`): the server
+    /// makes one per connection.
+    pub fn session(&self) -> Engine {
+        Engine {
+            settings: Arc::new(Mutex::new(self.settings().clone())),
+            ..self.clone()
+        }
+    }
+
+    fn settings(&self) -> std::sync::MutexGuard<'_, Settings> {
+        // A poisoned lock only means a panic elsewhere while it was held; the map is still whole.
+        self.settings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The same engine with `now()` fixed to `now_us` (the journey runner's `--now`).
@@ -159,6 +104,9 @@ impl Engine {
     }
 
     fn now(&self) -> i64 {
+        if let Some(us) = self.settings().now_us() {
+            return us;
+        }
         self.now_us.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -168,21 +116,7 @@ impl Engine {
 
     /// Parses `sql` (one or more statements) into statements with their MERGE rules.
     pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
-        let (clean, specs) = strip_merge_rules(sql)?;
-        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, &clean)
-            .map_err(|e| QueryError::Syntax(e.to_string()))?;
-        Ok(stmts
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let rules = specs
-                    .iter()
-                    .filter(|(st, _, _)| *st == i)
-                    .map(|(_, c, r)| (*c, *r))
-                    .collect();
-                (s, rules)
-            })
-            .collect())
+        crate::parse::parse(sql)
     }
 
     /// Runs every statement of `sql` in order; stops at the first error.
@@ -223,10 +157,19 @@ impl Engine {
         let Some((stmt, _)) = stmts.pop() else {
             return Ok(None);
         };
+        self.describe_statement(&stmt)
+    }
+
+    /// The result columns (name, type) of a parsed statement, without running it: `None` for
+    /// statements that return no rows. Unbound parameters are typed as NULL.
+    pub fn describe_statement(&self, stmt: &Statement) -> Result<Option<Vec<(String, DType)>>> {
         let snap = self.db.snapshot();
-        match &stmt {
+        match stmt {
             Statement::Query(q) => {
-                let plan = plan_query(q, &self.ctx(&snap))?;
+                let mut q = q.clone();
+                let n = crate::parse::param_count(q.as_mut())?;
+                crate::parse::bind_params(q.as_mut(), &vec![Scalar::Null; n])?;
+                let plan = plan_query(&q, &self.ctx(&snap))?;
                 Ok(Some(
                     plan.plan
                         .cols()
@@ -244,13 +187,23 @@ impl Engine {
     /// [`crate::exec::STREAM_BATCH_ROWS`] rows (one sorted batch when the query has ORDER BY).
     pub fn query_stream(&self, sql: &str) -> Result<crate::exec::BatchStream> {
         let mut stmts = Self::parse(sql)?;
-        let (Some((Statement::Query(q), _)), true) = (stmts.pop(), stmts.is_empty()) else {
+        let (Some((stmt, _)), true) = (stmts.pop(), stmts.is_empty()) else {
             return Err(QueryError::Unsupported(
                 "query_stream takes one query".into(),
             ));
         };
+        self.stream_statement(&stmt)
+    }
+
+    /// Streams the rows of a parsed query (see [`Engine::query_stream`]).
+    pub fn stream_statement(&self, stmt: &Statement) -> Result<crate::exec::BatchStream> {
+        let Statement::Query(q) = stmt else {
+            return Err(QueryError::Unsupported(
+                "only a query can stream rows".into(),
+            ));
+        };
         let snap = self.db.snapshot();
-        let plan = plan_query(&q, &self.ctx(&snap))?;
+        let plan = plan_query(q, &self.ctx(&snap))?;
         crate::exec::stream_query(&plan, &snap)
     }
 
@@ -362,11 +315,82 @@ impl Engine {
                 Ok(rows_tag("ALTER TABLE", 0))
             }
             Statement::Insert(ins) => self.insert(ins),
+            Statement::Set(set) => self.set(set),
+            Statement::ShowVariable { variable } => self.show(variable),
+            // journeydb has no multi-statement transactions: every statement commits on its own.
+            // BEGIN and COMMIT are accepted so drivers that wrap statements in them work; ROLLBACK
+            // answers with its own tag so the protocol layer can warn that nothing was undone.
+            Statement::StartTransaction { .. } => Ok(rows_tag("BEGIN", 0)),
+            Statement::Commit { .. } => Ok(rows_tag("COMMIT", 0)),
+            Statement::Rollback { .. } => Ok(rows_tag("ROLLBACK", 0)),
             other => Err(QueryError::Unsupported(format!(
                 "statement {}",
                 first_words(&other.to_string())
             ))),
         }
+    }
+
+    fn set(&self, set: &ast::Set) -> Result<Output> {
+        let (name, value) = match set {
+            ast::Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let name = object_name(variable)?.join(".");
+                let value = match values.as_slice() {
+                    [ast::Expr::Identifier(i)] if i.value.eq_ignore_ascii_case("default") => None,
+                    // `SET search_path TO public` names the value as an identifier.
+                    [ast::Expr::Identifier(i)] => Some(Scalar::Str(i.value.clone())),
+                    [one] => Some(eval_const(one, self.now())?),
+                    many => Some(Scalar::Str(
+                        many.iter()
+                            .map(|v| {
+                                let s = eval_const(v, self.now())?;
+                                crate::settings::text(&s).ok_or_else(|| {
+                                    QueryError::InvalidValue("a setting cannot be an interval".into())
+                                })
+                            })
+                            .collect::<Result<Vec<_>>>()?
+                            .join(", "),
+                    )),
+                };
+                (name, value)
+            }
+            ast::Set::SetTimeZone { value, .. } => {
+                let v = match value {
+                    ast::Expr::Identifier(i) => Scalar::Str(i.value.clone()),
+                    other => eval_const(other, self.now())?,
+                };
+                ("timezone".to_string(), Some(v))
+            }
+            ast::Set::SetNames { charset_name, .. } => (
+                "client_encoding".to_string(),
+                Some(Scalar::Str(charset_name.value.clone())),
+            ),
+            other => return Err(QueryError::Unsupported(format!("{other}"))),
+        };
+        self.settings().set(&name, value)?;
+        Ok(rows_tag("SET", 0))
+    }
+
+    fn show(&self, variable: &[ast::Ident]) -> Result<Output> {
+        let name = variable
+            .iter()
+            .map(|i| i.value.clone())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let value = self
+            .settings()
+            .show(&name)
+            .ok_or_else(|| QueryError::InvalidValue(format!("unrecognized configuration parameter {name:?}")))?;
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            name.to_ascii_lowercase(),
+            DataType::Utf8,
+            false,
+        )]));
+        Ok(Output::Rows(RecordBatch::try_new(
+            schema,
+            vec![Arc::new(StringArray::from(vec![value])) as ArrayRef],
+        )?))
     }
 
     fn create_table(&self, ct: &ast::CreateTable, rules: &[(usize, MergeRule)]) -> Result<Output> {
@@ -790,31 +814,6 @@ fn relation_parts(
         }
     }
     out
-}
-
-/// Splits a script into statements at top-level semicolons (quotes and comments respected), keeping
-/// each statement's text as written (MERGE rules included). Empty statements are dropped.
-pub fn split_statements(sql: &str) -> Result<Vec<String>> {
-    let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize()
-        .map_err(|e| QueryError::Syntax(e.to_string()))?;
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for t in tokens {
-        if t == Token::SemiColon {
-            if !cur.trim().is_empty() {
-                out.push(cur.trim().to_string());
-            }
-            cur.clear();
-        } else {
-            cur.push_str(&t.to_string());
-        }
-    }
-    if !cur.trim().is_empty() {
-        out.push(cur.trim().to_string());
-    }
-    Ok(out)
 }
 
 /// What kind of statement a parsed statement is (the shell streams queries).

@@ -38,6 +38,10 @@ pub enum QueryError {
         /// The limit, MiB.
         limit_mib: u64,
     },
+    /// A statement beyond the planner's limits (an operator chain or nesting too long to plan
+    /// without deep recursion); names the limit.
+    #[error("statement too complex: {0}")]
+    TooComplex(String),
     /// Building Arrow output failed (an internal error).
     #[error("internal error: {0}")]
     Internal(String),
@@ -53,7 +57,8 @@ impl QueryError {
             | QueryError::ColumnNotFound(_)
             | QueryError::Type(_)
             | QueryError::InvalidValue(_)
-            | QueryError::MemoryLimit { .. } => "user",
+            | QueryError::MemoryLimit { .. }
+            | QueryError::TooComplex(_) => "user",
             QueryError::Storage(_) => "storage",
             QueryError::Internal(_) => "internal",
         }

@@ -21,7 +21,7 @@ use roaring::RoaringBitmap;
 use crate::error::{QueryError, Result};
 use crate::plan::{Agg, Expr, Load, Plan, QueryPlan, RelCol, Sample, SetKind};
 use crate::types::{DType, Scalar};
-use crate::vector::{and, arith, compare, is_null, negate, not, or, restrict, Vector};
+use crate::vector::{and, arith, compare, in_list, is_null, negate, not, or, restrict, Vector};
 
 /// The rows of a relation in one partition: which ordinals, and each column's values.
 #[derive(Debug, Clone, Default)]
@@ -146,6 +146,7 @@ fn decode_keys(keys: &KeyDict, ords: &RoaringBitmap) -> Result<Values> {
     })
 }
 
+#[recursive::recursive]
 fn eval<'a>(e: &Expr, f: &'a Frame, ctx: &EvalCtx<'_>) -> Result<Vector<'a>> {
     let rows = &f.rows;
     Ok(match e {
@@ -186,6 +187,7 @@ fn eval<'a>(e: &Expr, f: &'a Frame, ctx: &EvalCtx<'_>) -> Result<Vector<'a>> {
         Expr::Not(a) => not(eval(a, f, ctx)?, rows)?,
         Expr::Neg(a) => negate(eval(a, f, ctx)?)?,
         Expr::IsNull(a, negated) => is_null(eval(a, f, ctx)?, rows, *negated)?,
+        Expr::InList(a, set) => in_list(eval(a, f, ctx)?, set, rows)?,
     })
 }
 
@@ -207,6 +209,7 @@ fn sample_rows(rows: &RoaringBitmap, s: Sample) -> RoaringBitmap {
 }
 
 /// Executes a plan into a relation.
+#[recursive::recursive]
 pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
     match plan {
         Plan::Scan { table, load, cols } => {

@@ -14,10 +14,18 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod format;
+pub mod parse;
 pub mod plan;
+pub mod settings;
 pub mod system;
 pub mod types;
 pub mod vector;
 
 pub use engine::{Engine, Output};
+
+/// The PostgreSQL version journeydb reports (`server_version`): clients such as psql choose their
+/// catalog queries by it.
+pub const SERVER_VERSION: &str = "14.0 (journeydb)";
+/// [`SERVER_VERSION`] as `server_version_num`.
+pub const SERVER_VERSION_NUM: &str = "140000";
 pub use error::{QueryError, Result};

@@ -9,7 +9,7 @@ use sqlparser::ast;
 
 use crate::error::{QueryError, Result};
 use crate::types::{parse_interval, parse_timestamp, DType, Scalar};
-use crate::vector::{ArithOp, CmpOp};
+use crate::vector::{ArithOp, CmpOp, InSet};
 
 /// A column of a relation.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +43,8 @@ pub enum Expr {
     Neg(Box<Expr>),
     /// `IS NULL` (or `IS NOT NULL` when the flag is set).
     IsNull(Box<Expr>, bool),
+    /// `x IN (constants)`: one hash lookup per row.
+    InList(Box<Expr>, std::sync::Arc<InSet>),
 }
 
 /// An aggregate output.
@@ -352,6 +354,7 @@ impl Plan {
     }
 }
 
+#[recursive::recursive]
 fn show(e: &Expr) -> String {
     match e {
         Expr::Col(i) => format!("#{i}"),
@@ -363,6 +366,16 @@ fn show(e: &Expr) -> String {
         Expr::Not(a) => format!("NOT {}", show(a)),
         Expr::Neg(a) => format!("-{}", show(a)),
         Expr::IsNull(a, neg) => format!("{} IS {}NULL", show(a), if *neg { "NOT " } else { "" }),
+        Expr::InList(a, set) => {
+            let shown: Vec<String> = set.values().iter().take(8).map(|v| format!("{v:?}")).collect();
+            let more = set.values().len().saturating_sub(shown.len());
+            format!(
+                "{} IN ({}{})",
+                show(a),
+                shown.join(", "),
+                if more > 0 { format!(", ... {more} more") } else { String::new() }
+            )
+        }
     }
 }
 
@@ -509,6 +522,7 @@ fn const_usize(e: &ast::Expr, what: &str) -> Result<usize> {
     }
 }
 
+#[recursive::recursive]
 fn plan_set_expr(body: &ast::SetExpr, ctx: &PlanCtx<'_>) -> Result<Plan> {
     match body {
         ast::SetExpr::Select(s) => plan_select(s, ctx),
@@ -1013,6 +1027,7 @@ fn plan_aggregate(
 /// Marks how much of each column each scan must read: values for columns whose values an operator
 /// uses, only the presence bitmap for columns used only by `IS [NOT] NULL` or `COUNT(col)`.
 fn prune_scan(plan: Plan) -> Plan {
+    #[recursive::recursive]
     fn refs(e: &Expr, out: &mut Vec<(usize, Load)>) {
         match e {
             Expr::Col(i) => out.push((*i, Load::Values)),
@@ -1026,7 +1041,7 @@ fn prune_scan(plan: Plan) -> Plan {
                 refs(a, out);
                 refs(b, out);
             }
-            Expr::Not(a) | Expr::Neg(a) | Expr::IsNull(a, _) => refs(a, out),
+            Expr::Not(a) | Expr::Neg(a) | Expr::IsNull(a, _) | Expr::InList(a, _) => refs(a, out),
         }
     }
     fn mark(plan: &mut Plan, used: &[(usize, Load)]) {
@@ -1167,6 +1182,7 @@ fn cast_lit(s: Scalar, to: DType) -> Result<Scalar> {
 }
 
 /// Resolves an AST expression against `cols`.
+#[recursive::recursive]
 pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i64) -> Result<Expr> {
     let p = |x: &ast::Expr| plan_expr(x, cols, alias, now_us);
     let planned = match e {
@@ -1257,21 +1273,50 @@ pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i6
             ..
         } => {
             let x = p(expr)?;
-            let mut acc: Option<Expr> = None;
+            // Constants (cast as a comparison with `x` would cast them) go into one hash set;
+            // anything else is an equality, OR-ed in a balanced tree.
+            let mut consts = Vec::new();
+            let mut others = Vec::new();
             for item in list {
-                let c = typed_cmp(CmpOp::Eq, x.clone(), p(item)?, cols)?;
-                acc = Some(match acc {
-                    None => c,
-                    Some(prev) => Expr::Or(Box::new(prev), Box::new(c)),
-                });
+                match typed_cmp(CmpOp::Eq, x.clone(), p(item)?, cols)? {
+                    Expr::Cmp(CmpOp::Eq, l, r) if *l == x && matches!(*r, Expr::Lit(_)) => {
+                        if let Expr::Lit(v) = *r {
+                            consts.push(v);
+                        }
+                    }
+                    c => others.push(c),
+                }
             }
-            let any =
-                acc.ok_or_else(|| QueryError::Syntax("IN () needs at least one value".into()))?;
+            if !consts.is_empty() {
+                others.push(Expr::InList(
+                    Box::new(x),
+                    std::sync::Arc::new(InSet::new(consts)),
+                ));
+            }
+            let any = balanced(others, |a, b| Expr::Or(Box::new(a), Box::new(b)))
+                .ok_or_else(|| QueryError::Syntax("IN () needs at least one value".into()))?;
             if *negated {
                 Expr::Not(Box::new(any))
             } else {
                 any
             }
+        }
+        ast::Expr::BinaryOp {
+            op: op @ (ast::BinaryOperator::And | ast::BinaryOperator::Or),
+            ..
+        } => {
+            // A chain of ANDs (or ORs) is planned as a balanced tree: its depth is the logarithm
+            // of its length, so planning and evaluating it never recurse deeply.
+            let operands = chain_operands(e, op)
+                .into_iter()
+                .map(&p)
+                .collect::<Result<Vec<_>>>()?;
+            let join = |a, b| match op {
+                ast::BinaryOperator::And => Expr::And(Box::new(a), Box::new(b)),
+                _ => Expr::Or(Box::new(a), Box::new(b)),
+            };
+            balanced(operands, join)
+                .ok_or_else(|| QueryError::Internal("an empty AND / OR chain".into()))?
         }
         ast::Expr::BinaryOp { left, op, right } => {
             let (l, r) = (p(left)?, p(right)?);
@@ -1339,6 +1384,44 @@ pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i6
     };
     expr_type(&planned, cols)?;
     Ok(planned)
+}
+
+/// The operands of a chain of one associative operator (`a AND b AND (c AND d)`), in order,
+/// collected without recursion.
+fn chain_operands<'e>(e: &'e ast::Expr, op: &ast::BinaryOperator) -> Vec<&'e ast::Expr> {
+    let mut out = Vec::new();
+    let mut stack = vec![e];
+    while let Some(x) = stack.pop() {
+        match x {
+            ast::Expr::BinaryOp { left, op: o, right } if o == op => {
+                stack.push(right);
+                stack.push(left);
+            }
+            ast::Expr::Nested(inner)
+                if matches!(inner.as_ref(), ast::Expr::BinaryOp { op: o, .. } if o == op) =>
+            {
+                stack.push(inner)
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Joins `items` pairwise, level by level, into a tree of depth log2(n); `None` when empty.
+fn balanced(mut items: Vec<Expr>, join: impl Fn(Expr, Expr) -> Expr) -> Option<Expr> {
+    while items.len() > 1 {
+        let mut next = Vec::with_capacity(items.len().div_ceil(2));
+        let mut it = items.into_iter();
+        while let Some(a) = it.next() {
+            next.push(match it.next() {
+                Some(b) => join(a, b),
+                None => a,
+            });
+        }
+        items = next;
+    }
+    items.pop()
 }
 
 /// A comparison with implicit literal casts (a string compared with a timestamp is a timestamp).
@@ -1437,6 +1520,7 @@ fn typed_arith(op: ArithOp, l: Expr, r: Expr, cols: &[RelCol]) -> Result<Expr> {
 }
 
 /// The type of a planned expression.
+#[recursive::recursive]
 pub fn expr_type(e: &Expr, cols: &[RelCol]) -> Result<DType> {
     Ok(match e {
         Expr::Col(i) => cols
@@ -1444,7 +1528,12 @@ pub fn expr_type(e: &Expr, cols: &[RelCol]) -> Result<DType> {
             .map(|c| c.dtype)
             .ok_or_else(|| QueryError::Internal(format!("column #{i} out of range")))?,
         Expr::Lit(s) => s.dtype(),
-        Expr::Cmp(..) | Expr::And(..) | Expr::Or(..) | Expr::Not(_) | Expr::IsNull(..) => {
+        Expr::Cmp(..)
+        | Expr::And(..)
+        | Expr::Or(..)
+        | Expr::Not(_)
+        | Expr::IsNull(..)
+        | Expr::InList(..) => {
             if let Expr::And(a, b) | Expr::Or(a, b) = e {
                 for x in [a, b] {
                     let t = expr_type(x, cols)?;

@@ -289,6 +289,112 @@ pub fn is_null<'a>(a: Vector<'_>, rows: &RoaringBitmap, negated: bool) -> Result
     })
 }
 
+/// The constant list of `x IN (v1, v2, ...)` as a hash set: membership costs one lookup per row
+/// whatever the list's length (a list of 100,000 customer ids is an ordinary query).
+#[derive(Debug, Clone, Default)]
+pub struct InSet {
+    keys: std::collections::HashSet<InKey>,
+    /// The list holds a NULL: a row that matches nothing is then NULL, not FALSE.
+    has_null: bool,
+    /// The values as given (EXPLAIN shows them; equality of plans compares them).
+    values: Vec<Scalar>,
+}
+
+/// A list element as a hashable key. Integers and integral doubles share one key, so `5 = 5.0`
+/// matches as comparison does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum InKey {
+    I(i64),
+    F(u64),
+    B(bool),
+    S(String),
+}
+
+fn in_key(e: El<'_>) -> InKey {
+    match e {
+        El::I(v) => InKey::I(v),
+        El::F(v) if v.fract() == 0.0 && v >= i64::MIN as f64 && v < i64::MAX as f64 => {
+            InKey::I(v as i64)
+        }
+        El::F(v) if v.is_nan() => InKey::F(f64::NAN.to_bits()),
+        El::F(v) => InKey::F(v.to_bits()),
+        El::B(v) => InKey::B(v),
+        El::S(v) => InKey::S(v.to_string()),
+    }
+}
+
+impl PartialEq for InSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values
+    }
+}
+
+impl InSet {
+    /// The set of `values` (already cast to the tested expression's type by the planner).
+    pub fn new(values: Vec<Scalar>) -> InSet {
+        let mut set = InSet {
+            keys: std::collections::HashSet::with_capacity(values.len()),
+            has_null: false,
+            values: Vec::new(),
+        };
+        for v in &values {
+            match el_of(v) {
+                Some(e) => {
+                    set.keys.insert(in_key(e));
+                }
+                None => set.has_null = true,
+            }
+        }
+        set.values = values;
+        set
+    }
+
+    /// The values as given.
+    pub fn values(&self) -> &[Scalar] {
+        &self.values
+    }
+
+    fn test(&self, e: Option<El<'_>>) -> Option<bool> {
+        match e {
+            None => None,
+            Some(e) if self.keys.contains(&in_key(e)) => Some(true),
+            Some(_) if self.has_null => None,
+            Some(_) => Some(false),
+        }
+    }
+}
+
+/// `a IN set` with SQL's three-valued result: TRUE on a match, NULL when `a` is NULL or nothing
+/// matched and the list holds a NULL, FALSE otherwise.
+pub fn in_list<'a>(a: Vector<'_>, set: &InSet, rows: &RoaringBitmap) -> Result<Vector<'a>> {
+    let a = a.normalize(rows)?;
+    match &a {
+        Vector::Const(s) => Ok(Vector::Const(match set.test(el_of(s)) {
+            Some(b) => Scalar::Bool(b),
+            None => Scalar::Null,
+        })),
+        Vector::Col(c, _) => {
+            let mut t = Vec::new();
+            let mut n = Vec::new();
+            for (i, ord) in c.presence.iter().enumerate() {
+                let e = el_at(&c.values, i)
+                    .ok_or_else(|| QueryError::Internal("short column".into()))?;
+                match set.test(Some(e)) {
+                    Some(true) => t.push(ord),
+                    Some(false) => {}
+                    None => n.push(ord),
+                }
+            }
+            let n = RoaringBitmap::from_sorted_iter(n).unwrap_or_default() | (rows - &c.presence);
+            Ok(Vector::Bool {
+                t: RoaringBitmap::from_sorted_iter(t).unwrap_or_default(),
+                n,
+            })
+        }
+        Vector::Bool { .. } => Err(QueryError::Internal("IN over an unnormalized vector".into())),
+    }
+}
+
 /// A value of one element, for element-wise kernels.
 #[derive(Clone, Copy)]
 enum El<'a> {

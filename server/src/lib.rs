@@ -19,6 +19,7 @@ use journeydb_client::protocol::{
     decode_ipc, encode_ipc, read_frame, write_frame, PROTOCOL_VERSION,
 };
 use journeydb_client::{ClientError, ErrorCode, Frame, Reply, Session};
+use journeydb_query::engine::{statement_kind, StatementKind};
 use journeydb_query::{Engine, Output, QueryError};
 
 /// Server settings.
@@ -94,7 +95,7 @@ pub fn error_code(e: &QueryError) -> ErrorCode {
             | journeydb_storage::StorageError::VersionNotKept(_) => ErrorCode::User,
             _ => ErrorCode::Storage,
         },
-        QueryError::MemoryLimit { .. } => ErrorCode::Limit,
+        QueryError::MemoryLimit { .. } | QueryError::TooComplex(_) => ErrorCode::Limit,
         QueryError::Internal(_) => ErrorCode::Internal,
     }
 }
@@ -229,7 +230,7 @@ impl Server {
                                 let _ = stream.set_nodelay(true);
                                 let _ = pg::connection(
                                     stream,
-                                    &self.engine,
+                                    &self.engine.session(),
                                     self.config.token.as_deref(),
                                     self.config.frame_len_max,
                                     &self.stop,
@@ -288,6 +289,8 @@ impl Server {
     }
 
     fn connection(&self, stream: TcpStream) -> Result<(), ClientError> {
+        // Each connection is a session with its own settings (`SET`).
+        let engine = self.engine.session();
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(self.config.idle_timeout))?;
         stream.set_write_timeout(Some(self.config.idle_timeout))?;
@@ -348,7 +351,7 @@ impl Server {
             match frame {
                 Frame::Ping => write_frame(&mut w, &Frame::Pong)?,
                 Frame::Close => return Ok(()),
-                Frame::Query { sql } => self.query(&mut w, &sql)?,
+                Frame::Query { sql } => self.query(&engine, &mut w, &sql)?,
                 Frame::Append { table, ipc } => {
                     let reply = decode_ipc(ipc)
                         .map_err(|e| (ErrorCode::Protocol, e.to_string()))
@@ -424,7 +427,12 @@ impl Server {
         Ok(())
     }
 
-    fn query(&self, w: &mut BufWriter<TcpStream>, sql: &str) -> Result<(), ClientError> {
+    fn query(
+        &self,
+        engine: &Engine,
+        w: &mut BufWriter<TcpStream>,
+        sql: &str,
+    ) -> Result<(), ClientError> {
         let err = |w: &mut BufWriter<TcpStream>, e: QueryError| {
             write_frame(
                 w,
@@ -434,9 +442,21 @@ impl Server {
                 },
             )
         };
-        let is_query = matches!(journeydb_query::Engine::parse(sql).as_deref(), Ok([(stmt, _)]) if journeydb_query::engine::statement_kind(stmt) == journeydb_query::engine::StatementKind::Query);
-        if is_query {
-            match self.engine.query_stream(sql) {
+        let (stmt, rules) = match Engine::parse(sql) {
+            Ok(mut stmts) if stmts.len() == 1 => match stmts.pop() {
+                Some(s) => s,
+                None => return err(w, QueryError::Syntax("no statement".into())),
+            },
+            Ok(stmts) => {
+                return err(
+                    w,
+                    QueryError::Syntax(format!("expected one statement, found {}", stmts.len())),
+                )
+            }
+            Err(e) => return err(w, e),
+        };
+        if statement_kind(&stmt) == StatementKind::Query {
+            match engine.stream_statement(&stmt) {
                 Ok(stream) => {
                     let mut rows = 0u64;
                     let schema = stream.schema();
@@ -466,7 +486,7 @@ impl Server {
                 Err(e) => err(w, e),
             }
         } else {
-            match self.engine.execute_one(sql) {
+            match engine.execute_statement(&stmt, &rules) {
                 Ok(Output::Rows(b)) => {
                     self.write_rows(w, &b)?;
                     write_frame(
@@ -493,7 +513,9 @@ pub struct EmbeddedSession {
 impl EmbeddedSession {
     /// A session over an engine.
     pub fn new(engine: Engine) -> Self {
-        EmbeddedSession { engine }
+        EmbeddedSession {
+            engine: engine.session(),
+        }
     }
 }
 

@@ -16,10 +16,16 @@ use arrow_array::{
 use arrow_schema::DataType;
 use journeydb_query::format::cell_text;
 use journeydb_query::types::DType;
+use journeydb_query::engine::{statement_kind, ParsedStatement, StatementKind};
+use journeydb_query::types::Scalar;
 use journeydb_query::{Engine, Output, QueryError};
 
 /// Largest startup packet accepted.
 const STARTUP_LEN_MAX: usize = 10_000;
+/// Named prepared statements one connection may hold (the unnamed one does not count).
+pub const PREPARED_MAX: usize = 1_000;
+/// Named portals one connection may hold (the unnamed one does not count).
+pub const PORTALS_MAX: usize = 1_000;
 /// µs between 1970-01-01 and PostgreSQL's epoch 2000-01-01.
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
@@ -78,6 +84,7 @@ pub fn sqlstate(e: &QueryError) -> &'static str {
             _ => "58000",
         },
         QueryError::MemoryLimit { .. } => "53200",
+        QueryError::TooComplex(_) => "54001",
         QueryError::Internal(_) => "XX000",
     }
 }
@@ -99,10 +106,16 @@ impl Out {
         Ok(())
     }
     fn error(&mut self, code: &str, message: &str) -> Result<(), PgClosed> {
+        self.report(b'E', "ERROR", code, message)
+    }
+    fn notice(&mut self, code: &str, message: &str) -> Result<(), PgClosed> {
+        self.report(b'N', "WARNING", code, message)
+    }
+    fn report(&mut self, kind: u8, severity: &str, code: &str, message: &str) -> Result<(), PgClosed> {
         let mut b = Vec::new();
         for (f, v) in [
-            (b'S', "ERROR"),
-            (b'V', "ERROR"),
+            (b'S', severity),
+            (b'V', severity),
             (b'C', code),
             (b'M', message),
         ] {
@@ -111,7 +124,7 @@ impl Out {
             b.push(0);
         }
         b.push(0);
-        self.msg(b'E', &b)
+        self.msg(kind, &b)
     }
     fn row_description(
         &mut self,
@@ -235,28 +248,34 @@ fn read_msg(r: &mut impl Read, len_max: usize) -> Result<(u8, Vec<u8>), PgClosed
     Ok((head[0], body))
 }
 
-/// A literal for a bound parameter.
-fn literal(value: Option<&[u8]>, type_oid: i32, binary: bool) -> Result<String, String> {
+/// A bound parameter as a typed value (never as SQL text): `type_oid` is the type Parse declared
+/// (0: unknown, read as text).
+fn param_value(value: Option<&[u8]>, type_oid: i32, binary: bool) -> Result<Scalar, String> {
     let Some(v) = value else {
-        return Ok("NULL".into());
+        return Ok(Scalar::Null);
     };
-    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
     if !binary {
         let s = std::str::from_utf8(v).map_err(|_| "a text parameter is not UTF-8".to_string())?;
         return Ok(match type_oid {
-            20 | 21 | 23 | 701 | 700 => s
-                .parse::<f64>()
-                .map(|_| s.to_string())
-                .map_err(|_| format!("{s:?} is not a number"))?,
-            16 => {
-                if s.starts_with(['t', 'T']) {
-                    "TRUE".into()
-                } else {
-                    "FALSE".into()
-                }
-            }
-            1114 | 1184 => format!("TIMESTAMP {}", quote(s)),
-            _ => quote(s),
+            20 | 21 | 23 => Scalar::Int(
+                s.trim()
+                    .parse()
+                    .map_err(|_| format!("{s:?} is not an integer"))?,
+            ),
+            700 | 701 | 1700 => Scalar::Float(
+                s.trim()
+                    .parse()
+                    .map_err(|_| format!("{s:?} is not a number"))?,
+            ),
+            16 => Scalar::Bool(match s.trim().to_ascii_lowercase().as_str() {
+                "t" | "true" | "1" | "yes" | "on" | "y" => true,
+                "f" | "false" | "0" | "no" | "off" | "n" => false,
+                _ => return Err(format!("{s:?} is not a boolean")),
+            }),
+            1114 => Scalar::Ts(
+                journeydb_query::types::parse_timestamp(s).map_err(|e| e.to_string())?,
+            ),
+            _ => Scalar::Str(s.to_string()),
         });
     }
     let arr = |n: usize| -> Result<&[u8], String> {
@@ -265,62 +284,66 @@ fn literal(value: Option<&[u8]>, type_oid: i32, binary: bool) -> Result<String, 
             .ok_or_else(|| "a binary parameter has the wrong length".to_string())
     };
     Ok(match type_oid {
-        20 => i64::from_be_bytes(arr(8)?.try_into().map_err(|_| "int8")?).to_string(),
-        23 => i32::from_be_bytes(arr(4)?.try_into().map_err(|_| "int4")?).to_string(),
-        21 => i16::from_be_bytes(arr(2)?.try_into().map_err(|_| "int2")?).to_string(),
-        701 => f64::from_bits(u64::from_be_bytes(
+        20 => Scalar::Int(i64::from_be_bytes(
+            arr(8)?.try_into().map_err(|_| "int8")?,
+        )),
+        23 => Scalar::Int(i32::from_be_bytes(arr(4)?.try_into().map_err(|_| "int4")?).into()),
+        21 => Scalar::Int(i16::from_be_bytes(arr(2)?.try_into().map_err(|_| "int2")?).into()),
+        701 => Scalar::Float(f64::from_bits(u64::from_be_bytes(
             arr(8)?.try_into().map_err(|_| "float8")?,
-        ))
-        .to_string(),
-        16 => {
-            if arr(1)?.first() == Some(&1) {
-                "TRUE".into()
-            } else {
-                "FALSE".into()
-            }
-        }
+        ))),
+        700 => Scalar::Float(
+            f32::from_bits(u32::from_be_bytes(arr(4)?.try_into().map_err(|_| "float4")?)).into(),
+        ),
+        16 => Scalar::Bool(arr(1)?.first() == Some(&1)),
         1114 => {
-            let us = i64::from_be_bytes(arr(8)?.try_into().map_err(|_| "timestamp")?) + PG_EPOCH_US;
-            format!(
-                "TIMESTAMP '{}'",
-                journeydb_query::types::format_timestamp(us)
+            let pg = i64::from_be_bytes(arr(8)?.try_into().map_err(|_| "timestamp")?);
+            Scalar::Ts(
+                pg.checked_add(PG_EPOCH_US)
+                    .ok_or_else(|| "the timestamp parameter is out of range".to_string())?,
             )
         }
-        25 | 1043 | 0 => {
-            quote(std::str::from_utf8(v).map_err(|_| "a text parameter is not UTF-8".to_string())?)
-        }
+        25 | 1043 | 0 | 705 | 18 | 19 => Scalar::Str(
+            std::str::from_utf8(v)
+                .map_err(|_| "a text parameter is not UTF-8".to_string())?
+                .to_string(),
+        ),
         other => return Err(format!("parameters of type oid {other} are not supported")),
     })
 }
 
-/// Replaces `$n` placeholders (outside strings and comments) with literals.
-fn bind_params(sql: &str, literals: &[String]) -> Result<String, String> {
-    use sqlparser::tokenizer::{Token, Tokenizer};
-    let tokens = Tokenizer::new(&sqlparser::dialect::PostgreSqlDialect {}, sql)
-        .tokenize()
-        .map_err(|e| e.to_string())?;
-    let mut out = String::with_capacity(sql.len());
-    for t in tokens {
-        match &t {
-            Token::Placeholder(p) if p.starts_with('$') => {
-                let n: usize = p
-                    .get(1..)
-                    .and_then(|d| d.parse().ok())
-                    .ok_or_else(|| format!("bad placeholder {p}"))?;
-                let lit = literals
-                    .get(n.wrapping_sub(1))
-                    .ok_or_else(|| format!("no value bound for {p}"))?;
-                out.push_str(lit);
-            }
-            _ => out.push_str(&t.to_string()),
-        }
-    }
-    Ok(out)
+/// A prepared statement: the parsed statement (`None` for an empty query string), the parameter
+/// types Parse declared, and how many parameters it takes.
+struct Prepared {
+    stmt: Option<ParsedStatement>,
+    types: Vec<i32>,
+    params: usize,
 }
 
+/// A portal: a prepared statement with its parameters bound, and the result formats.
 struct Portal {
-    sql: String,
+    stmt: Option<ParsedStatement>,
     formats: Vec<i16>,
+}
+
+/// Parses the SQL of a Parse message: at most one statement.
+fn prepare(sql: &str, types: Vec<i32>) -> Result<Prepared, QueryError> {
+    let mut stmts = Engine::parse(sql)?;
+    if stmts.len() > 1 {
+        return Err(QueryError::Syntax(
+            "cannot insert multiple commands into a prepared statement".into(),
+        ));
+    }
+    let mut stmt = stmts.pop();
+    let params = match &mut stmt {
+        Some((s, _)) => journeydb_query::parse::param_count(s)?,
+        None => 0,
+    };
+    Ok(Prepared {
+        stmt,
+        types,
+        params,
+    })
 }
 
 /// Serves one PostgreSQL connection until it ends.
@@ -379,7 +402,7 @@ pub fn connection(
     }
     out.msg(b'R', &0i32.to_be_bytes())?;
     for (k, v) in [
-        ("server_version", "14.0 (journeydb)"),
+        ("server_version", journeydb_query::SERVER_VERSION),
         ("server_encoding", "UTF8"),
         ("client_encoding", "UTF8"),
         ("DateStyle", "ISO, MDY"),
@@ -397,7 +420,7 @@ pub fn connection(
     out.msg(b'K', &[0, 0, 0, 1, 0, 0, 0, 1])?;
     out.ready()?;
 
-    let mut statements: HashMap<String, (String, Vec<i32>)> = HashMap::new();
+    let mut statements: HashMap<String, Prepared> = HashMap::new();
     let mut portals: HashMap<String, Portal> = HashMap::new();
     let mut failed = false;
     loop {
@@ -420,36 +443,62 @@ pub fn connection(
                 let name = cstr(&body, &mut pos)?;
                 let sql = cstr(&body, &mut pos)?;
                 let n = be_i16(&body, &mut pos)?.max(0) as usize;
+                // Counts come from the wire: check them against the bytes present before allocating.
+                if body.len().saturating_sub(pos) < n * 4 {
+                    return Err(PgClosed);
+                }
                 let types = (0..n)
                     .map(|_| be_i32(&body, &mut pos))
                     .collect::<Result<Vec<_>, _>>()?;
-                statements.insert(name, (sql, types));
-                out.msg(b'1', &[])?;
+                if !name.is_empty() && !statements.contains_key(&name) && statements.len() >= PREPARED_MAX {
+                    out.error("53400", &format!("too many prepared statements on this connection (limit {PREPARED_MAX}); close some"))?;
+                    failed = true;
+                    continue;
+                }
+                match prepare(&sql, types) {
+                    Ok(p) => {
+                        statements.insert(name, p);
+                        out.msg(b'1', &[])?;
+                    }
+                    Err(e) => {
+                        out.error(sqlstate(&e), &e.to_string())?;
+                        failed = true;
+                    }
+                }
             }
             b'B' => {
                 let portal = cstr(&body, &mut pos)?;
                 let stmt = cstr(&body, &mut pos)?;
                 let nf = be_i16(&body, &mut pos)?.max(0) as usize;
+                if body.len().saturating_sub(pos) < nf * 2 {
+                    return Err(PgClosed);
+                }
                 let pformats = (0..nf)
                     .map(|_| be_i16(&body, &mut pos))
                     .collect::<Result<Vec<_>, _>>()?;
                 let np = be_i16(&body, &mut pos)?.max(0) as usize;
+                if body.len().saturating_sub(pos) < np * 4 {
+                    return Err(PgClosed);
+                }
                 let mut values = Vec::with_capacity(np);
                 for _ in 0..np {
                     let len = be_i32(&body, &mut pos)?;
                     if len < 0 {
                         values.push(None);
                     } else {
-                        let v = body.get(pos..pos + len as usize).ok_or(PgClosed)?.to_vec();
-                        pos += len as usize;
-                        values.push(Some(v));
+                        let end = pos.checked_add(len as usize).ok_or(PgClosed)?;
+                        values.push(Some(body.get(pos..end).ok_or(PgClosed)?));
+                        pos = end;
                     }
                 }
                 let nr = be_i16(&body, &mut pos)?.max(0) as usize;
+                if body.len().saturating_sub(pos) < nr * 2 {
+                    return Err(PgClosed);
+                }
                 let formats = (0..nr)
                     .map(|_| be_i16(&body, &mut pos))
                     .collect::<Result<Vec<_>, _>>()?;
-                let Some((sql, types)) = statements.get(&stmt) else {
+                let Some(prepared) = statements.get(&stmt) else {
                     out.error(
                         "26000",
                         &format!("prepared statement {stmt:?} does not exist"),
@@ -457,20 +506,45 @@ pub fn connection(
                     failed = true;
                     continue;
                 };
-                let literals: Result<Vec<String>, String> = values
+                if values.len() != prepared.params {
+                    out.error(
+                        "08P01",
+                        &format!(
+                            "bind message supplies {} parameters, but the prepared statement requires {}",
+                            values.len(),
+                            prepared.params
+                        ),
+                    )?;
+                    failed = true;
+                    continue;
+                }
+                if !portal.is_empty() && !portals.contains_key(&portal) && portals.len() >= PORTALS_MAX {
+                    out.error("53400", &format!("too many open portals on this connection (limit {PORTALS_MAX}); close some"))?;
+                    failed = true;
+                    continue;
+                }
+                let params: Result<Vec<Scalar>, String> = values
                     .iter()
                     .enumerate()
                     .map(|(i, v)| {
-                        literal(
+                        param_value(
                             v.as_deref(),
-                            types.get(i).copied().unwrap_or(0),
+                            prepared.types.get(i).copied().unwrap_or(0),
                             format_of(&pformats, i) == 1,
                         )
                     })
                     .collect();
-                match literals.and_then(|l| bind_params(sql, &l)) {
-                    Ok(sql) => {
-                        portals.insert(portal, Portal { sql, formats });
+                let bound = params.and_then(|params| {
+                    let mut stmt = prepared.stmt.clone();
+                    if let Some((s, _)) = &mut stmt {
+                        journeydb_query::parse::bind_params(s, &params)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(stmt)
+                });
+                match bound {
+                    Ok(stmt) => {
+                        portals.insert(portal, Portal { stmt, formats });
                         out.msg(b'2', &[])?;
                     }
                     Err(e) => {
@@ -483,19 +557,17 @@ pub fn connection(
                 let what = body.first().copied().ok_or(PgClosed)?;
                 pos = 1;
                 let name = cstr(&body, &mut pos)?;
-                let (sql, formats, params) = if what == b'S' {
+                let described = if what == b'S' {
                     match statements.get(&name) {
-                        Some((sql, types)) => {
-                            let nparams = count_params(sql);
-                            let params: Vec<i32> = (0..nparams)
-                                .map(|i| types.get(i).copied().filter(|t| *t != 0).unwrap_or(25))
-                                .collect();
-                            (
-                                bind_params(sql, &vec!["NULL".to_string(); nparams])
-                                    .unwrap_or_else(|_| sql.clone()),
-                                Vec::new(),
-                                Some(params),
-                            )
+                        Some(p) => {
+                            // Unknown parameter types are reported as text.
+                            let mut b = (p.params as i16).to_be_bytes().to_vec();
+                            for i in 0..p.params {
+                                let t = p.types.get(i).copied().filter(|t| *t != 0).unwrap_or(25);
+                                b.extend_from_slice(&t.to_be_bytes());
+                            }
+                            out.msg(b't', &b)?;
+                            p.stmt.as_ref().map(|(s, _)| (s, Vec::new()))
                         }
                         None => {
                             out.error(
@@ -508,7 +580,7 @@ pub fn connection(
                     }
                 } else {
                     match portals.get(&name) {
-                        Some(p) => (p.sql.clone(), p.formats.clone(), None),
+                        Some(p) => p.stmt.as_ref().map(|(s, _)| (s, p.formats.clone())),
                         None => {
                             out.error("34000", &format!("portal {name:?} does not exist"))?;
                             failed = true;
@@ -516,17 +588,10 @@ pub fn connection(
                         }
                     }
                 };
-                if let Some(params) = params {
-                    let mut b = (params.len() as i16).to_be_bytes().to_vec();
-                    params
-                        .iter()
-                        .for_each(|p| b.extend_from_slice(&p.to_be_bytes()));
-                    out.msg(b't', &b)?;
-                }
-                match engine.describe(&sql) {
-                    Ok(Some(cols)) => out.row_description(&cols, &formats)?,
-                    Ok(None) => out.msg(b'n', &[])?,
-                    Err(e) => {
+                match described.map(|(s, f)| (engine.describe_statement(s), f)) {
+                    None | Some((Ok(None), _)) => out.msg(b'n', &[])?,
+                    Some((Ok(Some(cols)), formats)) => out.row_description(&cols, &formats)?,
+                    Some((Err(e), _)) => {
                         out.error(sqlstate(&e), &e.to_string())?;
                         failed = true;
                     }
@@ -539,8 +604,13 @@ pub fn connection(
                     failed = true;
                     continue;
                 };
-                if !execute(&mut out, engine, &p.sql, &p.formats, false)? {
-                    failed = true;
+                match &p.stmt {
+                    None => out.msg(b'I', &[])?,
+                    Some(stmt) => {
+                        if !execute(&mut out, engine, stmt, &p.formats, false)? {
+                            failed = true;
+                        }
+                    }
                 }
             }
             b'S' => {
@@ -569,34 +639,17 @@ pub fn connection(
     }
 }
 
-fn count_params(sql: &str) -> usize {
-    use sqlparser::tokenizer::{Token, Tokenizer};
-    Tokenizer::new(&sqlparser::dialect::PostgreSqlDialect {}, sql)
-        .tokenize()
-        .map(|ts| {
-            ts.iter()
-                .filter_map(|t| match t {
-                    Token::Placeholder(p) => p.get(1..).and_then(|d| d.parse::<usize>().ok()),
-                    _ => None,
-                })
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
-}
-
-/// Runs one statement; `describe` sends its RowDescription first (simple protocol). Returns false on
-/// an error (already reported).
+/// Runs one parsed statement; `describe` sends its RowDescription first (simple protocol). Returns
+/// false on an error (already reported).
 fn execute(
     out: &mut Out,
     engine: &Engine,
-    sql: &str,
+    (stmt, rules): &ParsedStatement,
     formats: &[i16],
     describe: bool,
 ) -> Result<bool, PgClosed> {
-    let is_query = matches!(Engine::parse(sql).as_deref(), Ok([(s, _)]) if journeydb_query::engine::statement_kind(s) == journeydb_query::engine::StatementKind::Query);
-    if is_query {
-        let stream = match engine.query_stream(sql) {
+    if statement_kind(stmt) == StatementKind::Query {
+        let stream = match engine.stream_statement(stmt) {
             Ok(s) => s,
             Err(e) => {
                 out.error(sqlstate(&e), &e.to_string())?;
@@ -605,17 +658,12 @@ fn execute(
         };
         let mut n = 0;
         let mut described = !describe;
+        let schema = stream.schema();
         for b in stream {
             match b {
                 Ok(b) => {
                     if !described {
-                        let cols: Vec<(String, DType)> = b
-                            .schema()
-                            .fields()
-                            .iter()
-                            .map(|f| (f.name().clone(), dtype_of(f.data_type())))
-                            .collect();
-                        out.row_description(&cols, formats)?;
+                        out.row_description(&columns(&b.schema()), formats)?;
                         described = true;
                     }
                     n += out.rows(&b, formats)?;
@@ -627,29 +675,27 @@ fn execute(
             }
         }
         if !described {
-            if let Ok(Some(cols)) = engine.describe(sql) {
-                out.row_description(&cols, formats)?;
-            }
+            out.row_description(&columns(&schema), formats)?;
         }
         out.msg(b'C', format!("SELECT {n}\0").as_bytes())?;
         return Ok(true);
     }
-    match engine.execute_one(sql) {
+    match engine.execute_statement(stmt, rules) {
         Ok(Output::Rows(b)) => {
             if describe {
-                let cols: Vec<(String, DType)> = b
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| (f.name().clone(), dtype_of(f.data_type())))
-                    .collect();
-                out.row_description(&cols, formats)?;
+                out.row_description(&columns(&b.schema()), formats)?;
             }
             let n = out.rows(&b, formats)?;
             out.msg(b'C', format!("SELECT {n}\0").as_bytes())?;
             Ok(true)
         }
         Ok(Output::Done { tag, rows }) => {
+            if tag == "ROLLBACK" {
+                out.notice(
+                    "25P01",
+                    "journeydb has no multi-statement transactions: every statement was committed when it ran, so ROLLBACK undid nothing",
+                )?;
+            }
             let tag = if tag == "INSERT" {
                 format!("INSERT 0 {rows}")
             } else {
@@ -665,16 +711,24 @@ fn execute(
     }
 }
 
+fn columns(schema: &arrow_schema::Schema) -> Vec<(String, DType)> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), dtype_of(f.data_type())))
+        .collect()
+}
+
 fn simple_query(out: &mut Out, engine: &Engine, sql: &str) -> Result<(), PgClosed> {
-    let stmts = match journeydb_query::engine::split_statements(sql) {
+    let stmts = match Engine::parse(sql) {
         Ok(s) => s,
         Err(e) => return out.error(sqlstate(&e), &e.to_string()),
     };
     if stmts.is_empty() {
         return out.msg(b'I', &[]);
     }
-    for s in stmts {
-        if !execute(out, engine, &s, &[], true)? {
+    for s in &stmts {
+        if !execute(out, engine, s, &[], true)? {
             break;
         }
     }

@@ -760,8 +760,26 @@ fn table_after<'s>(sql: &'s str, prefix: &str) -> Option<&'s str> {
 
 /// The runner's statements in DuckDB's dialect: MERGE MIN tables become primary-key tables whose
 /// inserts fold with `least` on conflict, SWAP becomes three renames in a transaction, and a
-/// Bernoulli percentage says PERCENT.
-fn to_duckdb(sql: &str, merge: &mut std::collections::HashMap<String, Vec<String>>) -> Vec<String> {
+/// Bernoulli percentage says PERCENT. DuckDB's `now()` cannot be fixed per session, so the run's
+/// `SET journeydb.now = TIMESTAMP '..'` is remembered and `now()` in later statements replaced by
+/// that literal (the run's own statements, not user input).
+fn to_duckdb(
+    sql: &str,
+    merge: &mut std::collections::HashMap<String, Vec<String>>,
+    now: &mut Option<String>,
+) -> Vec<String> {
+    if let Some(v) = sql.strip_prefix("SET journeydb.now = ") {
+        *now = Some(v.to_string());
+        return Vec::new();
+    }
+    let replaced;
+    let sql = match now {
+        Some(lit) => {
+            replaced = sql.replace("now()", lit);
+            replaced.as_str()
+        }
+        None => sql,
+    };
     if let Some(t) = table_after(sql, "CREATE TABLE ") {
         if sql.contains(" MERGE MIN") {
             let inner = sql
@@ -914,7 +932,11 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
         .map(run::first_row)
         .unwrap_or_default();
     let mut merge = std::collections::HashMap::new();
-    let duckdb: Vec<String> = log.iter().flat_map(|q| to_duckdb(q, &mut merge)).collect();
+    let mut now = None;
+    let duckdb: Vec<String> = log
+        .iter()
+        .flat_map(|q| to_duckdb(q, &mut merge, &mut now))
+        .collect();
     Ok(JourneySide {
         median: median(times),
         runs,

@@ -154,7 +154,7 @@ fn run_script(engine: &Engine, sql: &str, a: &Args) -> Result<usize, String> {
 
 /// Runs a script against a server, statement by statement; returns the number of failed statements.
 fn run_remote(client: &mut journeydb_client::Client, sql: &str, a: &Args) -> Result<usize, String> {
-    let stmts = match journeydb_query::engine::split_statements(sql) {
+    let stmts = match journeydb_query::parse::split_statements(sql) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

@@ -97,44 +97,6 @@ pub fn ts_literal(us: i64) -> String {
     )
 }
 
-/// Replaces `now()` / `current_timestamp` (outside strings) with the run's time.
-pub fn bind_now(cond: &str, now: &str) -> Result<String, String> {
-    use sqlparser::tokenizer::{Token, Tokenizer};
-    let tokens = Tokenizer::new(&sqlparser::dialect::PostgreSqlDialect {}, cond)
-        .tokenize()
-        .map_err(|e| e.to_string())?;
-    let mut out = String::with_capacity(cond.len() + 16);
-    let mut i = 0;
-    let is_word = |t: Option<&Token>, w: &str| matches!(t, Some(Token::Word(x)) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
-    while let Some(t) = tokens.get(i) {
-        if is_word(Some(t), "now") {
-            let mut j = i + 1;
-            while matches!(tokens.get(j), Some(Token::Whitespace(_))) {
-                j += 1;
-            }
-            if matches!(tokens.get(j), Some(Token::LParen)) {
-                let mut k = j + 1;
-                while matches!(tokens.get(k), Some(Token::Whitespace(_))) {
-                    k += 1;
-                }
-                if matches!(tokens.get(k), Some(Token::RParen)) {
-                    out.push_str(now);
-                    i = k + 1;
-                    continue;
-                }
-            }
-        }
-        if is_word(Some(t), "current_timestamp") {
-            out.push_str(now);
-            i += 1;
-            continue;
-        }
-        out.push_str(&t.to_string());
-        i += 1;
-    }
-    Ok(out)
-}
-
 /// The compiled journey: criteria as key-set SQL, table names, and the state's key type.
 pub struct Compiled<'j> {
     /// The definition.
@@ -168,6 +130,9 @@ impl<'j> Compiled<'j> {
     /// Resolves the tables of `j` and checks every criterion against the database.
     fn new(ctx: &mut Ctx<'_>, j: &'j Journey, now_us: i64) -> Result<Compiled<'j>, RunError> {
         let now = ts_literal(now_us);
+        // `now()` in every condition is the run's time: bound as a typed session setting, never by
+        // rewriting the condition's text.
+        ctx.run(&format!("SET journeydb.now = {now}"))?;
         let mut keys = BTreeMap::new();
         let mut key_type = "VARCHAR";
         for (what, c) in j.criteria() {
@@ -192,14 +157,8 @@ impl<'j> Compiled<'j> {
                 }
                 keys.insert(c.table.clone(), f.name().clone());
             }
-            let cond = bind_now(&c.cond, &now).map_err(|m| {
-                RunError::Def(DefError {
-                    line: c.line,
-                    message: format!("{what}: {m}"),
-                })
-            })?;
             let key = keys.get(&c.table).cloned().unwrap_or_default();
-            let sql = format!("EXPLAIN SELECT {key} FROM {} WHERE {cond}", c.table);
+            let sql = format!("EXPLAIN SELECT {key} FROM {} WHERE ({})", c.table, c.cond);
             if let Err(e) = ctx.s.run(&sql) {
                 return Err(RunError::Def(DefError {
                     line: c.line,
@@ -255,8 +214,7 @@ impl<'j> Compiled<'j> {
             .keys
             .get(&c.table)
             .map_or("customer_id", String::as_str);
-        let cond = bind_now(&c.cond, &self.now).unwrap_or_else(|_| c.cond.clone());
-        format!("SELECT {key} AS customer_id FROM {} WHERE {cond}", c.table)
+        format!("SELECT {key} AS customer_id FROM {} WHERE ({})", c.table, c.cond)
     }
 
     /// Customers of the in-progress state matching `cond`.
