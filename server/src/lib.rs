@@ -10,7 +10,7 @@
 
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +37,12 @@ pub struct Config {
     pub frame_len_max: usize,
     /// A connection idle this long is closed.
     pub idle_timeout: Duration,
+    /// Total time a request's bytes may take to arrive once it started, and its response to be
+    /// sent: a client that trickles its request or stops reading its results is disconnected.
+    pub io_timeout: Duration,
+    /// Connections that have not authenticated yet, at most (they never count against
+    /// `max_connections`, so they cannot lock out clients that hold the token).
+    pub max_pending: usize,
     /// Requests executed at once across all connections; the rest wait their turn. Each query
     /// fans out over partitions itself, so a few running at once keep every core busy while one
     /// heavy query cannot take every slot.
@@ -55,6 +61,8 @@ impl Default for Config {
             max_connections: 64,
             frame_len_max: journeydb_client::FRAME_LEN_MAX_DEFAULT,
             idle_timeout: Duration::from_secs(300),
+            io_timeout: Duration::from_secs(30),
+            max_pending: 16,
             max_running: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
             query_memory_max: Some(8 << 30),
         }
@@ -106,7 +114,7 @@ pub struct Server {
     pg_listener: Option<TcpListener>,
     engine: Engine,
     config: Config,
-    active: Arc<AtomicUsize>,
+    admission: conn::Admission,
     stop: Arc<AtomicBool>,
     slots: Slots,
 }
@@ -182,7 +190,7 @@ impl Server {
             listener,
             pg_listener,
             engine,
-            active: Arc::new(AtomicUsize::new(0)),
+            admission: conn::Admission::default(),
             stop: Arc::new(AtomicBool::new(false)),
             slots: Slots::new(config.max_running),
             config,
@@ -206,98 +214,104 @@ impl Server {
 
     /// Connections being served now.
     pub fn active_connections(&self) -> usize {
-        self.active.load(Ordering::SeqCst)
+        self.admission.active()
     }
 
     /// Accepts and serves connections until the stop flag is set; then waits for the running
-    /// connections to finish their current request.
+    /// connections to finish their current request (each blocked read or write gives up within
+    /// a tenth of a second of the stop).
     pub fn serve(&self) -> Result<(), ServerError> {
         std::thread::scope(|s| {
             while !self.stop.load(Ordering::SeqCst) {
+                let mut idle = true;
                 if let Some(pg) = &self.pg_listener {
-                    match pg.accept() {
-                        Ok((stream, _)) => {
-                            let _ = stream.set_nonblocking(false);
-                            if self.active.load(Ordering::SeqCst) >= self.config.max_connections {
-                                // Refused before the startup exchange: the client sees the connection close.
-                                continue;
-                            }
-                            self.active.fetch_add(1, Ordering::SeqCst);
-                            s.spawn(move || {
-                                let _ = stream.set_read_timeout(Some(self.config.idle_timeout));
-                                // A client that stops reading results cannot hold a slot forever.
-                                let _ = stream.set_write_timeout(Some(self.config.idle_timeout));
-                                let _ = stream.set_nodelay(true);
-                                let _ = pg::connection(
-                                    stream,
-                                    &self.engine.session(),
-                                    self.config.token.as_deref(),
-                                    self.config.frame_len_max,
-                                    &self.stop,
-                                    self.config.idle_timeout,
-                                    &self.slots,
-                                );
-                                self.active.fetch_sub(1, Ordering::SeqCst);
-                            });
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            return Err(ServerError::Io {
-                                what: "accept (PostgreSQL protocol)".into(),
-                                source: e,
-                            })
-                        }
+                    if let Some(stream) = self.accept(pg, "accept (PostgreSQL protocol)")? {
+                        idle = false;
+                        self.spawn(s, stream, true);
                     }
                 }
-                match self.listener.accept() {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nonblocking(false);
-                        if self.active.load(Ordering::SeqCst) >= self.config.max_connections {
-                            let mut w = BufWriter::new(&stream);
-                            let _ = write_frame(
-                                &mut w,
-                                &Frame::Error {
-                                    code: ErrorCode::Limit,
-                                    message: format!(
-                                        "too many connections (limit {})",
-                                        self.config.max_connections
-                                    ),
-                                },
-                            );
-                            let _ = w.flush();
-                            continue;
-                        }
-                        self.active.fetch_add(1, Ordering::SeqCst);
-                        s.spawn(move || {
-                            let _ = self.connection(stream);
-                            self.active.fetch_sub(1, Ordering::SeqCst);
-                        });
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    Err(e) => {
-                        return Err(ServerError::Io {
-                            what: "accept".into(),
-                            source: e,
-                        })
-                    }
+                if let Some(stream) = self.accept(&self.listener, "accept")? {
+                    idle = false;
+                    self.spawn(s, stream, false);
+                }
+                if idle {
+                    std::thread::sleep(Duration::from_millis(20));
                 }
             }
             Ok(())
         })
     }
 
-    fn connection(&self, stream: TcpStream) -> Result<(), ClientError> {
+    fn accept(&self, l: &TcpListener, what: &str) -> Result<Option<TcpStream>, ServerError> {
+        match l.accept() {
+            Ok((stream, _)) => {
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_nodelay(true);
+                Ok(Some(stream))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => Ok(None),
+            Err(e) => Err(ServerError::Io {
+                what: what.into(),
+                source: e,
+            }),
+        }
+    }
+
+    /// Serves `stream` on its own thread.
+    fn spawn<'s, 'e>(&'s self, s: &'s std::thread::Scope<'s, 'e>, stream: TcpStream, pg: bool) {
+        let Some(pending) = self.admission.arrive(self.config.max_pending) else {
+            // A burst far past the budget of unauthenticated connections: closed at once.
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name(if pg { "pg-conn" } else { "conn" }.into())
+            .stack_size(conn::CONN_STACK_BYTES)
+            .spawn_scoped(s, move || {
+                let r = conn::isolate(|| {
+                    if pg {
+                        let _ = pg::connection(stream, self, pending);
+                    } else {
+                        let _ = self.connection(stream, pending);
+                    }
+                });
+                if let Err(m) = r {
+                    eprintln!("journeydb: connection thread: {m}");
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("journeydb: could not start a connection thread: {e}");
+        }
+    }
+
+    /// The engine each connection starts a session of.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The settings.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The stop flag.
+    pub(crate) fn stopping(&self) -> &AtomicBool {
+        &self.stop
+    }
+
+    /// The execution slots.
+    pub(crate) fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    fn connection(&self, stream: TcpStream, pending: conn::Pending<'_>) -> Result<(), ClientError> {
         // Each connection is a session with its own settings (`SET`).
         let engine = self.engine.session();
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(self.config.idle_timeout))?;
-        stream.set_write_timeout(Some(self.config.idle_timeout))?;
         let probe = stream.try_clone()?;
-        let mut r = BufReader::new(stream.try_clone()?);
-        let mut w = BufWriter::new(stream);
-        let fail = |w: &mut BufWriter<TcpStream>,
+        let evicted = pending.evicted();
+        let mut r = BufReader::new(conn::Guarded::new(stream.try_clone()?, &self.stop, evicted.clone()));
+        let mut w = BufWriter::new(conn::Guarded::new(stream, &self.stop, evicted));
+        let fail = |w: &mut BufWriter<conn::Guarded<'_>>,
                     code: ErrorCode,
                     message: String|
          -> Result<(), ClientError> {
@@ -305,19 +319,29 @@ impl Server {
             w.flush()?;
             Ok(())
         };
-        // Handshake.
-        match read_frame(&mut r, self.config.frame_len_max) {
+        // Handshake, within the authentication deadline and a small frame limit.
+        let _active = match read_frame(&mut r, HELLO_LEN_MAX) {
             Ok(Frame::Hello { version, token }) => {
                 if version != PROTOCOL_VERSION {
                     return fail(&mut w, ErrorCode::Auth, format!("protocol version {version} is not supported (server speaks {PROTOCOL_VERSION})"));
                 }
-                if self.config.token.as_deref().is_some_and(|t| t != token) {
+                if !token_matches(self.config.token.as_deref(), &token) {
                     return fail(
                         &mut w,
                         ErrorCode::Auth,
                         "wrong or missing access token".into(),
                     );
                 }
+                let Some(active) = pending.admit(self.config.max_connections) else {
+                    return fail(
+                        &mut w,
+                        ErrorCode::Limit,
+                        format!(
+                            "too many connections (limit {})",
+                            self.config.max_connections
+                        ),
+                    );
+                };
                 let hello = Frame::HelloOk {
                     version: PROTOCOL_VERSION,
                     server: format!("journeydb {}", env!("CARGO_PKG_VERSION")),
@@ -325,6 +349,7 @@ impl Server {
                 };
                 write_frame(&mut w, &hello)?;
                 w.flush()?;
+                active
             }
             Ok(other) => {
                 return fail(
@@ -335,11 +360,12 @@ impl Server {
             }
             Err(ClientError::Io(e)) => return Err(ClientError::Io(e)),
             Err(e) => return fail(&mut w, ErrorCode::Protocol, e.to_string()),
-        }
+        };
         loop {
             if !await_request(&r, &probe, &self.stop, self.config.idle_timeout)? {
                 return Ok(());
             }
+            r.get_mut().set_deadline(self.config.io_timeout);
             let frame = match read_frame(&mut r, self.config.frame_len_max) {
                 Ok(f) => f,
                 // A vanished or idle client: nothing to answer.
@@ -347,70 +373,94 @@ impl Server {
                 // A bad frame: the stream can no longer be trusted.
                 Err(e) => return fail(&mut w, ErrorCode::Protocol, e.to_string()),
             };
-            let _slot = self.slots.acquire();
-            match frame {
-                Frame::Ping => write_frame(&mut w, &Frame::Pong)?,
-                Frame::Close => return Ok(()),
-                Frame::Query { sql } => self.query(&engine, &mut w, &sql)?,
-                Frame::Append { table, ipc } => {
-                    let reply = decode_ipc(ipc)
-                        .map_err(|e| (ErrorCode::Protocol, e.to_string()))
-                        .and_then(|batches| {
-                            let mut n = 0;
-                            for b in &batches {
-                                n += self.engine.database().append(&table, b).map_err(|e| {
-                                    let qe = QueryError::Storage(e);
-                                    (error_code(&qe), qe.to_string())
-                                })? as u64;
-                            }
-                            Ok(n)
-                        });
-                    match reply {
-                        Ok(n) => write_frame(
-                            &mut w,
-                            &Frame::Done {
-                                tag: "APPEND".into(),
-                                rows: n,
-                            },
-                        )?,
-                        Err((code, message)) => {
-                            write_frame(&mut w, &Frame::Error { code, message })?
-                        }
-                    }
-                }
-                Frame::Swap { a, b } => match self.engine.database().swap_tables(&a, &b) {
-                    Ok(_) => write_frame(
-                        &mut w,
-                        &Frame::Done {
-                            tag: "SWAP".into(),
-                            rows: 0,
-                        },
-                    )?,
-                    Err(e) => {
-                        let qe = QueryError::Storage(e);
-                        write_frame(
-                            &mut w,
-                            &Frame::Error {
-                                code: error_code(&qe),
-                                message: qe.to_string(),
-                            },
-                        )?;
-                    }
-                },
-                other => {
-                    return fail(
-                        &mut w,
-                        ErrorCode::Protocol,
-                        format!("{} is not a request", other.name()),
-                    )
-                }
+            w.get_mut().set_deadline(self.config.io_timeout);
+            if matches!(frame, Frame::Close) {
+                return Ok(());
+            }
+            let outcome = conn::isolate(|| {
+                let _slot = self.slots.acquire();
+                self.request(&engine, &mut w, frame)
+            });
+            match outcome {
+                Ok(r) => r?,
+                Err(message) => write_frame(
+                    &mut w,
+                    &Frame::Error {
+                        code: ErrorCode::Internal,
+                        message,
+                    },
+                )?,
             }
             w.flush()?;
         }
     }
 
+    /// Answers one request frame.
+    fn request(
+        &self,
+        engine: &Engine,
+        w: &mut BufWriter<conn::Guarded<'_>>,
+        frame: Frame,
+    ) -> Result<(), ClientError> {
+        match frame {
+            Frame::Ping => write_frame(w, &Frame::Pong)?,
+            Frame::Query { sql } => self.query(engine, w, &sql)?,
+            Frame::Append { table, ipc } => {
+                let reply = decode_ipc(ipc)
+                    .map_err(|e| (ErrorCode::Protocol, e.to_string()))
+                    .and_then(|batches| {
+                        let mut n = 0;
+                        for b in &batches {
+                            n += engine.database().append(&table, b).map_err(|e| {
+                                let qe = QueryError::Storage(e);
+                                (error_code(&qe), qe.to_string())
+                            })? as u64;
+                        }
+                        Ok(n)
+                    });
+                match reply {
+                    Ok(n) => write_frame(
+                        w,
+                        &Frame::Done {
+                            tag: "APPEND".into(),
+                            rows: n,
+                        },
+                    )?,
+                    Err((code, message)) => write_frame(w, &Frame::Error { code, message })?,
+                }
+            }
+            Frame::Swap { a, b } => match engine.database().swap_tables(&a, &b) {
+                Ok(_) => write_frame(
+                    w,
+                    &Frame::Done {
+                        tag: "SWAP".into(),
+                        rows: 0,
+                    },
+                )?,
+                Err(e) => {
+                    let qe = QueryError::Storage(e);
+                    write_frame(
+                        w,
+                        &Frame::Error {
+                            code: error_code(&qe),
+                            message: qe.to_string(),
+                        },
+                    )?;
+                }
+            },
+            other => write_frame(
+                w,
+                &Frame::Error {
+                    code: ErrorCode::Protocol,
+                    message: format!("{} is not a request", other.name()),
+                },
+            )?,
+        }
+        Ok(())
+    }
+
     /// Sends a batch as Rows frames, each within the frame limit (halving the rows until it fits).
-    fn write_rows(&self, w: &mut BufWriter<TcpStream>, b: &RecordBatch) -> Result<(), ClientError> {
+    fn write_rows(&self, w: &mut BufWriter<conn::Guarded<'_>>, b: &RecordBatch) -> Result<(), ClientError> {
         let budget = self.config.frame_len_max.saturating_sub(16);
         let mut start = 0;
         let mut rows = b.num_rows().max(1);
@@ -430,10 +480,10 @@ impl Server {
     fn query(
         &self,
         engine: &Engine,
-        w: &mut BufWriter<TcpStream>,
+        w: &mut BufWriter<conn::Guarded<'_>>,
         sql: &str,
     ) -> Result<(), ClientError> {
-        let err = |w: &mut BufWriter<TcpStream>, e: QueryError| {
+        let err = |w: &mut BufWriter<conn::Guarded<'_>>, e: QueryError| {
             write_frame(
                 w,
                 &Frame::Error {
@@ -561,7 +611,20 @@ impl Session for EmbeddedSession {
             .map_err(|e| to_client(QueryError::Storage(e)))
     }
 }
+pub mod conn;
 pub mod pg;
+
+/// Largest Hello frame read before a client authenticated.
+const HELLO_LEN_MAX: usize = 64 << 10;
+
+/// Compares a presented token with the server's in constant time (no early exit on the first
+/// differing byte, so response times do not reveal a prefix). No configured token admits anyone.
+pub(crate) fn token_matches(expected: Option<&str>, presented: &str) -> bool {
+    match expected {
+        None => true,
+        Some(t) => constant_time_eq::constant_time_eq(t.as_bytes(), presented.as_bytes()),
+    }
+}
 
 /// Waits for the client's next request without holding up a server stop: polls the socket in
 /// short steps. Returns `true` when bytes are waiting, `false` when the client closed, stayed

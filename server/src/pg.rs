@@ -7,14 +7,14 @@
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use arrow_array::{
     Array, BooleanArray, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
 };
 use arrow_schema::DataType;
 use journeydb_query::format::cell_text;
+
+use crate::conn::Guarded;
 use journeydb_query::types::DType;
 use journeydb_query::engine::{statement_kind, ParsedStatement, StatementKind};
 use journeydb_query::types::Scalar;
@@ -32,7 +32,6 @@ const PG_EPOCH_US: i64 = 946_684_800_000_000;
 const SSL_REQUEST: i32 = 80_877_103;
 const GSS_REQUEST: i32 = 80_877_104;
 const CANCEL_REQUEST: i32 = 80_877_102;
-const PROTOCOL_3: i32 = 196_608;
 
 /// A protocol failure that ends the connection.
 #[derive(Debug)]
@@ -89,11 +88,11 @@ pub fn sqlstate(e: &QueryError) -> &'static str {
     }
 }
 
-struct Out {
-    w: BufWriter<TcpStream>,
+struct Out<'a> {
+    w: BufWriter<Guarded<'a>>,
 }
 
-impl Out {
+impl Out<'_> {
     fn msg(&mut self, kind: u8, body: &[u8]) -> Result<(), PgClosed> {
         self.w.write_all(&[kind])?;
         self.w.write_all(&((body.len() + 4) as i32).to_be_bytes())?;
@@ -349,19 +348,19 @@ fn prepare(sql: &str, types: Vec<i32>) -> Result<Prepared, QueryError> {
 /// Serves one PostgreSQL connection until it ends.
 pub fn connection(
     stream: TcpStream,
-    engine: &Engine,
-    token: Option<&str>,
-    len_max: usize,
-    stop: &AtomicBool,
-    idle: Duration,
-    slots: &crate::Slots,
+    server: &crate::Server,
+    pending: crate::conn::Pending<'_>,
 ) -> Result<(), PgClosed> {
+    let config = server.config();
+    let stop = server.stopping();
     let probe = stream.try_clone()?;
-    let mut r = BufReader::new(stream.try_clone()?);
+    let evicted = pending.evicted();
+    let mut r = BufReader::new(Guarded::new(stream.try_clone()?, stop, evicted.clone()));
     let mut out = Out {
-        w: BufWriter::new(stream),
+        w: BufWriter::new(Guarded::new(stream, stop, evicted)),
     };
-    // Startup: SSL / GSS requests are declined, then the real startup packet.
+    // Startup, within the authentication deadline: SSL / GSS requests are declined, then the real
+    // startup packet.
     loop {
         let mut len = [0u8; 4];
         r.read_exact(&mut len)?;
@@ -378,7 +377,30 @@ pub fn connection(
                 out.w.flush()?;
             }
             CANCEL_REQUEST => return Ok(()),
-            PROTOCOL_3 => break,
+            v if v >> 16 == 3 => {
+                // Protocol 3.x: journeydb speaks 3.0. A newer minor version, or protocol options
+                // (`_pq_.*`), get a NegotiateProtocolVersion down to 3.0 instead of a refusal.
+                let mut unknown = Vec::new();
+                while let Ok(key) = cstr(&body, &mut pos) {
+                    if key.is_empty() {
+                        break;
+                    }
+                    let _value = cstr(&body, &mut pos)?;
+                    if key.starts_with("_pq_.") {
+                        unknown.push(key);
+                    }
+                }
+                if v & 0xFFFF != 0 || !unknown.is_empty() {
+                    let mut b = 0i32.to_be_bytes().to_vec();
+                    b.extend_from_slice(&(unknown.len() as i32).to_be_bytes());
+                    for k in &unknown {
+                        b.extend_from_slice(k.as_bytes());
+                        b.push(0);
+                    }
+                    out.msg(b'v', &b)?;
+                }
+                break;
+            }
             other => {
                 out.error("08P01", &format!("unsupported protocol {other:#x}"))?;
                 out.w.flush()?;
@@ -386,12 +408,12 @@ pub fn connection(
             }
         }
     }
-    if let Some(t) = token {
+    if let Some(t) = config.token.as_deref() {
         out.msg(b'R', &3i32.to_be_bytes())?;
         out.w.flush()?;
         let (kind, body) = read_msg(&mut r, STARTUP_LEN_MAX)?;
         let mut pos = 0;
-        if kind != b'p' || cstr(&body, &mut pos)? != t {
+        if kind != b'p' || !crate::token_matches(Some(t), &cstr(&body, &mut pos)?) {
             out.error(
                 "28P01",
                 "password authentication failed (the password is the server's token)",
@@ -400,6 +422,19 @@ pub fn connection(
             return Ok(());
         }
     }
+    let Some(_active) = pending.admit(config.max_connections) else {
+        out.error(
+            "53300",
+            &format!(
+                "sorry, too many clients already (limit {})",
+                config.max_connections
+            ),
+        )?;
+        out.w.flush()?;
+        return Ok(());
+    };
+    let engine = &server.engine().session();
+    let (len_max, idle, slots) = (config.frame_len_max, config.idle_timeout, server.slots());
     out.msg(b'R', &0i32.to_be_bytes())?;
     for (k, v) in [
         ("server_version", journeydb_query::SERVER_VERSION),
@@ -427,33 +462,82 @@ pub fn connection(
         if !crate::await_request(&r, &probe, stop, idle)? {
             return Ok(());
         }
+        r.get_mut().set_deadline(config.io_timeout);
         let (kind, body) = read_msg(&mut r, len_max)?;
-        let _slot = slots.acquire();
-        let mut pos = 0;
+        out.w.get_mut().set_deadline(config.io_timeout);
         if failed && !matches!(kind, b'S' | b'X') {
             continue;
         }
+        if kind == b'X' {
+            return Ok(());
+        }
+        let outcome = crate::conn::isolate(|| {
+            let _slot = slots.acquire();
+            message(
+                &mut out,
+                engine,
+                kind,
+                &body,
+                &mut statements,
+                &mut portals,
+                &mut failed,
+            )
+        });
+        match outcome {
+            Ok(Ok(Flow::Continue)) => {}
+            Ok(Ok(Flow::Close)) => return Ok(()),
+            Ok(Err(PgClosed)) => return Err(PgClosed),
+            Err(m) => {
+                out.error("XX000", &m)?;
+                // Like any error in an extended-protocol exchange: skip to the next Sync.
+                failed = kind != b'Q';
+                if kind == b'Q' {
+                    out.ready()?;
+                }
+            }
+        }
+    }
+}
+
+/// What the connection does after a message.
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Answers one frontend message.
+fn message(
+    out: &mut Out,
+    engine: &Engine,
+    kind: u8,
+    body: &[u8],
+    statements: &mut HashMap<String, Prepared>,
+    portals: &mut HashMap<String, Portal>,
+    failed: &mut bool,
+) -> Result<Flow, PgClosed> {
+    let mut pos = 0;
+    {
         match kind {
             b'Q' => {
-                let sql = cstr(&body, &mut pos)?;
-                simple_query(&mut out, engine, &sql)?;
+                let sql = cstr(body, &mut pos)?;
+                simple_query(out, engine, &sql)?;
                 out.ready()?;
             }
             b'P' => {
-                let name = cstr(&body, &mut pos)?;
-                let sql = cstr(&body, &mut pos)?;
-                let n = be_i16(&body, &mut pos)?.max(0) as usize;
+                let name = cstr(body, &mut pos)?;
+                let sql = cstr(body, &mut pos)?;
+                let n = be_i16(body, &mut pos)?.max(0) as usize;
                 // Counts come from the wire: check them against the bytes present before allocating.
                 if body.len().saturating_sub(pos) < n * 4 {
                     return Err(PgClosed);
                 }
                 let types = (0..n)
-                    .map(|_| be_i32(&body, &mut pos))
+                    .map(|_| be_i32(body, &mut pos))
                     .collect::<Result<Vec<_>, _>>()?;
                 if !name.is_empty() && !statements.contains_key(&name) && statements.len() >= PREPARED_MAX {
                     out.error("53400", &format!("too many prepared statements on this connection (limit {PREPARED_MAX}); close some"))?;
-                    failed = true;
-                    continue;
+                    *failed = true;
+                    return Ok(Flow::Continue);
                 }
                 match prepare(&sql, types) {
                     Ok(p) => {
@@ -462,27 +546,27 @@ pub fn connection(
                     }
                     Err(e) => {
                         out.error(sqlstate(&e), &e.to_string())?;
-                        failed = true;
+                        *failed = true;
                     }
                 }
             }
             b'B' => {
-                let portal = cstr(&body, &mut pos)?;
-                let stmt = cstr(&body, &mut pos)?;
-                let nf = be_i16(&body, &mut pos)?.max(0) as usize;
+                let portal = cstr(body, &mut pos)?;
+                let stmt = cstr(body, &mut pos)?;
+                let nf = be_i16(body, &mut pos)?.max(0) as usize;
                 if body.len().saturating_sub(pos) < nf * 2 {
                     return Err(PgClosed);
                 }
                 let pformats = (0..nf)
-                    .map(|_| be_i16(&body, &mut pos))
+                    .map(|_| be_i16(body, &mut pos))
                     .collect::<Result<Vec<_>, _>>()?;
-                let np = be_i16(&body, &mut pos)?.max(0) as usize;
+                let np = be_i16(body, &mut pos)?.max(0) as usize;
                 if body.len().saturating_sub(pos) < np * 4 {
                     return Err(PgClosed);
                 }
                 let mut values = Vec::with_capacity(np);
                 for _ in 0..np {
-                    let len = be_i32(&body, &mut pos)?;
+                    let len = be_i32(body, &mut pos)?;
                     if len < 0 {
                         values.push(None);
                     } else {
@@ -491,20 +575,20 @@ pub fn connection(
                         pos = end;
                     }
                 }
-                let nr = be_i16(&body, &mut pos)?.max(0) as usize;
+                let nr = be_i16(body, &mut pos)?.max(0) as usize;
                 if body.len().saturating_sub(pos) < nr * 2 {
                     return Err(PgClosed);
                 }
                 let formats = (0..nr)
-                    .map(|_| be_i16(&body, &mut pos))
+                    .map(|_| be_i16(body, &mut pos))
                     .collect::<Result<Vec<_>, _>>()?;
                 let Some(prepared) = statements.get(&stmt) else {
                     out.error(
                         "26000",
                         &format!("prepared statement {stmt:?} does not exist"),
                     )?;
-                    failed = true;
-                    continue;
+                    *failed = true;
+                    return Ok(Flow::Continue);
                 };
                 if values.len() != prepared.params {
                     out.error(
@@ -515,13 +599,13 @@ pub fn connection(
                             prepared.params
                         ),
                     )?;
-                    failed = true;
-                    continue;
+                    *failed = true;
+                    return Ok(Flow::Continue);
                 }
                 if !portal.is_empty() && !portals.contains_key(&portal) && portals.len() >= PORTALS_MAX {
                     out.error("53400", &format!("too many open portals on this connection (limit {PORTALS_MAX}); close some"))?;
-                    failed = true;
-                    continue;
+                    *failed = true;
+                    return Ok(Flow::Continue);
                 }
                 let params: Result<Vec<Scalar>, String> = values
                     .iter()
@@ -549,14 +633,14 @@ pub fn connection(
                     }
                     Err(e) => {
                         out.error("22023", &e)?;
-                        failed = true;
+                        *failed = true;
                     }
                 }
             }
             b'D' => {
                 let what = body.first().copied().ok_or(PgClosed)?;
                 pos = 1;
-                let name = cstr(&body, &mut pos)?;
+                let name = cstr(body, &mut pos)?;
                 let described = if what == b'S' {
                     match statements.get(&name) {
                         Some(p) => {
@@ -574,8 +658,8 @@ pub fn connection(
                                 "26000",
                                 &format!("prepared statement {name:?} does not exist"),
                             )?;
-                            failed = true;
-                            continue;
+                            *failed = true;
+                            return Ok(Flow::Continue);
                         }
                     }
                 } else {
@@ -583,8 +667,8 @@ pub fn connection(
                         Some(p) => p.stmt.as_ref().map(|(s, _)| (s, p.formats.clone())),
                         None => {
                             out.error("34000", &format!("portal {name:?} does not exist"))?;
-                            failed = true;
-                            continue;
+                            *failed = true;
+                            return Ok(Flow::Continue);
                         }
                     }
                 };
@@ -593,34 +677,34 @@ pub fn connection(
                     Some((Ok(Some(cols)), formats)) => out.row_description(&cols, &formats)?,
                     Some((Err(e), _)) => {
                         out.error(sqlstate(&e), &e.to_string())?;
-                        failed = true;
+                        *failed = true;
                     }
                 }
             }
             b'E' => {
-                let name = cstr(&body, &mut pos)?;
+                let name = cstr(body, &mut pos)?;
                 let Some(p) = portals.get(&name) else {
                     out.error("34000", &format!("portal {name:?} does not exist"))?;
-                    failed = true;
-                    continue;
+                    *failed = true;
+                    return Ok(Flow::Continue);
                 };
                 match &p.stmt {
                     None => out.msg(b'I', &[])?,
                     Some(stmt) => {
-                        if !execute(&mut out, engine, stmt, &p.formats, false)? {
-                            failed = true;
+                        if !execute(out, engine, stmt, &p.formats, false)? {
+                            *failed = true;
                         }
                     }
                 }
             }
             b'S' => {
-                failed = false;
+                *failed = false;
                 out.ready()?;
             }
             b'C' => {
                 let what = body.first().copied().ok_or(PgClosed)?;
                 pos = 1;
-                let name = cstr(&body, &mut pos)?;
+                let name = cstr(body, &mut pos)?;
                 if what == b'S' {
                     statements.remove(&name);
                 } else {
@@ -629,14 +713,15 @@ pub fn connection(
                 out.msg(b'3', &[])?;
             }
             b'H' => out.w.flush()?,
-            b'X' => return Ok(()),
+            b'X' => return Ok(Flow::Close),
             other => {
                 out.error("08P01", &format!("unsupported message {:?}", other as char))?;
                 out.w.flush()?;
-                return Ok(());
+                return Ok(Flow::Close);
             }
         }
     }
+    Ok(Flow::Continue)
 }
 
 /// Runs one parsed statement; `describe` sends its RowDescription first (simple protocol). Returns

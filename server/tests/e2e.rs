@@ -47,6 +47,8 @@ fn start(token: Option<&str>, max_connections: usize) -> Running {
         // Fewer slots than the concurrency test's clients: requests queue for them.
         max_running: 2,
         query_memory_max: Some(64 << 20),
+        io_timeout: Duration::from_secs(3),
+        max_pending: 8,
     };
     let server = Server::bind(config, engine.clone()).unwrap();
     let addr = server.local_addr().unwrap();

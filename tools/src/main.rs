@@ -42,13 +42,16 @@ commands:
         goals, median time to goal) and writes it as an SVG or HTML chart.
   serve --db DIR [--listen 127.0.0.1:5433] [--pg-listen 127.0.0.1:5434|off] [--token T]
       [--max-connections 64] [--max-running 2xCPUs] [--query-memory-mb 8192]
-      [--frame-max-bytes 67108864] [--idle-timeout-s 300] [--key-type varchar|bigint]
+      [--frame-max-bytes 67108864] [--idle-timeout-s 300] [--io-timeout-s 30]
+      [--max-pending 16] [--key-type varchar|bigint]
         Serves the database (created if missing) over the native protocol (client/PROTOCOL.md)
         and the PostgreSQL wire protocol (psql, drivers; the password is the token), both on
         loopback by default. The token may also come from JOURNEYDB_TOKEN. SIGTERM or ctrl-c
         stops accepting, lets running requests finish, flushes, and exits 0. At most
         --max-running requests execute at once; the others wait for a slot. A query whose
-        scans would decode more than --query-memory-mb is refused (0: no bound).
+        scans would decode more than --query-memory-mb is refused (0: no bound). At most
+        --max-pending connections may be authenticating at once (5 s each); a request must
+        arrive, and its response be read, within --io-timeout-s in total.
   sql --db DIR | --connect HOST:PORT [--token T] [-c SQL].. [-f FILE].. [--format table|csv|json]
       [--continue-on-error] [--key-type varchar|bigint]
         Runs SQL statements against an embedded database (created if missing, with the given key

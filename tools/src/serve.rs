@@ -58,6 +58,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 config.idle_timeout =
                     Duration::from_secs(num("--idle-timeout-s", val("--idle-timeout-s")?)?.max(1))
             }
+            "--io-timeout-s" => {
+                config.io_timeout =
+                    Duration::from_secs(num("--io-timeout-s", val("--io-timeout-s")?)?.max(1))
+            }
+            "--max-pending" => {
+                config.max_pending = num("--max-pending", val("--max-pending")?)?.max(1) as usize
+            }
             "--key-type" => {
                 key_type = match val("--key-type")?.to_ascii_lowercase().as_str() {
                     "varchar" => KeyType::Varchar,
