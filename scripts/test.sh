@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of journeydb: the one command README.md documents and .ci/run calls.
 # Installs what the tests need beyond cargo: the Python `duckdb` and `pyarrow` packages (the oracle
-# of the differential SQL test and the DuckDB side of the bench smoke test). Then runs
-# `cargo test --workspace` and ends with one line totalling every test binary's results.
+# of the differential SQL test and the DuckDB side of the bench smoke test), `psql` (Debian's
+# postgresql-client) and the PostgreSQL drivers psycopg2, psycopg 3, pg8000, asyncpg and SQLAlchemy
+# (tools/tests/pg_clients.rs runs them against `journeydb serve`). Then runs `cargo test
+# --workspace` and ends with one line totalling every test binary's results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DUCKDB_VERSION=2.0.1
@@ -10,6 +12,22 @@ if ! python3 -c "import duckdb, pyarrow, sys; sys.exit(duckdb.__version__ != '$D
   echo "installing the Python packages duckdb $DUCKDB_VERSION and pyarrow (the DuckDB side of the differential test and the bench smoke test)"
   python3 -m pip install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION" pyarrow || {
     echo "error: could not install duckdb==$DUCKDB_VERSION and pyarrow with pip; the tests need them" >&2
+    exit 1
+  }
+fi
+if ! command -v psql >/dev/null 2>&1; then
+  echo "installing postgresql-client (psql, for the PostgreSQL protocol tests)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null; } || {
+    echo "error: could not install postgresql-client with apt-get; the tests need psql" >&2
+    exit 1
+  }
+fi
+DRIVERS="psycopg2-binary==2.9.13 psycopg[binary]==3.3.9 pg8000==1.31.6 asyncpg==0.32.0 SQLAlchemy==2.1.9"
+if ! python3 -c "import psycopg2, psycopg, pg8000, asyncpg, sqlalchemy" 2>/dev/null; then
+  echo "installing the Python PostgreSQL drivers ($DRIVERS)"
+  # shellcheck disable=SC2086
+  python3 -m pip install --quiet --disable-pip-version-check $DRIVERS || {
+    echo "error: could not install the PostgreSQL drivers with pip; the tests need them" >&2
     exit 1
   }
 fi

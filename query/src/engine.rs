@@ -12,7 +12,7 @@ use arrow_array::builder::{
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use journeydb_storage::{
-    CatalogOp, ColumnDef, Database, KeyType, MergeRule, Snapshot, TableSchema,
+    CatalogOp, ColumnDef, Database, MergeRule, Snapshot, TableSchema,
 };
 use sqlparser::ast::{self, Statement};
 
@@ -169,6 +169,17 @@ impl Engine {
                 let mut q = q.clone();
                 let n = crate::parse::param_count(q.as_mut())?;
                 crate::parse::bind_params(q.as_mut(), &vec![Scalar::Null; n])?;
+                if crate::catalog::is_catalog_query(&q) {
+                    // Catalog relations are tiny: the columns come from running the query.
+                    let b = self.catalog_query(&q, &snap)?;
+                    return Ok(Some(
+                        b.schema()
+                            .fields()
+                            .iter()
+                            .map(|f| (f.name().clone(), dtype_of_arrow(f.data_type())))
+                            .collect(),
+                    ));
+                }
                 let plan = plan_query(&q, &self.ctx(&snap))?;
                 Ok(Some(
                     plan.plan
@@ -203,8 +214,20 @@ impl Engine {
             ));
         };
         let snap = self.db.snapshot();
+        if crate::catalog::is_catalog_query(q) {
+            return Ok(crate::exec::BatchStream::whole(
+                self.catalog_query(q, &snap)?,
+                &snap,
+            ));
+        }
         let plan = plan_query(q, &self.ctx(&snap))?;
         crate::exec::stream_query(&plan, &snap)
+    }
+
+    /// Runs a query over the catalog relations (or without FROM); see [`crate::catalog`].
+    fn catalog_query(&self, q: &ast::Query, snap: &Snapshot) -> Result<RecordBatch> {
+        let settings = self.settings().clone();
+        crate::catalog::run(q, snap, &|name| settings.show(name), self.now())
     }
 
     fn ctx<'a>(&self, snap: &'a Snapshot) -> PlanCtx<'a> {
@@ -226,6 +249,9 @@ impl Engine {
         match stmt {
             Statement::Query(q) => {
                 let snap = self.db.snapshot();
+                if crate::catalog::is_catalog_query(q) {
+                    return Ok(Output::Rows(self.catalog_query(q, &snap)?));
+                }
                 let plan = plan_query(q, &self.ctx(&snap))?;
                 Ok(Output::Rows(run_query(&plan, &snap)?))
             }
@@ -616,6 +642,133 @@ impl Engine {
         Ok(batch.num_rows() as u64)
     }
 
+    /// The types of a statement's parameters `$1..$n` as PostgreSQL would infer them from their
+    /// context (`None`: unknown, read as text): a value of `INSERT .. VALUES` takes its target
+    /// column's type, and one side of a comparison, `IN` list or `BETWEEN` the other side's when
+    /// that is a column of a table the statement names; LIMIT / OFFSET take BIGINT.
+    pub fn param_types(&self, stmt: &Statement, n: usize) -> Vec<Option<DType>> {
+        let mut out = vec![None; n];
+        let snap = self.db.snapshot();
+        let key_dtype: DType = snap.key_type().into();
+        let mut tables = Vec::new();
+        let _ = ast::visit_relations(stmt, |name| {
+            if let Ok(t) = single_name(name).and_then(|n| {
+                snap.table(&n)
+                    .map_err(|_| QueryError::TableNotFound(n.clone()))
+            }) {
+                tables.push(t);
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        let column_type = |e: &ast::Expr| -> Option<DType> {
+            let name = match e {
+                ast::Expr::Identifier(i) => i.value.to_ascii_lowercase(),
+                ast::Expr::CompoundIdentifier(p) => p.last()?.value.to_ascii_lowercase(),
+                _ => return None,
+            };
+            tables.iter().find_map(|t| {
+                let s = t.schema();
+                if s.key_name.eq_ignore_ascii_case(&name) {
+                    return Some(key_dtype);
+                }
+                s.columns
+                    .iter()
+                    .find(|c| c.name.eq_ignore_ascii_case(&name))
+                    .map(|c| c.ty.into())
+            })
+        };
+        let placeholder = |e: &ast::Expr| match e {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::Placeholder(p) => p
+                    .strip_prefix('$')
+                    .and_then(|d| d.parse::<usize>().ok())
+                    .filter(|i| (1..=n).contains(i)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let mut set = |e: &ast::Expr, t: Option<DType>| {
+            if let (Some(i), Some(t)) = (placeholder(e), t) {
+                if let Some(slot) = out.get_mut(i - 1) {
+                    slot.get_or_insert(t);
+                }
+            }
+        };
+        if let Statement::Insert(ins) = stmt {
+            if let (ast::TableObject::TableName(tn), Some(src)) = (&ins.table, &ins.source) {
+                if let (Ok(t), ast::SetExpr::Values(v)) = (
+                    single_name(tn).and_then(|n| {
+                        snap.table(&n)
+                            .map_err(|_| QueryError::TableNotFound(n.clone()))
+                    }),
+                    src.body.as_ref(),
+                ) {
+                    let sch = t.schema();
+                    let all: Vec<(String, DType)> = std::iter::once((sch.key_name.clone(), key_dtype))
+                        .chain(sch.columns.iter().map(|c| (c.name.clone(), c.ty.into())))
+                        .collect();
+                    let targets: Vec<Option<DType>> = if ins.columns.is_empty() {
+                        all.iter().map(|(_, t)| Some(*t)).collect()
+                    } else {
+                        ins.columns
+                            .iter()
+                            .map(|c| {
+                                let c = c.to_string();
+                                all.iter()
+                                    .find(|(a, _)| a.eq_ignore_ascii_case(&c))
+                                    .map(|(_, t)| *t)
+                            })
+                            .collect()
+                    };
+                    for row in &v.rows {
+                        for (e, t) in row.content.iter().zip(&targets) {
+                            set(e, *t);
+                        }
+                    }
+                }
+            }
+        }
+        let _ = ast::visit_expressions(stmt, |e| {
+            use ast::BinaryOperator as B;
+            match e {
+                ast::Expr::BinaryOp {
+                    left,
+                    op: B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq,
+                    right,
+                } => {
+                    set(right, column_type(left));
+                    set(left, column_type(right));
+                }
+                ast::Expr::In {
+                    expr,
+                    target: ast::InTarget::List(list),
+                    ..
+                } => {
+                    for x in list {
+                        set(x, column_type(expr));
+                    }
+                }
+                ast::Expr::Between { expr, low, high, .. } => {
+                    set(low, column_type(expr));
+                    set(high, column_type(expr));
+                }
+                _ => {}
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        if let Statement::Query(q) = stmt {
+            if let Some(ast::LimitClause::LimitOffset { limit, offset, .. }) = &q.limit_clause {
+                if let Some(l) = limit {
+                    set(l, Some(DType::Bigint));
+                }
+                if let Some(o) = offset {
+                    set(&o.value, Some(DType::Bigint));
+                }
+            }
+        }
+        out
+    }
+
     fn insert(&self, ins: &ast::Insert) -> Result<Output> {
         let ast::TableObject::TableName(tn) = &ins.table else {
             return Err(QueryError::Unsupported(
@@ -875,7 +1028,11 @@ fn sql_type(t: &ast::DataType) -> Result<DType> {
 fn coerce(s: Scalar, to: DType) -> Result<Scalar> {
     Ok(match (s, to) {
         (Scalar::Null, _) => Scalar::Null,
-        (Scalar::Str(v), DType::Timestamp) => Scalar::Ts(crate::types::parse_timestamp(&v)?),
+        // A quoted literal (or a parameter of unknown type) takes the column's type, as an
+        // untyped literal does in PostgreSQL and DuckDB: '5' into a BIGINT is 5.
+        (Scalar::Str(v), t @ (DType::Timestamp | DType::Bigint | DType::Double | DType::Boolean)) => {
+            crate::plan::cast_lit(Scalar::Str(v), t)?
+        }
         (Scalar::Int(v), DType::Double) => Scalar::Float(v as f64),
         (s, t) if s.dtype() == t => s,
         (s, t) => {
@@ -954,11 +1111,13 @@ fn scalars_to_array(vals: &[Scalar], t: DType) -> Result<ArrayRef> {
     })
 }
 
-#[allow(dead_code)]
-fn key_type_name(k: KeyType) -> &'static str {
-    match k {
-        KeyType::Varchar => "VARCHAR",
-        KeyType::Bigint => "BIGINT",
+fn dtype_of_arrow(t: &DataType) -> DType {
+    match t {
+        DataType::Int64 => DType::Bigint,
+        DataType::Float64 => DType::Double,
+        DataType::Boolean => DType::Boolean,
+        DataType::Timestamp(..) => DType::Timestamp,
+        _ => DType::Varchar,
     }
 }
 

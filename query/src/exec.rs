@@ -807,12 +807,28 @@ pub struct BatchStream {
     chunks: std::vec::IntoIter<Frame>,
     snap: Snapshot,
     ready: Option<std::vec::IntoIter<RecordBatch>>,
+    /// The schema of a result computed whole (it is that batch's).
+    whole_schema: Option<Arc<Schema>>,
 }
 
 impl BatchStream {
     /// The schema of every batch, known before the first one (a result may have none).
     pub fn schema(&self) -> Arc<Schema> {
-        output_schema(&self.cols)
+        match &self.whole_schema {
+            Some(s) => s.clone(),
+            None => output_schema(&self.cols),
+        }
+    }
+
+    /// A stream of one batch computed whole.
+    pub fn whole(b: RecordBatch, snap: &Snapshot) -> BatchStream {
+        BatchStream {
+            cols: Vec::new(),
+            chunks: Vec::new().into_iter(),
+            snap: snap.clone(),
+            whole_schema: Some(b.schema()),
+            ready: Some(vec![b].into_iter()),
+        }
     }
 }
 
@@ -839,12 +855,7 @@ impl Iterator for BatchStream {
 
 /// Runs a query plan as a stream of batches (see [`BatchStream`]).
 pub fn stream_query(q: &QueryPlan, snap: &Snapshot) -> Result<BatchStream> {
-    let whole = |b: RecordBatch| BatchStream {
-        cols: Vec::new(),
-        chunks: Vec::new().into_iter(),
-        snap: snap.clone(),
-        ready: Some(vec![b].into_iter()),
-    };
+    let whole = |b: RecordBatch| BatchStream::whole(b, snap);
     if matches!(q.plan, Plan::System { .. }) || !q.order.is_empty() {
         return Ok(whole(run_query(q, snap)?));
     }
@@ -880,6 +891,7 @@ pub fn stream_query(q: &QueryPlan, snap: &Snapshot) -> Result<BatchStream> {
         chunks: chunks.into_iter(),
         snap: snap.clone(),
         ready: None,
+        whole_schema: None,
     })
 }
 

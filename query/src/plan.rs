@@ -1124,7 +1124,11 @@ fn lit_of(v: &ast::Value) -> Result<Scalar> {
                     .map_err(|_| QueryError::InvalidValue(format!("number {n}")))?,
             ),
         },
-        ast::Value::SingleQuotedString(s) => Scalar::Str(s.clone()),
+        // E'..' strings arrive with their escapes already resolved by the tokenizer.
+        ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => {
+            Scalar::Str(s.clone())
+        }
+        ast::Value::DollarQuotedString(d) => Scalar::Str(d.value.clone()),
         ast::Value::Boolean(b) => Scalar::Bool(*b),
         ast::Value::Null => Scalar::Null,
         other => return unsupported(format!("literal {other}")),
@@ -1148,7 +1152,7 @@ fn dtype_of_sql(t: &ast::DataType) -> Result<DType> {
 }
 
 /// Casts a constant to `to` (implicit casts of literals and explicit CASTs of constants).
-fn cast_lit(s: Scalar, to: DType) -> Result<Scalar> {
+pub(crate) fn cast_lit(s: Scalar, to: DType) -> Result<Scalar> {
     Ok(match (s, to) {
         (Scalar::Null, _) => Scalar::Null,
         (Scalar::Str(v), DType::Timestamp) => Scalar::Ts(parse_timestamp(&v)?),

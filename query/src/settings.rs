@@ -34,6 +34,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("extra_float_digits", "1"),
     ("is_superuser", "off"),
     ("max_identifier_length", "63"),
+    ("session_authorization", "journeydb"),
 ];
 
 /// A session's settings.
@@ -91,7 +92,13 @@ impl Settings {
 
     /// The value `SHOW name` answers, if the setting is known.
     pub fn show(&self, name: &str) -> Option<String> {
-        let name = name.to_ascii_lowercase();
+        let name = match name.to_ascii_lowercase().as_str() {
+            // SQL's spellings of some parameters.
+            "transaction isolation level" => "transaction_isolation".to_string(),
+            "time zone" => "timezone".to_string(),
+            "session authorization" => "session_authorization".to_string(),
+            other => other.to_string(),
+        };
         if let Some(v) = self.values.get(&name) {
             return Some(v.clone());
         }

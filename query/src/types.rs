@@ -145,7 +145,41 @@ fn days_in_month(y: i64, m: i64) -> i64 {
     days_from_civil(ny, nm, 1) - days_from_civil(y, m, 1)
 }
 
-/// Parses `YYYY-MM-DD[ |T]HH:MM[:SS[.ffffff]]` (or a date alone) as µs since the epoch (UTC).
+/// Splits a time of day from its zone offset: (`HH:MM[:SS[.f]]`, offset in µs east of UTC).
+/// `None` for a malformed offset.
+fn split_offset(time: &str) -> Option<(&str, i64)> {
+    let time = time.trim();
+    if let Some(t) = time.strip_suffix('Z').or_else(|| time.strip_suffix('z')) {
+        return Some((t.trim_end(), 0));
+    }
+    let Some(at) = time.rfind(['+', '-']) else {
+        return Some((time, 0));
+    };
+    let (clock, zone) = time.split_at(at);
+    let sign = if zone.starts_with('-') { -1 } else { 1 };
+    let digits: String = zone.get(1..)?.chars().filter(|c| *c != ':').collect();
+    if digits.is_empty() || digits.len() > 6 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        match digits.get(r) {
+            Some("") | None => Some(0),
+            Some(d) => d.parse().ok(),
+        }
+    };
+    let (h, m, sec) = match digits.len() {
+        1 | 2 => (num(0..digits.len())?, 0, 0),
+        3 | 4 => (num(0..digits.len() - 2)?, num(digits.len() - 2..digits.len())?, 0),
+        _ => (num(0..2)?, num(2..4)?, num(4..digits.len())?),
+    };
+    if h > 15 || m > 59 || sec > 59 {
+        return None;
+    }
+    Some((clock.trim_end(), sign * ((h * 60 + m) * 60 + sec) * 1_000_000))
+}
+
+/// Parses `YYYY-MM-DD[ |T]HH:MM[:SS[.ffffff]][zone]` (or a date alone) as µs since the epoch
+/// (UTC); a zone (`Z`, `+09:00`, `-0530`) converts the time to UTC.
 pub fn parse_timestamp(s: &str) -> Result<i64> {
     let bad = || {
         QueryError::InvalidValue(format!(
@@ -173,7 +207,9 @@ pub fn parse_timestamp(s: &str) -> Result<i64> {
     }
     let mut us = days_from_civil(y, m, d) * US_PER_DAY;
     if let Some(time) = time {
-        let time = time.trim_end_matches('Z');
+        // A zone suffix (`Z`, `+09:00`, `-0530`, `+00`) converts the local time to UTC.
+        let (time, offset_us) = split_offset(time).ok_or_else(bad)?;
+        us -= offset_us;
         let mut tp = time.splitn(3, ':');
         let h: i64 = tp.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
         let mi: i64 = tp.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
@@ -305,12 +341,26 @@ mod tests {
             parse_timestamp("2026-01-01T00:00:00Z").unwrap(),
             1_767_225_600_000_000
         );
+        // Zone offsets convert to UTC.
+        let utc = parse_timestamp("2026-01-01 00:00:00").unwrap();
+        for (s, delta_h) in [
+            ("2026-01-01 09:00:00+09:00", 0),
+            ("2026-01-01 09:00:00+09", 0),
+            ("2025-12-31 19:00:00-0500", 0),
+            ("2026-01-01 00:00:00+00:00", 0),
+            ("2026-01-01T01:00:00.000000+01:00", 0),
+            ("2026-01-01 00:00:00-01", 1),
+        ] {
+            assert_eq!(parse_timestamp(s).unwrap(), utc + delta_h * 3_600_000_000, "{s}");
+        }
         for bad in [
             "2026-02-30",
             "2026-13-01",
             "x",
             "2026-01-01 25:00:00",
             "2026-01-01 10:00:00.1234567",
+            "2026-01-01 10:00:00+99:00",
+            "2026-01-01 10:00:00+ab",
         ] {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }

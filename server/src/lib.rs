@@ -82,29 +82,43 @@ pub enum ServerError {
     },
 }
 
-/// The error class of a query error on the wire: one exhaustive match.
+/// The error class of a query error on the wire (see [`classify`]).
 pub fn error_code(e: &QueryError) -> ErrorCode {
+    classify(e).0
+}
+
+/// Every query and storage error's native error code and SQLSTATE: one exhaustive match with no
+/// wildcard, so a new error variant cannot compile until it is classified for both protocols.
+pub fn classify(e: &QueryError) -> (ErrorCode, &'static str) {
+    use journeydb_storage::StorageError as S;
     match e {
-        QueryError::Syntax(_)
-        | QueryError::Unsupported(_)
-        | QueryError::TableNotFound(_)
-        | QueryError::ColumnNotFound(_)
-        | QueryError::Type(_)
-        | QueryError::InvalidValue(_) => ErrorCode::User,
+        QueryError::Syntax(_) => (ErrorCode::User, "42601"),
+        QueryError::Unsupported(_) => (ErrorCode::User, "0A000"),
+        QueryError::TableNotFound(_) => (ErrorCode::User, "42P01"),
+        QueryError::ColumnNotFound(_) => (ErrorCode::User, "42703"),
+        QueryError::Type(_) => (ErrorCode::User, "42804"),
+        QueryError::InvalidValue(_) => (ErrorCode::User, "22023"),
+        QueryError::MemoryLimit { .. } => (ErrorCode::Limit, "53200"),
+        QueryError::TooComplex(_) => (ErrorCode::Limit, "54001"),
+        QueryError::Internal(_) => (ErrorCode::Internal, "XX000"),
         QueryError::Storage(s) => match s {
-            journeydb_storage::StorageError::TableNotFound(_)
-            | journeydb_storage::StorageError::TableExists(_)
-            | journeydb_storage::StorageError::ColumnNotFound { .. }
-            | journeydb_storage::StorageError::InvalidName { .. }
-            | journeydb_storage::StorageError::InvalidSchema(_)
-            | journeydb_storage::StorageError::InvalidBatch { .. }
-            | journeydb_storage::StorageError::InvalidKey(_)
-            | journeydb_storage::StorageError::InvalidOption(_)
-            | journeydb_storage::StorageError::VersionNotKept(_) => ErrorCode::User,
-            _ => ErrorCode::Storage,
+            S::TableNotFound(_) => (ErrorCode::User, "42P01"),
+            S::TableExists(_) => (ErrorCode::User, "42P07"),
+            S::ColumnNotFound { .. } => (ErrorCode::User, "42703"),
+            S::InvalidName { .. } => (ErrorCode::User, "42602"),
+            S::InvalidSchema(_) | S::InvalidBatch { .. } | S::InvalidKey(_) => {
+                (ErrorCode::User, "22023")
+            }
+            S::InvalidOption(_) => (ErrorCode::User, "22023"),
+            S::VersionNotKept(_) => (ErrorCode::User, "22023"),
+            S::Io { .. } => (ErrorCode::Storage, "58030"),
+            S::ChecksumMismatch { .. } | S::Corrupt { .. } => (ErrorCode::Storage, "XX001"),
+            S::UnsupportedVersion { .. } => (ErrorCode::Storage, "58000"),
+            S::AlreadyExists(_) | S::NotADatabase(_) | S::Locked(_) => {
+                (ErrorCode::Storage, "58000")
+            }
+            S::WalPoisoned(_) => (ErrorCode::Storage, "58030"),
         },
-        QueryError::MemoryLimit { .. } | QueryError::TooComplex(_) => ErrorCode::Limit,
-        QueryError::Internal(_) => ErrorCode::Internal,
     }
 }
 

@@ -63,29 +63,9 @@ fn dtype_of(dt: &DataType) -> DType {
     }
 }
 
-/// SQLSTATE of a query error.
+/// SQLSTATE of a query error (see [`crate::classify`]).
 pub fn sqlstate(e: &QueryError) -> &'static str {
-    match e {
-        QueryError::Syntax(_) => "42601",
-        QueryError::Unsupported(_) => "0A000",
-        QueryError::TableNotFound(_) => "42P01",
-        QueryError::ColumnNotFound(_) => "42703",
-        QueryError::Type(_) => "42804",
-        QueryError::InvalidValue(_) => "22023",
-        QueryError::Storage(s) => match s {
-            journeydb_storage::StorageError::TableExists(_) => "42P07",
-            journeydb_storage::StorageError::TableNotFound(_) => "42P01",
-            journeydb_storage::StorageError::ColumnNotFound { .. } => "42703",
-            journeydb_storage::StorageError::InvalidName { .. } => "42602",
-            journeydb_storage::StorageError::InvalidSchema(_)
-            | journeydb_storage::StorageError::InvalidBatch { .. }
-            | journeydb_storage::StorageError::InvalidKey(_) => "22023",
-            _ => "58000",
-        },
-        QueryError::MemoryLimit { .. } => "53200",
-        QueryError::TooComplex(_) => "54001",
-        QueryError::Internal(_) => "XX000",
-    }
+    crate::classify(e).1
 }
 
 struct Out<'a> {
@@ -325,8 +305,10 @@ struct Portal {
     formats: Vec<i16>,
 }
 
-/// Parses the SQL of a Parse message: at most one statement.
-fn prepare(sql: &str, types: Vec<i32>) -> Result<Prepared, QueryError> {
+/// Parses the SQL of a Parse message: at most one statement. Parameters whose type Parse left
+/// unspecified get the type their context implies (see [`Engine::param_types`]), so drivers that
+/// ask (Describe) send, and we read, values of the column's type.
+fn prepare(engine: &Engine, sql: &str, mut types: Vec<i32>) -> Result<Prepared, QueryError> {
     let mut stmts = Engine::parse(sql)?;
     if stmts.len() > 1 {
         return Err(QueryError::Syntax(
@@ -338,6 +320,15 @@ fn prepare(sql: &str, types: Vec<i32>) -> Result<Prepared, QueryError> {
         Some((s, _)) => journeydb_query::parse::param_count(s)?,
         None => 0,
     };
+    if let Some((s, _)) = &stmt {
+        let inferred = engine.param_types(s, params);
+        types.resize(params.max(types.len()), 0);
+        for (t, i) in types.iter_mut().zip(inferred) {
+            if *t == 0 {
+                *t = i.map_or(0, |d| oid(d).0);
+            }
+        }
+    }
     Ok(Prepared {
         stmt,
         types,
@@ -539,7 +530,7 @@ fn message(
                     *failed = true;
                     return Ok(Flow::Continue);
                 }
-                match prepare(&sql, types) {
+                match prepare(engine, &sql, types) {
                     Ok(p) => {
                         statements.insert(name, p);
                         out.msg(b'1', &[])?;
