@@ -68,11 +68,11 @@ pub fn sqlstate(e: &QueryError) -> &'static str {
     crate::classify(e).1
 }
 
-struct Out<'a> {
-    w: BufWriter<Guarded<'a>>,
+struct Out<W: Write> {
+    w: BufWriter<W>,
 }
 
-impl Out<'_> {
+impl<W: Write> Out<W> {
     fn msg(&mut self, kind: u8, body: &[u8]) -> Result<(), PgClosed> {
         self.w.write_all(&[kind])?;
         self.w.write_all(&((body.len() + 4) as i32).to_be_bytes())?;
@@ -497,8 +497,8 @@ enum Flow {
 }
 
 /// Answers one frontend message.
-fn message(
-    out: &mut Out,
+fn message<W: Write>(
+    out: &mut Out<W>,
     engine: &Engine,
     kind: u8,
     body: &[u8],
@@ -717,8 +717,8 @@ fn message(
 
 /// Runs one parsed statement; `describe` sends its RowDescription first (simple protocol). Returns
 /// false on an error (already reported).
-fn execute(
-    out: &mut Out,
+fn execute<W: Write>(
+    out: &mut Out<W>,
     engine: &Engine,
     (stmt, rules): &ParsedStatement,
     formats: &[i16],
@@ -795,7 +795,7 @@ fn columns(schema: &arrow_schema::Schema) -> Vec<(String, DType)> {
         .collect()
 }
 
-fn simple_query(out: &mut Out, engine: &Engine, sql: &str) -> Result<(), PgClosed> {
+fn simple_query<W: Write>(out: &mut Out<W>, engine: &Engine, sql: &str) -> Result<(), PgClosed> {
     let stmts = match Engine::parse(sql) {
         Ok(s) => s,
         Err(e) => return out.error(sqlstate(&e), &e.to_string()),
@@ -809,4 +809,35 @@ fn simple_query(out: &mut Out, engine: &Engine, sql: &str) -> Result<(), PgClose
         }
     }
     Ok(())
+}
+
+/// Drives the message loop of one authenticated session with `bytes` as the client's messages
+/// (kind, length, body, as on the wire), answering into a sink: the fuzz target of the
+/// PostgreSQL session. Returns when the bytes end or the session would close.
+#[doc(hidden)]
+pub fn fuzz_session(engine: &Engine, bytes: &[u8]) {
+    let mut out = Out {
+        w: BufWriter::new(std::io::sink()),
+    };
+    let mut r = bytes;
+    let mut statements: HashMap<String, Prepared> = HashMap::new();
+    let mut portals: HashMap<String, Portal> = HashMap::new();
+    let mut failed = false;
+    while let Ok((kind, body)) = read_msg(&mut r, 1 << 20) {
+        if failed && !matches!(kind, b'S' | b'X') {
+            continue;
+        }
+        match message(
+            &mut out,
+            engine,
+            kind,
+            &body,
+            &mut statements,
+            &mut portals,
+            &mut failed,
+        ) {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Close) | Err(PgClosed) => return,
+        }
+    }
 }
