@@ -348,7 +348,13 @@ impl Engine {
             // answers with its own tag so the protocol layer can warn that nothing was undone.
             Statement::StartTransaction { .. } => Ok(rows_tag("BEGIN", 0)),
             Statement::Commit { .. } => Ok(rows_tag("COMMIT", 0)),
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            } => Ok(rows_tag("ROLLBACK TO SAVEPOINT", 0)),
             Statement::Rollback { .. } => Ok(rows_tag("ROLLBACK", 0)),
+            // Savepoints inside such a block are accepted the same way (drivers nest with them).
+            Statement::Savepoint { .. } => Ok(rows_tag("SAVEPOINT", 0)),
+            Statement::ReleaseSavepoint { .. } => Ok(rows_tag("RELEASE", 0)),
             other => Err(QueryError::Unsupported(format!(
                 "statement {}",
                 first_words(&other.to_string())

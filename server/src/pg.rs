@@ -70,6 +70,9 @@ pub fn sqlstate(e: &QueryError) -> &'static str {
 
 struct Out<W: Write> {
     w: BufWriter<W>,
+    /// Inside a BEGIN .. COMMIT block, as the client sees it (ReadyForQuery says `T`). Statements
+    /// still commit one by one; the status lets drivers that check it (cursors) proceed.
+    in_block: bool,
 }
 
 impl<W: Write> Out<W> {
@@ -80,7 +83,7 @@ impl<W: Write> Out<W> {
         Ok(())
     }
     fn ready(&mut self) -> Result<(), PgClosed> {
-        self.msg(b'Z', b"I")?;
+        self.msg(b'Z', if self.in_block { b"T" } else { b"I" })?;
         self.w.flush()?;
         Ok(())
     }
@@ -303,6 +306,17 @@ struct Prepared {
 struct Portal {
     stmt: Option<ParsedStatement>,
     formats: Vec<i16>,
+    /// A query's rows not sent yet, when an Execute with a row limit suspended it.
+    cursor: Option<Cursor>,
+}
+
+/// The rest of a suspended portal's result.
+struct Cursor {
+    stream: journeydb_query::exec::BatchStream,
+    /// The batch being sent and the rows of it already sent.
+    batch: Option<(RecordBatch, usize)>,
+    /// Rows sent so far (the CommandComplete tag counts them all).
+    sent: u64,
 }
 
 /// Parses the SQL of a Parse message: at most one statement. Parameters whose type Parse left
@@ -349,6 +363,7 @@ pub fn connection(
     let mut r = BufReader::new(Guarded::new(stream.try_clone()?, stop, evicted.clone()));
     let mut out = Out {
         w: BufWriter::new(Guarded::new(stream, stop, evicted)),
+        in_block: false,
     };
     // Startup, within the authentication deadline: SSL / GSS requests are declined, then the real
     // startup packet.
@@ -619,7 +634,14 @@ fn message<W: Write>(
                 });
                 match bound {
                     Ok(stmt) => {
-                        portals.insert(portal, Portal { stmt, formats });
+                        portals.insert(
+                            portal,
+                            Portal {
+                                stmt,
+                                formats,
+                                cursor: None,
+                            },
+                        );
                         out.msg(b'2', &[])?;
                     }
                     Err(e) => {
@@ -674,13 +696,21 @@ fn message<W: Write>(
             }
             b'E' => {
                 let name = cstr(body, &mut pos)?;
-                let Some(p) = portals.get(&name) else {
+                // Rows to return at most; 0 means all.
+                let max_rows = be_i32(body, &mut pos).unwrap_or(0);
+                let Some(p) = portals.get_mut(&name) else {
                     out.error("34000", &format!("portal {name:?} does not exist"))?;
                     *failed = true;
                     return Ok(Flow::Continue);
                 };
+                let paged = max_rows > 0 || p.cursor.is_some();
                 match &p.stmt {
                     None => out.msg(b'I', &[])?,
+                    Some(stmt) if paged && statement_kind(&stmt.0) == StatementKind::Query => {
+                        if !execute_paged(out, engine, p, max_rows)? {
+                            *failed = true;
+                        }
+                    }
                     Some(stmt) => {
                         if !execute(out, engine, stmt, &p.formats, false)? {
                             *failed = true;
@@ -690,6 +720,8 @@ fn message<W: Write>(
             }
             b'S' => {
                 *failed = false;
+                // The unnamed portal ends with the implicit transaction.
+                portals.remove("");
                 out.ready()?;
             }
             b'C' => {
@@ -766,16 +798,21 @@ fn execute<W: Write>(
             Ok(true)
         }
         Ok(Output::Done { tag, rows }) => {
-            if tag == "ROLLBACK" {
+            match tag.as_str() {
+                "BEGIN" => out.in_block = true,
+                "COMMIT" | "ROLLBACK" => out.in_block = false,
+                _ => {}
+            }
+            if tag.starts_with("ROLLBACK") {
                 out.notice(
                     "25P01",
                     "journeydb has no multi-statement transactions: every statement was committed when it ran, so ROLLBACK undid nothing",
                 )?;
             }
-            let tag = if tag == "INSERT" {
-                format!("INSERT 0 {rows}")
-            } else {
-                tag
+            let tag = match tag.as_str() {
+                "INSERT" => format!("INSERT 0 {rows}"),
+                "ROLLBACK TO SAVEPOINT" => "ROLLBACK".to_string(),
+                _ => tag,
             };
             out.msg(b'C', format!("{tag}\0").as_bytes())?;
             Ok(true)
@@ -784,6 +821,68 @@ fn execute<W: Write>(
             out.error(sqlstate(&e), &e.to_string())?;
             Ok(false)
         }
+    }
+}
+
+/// Sends at most `max_rows` rows of a query portal (all when 0), keeping the rest for the next
+/// Execute: PortalSuspended when rows remain, CommandComplete when none do. Returns false on an
+/// error (already reported; the portal's cursor is dropped).
+fn execute_paged<W: Write>(
+    out: &mut Out<W>,
+    engine: &Engine,
+    portal: &mut Portal,
+    max_rows: i32,
+) -> Result<bool, PgClosed> {
+    let mut cursor = match portal.cursor.take() {
+        Some(c) => c,
+        None => {
+            let Some((stmt, _)) = &portal.stmt else {
+                return Ok(true);
+            };
+            match engine.stream_statement(stmt) {
+                Ok(stream) => Cursor {
+                    stream,
+                    batch: None,
+                    sent: 0,
+                },
+                Err(e) => {
+                    out.error(sqlstate(&e), &e.to_string())?;
+                    return Ok(false);
+                }
+            }
+        }
+    };
+    let mut left = if max_rows > 0 {
+        max_rows as usize
+    } else {
+        usize::MAX
+    };
+    loop {
+        // The next rows: the rest of the current batch, else the next batch of the stream.
+        let (batch, at) = match cursor.batch.take() {
+            Some((b, at)) if at < b.num_rows() => (b, at),
+            _ => match cursor.stream.next() {
+                Some(Ok(b)) => (b, 0),
+                Some(Err(e)) => {
+                    out.error(sqlstate(&e), &e.to_string())?;
+                    return Ok(false);
+                }
+                None => {
+                    out.msg(b'C', format!("SELECT {}\0", cursor.sent).as_bytes())?;
+                    return Ok(true);
+                }
+            },
+        };
+        if left == 0 {
+            cursor.batch = Some((batch, at));
+            portal.cursor = Some(cursor);
+            out.msg(b's', &[])?;
+            return Ok(true);
+        }
+        let n = (batch.num_rows() - at).min(left);
+        cursor.sent += out.rows(&batch.slice(at, n), &portal.formats)?;
+        left -= n;
+        cursor.batch = Some((batch, at + n));
     }
 }
 
@@ -818,6 +917,7 @@ fn simple_query<W: Write>(out: &mut Out<W>, engine: &Engine, sql: &str) -> Resul
 pub fn fuzz_session(engine: &Engine, bytes: &[u8]) {
     let mut out = Out {
         w: BufWriter::new(std::io::sink()),
+        in_block: false,
     };
     let mut r = bytes;
     let mut statements: HashMap<String, Prepared> = HashMap::new();

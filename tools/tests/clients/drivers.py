@@ -117,6 +117,16 @@ async def asyncpg_main():
         row = await conn.fetchrow("SELECT v, n FROM drv_asyncpg WHERE customer_id = $1", f"k{i}")
         check(row["v"] == v and row["n"] == -i, f"asyncpg: {v!r} reads back exactly")
         check(await conn.fetchval("SELECT count(*) FROM drv_asyncpg WHERE v = $1", v) == 1, f"asyncpg: WHERE v = {v!r}")
+    # A cursor fetches in pages: Execute with a row limit, PortalSuspended between pages.
+    async with conn.transaction():
+        got = [r["customer_id"] async for r in conn.cursor("SELECT customer_id FROM drv_asyncpg ORDER BY customer_id", prefetch=3)]
+    check(got == sorted(f"k{i}" for i in range(len(NASTY))), f"asyncpg: a cursor with prefetch=3 returns every row once ({got})")
+    cur = None
+    async with conn.transaction():
+        cur = await conn.cursor("SELECT customer_id FROM drv_asyncpg ORDER BY customer_id")
+        first = await cur.fetch(4)
+        rest = await cur.fetch(100)
+    check([r[0] for r in first + rest] == sorted(f"k{i}" for i in range(len(NASTY))), "asyncpg: fetch(4) then the rest")
     await conn.close()
 
 
