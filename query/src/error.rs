@@ -42,6 +42,9 @@ pub enum QueryError {
     /// without deep recursion); names the limit.
     #[error("statement too complex: {0}")]
     TooComplex(String),
+    /// The statement was cancelled by the client (CancelRequest).
+    #[error("canceling statement due to user request")]
+    Cancelled,
     /// Building Arrow output failed (an internal error).
     #[error("internal error: {0}")]
     Internal(String),
@@ -58,7 +61,8 @@ impl QueryError {
             | QueryError::Type(_)
             | QueryError::InvalidValue(_)
             | QueryError::MemoryLimit { .. }
-            | QueryError::TooComplex(_) => "user",
+            | QueryError::TooComplex(_)
+            | QueryError::Cancelled => "user",
             QueryError::Storage(_) => "storage",
             QueryError::Internal(_) => "internal",
         }

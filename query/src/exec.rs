@@ -64,21 +64,28 @@ pub fn par_map<I: Sync, T: Send>(
         .min(items.len())
         .max(1);
     if threads == 1 {
-        return items.iter().map(&f).collect();
+        return items
+            .iter()
+            .map(|i| crate::cancel::check().and_then(|()| f(i)))
+            .collect();
     }
     let next = AtomicUsize::new(0);
     let mut slots: Vec<Option<Result<T>>> = (0..items.len()).map(|_| None).collect();
+    let flag = crate::cancel::current();
     let results: Vec<Vec<(usize, Result<T>)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
+                let flag = flag.clone();
                 s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { break };
-                        out.push((i, f(item)));
-                    }
-                    out
+                    crate::cancel::with_flag(flag, || {
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(item) = items.get(i) else { break };
+                            out.push((i, crate::cancel::check().and_then(|()| f(item))));
+                        }
+                        out
+                    })
                 })
             })
             .collect();
@@ -836,6 +843,12 @@ impl Iterator for BatchStream {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Err(e) = crate::cancel::check() {
+            // Cancelled: this error ends the stream.
+            self.ready = Some(Vec::new().into_iter());
+            self.chunks = Vec::new().into_iter();
+            return Some(Err(e));
+        }
         if let Some(ready) = &mut self.ready {
             return ready.next().map(Ok);
         }

@@ -10,6 +10,7 @@
 //! (checked by the sqllogictest files and the differential test in `tests/`).
 #![warn(missing_docs)]
 
+pub mod cancel;
 pub mod catalog;
 pub mod engine;
 pub mod error;

@@ -101,6 +101,7 @@ pub fn classify(e: &QueryError) -> (ErrorCode, &'static str) {
         QueryError::MemoryLimit { .. } => (ErrorCode::Limit, "53200"),
         QueryError::TooComplex(_) => (ErrorCode::Limit, "54001"),
         QueryError::Internal(_) => (ErrorCode::Internal, "XX000"),
+        QueryError::Cancelled => (ErrorCode::User, "57014"),
         QueryError::Storage(s) => match s {
             S::TableNotFound(_) => (ErrorCode::User, "42P01"),
             S::TableExists(_) => (ErrorCode::User, "42P07"),
@@ -131,6 +132,24 @@ pub struct Server {
     admission: conn::Admission,
     stop: Arc<AtomicBool>,
     slots: Slots,
+    /// PostgreSQL cancel keys: backend id -> (secret, the connection's cancel flag).
+    cancel_keys: std::sync::Mutex<std::collections::HashMap<i32, (i32, Arc<AtomicBool>)>>,
+    next_backend: std::sync::atomic::AtomicI32,
+}
+
+/// A registered cancel key; unregistered when dropped (the connection ended).
+pub(crate) struct CancelKey<'a> {
+    server: &'a Server,
+    /// Backend id.
+    pub pid: i32,
+    /// Secret.
+    pub secret: i32,
+}
+
+impl Drop for CancelKey<'_> {
+    fn drop(&mut self) {
+        self.server.keys().remove(&self.pid);
+    }
 }
 
 /// A counting semaphore: the bounded number of requests running at once.
@@ -205,6 +224,8 @@ impl Server {
             pg_listener,
             engine,
             admission: conn::Admission::default(),
+            cancel_keys: std::sync::Mutex::new(std::collections::HashMap::new()),
+            next_backend: std::sync::atomic::AtomicI32::new(1),
             stop: Arc::new(AtomicBool::new(false)),
             slots: Slots::new(config.max_running),
             config,
@@ -311,6 +332,42 @@ impl Server {
     /// The stop flag.
     pub(crate) fn stopping(&self) -> &AtomicBool {
         &self.stop
+    }
+
+    fn keys(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<i32, (i32, Arc<AtomicBool>)>> {
+        // A poisoned lock only means a panic elsewhere while it was held; the map is still whole.
+        self.cancel_keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection's cancel flag under a fresh backend id and a random secret.
+    pub(crate) fn register_cancel(&self, flag: Arc<AtomicBool>) -> CancelKey<'_> {
+        let pid = self.next_backend.fetch_add(1, Ordering::SeqCst);
+        let mut bytes = [0u8; 4];
+        // Without an OS random source the secret falls back to the clock's low bits: still
+        // unique per connection, but guessable; getrandom fails only on exotic platforms.
+        let secret = match getrandom::fill(&mut bytes) {
+            Ok(()) => i32::from_be_bytes(bytes),
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() as i32),
+        };
+        self.keys().insert(pid, (secret, flag));
+        CancelKey {
+            server: self,
+            pid,
+            secret,
+        }
+    }
+
+    /// A CancelRequest: cancels the statement running on backend `pid` if `secret` is its key's.
+    pub(crate) fn cancel(&self, pid: i32, secret: i32) {
+        if let Some((s, flag)) = self.keys().get(&pid) {
+            if constant_time_eq::constant_time_eq(&s.to_be_bytes(), &secret.to_be_bytes()) {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
     }
 
     /// The execution slots.

@@ -15,6 +15,8 @@ use arrow_schema::DataType;
 use journeydb_query::format::cell_text;
 
 use crate::conn::Guarded;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use journeydb_query::types::DType;
 use journeydb_query::engine::{statement_kind, ParsedStatement, StatementKind};
 use journeydb_query::types::Scalar;
@@ -382,7 +384,12 @@ pub fn connection(
                 out.w.write_all(b"N")?;
                 out.w.flush()?;
             }
-            CANCEL_REQUEST => return Ok(()),
+            CANCEL_REQUEST => {
+                // The connection to cancel is named by its key; the request gets no answer.
+                let (pid, secret) = (be_i32(&body, &mut pos)?, be_i32(&body, &mut pos)?);
+                server.cancel(pid, secret);
+                return Ok(());
+            }
             v if v >> 16 == 3 => {
                 // Protocol 3.x: journeydb speaks 3.0. A newer minor version, or protocol options
                 // (`_pq_.*`), get a NegotiateProtocolVersion down to 3.0 instead of a refusal.
@@ -458,7 +465,12 @@ pub fn connection(
         b.push(0);
         out.msg(b'S', &b)?;
     }
-    out.msg(b'K', &[0, 0, 0, 1, 0, 0, 0, 1])?;
+    // BackendKeyData: the key a CancelRequest must present to cancel this connection's statement.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let key = server.register_cancel(cancel.clone());
+    let mut k = key.pid.to_be_bytes().to_vec();
+    k.extend_from_slice(&key.secret.to_be_bytes());
+    out.msg(b'K', &k)?;
     out.ready()?;
 
     let mut statements: HashMap<String, Prepared> = HashMap::new();
@@ -477,17 +489,21 @@ pub fn connection(
         if kind == b'X' {
             return Ok(());
         }
-        let outcome = crate::conn::isolate(|| {
-            let _slot = slots.acquire();
-            message(
-                &mut out,
-                engine,
-                kind,
-                &body,
-                &mut statements,
-                &mut portals,
-                &mut failed,
-            )
+        // A cancel that arrived between statements does not carry over to this one.
+        cancel.store(false, Ordering::SeqCst);
+        let outcome = journeydb_query::cancel::with_flag(Some(cancel.clone()), || {
+            crate::conn::isolate(|| {
+                let _slot = slots.acquire();
+                message(
+                    &mut out,
+                    engine,
+                    kind,
+                    &body,
+                    &mut statements,
+                    &mut portals,
+                    &mut failed,
+                )
+            })
         });
         match outcome {
             Ok(Ok(Flow::Continue)) => {}

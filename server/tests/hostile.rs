@@ -392,3 +392,58 @@ fn protocol_3_2_is_negotiated_down_to_3_0() {
     let (kind, _) = pg_read(&mut s);
     assert_eq!(kind, b'R');
 }
+
+fn pg_cancel(addr: SocketAddr, pid: i32, secret: i32) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut m = 16i32.to_be_bytes().to_vec();
+    m.extend_from_slice(&80_877_102i32.to_be_bytes());
+    m.extend_from_slice(&pid.to_be_bytes());
+    m.extend_from_slice(&secret.to_be_bytes());
+    s.write_all(&m).unwrap();
+}
+
+#[test]
+fn cancel_needs_the_connections_secret() {
+    let srv = start(16, 2);
+    // Startup by hand to read BackendKeyData.
+    let mut s = TcpStream::connect(srv.pg).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut body = 196_608i32.to_be_bytes().to_vec();
+    for kv in ["user", "u", ""] {
+        body.extend_from_slice(kv.as_bytes());
+        body.push(0);
+    }
+    let mut m = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    m.extend_from_slice(&body);
+    s.write_all(&m).unwrap();
+    let _ = pg_read(&mut s);
+    pg_send(&mut s, b'p', format!("{TOKEN}\0").as_bytes());
+    let (mut pid, mut secret) = (0, 0);
+    loop {
+        let (kind, body) = pg_read(&mut s);
+        if kind == b'K' {
+            pid = i32::from_be_bytes(body[..4].try_into().unwrap());
+            secret = i32::from_be_bytes(body[4..8].try_into().unwrap());
+        }
+        if kind == b'Z' {
+            break;
+        }
+    }
+    // A wrong secret cancels nothing: the sleep completes.
+    pg_send(&mut s, b'Q', b"SELECT pg_sleep(0.5)\0");
+    std::thread::sleep(Duration::from_millis(100));
+    pg_cancel(srv.pg, pid, secret.wrapping_add(1));
+    let (_, codes) = pg_until_ready(&mut s);
+    assert!(codes.is_empty(), "{codes:?}");
+    // The right one stops it at once with 57014.
+    let t0 = Instant::now();
+    pg_send(&mut s, b'Q', b"SELECT pg_sleep(30)\0");
+    std::thread::sleep(Duration::from_millis(100));
+    pg_cancel(srv.pg, pid, secret);
+    let (_, codes) = pg_until_ready(&mut s);
+    assert_eq!(codes, vec!["57014".to_string()]);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    // And the next statement is not cancelled.
+    let (kinds, codes) = pg_simple(&mut s, "SELECT 1");
+    assert!(codes.is_empty() && kinds.contains(&b'D'));
+}

@@ -1483,6 +1483,27 @@ fn function(f: &ast::Function, scope: &Scope<'_>, ctx: &EvalCtx<'_, '_>) -> Resu
             Err(_) => V::Null,
         },
         "pg_backend_pid" => V::Int(i64::from(std::process::id())),
+        "pg_sleep" => {
+            // Sleeps in short steps so a CancelRequest (or a stop) ends it promptly.
+            let secs = match &arg(0) {
+                V::Int(i) => *i as f64,
+                V::Float(f) => *f,
+                V::Str(s) => s.trim().parse().unwrap_or(0.0),
+                _ => 0.0,
+            };
+            let until = std::time::Instant::now()
+                + std::time::Duration::from_secs_f64(secs.clamp(0.0, 3600.0));
+            while std::time::Instant::now() < until {
+                crate::cancel::check()?;
+                std::thread::sleep(
+                    until
+                        .saturating_duration_since(std::time::Instant::now())
+                        .min(std::time::Duration::from_millis(20)),
+                );
+            }
+            crate::cancel::check()?;
+            s("")
+        }
         "pg_is_in_recovery" => V::Bool(false),
         "pg_table_is_visible" | "pg_type_is_visible" | "pg_function_is_visible" => {
             if matches!(arg(0), V::Null) {

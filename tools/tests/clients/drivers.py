@@ -62,6 +62,23 @@ def psycopg2_test():
     cur.execute("SELECT count(*) FROM drv_psycopg2")
     check(cur.fetchone()[0] == len(NASTY), "psycopg2: query inside the driver's BEGIN")
     conn.commit()
+    # CancelRequest with the connection's key really stops the running statement.
+    conn.autocommit = True
+    import threading
+    import time
+
+    cur = conn.cursor()
+    timer = threading.Timer(0.3, conn.cancel)
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        cur.execute("SELECT pg_sleep(30)")
+        raise AssertionError("psycopg2: pg_sleep(30) was not cancelled")
+    except psycopg2.errors.QueryCanceled:
+        pass
+    check(time.monotonic() - t0 < 5, "psycopg2: cancel stops the statement within seconds")
+    cur.execute("SELECT 1")
+    check(cur.fetchone()[0] == 1, "psycopg2: the connection is usable after a cancel")
     conn.close()
 
 
@@ -117,6 +134,13 @@ async def asyncpg_main():
         row = await conn.fetchrow("SELECT v, n FROM drv_asyncpg WHERE customer_id = $1", f"k{i}")
         check(row["v"] == v and row["n"] == -i, f"asyncpg: {v!r} reads back exactly")
         check(await conn.fetchval("SELECT count(*) FROM drv_asyncpg WHERE v = $1", v) == 1, f"asyncpg: WHERE v = {v!r}")
+    # asyncpg cancels a statement that runs past its timeout (CancelRequest), and goes on.
+    try:
+        await conn.fetchval("SELECT pg_sleep(30)", timeout=0.5)
+        raise AssertionError("asyncpg: the timeout did not fire")
+    except asyncio.TimeoutError:
+        pass
+    check(await conn.fetchval("SELECT 2") == 2, "asyncpg: usable after a cancelled statement")
     # A cursor fetches in pages: Execute with a row limit, PortalSuspended between pages.
     async with conn.transaction():
         got = [r["customer_id"] async for r in conn.cursor("SELECT customer_id FROM drv_asyncpg ORDER BY customer_id", prefetch=3)]
