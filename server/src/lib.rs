@@ -40,6 +40,8 @@ pub struct Config {
     /// Total time a request's bytes may take to arrive once it started, and its response to be
     /// sent: a client that trickles its request or stops reading its results is disconnected.
     pub io_timeout: Duration,
+    /// How PostgreSQL clients prove they hold the token.
+    pub pg_auth: PgAuth,
     /// Connections that have not authenticated yet, at most (they never count against
     /// `max_connections`, so they cannot lock out clients that hold the token).
     pub max_pending: usize,
@@ -63,10 +65,22 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             io_timeout: Duration::from_secs(30),
             max_pending: 16,
+            pg_auth: PgAuth::Scram,
             max_running: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
             query_memory_max: Some(8 << 30),
         }
     }
+}
+
+/// PostgreSQL authentication when the server has a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PgAuth {
+    /// SCRAM-SHA-256: the token never crosses the wire (the default).
+    #[default]
+    Scram,
+    /// Cleartext password: the token is sent as the password (only when asked for, e.g. for a
+    /// client without SCRAM).
+    Password,
 }
 
 /// Errors of the server itself (binding, accepting).
@@ -684,6 +698,7 @@ impl Session for EmbeddedSession {
 }
 pub mod conn;
 pub mod pg;
+pub mod scram;
 
 /// Largest Hello frame read before a client authenticated.
 const HELLO_LEN_MAX: usize = 64 << 10;

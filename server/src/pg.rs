@@ -296,6 +296,54 @@ fn param_value(value: Option<&[u8]>, type_oid: i32, binary: bool) -> Result<Scal
     })
 }
 
+/// SCRAM-SHA-256 over SASL: AuthenticationSASL, the client's first message, AuthenticationSASLContinue,
+/// the client's proof, AuthenticationSASLFinal. Returns whether the client proved the token.
+fn scram_auth<R: Read, W: Write>(
+    r: &mut R,
+    out: &mut Out<W>,
+    token: &str,
+) -> Result<bool, PgClosed> {
+    let mut b = 10i32.to_be_bytes().to_vec();
+    b.extend_from_slice(crate::scram::MECHANISM.as_bytes());
+    b.extend_from_slice(&[0, 0]);
+    out.msg(b'R', &b)?;
+    out.w.flush()?;
+    let (kind, body) = read_msg(r, STARTUP_LEN_MAX)?;
+    let mut pos = 0;
+    if kind != b'p' || cstr(&body, &mut pos)? != crate::scram::MECHANISM {
+        return Ok(false);
+    }
+    let len = be_i32(&body, &mut pos)?;
+    let first = body
+        .get(pos..pos.saturating_add(usize::try_from(len).map_err(|_| PgClosed)?))
+        .ok_or(PgClosed)?;
+    let ex = match crate::scram::first(token, first) {
+        Ok(ex) => ex,
+        Err(m) => {
+            out.error("28000", &m)?;
+            out.w.flush()?;
+            return Err(PgClosed);
+        }
+    };
+    let mut b = 11i32.to_be_bytes().to_vec();
+    b.extend_from_slice(ex.server_first().as_bytes());
+    out.msg(b'R', &b)?;
+    out.w.flush()?;
+    let (kind, body) = read_msg(r, STARTUP_LEN_MAX)?;
+    if kind != b'p' {
+        return Ok(false);
+    }
+    match ex.verify(&body) {
+        Ok(server_final) => {
+            let mut b = 12i32.to_be_bytes().to_vec();
+            b.extend_from_slice(server_final.as_bytes());
+            out.msg(b'R', &b)?;
+            Ok(true)
+        }
+        Err(_) => Ok(false),
+    }
+}
+
 /// A prepared statement: the parsed statement (`None` for an empty query string), the parameter
 /// types Parse declared, and how many parameters it takes.
 struct Prepared {
@@ -422,11 +470,17 @@ pub fn connection(
         }
     }
     if let Some(t) = config.token.as_deref() {
-        out.msg(b'R', &3i32.to_be_bytes())?;
-        out.w.flush()?;
-        let (kind, body) = read_msg(&mut r, STARTUP_LEN_MAX)?;
-        let mut pos = 0;
-        if kind != b'p' || !crate::token_matches(Some(t), &cstr(&body, &mut pos)?) {
+        let ok = match config.pg_auth {
+            crate::PgAuth::Scram => scram_auth(&mut r, &mut out, t)?,
+            crate::PgAuth::Password => {
+                out.msg(b'R', &3i32.to_be_bytes())?;
+                out.w.flush()?;
+                let (kind, body) = read_msg(&mut r, STARTUP_LEN_MAX)?;
+                let mut pos = 0;
+                kind == b'p' && crate::token_matches(Some(t), &cstr(&body, &mut pos)?)
+            }
+        };
+        if !ok {
             out.error(
                 "28P01",
                 "password authentication failed (the password is the server's token)",

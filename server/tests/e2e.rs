@@ -49,6 +49,7 @@ fn start(token: Option<&str>, max_connections: usize) -> Running {
         query_memory_max: Some(64 << 20),
         io_timeout: Duration::from_secs(3),
         max_pending: 8,
+        pg_auth: journeydb_server::PgAuth::Scram,
     };
     let server = Server::bind(config, engine.clone()).unwrap();
     let addr = server.local_addr().unwrap();

@@ -67,6 +67,8 @@ fn start(max_connections: usize, max_running: usize) -> Running {
         io_timeout: Duration::from_secs(2),
         max_pending: 4,
         query_memory_max: None,
+        // The raw-protocol helpers here send the token as a cleartext password.
+        pg_auth: journeydb_server::PgAuth::Password,
     };
     let server = Server::bind(config, engine).unwrap();
     let (addr, pg) = (server.local_addr().unwrap(), server.pg_addr().unwrap());

@@ -43,9 +43,10 @@ commands:
   serve --db DIR [--listen 127.0.0.1:5433] [--pg-listen 127.0.0.1:5434|off] [--token T]
       [--max-connections 64] [--max-running 2xCPUs] [--query-memory-mb 8192]
       [--frame-max-bytes 67108864] [--idle-timeout-s 300] [--io-timeout-s 30]
-      [--max-pending 16] [--key-type varchar|bigint]
+      [--max-pending 16] [--pg-auth scram|password] [--key-type varchar|bigint]
         Serves the database (created if missing) over the native protocol (client/PROTOCOL.md)
-        and the PostgreSQL wire protocol (psql, drivers; the password is the token), both on
+        and the PostgreSQL wire protocol (psql, drivers; the password is the token, proved by
+        SCRAM-SHA-256 unless --pg-auth password asks for cleartext), both on
         loopback by default. The token may also come from JOURNEYDB_TOKEN. SIGTERM or ctrl-c
         stops accepting, lets running requests finish, flushes, and exits 0. At most
         --max-running requests execute at once; the others wait for a slot. A query whose

@@ -62,6 +62,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 config.io_timeout =
                     Duration::from_secs(num("--io-timeout-s", val("--io-timeout-s")?)?.max(1))
             }
+            "--pg-auth" => {
+                config.pg_auth = match val("--pg-auth")?.to_ascii_lowercase().as_str() {
+                    "scram" | "scram-sha-256" => journeydb_server::PgAuth::Scram,
+                    "password" | "cleartext" => journeydb_server::PgAuth::Password,
+                    other => {
+                        return Err(format!("--pg-auth {other:?}: use scram or password"))
+                    }
+                }
+            }
             "--max-pending" => {
                 config.max_pending = num("--max-pending", val("--max-pending")?)?.max(1) as usize
             }

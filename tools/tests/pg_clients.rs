@@ -96,6 +96,14 @@ fn psql_sees_the_catalog_and_keeps_quotes() {
     ] {
         assert!(dt.contains(line), "\\d onboarding lacks {line:?}:\n{dt}");
     }
+    // The token is proved by SCRAM: a wrong one is refused.
+    let wrong = Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-p", &port, "-U", "analyst", "-d", "journeydb", "-c", "SELECT 1"])
+        .env("PGPASSWORD", "not-the-token")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("password authentication failed"));
     let l = psql(&port, &["\\l"], None);
     assert!(l.contains("journeydb") && l.contains("UTF8"), "{l}");
     let dn = psql(&port, &["\\dn"], None);
