@@ -1051,7 +1051,7 @@ fn coerce(s: Scalar, to: DType) -> Result<Scalar> {
     })
 }
 
-fn scalars_to_array(vals: &[Scalar], t: DType) -> Result<ArrayRef> {
+pub(crate) fn scalars_to_array(vals: &[Scalar], t: DType) -> Result<ArrayRef> {
     let bad = || QueryError::Internal("value of the wrong type after coercion".into());
     Ok(match t {
         DType::Timestamp => {

@@ -12,6 +12,7 @@
 
 pub mod cancel;
 pub mod catalog;
+pub mod copy;
 pub mod engine;
 pub mod error;
 pub mod exec;

@@ -562,6 +562,30 @@ pub fn connection(
         match outcome {
             Ok(Ok(Flow::Continue)) => {}
             Ok(Ok(Flow::Close)) => return Ok(()),
+            Ok(Ok(Flow::CopyIn(target, rest))) => {
+                let io = config.io_timeout;
+                let done = journeydb_query::cancel::with_flag(Some(cancel.clone()), || {
+                    crate::conn::isolate(|| {
+                        copy_in(
+                            &mut r,
+                            &mut out,
+                            engine,
+                            Some(slots),
+                            &target,
+                            &rest,
+                            &mut |r| r.get_mut().set_deadline(io),
+                        )
+                    })
+                });
+                match done {
+                    Ok(Ok(())) => out.ready()?,
+                    Ok(Err(PgClosed)) => return Err(PgClosed),
+                    Err(m) => {
+                        out.error("XX000", &m)?;
+                        out.ready()?;
+                    }
+                }
+            }
             Ok(Err(PgClosed)) => return Err(PgClosed),
             Err(m) => {
                 out.error("XX000", &m)?;
@@ -579,6 +603,82 @@ pub fn connection(
 enum Flow {
     Continue,
     Close,
+    /// A `COPY .. FROM STDIN` of a simple query awaits its data; the statements after it in the
+    /// same query run once it is loaded.
+    CopyIn(journeydb_query::copy::CopyIn, Vec<ParsedStatement>),
+}
+
+/// Bytes one COPY may send.
+pub const COPY_BYTES_MAX: usize = 1 << 30;
+/// Bytes of one CopyData message (psql sends a line or a few KiB per message).
+const COPY_MESSAGE_MAX: usize = 16 << 20;
+
+/// The COPY sub-protocol: CopyInResponse, then CopyData until CopyDone (or CopyFail), then the
+/// load (one append: all rows or none) and the rest of the query; ReadyForQuery is the caller's.
+/// `before_read` renews the read deadline before each message.
+fn copy_in<R: Read, W: Write>(
+    r: &mut R,
+    out: &mut Out<W>,
+    engine: &Engine,
+    slots: Option<&crate::Slots>,
+    target: &journeydb_query::copy::CopyIn,
+    rest: &[ParsedStatement],
+    before_read: &mut dyn FnMut(&mut R),
+) -> Result<(), PgClosed> {
+    let mut b = vec![0u8];
+    b.extend_from_slice(&(target.columns.len() as i16).to_be_bytes());
+    for _ in &target.columns {
+        b.extend_from_slice(&0i16.to_be_bytes());
+    }
+    out.msg(b'G', &b)?;
+    out.w.flush()?;
+    let mut data = Vec::new();
+    let mut failure: Option<String> = None;
+    loop {
+        before_read(r);
+        let (kind, body) = read_msg(r, COPY_MESSAGE_MAX)?;
+        match kind {
+            b'd' => {
+                if data.len() + body.len() > COPY_BYTES_MAX {
+                    failure.get_or_insert(format!(
+                        "COPY input over {COPY_BYTES_MAX} bytes; split it"
+                    ));
+                } else if failure.is_none() {
+                    data.extend_from_slice(&body);
+                }
+            }
+            b'c' => break,
+            b'f' => {
+                let mut pos = 0;
+                let why = cstr(&body, &mut pos).unwrap_or_default();
+                failure = Some(format!("COPY from stdin failed: {why}"));
+                break;
+            }
+            // Flush and Sync may arrive during COPY and are ignored.
+            b'H' | b'S' => {}
+            other => {
+                out.error(
+                    "08P01",
+                    &format!("unexpected message {:?} during COPY", other as char),
+                )?;
+                return Err(PgClosed);
+            }
+        }
+    }
+    if let Some(m) = failure {
+        return out.error("57014", &m);
+    }
+    let _slot = slots.map(crate::Slots::acquire);
+    match engine.copy_in(target, &data) {
+        Ok(n) => out.msg(b'C', format!("COPY {n}\0").as_bytes())?,
+        Err(e) => return out.error(sqlstate(&e), &e.to_string()),
+    }
+    for s in rest {
+        if !execute(out, engine, s, &[], true)? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Answers one frontend message.
@@ -596,7 +696,9 @@ fn message<W: Write>(
         match kind {
             b'Q' => {
                 let sql = cstr(body, &mut pos)?;
-                simple_query(out, engine, &sql)?;
+                if let Some((target, rest)) = simple_query(out, engine, &sql)? {
+                    return Ok(Flow::CopyIn(target, rest));
+                }
                 out.ready()?;
             }
             b'P' => {
@@ -964,20 +1066,40 @@ fn columns(schema: &arrow_schema::Schema) -> Vec<(String, DType)> {
         .collect()
 }
 
-fn simple_query<W: Write>(out: &mut Out<W>, engine: &Engine, sql: &str) -> Result<(), PgClosed> {
-    let stmts = match Engine::parse(sql) {
+/// Runs the statements of a simple query; stops at a `COPY .. FROM STDIN`, returning it and the
+/// statements after it.
+#[allow(clippy::type_complexity)]
+fn simple_query<W: Write>(
+    out: &mut Out<W>,
+    engine: &Engine,
+    sql: &str,
+) -> Result<Option<(journeydb_query::copy::CopyIn, Vec<ParsedStatement>)>, PgClosed> {
+    let mut stmts = match Engine::parse(sql) {
         Ok(s) => s,
-        Err(e) => return out.error(sqlstate(&e), &e.to_string()),
+        Err(e) => {
+            out.error(sqlstate(&e), &e.to_string())?;
+            return Ok(None);
+        }
     };
     if stmts.is_empty() {
-        return out.msg(b'I', &[]);
+        out.msg(b'I', &[])?;
+        return Ok(None);
     }
-    for s in &stmts {
+    for i in 0..stmts.len() {
+        let Some(s) = stmts.get(i) else { break };
+        match engine.copy_in_target(&s.0) {
+            Ok(Some(target)) => return Ok(Some((target, stmts.split_off(i + 1)))),
+            Ok(None) => {}
+            Err(e) => {
+                out.error(sqlstate(&e), &e.to_string())?;
+                return Ok(None);
+            }
+        }
         if !execute(out, engine, s, &[], true)? {
             break;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Drives the message loop of one authenticated session with `bytes` as the client's messages
@@ -1007,6 +1129,11 @@ pub fn fuzz_session(engine: &Engine, bytes: &[u8]) {
             &mut failed,
         ) {
             Ok(Flow::Continue) => {}
+            Ok(Flow::CopyIn(target, rest)) => {
+                if copy_in(&mut r, &mut out, engine, None, &target, &rest, &mut |_| {}).is_err() {
+                    return;
+                }
+            }
             Ok(Flow::Close) | Err(PgClosed) => return,
         }
     }

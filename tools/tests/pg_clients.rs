@@ -122,6 +122,44 @@ fn psql_sees_the_catalog_and_keeps_quotes() {
     assert!(out.starts_with(" n \n---\n 1\n(1 row)"), "{out}");
     assert!(out.contains("injected \n----------\n        0"), "{out}");
     assert!(out.contains("customer_id |"), "{out}");
+    // psql's \copy: CSV with a header, quotes, commas and newlines inside fields; all or nothing.
+    let csv = dir.path().join("in.csv");
+    std::fs::write(
+        &csv,
+        "customer_id,n,country\nc1,1,\"Rome, \"\"Italy\"\"\"\nc2,2,\"two\nlines\"\nc3,,\n",
+    )
+    .unwrap();
+    let out = psql(
+        &port,
+        &[
+            &format!("\\copy onboarding (customer_id, n, country) FROM '{}' CSV HEADER", csv.display()),
+            "SELECT customer_id, n, country FROM onboarding WHERE customer_id BETWEEN 'c' AND 'cz' ORDER BY customer_id",
+        ],
+        None,
+    );
+    assert!(out.contains("COPY 3"), "{out}");
+    assert!(out.contains("Rome, \"Italy\""), "{out}");
+    assert!(out.contains("two          +\n             |   | lines"), "{out}");
+    assert!(out.contains(" c3          |   | \n"), "an empty CSV field is NULL: {out}");
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "customer_id,n\nd1,1\nd2,not-a-number\n").unwrap();
+    let failed = Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-p", &port, "-U", "analyst", "-d", "journeydb", "-c"])
+        .arg(format!("\\copy onboarding (customer_id, n) FROM '{}' CSV HEADER", bad.display()))
+        .env("PGPASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success() && err.contains("line 3") && err.contains("column n"), "{err}");
+    let none = psql(&port, &["SELECT count(*) FROM onboarding WHERE customer_id BETWEEN 'd' AND 'dz'"], None);
+    assert!(none.contains("     0\n"), "a failed COPY committed rows: {none}");
+    // Text format from standard input.
+    let out = psql(
+        &port,
+        &[],
+        Some("COPY onboarding (customer_id, country) FROM STDIN;\nt1\ttab\\there\nt2\t\\N\n\\.\nSELECT count(*) FROM onboarding WHERE customer_id BETWEEN 't' AND 'tz' AND country IS NULL;\n"),
+    );
+    assert!(out.contains("COPY 2") && out.contains("     1\n"), "{out}");
     // SELECT 1, version(), SHOW and SET, as health checks and drivers send them.
     let misc = psql(
         &port,
