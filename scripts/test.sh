@@ -2,7 +2,7 @@
 # Runs every test of journeydb: the one command README.md documents and .ci/run calls.
 # Installs what the tests need beyond cargo: the Python `duckdb` and `pyarrow` packages (the oracle
 # of the differential SQL test and the DuckDB side of the bench smoke test), `psql` (Debian's
-# postgresql-client) and the PostgreSQL drivers psycopg2, psycopg 3, pg8000, asyncpg and SQLAlchemy
+# postgresql-client), `openssl` (test certificates) and the PostgreSQL drivers psycopg2, psycopg 3, pg8000, asyncpg and SQLAlchemy
 # (tools/tests/pg_clients.rs runs them against `journeydb serve`). Then runs `cargo test
 # --workspace` and ends with one line totalling every test binary's results.
 set -uo pipefail
@@ -15,10 +15,10 @@ if ! python3 -c "import duckdb, pyarrow, sys; sys.exit(duckdb.__version__ != '$D
     exit 1
   }
 fi
-if ! command -v psql >/dev/null 2>&1; then
-  echo "installing postgresql-client (psql, for the PostgreSQL protocol tests)"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null; } || {
-    echo "error: could not install postgresql-client with apt-get; the tests need psql" >&2
+if ! command -v psql >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+  echo "installing postgresql-client and openssl (psql and test certificates, for the PostgreSQL protocol and TLS tests)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client openssl >/dev/null; } || {
+    echo "error: could not install postgresql-client and openssl with apt-get; the tests need them" >&2
     exit 1
   }
 fi

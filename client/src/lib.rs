@@ -67,8 +67,8 @@ pub trait Session {
 
 /// A connection to a journeydb server.
 pub struct Client {
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    reader: BufReader<Stream>,
+    writer: BufWriter<Stream>,
     /// Largest frame read from the server.
     frame_len_max: usize,
     /// Largest frame the server accepts (from its HelloOk).
@@ -78,8 +78,53 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("peer", &self.reader.get_ref().peer_addr().ok())
+            .field("peer", &self.reader.get_ref().peer_addr())
             .finish()
+    }
+}
+
+/// The client's byte stream: a TCP socket (reader and writer each hold a clone), or a TLS
+/// session shared by both.
+enum Stream {
+    Plain(TcpStream),
+    Tls(std::sync::Arc<std::sync::Mutex<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>>),
+}
+
+impl Stream {
+    fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Stream::Plain(s) => s.peer_addr().ok(),
+            Stream::Tls(t) => t.lock().ok().and_then(|t| t.sock.peer_addr().ok()),
+        }
+    }
+}
+
+fn poisoned() -> std::io::Error {
+    std::io::Error::other("the TLS session's lock was poisoned")
+}
+
+impl std::io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.lock().map_err(|_| poisoned())?.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.lock().map_err(|_| poisoned())?.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.lock().map_err(|_| poisoned())?.flush(),
+        }
     }
 }
 
@@ -92,9 +137,52 @@ impl Client {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+        let reader = Stream::Plain(stream.try_clone()?);
+        Self::handshake(reader, Stream::Plain(stream), token)
+    }
+
+    /// Connects over TLS (a server started with `--tls-cert`), trusting the certificates in the
+    /// PEM file `ca_pem` for `server_name`, and performs the handshake.
+    pub fn connect_tls(
+        addr: impl ToSocketAddrs,
+        token: Option<&str>,
+        server_name: &str,
+        ca_pem: &std::path::Path,
+    ) -> Result<Client, ClientError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName};
+        let tls_err = |m: String| ClientError::Protocol(format!("TLS: {m}"));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_pem)
+            .map_err(|e| tls_err(format!("{}: {e}", ca_pem.display())))?
+        {
+            roots
+                .add(cert.map_err(|e| tls_err(format!("{}: {e}", ca_pem.display())))?)
+                .map_err(|e| tls_err(e.to_string()))?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_err(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| tls_err(format!("server name {server_name:?}: {e}")))?;
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+            .map_err(|e| tls_err(e.to_string()))?;
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(rustls::StreamOwned::new(
+            conn, stream,
+        )));
+        Self::handshake(Stream::Tls(shared.clone()), Stream::Tls(shared), token)
+    }
+
+    fn handshake(reader: Stream, writer: Stream, token: Option<&str>) -> Result<Client, ClientError> {
         let mut c = Client {
-            reader: BufReader::new(stream.try_clone()?),
-            writer: BufWriter::new(stream),
+            reader: BufReader::new(reader),
+            writer: BufWriter::new(writer),
             frame_len_max: FRAME_LEN_MAX_DEFAULT,
             send_len_max: FRAME_LEN_MAX_DEFAULT,
         };

@@ -306,7 +306,14 @@ pub fn add_interval(ts: i64, iv: Interval, sign: i64) -> Result<i64> {
         let days = t.div_euclid(US_PER_DAY);
         let tod = t.rem_euclid(US_PER_DAY);
         let (y, m, d) = civil_from_days(days);
-        let total = y * 12 + (m - 1) + sign * iv.months;
+        // Checked: an interval of i64::MAX months must be an error, not a wrap or a panic, and
+        // the calendar functions stay within the years parse_timestamp accepts.
+        let total = y
+            .checked_mul(12)
+            .and_then(|v| v.checked_add(m - 1))
+            .and_then(|v| v.checked_add(sign.checked_mul(iv.months)?))
+            .filter(|t| (-3_600_000..=3_600_000).contains(t))
+            .ok_or_else(overflow)?;
         let (ny, nm) = (total.div_euclid(12), total.rem_euclid(12) + 1);
         let nd = d.min(days_in_month(ny, nm));
         t = days_from_civil(ny, nm, nd)
@@ -364,6 +371,17 @@ mod tests {
         ] {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn interval_overflow_is_an_error() {
+        let t = parse_timestamp("2026-01-31").unwrap();
+        for iv in ["9223372036854775807 months", "768614336404 years", "106751991167 days"] {
+            let iv = parse_interval(iv).unwrap();
+            assert!(add_interval(t, iv, 1).is_err(), "{iv:?}");
+            assert!(add_interval(t, iv, -1).is_err(), "{iv:?}");
+        }
+        assert!(add_interval(i64::MAX, parse_interval("1 us").unwrap(), 1).is_err());
     }
 
     #[test]

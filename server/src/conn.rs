@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a new connection has to complete its startup and authentication.
@@ -136,11 +136,59 @@ impl Drop for Active<'_> {
     }
 }
 
+/// A connection's byte stream: the TCP socket, and the TLS session over it once TLS started.
+pub struct Transport {
+    tcp: TcpStream,
+    tls: Option<Box<rustls::ServerConnection>>,
+}
+
+/// A transport shared by a connection's reader and writer (one thread uses both; the lock is
+/// never contended, it only lets the buffered reader and writer own a handle each).
+pub type Shared = Arc<Mutex<Transport>>;
+
+impl Transport {
+    /// A plain TCP transport.
+    pub fn shared(tcp: TcpStream) -> Shared {
+        Arc::new(Mutex::new(Transport { tcp, tls: None }))
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match &mut self.tls {
+            None => self.tcp.read(buf),
+            Some(c) => rustls::Stream::new(c.as_mut(), &mut self.tcp).read(buf),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.tls {
+            None => self.tcp.write(buf),
+            Some(c) => rustls::Stream::new(c.as_mut(), &mut self.tcp).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.tls {
+            None => self.tcp.flush(),
+            Some(c) => {
+                while c.wants_write() {
+                    c.write_tls(&mut self.tcp)?;
+                }
+                self.tcp.flush()
+            }
+        }
+    }
+}
+
+fn lock(t: &Shared) -> std::sync::MutexGuard<'_, Transport> {
+    // A poisoned lock only means a panic elsewhere while it was held; the connection then ends.
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A socket whose reads and writes wait at most until a deadline in total (not per call), and
 /// give up as soon as the server stops. A client trickling one byte at a time, or not reading its
 /// results, can hold a connection only until the deadline.
 pub struct Guarded<'a> {
-    stream: TcpStream,
+    transport: Shared,
     deadline: Instant,
     stop: &'a AtomicBool,
     /// Set when the connection, still unauthenticated, is evicted.
@@ -148,10 +196,10 @@ pub struct Guarded<'a> {
 }
 
 impl<'a> Guarded<'a> {
-    /// Wraps `stream`; the first deadline is [`AUTH_TIMEOUT`] from now.
-    pub fn new(stream: TcpStream, stop: &'a AtomicBool, evicted: Arc<AtomicBool>) -> Guarded<'a> {
+    /// Wraps a transport; the first deadline is [`AUTH_TIMEOUT`] from now.
+    pub fn new(transport: Shared, stop: &'a AtomicBool, evicted: Arc<AtomicBool>) -> Guarded<'a> {
         Guarded {
-            stream,
+            transport,
             deadline: Instant::now() + AUTH_TIMEOUT,
             stop,
             evicted,
@@ -163,9 +211,27 @@ impl<'a> Guarded<'a> {
         self.deadline = Instant::now() + within;
     }
 
-    /// The socket.
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
+    /// Starts TLS on the transport (the handshake runs with the next read or write).
+    pub fn start_tls(&self, config: Arc<rustls::ServerConfig>) -> std::io::Result<()> {
+        let c = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+        lock(&self.transport).tls = Some(Box::new(c));
+        Ok(())
+    }
+
+    /// Whether TLS started on this transport.
+    pub fn tls_started(&self) -> bool {
+        lock(&self.transport).tls.is_some()
+    }
+
+    /// Whether TLS holds decrypted bytes not read yet (the socket alone would look idle).
+    pub fn plaintext_pending(&self) -> bool {
+        let mut t = lock(&self.transport);
+        match &mut t.tls {
+            Some(c) => c
+                .process_new_packets()
+                .is_ok_and(|s| s.plaintext_bytes_to_read() > 0),
+            None => false,
+        }
     }
 
     /// The time left, or an error when the deadline passed or the server is stopping.
@@ -204,8 +270,9 @@ impl Read for Guarded<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
             let step = self.step()?;
-            self.stream.set_read_timeout(Some(step))?;
-            match self.stream.read(buf) {
+            let mut t = lock(&self.transport);
+            t.tcp.set_read_timeout(Some(step))?;
+            match t.read(buf) {
                 Err(e) if waiting(&e) => continue,
                 other => return other,
             }
@@ -217,8 +284,9 @@ impl Write for Guarded<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         loop {
             let step = self.step()?;
-            self.stream.set_write_timeout(Some(step))?;
-            match self.stream.write(buf) {
+            let mut t = lock(&self.transport);
+            t.tcp.set_write_timeout(Some(step))?;
+            match t.write(buf) {
                 Err(e) if waiting(&e) => continue,
                 other => return other,
             }
@@ -226,8 +294,38 @@ impl Write for Guarded<'_> {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.stream.flush()
+        loop {
+            let step = self.step()?;
+            let mut t = lock(&self.transport);
+            t.tcp.set_write_timeout(Some(step))?;
+            match t.flush() {
+                Err(e) if waiting(&e) => continue,
+                other => return other,
+            }
+        }
     }
+}
+
+/// Loads a TLS server configuration from PEM files: the certificate chain and its private key.
+pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("--tls-cert {}: no certificate in the file", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS certificate and key: {e}"))?;
+    Ok(Arc::new(config))
 }
 
 /// Runs one request, turning a panic into `Err(message)`. Everything the request held (its

@@ -40,6 +40,9 @@ pub struct Config {
     /// Total time a request's bytes may take to arrive once it started, and its response to be
     /// sent: a client that trickles its request or stops reading its results is disconnected.
     pub io_timeout: Duration,
+    /// TLS for both ports, if configured: the native port then speaks only TLS, the PostgreSQL port
+    /// answers SSLRequest with `S`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How PostgreSQL clients prove they hold the token.
     pub pg_auth: PgAuth,
     /// Connections that have not authenticated yet, at most (they never count against
@@ -66,6 +69,7 @@ impl Default for Config {
             io_timeout: Duration::from_secs(30),
             max_pending: 16,
             pg_auth: PgAuth::Scram,
+            tls: None,
             max_running: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
             query_memory_max: Some(8 << 30),
         }
@@ -394,8 +398,13 @@ impl Server {
         let engine = self.engine.session();
         let probe = stream.try_clone()?;
         let evicted = pending.evicted();
-        let mut r = BufReader::new(conn::Guarded::new(stream.try_clone()?, &self.stop, evicted.clone()));
-        let mut w = BufWriter::new(conn::Guarded::new(stream, &self.stop, evicted));
+        let transport = conn::Transport::shared(stream);
+        let mut r = BufReader::new(conn::Guarded::new(transport.clone(), &self.stop, evicted.clone()));
+        let mut w = BufWriter::new(conn::Guarded::new(transport, &self.stop, evicted));
+        // With TLS configured, the native port speaks TLS from the first byte.
+        if let Some(tls) = &self.config.tls {
+            r.get_ref().start_tls(tls.clone())?;
+        }
         let fail = |w: &mut BufWriter<conn::Guarded<'_>>,
                     code: ErrorCode,
                     message: String|
@@ -716,13 +725,13 @@ pub(crate) fn token_matches(expected: Option<&str>, presented: &str) -> bool {
 /// short steps. Returns `true` when bytes are waiting, `false` when the client closed, stayed
 /// idle past `idle`, or the server is stopping. The read timeout is `idle` again afterwards,
 /// for the body of the request.
-pub(crate) fn await_request<R>(
-    r: &BufReader<R>,
+pub(crate) fn await_request(
+    r: &BufReader<conn::Guarded<'_>>,
     stream: &TcpStream,
     stop: &AtomicBool,
     idle: Duration,
 ) -> std::io::Result<bool> {
-    if !r.buffer().is_empty() {
+    if !r.buffer().is_empty() || r.get_ref().plaintext_pending() {
         return Ok(true);
     }
     let start = std::time::Instant::now();

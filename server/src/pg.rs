@@ -410,9 +410,10 @@ pub fn connection(
     let stop = server.stopping();
     let probe = stream.try_clone()?;
     let evicted = pending.evicted();
-    let mut r = BufReader::new(Guarded::new(stream.try_clone()?, stop, evicted.clone()));
+    let transport = crate::conn::Transport::shared(stream);
+    let mut r = BufReader::new(Guarded::new(transport.clone(), stop, evicted.clone()));
     let mut out = Out {
-        w: BufWriter::new(Guarded::new(stream, stop, evicted)),
+        w: BufWriter::new(Guarded::new(transport, stop, evicted)),
         in_block: false,
     };
     // Startup, within the authentication deadline: SSL / GSS requests are declined, then the real
@@ -428,6 +429,17 @@ pub fn connection(
         r.read_exact(&mut body)?;
         let mut pos = 0;
         match be_i32(&body, &mut pos)? {
+            SSL_REQUEST if config.tls.is_some() && !r.get_ref().tls_started() => {
+                if !r.buffer().is_empty() {
+                    // Bytes sent after SSLRequest, before our answer: not a TLS client.
+                    return Err(PgClosed);
+                }
+                out.w.write_all(b"S")?;
+                out.w.flush()?;
+                if let Some(tls) = &config.tls {
+                    r.get_ref().start_tls(tls.clone())?;
+                }
+            }
             SSL_REQUEST | GSS_REQUEST => {
                 out.w.write_all(b"N")?;
                 out.w.flush()?;

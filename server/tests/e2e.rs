@@ -50,6 +50,7 @@ fn start(token: Option<&str>, max_connections: usize) -> Running {
         io_timeout: Duration::from_secs(3),
         max_pending: 8,
         pg_auth: journeydb_server::PgAuth::Scram,
+        tls: None,
     };
     let server = Server::bind(config, engine.clone()).unwrap();
     let addr = server.local_addr().unwrap();

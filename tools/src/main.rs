@@ -43,7 +43,8 @@ commands:
   serve --db DIR [--listen 127.0.0.1:5433] [--pg-listen 127.0.0.1:5434|off] [--token T]
       [--max-connections 64] [--max-running 2xCPUs] [--query-memory-mb 8192]
       [--frame-max-bytes 67108864] [--idle-timeout-s 300] [--io-timeout-s 30]
-      [--max-pending 16] [--pg-auth scram|password] [--key-type varchar|bigint]
+      [--max-pending 16] [--pg-auth scram|password] [--tls-cert FILE.pem --tls-key FILE.pem]
+      [--key-type varchar|bigint]
         Serves the database (created if missing) over the native protocol (client/PROTOCOL.md)
         and the PostgreSQL wire protocol (psql, drivers; the password is the token, proved by
         SCRAM-SHA-256 unless --pg-auth password asks for cleartext), both on
@@ -52,8 +53,11 @@ commands:
         --max-running requests execute at once; the others wait for a slot. A query whose
         scans would decode more than --query-memory-mb is refused (0: no bound). At most
         --max-pending connections may be authenticating at once (5 s each); a request must
-        arrive, and its response be read, within --io-timeout-s in total.
-  sql --db DIR | --connect HOST:PORT [--token T] [-c SQL].. [-f FILE].. [--format table|csv|json]
+        arrive, and its response be read, within --io-timeout-s in total. With --tls-cert and
+        --tls-key (PEM), the native port speaks only TLS and the PostgreSQL port accepts
+        sslmode=require.
+  sql --db DIR | --connect HOST:PORT [--token T] [--tls-ca CA.pem [--tls-name localhost]]
+      [-c SQL].. [-f FILE].. [--format table|csv|json]
       [--continue-on-error] [--key-type varchar|bigint]
         Runs SQL statements against an embedded database (created if missing, with the given key
         type). Statements come from -c, -f, or standard input (a prompt when it is a terminal).

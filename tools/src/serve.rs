@@ -16,6 +16,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     config.token = std::env::var("JOURNEYDB_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
@@ -62,6 +63,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 config.io_timeout =
                     Duration::from_secs(num("--io-timeout-s", val("--io-timeout-s")?)?.max(1))
             }
+            "--tls-cert" => tls_cert = Some(val("--tls-cert")?),
+            "--tls-key" => tls_key = Some(val("--tls-key")?),
             "--pg-auth" => {
                 config.pg_auth = match val("--pg-auth")?.to_ascii_lowercase().as_str() {
                     "scram" | "scram-sha-256" => journeydb_server::PgAuth::Scram,
@@ -84,6 +87,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
             other => return Err(format!("serve: unknown option {other:?}")),
         }
     }
+    config.tls = match (tls_cert, tls_key) {
+        (Some(c), Some(k)) => Some(journeydb_server::conn::tls_config(
+            std::path::Path::new(&c),
+            std::path::Path::new(&k),
+        )?),
+        (None, None) => None,
+        _ => return Err("serve: --tls-cert and --tls-key go together".into()),
+    };
     let dir = db_dir.ok_or("serve: --db DIR is required")?;
     let path = std::path::Path::new(&dir);
     let db = if path.join("CURRENT").exists() {
@@ -111,10 +122,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     println!(
         "journeydb serving {} on {addr} (native protocol){pg}{}",
         dir,
-        if config.token.is_some() {
-            ", token required"
-        } else {
-            ""
+        match (config.token.is_some(), config.tls.is_some()) {
+            (true, true) => ", TLS, token required",
+            (true, false) => ", token required",
+            (false, true) => ", TLS",
+            (false, false) => "",
         }
     );
     let _ = std::io::stdout().flush();

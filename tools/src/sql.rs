@@ -22,6 +22,10 @@ struct Args {
     format: Format,
     keep_going: bool,
     key_type: KeyType,
+    /// With --connect: TLS, trusting this PEM file's certificates.
+    tls_ca: Option<String>,
+    /// The server name its certificate must carry.
+    tls_name: String,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -36,6 +40,8 @@ fn parse(args: &[String]) -> Result<Args, String> {
         format: Format::Table,
         keep_going: false,
         key_type: KeyType::Varchar,
+        tls_ca: None,
+        tls_name: "localhost".into(),
     };
     let mut it = args.iter();
     while let Some(x) = it.next() {
@@ -44,6 +50,8 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--db" => a.db = val("--db")?,
             "--connect" => a.connect = Some(val("--connect")?),
             "--token" => a.token = Some(val("--token")?),
+            "--tls-ca" => a.tls_ca = Some(val("--tls-ca")?),
+            "--tls-name" => a.tls_name = val("--tls-name")?,
             "-c" | "--command" => a.commands.push(val("-c")?),
             "-f" | "--file" => a.files.push(val("-f")?),
             "--format" => {
@@ -239,8 +247,16 @@ fn arrow_select_concat(
 pub fn run(args: &[String]) -> Result<(), String> {
     let a = parse(args)?;
     if let Some(addr) = &a.connect {
-        let mut client = journeydb_client::Client::connect(addr.as_str(), a.token.as_deref())
-            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let mut client = match &a.tls_ca {
+            Some(ca) => journeydb_client::Client::connect_tls(
+                addr.as_str(),
+                a.token.as_deref(),
+                &a.tls_name,
+                std::path::Path::new(ca),
+            ),
+            None => journeydb_client::Client::connect(addr.as_str(), a.token.as_deref()),
+        }
+        .map_err(|e| format!("connect {addr}: {e}"))?;
         let mut scripts: Vec<String> = a.commands.clone();
         for f in &a.files {
             scripts.push(std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?);

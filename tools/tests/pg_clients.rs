@@ -20,10 +20,18 @@ impl Drop for Server {
 
 /// Starts `journeydb serve` with a token; returns it and the PostgreSQL port.
 fn serve(db: &std::path::Path) -> (Server, String) {
+    let (s, _, pg) = serve_with(db, &[]);
+    (s, pg)
+}
+
+/// Starts `journeydb serve` with a token and `extra` options; returns it, the native address
+/// and the PostgreSQL port.
+fn serve_with(db: &std::path::Path, extra: &[&str]) -> (Server, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_journeydb"))
         .args(["serve", "--db"])
         .arg(db)
         .args(["--listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0", "--token", "s3cret"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -38,7 +46,13 @@ fn serve(db: &std::path::Path) -> (Server, String) {
         .and_then(|r| r.split([',', ' ', '\n']).next())
         .expect("the PostgreSQL address in the banner");
     let port = pg.rsplit(':').next().unwrap().to_string();
-    (Server(child), port)
+    let native = line
+        .split(" on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the native address in the banner")
+        .to_string();
+    (Server(child), native, port)
 }
 
 fn psql(port: &str, commands: &[&str], stdin: Option<&str>) -> String {
@@ -185,4 +199,67 @@ fn python_drivers_and_sqlalchemy() {
     );
     assert!(out.status.success(), "drivers.py failed:\n{text}");
     assert!(text.contains("checks passed"), "{text}");
+}
+
+/// A CA and a server certificate for `localhost` / 127.0.0.1 signed by it, made with openssl.
+fn certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed (scripts/test.sh installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=journeydb test CA"]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"]);
+}
+
+#[test]
+fn tls_on_both_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let cert = dir.path().join("server.pem");
+    let key = dir.path().join("server.key");
+    let (_server, native, port) = serve_with(
+        &dir.path().join("db"),
+        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+    );
+    // psql with sslmode=require: the session is encrypted.
+    let out = Command::new("psql")
+        .arg(format!("host=127.0.0.1 port={port} user=u dbname=journeydb sslmode=require"))
+        .args(["-X", "-c", "SELECT 40 + 2 AS answer", "-c", "\\conninfo"])
+        .env("PGPASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("42") && text.contains("SSL connection"), "{text}");
+    // Verified against the CA, as a careful client does.
+    let out = Command::new("psql")
+        .arg(format!(
+            "host=localhost port={port} user=u dbname=journeydb sslmode=verify-full sslrootcert={}",
+            dir.path().join("ca.pem").display()
+        ))
+        .args(["-X", "-c", "SELECT 1"])
+        .env("PGPASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The native port speaks only TLS: the shell connects with the CA, and not without TLS.
+    let ok = Command::new(env!("CARGO_BIN_EXE_journeydb"))
+        .args(["sql", "--connect", &native, "--token", "s3cret", "--tls-ca"])
+        .arg(dir.path().join("ca.pem"))
+        .args(["--format", "csv", "-c", "SELECT 7 AS seven"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "seven\n7\n");
+    let plain = Command::new(env!("CARGO_BIN_EXE_journeydb"))
+        .args(["sql", "--connect", &native, "--token", "s3cret", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
 }
