@@ -376,7 +376,7 @@ mod tests {
     #[test]
     fn interval_overflow_is_an_error() {
         let t = parse_timestamp("2026-01-31").unwrap();
-        for iv in ["9223372036854775807 months", "768614336404 years", "106751991167 days"] {
+        for iv in ["9223372036854775807 months", "768614336404 years", "300001 years"] {
             let iv = parse_interval(iv).unwrap();
             assert!(add_interval(t, iv, 1).is_err(), "{iv:?}");
             assert!(add_interval(t, iv, -1).is_err(), "{iv:?}");
