@@ -2,7 +2,8 @@
 # Runs every test of journeydb: the one command README.md documents and .ci/run calls.
 # Installs what the tests need beyond cargo: the Python `duckdb` and `pyarrow` packages (the oracle
 # of the differential SQL test and the DuckDB side of the bench smoke test), `psql` (Debian's
-# postgresql-client), `openssl` (test certificates) and the PostgreSQL drivers psycopg2, psycopg 3, pg8000, asyncpg and SQLAlchemy
+# postgresql-client), `openssl` (test certificates), pgjdbc (libpostgresql-jdbc-java, run with the
+# machine's Java) and the PostgreSQL drivers psycopg2, psycopg 3, pg8000, asyncpg and SQLAlchemy
 # (tools/tests/pg_clients.rs runs them against `journeydb serve`). Then runs `cargo test
 # --workspace` and ends with one line totalling every test binary's results.
 set -uo pipefail
@@ -15,10 +16,12 @@ if ! python3 -c "import duckdb, pyarrow, sys; sys.exit(duckdb.__version__ != '$D
     exit 1
   }
 fi
-if ! command -v psql >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
-  echo "installing postgresql-client and openssl (psql and test certificates, for the PostgreSQL protocol and TLS tests)"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client openssl >/dev/null; } || {
-    echo "error: could not install postgresql-client and openssl with apt-get; the tests need them" >&2
+if ! command -v psql >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1 \
+  || ! command -v java >/dev/null 2>&1 || [ ! -f /usr/share/java/postgresql.jar ]; then
+  echo "installing postgresql-client, openssl, a JRE and pgjdbc (psql, test certificates and the JDBC driver, for the PostgreSQL protocol and TLS tests)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client openssl \
+      default-jre-headless libpostgresql-jdbc-java >/dev/null; } || {
+    echo "error: could not install postgresql-client, openssl, a JRE and libpostgresql-jdbc-java with apt-get; the tests need them" >&2
     exit 1
   }
 fi

@@ -154,6 +154,15 @@ fn evaluator_semantics() {
         ),
         vec!["x|2", "z|2"]
     );
+    // Ranking window functions (pgjdbc numbers columns with row_number() OVER (..)).
+    assert_eq!(
+        rows(
+            &e,
+            "SELECT c.relname, a.attname, row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum DESC) AS r \
+             FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid ORDER BY c.relname, r"
+        ),
+        vec!["x|v|1", "x|k|2", "y|v|1", "y|k|2", "z|v|1", "z|k|2"]
+    );
     assert_eq!(
         rows(&e, "SELECT 'r' = ANY (ARRAY['p', 'r']), array_to_string(ARRAY['a', 'b'], ', ')"),
         vec!["true|a, b"]

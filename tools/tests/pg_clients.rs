@@ -1,8 +1,9 @@
 //! Software we did not write against `journeydb serve`: psql's `\dt`, `\d`, `\d TABLE`, `\l`, `\dn`
 //! see the tables with their real types; psql's parameters and quoted literals keep their quotes;
-//! and the Python drivers (psycopg2, psycopg 3, pg8000, asyncpg) and SQLAlchemy connect,
+//! the Python drivers (psycopg2, psycopg 3, pg8000, asyncpg) and SQLAlchemy connect,
 //! introspect and round-trip values with quotes through bound parameters
-//! (`tests/clients/drivers.py`). `scripts/test.sh` installs psql and the drivers; a missing one
+//! (`tests/clients/drivers.py`); pgjdbc does the same and pages with a fetch size
+//! (`tests/clients/Jdbc.java`); TLS on both ports. `scripts/test.sh` installs psql and the drivers; a missing one
 //! fails this test, it is never skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -262,4 +263,22 @@ fn tls_on_both_ports() {
         .output()
         .unwrap();
     assert!(!plain.status.success());
+}
+
+#[test]
+fn jdbc_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, port) = serve(&dir.path().join("db"));
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/Jdbc.java");
+    let out = Command::new("java")
+        .args(["-cp", "/usr/share/java/postgresql.jar", source, &port, "s3cret"])
+        .output()
+        .expect("java is installed (scripts/test.sh installs pgjdbc; Java 17 comes with the machine)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "Jdbc.java failed:\n{text}");
+    assert!(text.contains("checks passed"), "{text}");
 }

@@ -690,8 +690,20 @@ fn select(
     } else {
         rows.into_iter().map(|r| (r, Vec::new())).collect()
     };
+    // Window functions of the SELECT list (row_number / rank / dense_rank over a partition),
+    // computed over the rows before projection: (item index, value per row).
+    let mut windows: Vec<(usize, Vec<V>)> = Vec::new();
+    if !aggregate {
+        for (i, (_, e, _)) in items.iter().enumerate() {
+            if let Some(Expr::Function(f)) = e {
+                if let Some(ast::WindowType::WindowSpec(spec)) = &f.over {
+                    windows.push((i, window_values(f, spec, &groups, &layout, env, outer)?));
+                }
+            }
+        }
+    }
     let mut keyed = Vec::with_capacity(groups.len());
-    for (row, members) in &groups {
+    for (n, (row, members)) in groups.iter().enumerate() {
         let scope = Scope {
             layout: &layout,
             row,
@@ -703,7 +715,11 @@ fn select(
             members: aggregate.then_some((members.as_slice(), &layout)),
         };
         let mut out = Vec::with_capacity(items.len());
-        for (_, e, at) in &items {
+        for (i, (_, e, at)) in items.iter().enumerate() {
+            if let Some((_, vals)) = windows.iter().find(|(w, _)| *w == i) {
+                out.push(vals.get(n).cloned().unwrap_or(V::Null));
+                continue;
+            }
             out.push(match (e, at) {
                 (Some(e), _) => eval_in(e, &scope, &ctx)?,
                 (None, Some(i)) => row.get(*i).cloned().unwrap_or(V::Null),
@@ -739,6 +755,85 @@ fn select(
         rows = dedupe(rows);
     }
     Ok(Rows { names, rows })
+}
+
+/// The values of a ranking window function for every row: rows are grouped by the PARTITION BY
+/// keys and numbered in ORDER BY order within each group.
+fn window_values(
+    f: &ast::Function,
+    spec: &ast::WindowSpec,
+    rows: &[(Vec<V>, Vec<Vec<V>>)],
+    layout: &Layout,
+    env: &Env<'_>,
+    outer: Option<&Scope<'_>>,
+) -> Result<Vec<V>> {
+    let name = function_name(f);
+    if !matches!(name.as_str(), "row_number" | "rank" | "dense_rank") {
+        return unsupported(format!("window function {name}"));
+    }
+    let mut keyed = Vec::with_capacity(rows.len());
+    for (i, (row, _)) in rows.iter().enumerate() {
+        let scope = Scope {
+            layout,
+            row,
+            aliases: None,
+            outer,
+        };
+        let part = spec
+            .partition_by
+            .iter()
+            .map(|e| eval(e, &scope, env).map(|v| v.text()))
+            .collect::<Result<Vec<_>>>()?;
+        let order = spec
+            .order_by
+            .iter()
+            .map(|o| eval(&o.expr, &scope, env))
+            .collect::<Result<Vec<_>>>()?;
+        keyed.push((part, order, i));
+    }
+    // Partition, then order within the partition (stable: ties keep input order).
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = vec![V::Null; rows.len()];
+    let mut start = 0;
+    while start < keyed.len() {
+        let end = keyed
+            .iter()
+            .skip(start)
+            .position(|k| k.0 != keyed.get(start).map(|s| s.0.clone()).unwrap_or_default())
+            .map_or(keyed.len(), |p| start + p);
+        let mut part: Vec<(Vec<V>, Vec<V>)> = keyed
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|(_, o, i)| (o.clone(), vec![V::Int(*i as i64)]))
+            .collect();
+        sort_keyed(&mut part, &spec.order_by);
+        let (mut rank, mut dense) = (0i64, 0i64);
+        let mut prev: Option<&Vec<V>> = None;
+        for (n, (order, idx)) in part.iter().enumerate() {
+            let tie = prev.is_some_and(|p| {
+                p.len() == order.len()
+                    && p.iter().zip(order).all(|(a, b)| a.cmp_sql(b) == Some(Ordering::Equal))
+            });
+            if !tie {
+                rank = n as i64 + 1;
+                dense += 1;
+            }
+            prev = Some(order);
+            let value = match name.as_str() {
+                "row_number" => n as i64 + 1,
+                "rank" => rank,
+                _ => dense,
+            };
+            if let Some(V::Int(i)) = idx.first() {
+                if let Some(slot) = out.get_mut(*i as usize) {
+                    *slot = V::Int(value);
+                }
+            }
+        }
+        start = end;
+    }
+    Ok(out)
 }
 
 /// Evaluation context: the environment and, inside an aggregate query, the group's rows.
