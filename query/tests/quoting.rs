@@ -274,6 +274,36 @@ fn deep_expressions_run_on_a_small_stack() {
     handle.join().expect("no stack overflow").unwrap();
 }
 
+#[test]
+fn long_and_nul_strings_round_trip() {
+    let (_d, e) = engine();
+    let long: String = "日本'--/*é*/\\".repeat(100_000);
+    let nul = "before\0after'".to_string();
+    for (k, v) in [("long", &long), ("nul", &nul)] {
+        run_with(
+            &e,
+            "INSERT INTO t VALUES ($1, $2, 0)",
+            &[Scalar::Str(k.into()), Scalar::Str(v.clone())],
+        )
+        .unwrap();
+        assert_eq!(
+            values_of(&e, "SELECT v FROM t WHERE k = $1", &[Scalar::Str(k.into())]),
+            vec![Some(v.clone())]
+        );
+        assert_eq!(
+            count(&e, "SELECT count(*) FROM t WHERE v = $1", &[Scalar::Str(v.clone())]),
+            1
+        );
+    }
+    // The long one as an escaped literal too.
+    e.execute(&format!("INSERT INTO t VALUES ('lit', {}, 0)", literal(&long)))
+        .unwrap();
+    assert_eq!(
+        values_of(&e, "SELECT v FROM t WHERE k = 'lit'", &[]),
+        vec![Some(long.clone())]
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
