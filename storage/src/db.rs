@@ -313,7 +313,24 @@ impl Database {
         let mut segments: HashMap<SegmentId, Arc<Segment>> = HashMap::new();
         for t in &manifest.tables {
             for s in &t.segments {
-                segments.insert(s.id, Arc::new(Segment::open(&seg_path(&dir, s.id))?));
+                let seg = Segment::open(&seg_path(&dir, s.id))?;
+                // A segment whose ordinals the dictionary does not hold means the dictionary lost
+                // keys that durable data uses (a power cut before its fsync): opening would let
+                // new keys take those ordinals and inherit the rows. Refuse instead.
+                if let Some(max) = seg.rows.max() {
+                    if max >= keys.len() {
+                        return Err(StorageError::corrupt(
+                            seg_path(&dir, s.id),
+                            0,
+                            format!(
+                                "the segment holds ordinal {max} but the key dictionary has only {} keys: \
+                                 keys.dict lost keys that data uses",
+                                keys.len()
+                            ),
+                        ));
+                    }
+                }
+                segments.insert(s.id, Arc::new(seg));
             }
         }
         let referenced: HashSet<SegmentId> = kept
@@ -383,6 +400,21 @@ impl Database {
                 mem.entry(t.id).or_default().push(Arc::new(chunk));
             }
         }
+        // Recovery must persist only what is durable. Records replayed from the page cache (written
+        // before a kill but never fsynced) become visible now and may soon be flushed into durable
+        // segments; make the dictionary and the replayed log durable first, so a power cut after
+        // this point cannot take away keys or records that later data builds on.
+        let (kf, kp) = keys.sync_handle();
+        kf.sync_all().map_err(|e| StorageError::io(&kp, e))?;
+        for &seq in seqs.iter().filter(|s| **s >= manifest.wal_start) {
+            let p = wal_path(&wdir, seq);
+            if p.exists() {
+                File::open(&p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| StorageError::io(&p, e))?;
+            }
+        }
+        sync_dir(&wdir)?;
         let wal_seq = seqs.last().copied().unwrap_or(0).max(manifest.wal_start) + 1;
         let wal = create_wal(&wdir, wal_seq)?;
 
@@ -1006,6 +1038,14 @@ impl Shared {
             manifest: m.clone(),
             tables,
         });
+        // The dictionary must be durable before a manifest names segments that use its ordinals
+        // (flush, ingest and compaction write such segments; appends sync it themselves).
+        let (kf, kp) = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync_handle();
+        kf.sync_data().map_err(|e| StorageError::io(&kp, e))?;
         commit_manifest(&self.dir, &m)?;
         // Flushed rows, and rows of dropped tables, leave memory.
         st.mem_rows = version

@@ -662,3 +662,41 @@ fn a_corrupt_manifest_is_reported() {
         "{e:?}"
     );
 }
+
+/// Power loss finding 1 (issue 18): a segment that uses ordinals the dictionary lost (its last
+/// record cut, as a power cut before the dictionary's fsync would) must not open; on the old code
+/// it opened, and the next new key took the orphaned ordinal and inherited its rows.
+#[test]
+fn a_dictionary_that_lost_keys_used_by_segments_does_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
+        db.commit(&[CatalogOp::Create {
+            name: "c".into(),
+            schema: state_schema(),
+            if_not_exists: false,
+        }])
+        .unwrap();
+        db.append("c", &batch("customer_id", &keys(0..3), vec![("hits", Col::Int(vec![Some(1); 3]))]))
+            .unwrap();
+        db.append("c", &batch("customer_id", &keys(3..4), vec![("hits", Col::Int(vec![Some(7)]))]))
+            .unwrap();
+        db.flush().unwrap();
+    }
+    // Cut the dictionary's last record (key c000003, ordinal 3).
+    let path = dir.path().join("keys.dict");
+    let bytes = std::fs::read(&path).unwrap();
+    let records = journeydb_storage::log::read_records(&path, &bytes).unwrap();
+    let (last_payload, _) = *records.payloads.last().unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(last_payload - journeydb_storage::format::RECORD_HEADER_LEN as u64)
+        .unwrap();
+    drop(f);
+    match Database::open(dir.path(), opts()) {
+        Err(StorageError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("lost keys"), "{reason}")
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("opened a database whose dictionary lost keys that segments use"),
+    }
+}
