@@ -91,6 +91,16 @@ impl KeyDict {
 
     /// Opens the dictionary at `path`, dropping a torn tail.
     pub fn open(path: &Path) -> Result<KeyDict> {
+        Self::open_mode(path, true)
+    }
+
+    /// Opens the dictionary at `path` without changing the file (a torn tail is left in place and
+    /// not loaded); the result must not be appended to. For `journeydb check`.
+    pub fn open_read_only(path: &Path) -> Result<KeyDict> {
+        Self::open_mode(path, false)
+    }
+
+    fn open_mode(path: &Path, writable: bool) -> Result<KeyDict> {
         let bytes = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
         let head = bytes
             .get(..crate::format::FILE_HEADER_LEN)
@@ -101,10 +111,10 @@ impl KeyDict {
         let records = read_records(path, &bytes)?;
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(writable)
             .open(path)
             .map_err(|e| StorageError::io(path, e))?;
-        if records.torn_tail {
+        if records.torn_tail && writable {
             file.set_len(records.end)
                 .and_then(|_| file.sync_all())
                 .map_err(|e| StorageError::io(path, e))?;

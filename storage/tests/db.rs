@@ -700,3 +700,60 @@ fn a_dictionary_that_lost_keys_used_by_segments_does_not_open() {
         Ok(_) => panic!("opened a database whose dictionary lost keys that segments use"),
     }
 }
+
+/// Issue 18: `journeydb check` must be read-only. It used to open the database, which takes the
+/// lock, truncates torn log tails, creates a new WAL file and removes orphans.
+#[test]
+fn check_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
+        db.commit(&[CatalogOp::Create {
+            name: "c".into(),
+            schema: state_schema(),
+            if_not_exists: false,
+        }])
+        .unwrap();
+        db.append("c", &batch("customer_id", &keys(0..50), vec![("hits", Col::Int(vec![Some(1); 50]))]))
+            .unwrap();
+        db.flush().unwrap();
+        db.append("c", &batch("customer_id", &keys(40..60), vec![("hits", Col::Int(vec![Some(2); 20]))]))
+            .unwrap();
+    }
+    // A torn write at the end of the newest WAL file: never acknowledged.
+    let wal = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let mut bytes = std::fs::read(&wal).unwrap();
+    bytes.extend_from_slice(&[0xff, 0x00, 0x00, 0x10, 0xab, 0xcd]);
+    std::fs::write(&wal, &bytes).unwrap();
+    let state = |d: &std::path::Path| {
+        let mut out = Vec::new();
+        let mut stack = vec![d.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                let e = e.unwrap();
+                let md = e.metadata().unwrap();
+                if md.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push((e.path(), std::fs::read(e.path()).unwrap(), md.modified().unwrap()));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let before = state(dir.path());
+    let report = Database::check_dir(dir.path()).unwrap();
+    assert_eq!(report.tables, 1);
+    assert_eq!(report.keys, 60);
+    assert_eq!(report.torn_tails, 1);
+    assert!(report.wal_records >= 1);
+    assert_eq!(state(dir.path()), before, "check changed the database");
+    // And the database still opens to every acknowledged row.
+    let db = Database::open(dir.path(), opts()).unwrap();
+    assert_eq!(db.snapshot().table("c").unwrap().row_count(), 60);
+}

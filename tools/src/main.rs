@@ -80,15 +80,23 @@ fn check(args: &[String]) -> Result<(), String> {
         [flag, dir] if flag == "--db" => dir,
         _ => return Err(format!("check: expected --db DIR\n\n{USAGE}")),
     };
-    let opts = journeydb_storage::Options {
-        background: false,
-        ..Default::default()
-    };
-    let db = journeydb_storage::Database::open(dir, opts).map_err(|e| e.to_string())?;
-    let r = db.check().map_err(|e| e.to_string())?;
+    // Read-only: a checker never changes the database it checks (no lock, no truncation, no
+    // new log, no cleanup); opening it would recover it, which is the server's job.
+    let r = journeydb_storage::Database::check_dir(dir).map_err(|e| e.to_string())?;
     println!(
-        "ok: {} tables, {} segments, {} rows, {} values, {} keys, {} kept manifests",
-        r.tables, r.segments, r.rows, r.values, r.keys, r.manifests
+        "ok: {} tables, {} segments, {} rows, {} values, {} keys, {} WAL records, {} kept manifests{}",
+        r.tables,
+        r.segments,
+        r.rows,
+        r.values,
+        r.keys,
+        r.wal_records,
+        r.manifests,
+        if r.torn_tails > 0 {
+            format!(", {} torn log tail(s) of unacknowledged writes (dropped at the next open)", r.torn_tails)
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
