@@ -248,6 +248,11 @@ fn lock_dir(dir: &Path) -> Result<File> {
 
 impl Database {
     /// Creates a new database in `dir` (which must not exist or be empty).
+    ///
+    /// The database is built in a sibling directory and renamed into place, then the parent is
+    /// synced: a crash part-way leaves either no database at `dir` (and a stray
+    /// `.NAME.creating-PID` beside it, removed by the next create) or a whole one, never a
+    /// half-made directory that neither `create` nor `open` accepts.
     pub fn create(dir: impl AsRef<Path>, key_type: KeyType, opts: Options) -> Result<Database> {
         let dir = dir.as_ref();
         opts.validate()?;
@@ -257,26 +262,46 @@ impl Database {
         if let Ok(mut entries) = std::fs::read_dir(dir) {
             if entries.next().is_some() {
                 return Err(StorageError::InvalidOption(format!(
-                    "{} exists and is not empty",
+                    "{} exists and is not empty (and is not a journeydb database: no CURRENT)",
                     dir.display()
                 )));
             }
         }
-        for d in [
-            dir.to_path_buf(),
-            manifest_dir(dir),
-            wal_dir(dir),
-            seg_dir(dir),
-        ] {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| StorageError::InvalidOption(format!("{} has no name", dir.display())))?;
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| StorageError::io(&parent, e))?;
+        // Leftovers of creates that crashed are not databases: remove them.
+        let prefix = format!(".{name}.creating-");
+        if let Ok(entries) = std::fs::read_dir(&parent) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let tmp = parent.join(format!("{prefix}{}", std::process::id()));
+        for d in [tmp.clone(), manifest_dir(&tmp), wal_dir(&tmp), seg_dir(&tmp)] {
             std::fs::create_dir_all(&d).map_err(|e| StorageError::io(&d, e))?;
         }
-        let lock_file = lock_dir(dir)?;
-        KeyDict::create(&dir.join("keys.dict"), key_type)?;
-        for d in [manifest_dir(dir), wal_dir(dir), seg_dir(dir)] {
-            sync_dir(&d)?;
+        {
+            let lock_file = lock_dir(&tmp)?;
+            KeyDict::create(&tmp.join("keys.dict"), key_type)?;
+            for d in [manifest_dir(&tmp), wal_dir(&tmp), seg_dir(&tmp)] {
+                sync_dir(&d)?;
+            }
+            commit_manifest(&tmp, &Manifest::initial(key_type, opts.partition_rows))?;
+            sync_dir(&tmp)?;
+            drop(lock_file);
         }
-        commit_manifest(dir, &Manifest::initial(key_type, opts.partition_rows))?;
-        drop(lock_file);
+        // An empty directory at `dir` is replaced (rename onto an empty directory is atomic).
+        std::fs::rename(&tmp, dir).map_err(|e| StorageError::io(dir, e))?;
+        sync_dir(&parent)?;
         Self::open(dir, opts)
     }
 
@@ -290,6 +315,18 @@ impl Database {
         let lock_file = lock_dir(&dir)?;
         let current = read_current(&dir)?;
         let manifest = Arc::new(read_manifest(&dir, current)?);
+        // A manifest or CURRENT `.tmp` left by a commit interrupted before its rename never took
+        // effect.
+        if dir.join("CURRENT.tmp").exists() {
+            remove_file(&dir.join("CURRENT.tmp"))?;
+        }
+        let mdir = manifest_dir(&dir);
+        for e in std::fs::read_dir(&mdir).map_err(|e| StorageError::io(&mdir, e))? {
+            let e = e.map_err(|e| StorageError::io(&mdir, e))?;
+            if e.file_name().to_string_lossy().ends_with(".tmp") {
+                remove_file(&e.path())?;
+            }
+        }
         // A manifest newer than CURRENT is a commit that never happened.
         let mut kept = VecDeque::new();
         for v in list_manifests(&dir)?.into_iter().rev() {

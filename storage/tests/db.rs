@@ -757,3 +757,49 @@ fn check_changes_nothing() {
     let db = Database::open(dir.path(), opts()).unwrap();
     assert_eq!(db.snapshot().table("c").unwrap().row_count(), 60);
 }
+
+/// Issue 18, finding 5: a database is built beside its path and renamed into place, so a crash
+/// inside `create` cannot leave a directory that neither `create` nor `open` accepts; leftovers
+/// of such a crash, and stale `.tmp` manifests of an interrupted commit, are cleaned up.
+#[test]
+fn create_is_atomic_and_leftovers_are_cleaned() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("db");
+    // What a create that crashed half-way leaves now: a sibling, never `db` itself.
+    let stray = parent.path().join(".db.creating-4242");
+    std::fs::create_dir_all(stray.join("manifest")).unwrap();
+    std::fs::write(stray.join("keys.dict"), b"partial").unwrap();
+    {
+        let db = Database::create(&dir, KeyType::Varchar, opts()).unwrap();
+        db.commit(&[CatalogOp::Create {
+            name: "c".into(),
+            schema: state_schema(),
+            if_not_exists: false,
+        }])
+        .unwrap();
+    }
+    assert!(!stray.exists(), "the leftover of a crashed create was not removed");
+    let names: Vec<String> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["db".to_string()]);
+    // An interrupted commit's temporary files are removed on open and change nothing.
+    std::fs::write(dir.join("manifest").join("00000000000000000099.manifest.tmp"), b"half").unwrap();
+    std::fs::write(dir.join("CURRENT.tmp"), b"99").unwrap();
+    let db = Database::open(&dir, opts()).unwrap();
+    assert!(db.snapshot().table("c").is_ok());
+    assert!(!dir.join("CURRENT.tmp").exists());
+    assert!(!dir.join("manifest").join("00000000000000000099.manifest.tmp").exists());
+    drop(db);
+    // A directory with files but no CURRENT is refused by create with a clear error, never
+    // overwritten.
+    let other = parent.path().join("notadb");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("precious.txt"), b"data").unwrap();
+    match Database::create(&other, KeyType::Varchar, opts()) {
+        Err(StorageError::InvalidOption(m)) => assert!(m.contains("not a journeydb database"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read(other.join("precious.txt")).unwrap(), b"data");
+}
