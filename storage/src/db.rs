@@ -1113,6 +1113,9 @@ impl Shared {
         new_segments: HashMap<SegmentId, Arc<Segment>>,
         drop_mem: &HashMap<TableId, usize>,
     ) -> Result<Garbage> {
+        if let Some(p) = &st.poisoned {
+            return Err(StorageError::WalPoisoned(p.clone()));
+        }
         let m = Arc::new(m);
         let mut open: HashMap<SegmentId, Arc<Segment>> = st
             .version
@@ -1164,7 +1167,16 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .sync_handle();
         kf.sync_data().map_err(|e| StorageError::io(&kp, e))?;
-        commit_manifest(&self.dir, &m)?;
+        if let Err(e) = commit_manifest(&self.dir, &m) {
+            // The failure may have come after CURRENT was renamed (an fsync of the directory):
+            // the disk may already hold this version while memory does not. Nothing more may be
+            // committed, and nothing the new version might name may be deleted, until a restart
+            // recovers from what is durable.
+            st.poisoned = Some(format!(
+                "a commit failed while making it durable ({e}); its outcome on disk is unknown"
+            ));
+            return Err(e);
+        }
         // Flushed rows, and rows of dropped tables, leave memory.
         st.mem_rows = version
             .tables
@@ -1441,8 +1453,13 @@ impl Shared {
             match self.commit_locked(&mut st, m, opened, &HashMap::new()) {
                 Ok(g) => g,
                 Err(e) => {
+                    // After a failed durable commit the new manifest may name these segments:
+                    // keep them (a restart's orphan sweep removes them if it does not).
+                    let keep = st.poisoned.is_some();
                     drop(st);
-                    cleanup(&written);
+                    if !keep {
+                        cleanup(&written);
+                    }
                     return Err(e);
                 }
             }

@@ -103,8 +103,9 @@ pub enum StorageError {
     /// A requested manifest version is not kept.
     #[error("version {0} is not kept (see Options::keep_versions)")]
     VersionNotKept(u64),
-    /// The write-ahead log failed earlier; the database refuses writes until reopened.
-    #[error("the write-ahead log failed earlier ({0}); reopen the database")]
+    /// A write failed to become durable earlier (a WAL or commit fsync); the database refuses
+    /// writes until reopened.
+    #[error("a write failed to become durable earlier ({0}); restart (reopen the database) to recover")]
     WalPoisoned(String),
 }
 

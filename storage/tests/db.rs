@@ -803,3 +803,37 @@ fn create_is_atomic_and_leftovers_are_cleaned() {
     }
     assert_eq!(std::fs::read(other.join("precious.txt")).unwrap(), b"data");
 }
+
+/// Issue 18, finding 4: a commit that fails while being made durable poisons the database:
+/// nothing more is committed (the failure may have come after CURRENT was renamed, so the disk
+/// may already hold that version) until a reopen recovers from what is durable.
+#[test]
+fn a_failed_commit_refuses_further_writes_until_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
+    db.commit(&[CatalogOp::Create {
+        name: "c".into(),
+        schema: state_schema(),
+        if_not_exists: false,
+    }])
+    .unwrap();
+    // Make the next manifest write fail: the manifest directory becomes a file.
+    let mdir = dir.path().join("manifest");
+    let aside = dir.path().join("manifest.aside");
+    std::fs::rename(&mdir, &aside).unwrap();
+    std::fs::write(&mdir, b"not a directory").unwrap();
+    let create = |name: &str| CatalogOp::Create {
+        name: name.into(),
+        schema: state_schema(),
+        if_not_exists: false,
+    };
+    assert!(db.commit(&[create("d")]).is_err());
+    // Even with the directory back, this process refuses to commit or append.
+    std::fs::remove_file(&mdir).unwrap();
+    std::fs::rename(&aside, &mdir).unwrap();
+    assert!(matches!(db.commit(&[create("e")]), Err(StorageError::WalPoisoned(_))));
+    drop(db);
+    let db = Database::open(dir.path(), opts()).unwrap();
+    assert!(db.snapshot().table("c").is_ok());
+    db.commit(&[create("e")]).unwrap();
+}
