@@ -22,6 +22,9 @@ use crate::plan::{eval_const, object_name, plan_query, PlanCtx};
 use crate::settings::Settings;
 use crate::types::{DType, Scalar};
 
+/// Name prefix of CREATE TABLE AS scratch tables (`_ctas_<pid>_<n>`).
+const CTAS_PREFIX: &str = "_ctas_";
+
 /// Rows per append when a query's result is written into a table.
 const WRITE_BATCH_ROWS: usize = 1 << 20;
 
@@ -60,8 +63,24 @@ fn rows_tag(tag: &str, rows: u64) -> Output {
 }
 
 impl Engine {
-    /// An engine over `db`.
+    /// An engine over `db`. Scratch tables of CREATE TABLE AS left by a process that died mid-way
+    /// (only one process opens a database at a time) are dropped.
     pub fn new(db: Arc<Database>) -> Engine {
+        let own = format!("{CTAS_PREFIX}{}_", std::process::id());
+        let stale: Vec<CatalogOp> = db
+            .snapshot()
+            .table_names()
+            .into_iter()
+            .filter(|n| n.starts_with(CTAS_PREFIX) && !n.starts_with(&own))
+            .map(|name| CatalogOp::Drop {
+                name,
+                if_exists: true,
+            })
+            .collect();
+        if !stale.is_empty() {
+            // Best effort: a failure leaves them for the next start.
+            let _ = db.commit(&stale);
+        }
         Engine {
             db,
             now_us: None,
@@ -590,8 +609,11 @@ impl Engine {
             columns.push(ColumnDef::new(c.name.clone(), ty));
         }
         let schema = TableSchema::new(key.name.clone(), columns);
+        // Validate the target first: a name the final REPLACE would refuse must not leave the
+        // scratch table behind.
+        journeydb_storage::schema::validate_name(name).map_err(map_storage)?;
         let tmp = format!(
-            "_ctas_{}_{}",
+            "{CTAS_PREFIX}{}_{}",
             std::process::id(),
             self.seq.fetch_add(1, Ordering::Relaxed)
         );
@@ -618,12 +640,17 @@ impl Engine {
             .map_err(map_storage);
         match written {
             Ok(n) => {
-                self.db
-                    .commit(&[CatalogOp::Replace {
-                        target: name.to_string(),
-                        source: tmp,
-                    }])
-                    .map_err(map_storage)?;
+                let replaced = self.db.commit(&[CatalogOp::Replace {
+                    target: name.to_string(),
+                    source: tmp.clone(),
+                }]);
+                if let Err(e) = replaced {
+                    let _ = self.db.commit(&[CatalogOp::Drop {
+                        name: tmp,
+                        if_exists: true,
+                    }]);
+                    return Err(map_storage(e));
+                }
                 Ok(rows_tag("CREATE TABLE", n))
             }
             Err(e) => {
