@@ -503,14 +503,22 @@ impl Server {
                 let reply = decode_ipc(ipc)
                     .map_err(|e| (ErrorCode::Protocol, e.to_string()))
                     .and_then(|batches| {
-                        let mut n = 0;
-                        for b in &batches {
-                            n += engine.database().append(&table, b).map_err(|e| {
+                        // One request is one append: the frame's batches are joined first, so
+                        // a bad row anywhere refuses the whole request and nothing is stored.
+                        let one = match batches.as_slice() {
+                            [] => return Ok(0),
+                            [b] => b.clone(),
+                            many @ [first, ..] => arrow_select::concat::concat_batches(&first.schema(), many)
+                                .map_err(|e| (ErrorCode::User, format!("append: {e}")))?,
+                        };
+                        engine
+                            .database()
+                            .append(&table, &one)
+                            .map(|n| n as u64)
+                            .map_err(|e| {
                                 let qe = QueryError::Storage(e);
                                 (error_code(&qe), qe.to_string())
-                            })? as u64;
-                        }
-                        Ok(n)
+                            })
                     });
                 match reply {
                     Ok(n) => write_frame(

@@ -450,3 +450,63 @@ fn cancel_needs_the_connections_secret() {
     let (kinds, codes) = pg_simple(&mut s, "SELECT 1");
     assert!(codes.is_empty() && kinds.contains(&b'D'));
 }
+
+/// Issue 15's probe: an append request is all or nothing. A frame of 1,000 good rows and then a
+/// batch with a NULL key used to store the 1,000 rows while answering an error.
+#[test]
+fn an_append_frame_is_all_or_nothing() {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    let srv = start(16, 2);
+    let mut c = Client::connect(srv.addr, Some(TOKEN)).unwrap();
+    c.run("CREATE TABLE s (k VARCHAR PRIMARY KEY, n BIGINT MERGE SUM)").unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, true),
+        Field::new("n", DataType::Int64, true),
+    ]));
+    let good = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from((0..1000).map(|i| format!("g{i}")).collect::<Vec<_>>())) as ArrayRef,
+            Arc::new(Int64Array::from(vec![1i64; 1000])) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    let bad = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec![Some("b1"), None])) as ArrayRef,
+            Arc::new(Int64Array::from(vec![1i64, 1])) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write_frame(
+        &mut s,
+        &Frame::Hello {
+            version: PROTOCOL_VERSION,
+            token: TOKEN.into(),
+        },
+    )
+    .unwrap();
+    assert!(matches!(read_frame(&mut s, 1 << 20).unwrap(), Frame::HelloOk { .. }));
+    let ipc = journeydb_client::protocol::encode_ipc(&[good, bad]).unwrap();
+    write_frame(
+        &mut s,
+        &Frame::Append {
+            table: "s".into(),
+            ipc,
+        },
+    )
+    .unwrap();
+    assert!(matches!(read_frame(&mut s, 1 << 20).unwrap(), Frame::Error { .. }));
+    let r = c.run("SELECT count(*) FROM s").unwrap();
+    let n = r.batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow_array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(n, 0, "a refused append stored rows");
+}
