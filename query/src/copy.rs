@@ -88,15 +88,7 @@ impl Engine {
         let t = snap
             .table(&table)
             .map_err(|_| QueryError::TableNotFound(table.clone()))?;
-        let key_dtype: DType = snap.key_type().into();
-        let all: Vec<(String, DType)> = std::iter::once((t.schema().key_name.clone(), key_dtype))
-            .chain(
-                t.schema()
-                    .columns
-                    .iter()
-                    .map(|c| (c.name.clone(), c.ty.into())),
-            )
-            .collect();
+        let all = crate::engine::table_columns(&snap, &t);
         let columns = if columns.is_empty() {
             all.clone()
         } else {

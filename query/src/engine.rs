@@ -736,10 +736,7 @@ impl Engine {
                     }),
                     src.body.as_ref(),
                 ) {
-                    let sch = t.schema();
-                    let all: Vec<(String, DType)> = std::iter::once((sch.key_name.clone(), key_dtype))
-                        .chain(sch.columns.iter().map(|c| (c.name.clone(), c.ty.into())))
-                        .collect();
+                    let all = table_columns(&snap, &t);
                     let targets: Vec<Option<DType>> = if ins.columns.is_empty() {
                         all.iter().map(|(_, t)| Some(*t)).collect()
                     } else {
@@ -813,15 +810,7 @@ impl Engine {
         let t = snap
             .table(&name)
             .map_err(|_| QueryError::TableNotFound(name.clone()))?;
-        let key_dtype: DType = snap.key_type().into();
-        let all: Vec<(String, DType)> = std::iter::once((t.schema().key_name.clone(), key_dtype))
-            .chain(
-                t.schema()
-                    .columns
-                    .iter()
-                    .map(|c| (c.name.clone(), c.ty.into())),
-            )
-            .collect();
+        let all = table_columns(&snap, &t);
         let targets: Vec<(String, DType)> = if ins.columns.is_empty() {
             all.clone()
         } else {
@@ -1142,6 +1131,22 @@ pub(crate) fn scalars_to_array(vals: &[Scalar], t: DType) -> Result<ArrayRef> {
             ))
         }
     })
+}
+
+/// A table's columns as SQL sees them: the key first, then the value columns, with their types.
+pub(crate) fn table_columns(
+    snap: &Snapshot,
+    t: &journeydb_storage::TableSnapshot,
+) -> Vec<(String, DType)> {
+    let key: DType = snap.key_type().into();
+    std::iter::once((t.schema().key_name.clone(), key))
+        .chain(
+            t.schema()
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.ty.into())),
+        )
+        .collect()
 }
 
 fn dtype_of_arrow(t: &DataType) -> DType {

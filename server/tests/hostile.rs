@@ -97,6 +97,22 @@ fn served(addr: SocketAddr, within: Duration) {
     );
 }
 
+/// A raw native-protocol connection after a successful Hello.
+fn native_hello(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write_frame(
+        &mut s,
+        &Frame::Hello {
+            version: PROTOCOL_VERSION,
+            token: TOKEN.into(),
+        },
+    )
+    .unwrap();
+    assert!(matches!(read_frame(&mut s, 1 << 20).unwrap(), Frame::HelloOk { .. }));
+    s
+}
+
 fn pg_startup(addr: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -273,17 +289,7 @@ fn panicking_requests_release_their_slots() {
     let mut srv = start(4, 1);
     // Corrupt Arrow IPC in appends, more times than there are connections and slots.
     for i in 0..12 {
-        let mut s = TcpStream::connect(srv.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write_frame(
-            &mut s,
-            &Frame::Hello {
-                version: PROTOCOL_VERSION,
-                token: TOKEN.into(),
-            },
-        )
-        .unwrap();
-        assert!(matches!(read_frame(&mut s, 1 << 20).unwrap(), Frame::HelloOk { .. }));
+        let mut s = native_hello(srv.addr);
         let mut ipc = b"\xff\xff\xff\xff".to_vec();
         ipc.extend((0..200u32).map(|b| (b.wrapping_mul(2_654_435_761) >> (i % 24)) as u8));
         write_frame(
@@ -314,16 +320,7 @@ fn silent_and_trickling_sockets_lock_nobody_out() {
     std::thread::sleep(Duration::from_millis(600));
     served(srv.addr, Duration::from_secs(2));
     // An authenticated client that trickles a request is closed at the io deadline (2 s).
-    let mut c = TcpStream::connect(srv.addr).unwrap();
-    write_frame(
-        &mut c,
-        &Frame::Hello {
-            version: PROTOCOL_VERSION,
-            token: TOKEN.into(),
-        },
-    )
-    .unwrap();
-    assert!(matches!(read_frame(&mut c, 1 << 20).unwrap(), Frame::HelloOk { .. }));
+    let mut c = native_hello(srv.addr);
     let t0 = Instant::now();
     let mut closed = false;
     for _ in 0..20 {
@@ -480,17 +477,7 @@ fn an_append_frame_is_all_or_nothing() {
         ],
     )
     .unwrap();
-    let mut s = TcpStream::connect(srv.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write_frame(
-        &mut s,
-        &Frame::Hello {
-            version: PROTOCOL_VERSION,
-            token: TOKEN.into(),
-        },
-    )
-    .unwrap();
-    assert!(matches!(read_frame(&mut s, 1 << 20).unwrap(), Frame::HelloOk { .. }));
+    let mut s = native_hello(srv.addr);
     let ipc = journeydb_client::protocol::encode_ipc(&[good, bad]).unwrap();
     write_frame(
         &mut s,

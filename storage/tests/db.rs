@@ -33,6 +33,16 @@ fn state_schema() -> TableSchema {
     )
 }
 
+/// Creates table `c` with the state schema.
+fn create_c(db: &Database) {
+    db.commit(&[CatalogOp::Create {
+        name: "c".into(),
+        schema: state_schema(),
+        if_not_exists: false,
+    }])
+    .unwrap();
+}
+
 fn keys(r: std::ops::Range<usize>) -> Vec<String> {
     r.map(|i| format!("c{i:06}")).collect()
 }
@@ -671,12 +681,7 @@ fn a_dictionary_that_lost_keys_used_by_segments_does_not_open() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
-        db.commit(&[CatalogOp::Create {
-            name: "c".into(),
-            schema: state_schema(),
-            if_not_exists: false,
-        }])
-        .unwrap();
+        create_c(&db);
         db.append("c", &batch("customer_id", &keys(0..3), vec![("hits", Col::Int(vec![Some(1); 3]))]))
             .unwrap();
         db.append("c", &batch("customer_id", &keys(3..4), vec![("hits", Col::Int(vec![Some(7)]))]))
@@ -708,12 +713,7 @@ fn check_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
-        db.commit(&[CatalogOp::Create {
-            name: "c".into(),
-            schema: state_schema(),
-            if_not_exists: false,
-        }])
-        .unwrap();
+        create_c(&db);
         db.append("c", &batch("customer_id", &keys(0..50), vec![("hits", Col::Int(vec![Some(1); 50]))]))
             .unwrap();
         db.flush().unwrap();
@@ -771,12 +771,7 @@ fn create_is_atomic_and_leftovers_are_cleaned() {
     std::fs::write(stray.join("keys.dict"), b"partial").unwrap();
     {
         let db = Database::create(&dir, KeyType::Varchar, opts()).unwrap();
-        db.commit(&[CatalogOp::Create {
-            name: "c".into(),
-            schema: state_schema(),
-            if_not_exists: false,
-        }])
-        .unwrap();
+        create_c(&db);
     }
     assert!(!stray.exists(), "the leftover of a crashed create was not removed");
     let names: Vec<String> = std::fs::read_dir(parent.path())
@@ -811,12 +806,7 @@ fn create_is_atomic_and_leftovers_are_cleaned() {
 fn a_failed_commit_refuses_further_writes_until_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
-    db.commit(&[CatalogOp::Create {
-        name: "c".into(),
-        schema: state_schema(),
-        if_not_exists: false,
-    }])
-    .unwrap();
+    create_c(&db);
     // Make the next manifest write fail: the manifest directory becomes a file.
     let mdir = dir.path().join("manifest");
     let aside = dir.path().join("manifest.aside");
