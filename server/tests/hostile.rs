@@ -113,27 +113,43 @@ fn native_hello(addr: SocketAddr) -> TcpStream {
     s
 }
 
-fn pg_startup(addr: SocketAddr) -> TcpStream {
+/// Sends a startup packet of protocol `version` with `params` (name, value pairs).
+fn pg_startup_packet(addr: SocketAddr, version: i32, params: &[&str]) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut body = 196_608i32.to_be_bytes().to_vec();
-    for kv in ["user", "u", "database", "d", ""] {
+    let mut body = version.to_be_bytes().to_vec();
+    for kv in params.iter().chain(&[""]) {
         body.extend_from_slice(kv.as_bytes());
         body.push(0);
     }
     let mut m = ((body.len() + 4) as i32).to_be_bytes().to_vec();
     m.extend_from_slice(&body);
     s.write_all(&m).unwrap();
+    s
+}
+
+/// A PostgreSQL session after startup and the cleartext password, with its cancel key.
+fn pg_startup_key(addr: SocketAddr) -> (TcpStream, i32, i32) {
+    let mut s = pg_startup_packet(addr, 196_608, &["user", "u", "database", "d"]);
     // AuthenticationCleartextPassword, then the password.
     let (kind, _) = pg_read(&mut s);
     assert_eq!(kind, b'R');
     pg_send(&mut s, b'p', format!("{TOKEN}\0").as_bytes());
+    let (mut pid, mut secret) = (0, 0);
     loop {
-        let (kind, _) = pg_read(&mut s);
+        let (kind, body) = pg_read(&mut s);
+        if kind == b'K' {
+            pid = i32::from_be_bytes(body[..4].try_into().unwrap());
+            secret = i32::from_be_bytes(body[4..8].try_into().unwrap());
+        }
         if kind == b'Z' {
-            return s;
+            return (s, pid, secret);
         }
     }
+}
+
+fn pg_startup(addr: SocketAddr) -> TcpStream {
+    pg_startup_key(addr).0
 }
 
 fn pg_send(s: &mut TcpStream, kind: u8, body: &[u8]) {
@@ -375,16 +391,7 @@ fn clients_that_stop_reading_lose_their_slots() {
 #[test]
 fn protocol_3_2_is_negotiated_down_to_3_0() {
     let srv = start(16, 2);
-    let mut s = TcpStream::connect(srv.pg).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut body = (196_608i32 + 2).to_be_bytes().to_vec();
-    for kv in ["user", "u", "_pq_.fancy", "1", ""] {
-        body.extend_from_slice(kv.as_bytes());
-        body.push(0);
-    }
-    let mut m = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    m.extend_from_slice(&body);
-    s.write_all(&m).unwrap();
+    let mut s = pg_startup_packet(srv.pg, 196_608 + 2, &["user", "u", "_pq_.fancy", "1"]);
     let (kind, body) = pg_read(&mut s);
     assert_eq!(kind, b'v', "NegotiateProtocolVersion first");
     assert_eq!(&body[..4], &0i32.to_be_bytes(), "newest minor version: 0");
@@ -405,30 +412,7 @@ fn pg_cancel(addr: SocketAddr, pid: i32, secret: i32) {
 #[test]
 fn cancel_needs_the_connections_secret() {
     let srv = start(16, 2);
-    // Startup by hand to read BackendKeyData.
-    let mut s = TcpStream::connect(srv.pg).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut body = 196_608i32.to_be_bytes().to_vec();
-    for kv in ["user", "u", ""] {
-        body.extend_from_slice(kv.as_bytes());
-        body.push(0);
-    }
-    let mut m = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    m.extend_from_slice(&body);
-    s.write_all(&m).unwrap();
-    let _ = pg_read(&mut s);
-    pg_send(&mut s, b'p', format!("{TOKEN}\0").as_bytes());
-    let (mut pid, mut secret) = (0, 0);
-    loop {
-        let (kind, body) = pg_read(&mut s);
-        if kind == b'K' {
-            pid = i32::from_be_bytes(body[..4].try_into().unwrap());
-            secret = i32::from_be_bytes(body[4..8].try_into().unwrap());
-        }
-        if kind == b'Z' {
-            break;
-        }
-    }
+    let (mut s, pid, secret) = pg_startup_key(srv.pg);
     // A wrong secret cancels nothing: the sleep completes.
     pg_send(&mut s, b'Q', b"SELECT pg_sleep(0.5)\0");
     std::thread::sleep(Duration::from_millis(100));
