@@ -101,8 +101,32 @@ fn check(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The part of [`USAGE`] about `command` (its lines and their indented continuation).
+fn command_help(command: &str) -> String {
+    let mut out = String::from("usage: journeydb ");
+    let mut inside = false;
+    for line in USAGE.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if indent == 2 {
+            inside = line.trim_start().starts_with(command);
+        }
+        if inside {
+            out.push_str(if out.ends_with(' ') { line.trim_start() } else { line });
+            out.push('\n');
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `journeydb COMMAND --help` prints that command's part of the usage.
+    if let Some(cmd) = args.first() {
+        if args.iter().skip(1).any(|a| a == "--help" || a == "-h") {
+            print!("{}", command_help(cmd));
+            return ExitCode::SUCCESS;
+        }
+    }
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run(args.get(1..).unwrap_or_default()),
         Some("check") => check(args.get(1..).unwrap_or_default()),

@@ -131,3 +131,23 @@ fn shell_runs_scripts_and_reports_errors() {
         .unwrap();
     assert!(!out.status.success() && text(&out.stderr).contains("--db"));
 }
+
+#[test]
+fn every_command_answers_help() {
+    for (cmd, expect) in [
+        ("serve", "--tls-cert"),
+        ("sql", "--tls-ca"),
+        ("check", "--db"),
+        ("journey", "journey run"),
+        ("demo", "--customers"),
+        ("bench", "--customers"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_journeydb"))
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{cmd} --help failed");
+        assert!(text.starts_with(&format!("usage: journeydb {cmd}")) && text.contains(expect), "{cmd}: {text}");
+    }
+}
