@@ -796,10 +796,11 @@ fn window_values(
     let mut out = vec![V::Null; rows.len()];
     let mut start = 0;
     while start < keyed.len() {
+        let part_key = keyed.get(start).map(|k| &k.0);
         let end = keyed
             .iter()
             .skip(start)
-            .position(|k| k.0 != keyed.get(start).map(|s| s.0.clone()).unwrap_or_default())
+            .position(|k| Some(&k.0) != part_key)
             .map_or(keyed.len(), |p| start + p);
         let mut part: Vec<(Vec<V>, Vec<V>)> = keyed
             .get(start..end)
