@@ -3,6 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use journeydb_benches::Journey;
+use journeydb_storage::dir::DiskDir;
 use journeydb_storage::keydict::KeyDict;
 use journeydb_storage::{Key, KeyType};
 
@@ -10,7 +11,7 @@ fn bench(c: &mut Criterion) {
     let j = Journey::new(1_000_000, 3);
     let keys: Vec<String> = (0..j.customers).map(|i| j.key(i)).collect();
     let dir = tempfile::tempdir().unwrap();
-    let mut d = KeyDict::create(&dir.path().join("keys.dict"), KeyType::Varchar).unwrap();
+    let mut d = KeyDict::create(&DiskDir, &dir.path().join("keys.dict"), KeyType::Varchar).unwrap();
     d.get_or_insert(keys.iter().map(|k| Key::Str(k))).unwrap();
     let mut g = c.benchmark_group("keydict");
     g.throughput(Throughput::Elements(100_000));

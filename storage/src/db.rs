@@ -20,7 +20,6 @@
 //! - A segment file is deleted only when no kept manifest names it (`gc_trimmed`, or orphans on open).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -31,10 +30,11 @@ use arc_swap::ArcSwap;
 use arrow_array::{Array, Int64Array, LargeStringArray, RecordBatch, StringArray, StringViewArray};
 use arrow_schema::DataType;
 
-use crate::dir::{remove_file, sync_dir};
+use crate::dir::{parent_of, remove_file, sync_dir, Dir, DirLock, DiskDir, OpenMode};
 use crate::error::{Result, StorageError};
+use crate::format::{KEYDICT_MAGIC, KEYDICT_VERSION, WAL_MAGIC, WAL_VERSION};
 use crate::keydict::{Key, KeyDict};
-use crate::log::LogFile;
+use crate::log::{LogFile, SyncPoint};
 use crate::manifest::{
     apply_ops, commit_manifest, list_manifests, manifest_dir, manifest_path, read_current,
     read_manifest, CatalogOp, Manifest, SegmentMeta,
@@ -45,7 +45,9 @@ use crate::schema::{
 use crate::segment::{encode_segment, write_segment_file, PartData, Segment};
 use crate::snapshot::{merge_parts, Chunk, Snapshot, TableVersion, Version};
 use crate::values::from_arrow;
-use crate::wal::{create_wal, encode_batch, list_wal, read_wal, wal_path, BatchColumn, RowBatch};
+use crate::wal::{
+    create_wal, encode_batch, list_wal, read_wal, rewrite_wal, wal_path, BatchColumn, RowBatch,
+};
 
 /// Default ordinals per partition: 4 roaring containers, about 40 partitions for 10M customers.
 pub const PARTITION_ROWS_DEFAULT: u32 = 1 << 18;
@@ -186,9 +188,10 @@ struct Background {
 }
 
 struct Shared {
+    fs: Arc<dyn Dir>,
     dir: PathBuf,
     opts: Options,
-    _lock: File,
+    _lock: DirLock,
     keys: Arc<RwLock<KeyDict>>,
     state: Mutex<State>,
     synced: Condvar,
@@ -231,234 +234,356 @@ fn wal_dir(dir: &Path) -> PathBuf {
     dir.join("wal")
 }
 
-fn lock_dir(dir: &Path) -> Result<File> {
+fn lock_dir(fs: &dyn Dir, dir: &Path) -> Result<DirLock> {
     let p = dir.join("LOCK");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(|e| StorageError::io(&p, e))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked(dir.to_path_buf())),
-        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io(&p, e)),
+    fs.lock(&p)
+        .map_err(|e| StorageError::io(&p, e))?
+        .ok_or_else(|| StorageError::Locked(dir.to_path_buf()))
+}
+
+/// What recovery found on disk: the state an open database starts from.
+struct Recovered {
+    manifest: Arc<Manifest>,
+    kept: VecDeque<Arc<Manifest>>,
+    keys: KeyDict,
+    mem: HashMap<TableId, Vec<Arc<Chunk>>>,
+    mem_rows: u64,
+    wal_seq: u64,
+    wal: LogFile,
+    max_seg: u64,
+    segments: HashMap<SegmentId, Arc<Segment>>,
+}
+
+/// `DIR/RECOVER`: left by a database that stopped accepting writes after a failed fsync. The page
+/// cache of this boot may hold log bytes the disk never got (the kernel marks such pages clean after
+/// reporting the error), so the next open rewrites the dictionary, the WAL and the current manifest
+/// into fresh, synced files before trusting them. Only needed within the same boot: after a reboot
+/// the files are what the disk holds, so the marker need not be durable itself.
+fn recover_marker(dir: &Path) -> PathBuf {
+    dir.join("RECOVER")
+}
+
+/// Recovery: reads the last commit, removes what never committed, replays the WAL, and makes
+/// everything it replays durable before the database accepts work.
+fn recover(fs: &dyn Dir, dir: &Path, opts: &Options) -> Result<Recovered> {
+    let rewrite = fs.exists(&recover_marker(dir));
+    let current = read_current(fs, dir)?;
+    let manifest = Arc::new(read_manifest(fs, dir, current)?);
+    if rewrite {
+        commit_manifest(fs, dir, &manifest)?;
+    } else {
+        // The commit read here may still be only in the page cache (a process killed between the
+        // rename of CURRENT and its directory fsync): make it durable before building on it, or a
+        // power cut could take it back from under later, acknowledged work.
+        sync_file(fs, &manifest_path(dir, current))?;
+        sync_dir(fs, &manifest_dir(dir))?;
+        sync_file(fs, &dir.join("CURRENT"))?;
+        sync_dir(fs, dir)?;
     }
+    // A manifest or CURRENT `.tmp` left by a commit interrupted before its rename never took
+    // effect; nor did a rewrite of a log interrupted before its rename.
+    remove_file(fs, &dir.join("CURRENT.tmp"))?;
+    remove_file(fs, &dir.join("keys.dict.tmp"))?;
+    let mdir = manifest_dir(dir);
+    for name in crate::dir::list(fs, &mdir)? {
+        if name.ends_with(".tmp") {
+            remove_file(fs, &mdir.join(name))?;
+        }
+    }
+    // A manifest newer than CURRENT is a commit that never happened.
+    let mut kept = VecDeque::new();
+    for v in list_manifests(fs, dir)?.into_iter().rev() {
+        if v > current {
+            remove_file(fs, &manifest_path(dir, v))?;
+        } else if v < current && kept.len() + 1 < opts.keep_versions {
+            match read_manifest(fs, dir, v) {
+                Ok(m) => kept.push_front(Arc::new(m)),
+                Err(_) => break,
+            }
+        }
+    }
+    kept.push_back(manifest.clone());
+    // Opening the dictionary syncs it (or rewrites it): keys replayed from the page cache become
+    // durable before any later data can use their ordinals.
+    let kpath = dir.join("keys.dict");
+    let keys = if rewrite {
+        KeyDict::open_rewritten(fs, &kpath)?
+    } else {
+        KeyDict::open(fs, &kpath)?
+    };
+    if keys.key_type() != manifest.key_type {
+        return Err(StorageError::corrupt(
+            kpath,
+            10,
+            "key type differs from the manifest's",
+        ));
+    }
+    let (segments, max_seg) = open_segments(fs, dir, &manifest, &kept, &keys)?;
+    let (mem, mem_rows, seqs) = replay_wal(fs, dir, &manifest, &keys, rewrite)?;
+    let wdir = wal_dir(dir);
+    let wal_seq = seqs.last().copied().unwrap_or(0).max(manifest.wal_start) + 1;
+    let wal = create_wal(fs, &wdir, wal_seq)?;
+    if rewrite {
+        remove_file(fs, &recover_marker(dir))?;
+        sync_dir(fs, dir)?;
+    }
+    Ok(Recovered {
+        manifest,
+        kept,
+        keys,
+        mem,
+        mem_rows,
+        wal_seq,
+        wal,
+        max_seg,
+        segments,
+    })
+}
+
+/// Opens the segments of the current version and removes orphans (written by a flush that never
+/// committed, or no longer named by a kept version). Returns them and the highest segment id seen.
+fn open_segments(
+    fs: &dyn Dir,
+    dir: &Path,
+    manifest: &Manifest,
+    kept: &VecDeque<Arc<Manifest>>,
+    keys: &KeyDict,
+) -> Result<(HashMap<SegmentId, Arc<Segment>>, u64)> {
+    let mut segments: HashMap<SegmentId, Arc<Segment>> = HashMap::new();
+    for t in &manifest.tables {
+        for s in &t.segments {
+            let seg = Segment::open(fs, &seg_path(dir, s.id))?;
+            // A segment whose ordinals the dictionary does not hold means the dictionary lost
+            // keys that durable data uses (a power cut before its fsync): opening would let
+            // new keys take those ordinals and inherit the rows. Refuse instead.
+            if let Some(max) = seg.rows.max() {
+                if max >= keys.len() {
+                    return Err(StorageError::corrupt(
+                        seg_path(dir, s.id),
+                        0,
+                        format!(
+                            "the segment holds ordinal {max} but the key dictionary has only {} keys: \
+                             keys.dict lost keys that data uses",
+                            keys.len()
+                        ),
+                    ));
+                }
+            }
+            segments.insert(s.id, Arc::new(seg));
+        }
+    }
+    let referenced: HashSet<SegmentId> = kept
+        .iter()
+        .flat_map(|m| {
+            m.tables
+                .iter()
+                .flat_map(|t| t.segments.iter().map(|s| s.id))
+        })
+        .collect();
+    let mut max_seg = 0u64;
+    let sdir = seg_dir(dir);
+    for name in crate::dir::list(fs, &sdir)? {
+        if let Some(id) = name
+            .strip_suffix(".seg")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            max_seg = max_seg.max(id);
+            if !referenced.contains(&SegmentId(id)) {
+                remove_file(fs, &sdir.join(&name))?;
+            }
+        }
+    }
+    Ok((segments, max_seg))
+}
+
+/// Replays the WAL files the manifest still needs into memtable chunks, and makes them durable
+/// (rewritten into fresh files when `rewrite`). Returns the chunks, their rows and the sequence
+/// numbers of the WAL files kept.
+#[allow(clippy::type_complexity)]
+fn replay_wal(
+    fs: &dyn Dir,
+    dir: &Path,
+    manifest: &Manifest,
+    keys: &KeyDict,
+    rewrite: bool,
+) -> Result<(HashMap<TableId, Vec<Arc<Chunk>>>, u64, Vec<u64>)> {
+    let mut mem: HashMap<TableId, Vec<Arc<Chunk>>> = HashMap::new();
+    let mut mem_rows = 0u64;
+    let wdir = wal_dir(dir);
+    let key_count = keys.len();
+    let mut kept = Vec::new();
+    let mut stop = false;
+    for name in crate::dir::list(fs, &wdir)? {
+        if name.ends_with(".tmp") {
+            // A rewrite interrupted before its rename: the original is still in place.
+            remove_file(fs, &wdir.join(name))?;
+        }
+    }
+    for seq in list_wal(fs, &wdir)? {
+        if seq < manifest.wal_start || stop {
+            // Flushed already; or after an unacknowledged record, so unacknowledged too.
+            remove_file(fs, &wal_path(&wdir, seq))?;
+            continue;
+        }
+        kept.push(seq);
+        for (offset, batch) in read_wal(fs, &wdir, seq)? {
+            if batch.ordinals.iter().any(|o| *o >= key_count) {
+                // Its keys never became durable, so it was never acknowledged: cut the log here so
+                // the ordinals cannot later be reused by other keys and resurrect it.
+                let p = wal_path(&wdir, seq);
+                crate::dir::open(fs, &p, OpenMode::Write)?
+                    .set_len(offset)
+                    .map_err(|e| StorageError::io(&p, e))?;
+                stop = true;
+                break;
+            }
+            let Some(t) = manifest.tables.iter().find(|t| t.id == batch.table) else {
+                continue;
+            };
+            check_batch_schema(&wal_path(&wdir, seq), offset, &batch, &t.schema)?;
+            let chunk = Chunk::from_batch(&batch, &t.schema, manifest.partition_rows);
+            mem_rows += chunk.rows_appended;
+            mem.entry(t.id).or_default().push(Arc::new(chunk));
+        }
+    }
+    // Recovery must persist only what is durable. Records replayed from the page cache (written
+    // before a kill but never fsynced) become visible now and may soon be flushed into durable
+    // segments; make the replayed log durable first (the dictionary already is), so a power cut
+    // after this point cannot take away records that later data builds on.
+    for &seq in &kept {
+        if rewrite {
+            rewrite_wal(fs, &wdir, seq)?;
+        } else {
+            let p = wal_path(&wdir, seq);
+            crate::dir::open(fs, &p, OpenMode::Write)?
+                .sync()
+                .map_err(|e| StorageError::io(&p, e))?;
+        }
+    }
+    sync_dir(fs, &wdir)?;
+    Ok((mem, mem_rows, kept))
+}
+
+/// fsyncs the file at `path`.
+fn sync_file(fs: &dyn Dir, path: &Path) -> Result<()> {
+    crate::dir::open(fs, path, OpenMode::Read)?
+        .sync()
+        .map_err(|e| StorageError::io(path, e))
+}
+
+/// Creates directory `path` and its missing parents, syncing the parent of each one created: a
+/// database made inside a new directory must not vanish with that directory's unsynced name.
+fn create_dir_all_synced(fs: &dyn Dir, path: &Path) -> Result<()> {
+    if fs.exists(path) {
+        return Ok(());
+    }
+    let parent = parent_of(path);
+    if parent != path {
+        create_dir_all_synced(fs, &parent)?;
+    }
+    fs.create_dir_all(path)
+        .map_err(|e| StorageError::io(path, e))?;
+    sync_dir(fs, &parent)
+}
+
+/// True when the log file at `path` ends in a torn tail (a file cut inside its header counts).
+fn log_is_torn(fs: &dyn Dir, path: &Path, magic: [u8; 8], version: u16) -> Result<bool> {
+    let bytes = crate::dir::read(fs, path)?;
+    if bytes.len() < crate::format::FILE_HEADER_LEN {
+        return Ok(true);
+    }
+    let h = crate::log::read_header(path, &bytes, magic, version)?;
+    Ok(crate::log::read_records(path, &bytes, h)?.torn_tail)
 }
 
 impl Database {
-    /// Creates a new database in `dir` (which must not exist or be empty).
+    /// Creates a new database in `dir` (which must not exist or be empty) on the real disk.
+    pub fn create(dir: impl AsRef<Path>, key_type: KeyType, opts: Options) -> Result<Database> {
+        Self::create_in(Arc::new(DiskDir), dir, key_type, opts)
+    }
+
+    /// Creates a new database in `dir` on the file system `fs`.
     ///
     /// The database is built in a sibling directory and renamed into place, then the parent is
     /// synced: a crash part-way leaves either no database at `dir` (and a stray
     /// `.NAME.creating-PID` beside it, removed by the next create) or a whole one, never a
     /// half-made directory that neither `create` nor `open` accepts.
-    pub fn create(dir: impl AsRef<Path>, key_type: KeyType, opts: Options) -> Result<Database> {
+    pub fn create_in(
+        fs: Arc<dyn Dir>,
+        dir: impl AsRef<Path>,
+        key_type: KeyType,
+        opts: Options,
+    ) -> Result<Database> {
         let dir = dir.as_ref();
         opts.validate()?;
-        if dir.join("CURRENT").exists() {
+        if fs.exists(&dir.join("CURRENT")) {
             return Err(StorageError::AlreadyExists(dir.to_path_buf()));
         }
-        if let Ok(mut entries) = std::fs::read_dir(dir) {
-            if entries.next().is_some() {
-                return Err(StorageError::InvalidOption(format!(
-                    "{} exists and is not empty (and is not a journeydb database: no CURRENT)",
-                    dir.display()
-                )));
-            }
+        if fs.list(dir).is_ok_and(|entries| !entries.is_empty()) {
+            return Err(StorageError::InvalidOption(format!(
+                "{} exists and is not empty (and is not a journeydb database: no CURRENT)",
+                dir.display()
+            )));
         }
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| StorageError::InvalidOption(format!("{} has no name", dir.display())))?;
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(|e| StorageError::io(&parent, e))?;
+        let parent = parent_of(dir);
+        create_dir_all_synced(&*fs, &parent)?;
         // Leftovers of creates that crashed are not databases: remove them.
         let prefix = format!(".{name}.creating-");
-        if let Ok(entries) = std::fs::read_dir(&parent) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
+        for n in fs.list(&parent).unwrap_or_default() {
+            if n.starts_with(&prefix) {
+                let _ = fs.remove_dir_all(&parent.join(n));
             }
         }
         let tmp = parent.join(format!("{prefix}{}", std::process::id()));
         for d in [tmp.clone(), manifest_dir(&tmp), wal_dir(&tmp), seg_dir(&tmp)] {
-            std::fs::create_dir_all(&d).map_err(|e| StorageError::io(&d, e))?;
+            fs.create_dir_all(&d).map_err(|e| StorageError::io(&d, e))?;
         }
         {
-            let lock_file = lock_dir(&tmp)?;
-            KeyDict::create(&tmp.join("keys.dict"), key_type)?;
+            let lock_file = lock_dir(&*fs, &tmp)?;
+            KeyDict::create(&*fs, &tmp.join("keys.dict"), key_type)?;
             for d in [manifest_dir(&tmp), wal_dir(&tmp), seg_dir(&tmp)] {
-                sync_dir(&d)?;
+                sync_dir(&*fs, &d)?;
             }
-            commit_manifest(&tmp, &Manifest::initial(key_type, opts.partition_rows))?;
-            sync_dir(&tmp)?;
+            commit_manifest(&*fs, &tmp, &Manifest::initial(key_type, opts.partition_rows))?;
+            sync_dir(&*fs, &tmp)?;
             drop(lock_file);
         }
         // An empty directory at `dir` is replaced (rename onto an empty directory is atomic).
-        std::fs::rename(&tmp, dir).map_err(|e| StorageError::io(dir, e))?;
-        sync_dir(&parent)?;
-        Self::open(dir, opts)
+        fs.rename(&tmp, dir).map_err(|e| StorageError::io(dir, e))?;
+        sync_dir(&*fs, &parent)?;
+        Self::open_in(fs, dir, opts)
     }
 
-    /// Opens the database in `dir`: the last committed state plus every acknowledged append.
+    /// Opens the database in `dir` on the real disk: the last committed state plus every
+    /// acknowledged append.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Database> {
+        Self::open_in(Arc::new(DiskDir), dir, opts)
+    }
+
+    /// Opens the database in `dir` on the file system `fs`.
+    pub fn open_in(fs: Arc<dyn Dir>, dir: impl AsRef<Path>, opts: Options) -> Result<Database> {
         let dir = dir.as_ref().to_path_buf();
         opts.validate()?;
-        if !dir.join("CURRENT").exists() {
+        if !fs.exists(&dir.join("CURRENT")) {
             return Err(StorageError::NotADatabase(dir));
         }
-        let lock_file = lock_dir(&dir)?;
-        let current = read_current(&dir)?;
-        let manifest = Arc::new(read_manifest(&dir, current)?);
-        // A manifest or CURRENT `.tmp` left by a commit interrupted before its rename never took
-        // effect.
-        if dir.join("CURRENT.tmp").exists() {
-            remove_file(&dir.join("CURRENT.tmp"))?;
-        }
-        let mdir = manifest_dir(&dir);
-        for e in std::fs::read_dir(&mdir).map_err(|e| StorageError::io(&mdir, e))? {
-            let e = e.map_err(|e| StorageError::io(&mdir, e))?;
-            if e.file_name().to_string_lossy().ends_with(".tmp") {
-                remove_file(&e.path())?;
-            }
-        }
-        // A manifest newer than CURRENT is a commit that never happened.
-        let mut kept = VecDeque::new();
-        for v in list_manifests(&dir)?.into_iter().rev() {
-            if v > current {
-                remove_file(&manifest_path(&dir, v))?;
-            } else if v < current && kept.len() + 1 < opts.keep_versions {
-                match read_manifest(&dir, v) {
-                    Ok(m) => kept.push_front(Arc::new(m)),
-                    Err(_) => break,
-                }
-            }
-        }
-        kept.push_back(manifest.clone());
-        let keys = KeyDict::open(&dir.join("keys.dict"))?;
-        if keys.key_type() != manifest.key_type {
-            return Err(StorageError::corrupt(
-                dir.join("keys.dict"),
-                10,
-                "key type differs from the manifest's",
-            ));
-        }
-
-        // Segments of the current version; orphans (written by a flush that never committed, or no
-        // longer named by a kept version) are removed.
-        let mut segments: HashMap<SegmentId, Arc<Segment>> = HashMap::new();
-        for t in &manifest.tables {
-            for s in &t.segments {
-                let seg = Segment::open(&seg_path(&dir, s.id))?;
-                // A segment whose ordinals the dictionary does not hold means the dictionary lost
-                // keys that durable data uses (a power cut before its fsync): opening would let
-                // new keys take those ordinals and inherit the rows. Refuse instead.
-                if let Some(max) = seg.rows.max() {
-                    if max >= keys.len() {
-                        return Err(StorageError::corrupt(
-                            seg_path(&dir, s.id),
-                            0,
-                            format!(
-                                "the segment holds ordinal {max} but the key dictionary has only {} keys: \
-                                 keys.dict lost keys that data uses",
-                                keys.len()
-                            ),
-                        ));
-                    }
-                }
-                segments.insert(s.id, Arc::new(seg));
-            }
-        }
-        let referenced: HashSet<SegmentId> = kept
-            .iter()
-            .flat_map(|m| {
-                m.tables
-                    .iter()
-                    .flat_map(|t| t.segments.iter().map(|s| s.id))
-            })
-            .collect();
-        let mut max_seg = 0u64;
-        let sdir = seg_dir(&dir);
-        for e in std::fs::read_dir(&sdir).map_err(|e| StorageError::io(&sdir, e))? {
-            let e = e.map_err(|e| StorageError::io(&sdir, e))?;
-            let name = e.file_name();
-            if let Some(id) = name
-                .to_string_lossy()
-                .strip_suffix(".seg")
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                max_seg = max_seg.max(id);
-                if !referenced.contains(&SegmentId(id)) {
-                    remove_file(&e.path())?;
-                }
-            }
-        }
-
-        // Replay the WAL.
-        let mut mem: HashMap<TableId, Vec<Arc<Chunk>>> = HashMap::new();
-        let mut mem_rows = 0u64;
-        let wdir = wal_dir(&dir);
-        let seqs = list_wal(&wdir)?;
-        let key_count = keys.len();
-        let mut stop_after: Option<u64> = None;
-        for &seq in &seqs {
-            if seq < manifest.wal_start {
-                remove_file(&wal_path(&wdir, seq))?;
-                continue;
-            }
-            if stop_after.is_some() {
-                // Everything after an unacknowledged record is unacknowledged too.
-                remove_file(&wal_path(&wdir, seq))?;
-                continue;
-            }
-            let records = read_wal(&wdir, seq)?;
-            for (offset, batch) in records {
-                if batch.ordinals.iter().any(|o| *o >= key_count) {
-                    // Its keys never became durable, so it was never acknowledged: cut the log here so
-                    // the ordinals cannot later be reused by other keys and resurrect it.
-                    let p = wal_path(&wdir, seq);
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&p)
-                        .map_err(|e| StorageError::io(&p, e))?;
-                    f.set_len(offset)
-                        .and_then(|_| f.sync_all())
-                        .map_err(|e| StorageError::io(&p, e))?;
-                    stop_after = Some(seq);
-                    break;
-                }
-                let Some(t) = manifest.tables.iter().find(|t| t.id == batch.table) else {
-                    continue;
-                };
-                check_batch_schema(&wal_path(&wdir, seq), offset, &batch, &t.schema)?;
-                let chunk = Chunk::from_batch(&batch, &t.schema, manifest.partition_rows);
-                mem_rows += chunk.rows_appended;
-                mem.entry(t.id).or_default().push(Arc::new(chunk));
-            }
-        }
-        // Recovery must persist only what is durable. Records replayed from the page cache (written
-        // before a kill but never fsynced) become visible now and may soon be flushed into durable
-        // segments; make the dictionary and the replayed log durable first, so a power cut after
-        // this point cannot take away keys or records that later data builds on.
-        let (kf, kp) = keys.sync_handle();
-        kf.sync_all().map_err(|e| StorageError::io(&kp, e))?;
-        for &seq in seqs.iter().filter(|s| **s >= manifest.wal_start) {
-            let p = wal_path(&wdir, seq);
-            if p.exists() {
-                File::open(&p)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| StorageError::io(&p, e))?;
-            }
-        }
-        sync_dir(&wdir)?;
-        let wal_seq = seqs.last().copied().unwrap_or(0).max(manifest.wal_start) + 1;
-        let wal = create_wal(&wdir, wal_seq)?;
-
+        let lock_file = lock_dir(&*fs, &dir)?;
+        let recovered = recover(&*fs, &dir, &opts)?;
+        let Recovered {
+            manifest,
+            kept,
+            keys,
+            mem,
+            mem_rows,
+            wal_seq,
+            wal,
+            max_seg,
+            segments,
+        } = recovered;
         let tables = manifest
             .tables
             .iter()
@@ -473,7 +598,7 @@ impl Database {
                     name: t.name.clone(),
                     schema: Arc::new(t.schema.clone()),
                     segments: segs,
-                    mem: mem.remove(&t.id).unwrap_or_default(),
+                    mem: mem.get(&t.id).cloned().unwrap_or_default(),
                 };
                 (t.id, Arc::new(tv))
             })
@@ -497,6 +622,7 @@ impl Database {
             mem_rows,
         };
         let shared = Arc::new(Shared {
+            fs,
             dir,
             opts,
             _lock: lock_file,
@@ -561,7 +687,7 @@ impl Database {
                 let seg = match open.get(&s.id) {
                     Some(seg) => seg.clone(),
                     None => {
-                        let seg = Arc::new(Segment::open(&seg_path(&self.shared.dir, s.id))?);
+                        let seg = Arc::new(Segment::open(&*self.shared.fs, &seg_path(&self.shared.dir, s.id))?);
                         open.insert(s.id, seg.clone());
                         seg
                     }
@@ -750,25 +876,27 @@ impl Database {
     /// an error. A torn tail of the dictionary or the WAL (writes that were never acknowledged) is
     /// reported in `torn_tails`, not as an error.
     pub fn check_dir(dir: impl AsRef<Path>) -> Result<CheckReport> {
+        Self::check_dir_in(&DiskDir, dir)
+    }
+
+    /// [`Database::check_dir`] on the file system `fs`.
+    pub fn check_dir_in(fs: &dyn Dir, dir: impl AsRef<Path>) -> Result<CheckReport> {
         let dir = dir.as_ref();
-        if !dir.join("CURRENT").exists() {
+        if !fs.exists(&dir.join("CURRENT")) {
             return Err(StorageError::NotADatabase(dir.to_path_buf()));
         }
         let mut report = CheckReport::default();
-        let current = read_current(dir)?;
-        let manifest = read_manifest(dir, current)?;
-        for v in list_manifests(dir)? {
+        let current = read_current(fs, dir)?;
+        let manifest = read_manifest(fs, dir, current)?;
+        for v in list_manifests(fs, dir)? {
             if v <= current {
-                read_manifest(dir, v)?;
+                read_manifest(fs, dir, v)?;
                 report.manifests += 1;
             }
         }
         let kpath = dir.join("keys.dict");
-        let keys = KeyDict::open_read_only(&kpath)?;
-        {
-            let bytes = std::fs::read(&kpath).map_err(|e| StorageError::io(&kpath, e))?;
-            report.torn_tails += usize::from(crate::log::read_records(&kpath, &bytes)?.torn_tail);
-        }
+        let keys = KeyDict::open_read_only(fs, &kpath)?;
+        report.torn_tails += usize::from(log_is_torn(fs, &kpath, KEYDICT_MAGIC, KEYDICT_VERSION)?);
         if keys.key_type() != manifest.key_type {
             return Err(StorageError::corrupt(kpath, 10, "key type differs from the manifest's"));
         }
@@ -778,7 +906,7 @@ impl Database {
             let mut rows = roaring::RoaringBitmap::new();
             for sref in &t.segments {
                 let path = seg_path(dir, sref.id);
-                let seg = Segment::open(&path)?;
+                let seg = Segment::open(fs, &path)?;
                 if let Some(max) = seg.rows.max() {
                     if max >= keys.len() {
                         return Err(StorageError::corrupt(
@@ -804,18 +932,13 @@ impl Database {
             report.rows += rows.len();
         }
         let wdir = wal_dir(dir);
-        for seq in list_wal(&wdir)? {
+        for seq in list_wal(fs, &wdir)? {
             if seq < manifest.wal_start {
                 continue;
             }
-            let p = wal_path(&wdir, seq);
-            let bytes = std::fs::read(&p).map_err(|e| StorageError::io(&p, e))?;
-            let records = crate::log::read_records(&p, &bytes)?;
-            report.torn_tails += usize::from(records.torn_tail);
-            for (offset, payload) in records.payloads {
-                crate::wal::decode_batch(&p, payload, offset)?;
-                report.wal_records += 1;
-            }
+            report.wal_records += read_wal(fs, &wdir, seq)?.len() as u64;
+            report.torn_tails +=
+                usize::from(log_is_torn(fs, &wal_path(&wdir, seq), WAL_MAGIC, WAL_VERSION)?);
         }
         Ok(report)
     }
@@ -837,7 +960,7 @@ impl Database {
             report.segments += t.storage().iter().filter(|s| s.id.is_some()).count();
         }
         for v in self.kept_versions() {
-            read_manifest(&self.shared.dir, v)?;
+            read_manifest(&*self.shared.fs, &self.shared.dir, v)?;
             report.manifests += 1;
         }
         report.keys = snap.keys().len() as u64;
@@ -1017,7 +1140,7 @@ impl Shared {
             }
             st.syncing = true;
             let target = st.written_lsn;
-            let wal = (st.wal.file.clone(), st.wal.path.clone());
+            let wal = st.wal.sync_point();
             drop(st);
             let res = self.sync_files(&wal);
             st = lock(&self.state);
@@ -1026,21 +1149,33 @@ impl Shared {
                 Ok(()) => self.apply_pending(&mut st, target),
                 // After a failed fsync the page cache can no longer be trusted (fsyncgate): refuse
                 // further writes until the database is reopened and the log replayed.
-                Err(e) => st.poisoned = Some(e.to_string()),
+                Err(e) => self.poison(&mut st, e.to_string()),
             }
             self.synced.notify_all();
         }
     }
 
     /// fsyncs the key dictionary, then the WAL file: keys are durable before records that use them.
-    fn sync_files(&self, wal: &(Arc<File>, PathBuf)) -> Result<()> {
-        let (kf, kp) = self
+    fn sync_files(&self, wal: &SyncPoint) -> Result<()> {
+        let keys = self
             .keys
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .sync_handle();
-        kf.sync_data().map_err(|e| StorageError::io(kp, e))?;
-        wal.0.sync_data().map_err(|e| StorageError::io(&wal.1, e))
+            .sync_point();
+        keys.sync()?;
+        wal.sync()
+    }
+
+    /// Stops accepting writes after a failure that leaves the disk's state unknown: a failed fsync
+    /// (the kernel may have dropped the dirty pages and marked them clean: fsyncgate) or a failed
+    /// commit (it may have failed after the `CURRENT` rename). The database must be reopened; the
+    /// `RECOVER` marker makes that open rewrite the logs and the manifest into fresh files.
+    fn poison(&self, st: &mut State, reason: String) {
+        // Best effort: the marker matters only within this boot, where the page cache holds it.
+        let _ = self
+            .fs
+            .open(&recover_marker(&self.dir), OpenMode::Truncate);
+        st.poisoned = Some(reason);
     }
 
     /// Makes pending records up to `target` visible, in log order.
@@ -1091,9 +1226,9 @@ impl Shared {
         }
         if st.written_lsn > st.applied_lsn {
             let target = st.written_lsn;
-            let wal = (st.wal.file.clone(), st.wal.path.clone());
+            let wal = st.wal.sync_point();
             if let Err(e) = self.sync_files(&wal) {
-                st.poisoned = Some(e.to_string());
+                self.poison(&mut st, e.to_string());
                 self.synced.notify_all();
                 return Err(e);
             }
@@ -1116,6 +1251,7 @@ impl Shared {
         if let Some(p) = &st.poisoned {
             return Err(StorageError::WalPoisoned(p.clone()));
         }
+        let adds_segments = !new_segments.is_empty();
         let m = Arc::new(m);
         let mut open: HashMap<SegmentId, Arc<Segment>> = st
             .version
@@ -1161,20 +1297,26 @@ impl Shared {
         });
         // The dictionary must be durable before a manifest names segments that use its ordinals
         // (flush, ingest and compaction write such segments; appends sync it themselves).
-        let (kf, kp) = self
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .sync_handle();
-        kf.sync_data().map_err(|e| StorageError::io(&kp, e))?;
-        if let Err(e) = commit_manifest(&self.dir, &m) {
+        if adds_segments {
+            let keys = self
+                .keys
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .sync_point();
+            if let Err(e) = keys.sync() {
+                self.poison(st, format!("fsync of the key dictionary failed ({e})"));
+                return Err(e);
+            }
+        }
+        if let Err(e) = commit_manifest(&*self.fs, &self.dir, &m) {
             // The failure may have come after CURRENT was renamed (an fsync of the directory):
             // the disk may already hold this version while memory does not. Nothing more may be
             // committed, and nothing the new version might name may be deleted, until a restart
             // recovers from what is durable.
-            st.poisoned = Some(format!(
-                "a commit failed while making it durable ({e}); its outcome on disk is unknown"
-            ));
+            self.poison(
+                st,
+                format!("a commit failed while making it durable ({e}); its outcome on disk is unknown"),
+            );
             return Err(e);
         }
         // Flushed rows, and rows of dropped tables, leave memory.
@@ -1220,10 +1362,10 @@ impl Shared {
     /// Deletes what `commit_locked` returned. A failure is left for the next open's orphan sweep.
     fn gc_trimmed(&self, garbage: Garbage) {
         for id in garbage.segments {
-            let _ = remove_file(&seg_path(&self.dir, id));
+            let _ = remove_file(&*self.fs, &seg_path(&self.dir, id));
         }
         for v in garbage.manifests {
-            let _ = remove_file(&manifest_path(&self.dir, v));
+            let _ = remove_file(&*self.fs, &manifest_path(&self.dir, v));
         }
     }
 
@@ -1238,8 +1380,8 @@ impl Shared {
         let id = SegmentId(self.next_segment_id.fetch_add(1, Ordering::SeqCst));
         let bytes = encode_segment(table, id, p, partition_rows, schema, part)?;
         let path = seg_path(&self.dir, id);
-        write_segment_file(&path, &bytes)?;
-        let seg = Segment::open(&path)?;
+        write_segment_file(&*self.fs, &path, &bytes)?;
+        let seg = Segment::open(&*self.fs, &path)?;
         let meta = SegmentMeta {
             id,
             partition: p,
@@ -1265,7 +1407,7 @@ impl Shared {
                 return Ok(FlushStats::default());
             }
             let new_seq = st.wal_seq + 1;
-            st.wal = create_wal(&wal_dir(&self.dir), new_seq)?;
+            st.wal = create_wal(&*self.fs, &wal_dir(&self.dir), new_seq)?;
             st.wal_seq = new_seq;
             (frozen, new_seq, st.manifest.partition_rows)
         };
@@ -1296,11 +1438,11 @@ impl Shared {
                 drop_mem.insert(t.id, t.mem.len());
                 written.push((t.id, metas));
             }
-            sync_dir(&seg_dir(&self.dir))
+            sync_dir(&*self.fs, &seg_dir(&self.dir))
         })();
         if let Err(e) = result {
             for id in opened.keys() {
-                let _ = remove_file(&seg_path(&self.dir, *id));
+                let _ = remove_file(&*self.fs, &seg_path(&self.dir, *id));
             }
             return Err(e);
         }
@@ -1323,16 +1465,16 @@ impl Shared {
             }
             let trimmed = self.commit_locked(&mut st, m, opened, &drop_mem)?;
             for id in orphans {
-                let _ = remove_file(&seg_path(&self.dir, id));
+                let _ = remove_file(&*self.fs, &seg_path(&self.dir, id));
             }
             trimmed
         };
         self.gc_trimmed(trimmed);
         // 4. The flushed WAL files are no longer needed.
         let wdir = wal_dir(&self.dir);
-        for seq in list_wal(&wdir)? {
+        for seq in list_wal(&*self.fs, &wdir)? {
             if seq < new_seq {
-                remove_file(&wal_path(&wdir, seq))?;
+                remove_file(&*self.fs, &wal_path(&wdir, seq))?;
             }
         }
         Ok(stats)
@@ -1415,14 +1557,14 @@ impl Shared {
         }
         let cleanup = |written: &[(SegmentMeta, Arc<Segment>)]| {
             for (m, _) in written {
-                let _ = remove_file(&seg_path(&self.dir, m.id));
+                let _ = remove_file(&*self.fs, &seg_path(&self.dir, m.id));
             }
         };
         if let Some(e) = first_err {
             cleanup(&written);
             return Err(e);
         }
-        if let Err(e) = sync_dir(&seg_dir(&self.dir)) {
+        if let Err(e) = sync_dir(&*self.fs, &seg_dir(&self.dir)) {
             cleanup(&written);
             return Err(e);
         }
@@ -1500,11 +1642,11 @@ impl Shared {
                     jobs.push((t.id, segs.iter().map(|s| s.id).collect(), meta));
                 }
             }
-            sync_dir(&seg_dir(&self.dir))
+            sync_dir(&*self.fs, &seg_dir(&self.dir))
         })();
         if let Err(e) = result {
             for id in opened.keys() {
-                let _ = remove_file(&seg_path(&self.dir, *id));
+                let _ = remove_file(&*self.fs, &seg_path(&self.dir, *id));
             }
             return Err(e);
         }
@@ -1543,7 +1685,7 @@ impl Shared {
             }
             let trimmed = self.commit_locked(&mut st, m, opened, &HashMap::new())?;
             for id in orphans {
-                let _ = remove_file(&seg_path(&self.dir, id));
+                let _ = remove_file(&*self.fs, &seg_path(&self.dir, id));
             }
             trimmed
         };

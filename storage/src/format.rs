@@ -21,18 +21,23 @@ pub const KEYDICT_MAGIC: [u8; 8] = *b"JDBKEY\0\x01";
 pub const SEGMENT_VERSION: u16 = 1;
 /// Newest manifest format version written and read.
 pub const MANIFEST_VERSION: u16 = 1;
-/// Newest WAL format version written and read.
-pub const WAL_VERSION: u16 = 1;
-/// Newest key dictionary format version written and read.
-pub const KEYDICT_VERSION: u16 = 1;
+/// Newest WAL format version written and read (v1 files are still read; see FORMAT.md).
+pub const WAL_VERSION: u16 = 2;
+/// Newest key dictionary format version written and read (a v1 dictionary is rewritten as v2 on open).
+pub const KEYDICT_VERSION: u16 = 2;
+/// The log file version (WAL and key dictionary) whose records carry a salt, a checksum covering the
+/// length, and the durable end of the log when they were written.
+pub const LOG_VERSION_SALTED: u16 = 2;
 
 /// Size of the fixed header of segment, WAL and key dictionary files: magic (8), version (2), flags (2),
 /// reserved (4).
 pub const FILE_HEADER_LEN: usize = 16;
 /// Size of a segment's trailer: footer length (4), footer crc (4), magic (8).
 pub const SEGMENT_TRAILER_LEN: usize = 16;
-/// Size of a log record's header: payload length (4) and payload crc (4).
-pub const RECORD_HEADER_LEN: usize = 8;
+/// Size of a version 1 log record's header: payload length (4) and payload crc (4).
+pub const RECORD_HEADER_LEN_V1: usize = 8;
+/// Size of a version 2 log record's header: salt (4), payload length (4), synced end (8), crc (4).
+pub const RECORD_HEADER_LEN: usize = 20;
 /// Largest log record payload (WAL or key dictionary) accepted on write and on read.
 pub const RECORD_LEN_MAX: usize = 1 << 30;
 
@@ -52,6 +57,24 @@ pub fn file_header(magic: [u8; 8], version: u16, flags: u16) -> [u8; FILE_HEADER
 
 /// Checks a 16-byte file header and returns its flags.
 pub fn check_file_header(path: &Path, bytes: &[u8], magic: [u8; 8], supported: u16) -> Result<u16> {
+    let (_, flags, reserved) = read_file_header(path, bytes, magic, supported)?;
+    if reserved != 0 {
+        return Err(StorageError::corrupt(
+            path,
+            12,
+            "reserved header bytes are not zero",
+        ));
+    }
+    Ok(flags)
+}
+
+/// Reads a 16-byte file header: version, flags and the last word (reserved, or a log's salt).
+pub fn read_file_header(
+    path: &Path,
+    bytes: &[u8],
+    magic: [u8; 8],
+    supported: u16,
+) -> Result<(u16, u16, u32)> {
     let mut r = ByteReader::new(path, bytes);
     let got = r.bytes(8)?;
     if got != magic {
@@ -66,14 +89,14 @@ pub fn check_file_header(path: &Path, bytes: &[u8], magic: [u8; 8], supported: u
         });
     }
     let flags = r.u16()?;
-    if r.u32()? != 0 {
-        return Err(StorageError::corrupt(
-            path,
-            12,
-            "reserved header bytes are not zero",
-        ));
-    }
-    Ok(flags)
+    Ok((version, flags, r.u32()?))
+}
+
+/// Encodes the 16-byte header of a salted log file (version 2 and later).
+pub fn log_header(magic: [u8; 8], version: u16, flags: u16, salt: u32) -> [u8; FILE_HEADER_LEN] {
+    let mut h = file_header(magic, version, flags);
+    h[12..16].copy_from_slice(&salt.to_le_bytes());
+    h
 }
 
 /// Appends little-endian primitives to a byte vector.

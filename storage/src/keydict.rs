@@ -9,19 +9,15 @@
 //! before that record (the group commit syncs it first), so every durable WAL record refers to durable
 //! ordinals. A torn tail holds keys no acknowledged append used and is truncated on open.
 
-use std::fs::{File, OpenOptions};
 use std::hash::BuildHasher;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+use crate::dir::{Dir, OpenMode};
 use crate::error::{Result, StorageError};
-use crate::format::{
-    check_file_header, file_header, ByteReader, ByteWriter, KEYDICT_MAGIC, KEYDICT_VERSION,
-};
-use crate::log::{read_records, LogFile};
+use crate::format::{ByteReader, ByteWriter, KEYDICT_MAGIC, KEYDICT_VERSION};
+use crate::log::{read_header, read_records, LogFile, SyncPoint};
 use crate::schema::KeyType;
 
 /// Longest VARCHAR key accepted, in bytes.
@@ -50,30 +46,21 @@ pub struct KeyDict {
 }
 
 impl KeyDict {
-    /// Creates an empty dictionary file at `path` (fails if it exists).
-    pub fn create(path: &Path, key_type: KeyType) -> Result<KeyDict> {
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| StorageError::io(path, e))?;
-        f.write_all(&file_header(
+    /// Creates an empty dictionary file at `path` (fails if it exists), synced (not its directory).
+    pub fn create(fs: &dyn Dir, path: &Path, key_type: KeyType) -> Result<KeyDict> {
+        let log = LogFile::create(
+            fs,
+            path,
+            OpenMode::CreateNew,
             KEYDICT_MAGIC,
             KEYDICT_VERSION,
             key_type.tag() as u16,
-        ))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| StorageError::io(path, e))?;
-        Ok(Self::empty(
-            key_type,
-            f,
-            path.to_path_buf(),
-            crate::format::FILE_HEADER_LEN as u64,
-        ))
+            &[],
+        )?;
+        Ok(Self::empty(key_type, log))
     }
 
-    fn empty(key_type: KeyType, file: File, path: PathBuf, end: u64) -> KeyDict {
+    fn empty(key_type: KeyType, log: LogFile) -> KeyDict {
         KeyDict {
             key_type,
             arena: Vec::new(),
@@ -81,45 +68,73 @@ impl KeyDict {
             ints: Vec::new(),
             table: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
-            log: LogFile {
-                file: Arc::new(file),
-                path,
-                end,
-            },
+            log,
         }
     }
 
-    /// Opens the dictionary at `path`, dropping a torn tail.
-    pub fn open(path: &Path) -> Result<KeyDict> {
-        Self::open_mode(path, true)
+    /// Opens the dictionary at `path`, cutting off a torn tail (durably). A dictionary of an older
+    /// format version is rewritten in the current one first.
+    pub fn open(fs: &dyn Dir, path: &Path) -> Result<KeyDict> {
+        Self::open_mode(fs, path, Mode::Write { rewrite: false })
+    }
+
+    /// Opens the dictionary at `path` and rewrites its good records into a fresh file that replaces
+    /// it: after a failed fsync the page cache may hold bytes the disk never got, and only a new
+    /// write, synced, makes them durable.
+    pub fn open_rewritten(fs: &dyn Dir, path: &Path) -> Result<KeyDict> {
+        Self::open_mode(fs, path, Mode::Write { rewrite: true })
     }
 
     /// Opens the dictionary at `path` without changing the file (a torn tail is left in place and
     /// not loaded); the result must not be appended to. For `journeydb check`.
-    pub fn open_read_only(path: &Path) -> Result<KeyDict> {
-        Self::open_mode(path, false)
+    pub fn open_read_only(fs: &dyn Dir, path: &Path) -> Result<KeyDict> {
+        Self::open_mode(fs, path, Mode::Read)
     }
 
-    fn open_mode(path: &Path, writable: bool) -> Result<KeyDict> {
-        let bytes = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
-        let head = bytes
-            .get(..crate::format::FILE_HEADER_LEN)
-            .unwrap_or(&bytes);
-        let flags = check_file_header(path, head, KEYDICT_MAGIC, KEYDICT_VERSION)?;
-        let key_type = KeyType::from_tag(flags as u8)
-            .ok_or_else(|| StorageError::corrupt(path, 10, format!("unknown key type {flags}")))?;
-        let records = read_records(path, &bytes)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(path)
-            .map_err(|e| StorageError::io(path, e))?;
-        if records.torn_tail && writable {
-            file.set_len(records.end)
-                .and_then(|_| file.sync_all())
-                .map_err(|e| StorageError::io(path, e))?;
-        }
-        let mut dict = Self::empty(key_type, file, path.to_path_buf(), records.end);
+    fn open_mode(fs: &dyn Dir, path: &Path, mode: Mode) -> Result<KeyDict> {
+        let bytes = crate::dir::read(fs, path)?;
+        let h = read_header(path, &bytes, KEYDICT_MAGIC, KEYDICT_VERSION)?;
+        let key_type = KeyType::from_tag(h.flags as u8)
+            .ok_or_else(|| StorageError::corrupt(path, 10, format!("unknown key type {}", h.flags)))?;
+        let records = read_records(path, &bytes, h)?;
+        let rewrite = matches!(mode, Mode::Write { rewrite: true }) || h.version < KEYDICT_VERSION;
+        let log = match mode {
+            Mode::Write { .. } if rewrite => {
+                let payloads: Vec<&[u8]> = records.payloads.iter().map(|(_, p)| *p).collect();
+                let tmp = path.with_extension("dict.tmp");
+                let mut log = LogFile::create(
+                    fs,
+                    &tmp,
+                    OpenMode::Truncate,
+                    KEYDICT_MAGIC,
+                    KEYDICT_VERSION,
+                    h.flags,
+                    &payloads,
+                )?;
+                fs.rename(&tmp, path)
+                    .map_err(|e| StorageError::io(path, e))?;
+                crate::dir::sync_dir(fs, &crate::dir::parent_of(path))?;
+                log.path = path.to_path_buf();
+                log
+            }
+            Mode::Write { .. } => {
+                let file = crate::dir::open(fs, path, OpenMode::Write)?;
+                // Cut the torn tail off before anything is appended: new records must not be
+                // followed by remains of the old ones. Sync the whole file: recovery persists
+                // only what is durable (the records replayed now may have been in the page cache).
+                if records.torn_tail {
+                    file.set_len(records.end)
+                        .map_err(|e| StorageError::io(path, e))?;
+                }
+                file.sync().map_err(|e| StorageError::io(path, e))?;
+                LogFile::reopen(file, path, h.salt, records.end)
+            }
+            Mode::Read => {
+                let file = crate::dir::open(fs, path, OpenMode::Read)?;
+                LogFile::reopen(file, path, h.salt, records.end)
+            }
+        };
+        let mut dict = Self::empty(key_type, log);
         // Size everything once: every record starts with its key count, and the key bytes are at most
         // the file's size. Growing the hash table step by step would rehash every key several times.
         let keys: usize = records
@@ -140,7 +155,7 @@ impl KeyDict {
     }
 
     fn load_record(&mut self, path: &Path, offset: u64, payload: &[u8]) -> Result<()> {
-        let mut r = ByteReader::at(path, payload, offset);
+        let mut r = ByteReader::at(path, payload, offset + crate::format::RECORD_HEADER_LEN as u64);
         let n = r.count(1)?;
         for _ in 0..n {
             match self.key_type {
@@ -265,7 +280,7 @@ impl KeyDict {
     }
 
     /// Ordinals of `keys`, adding the new ones (in first-seen order) to memory and to the file. Not
-    /// durable until [`KeyDict::sync_handle`] is synced. On error nothing was added.
+    /// durable until [`KeyDict::sync_point`] is synced. On error nothing was added.
     pub fn get_or_insert<'k>(&mut self, keys: impl Iterator<Item = Key<'k>>) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(keys.size_hint().0);
         let mut fresh: Vec<Key<'k>> = Vec::new();
@@ -306,9 +321,9 @@ impl KeyDict {
         Ok(out)
     }
 
-    /// The file, for an fsync outside the dictionary's lock.
-    pub fn sync_handle(&self) -> (Arc<File>, PathBuf) {
-        (self.log.file.clone(), self.log.path.clone())
+    /// The file and its current end, for an fsync outside the dictionary's lock.
+    pub fn sync_point(&self) -> SyncPoint {
+        self.log.sync_point()
     }
 
     /// Bytes of memory held, for the figures (arena, offsets, ints and the hash table).
@@ -318,6 +333,12 @@ impl KeyDict {
             + self.ints.capacity() * 8
             + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Write { rewrite: bool },
+    Read,
 }
 
 fn rehash(
@@ -343,12 +364,14 @@ fn rehash(
 #[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::dir::DiskDir;
+    use std::fs::OpenOptions;
 
     #[test]
     fn ordinals_are_dense_first_seen_and_durable() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::io("tmp", e))?;
         let p = dir.path().join("keys.dict");
-        let mut d = KeyDict::create(&p, KeyType::Varchar)?;
+        let mut d = KeyDict::create(&DiskDir, &p, KeyType::Varchar)?;
         let o = d.get_or_insert(["b", "a", "b", "c"].into_iter().map(Key::Str))?;
         assert_eq!(o, vec![0, 1, 0, 2]);
         let o = d.get_or_insert(["c", "d"].into_iter().map(Key::Str))?;
@@ -357,7 +380,7 @@ mod tests {
         assert!(d.get_or_insert([Key::Int(3)].into_iter()).is_err());
         assert_eq!(d.len(), 4);
         drop(d);
-        let d = KeyDict::open(&p)?;
+        let d = KeyDict::open(&DiskDir, &p)?;
         assert_eq!(d.len(), 4);
         assert_eq!(d.key(3), Some(Key::Str("d")));
         assert_eq!(d.lookup(Key::Str("a")), Some(1));
@@ -369,7 +392,7 @@ mod tests {
     fn torn_tail_is_dropped_on_open() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::io("tmp", e))?;
         let p = dir.path().join("keys.dict");
-        let mut d = KeyDict::create(&p, KeyType::Bigint)?;
+        let mut d = KeyDict::create(&DiskDir, &p, KeyType::Bigint)?;
         d.get_or_insert([Key::Int(10), Key::Int(-5)].into_iter())?;
         d.get_or_insert([Key::Int(7)].into_iter())?;
         drop(d);
@@ -381,11 +404,11 @@ mod tests {
             .open(&p)
             .map_err(|e| StorageError::io(&p, e))?;
         f.set_len(len - 3).map_err(|e| StorageError::io(&p, e))?;
-        let mut d = KeyDict::open(&p)?;
+        let mut d = KeyDict::open(&DiskDir, &p)?;
         assert_eq!(d.len(), 2);
         assert_eq!(d.get_or_insert([Key::Int(99)].into_iter())?, vec![2]);
         drop(d);
-        let d = KeyDict::open(&p)?;
+        let d = KeyDict::open(&DiskDir, &p)?;
         assert_eq!(d.key(2), Some(Key::Int(99)));
         Ok(())
     }

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::dir::{sync_dir, write_atomic};
+use crate::dir::{sync_dir, write_atomic, Dir};
 use crate::error::{Result, StorageError};
 use crate::format::{
     check_file_header, crc32, file_header, ByteReader, ByteWriter, FILE_HEADER_LEN, MANIFEST_MAGIC,
@@ -394,18 +394,18 @@ pub fn manifest_path(db: &Path, version: ManifestVersion) -> PathBuf {
 }
 
 /// Durably writes `m` and makes it current (the commit point is the rename of `CURRENT`).
-pub fn commit_manifest(db: &Path, m: &Manifest) -> Result<()> {
+pub fn commit_manifest(fs: &dyn Dir, db: &Path, m: &Manifest) -> Result<()> {
     let path = manifest_path(db, m.version);
-    write_atomic(&path, &m.encode())?;
-    write_atomic(&db.join("CURRENT"), format!("{}\n", m.version.0).as_bytes())?;
-    sync_dir(db)
+    write_atomic(fs, &path, &m.encode())?;
+    write_atomic(fs, &db.join("CURRENT"), format!("{}\n", m.version.0).as_bytes())?;
+    sync_dir(fs, db)
 }
 
 /// The current version named by `CURRENT`.
-pub fn read_current(db: &Path) -> Result<ManifestVersion> {
+pub fn read_current(fs: &dyn Dir, db: &Path) -> Result<ManifestVersion> {
     let p = db.join("CURRENT");
-    let text = match std::fs::read_to_string(&p) {
-        Ok(t) => t,
+    let text = match fs.read(&p) {
+        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(StorageError::NotADatabase(db.to_path_buf()))
         }
@@ -418,9 +418,9 @@ pub fn read_current(db: &Path) -> Result<ManifestVersion> {
 }
 
 /// Reads and verifies manifest `version`.
-pub fn read_manifest(db: &Path, version: ManifestVersion) -> Result<Manifest> {
+pub fn read_manifest(fs: &dyn Dir, db: &Path, version: ManifestVersion) -> Result<Manifest> {
     let p = manifest_path(db, version);
-    let bytes = std::fs::read(&p).map_err(|e| StorageError::io(&p, e))?;
+    let bytes = crate::dir::read(fs, &p)?;
     let m = Manifest::decode(&p, &bytes)?;
     if m.version != version {
         return Err(StorageError::corrupt(
@@ -433,14 +433,11 @@ pub fn read_manifest(db: &Path, version: ManifestVersion) -> Result<Manifest> {
 }
 
 /// Versions of the manifest files present, ascending.
-pub fn list_manifests(db: &Path) -> Result<Vec<ManifestVersion>> {
+pub fn list_manifests(fs: &dyn Dir, db: &Path) -> Result<Vec<ManifestVersion>> {
     let dir = manifest_dir(db);
     let mut out = Vec::new();
-    for e in std::fs::read_dir(&dir).map_err(|e| StorageError::io(&dir, e))? {
-        let e = e.map_err(|e| StorageError::io(&dir, e))?;
-        if let Some(v) = e
-            .file_name()
-            .to_string_lossy()
+    for name in crate::dir::list(fs, &dir)? {
+        if let Some(v) = name
             .strip_suffix(".manifest")
             .and_then(|s| s.parse().ok())
         {

@@ -5,13 +5,11 @@
 //! encoding; the reader verifies the trailer, footer checksum and header when it opens a file, and
 //! each block's checksum before decoding it, so corrupt bytes surface as typed errors, never as data.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use roaring::RoaringBitmap;
 
+use crate::dir::{Dir, FileBytes};
 use crate::encoding::{decode_values, encode_values};
 use crate::error::{Result, StorageError};
 use crate::format::{
@@ -271,11 +269,8 @@ fn read_ref(r: &mut ByteReader<'_>) -> Result<BlockRef> {
 }
 
 /// Writes a segment file and fsyncs it (the directory is synced by the commit that publishes it).
-pub fn write_segment_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create(path).map_err(|e| StorageError::io(path, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| StorageError::io(path, e))
+pub fn write_segment_file(fs: &dyn Dir, path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::dir::write_new(fs, path, bytes).map(|_| ())
 }
 
 /// An open, verified segment file.
@@ -296,18 +291,17 @@ pub struct Segment {
     /// Decoded presence bitmaps, per entry of `columns`, filled on first use: they are small (at most
     /// about one bit per row) and every predicate touches them; values are decoded per query.
     presence_cache: Vec<std::sync::OnceLock<RoaringBitmap>>,
-    map: Mmap,
+    map: FileBytes,
 }
 
 impl Segment {
     /// Maps and verifies a segment file (header, trailer, footer, row bitmap).
-    pub fn open(path: &Path) -> Result<Segment> {
-        let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
-        let map = map_file(&file, path)?;
+    pub fn open(fs: &dyn Dir, path: &Path) -> Result<Segment> {
+        let map = fs.map(path).map_err(|e| StorageError::io(path, e))?;
         Self::from_map(path, map)
     }
 
-    fn from_map(path: &Path, map: Mmap) -> Result<Segment> {
+    fn from_map(path: &Path, map: FileBytes) -> Result<Segment> {
         let bytes: &[u8] = &map;
         let len = bytes.len();
         if len < FILE_HEADER_LEN + SEGMENT_TRAILER_LEN {
@@ -537,20 +531,11 @@ impl Segment {
     }
 }
 
-/// Maps a file read-only.
-#[allow(unsafe_code)]
-fn map_file(file: &File, path: &Path) -> Result<Mmap> {
-    // SAFETY: segment files are immutable once published: the engine never writes, truncates or
-    // renames a file after its commit, and deletes it only when no kept version names it (unlinking
-    // keeps an existing mapping valid on POSIX). Every byte read through the map is bounds-checked
-    // and checksummed before it is decoded.
-    unsafe { Mmap::map(file) }.map_err(|e| StorageError::io(path, e))
-}
-
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::dir::DiskDir;
     use crate::schema::ColumnDef;
 
     fn schema() -> TableSchema {
@@ -599,8 +584,8 @@ mod tests {
             &schema(),
             &part,
         )?;
-        write_segment_file(&p, &bytes)?;
-        let seg = Segment::open(&p)?;
+        write_segment_file(&DiskDir, &p, &bytes)?;
+        let seg = Segment::open(&DiskDir, &p)?;
         assert_eq!((seg.table, seg.partition), (TableId(3), PartitionId(1)));
         let back = seg.read_all(&schema())?;
         assert_eq!(back.rows, part.rows);
@@ -652,8 +637,8 @@ mod tests {
             &part,
         )?;
         let p = dir.path().join("edge.seg");
-        write_segment_file(&p, &bytes)?;
-        let back = Segment::open(&p)?.read_all(&schema())?;
+        write_segment_file(&DiskDir, &p, &bytes)?;
+        let back = Segment::open(&DiskDir, &p)?.read_all(&schema())?;
         assert_eq!(
             back.columns,
             vec![Some(all_set), Some(one), Some(bools), None]
@@ -676,8 +661,8 @@ mod tests {
             &schema(),
             &nulls,
         )?;
-        write_segment_file(&p, &bytes)?;
-        let seg = Segment::open(&p)?;
+        write_segment_file(&DiskDir, &p, &bytes)?;
+        let seg = Segment::open(&DiskDir, &p)?;
         assert!(seg.columns.is_empty());
         assert_eq!(seg.rows.len(), 65536);
         Ok(())
@@ -713,8 +698,8 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x5a;
-            write_segment_file(&p, &bad)?;
-            let outcome = Segment::open(&p).and_then(|s| s.read_all(&schema()));
+            write_segment_file(&DiskDir, &p, &bad)?;
+            let outcome = Segment::open(&DiskDir, &p).and_then(|s| s.read_all(&schema()));
             assert!(
                 outcome.is_err(),
                 "flipping byte {i} of {} went unnoticed",

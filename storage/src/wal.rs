@@ -7,17 +7,13 @@
 //! After a crash the engine never appends to an old file: it replays them and starts a new one, so a
 //! torn record can only be the last one of its file.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::encoding::{decode_values, encode_values};
 use crate::error::{Result, StorageError};
-use crate::format::{
-    check_file_header, file_header, ByteReader, ByteWriter, FILE_HEADER_LEN, WAL_MAGIC, WAL_VERSION,
-};
-use crate::log::{read_records, LogFile};
+use crate::dir::{Dir, OpenMode};
+use crate::format::{ByteReader, ByteWriter, FILE_HEADER_LEN, WAL_MAGIC, WAL_VERSION};
+use crate::log::{read_header, read_records, LogFile};
 use crate::schema::{ColumnId, ColumnType, TableId};
 use crate::values::Values;
 
@@ -120,67 +116,73 @@ pub fn wal_path(dir: &Path, seq: u64) -> PathBuf {
 }
 
 /// Sequence numbers of the WAL files in `dir`, ascending.
-pub fn list_wal(dir: &Path) -> Result<Vec<u64>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
-        let e = e.map_err(|e| StorageError::io(dir, e))?;
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if let Some(seq) = name
-            .strip_suffix(".wal")
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            out.push(seq);
-        }
-    }
+pub fn list_wal(fs: &dyn Dir, dir: &Path) -> Result<Vec<u64>> {
+    let mut out: Vec<u64> = crate::dir::list(fs, dir)?
+        .iter()
+        .filter_map(|name| name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()))
+        .collect();
     out.sort_unstable();
     Ok(out)
 }
 
 /// Creates WAL file `seq`, synced with its directory, ready for appends.
-pub fn create_wal(dir: &Path, seq: u64) -> Result<LogFile> {
+pub fn create_wal(fs: &dyn Dir, dir: &Path, seq: u64) -> Result<LogFile> {
     let path = wal_path(dir, seq);
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| StorageError::io(&path, e))?;
-    f.write_all(&file_header(WAL_MAGIC, WAL_VERSION, 0))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| StorageError::io(&path, e))?;
-    crate::dir::sync_dir(dir)?;
-    Ok(LogFile {
-        file: Arc::new(f),
-        path,
-        end: FILE_HEADER_LEN as u64,
-    })
+    let log = LogFile::create(fs, &path, OpenMode::Truncate, WAL_MAGIC, WAL_VERSION, 0, &[])?;
+    crate::dir::sync_dir(fs, dir)?;
+    Ok(log)
+}
+
+/// The bytes of a WAL file and its header (`None` for a file cut before its header was complete).
+fn read_payloads(fs: &dyn Dir, path: &Path) -> Result<(Vec<u8>, Option<crate::log::LogHeader>)> {
+    let bytes = crate::dir::read(fs, path)?;
+    if bytes.len() < FILE_HEADER_LEN {
+        // A crash while the file was being created: it never held a record.
+        return Ok((bytes, None));
+    }
+    let h = read_header(path, &bytes, WAL_MAGIC, WAL_VERSION)?;
+    Ok((bytes, Some(h)))
 }
 
 /// Reads every good record of WAL file `seq` with the file offset where each record starts (a torn
 /// tail ends it; corruption before the end is an error).
-pub fn read_wal(dir: &Path, seq: u64) -> Result<Vec<(u64, RowBatch)>> {
+pub fn read_wal(fs: &dyn Dir, dir: &Path, seq: u64) -> Result<Vec<(u64, RowBatch)>> {
     let path = wal_path(dir, seq);
-    let bytes = std::fs::read(&path).map_err(|e| StorageError::io(&path, e))?;
-    if bytes.len() < FILE_HEADER_LEN {
-        // A crash while the file was being created: it never held a record.
+    let (bytes, h) = read_payloads(fs, &path)?;
+    let Some(h) = h else {
         return Ok(Vec::new());
-    }
-    check_file_header(
-        &path,
-        bytes.get(..FILE_HEADER_LEN).unwrap_or(&[]),
-        WAL_MAGIC,
-        WAL_VERSION,
-    )?;
-    let records = read_records(&path, &bytes)?;
+    };
+    let records = read_records(&path, &bytes, h)?;
+    let header_len = if h.version >= crate::format::LOG_VERSION_SALTED {
+        crate::format::RECORD_HEADER_LEN
+    } else {
+        crate::format::RECORD_HEADER_LEN_V1
+    } as u64;
     records
         .payloads
         .into_iter()
-        .map(|(off, p)| {
-            decode_batch(&path, p, off).map(|b| (off - crate::format::RECORD_HEADER_LEN as u64, b))
-        })
+        .map(|(off, p)| decode_batch(&path, p, off + header_len).map(|b| (off, b)))
         .collect()
+}
+
+/// Rewrites the good records of WAL file `seq` into a fresh file that atomically replaces it (after
+/// a failed fsync, bytes in the page cache may never have reached the disk).
+pub fn rewrite_wal(fs: &dyn Dir, dir: &Path, seq: u64) -> Result<()> {
+    let path = wal_path(dir, seq);
+    let (bytes, h) = read_payloads(fs, &path)?;
+    let payloads: Vec<&[u8]> = match h {
+        Some(h) => read_records(&path, &bytes, h)?
+            .payloads
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect(),
+        None => Vec::new(),
+    };
+    let tmp = path.with_extension("wal.tmp");
+    LogFile::create(fs, &tmp, OpenMode::Truncate, WAL_MAGIC, WAL_VERSION, 0, &payloads)?;
+    fs.rename(&tmp, &path)
+        .map_err(|e| StorageError::io(&path, e))?;
+    crate::dir::sync_dir(fs, dir)
 }
 
 #[cfg(test)]

@@ -691,11 +691,17 @@ fn a_dictionary_that_lost_keys_used_by_segments_does_not_open() {
     // Cut the dictionary's last record (key c000003, ordinal 3).
     let path = dir.path().join("keys.dict");
     let bytes = std::fs::read(&path).unwrap();
-    let records = journeydb_storage::log::read_records(&path, &bytes).unwrap();
-    let (last_payload, _) = *records.payloads.last().unwrap();
+    let h = journeydb_storage::log::read_header(
+        &path,
+        &bytes,
+        journeydb_storage::format::KEYDICT_MAGIC,
+        journeydb_storage::format::KEYDICT_VERSION,
+    )
+    .unwrap();
+    let records = journeydb_storage::log::read_records(&path, &bytes, h).unwrap();
+    let (last_record, _) = *records.payloads.last().unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    f.set_len(last_payload - journeydb_storage::format::RECORD_HEADER_LEN as u64)
-        .unwrap();
+    f.set_len(last_record).unwrap();
     drop(f);
     match Database::open(dir.path(), opts()) {
         Err(StorageError::Corrupt { reason, .. }) => {
@@ -826,4 +832,100 @@ fn a_failed_commit_refuses_further_writes_until_reopen() {
     let db = Database::open(dir.path(), opts()).unwrap();
     assert!(db.snapshot().table("c").is_ok());
     db.commit(&[create("e")]).unwrap();
+}
+
+/// Three acknowledged appends to table `t` in a fresh database; returns the database directory and
+/// the path of the WAL file holding them.
+fn three_appends() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
+    db.create_table("t", state_schema()).unwrap();
+    for i in 0..3 {
+        db.append(
+            "t",
+            &batch(
+                "customer_id",
+                &keys(i * 10..i * 10 + 10),
+                vec![("hits", Col::Int(vec![Some(1); 10]))],
+            ),
+        )
+        .unwrap();
+    }
+    drop(db);
+    let wal = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    (dir, wal)
+}
+
+/// Power loss finding 2 (issue 18): the record length was not covered by the checksum, and the torn
+/// tail rule trusted it. One flipped bit in the first record's length made `check` report an empty
+/// table and `open` cut the WAL to its header, durably. Now the checksum covers the length, and the
+/// later records (written after an fsync covered the first) prove the damage is in durable data.
+#[test]
+fn a_flipped_length_bit_is_corruption_not_an_empty_log() {
+    let (dir, wal) = three_appends();
+    let mut bytes = std::fs::read(&wal).unwrap();
+    // The first record starts after the 16-byte header: salt u32, then the length.
+    bytes[16 + 4] ^= 0x01;
+    std::fs::write(&wal, &bytes).unwrap();
+    let checked = Database::check_dir(dir.path());
+    assert!(matches!(checked, Err(StorageError::Corrupt { .. })), "{checked:?}");
+    let e = Database::open(dir.path(), opts());
+    assert!(matches!(e, Err(StorageError::Corrupt { .. })), "{e:?}");
+    assert_eq!(std::fs::read(&wal).unwrap(), bytes, "a failed open changes nothing");
+}
+
+/// Power loss finding 3 (issue 18): between group fsyncs several records are in flight, and a power
+/// cut may keep a later one while tearing an earlier one. That shape used to brick the database
+/// ("bad record checksum before the end of the log" on every open) although nothing after the
+/// damage was acknowledged. Now each record says how far the log was durable when it was written:
+/// the intact later record says the damaged one was not yet durable, so it is a torn tail.
+#[test]
+fn a_torn_record_followed_by_an_unacknowledged_intact_one_is_a_torn_tail() {
+    let (dir, wal) = three_appends();
+    let bytes = std::fs::read(&wal).unwrap();
+    let h = journeydb_storage::log::read_header(
+        &wal,
+        &bytes,
+        journeydb_storage::format::WAL_MAGIC,
+        journeydb_storage::format::WAL_VERSION,
+    )
+    .unwrap();
+    let records = journeydb_storage::log::read_records(&wal, &bytes, h).unwrap();
+    let (second, _) = records.payloads[1];
+    let third_payload = records.payloads[2].1.to_vec();
+    // Rebuild records 2 and 3 as if written in one group before any fsync covered record 2 (their
+    // synced end is record 2's start), then tear record 2.
+    let mut shaped = bytes[..second as usize].to_vec();
+    let second_payload = records.payloads[1].1.to_vec();
+    let mut torn = journeydb_storage::log::frame(h.salt, second, &second_payload);
+    let last = torn.len() - 1;
+    torn[last] ^= 0xff;
+    shaped.extend(&torn);
+    shaped.extend(journeydb_storage::log::frame(h.salt, second, &third_payload));
+    std::fs::write(&wal, &shaped).unwrap();
+    let report = Database::check_dir(dir.path()).unwrap();
+    assert_eq!((report.wal_records, report.torn_tails), (1, 1));
+    let db = Database::open(dir.path(), opts()).unwrap();
+    assert_eq!(dump(&db.snapshot(), "t").len(), 10, "only the first, acknowledged append");
+    // And if the third record says the log was durable past the second, that is corruption.
+    drop(db);
+    let (dir, wal) = three_appends();
+    let bytes = std::fs::read(&wal).unwrap();
+    let mut damaged = bytes.clone();
+    let h2 = journeydb_storage::log::read_header(
+        &wal,
+        &bytes,
+        journeydb_storage::format::WAL_MAGIC,
+        journeydb_storage::format::WAL_VERSION,
+    )
+    .unwrap();
+    let second = journeydb_storage::log::read_records(&wal, &bytes, h2).unwrap().payloads[1].0;
+    damaged[second as usize + journeydb_storage::format::RECORD_HEADER_LEN] ^= 0xff;
+    std::fs::write(&wal, &damaged).unwrap();
+    let e = Database::open(dir.path(), opts());
+    assert!(matches!(e, Err(StorageError::Corrupt { .. })), "{e:?}");
 }

@@ -1,7 +1,9 @@
-//! Golden files: a database written by format version 1, checked in under `tests/golden/v1/`, must be
-//! read exactly by every later build. It holds flushed segments (PLAIN, FOR and DICT value blocks, raw
-//! and zstd), WAL records still to replay, a swap and a drop. Regenerate only with a format version
-//! bump: `GOLDEN_WRITE=1 cargo test -p journeydb-storage --test golden` writes `v{N}` for the current N.
+//! Golden files: a database written by each generation of the format (FORMAT.md, "Versions"), checked
+//! in under `tests/golden/v{N}/`, must be read exactly by every later build. It holds flushed segments
+//! (PLAIN, FOR and DICT value blocks, raw and zstd), WAL records still to replay, a swap and a drop.
+//! `v1`: every structure at version 1; `v2`: WAL and key dictionary at version 2 (salted records).
+//! Regenerate only with a format version bump: `GOLDEN_WRITE=1 cargo test -p journeydb-storage --test
+//! golden` writes `v{GENERATION}`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
@@ -9,7 +11,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{batch, dump, Cell, Col, Dump};
-use journeydb_storage::format::SEGMENT_VERSION;
 use journeydb_storage::{
     ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, TableSchema,
 };
@@ -134,6 +135,9 @@ fn expected_other() -> Dump {
     d
 }
 
+/// The newest format generation: bump it with any structure's version, and write its golden files.
+const GENERATION: u16 = 2;
+
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
@@ -154,13 +158,13 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn every_golden_version_reads_exactly() {
     if std::env::var("GOLDEN_WRITE").is_ok() {
-        let target = golden_dir().join(format!("v{SEGMENT_VERSION}"));
+        let target = golden_dir().join(format!("v{GENERATION}"));
         let _ = std::fs::remove_dir_all(&target);
         write(&target);
         let _ = std::fs::remove_file(target.join("LOCK"));
     }
     let mut versions = 0;
-    for v in 1..=SEGMENT_VERSION {
+    for v in 1..=GENERATION {
         let src = golden_dir().join(format!("v{v}"));
         assert!(
             src.join("CURRENT").exists(),
@@ -170,6 +174,14 @@ fn every_golden_version_reads_exactly() {
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(&src, tmp.path());
         let db = Database::open(tmp.path(), opts()).unwrap();
+        // An older dictionary is rewritten in the current version on open: records of the new
+        // framing are never appended to a file of the old one.
+        let dict = std::fs::read(tmp.path().join("keys.dict")).unwrap();
+        assert_eq!(
+            u16::from_le_bytes([dict[8], dict[9]]),
+            journeydb_storage::format::KEYDICT_VERSION,
+            "format v{v}"
+        );
         let snap = db.snapshot();
         assert_eq!(
             snap.table_names(),
@@ -181,5 +193,5 @@ fn every_golden_version_reads_exactly() {
         assert_eq!(state["cust00003"][1], Some(Cell::Int(42)));
         versions += 1;
     }
-    assert_eq!(versions, SEGMENT_VERSION as usize);
+    assert_eq!(versions, GENERATION as usize);
 }

@@ -100,7 +100,17 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let db = if path.join("CURRENT").exists() {
         Database::open(path, Options::default())
     } else {
-        Database::create(path, key_type, Options::default())
+        // A directory that holds anything but a database is refused by `create`; an empty or
+        // missing one becomes a new database, said out loud so a mistyped path is noticed.
+        let db = Database::create(path, key_type, Options::default());
+        if db.is_ok() {
+            eprintln!(
+                "created a new database in {} ({} keys)",
+                path.display(),
+                format!("{:?}", key_type).to_lowercase()
+            );
+        }
+        db
     }
     .map_err(|e| e.to_string())?;
     let db = Arc::new(db);

@@ -6,6 +6,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod model;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
