@@ -4,8 +4,8 @@
 # of the differential SQL test and the DuckDB side of the bench smoke test), `psql` (Debian's
 # postgresql-client), `openssl` (test certificates), pgjdbc (libpostgresql-jdbc-java, run with the
 # machine's Java) and the PostgreSQL drivers psycopg2, psycopg 3, pg8000, asyncpg and SQLAlchemy
-# (tools/tests/pg_clients.rs runs them against `journeydb serve`). Then runs `cargo test
-# --workspace` and ends with one line totalling every test binary's results.
+# (tools/tests/pg_clients.rs runs them against `journeydb serve`). Then checks the crate layering
+# (scripts/layering.py) and runs `cargo test --workspace`, and ends with one line totalling every test binary's results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DUCKDB_VERSION=2.0.1
@@ -34,6 +34,8 @@ if ! python3 -c "import psycopg2, psycopg, pg8000, asyncpg, sqlalchemy" 2>/dev/n
     exit 1
   }
 fi
+# The crate layering (ARCHITECTURE.md): a dependency edge outside the allowed set fails the run.
+python3 scripts/layering.py || exit 1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked "$@" 2>&1 | tee "$log"

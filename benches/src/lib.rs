@@ -7,6 +7,8 @@
 //! few runs after the previous one — the values a journey state table really holds.
 #![warn(missing_docs)]
 
+pub mod harness;
+
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
@@ -38,13 +40,7 @@ pub fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-/// SplitMix64: a fast, well-mixed hash of a counter.
-pub fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub use journeydb_tools::data::mix;
 
 /// The generated journey state of `customers` customers with `columns` funnel columns.
 #[derive(Debug, Clone, Copy)]

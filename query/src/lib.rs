@@ -32,3 +32,5 @@ pub const SERVER_VERSION: &str = "14.0 (journeydb)";
 /// [`SERVER_VERSION`] as `server_version_num`.
 pub const SERVER_VERSION_NUM: &str = "140000";
 pub use error::{QueryError, Result};
+/// The storage errors a [`QueryError::Storage`] carries, for callers that classify them.
+pub use journeydb_storage::StorageError;

@@ -108,7 +108,7 @@ pub fn error_code(e: &QueryError) -> ErrorCode {
 /// Every query and storage error's native error code and SQLSTATE: one exhaustive match with no
 /// wildcard, so a new error variant cannot compile until it is classified for both protocols.
 pub fn classify(e: &QueryError) -> (ErrorCode, &'static str) {
-    use journeydb_storage::StorageError as S;
+    use journeydb_query::StorageError as S;
     match e {
         QueryError::Syntax(_) => (ErrorCode::User, "42601"),
         QueryError::Unsupported(_) => (ErrorCode::User, "0A000"),

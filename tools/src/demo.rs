@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use journeydb_client::Session;
-use journeydb_tools::journey::{self, data, def, report, run};
+use journeydb_tools::data;
+use journeydb_tools::journey::{self, def, report, run};
 
 /// The demo's journey: the documented example.
-pub const JOURNEY: &str = include_str!("../../examples/journey.toml");
+pub const JOURNEY: &str = journeydb_tools::EXAMPLE_JOURNEY;
 /// Rows per append.
 const BATCH_ROWS: usize = 100_000;
 const DAY_US: i64 = 86_400_000_000;

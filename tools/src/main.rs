@@ -11,7 +11,6 @@
 //! journeydb bench [--customers N] [--int-keys] [--runs N] [--json]
 //! Import/export is not built yet.
 
-mod bench;
 mod demo;
 mod serve;
 mod sql;
@@ -75,6 +74,29 @@ commands:
   help  Prints this text.
 ";
 
+/// `journeydb bench` runs `journeydb-bench` (the `journeydb-benches` crate), found beside this
+/// binary: the shipped command does not link the benchmark harness and its DuckDB driver.
+fn bench(args: &[String]) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("bench: {e}"))?;
+    let sibling = exe.with_file_name("journeydb-bench");
+    if !sibling.exists() {
+        return Err(format!(
+            "bench: {} is not built; build it with `cargo build --release -p journeydb-benches` \
+             (or run `cargo run --release -p journeydb-benches --bin journeydb-bench -- ...`)",
+            sibling.display()
+        ));
+    }
+    let status = std::process::Command::new(&sibling)
+        .args(args)
+        .status()
+        .map_err(|e| format!("bench: {}: {e}", sibling.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("bench: {} exited with {status}", sibling.display()))
+    }
+}
+
 fn check(args: &[String]) -> Result<(), String> {
     let dir = match args {
         [flag, dir] if flag == "--db" => dir,
@@ -132,7 +154,7 @@ fn main() -> ExitCode {
         Some("check") => check(args.get(1..).unwrap_or_default()),
         Some("sql") => sql::run(args.get(1..).unwrap_or_default()),
         Some("serve") => serve::run(args.get(1..).unwrap_or_default()),
-        Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
+        Some("bench") => bench(args.get(1..).unwrap_or_default()),
         Some("journey") => journeydb_tools::journey::cli(args.get(1..).unwrap_or_default()),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");

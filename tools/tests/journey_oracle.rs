@@ -15,10 +15,10 @@ use journeydb_client::Session;
 use journeydb_query::Engine;
 use journeydb_server::EmbeddedSession;
 use journeydb_storage::{Database, KeyType, Options};
-use journeydb_tools::journey::def::{
+use journeydb_journey::def::{
     self, col, Branch, Criterion, Exit, Journey, Stage, Step, StepKind,
 };
-use journeydb_tools::journey::run::{self, RunOptions};
+use journeydb_journey::run::{self, RunOptions};
 use proptest::prelude::*;
 
 const START: i64 = 1_767_225_600_000_000;
@@ -372,10 +372,10 @@ fn example() -> Journey {
 /// first run (day 1).
 fn after_first_run(customers: usize) -> (tempfile::TempDir, EmbeddedSession) {
     let (dir, mut s) = session();
-    for c in journeydb_tools::journey::data::CREATE {
+    for c in journeydb_tools::data::CREATE {
         s.run(c).unwrap();
     }
-    let g = journeydb_tools::journey::data::Cdp { seed: 3 };
+    let g = journeydb_tools::data::Cdp { seed: 3 };
     s.append("profiles", &g.profiles(0..customers)).unwrap();
     s.append("behaviours", &g.behaviours_batch(0..customers))
         .unwrap();
@@ -486,7 +486,7 @@ fn bad_definitions_name_the_line_and_the_problem() {
     assert_eq!(e.line, 5);
     // Unknown columns and tables are found against the database, with the criterion's line.
     let (_dir, mut s) = session();
-    for c in journeydb_tools::journey::data::CREATE {
+    for c in journeydb_tools::data::CREATE {
         s.run(c).unwrap();
     }
     let j = def::parse(&base.replace(

@@ -8,7 +8,7 @@ use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::DataType;
 use journeydb_client::{Reply, Session};
 
-use super::def::{col, Criterion, DefError, Journey, StepKind};
+use crate::def::{col, Criterion, DefError, Journey, StepKind};
 
 /// Why a run could not be made.
 #[derive(Debug)]
@@ -89,13 +89,7 @@ impl Ctx<'_> {
     }
 }
 
-/// `TIMESTAMP '...'` of `us`.
-pub fn ts_literal(us: i64) -> String {
-    format!(
-        "TIMESTAMP '{}'",
-        journeydb_query::types::format_timestamp(us)
-    )
-}
+pub use crate::value::ts_literal;
 
 /// The compiled journey: criteria as key-set SQL, table names, and the state's key type.
 pub struct Compiled<'j> {
@@ -491,7 +485,7 @@ pub fn first_row(b: &RecordBatch) -> Vec<Option<String>> {
     }
     b.columns()
         .iter()
-        .map(|c| journeydb_query::format::cell_text(c.as_ref(), 0))
+        .map(|c| crate::value::cell_text(c.as_ref(), 0))
         .collect()
 }
 
@@ -650,7 +644,7 @@ fn collect_activations(
         };
         for r in 0..b.num_rows() {
             if ts.is_valid(r) {
-                let key = journeydb_query::format::cell_text(keys.as_ref(), r).unwrap_or_default();
+                let key = crate::value::cell_text(keys.as_ref(), r).unwrap_or_default();
                 out.push((key, colname.clone(), channel.clone()));
             }
         }

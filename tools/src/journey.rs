@@ -1,9 +1,6 @@
-//! Journeys: definitions (`def`), runs (`run`), reports (`report`), and `journeydb journey`.
+//! `journeydb journey`: sessions, definition files, and printing runs, around the journey crate.
 
-pub mod data;
-pub mod def;
-pub mod report;
-pub mod run;
+pub use journeydb_journey::{def, report, run};
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! `journeydb bench`: the journey workload in journeydb and in DuckDB on the same data, side by side
+//! `journeydb-bench` (also `journeydb bench`): the journey workload in journeydb and in DuckDB on the same data, side by side
 //! in one run, with ratios. See BENCHMARKS.md.
 
 use std::io::Write;
@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use journeydb_benches::{median, mix, Journey};
+use crate::{median, mix, Journey};
 use journeydb_client::{Client, Session};
 use journeydb_query::{Engine, Output};
 use journeydb_server::{Config, Server};
 use journeydb_storage::{Database, KeyType, Options};
-use journeydb_tools::journey::run;
+use journeydb_journey::run;
 
 const SCRIPT: &str = include_str!("duckdb_bench.py");
 const DUCKDB_VERSION: &str = "2.0.1";
@@ -842,10 +842,11 @@ struct JourneySide {
 /// (g): the demo's CDP data and journey in a fresh embedded database; days 1-3 prepare a state,
 /// day 4 is timed (reset to the prepared state before each run) and recorded for DuckDB.
 fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
-    use journeydb_tools::journey::{data, def};
+    use journeydb_journey::def;
+    use journeydb_tools::data;
     const DAY: i64 = 86_400_000_000;
     let n = a.customers;
-    let j = def::parse(crate::demo::JOURNEY).map_err(|e| e.to_string())?;
+    let j = def::parse(journeydb_tools::EXAMPLE_JOURNEY).map_err(|e| e.to_string())?;
     let db = Database::create(
         work.join("journey_jdb"),
         KeyType::Varchar,

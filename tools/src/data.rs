@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use journeydb_benches::mix;
 
 /// 2026-01-01 00:00:00 UTC in µs: the demo's first day.
 pub const START_US: i64 = 1_767_225_600_000_000;
@@ -142,4 +141,12 @@ impl Cdp {
         RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
             .unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())))
     }
+}
+
+/// SplitMix64: a fast, well-mixed hash of a counter (every draw of the generated data).
+pub fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

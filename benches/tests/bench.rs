@@ -1,12 +1,12 @@
-//! Smoke test of `journeydb bench` at a few thousand customers: both engines run every operation
+//! Smoke test of `journeydb-bench` (`journeydb bench`) at a few thousand customers: both engines run every operation
 //! and their answers agree (the bench refuses to report figures otherwise).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::process::Command;
 
 fn bench(extra: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_journeydb"))
-        .args(["bench", "--customers", "3000", "--runs", "1", "--json"])
+    let out = Command::new(env!("CARGO_BIN_EXE_journeydb-bench"))
+        .args(["--customers", "3000", "--runs", "1", "--json"])
         .args(extra)
         .output()
         .unwrap();
@@ -55,8 +55,8 @@ fn both_engines_agree_on_every_operation() {
 
 #[test]
 fn bad_options_are_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_journeydb"))
-        .args(["bench", "--customers", "12"])
+    let out = Command::new(env!("CARGO_BIN_EXE_journeydb-bench"))
+        .args(["--customers", "12"])
         .output()
         .unwrap();
     assert!(!out.status.success());

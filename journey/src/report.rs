@@ -4,8 +4,8 @@
 use arrow_array::{Array, TimestampMicrosecondArray};
 use journeydb_client::Session;
 
-use super::def::{col, Journey, StepKind};
-use super::run::RunError;
+use crate::def::{col, Journey, StepKind};
+use crate::run::RunError;
 
 /// One funnel line.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +41,7 @@ fn sql_err(sql: &str, e: impl std::fmt::Display) -> RunError {
 }
 
 fn scalar(s: &mut dyn Session, sql: &str) -> Result<u64, RunError> {
-    Ok(super::run::count(&s.run(sql).map_err(|e| sql_err(sql, e))?))
+    Ok(crate::run::count(&s.run(sql).map_err(|e| sql_err(sql, e))?))
 }
 
 /// Computes the funnel of `j`'s state table.
@@ -59,7 +59,7 @@ pub fn funnel(s: &mut dyn Session, j: &Journey) -> Result<Funnel, RunError> {
         cols.iter()
             .position(|x| x == c)
             .and_then(|i| b.columns().get(i))
-            .and_then(|a| journeydb_query::format::cell_text(a.as_ref(), 0))
+            .and_then(|a| crate::value::cell_text(a.as_ref(), 0))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };

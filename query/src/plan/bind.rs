@@ -1,0 +1,614 @@
+//! Binding: statements (queries, set operations, FROM, samples, SELECT, GROUP BY) into plans.
+
+use super::*;
+
+/// Plans a query (with ORDER BY / LIMIT).
+pub fn plan_query(q: &ast::Query, ctx: &PlanCtx<'_>) -> Result<QueryPlan> {
+    if q.with.is_some() {
+        return unsupported("WITH (common table expressions)");
+    }
+    if q.fetch.is_some() || !q.locks.is_empty() {
+        return unsupported("FETCH / FOR UPDATE");
+    }
+    let plan = plan_set_expr(&q.body, ctx)?;
+    if let Some(limit) = ctx.memory_limit {
+        let need = plan.memory_estimate();
+        if need > limit {
+            return Err(QueryError::MemoryLimit {
+                need_mib: need.div_ceil(1 << 20),
+                limit_mib: limit >> 20,
+            });
+        }
+    }
+    let cols = plan.cols();
+    let mut order = Vec::new();
+    if let Some(ob) = &q.order_by {
+        let ast::OrderByKind::Expressions(exprs) = &ob.kind else {
+            return unsupported("ORDER BY ALL");
+        };
+        for o in exprs {
+            let idx = match &o.expr {
+                ast::Expr::Value(v) => match &v.value {
+                    ast::Value::Number(n, _) => n
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&i| i >= 1 && i <= cols.len())
+                        .map(|i| i - 1),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    QueryError::InvalidValue(format!(
+                        "ORDER BY position {} is not in 1..{}",
+                        o.expr,
+                        cols.len()
+                    ))
+                })?,
+                ast::Expr::Identifier(i) => {
+                    let name = ident(i);
+                    cols.iter()
+                        .position(|c| c.name.eq_ignore_ascii_case(&name))
+                        .ok_or_else(|| {
+                            QueryError::ColumnNotFound(format!(
+                                "{name} (ORDER BY refers to output columns)"
+                            ))
+                        })?
+                }
+                other => {
+                    return unsupported(format!(
+                        "ORDER BY expression {other} (use an output column name or position)"
+                    ))
+                }
+            };
+            let desc = match &o.options.sort {
+                None | Some(ast::OrderBySort::Asc) => false,
+                Some(ast::OrderBySort::Desc) => true,
+                Some(_) => return unsupported("ORDER BY .. USING"),
+            };
+            // DuckDB's default: NULLS LAST whatever the direction.
+            let nulls_first = o.options.nulls_first.unwrap_or(false);
+            order.push((idx, desc, nulls_first));
+        }
+    }
+    let (mut limit, mut offset) = (None, 0);
+    if let Some(lc) = &q.limit_clause {
+        match lc {
+            ast::LimitClause::LimitOffset {
+                limit: l,
+                offset: o,
+                limit_by,
+            } => {
+                if !limit_by.is_empty() {
+                    return unsupported("LIMIT BY");
+                }
+                if let Some(l) = l {
+                    limit = Some(const_usize(l, "LIMIT")?);
+                }
+                if let Some(o) = o {
+                    offset = const_usize(&o.value, "OFFSET")?;
+                }
+            }
+            ast::LimitClause::OffsetCommaLimit { .. } => return unsupported("LIMIT offset, count"),
+        }
+    }
+    Ok(QueryPlan {
+        plan,
+        order,
+        limit,
+        offset,
+    })
+}
+
+pub(super) fn const_usize(e: &ast::Expr, what: &str) -> Result<usize> {
+    match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse().map_err(|_| {
+                QueryError::InvalidValue(format!("{what} {n} is not a non-negative integer"))
+            }),
+            ast::Value::Null if what == "LIMIT" => Ok(usize::MAX),
+            _ => Err(QueryError::InvalidValue(format!("{what} must be a number"))),
+        },
+        _ => unsupported(format!("{what} expression {e}")),
+    }
+}
+
+#[recursive::recursive]
+pub(super) fn plan_set_expr(body: &ast::SetExpr, ctx: &PlanCtx<'_>) -> Result<Plan> {
+    match body {
+        ast::SetExpr::Select(s) => plan_select(s, ctx),
+        ast::SetExpr::Query(q) => {
+            let qp = plan_query(q, ctx)?;
+            if !qp.order.is_empty() || qp.limit.is_some() || qp.offset > 0 {
+                return unsupported("ORDER BY / LIMIT inside a subquery or set operation");
+            }
+            Ok(qp.plan)
+        }
+        ast::SetExpr::SetOperation {
+            op,
+            set_quantifier,
+            left,
+            right,
+        } => {
+            let l = plan_set_expr(left, ctx)?;
+            let r = plan_set_expr(right, ctx)?;
+            let (lc, rc) = (l.cols(), r.cols());
+            if lc.len() != rc.len() {
+                return Err(QueryError::Type(format!(
+                    "{op} inputs have {} and {} columns",
+                    lc.len(),
+                    rc.len()
+                )));
+            }
+            for (a, b) in lc.iter().zip(&rc) {
+                let compatible =
+                    a.dtype == b.dtype || a.dtype == DType::Null || b.dtype == DType::Null;
+                if !compatible || a.is_key != b.is_key {
+                    return Err(QueryError::Type(format!(
+                        "{op} column {} is {}{} on the left and {}{} on the right",
+                        a.name,
+                        a.dtype.name(),
+                        if a.is_key { " (key)" } else { "" },
+                        b.dtype.name(),
+                        if b.is_key { " (key)" } else { "" }
+                    )));
+                }
+            }
+            let all = matches!(set_quantifier, ast::SetQuantifier::All);
+            match (op, all) {
+                (ast::SetOperator::Union, true) => Ok(Plan::UnionAll {
+                    left: Box::new(l),
+                    right: Box::new(r),
+                }),
+                (
+                    ast::SetOperator::Union
+                    | ast::SetOperator::Intersect
+                    | ast::SetOperator::Except,
+                    false,
+                ) => {
+                    if !l.key_only() {
+                        return unsupported(format!("{op} over columns other than the customer key (select only the key column)"));
+                    }
+                    let kind = match op {
+                        ast::SetOperator::Union => SetKind::Union,
+                        ast::SetOperator::Intersect => SetKind::Intersect,
+                        _ => SetKind::Except,
+                    };
+                    Ok(Plan::SetOp {
+                        kind,
+                        left: Box::new(l),
+                        right: Box::new(r),
+                    })
+                }
+                _ => unsupported(format!("{op} {set_quantifier}")),
+            }
+        }
+        ast::SetExpr::Values(_) => unsupported("VALUES as a query"),
+        other => unsupported(format!("query body {other}")),
+    }
+}
+
+pub(super) fn plan_from(
+    from: &[ast::TableWithJoins],
+    ctx: &PlanCtx<'_>,
+) -> Result<(Plan, Option<String>, Option<Sample>)> {
+    let [one] = from else {
+        return if from.is_empty() {
+            unsupported("SELECT without FROM")
+        } else {
+            unsupported(
+                "several tables in FROM (joins); combine customer sets with INTERSECT / EXCEPT",
+            )
+        };
+    };
+    if !one.joins.is_empty() {
+        return unsupported("JOIN; combine customer sets with INTERSECT / UNION / EXCEPT");
+    }
+    match &one.relation {
+        ast::TableFactor::Table {
+            name,
+            alias,
+            sample,
+            args,
+            ..
+        } => {
+            if args.is_some() {
+                return unsupported("table functions");
+            }
+            let parts = object_name(name)?;
+            let alias_name = alias.as_ref().map(|a| ident(&a.name));
+            if parts.len() == 2 && parts.first().map(String::as_str) == Some("system") {
+                if sample.is_some() {
+                    return unsupported("TABLESAMPLE on a system table");
+                }
+                let name = parts.join(".");
+                let batch = crate::system::table(ctx.snap, &name)?;
+                let project = (0..batch.num_columns()).collect();
+                return Ok((
+                    Plan::System {
+                        name,
+                        batch,
+                        project,
+                    },
+                    alias_name,
+                    None,
+                ));
+            }
+            let [tname] = parts.as_slice() else {
+                return unsupported(format!("qualified table name {name}"));
+            };
+            let table = ctx
+                .snap
+                .table(tname)
+                .map_err(|_| QueryError::TableNotFound(tname.clone()))?;
+            let sample = match sample {
+                None => None,
+                Some(s) => Some(plan_sample(s, ctx)?),
+            };
+            let mut cols = vec![RelCol {
+                name: table.schema().key_name.clone(),
+                dtype: ctx.snap.key_type().into(),
+                is_key: true,
+            }];
+            cols.extend(table.schema().columns.iter().map(|c| RelCol {
+                name: c.name.clone(),
+                dtype: c.ty.into(),
+                is_key: false,
+            }));
+            let load = vec![Load::No; table.schema().columns.len()];
+            Ok((
+                Plan::Scan { table, load, cols },
+                alias_name.or_else(|| Some(tname.clone())),
+                sample,
+            ))
+        }
+        ast::TableFactor::Derived {
+            subquery,
+            alias,
+            lateral,
+            sample,
+        } => {
+            if *lateral {
+                return unsupported("LATERAL");
+            }
+            if sample.is_some() {
+                return unsupported("TABLESAMPLE on a subquery (sample the table inside it)");
+            }
+            let qp = plan_query(subquery, ctx)?;
+            if !qp.order.is_empty() || qp.limit.is_some() || qp.offset > 0 {
+                return unsupported("ORDER BY / LIMIT inside a subquery");
+            }
+            Ok((qp.plan, alias.as_ref().map(|a| ident(&a.name)), None))
+        }
+        other => unsupported(format!("FROM {other}")),
+    }
+}
+
+pub(super) fn plan_sample(s: &ast::TableSampleKind, ctx: &PlanCtx<'_>) -> Result<Sample> {
+    let (ast::TableSampleKind::BeforeTableAlias(t) | ast::TableSampleKind::AfterTableAlias(t)) = s;
+    if !matches!(
+        t.name,
+        Some(ast::TableSampleMethod::Bernoulli) | Some(ast::TableSampleMethod::Row)
+    ) {
+        return unsupported(format!("TABLESAMPLE method {:?} (only BERNOULLI)", t.name));
+    }
+    if t.bucket.is_some() || t.offset.is_some() {
+        return unsupported("TABLESAMPLE BUCKET / OFFSET");
+    }
+    let q = t
+        .quantity
+        .as_ref()
+        .ok_or_else(|| QueryError::Syntax("TABLESAMPLE needs a percentage".into()))?;
+    if let Some(unit) = &q.unit {
+        if !matches!(unit, ast::TableSampleUnit::Percent) {
+            return unsupported("TABLESAMPLE with a row count");
+        }
+    }
+    let percent = match const_scalar(&q.value)? {
+        Scalar::Int(v) => v as f64,
+        Scalar::Float(v) => v,
+        _ => {
+            return Err(QueryError::InvalidValue(
+                "TABLESAMPLE percentage must be a number".into(),
+            ))
+        }
+    };
+    if !(0.0..=100.0).contains(&percent) {
+        return Err(QueryError::InvalidValue(format!(
+            "TABLESAMPLE percentage {percent} is not within 0..100"
+        )));
+    }
+    let seed = match &t.seed {
+        None => ctx.sample_seed,
+        Some(s) => match &s.value.value {
+            ast::Value::Number(n, _) => n.parse::<u64>().map_err(|_| {
+                QueryError::InvalidValue(format!(
+                    "REPEATABLE seed {n} is not a non-negative integer"
+                ))
+            })?,
+            other => {
+                return Err(QueryError::InvalidValue(format!(
+                    "REPEATABLE seed {other} is not a number"
+                )))
+            }
+        },
+    };
+    Ok(Sample { percent, seed })
+}
+
+pub(super) fn const_scalar(e: &ast::Expr) -> Result<Scalar> {
+    let cols: Vec<RelCol> = Vec::new();
+    match plan_expr(e, &cols, None, 0)? {
+        Expr::Lit(s) => Ok(s),
+        Expr::Neg(inner) => match *inner {
+            Expr::Lit(Scalar::Int(v)) => Ok(Scalar::Int(-v)),
+            Expr::Lit(Scalar::Float(v)) => Ok(Scalar::Float(-v)),
+            _ => Err(QueryError::InvalidValue(format!("{e} is not a constant"))),
+        },
+        _ => Err(QueryError::InvalidValue(format!("{e} is not a constant"))),
+    }
+}
+
+/// Evaluates a constant expression (INSERT VALUES).
+pub fn eval_const(e: &ast::Expr, now_us: i64) -> Result<Scalar> {
+    let cols: Vec<RelCol> = Vec::new();
+    let planned = plan_expr(e, &cols, None, now_us)?;
+    crate::exec::eval_scalar(&planned)
+}
+
+pub(super) fn is_aggregate(e: &ast::Expr) -> bool {
+    match e {
+        ast::Expr::Function(f) => matches!(
+            f.name.to_string().to_ascii_lowercase().as_str(),
+            "count" | "min" | "max"
+        ),
+        ast::Expr::Nested(e) => is_aggregate(e),
+        _ => false,
+    }
+}
+
+pub(super) fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
+    if s.having.is_some() {
+        return unsupported("HAVING");
+    }
+    if !s.named_window.is_empty() || s.qualify.is_some() {
+        return unsupported("window functions");
+    }
+    if s.top.is_some()
+        || s.into.is_some()
+        || !s.lateral_views.is_empty()
+        || !s.cluster_by.is_empty()
+        || !s.sort_by.is_empty()
+    {
+        return unsupported("TOP / INTO / LATERAL VIEW / CLUSTER BY / SORT BY");
+    }
+    let (mut input, alias, sample) = plan_from(&s.from, ctx)?;
+    let in_cols = input.cols();
+    let alias = alias.as_deref();
+    if let Plan::System { name, batch, .. } = &input {
+        return plan_system(s, name, batch, &in_cols, alias, ctx);
+    }
+    if let Some(w) = &s.selection {
+        let predicate = plan_expr(w, &in_cols, alias, ctx.now_us)?;
+        let t = expr_type(&predicate, &in_cols)?;
+        if !matches!(t, DType::Boolean | DType::Null) {
+            return Err(QueryError::Type(format!(
+                "WHERE needs a condition, not a {} value",
+                t.name()
+            )));
+        }
+        input = Plan::Filter {
+            input: Box::new(input),
+            predicate,
+            keep: None,
+        };
+    }
+    if let Some(sample) = sample {
+        input = Plan::Sample {
+            input: Box::new(input),
+            sample,
+        };
+    }
+    let group_by = match &s.group_by {
+        ast::GroupByExpr::Expressions(exprs, mods) if mods.is_empty() => exprs.clone(),
+        _ => return unsupported("GROUP BY ALL / ROLLUP / CUBE"),
+    };
+    let has_agg = s.projection.iter().any(|p| match p {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+            is_aggregate(e)
+        }
+        _ => false,
+    });
+    let plan = if has_agg || !group_by.is_empty() {
+        plan_aggregate(s, input, &in_cols, alias, &group_by, ctx)?
+    } else {
+        let mut exprs = Vec::new();
+        for item in &s.projection {
+            match item {
+                ast::SelectItem::Wildcard(_) => {
+                    for (i, c) in in_cols.iter().enumerate() {
+                        exprs.push((Expr::Col(i), c.clone()));
+                    }
+                }
+                ast::SelectItem::QualifiedWildcard(..) => {
+                    for (i, c) in in_cols.iter().enumerate() {
+                        exprs.push((Expr::Col(i), c.clone()));
+                    }
+                }
+                ast::SelectItem::ExprWithAliases { .. } => {
+                    return unsupported("several aliases for one expression")
+                }
+                ast::SelectItem::UnnamedExpr(e)
+                | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+                    let pe = plan_expr(e, &in_cols, alias, ctx.now_us)?;
+                    let name = match item {
+                        ast::SelectItem::ExprWithAlias { alias, .. } => ident(alias),
+                        _ => default_name(e),
+                    };
+                    let dtype = expr_type(&pe, &in_cols)?;
+                    let is_key =
+                        matches!(pe, Expr::Col(i) if in_cols.get(i).is_some_and(|c| c.is_key));
+                    exprs.push((
+                        pe,
+                        RelCol {
+                            name,
+                            dtype,
+                            is_key,
+                        },
+                    ));
+                }
+            }
+        }
+        Plan::Project {
+            input: Box::new(input),
+            exprs,
+        }
+    };
+    let plan = match &s.distinct {
+        None => plan,
+        Some(ast::Distinct::Distinct) if plan.key_only() => Plan::Distinct {
+            input: Box::new(plan),
+        },
+        Some(_) => return unsupported("DISTINCT over columns other than the customer key"),
+    };
+    Ok(prune_scan(plan))
+}
+
+/// System tables take plain column lists only: `SELECT * | col, .. FROM system.x`.
+pub(super) fn plan_system(
+    s: &ast::Select,
+    name: &str,
+    batch: &arrow_array::RecordBatch,
+    cols: &[RelCol],
+    alias: Option<&str>,
+    ctx: &PlanCtx<'_>,
+) -> Result<Plan> {
+    if s.selection.is_some()
+        || !matches!(&s.group_by, ast::GroupByExpr::Expressions(g, _) if g.is_empty())
+        || s.distinct.is_some()
+    {
+        return unsupported(format!(
+            "WHERE / GROUP BY / DISTINCT on {name} (select columns, ORDER BY and LIMIT only)"
+        ));
+    }
+    let mut project = Vec::new();
+    for item in &s.projection {
+        match item {
+            ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..) => {
+                project.extend(0..cols.len())
+            }
+            ast::SelectItem::UnnamedExpr(e) => match plan_expr(e, cols, alias, ctx.now_us)? {
+                Expr::Col(i) => project.push(i),
+                _ => return unsupported(format!("expression {e} on {name} (plain columns only)")),
+            },
+            other => return unsupported(format!("{other} on {name} (plain columns only)")),
+        }
+    }
+    Ok(Plan::System {
+        name: name.to_string(),
+        batch: batch.clone(),
+        project,
+    })
+}
+
+pub(super) fn default_name(e: &ast::Expr) -> String {
+    match e {
+        ast::Expr::Identifier(i) => ident(i),
+        ast::Expr::CompoundIdentifier(parts) => parts.last().map(ident).unwrap_or_default(),
+        other => other.to_string(),
+    }
+}
+
+pub(super) fn plan_aggregate(
+    s: &ast::Select,
+    input: Plan,
+    in_cols: &[RelCol],
+    alias: Option<&str>,
+    group_by: &[ast::Expr],
+    ctx: &PlanCtx<'_>,
+) -> Result<Plan> {
+    let by_key = match group_by {
+        [] => false,
+        [g] => {
+            let e = plan_expr(g, in_cols, alias, ctx.now_us)?;
+            match e {
+                Expr::Col(i) if in_cols.get(i).is_some_and(|c| c.is_key) => true,
+                _ => return unsupported(format!("GROUP BY {g} (only GROUP BY the customer key)")),
+            }
+        }
+        _ => return unsupported("GROUP BY several expressions (only GROUP BY the customer key)"),
+    };
+    let mut items = Vec::new();
+    for item in &s.projection {
+        let (e, name) = match item {
+            ast::SelectItem::UnnamedExpr(e) => (e, None),
+            ast::SelectItem::ExprWithAlias { expr, alias } => (expr, Some(ident(alias))),
+            _ => return unsupported("* together with aggregates"),
+        };
+        let e = match e {
+            ast::Expr::Nested(inner) => inner.as_ref(),
+            e => e,
+        };
+        let (agg, dtype) = match e {
+            ast::Expr::Function(f) => {
+                let fname = f.name.to_string().to_ascii_lowercase();
+                let args = match &f.args {
+                    ast::FunctionArguments::List(l) => {
+                        if l.duplicate_treatment.is_some() {
+                            return unsupported(format!("{fname}(DISTINCT ..)"));
+                        }
+                        l.args.clone()
+                    }
+                    _ => return unsupported(format!("{fname} without an argument list")),
+                };
+                if f.filter.is_some() || f.over.is_some() {
+                    return unsupported("aggregate FILTER / OVER");
+                }
+                match (fname.as_str(), args.as_slice()) {
+                    ("count", [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]) => {
+                        (Agg::CountStar, DType::Bigint)
+                    }
+                    (
+                        f @ ("count" | "min" | "max"),
+                        [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))],
+                    ) => {
+                        let pe = plan_expr(a, in_cols, alias, ctx.now_us)?;
+                        let t = expr_type(&pe, in_cols)?;
+                        match f {
+                            "count" => (Agg::Count(pe), DType::Bigint),
+                            "min" => (Agg::Min(pe), t),
+                            _ => (Agg::Max(pe), t),
+                        }
+                    }
+                    _ => return unsupported(format!("function {e}")),
+                }
+            }
+            other => {
+                let pe = plan_expr(other, in_cols, alias, ctx.now_us)?;
+                match pe {
+                    Expr::Col(i) if by_key && in_cols.get(i).is_some_and(|c| c.is_key) => {
+                        (Agg::Key, in_cols.get(i).map_or(DType::Varchar, |c| c.dtype))
+                    }
+                    _ => {
+                        return Err(QueryError::Unsupported(format!(
+                            "{other} must be an aggregate (COUNT, MIN, MAX){}",
+                            if by_key { " or the grouped key" } else { "" }
+                        )))
+                    }
+                }
+            }
+        };
+        let is_key = matches!(agg, Agg::Key);
+        items.push((
+            agg,
+            RelCol {
+                name: name.unwrap_or_else(|| default_name(e)),
+                dtype,
+                is_key,
+            },
+        ));
+    }
+    Ok(Plan::Aggregate {
+        input: Box::new(input),
+        by_key,
+        items,
+    })
+}

@@ -1,0 +1,308 @@
+//! Logical plans: the SQL AST (from `sqlparser`) resolved against the snapshot's tables into a small
+//! tree of relational operators over keyed relations. Anything outside the subset is refused here with
+//! an error naming the construct, so the executor only sees what it can run.
+//!
+//! Rooms: this module holds the plan types; `bind` turns statements into plans (FROM, WHERE, GROUP BY,
+//! set operations, samples); `expr` binds and types expressions; `prune` marks what each scan must
+//! read; `explain` prints plans.
+
+use std::fmt::Write as _;
+
+use journeydb_storage::{ColumnType, Snapshot, TableSnapshot};
+use sqlparser::ast;
+
+use crate::error::{QueryError, Result};
+use crate::types::{parse_interval, parse_timestamp, DType, Scalar};
+use crate::vector::{ArithOp, CmpOp, InSet};
+
+mod bind;
+mod explain;
+mod expr;
+mod prune;
+
+pub use bind::{eval_const, plan_query};
+pub(crate) use expr::cast_lit;
+pub use expr::{expr_type, plan_expr};
+#[allow(unused_imports)]
+use {bind::*, expr::*, prune::*};
+
+/// A column of a relation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelCol {
+    /// Output name.
+    pub name: String,
+    /// Type.
+    pub dtype: DType,
+    /// True for the customer key (values are ordinals, decoded only on output).
+    pub is_key: bool,
+}
+
+/// A resolved scalar expression over an input relation's columns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// Input column `i` (the key column included).
+    Col(usize),
+    /// A constant.
+    Lit(Scalar),
+    /// A comparison.
+    Cmp(CmpOp, Box<Expr>, Box<Expr>),
+    /// Arithmetic with its result type.
+    Arith(ArithOp, Box<Expr>, Box<Expr>, DType),
+    /// Three-valued AND.
+    And(Box<Expr>, Box<Expr>),
+    /// Three-valued OR.
+    Or(Box<Expr>, Box<Expr>),
+    /// Three-valued NOT.
+    Not(Box<Expr>),
+    /// Unary minus.
+    Neg(Box<Expr>),
+    /// `IS NULL` (or `IS NOT NULL` when the flag is set).
+    IsNull(Box<Expr>, bool),
+    /// `x IN (constants)`: one hash lookup per row.
+    InList(Box<Expr>, std::sync::Arc<InSet>),
+}
+
+/// An aggregate output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Agg {
+    /// The group key (GROUP BY the key).
+    Key,
+    /// `COUNT(*)`.
+    CountStar,
+    /// `COUNT(expr)`.
+    Count(Expr),
+    /// `MIN(expr)`.
+    Min(Expr),
+    /// `MAX(expr)`.
+    Max(Expr),
+}
+
+/// Set operations on key sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKind {
+    /// `UNION` (distinct): bitmap OR.
+    Union,
+    /// `INTERSECT`: bitmap AND.
+    Intersect,
+    /// `EXCEPT`: bitmap AND-NOT.
+    Except,
+}
+
+/// `TABLESAMPLE BERNOULLI (percent) [REPEATABLE (seed)]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Percentage of rows kept, 0..=100.
+    pub percent: f64,
+    /// Seed; a fresh one per query when absent.
+    pub seed: u64,
+}
+
+/// How much of a column a scan reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Load {
+    /// Nothing: no operator refers to it.
+    No,
+    /// The presence bitmap only (`IS [NOT] NULL`, `COUNT(col)`).
+    Presence,
+    /// Bitmap and values.
+    Values,
+}
+
+/// A relational operator tree.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// Rows of a table: the key and every value column (only `load`ed ones are read).
+    Scan {
+        /// The table in the query's snapshot.
+        table: TableSnapshot,
+        /// How much of each value column is read (by column id).
+        load: Vec<Load>,
+        /// Output columns: the key, then the value columns.
+        cols: Vec<RelCol>,
+    },
+    /// A Bernoulli sample of the input's rows, decided per ordinal by a hash of (seed, ordinal): the
+    /// same rows whether it runs before or after a filter, so the planner puts it after one.
+    Sample {
+        /// Input.
+        input: Box<Plan>,
+        /// Percentage and seed.
+        sample: Sample,
+    },
+    /// Rows where the predicate is TRUE.
+    Filter {
+        /// Input.
+        input: Box<Plan>,
+        /// Condition over the input's columns.
+        predicate: Expr,
+        /// Columns the operators above use; the others are dropped after the predicate instead of
+        /// being cut down to the surviving rows (`None`: keep all).
+        keep: Option<Vec<bool>>,
+    },
+    /// New columns computed per row.
+    Project {
+        /// Input.
+        input: Box<Plan>,
+        /// Expressions and the columns they become.
+        exprs: Vec<(Expr, RelCol)>,
+    },
+    /// Aggregates, per key (`by_key`) or over everything (one row).
+    Aggregate {
+        /// Input.
+        input: Box<Plan>,
+        /// GROUP BY the key.
+        by_key: bool,
+        /// Outputs.
+        items: Vec<(Agg, RelCol)>,
+    },
+    /// A set operation on two key-only relations.
+    SetOp {
+        /// Operation.
+        kind: SetKind,
+        /// Left input.
+        left: Box<Plan>,
+        /// Right input.
+        right: Box<Plan>,
+    },
+    /// Both inputs' rows (a bag: a key may appear in both).
+    UnionAll {
+        /// Left input.
+        left: Box<Plan>,
+        /// Right input.
+        right: Box<Plan>,
+    },
+    /// One row per key (key-only relations).
+    Distinct {
+        /// Input.
+        input: Box<Plan>,
+    },
+    /// A system table, materialized.
+    System {
+        /// Name (e.g. `system.tables`).
+        name: String,
+        /// Its rows.
+        batch: arrow_array::RecordBatch,
+        /// Selected column indices.
+        project: Vec<usize>,
+    },
+}
+
+/// A query: a plan plus the output ordering and limit.
+#[derive(Debug, Clone)]
+pub struct QueryPlan {
+    /// The relation.
+    pub plan: Plan,
+    /// ORDER BY: output column, descending, nulls first.
+    pub order: Vec<(usize, bool, bool)>,
+    /// LIMIT.
+    pub limit: Option<usize>,
+    /// OFFSET.
+    pub offset: usize,
+}
+
+impl Plan {
+    /// Output columns.
+    pub fn cols(&self) -> Vec<RelCol> {
+        match self {
+            Plan::Scan { cols, .. } => cols.clone(),
+            Plan::Filter { input, .. } | Plan::Distinct { input } | Plan::Sample { input, .. } => {
+                input.cols()
+            }
+            Plan::Project { exprs, .. } => exprs.iter().map(|(_, c)| c.clone()).collect(),
+            Plan::Aggregate { items, .. } => items.iter().map(|(_, c)| c.clone()).collect(),
+            Plan::SetOp { left, .. } | Plan::UnionAll { left, .. } => left.cols(),
+            Plan::System { batch, project, .. } => project
+                .iter()
+                .filter_map(|&i| batch.schema().fields().get(i).cloned())
+                .map(|f| RelCol {
+                    name: f.name().clone(),
+                    dtype: match f.data_type() {
+                        arrow_schema::DataType::Int64 => DType::Bigint,
+                        _ => DType::Varchar,
+                    },
+                    is_key: false,
+                })
+                .collect(),
+        }
+    }
+
+    /// An upper bound of the bytes the plan's scans decode, all alive at once: per table, the row
+    /// bitmap, each presence bitmap read, and for each value column read a value slot per row
+    /// (8 bytes; 32 for VARCHAR), as if every cell were set. Set operations and aggregates work on
+    /// bitmaps and on these columns, so the scans dominate a query's memory.
+    pub fn memory_estimate(&self) -> u64 {
+        match self {
+            Plan::Scan { table, load, .. } => {
+                let rows = table.row_count();
+                let bitmap = rows / 8 + 1024;
+                let cols: u64 = table
+                    .schema()
+                    .columns
+                    .iter()
+                    .zip(load)
+                    .map(|(c, l)| match l {
+                        Load::No => 0,
+                        Load::Presence => bitmap,
+                        Load::Values => {
+                            let width = match c.ty {
+                                ColumnType::Varchar => 32,
+                                ColumnType::Boolean => 1,
+                                _ => 8,
+                            };
+                            bitmap + rows * width
+                        }
+                    })
+                    .sum();
+                bitmap + cols
+            }
+            Plan::Filter { input, .. }
+            | Plan::Distinct { input }
+            | Plan::Sample { input, .. }
+            | Plan::Project { input, .. }
+            | Plan::Aggregate { input, .. } => input.memory_estimate(),
+            Plan::SetOp { left, right, .. } | Plan::UnionAll { left, right } => {
+                left.memory_estimate() + right.memory_estimate()
+            }
+            Plan::System { batch, .. } => batch.get_array_memory_size() as u64,
+        }
+    }
+
+    /// True when every output column is the key: the relation is a set of customers.
+    pub fn key_only(&self) -> bool {
+        let c = self.cols();
+        c.len() == 1 && c.iter().all(|c| c.is_key)
+    }
+}
+
+/// Everything the planner needs from outside: the snapshot and the statement's `now`.
+pub struct PlanCtx<'a> {
+    /// The snapshot every table is read from.
+    pub snap: &'a Snapshot,
+    /// `now()` in µs.
+    pub now_us: i64,
+    /// Seed for samples without REPEATABLE.
+    pub sample_seed: u64,
+    /// Largest estimated decode a query may plan, in bytes (`None`: no limit).
+    pub memory_limit: Option<u64>,
+}
+
+pub(super) fn unsupported<T>(what: impl Into<String>) -> Result<T> {
+    Err(QueryError::Unsupported(what.into()))
+}
+
+pub(super) fn ident(i: &ast::Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
+}
+
+/// The parts of an object name as plain strings.
+pub fn object_name(n: &ast::ObjectName) -> Result<Vec<String>> {
+    n.0.iter()
+        .map(|p| match p {
+            ast::ObjectNamePart::Identifier(i) => Ok(ident(i)),
+            other => unsupported(format!("name part {other}")),
+        })
+        .collect()
+}

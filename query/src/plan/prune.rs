@@ -1,0 +1,82 @@
+//! Column pruning: how much of each column each scan must read.
+
+use super::*;
+
+/// Marks how much of each column each scan must read: values for columns whose values an operator
+/// uses, only the presence bitmap for columns used only by `IS [NOT] NULL` or `COUNT(col)`.
+pub(super) fn prune_scan(plan: Plan) -> Plan {
+    #[recursive::recursive]
+    fn refs(e: &Expr, out: &mut Vec<(usize, Load)>) {
+        match e {
+            Expr::Col(i) => out.push((*i, Load::Values)),
+            Expr::IsNull(inner, _) if matches!(inner.as_ref(), Expr::Col(_)) => {
+                if let Expr::Col(i) = inner.as_ref() {
+                    out.push((*i, Load::Presence));
+                }
+            }
+            Expr::Lit(_) => {}
+            Expr::Cmp(_, a, b) | Expr::Arith(_, a, b, _) | Expr::And(a, b) | Expr::Or(a, b) => {
+                refs(a, out);
+                refs(b, out);
+            }
+            Expr::Not(a) | Expr::Neg(a) | Expr::IsNull(a, _) | Expr::InList(a, _) => refs(a, out),
+        }
+    }
+    fn mark(plan: &mut Plan, used: &[(usize, Load)]) {
+        match plan {
+            Plan::Scan { load, .. } => {
+                for &(i, kind) in used {
+                    // Column 0 is the key; value column j is relation column j + 1.
+                    if let Some(l) = i.checked_sub(1).and_then(|j| load.get_mut(j)) {
+                        *l = (*l).max(kind);
+                    }
+                }
+            }
+            Plan::Filter {
+                input,
+                predicate,
+                keep,
+            } => {
+                let width = input.cols().len();
+                let mut k = vec![false; width];
+                for &(i, _) in used {
+                    if let Some(slot) = k.get_mut(i) {
+                        *slot = true;
+                    }
+                }
+                *keep = Some(k);
+                let mut u = used.to_vec();
+                refs(predicate, &mut u);
+                mark(input, &u);
+            }
+            Plan::Sample { input, .. } => mark(input, used),
+            _ => {}
+        }
+    }
+    let mut plan = plan;
+    let mut used = Vec::new();
+    match &mut plan {
+        Plan::Project { input, exprs } => {
+            exprs.iter().for_each(|(e, _)| refs(e, &mut used));
+            mark(input, &used);
+        }
+        Plan::Aggregate { input, items, .. } => {
+            for (a, _) in items.iter() {
+                match a {
+                    Agg::Count(Expr::Col(i)) => used.push((*i, Load::Presence)),
+                    Agg::Count(e) | Agg::Min(e) | Agg::Max(e) => refs(e, &mut used),
+                    Agg::Key | Agg::CountStar => {}
+                }
+            }
+            mark(input, &used);
+        }
+        Plan::Distinct { input } => {
+            if let Plan::Project { input, exprs } = input.as_mut() {
+                exprs.iter().for_each(|(e, _)| refs(e, &mut used));
+                mark(input, &used);
+            }
+        }
+        _ => {}
+    }
+    plan
+}

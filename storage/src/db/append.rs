@@ -1,0 +1,220 @@
+//! Appends: an Arrow batch checked against the table, its keys mapped to ordinals, written to the WAL
+//! and acknowledged after the group commit.
+
+use super::*;
+
+impl Database {
+    /// Appends the rows of `batch` to `table`. The batch holds the key column (named like the table's
+    /// key column) and any subset of the value columns, by name. When this returns `Ok`, the rows are
+    /// durable and visible to every snapshot taken afterwards. Returns the number of rows appended.
+    pub fn append(&self, table: &str, batch: &RecordBatch) -> Result<usize> {
+        let version = self.shared.current.load_full();
+        let tv = version
+            .table_by_name(table)
+            .ok_or_else(|| StorageError::TableNotFound(table.to_string()))?
+            .clone();
+        let n = batch.num_rows();
+        if n > APPEND_ROWS_MAX {
+            return Err(StorageError::InvalidBatch {
+                table: table.into(),
+                reason: format!("{n} rows; at most {APPEND_ROWS_MAX} per append"),
+            });
+        }
+        let (key_col, columns) = resolve_batch(&tv, batch, version.manifest.key_type)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let ordinals = {
+            let mut keys = self.shared.keys.write().unwrap_or_else(|e| e.into_inner());
+            insert_keys(&mut keys, key_col, &tv.name)?
+        };
+        let rows: Vec<usize> = (0..n).collect();
+        let mut cols = Vec::with_capacity(columns.len());
+        for (id, array) in columns {
+            let def =
+                tv.schema
+                    .columns
+                    .get(id.0 as usize)
+                    .ok_or_else(|| StorageError::InvalidBatch {
+                        table: tv.name.clone(),
+                        reason: "internal: column id".into(),
+                    })?;
+            let (valid, values) = from_arrow(array.as_ref(), def.ty, &rows).ok_or_else(|| {
+                StorageError::InvalidBatch {
+                    table: tv.name.clone(),
+                    reason: format!("column {} has Arrow type {}", def.name, array.data_type()),
+                }
+            })?;
+            cols.push(BatchColumn {
+                id,
+                ty: def.ty,
+                valid,
+                values,
+            });
+        }
+        let row_batch = RowBatch {
+            table: tv.id,
+            ordinals,
+            columns: cols,
+        };
+        let payload = encode_batch(&row_batch);
+        let chunk = Arc::new(Chunk::from_batch(
+            &row_batch,
+            &tv.schema,
+            version.manifest.partition_rows,
+        ));
+        drop(row_batch);
+
+        let mut st = lock(&self.shared.state);
+        if let Some(p) = &st.poisoned {
+            return Err(StorageError::WalPoisoned(p.clone()));
+        }
+        if !st.version.tables.contains_key(&tv.id) {
+            return Err(StorageError::TableNotFound(table.to_string()));
+        }
+        st.wal.append(&payload)?;
+        st.written_lsn += 1;
+        let lsn = st.written_lsn;
+        st.pending.push_back((lsn, tv.id, chunk));
+        self.shared.wait_durable(st, lsn)?;
+        Ok(n)
+    }
+}
+
+/// The value columns of an appended batch, by column id.
+type ValueColumns = Vec<(ColumnId, arrow_array::ArrayRef)>;
+
+/// Finds the key column and the value columns of an appended batch, checking names, types and
+/// duplicates.
+pub(super) fn resolve_batch<'a>(
+    tv: &TableVersion,
+    batch: &'a RecordBatch,
+    key_type: KeyType,
+) -> Result<(&'a dyn Array, ValueColumns)> {
+    let bad = |reason: String| StorageError::InvalidBatch {
+        table: tv.name.clone(),
+        reason,
+    };
+    let schema = batch.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.name().eq_ignore_ascii_case(&tv.schema.key_name))
+    {
+        return Err(bad(format!(
+            "the key column {} is missing",
+            tv.schema.key_name
+        )));
+    }
+    let mut key = None;
+    let mut cols = Vec::new();
+    let mut seen = HashSet::new();
+    for (field, array) in schema.fields().iter().zip(batch.columns()) {
+        let name = field.name();
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return Err(bad(format!("column {name} appears twice")));
+        }
+        if name.eq_ignore_ascii_case(&tv.schema.key_name) {
+            key = Some(array.as_ref());
+            continue;
+        }
+        let (id, def) = tv
+            .schema
+            .column(name)
+            .ok_or_else(|| StorageError::ColumnNotFound {
+                table: tv.name.clone(),
+                column: name.clone(),
+            })?;
+        let ok = matches!(array.data_type(), DataType::Null)
+            || array.data_type() == &crate::values::arrow_type(def.ty)
+            || matches!(
+                (def.ty, array.data_type()),
+                (
+                    crate::schema::ColumnType::Timestamp,
+                    DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, _)
+                )
+            )
+            || matches!(
+                (def.ty, array.data_type()),
+                (
+                    crate::schema::ColumnType::Varchar,
+                    DataType::LargeUtf8 | DataType::Utf8View
+                )
+            );
+        if !ok {
+            return Err(bad(format!(
+                "column {name} is {} but the batch has {}",
+                def.ty.sql_name(),
+                array.data_type()
+            )));
+        }
+        cols.push((id, array.clone()));
+    }
+    let key =
+        key.ok_or_else(|| bad(format!("the key column {} is missing", tv.schema.key_name)))?;
+    let key_ok = match key_type {
+        KeyType::Varchar => matches!(
+            key.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ),
+        KeyType::Bigint => key.data_type() == &DataType::Int64,
+    };
+    if !key_ok {
+        return Err(bad(format!(
+            "the key column must be {key_type:?}, the batch has {}",
+            key.data_type()
+        )));
+    }
+    if key.null_count() > 0 {
+        return Err(StorageError::InvalidKey(format!(
+            "the key column of an append to {} holds NULL",
+            tv.name
+        )));
+    }
+    Ok((key, cols))
+}
+
+pub(super) fn insert_keys(keys: &mut KeyDict, array: &dyn Array, table: &str) -> Result<Vec<u32>> {
+    let any = array.as_any();
+    let n = array.len();
+    if let Some(a) = any.downcast_ref::<StringArray>() {
+        keys.get_or_insert((0..n).map(|i| Key::Str(a.value(i))))
+    } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
+        keys.get_or_insert((0..n).map(|i| Key::Str(a.value(i))))
+    } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
+        keys.get_or_insert((0..n).map(|i| Key::Str(a.value(i))))
+    } else if let Some(a) = any.downcast_ref::<Int64Array>() {
+        keys.get_or_insert((0..n).map(|i| Key::Int(a.value(i))))
+    } else {
+        Err(StorageError::InvalidBatch {
+            table: table.into(),
+            reason: format!("unsupported key type {}", array.data_type()),
+        })
+    }
+}
+
+pub(super) fn check_batch_schema(
+    path: &Path,
+    offset: u64,
+    batch: &RowBatch,
+    schema: &TableSchema,
+) -> Result<()> {
+    for c in &batch.columns {
+        let ok = schema
+            .columns
+            .get(c.id.0 as usize)
+            .is_some_and(|d| d.ty == c.ty)
+            && c.valid.len() == batch.ordinals.len();
+        if !ok {
+            return Err(StorageError::corrupt(
+                path,
+                offset,
+                format!(
+                    "WAL record column {} does not fit table {}",
+                    c.id.0, batch.table.0
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Group commit of appends (an fsync leader, records applied in log order, poisoning on failure)
+//! and manifest commits with the garbage they leave.
+
+use super::*;
+
+impl Shared {
+    /// Waits until `lsn` is durable and applied, leading a group fsync when nobody else is.
+    pub(super) fn wait_durable<'a>(&'a self, mut st: MutexGuard<'a, State>, lsn: u64) -> Result<()> {
+        loop {
+            if st.applied_lsn >= lsn {
+                return Ok(());
+            }
+            if let Some(p) = &st.poisoned {
+                return Err(StorageError::WalPoisoned(p.clone()));
+            }
+            if st.syncing {
+                st = self.synced.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.syncing = true;
+            let target = st.written_lsn;
+            let wal = st.wal.sync_point();
+            drop(st);
+            let res = self.sync_files(&wal);
+            st = lock(&self.state);
+            st.syncing = false;
+            match res {
+                Ok(()) => self.apply_pending(&mut st, target),
+                // After a failed fsync the page cache can no longer be trusted (fsyncgate): refuse
+                // further writes until the database is reopened and the log replayed.
+                Err(e) => self.poison(&mut st, e.to_string()),
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    /// fsyncs the key dictionary, then the WAL file: keys are durable before records that use them.
+    pub(super) fn sync_files(&self, wal: &SyncPoint) -> Result<()> {
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync_point();
+        keys.sync()?;
+        wal.sync()
+    }
+
+    /// Stops accepting writes after a failure that leaves the disk's state unknown: a failed fsync
+    /// (the kernel may have dropped the dirty pages and marked them clean: fsyncgate) or a failed
+    /// commit (it may have failed after the `CURRENT` rename). The database must be reopened; the
+    /// `RECOVER` marker makes that open rewrite the logs and the manifest into fresh files.
+    pub(super) fn poison(&self, st: &mut State, reason: String) {
+        // Best effort: the marker matters only within this boot, where the page cache holds it.
+        let _ = self
+            .fs
+            .open(&recover_marker(&self.dir), OpenMode::Truncate);
+        st.poisoned = Some(reason);
+    }
+
+    /// Makes pending records up to `target` visible, in log order.
+    pub(super) fn apply_pending(&self, st: &mut State, target: u64) {
+        let mut added: BTreeMap<TableId, Vec<Arc<Chunk>>> = BTreeMap::new();
+        while st.pending.front().is_some_and(|(lsn, _, _)| *lsn <= target) {
+            if let Some((_, t, c)) = st.pending.pop_front() {
+                st.mem_rows += c.rows_appended;
+                added.entry(t).or_default().push(c);
+            }
+        }
+        st.applied_lsn = st.applied_lsn.max(target);
+        if added.is_empty() {
+            return;
+        }
+        let mut tables = st.version.tables.clone();
+        for (id, chunks) in added {
+            if let Some(tv) = tables.get_mut(&id) {
+                let mut t = (**tv).clone();
+                t.mem.extend(chunks);
+                *tv = Arc::new(t);
+            }
+        }
+        let v = Arc::new(Version {
+            manifest: st.manifest.clone(),
+            tables,
+        });
+        st.version = v.clone();
+        self.current.store(v);
+        if self.opts.flush_rows > 0 && st.mem_rows >= self.opts.flush_rows {
+            self.wake_background();
+        }
+    }
+
+    pub(super) fn wake_background(&self) {
+        let mut bg = lock(&self.bg);
+        bg.wake = true;
+        self.bg_cv.notify_all();
+    }
+
+    /// Under the state lock: every written record durable and applied (waits out a running leader).
+    pub(super) fn settle_locked<'a>(&'a self, mut st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
+        while st.syncing {
+            st = self.synced.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(p) = &st.poisoned {
+            return Err(StorageError::WalPoisoned(p.clone()));
+        }
+        if st.written_lsn > st.applied_lsn {
+            let target = st.written_lsn;
+            let wal = st.wal.sync_point();
+            if let Err(e) = self.sync_files(&wal) {
+                self.poison(&mut st, e.to_string());
+                self.synced.notify_all();
+                return Err(e);
+            }
+            self.apply_pending(&mut st, target);
+            self.synced.notify_all();
+        }
+        Ok(st)
+    }
+
+    /// Publishes manifest `m` (already validated): builds the new version, writes the manifest, then
+    /// swaps it in. `new_segments` are segments `m` names for the first time; `drop_mem` says how many
+    /// memtable chunks of each table the commit flushed. Returns manifests that left the kept window.
+    pub(super) fn commit_locked(
+        &self,
+        st: &mut State,
+        m: Manifest,
+        new_segments: HashMap<SegmentId, Arc<Segment>>,
+        drop_mem: &HashMap<TableId, usize>,
+    ) -> Result<Garbage> {
+        if let Some(p) = &st.poisoned {
+            return Err(StorageError::WalPoisoned(p.clone()));
+        }
+        let adds_segments = !new_segments.is_empty();
+        let m = Arc::new(m);
+        let mut open: HashMap<SegmentId, Arc<Segment>> = st
+            .version
+            .tables
+            .values()
+            .flat_map(|t| t.segments.iter().map(|s| (s.id, s.clone())))
+            .collect();
+        open.extend(new_segments);
+        let mut tables = BTreeMap::new();
+        for t in &m.tables {
+            let mut segs = Vec::with_capacity(t.segments.len());
+            for s in &t.segments {
+                let seg = open.get(&s.id).cloned().ok_or_else(|| {
+                    StorageError::corrupt(
+                        seg_path(&self.dir, s.id),
+                        0,
+                        "internal: commit names a segment that is not open",
+                    )
+                })?;
+                segs.push(seg);
+            }
+            let mem = match st.version.tables.get(&t.id) {
+                Some(old) => old
+                    .mem
+                    .iter()
+                    .skip(drop_mem.get(&t.id).copied().unwrap_or(0))
+                    .cloned()
+                    .collect(),
+                None => Vec::new(),
+            };
+            let tv = TableVersion {
+                id: t.id,
+                name: t.name.clone(),
+                schema: Arc::new(t.schema.clone()),
+                segments: segs,
+                mem,
+            };
+            tables.insert(t.id, Arc::new(tv));
+        }
+        let version = Arc::new(Version {
+            manifest: m.clone(),
+            tables,
+        });
+        // The dictionary must be durable before a manifest names segments that use its ordinals
+        // (flush, ingest and compaction write such segments; appends sync it themselves).
+        if adds_segments {
+            let keys = self
+                .keys
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .sync_point();
+            if let Err(e) = keys.sync() {
+                self.poison(st, format!("fsync of the key dictionary failed ({e})"));
+                return Err(e);
+            }
+        }
+        if let Err(e) = commit_manifest(&*self.fs, &self.dir, &m) {
+            // The failure may have come after CURRENT was renamed (an fsync of the directory):
+            // the disk may already hold this version while memory does not. Nothing more may be
+            // committed, and nothing the new version might name may be deleted, until a restart
+            // recovers from what is durable.
+            self.poison(
+                st,
+                format!("a commit failed while making it durable ({e}); its outcome on disk is unknown"),
+            );
+            return Err(e);
+        }
+        // Flushed rows, and rows of dropped tables, leave memory.
+        st.mem_rows = version
+            .tables
+            .values()
+            .map(|t| t.mem.iter().map(|c| c.rows_appended).sum::<u64>())
+            .sum();
+        st.manifest = m.clone();
+        st.version = version.clone();
+        st.kept.push_back(m);
+        let mut trimmed = Vec::new();
+        while st.kept.len() > self.opts.keep_versions {
+            if let Some(old) = st.kept.pop_front() {
+                trimmed.push(old);
+            }
+        }
+        let mut garbage = Garbage::default();
+        if !trimmed.is_empty() {
+            // Computed under the lock, so a concurrent commit cannot interleave.
+            let still: HashSet<SegmentId> = st
+                .kept
+                .iter()
+                .flat_map(|m| {
+                    m.tables
+                        .iter()
+                        .flat_map(|t| t.segments.iter().map(|s| s.id))
+                })
+                .collect();
+            for old in &trimmed {
+                garbage.manifests.push(old.version);
+                for s in old.tables.iter().flat_map(|t| t.segments.iter()) {
+                    if !still.contains(&s.id) && !garbage.segments.contains(&s.id) {
+                        garbage.segments.push(s.id);
+                    }
+                }
+            }
+        }
+        self.current.store(version);
+        Ok(garbage)
+    }
+
+    /// Deletes what `commit_locked` returned. A failure is left for the next open's orphan sweep.
+    pub(super) fn gc_trimmed(&self, garbage: Garbage) {
+        for id in garbage.segments {
+            let _ = remove_file(&*self.fs, &seg_path(&self.dir, id));
+        }
+        for v in garbage.manifests {
+            let _ = remove_file(&*self.fs, &manifest_path(&self.dir, v));
+        }
+    }
+}

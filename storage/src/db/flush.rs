@@ -1,0 +1,116 @@
+//! Flush: memtables frozen into one segment per table and partition, committed with a new WAL start.
+
+use super::*;
+
+impl Shared {
+    pub(super) fn write_part(
+        &self,
+        table: TableId,
+        schema: &TableSchema,
+        p: PartitionId,
+        part: &PartData,
+        partition_rows: u32,
+    ) -> Result<(SegmentMeta, Arc<Segment>)> {
+        let id = SegmentId(self.next_segment_id.fetch_add(1, Ordering::SeqCst));
+        let bytes = encode_segment(table, id, p, partition_rows, schema, part)?;
+        let path = seg_path(&self.dir, id);
+        write_segment_file(&*self.fs, &path, &bytes)?;
+        let seg = Segment::open(&*self.fs, &path)?;
+        let meta = SegmentMeta {
+            id,
+            partition: p,
+            rows: seg.rows.len(),
+            size_bytes: seg.size_bytes(),
+        };
+        Ok((meta, Arc::new(seg)))
+    }
+
+    pub(super) fn flush(&self) -> Result<FlushStats> {
+        let _m = lock(&self.maintenance);
+        // 1. Freeze: everything written becomes durable and visible, then a new WAL file starts.
+        let (frozen, new_seq, partition_rows) = {
+            let mut st = self.settle_locked(lock(&self.state))?;
+            let frozen: Vec<Arc<TableVersion>> = st
+                .version
+                .tables
+                .values()
+                .filter(|t| !t.mem.is_empty())
+                .cloned()
+                .collect();
+            if frozen.is_empty() {
+                return Ok(FlushStats::default());
+            }
+            let new_seq = st.wal_seq + 1;
+            st.wal = create_wal(&*self.fs, &wal_dir(&self.dir), new_seq)?;
+            st.wal_seq = new_seq;
+            (frozen, new_seq, st.manifest.partition_rows)
+        };
+        // 2. Write one segment per table and partition, outside the lock.
+        let mut stats = FlushStats::default();
+        let mut written: Vec<(TableId, Vec<SegmentMeta>)> = Vec::new();
+        let mut opened: HashMap<SegmentId, Arc<Segment>> = HashMap::new();
+        let mut drop_mem: HashMap<TableId, usize> = HashMap::new();
+        let result = (|| -> Result<()> {
+            for t in &frozen {
+                let mut by_part: BTreeMap<PartitionId, Vec<&PartData>> = BTreeMap::new();
+                for c in &t.mem {
+                    for (p, part) in &c.parts {
+                        by_part.entry(*p).or_default().push(part);
+                    }
+                }
+                let mut metas = Vec::new();
+                for (p, parts) in by_part {
+                    let merged = merge_parts(&t.schema, &parts);
+                    let (meta, seg) =
+                        self.write_part(t.id, &t.schema, p, &merged, partition_rows)?;
+                    stats.segments += 1;
+                    stats.rows += meta.rows;
+                    stats.bytes += meta.size_bytes;
+                    opened.insert(meta.id, seg);
+                    metas.push(meta);
+                }
+                drop_mem.insert(t.id, t.mem.len());
+                written.push((t.id, metas));
+            }
+            sync_dir(&*self.fs, &seg_dir(&self.dir))
+        })();
+        if let Err(e) = result {
+            for id in opened.keys() {
+                let _ = remove_file(&*self.fs, &seg_path(&self.dir, *id));
+            }
+            return Err(e);
+        }
+        // 3. Commit: segments join their tables (a table dropped meanwhile loses them).
+        let trimmed = {
+            let mut st = lock(&self.state);
+            let mut m = (*st.manifest).clone();
+            m.version = ManifestVersion(m.version.0 + 1);
+            m.wal_start = new_seq;
+            m.next_segment_id = self.next_segment_id.load(Ordering::SeqCst);
+            let mut orphans = Vec::new();
+            for (tid, metas) in written {
+                match m.tables.iter_mut().find(|t| t.id == tid) {
+                    Some(entry) => entry.segments.extend(metas),
+                    None => orphans.extend(metas.into_iter().map(|s| s.id)),
+                }
+            }
+            for id in &orphans {
+                opened.remove(id);
+            }
+            let trimmed = self.commit_locked(&mut st, m, opened, &drop_mem)?;
+            for id in orphans {
+                let _ = remove_file(&*self.fs, &seg_path(&self.dir, id));
+            }
+            trimmed
+        };
+        self.gc_trimmed(trimmed);
+        // 4. The flushed WAL files are no longer needed.
+        let wdir = wal_dir(&self.dir);
+        for seq in list_wal(&*self.fs, &wdir)? {
+            if seq < new_seq {
+                remove_file(&*self.fs, &wal_path(&wdir, seq))?;
+            }
+        }
+        Ok(stats)
+    }
+}

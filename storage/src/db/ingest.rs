@@ -1,0 +1,136 @@
+//! Ingest: partitions written straight to segments and committed at once (CREATE TABLE AS, bulk
+//! loads), bypassing the WAL.
+
+use super::*;
+
+impl Shared {
+    pub(super) fn ingest(&self, table: &str, parts: Vec<(PartitionId, PartData)>) -> Result<IngestStats> {
+        // Appends to the table that are still in memory go first, so LAST keeps append order.
+        let has_mem = self
+            .current
+            .load()
+            .table_by_name(table)
+            .is_some_and(|t| !t.mem.is_empty());
+        if has_mem {
+            self.flush()?;
+        }
+        let _m = lock(&self.maintenance);
+        let version = self.current.load_full();
+        let tv = version
+            .table_by_name(table)
+            .ok_or_else(|| StorageError::TableNotFound(table.to_string()))?
+            .clone();
+        let partition_rows = version.manifest.partition_rows;
+        let key_count = self.keys.read().map(|k| k.len()).unwrap_or(0);
+        let bad = |reason: String| StorageError::InvalidBatch {
+            table: table.to_string(),
+            reason,
+        };
+        for (p, part) in &parts {
+            if part.columns.len() != tv.schema.columns.len() {
+                return Err(bad(format!(
+                    "{} columns given, the table has {}",
+                    part.columns.len(),
+                    tv.schema.columns.len()
+                )));
+            }
+            if part.rows.max().is_some_and(|m| m >= key_count) {
+                return Err(bad("an ordinal has no key in the dictionary".into()));
+            }
+            let lo = p.0 as u64 * partition_rows as u64;
+            if part.rows.min().is_some_and(|m| (m as u64) < lo)
+                || part
+                    .rows
+                    .max()
+                    .is_some_and(|m| m as u64 >= lo + partition_rows as u64)
+            {
+                return Err(bad(format!("rows outside partition {}", p.0)));
+            }
+        }
+        // Encode and write segments on every core, then commit once.
+        let work: Vec<&(PartitionId, PartData)> =
+            parts.iter().filter(|(_, d)| !d.rows.is_empty()).collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, work.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Result<(SegmentMeta, Arc<Segment>)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut out = Vec::new();
+                        while let Some((p, d)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            out.push(self.write_part(tv.id, &tv.schema, *p, d, partition_rows));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let mut written = Vec::new();
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(w) => written.push(w),
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        let cleanup = |written: &[(SegmentMeta, Arc<Segment>)]| {
+            for (m, _) in written {
+                let _ = remove_file(&*self.fs, &seg_path(&self.dir, m.id));
+            }
+        };
+        if let Some(e) = first_err {
+            cleanup(&written);
+            return Err(e);
+        }
+        if let Err(e) = sync_dir(&*self.fs, &seg_dir(&self.dir)) {
+            cleanup(&written);
+            return Err(e);
+        }
+        // Commit in partition order, so the manifest lists the segments deterministically.
+        written.sort_by_key(|(m, _)| (m.partition, m.id));
+        let stats = IngestStats {
+            segments: written.len(),
+            rows: written.iter().map(|(m, _)| m.rows).sum(),
+            bytes: written.iter().map(|(m, _)| m.size_bytes).sum(),
+        };
+        let garbage = {
+            let mut st = lock(&self.state);
+            let mut m = (*st.manifest).clone();
+            m.version = ManifestVersion(m.version.0 + 1);
+            m.next_segment_id = self.next_segment_id.load(Ordering::SeqCst);
+            let Some(entry) = m.tables.iter_mut().find(|t| t.id == tv.id) else {
+                drop(st);
+                cleanup(&written);
+                return Err(StorageError::TableNotFound(table.to_string()));
+            };
+            entry
+                .segments
+                .extend(written.iter().map(|(meta, _)| meta.clone()));
+            let opened = written
+                .iter()
+                .map(|(meta, seg)| (meta.id, seg.clone()))
+                .collect();
+            match self.commit_locked(&mut st, m, opened, &HashMap::new()) {
+                Ok(g) => g,
+                Err(e) => {
+                    // After a failed durable commit the new manifest may name these segments:
+                    // keep them (a restart's orphan sweep removes them if it does not).
+                    let keep = st.poisoned.is_some();
+                    drop(st);
+                    if !keep {
+                        cleanup(&written);
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        self.gc_trimmed(garbage);
+        Ok(stats)
+    }
+}
