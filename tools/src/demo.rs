@@ -15,72 +15,19 @@ pub const JOURNEY: &str = journeydb_tools::EXAMPLE_JOURNEY;
 const BATCH_ROWS: usize = 100_000;
 const DAY_US: i64 = 86_400_000_000;
 
-struct Args {
-    customers: usize,
-    days: usize,
-    dir: Option<PathBuf>,
-    keep: bool,
-    connect: Option<String>,
-    token: Option<String>,
-    report: String,
-}
-
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut out = Args {
-        customers: 1_000_000,
-        days: 30,
-        dir: None,
-        keep: false,
-        connect: None,
-        token: std::env::var("JOURNEYDB_TOKEN").ok(),
-        report: "journeydb-demo-report.html".into(),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |n: &str| it.next().cloned().ok_or(format!("{n} needs a value"));
-        let num = |n: &str, v: String| -> Result<usize, String> {
-            v.replace('_', "")
-                .parse()
-                .map_err(|_| format!("{n}: {v:?} is not a number"))
-        };
-        match a.as_str() {
-            "--customers" => {
-                out.customers = num("--customers", val("--customers")?)?;
-                if out.customers == 0 || out.customers > 100_000_000 {
-                    return Err("--customers must be between 1 and 100000000".into());
-                }
-            }
-            "--days" => {
-                out.days = num("--days", val("--days")?)?;
-                if out.days == 0 || out.days > 3650 {
-                    return Err("--days must be between 1 and 3650".into());
-                }
-            }
-            "--dir" => out.dir = Some(PathBuf::from(val("--dir")?)),
-            "--keep" => out.keep = true,
-            "--connect" => out.connect = Some(val("--connect")?),
-            "--token" => out.token = Some(val("--token")?),
-            "--report" => out.report = val("--report")?,
-            other => return Err(format!("demo: unknown option {other:?}")),
-        }
-    }
-    Ok(out)
-}
-
 fn sql(s: &mut dyn Session, q: &str) -> Result<journeydb_client::Reply, String> {
     s.run(q).map_err(|e| format!("{e}\n  in: {q}"))
 }
 
-/// Runs the demo with command-line `args`.
-pub fn run(args: &[String]) -> Result<(), String> {
-    let a = parse(args)?;
+/// Runs the demo.
+pub fn run(a: &journeydb_tools::cli::DemoArgs) -> Result<(), String> {
     let t_all = Instant::now();
     let j = def::parse(JOURNEY).map_err(|e| format!("examples/journey.toml: {e}"))?;
     // The database: a server, or an embedded one in --dir or a temporary directory.
     let mut tmp: Option<TempDir> = None;
     let mut embedded = None;
-    let mut session: Box<dyn Session> = match &a.connect {
-        Some(addr) => journey::open_session(None, Some(addr), a.token.as_deref())?,
+    let mut session: Box<dyn Session> = match &a.remote.connect {
+        Some(addr) => journey::open_session(None, Some(addr), a.remote.token())?,
         None => {
             let dir = match &a.dir {
                 Some(d) => d.clone(),
@@ -199,7 +146,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     match (&a.dir, a.keep) {
         (Some(d), _) => println!("database kept in {}", d.display()),
-        (None, true) if a.connect.is_none() => {
+        (None, true) if a.remote.connect.is_none() => {
             if let Some(t) = tmp.take() {
                 println!("database kept in {}", t.0.display());
                 // Kept on purpose: skip the removal on drop.

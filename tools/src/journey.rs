@@ -71,53 +71,22 @@ pub fn write_activations_csv(
 }
 
 /// `journeydb journey run|check|report DEF.toml ...`.
-pub fn cli(args: &[String]) -> Result<(), String> {
-    let (sub, rest) = match args {
-        [sub, rest @ ..] => (sub.as_str(), rest),
-        [] => return Err("journey: expected run, check or report".into()),
+pub fn cli(cmd: &crate::cli::JourneyCommand) -> Result<(), String> {
+    use crate::cli::JourneyCommand as C;
+    let (args, now, csv, out, percent) = match cmd {
+        C::Run(r) => (&r.journey, r.now, r.activations_csv.clone(), None, r.check_percent),
+        C::Check(a) => (a, None, None, None, 50.0),
+        C::Report(r) => (&r.journey, None, None, r.out.clone(), 50.0),
     };
-    let mut def_path = None;
-    let (mut db, mut connect, mut token) = (None, None, std::env::var("JOURNEYDB_TOKEN").ok());
-    let (mut now, mut csv, mut out, mut percent) = (None, None, None, 50.0);
-    let mut it = rest.iter();
-    while let Some(a) = it.next() {
-        let mut val = |n: &str| it.next().cloned().ok_or(format!("{n} needs a value"));
-        match a.as_str() {
-            "--db" => db = Some(val("--db")?),
-            "--connect" => connect = Some(val("--connect")?),
-            "--token" => token = Some(val("--token")?),
-            "--now" => {
-                let v = val("--now")?;
-                now = Some(
-                    journeydb_query::types::parse_timestamp(&v)
-                        .map_err(|e| format!("--now: {e}"))?,
-                )
-            }
-            "--activations-csv" => csv = Some(val("--activations-csv")?),
-            "--out" => out = Some(val("--out")?),
-            "--check-percent" => {
-                let v = val("--check-percent")?;
-                percent = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|p| (0.0..=100.0).contains(p) && *p > 0.0)
-                    .ok_or(format!("--check-percent {v:?}: use a number in (0, 100]"))?;
-            }
-            other if other.starts_with("--") => {
-                return Err(format!("journey {sub}: unknown option {other:?}"))
-            }
-            other => {
-                if def_path.replace(other.to_string()).is_some() {
-                    return Err(format!("journey {sub}: one definition file, please"));
-                }
-            }
-        }
-    }
-    let def_path = def_path.ok_or(format!(
-        "journey {sub}: the definition file (DEF.toml) is required"
-    ))?;
+    let def_path = args.def.clone();
+    let (db, connect, token) = (&args.db, &args.remote.connect, args.remote.token());
+    let sub = match cmd {
+        C::Run(_) => "run",
+        C::Check(_) => "check",
+        C::Report(_) => "report",
+    };
     let j = load(&def_path)?;
-    let mut s = open_session(db.as_deref(), connect.as_deref(), token.as_deref())?;
+    let mut s = open_session(db.as_deref(), connect.as_deref(), token)?;
     let located = |e: run::RunError| match e {
         run::RunError::Def(d) => format!("{def_path}: {d}"),
         other => other.to_string(),
@@ -169,9 +138,7 @@ pub fn cli(args: &[String]) -> Result<(), String> {
             }
             Ok(())
         }
-        other => Err(format!(
-            "journey: unknown subcommand {other:?} (run, check, report)"
-        )),
+        other => Err(format!("journey: unknown subcommand {other:?}")),
     }
 }
 

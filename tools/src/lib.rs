@@ -3,6 +3,7 @@
 //! `journeydb-journey`.
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod data;
 pub mod journey;
 

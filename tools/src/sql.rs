@@ -6,78 +6,7 @@ use std::sync::Arc;
 use journeydb_query::{format, Engine, Output};
 use journeydb_storage::{Database, KeyType, Options};
 
-#[derive(Clone, Copy, PartialEq)]
-enum Format {
-    Table,
-    Csv,
-    Json,
-}
-
-struct Args {
-    db: String,
-    connect: Option<String>,
-    token: Option<String>,
-    commands: Vec<String>,
-    files: Vec<String>,
-    format: Format,
-    keep_going: bool,
-    key_type: KeyType,
-    /// With --connect: TLS, trusting this PEM file's certificates.
-    tls_ca: Option<String>,
-    /// The server name its certificate must carry.
-    tls_name: String,
-}
-
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args {
-        db: String::new(),
-        connect: None,
-        token: std::env::var("JOURNEYDB_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
-        commands: vec![],
-        files: vec![],
-        format: Format::Table,
-        keep_going: false,
-        key_type: KeyType::Varchar,
-        tls_ca: None,
-        tls_name: "localhost".into(),
-    };
-    let mut it = args.iter();
-    while let Some(x) = it.next() {
-        let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
-        match x.as_str() {
-            "--db" => a.db = val("--db")?,
-            "--connect" => a.connect = Some(val("--connect")?),
-            "--token" => a.token = Some(val("--token")?),
-            "--tls-ca" => a.tls_ca = Some(val("--tls-ca")?),
-            "--tls-name" => a.tls_name = val("--tls-name")?,
-            "-c" | "--command" => a.commands.push(val("-c")?),
-            "-f" | "--file" => a.files.push(val("-f")?),
-            "--format" => {
-                a.format = match val("--format")?.as_str() {
-                    "table" => Format::Table,
-                    "csv" => Format::Csv,
-                    "json" => Format::Json,
-                    other => return Err(format!("--format {other:?}: use table, csv or json")),
-                }
-            }
-            "--key-type" => {
-                a.key_type = match val("--key-type")?.to_ascii_lowercase().as_str() {
-                    "varchar" => KeyType::Varchar,
-                    "bigint" => KeyType::Bigint,
-                    other => return Err(format!("--key-type {other:?}: use varchar or bigint")),
-                }
-            }
-            "--continue-on-error" => a.keep_going = true,
-            other => return Err(format!("sql: unknown option {other:?}")),
-        }
-    }
-    if a.db.is_empty() == a.connect.is_none() {
-        return Err("sql: give exactly one of --db DIR or --connect HOST:PORT".into());
-    }
-    Ok(a)
-}
+use journeydb_tools::cli::{OutputFormat as Format, SqlArgs as Args};
 
 fn print_output(o: &Output, f: Format, out: &mut impl Write) -> std::io::Result<()> {
     match o {
@@ -102,7 +31,7 @@ fn print_output(o: &Output, f: Format, out: &mut impl Write) -> std::io::Result<
 }
 
 /// Runs a script; returns the number of failed statements.
-fn run_script(engine: &Engine, sql: &str, a: &Args) -> Result<usize, String> {
+fn run_script(engine: &Engine, sql: &str, format: Format, keep_going: bool) -> Result<usize, String> {
     let stmts = match Engine::parse(sql) {
         Ok(s) => s,
         Err(e) => {
@@ -114,7 +43,7 @@ fn run_script(engine: &Engine, sql: &str, a: &Args) -> Result<usize, String> {
     let mut failed = 0;
     for (s, rules) in stmts {
         // Large results in CSV or JSON are printed batch by batch as they are produced.
-        if a.format != Format::Table
+        if format != Format::Table
             && journeydb_query::engine::statement_kind(&s)
                 == journeydb_query::engine::StatementKind::Query
         {
@@ -125,7 +54,7 @@ fn run_script(engine: &Engine, sql: &str, a: &Args) -> Result<usize, String> {
                     for b in stream {
                         match b {
                             Ok(b) => {
-                                let text = streamed_text(a.format, &b, &mut first);
+                                let text = streamed_text(format, &b, &mut first);
                                 out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
                             }
                             Err(e) => {
@@ -141,17 +70,17 @@ fn run_script(engine: &Engine, sql: &str, a: &Args) -> Result<usize, String> {
                     failed += 1;
                 }
             }
-            if failed > 0 && !a.keep_going {
+            if failed > 0 && !keep_going {
                 return Ok(failed);
             }
             continue;
         }
         match engine.execute_statement(&s, &rules) {
-            Ok(o) => print_output(&o, a.format, &mut stdout.lock()).map_err(|e| e.to_string())?,
+            Ok(o) => print_output(&o, format, &mut stdout.lock()).map_err(|e| e.to_string())?,
             Err(e) => {
                 eprintln!("error: {e}");
                 failed += 1;
-                if !a.keep_going {
+                if !keep_going {
                     return Ok(failed);
                 }
             }
@@ -218,7 +147,7 @@ fn run_remote(client: &mut journeydb_client::Client, sql: &str, a: &Args) -> Res
                 ) {
                     return Ok(failed);
                 }
-                if !a.keep_going {
+                if !a.continue_on_error {
                     return Ok(failed);
                 }
             }
@@ -243,18 +172,17 @@ fn arrow_select_concat(
     arrow_array::RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
 }
 
-/// Runs the shell with command-line `args`.
-pub fn run(args: &[String]) -> Result<(), String> {
-    let a = parse(args)?;
-    if let Some(addr) = &a.connect {
+/// Runs the shell.
+pub fn run(a: &Args) -> Result<(), String> {
+    if let Some(addr) = &a.remote.connect {
         let mut client = match &a.tls_ca {
             Some(ca) => journeydb_client::Client::connect_tls(
                 addr.as_str(),
-                a.token.as_deref(),
+                a.remote.token(),
                 &a.tls_name,
-                std::path::Path::new(ca),
+                ca,
             ),
-            None => journeydb_client::Client::connect(addr.as_str(), a.token.as_deref()),
+            None => journeydb_client::Client::connect(addr.as_str(), a.remote.token()),
         }
         .map_err(|e| format!("connect {addr}: {e}"))?;
         let mut scripts: Vec<String> = a.commands.clone();
@@ -271,10 +199,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         let mut failed = 0;
         for s in &scripts {
-            if failed > 0 && !a.keep_going {
+            if failed > 0 && !a.continue_on_error {
                 break;
             }
-            failed += run_remote(&mut client, s, &a)?;
+            failed += run_remote(&mut client, s, a)?;
         }
         if failed > 0 {
             return Err(format!(
@@ -285,13 +213,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Ok(());
     }
     let opts = Options::default();
-    let path = std::path::Path::new(&a.db);
+    let path = a.db.as_deref().ok_or("sql: give --db DIR or --connect HOST:PORT")?;
     let db = if path.join("CURRENT").exists() {
         Database::open(path, opts)
     } else {
         // A directory that holds anything but a database is refused by `create`; an empty or
         // missing one becomes a new database, said out loud so a mistyped path is noticed.
-        let db = Database::create(path, a.key_type, opts);
+        let db = Database::create(path, KeyType::from(a.key_type), opts);
         if db.is_ok() {
             eprintln!(
                 "created a new database in {} ({} keys)",
@@ -332,19 +260,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 }
                 buf.push_str(&line);
                 if line.trim_end().ends_with(';') {
-                    run_script(
-                        &engine,
-                        &buf,
-                        &Args {
-                            keep_going: true,
-                            ..parse(args)?
-                        },
-                    )?;
+                    run_script(&engine, &buf, a.format, true)?;
                     buf.clear();
                 }
             }
             if !buf.trim().is_empty() {
-                run_script(&engine, &buf, &a)?;
+                run_script(&engine, &buf, a.format, a.continue_on_error)?;
             }
             return Ok(());
         }
@@ -353,20 +274,20 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .lock()
             .read_to_string(&mut sql)
             .map_err(|e| e.to_string())?;
-        failed += run_script(&engine, &sql, &a)?;
+        failed += run_script(&engine, &sql, a.format, a.continue_on_error)?;
     }
     for c in &a.commands {
-        if failed > 0 && !a.keep_going {
+        if failed > 0 && !a.continue_on_error {
             break;
         }
-        failed += run_script(&engine, c, &a)?;
+        failed += run_script(&engine, c, a.format, a.continue_on_error)?;
     }
     for f in &a.files {
-        if failed > 0 && !a.keep_going {
+        if failed > 0 && !a.continue_on_error {
             break;
         }
         let sql = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
-        failed += run_script(&engine, &sql, &a)?;
+        failed += run_script(&engine, &sql, a.format, a.continue_on_error)?;
     }
     if failed > 0 {
         return Err(format!(

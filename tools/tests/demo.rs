@@ -128,7 +128,7 @@ fn unknown_commands_and_options_fail_with_usage() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: journeydb"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: journeydb"));
     let out = Command::new(env!("CARGO_BIN_EXE_journeydb"))
         .args(["demo", "--customers", "-5"])
         .output()

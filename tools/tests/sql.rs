@@ -138,7 +138,7 @@ fn every_command_answers_help() {
         ("serve", "--tls-cert"),
         ("sql", "--tls-ca"),
         ("check", "--db"),
-        ("journey", "journey run"),
+        ("journey", "report"),
         ("demo", "--customers"),
         ("bench", "--customers"),
     ] {
@@ -148,6 +148,46 @@ fn every_command_answers_help() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{cmd} --help failed");
-        assert!(text.starts_with(&format!("usage: journeydb {cmd}")) && text.contains(expect), "{cmd}: {text}");
+        assert!(text.contains(&format!("Usage: journeydb {cmd}")) && text.contains(expect), "{cmd}: {text}");
+    }
+}
+
+/// README.md documents every option: each long option that `journeydb COMMAND --help` prints is
+/// named in the README (and the README names no option of a command that the command lacks).
+#[test]
+fn readme_usage_matches_the_real_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let flags = |text: &str| -> std::collections::BTreeSet<String> {
+        text.split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == '`' || c == '(' || c == ')' || c == '|' || c == ',')
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| w.split('=').next().unwrap_or(w).trim_end_matches(['.', ':']).to_string())
+            .collect()
+    };
+    for cmd in [&["demo"][..], &["journey", "run"], &["journey", "check"], &["journey", "report"], &["serve"], &["sql"], &["check"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_journeydb"))
+            .args(cmd)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        let name = format!("journeydb {}", cmd.join(" "));
+        // The usage cells (first column) of the README's table rows for this command.
+        let rows: String = readme
+            .lines()
+            .filter(|l| l.starts_with(&format!("| `{name} ")))
+            .map(|l| l.split(" | ").next().unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!rows.is_empty(), "README.md has no row for `{name}`");
+        for f in flags(&help) {
+            if f == "--help" || f == "--version" {
+                continue;
+            }
+            assert!(rows.contains(&f), "README.md's `{name}` row lacks {f}");
+        }
+        let documented = flags(&rows);
+        for f in documented {
+            assert!(help.contains(&f), "README.md documents {f} for `{name}`, which has no such option");
+        }
     }
 }

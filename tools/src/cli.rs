@@ -1,0 +1,323 @@
+//! The command line of `journeydb`, on clap: every option typed and validated in one place, the
+//! token and friends read from the environment here, `--help` on every command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// journeydb: a columnar storage engine for customer-journey state.
+#[derive(Debug, Parser)]
+#[command(name = "journeydb", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The main job: loads synthetic CDP data (profiles and behaviours of N customers) and runs the
+    /// onboarding journey of examples/journey.toml once per simulated day, printing each run's
+    /// transitions and time, then the funnel; writes an HTML funnel report. Uses an embedded
+    /// database in --dir (default a temporary directory, removed unless --keep) or a server with
+    /// --connect.
+    Demo(DemoArgs),
+    /// Runs, checks or reports a journey.
+    #[command(subcommand)]
+    Journey(JourneyCommand),
+    /// Serves a database (created if missing) over the native protocol (client/PROTOCOL.md) and the
+    /// PostgreSQL wire protocol, on loopback by default. SIGTERM or ctrl-c stops accepting, lets
+    /// running requests finish, flushes, and exits 0.
+    Serve(ServeArgs),
+    /// Runs SQL against an embedded database (created if missing) or a server. Statements come from
+    /// -c, -f, or standard input (a prompt when it is a terminal); a script stops at its first
+    /// error unless --continue-on-error.
+    Sql(SqlArgs),
+    /// Verifies a database offline and read-only: every checksum of every segment block, the
+    /// write-ahead log and the kept manifests. Exits non-zero on the first problem.
+    Check(CheckArgs),
+    /// The journey workload in journeydb and DuckDB on the same data, side by side, with ratios
+    /// (runs the journeydb-bench binary; see BENCHMARKS.md and `journeydb-bench --help`).
+    Bench(BenchArgs),
+    /// Prints a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// A server to connect to, and the token it asks for.
+#[derive(Debug, Args, Clone)]
+pub struct Remote {
+    /// A journeydb server instead of an embedded database.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: Option<String>,
+    /// The server's token (also from JOURNEYDB_TOKEN; an empty value means none).
+    #[arg(long, env = "JOURNEYDB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl Remote {
+    /// The token, if one was given (an empty one is none).
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref().filter(|t| !t.is_empty())
+    }
+}
+
+/// Options of `journeydb demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Customers to generate (1 to 100000000; `_` separators allowed).
+    #[arg(long, default_value = "1000000", value_parser = customers)]
+    pub customers: usize,
+    /// Simulated days, one journey run each (1 to 3650).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub days: u64,
+    /// Database directory (a new one); default a temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Keep the temporary database directory.
+    #[arg(long)]
+    pub keep: bool,
+    /// Where the HTML funnel report goes.
+    #[arg(long, value_name = "FILE", default_value = "journeydb-demo-report.html")]
+    pub report: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub remote: Remote,
+}
+
+/// `journeydb journey ...`.
+#[derive(Debug, Subcommand)]
+pub enum JourneyCommand {
+    /// Advances the journey by one run at --now: entries, expired waits, decisions, activations,
+    /// exits and goals, folded into the state table with MIN, checked on a Bernoulli sample and
+    /// swapped in only if the check passes (non-zero exit and the old state kept otherwise).
+    Run(JourneyRunArgs),
+    /// Checks a definition: the file (errors name the line) and its tables and columns.
+    Check(JourneyArgs),
+    /// Prints the funnel (entered, reached and currently in each stage, steps, branches, exits,
+    /// goals, median time to goal) and writes it as an SVG or HTML chart.
+    Report(JourneyReportArgs),
+}
+
+/// The definition and the database of a journey command.
+#[derive(Debug, Args)]
+pub struct JourneyArgs {
+    /// The journey definition (TOML).
+    #[arg(value_name = "DEF.toml")]
+    pub def: String,
+    /// An embedded database (which must exist).
+    #[arg(long, value_name = "DIR", conflicts_with = "connect", required_unless_present = "connect")]
+    pub db: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub remote: Remote,
+}
+
+/// Options of `journeydb journey run`.
+#[derive(Debug, Args)]
+pub struct JourneyRunArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub journey: JourneyArgs,
+    /// The run's time (default: now), e.g. 2026-01-05 or 2026-01-05T09:00:00+09:00.
+    #[arg(long, value_name = "TIMESTAMP", value_parser = timestamp)]
+    pub now: Option<i64>,
+    /// Writes the run's activations to FILE as CSV (customer_id,step,channel,at).
+    #[arg(long, value_name = "FILE")]
+    pub activations_csv: Option<String>,
+    /// Percent of the new state the consistency check samples, in (0, 100].
+    #[arg(long, default_value_t = 50.0, value_parser = percent)]
+    pub check_percent: f64,
+}
+
+/// Options of `journeydb journey report`.
+#[derive(Debug, Args)]
+pub struct JourneyReportArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub journey: JourneyArgs,
+    /// Writes the funnel chart to FILE.svg or FILE.html.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<String>,
+}
+
+/// The type of a new database's customer keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "lower")]
+pub enum KeyTypeArg {
+    /// Text keys.
+    Varchar,
+    /// 64-bit integer keys.
+    Bigint,
+}
+
+impl From<KeyTypeArg> for journeydb_storage::KeyType {
+    fn from(k: KeyTypeArg) -> Self {
+        match k {
+            KeyTypeArg::Varchar => journeydb_storage::KeyType::Varchar,
+            KeyTypeArg::Bigint => journeydb_storage::KeyType::Bigint,
+        }
+    }
+}
+
+/// How the PostgreSQL port checks the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PgAuthArg {
+    /// SCRAM-SHA-256: the token is proved, never sent.
+    #[value(alias = "scram-sha-256")]
+    Scram,
+    /// Cleartext password.
+    #[value(alias = "cleartext")]
+    Password,
+}
+
+/// Options of `journeydb serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The database directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+    /// Native protocol address.
+    #[arg(long, default_value = "127.0.0.1:5433")]
+    pub listen: SocketAddr,
+    /// PostgreSQL protocol address, or `off`.
+    #[arg(long, default_value = "127.0.0.1:5434", value_parser = pg_listen, value_name = "ADDR|off")]
+    pub pg_listen: PgListen,
+    /// The token clients must present (also from JOURNEYDB_TOKEN; an empty value means none).
+    #[arg(long, env = "JOURNEYDB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Most connections at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Most requests executing at once (default 2 × CPUs); the others wait for a slot.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_running: Option<u64>,
+    /// Refuse a query whose scans would decode more than this many MiB (0: no bound).
+    #[arg(long, default_value_t = 8192)]
+    pub query_memory_mb: u64,
+    /// Largest native protocol frame, in bytes (4096 to 4294967295).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(4096..=u32::MAX as u64))]
+    pub frame_max_bytes: Option<u64>,
+    /// Closes a connection idle this many seconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_s: u64,
+    /// A request must arrive, and its response be read, within this many seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub io_timeout_s: u64,
+    /// Most connections authenticating at once (5 s each).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending: u64,
+    /// How the PostgreSQL port checks the token.
+    #[arg(long, value_enum, default_value = "scram")]
+    pub pg_auth: PgAuthArg,
+    /// TLS certificate chain (PEM): the native port speaks only TLS, the PostgreSQL port accepts
+    /// sslmode=require.
+    #[arg(long, value_name = "FILE.pem", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE.pem", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Key type of a new database.
+    #[arg(long, value_enum, default_value = "varchar", ignore_case = true)]
+    pub key_type: KeyTypeArg,
+}
+
+/// The PostgreSQL listen address, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgListen(pub Option<SocketAddr>);
+
+/// How `journeydb sql` prints results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned table.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// JSON lines.
+    Json,
+}
+
+/// Options of `journeydb sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// An embedded database (created if missing).
+    #[arg(long, value_name = "DIR", conflicts_with = "connect", required_unless_present = "connect")]
+    pub db: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub remote: Remote,
+    /// With --connect: TLS, trusting this PEM file's certificates.
+    #[arg(long, value_name = "CA.pem", requires = "connect")]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry.
+    #[arg(long, default_value = "localhost", requires = "tls_ca")]
+    pub tls_name: String,
+    /// A statement (or several, separated by `;`); repeatable.
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    pub commands: Vec<String>,
+    /// A file of statements; repeatable.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub files: Vec<String>,
+    /// How results print.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+    /// Keeps running a script after a failed statement (the exit status is still non-zero).
+    #[arg(long)]
+    pub continue_on_error: bool,
+    /// Key type of a new database.
+    #[arg(long, value_enum, default_value = "varchar", ignore_case = true)]
+    pub key_type: KeyTypeArg,
+}
+
+/// Options of `journeydb check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The database directory.
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+}
+
+/// Options of `journeydb bench`, passed on to journeydb-bench.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// journeydb-bench's options: [--customers 10000000] [--int-keys] [--runs 5] [--json]
+    /// [--dir DIR] [--python python3].
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "OPTIONS")]
+    pub args: Vec<String>,
+}
+
+fn customers(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if (1..=100_000_000).contains(&n) {
+        Ok(n)
+    } else {
+        Err("use 1 to 100000000".into())
+    }
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|p| *p > 0.0 && *p <= 100.0)
+        .ok_or_else(|| format!("{s:?}: use a number in (0, 100]"))
+}
+
+fn timestamp(s: &str) -> Result<i64, String> {
+    journeydb_query::types::parse_timestamp(s).map_err(|e| e.to_string())
+}
+
+fn pg_listen(s: &str) -> Result<PgListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(PgListen(None));
+    }
+    s.parse::<SocketAddr>()
+        .map(|a| PgListen(Some(a)))
+        .map_err(|e| format!("{s:?}: {e} (use HOST:PORT or off)"))
+}
