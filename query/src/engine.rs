@@ -260,6 +260,7 @@ impl Engine {
     }
 
     /// Runs one parsed statement (see [`Engine::parse`]).
+    // long: one arm per statement kind, each a call.
     pub fn execute_statement(
         &self,
         stmt: &Statement,

@@ -217,6 +217,7 @@ fn sample_rows(rows: &RoaringBitmap, s: Sample) -> RoaringBitmap {
 
 /// Executes a plan into a relation.
 #[recursive::recursive]
+// long: one arm per plan operator; each arm is short.
 pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
     match plan {
         Plan::Scan { table, load, cols } => {

@@ -694,6 +694,7 @@ fn copy_in<R: Read, W: Write>(
 }
 
 /// Answers one frontend message.
+// long: one arm per PostgreSQL frontend message of the extended protocol.
 fn message<W: Write>(
     out: &mut Out<W>,
     engine: &Engine,

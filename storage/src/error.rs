@@ -105,7 +105,9 @@ pub enum StorageError {
     VersionNotKept(u64),
     /// A write failed to become durable earlier (a WAL or commit fsync); the database refuses
     /// writes until reopened.
-    #[error("a write failed to become durable earlier ({0}); restart (reopen the database) to recover")]
+    #[error(
+        "a write failed to become durable earlier ({0}); restart (reopen the database) to recover"
+    )]
     WalPoisoned(String),
 }
 

@@ -94,8 +94,9 @@ impl KeyDict {
     fn open_mode(fs: &dyn Dir, path: &Path, mode: Mode) -> Result<KeyDict> {
         let bytes = crate::dir::read(fs, path)?;
         let h = read_header(path, &bytes, KEYDICT_MAGIC, KEYDICT_VERSION)?;
-        let key_type = KeyType::from_tag(h.flags as u8)
-            .ok_or_else(|| StorageError::corrupt(path, 10, format!("unknown key type {}", h.flags)))?;
+        let key_type = KeyType::from_tag(h.flags as u8).ok_or_else(|| {
+            StorageError::corrupt(path, 10, format!("unknown key type {}", h.flags))
+        })?;
         let records = read_records(path, &bytes, h)?;
         let rewrite = matches!(mode, Mode::Write { rewrite: true }) || h.version < KEYDICT_VERSION;
         let log = match mode {
@@ -155,7 +156,11 @@ impl KeyDict {
     }
 
     fn load_record(&mut self, path: &Path, offset: u64, payload: &[u8]) -> Result<()> {
-        let mut r = ByteReader::at(path, payload, offset + crate::format::RECORD_HEADER_LEN as u64);
+        let mut r = ByteReader::at(
+            path,
+            payload,
+            offset + crate::format::RECORD_HEADER_LEN as u64,
+        );
         let n = r.count(1)?;
         for _ in 0..n {
             match self.key_type {

@@ -43,7 +43,11 @@ pub fn read_header(path: &Path, bytes: &[u8], magic: [u8; 8], supported: u16) ->
     let head = bytes.get(..FILE_HEADER_LEN).unwrap_or(bytes);
     let (version, flags, salt) = read_file_header(path, head, magic, supported)?;
     if version < LOG_VERSION_SALTED && salt != 0 {
-        return Err(StorageError::corrupt(path, 12, "reserved header bytes are not zero"));
+        return Err(StorageError::corrupt(
+            path,
+            12,
+            "reserved header bytes are not zero",
+        ));
     }
     if version >= LOG_VERSION_SALTED && salt == 0 {
         return Err(StorageError::corrupt(path, 12, "log salt is zero"));
@@ -338,7 +342,9 @@ impl LogFile {
         if self.broken {
             return Err(StorageError::io(
                 &self.path,
-                std::io::Error::other("an earlier failed write could not be undone; reopen the database"),
+                std::io::Error::other(
+                    "an earlier failed write could not be undone; reopen the database",
+                ),
             ));
         }
         let synced = self.synced.load(Ordering::SeqCst).min(self.end);
@@ -376,7 +382,11 @@ mod tests {
     fn log_of(records: &[&[u8]], synced: bool) -> Vec<u8> {
         let mut b = vec![0u8; FILE_HEADER_LEN];
         for r in records {
-            let s = if synced { b.len() as u64 } else { FILE_HEADER_LEN as u64 };
+            let s = if synced {
+                b.len() as u64
+            } else {
+                FILE_HEADER_LEN as u64
+            };
             b.extend(frame(SALT, s, r));
         }
         b
@@ -390,7 +400,10 @@ mod tests {
     fn torn_tail_ends_the_log() {
         let full = log_of(&[b"one", b"two", b"three"], true);
         for cut in FILE_HEADER_LEN..full.len() {
-            assert!(read(&full[..cut]).is_ok(), "cut at {cut} is a torn tail, not corruption");
+            assert!(
+                read(&full[..cut]).is_ok(),
+                "cut at {cut} is a torn tail, not corruption"
+            );
         }
         let mut zeros = log_of(&[b"one"], true);
         zeros.extend([0u8; 100]);
@@ -416,7 +429,10 @@ mod tests {
         let second = FILE_HEADER_LEN + RECORD_HEADER_LEN + 3;
         b[second + RECORD_HEADER_LEN] ^= 0xff;
         let r = read(&b).unwrap();
-        assert_eq!((r.payloads.len(), r.torn_tail, r.end), (1, true, second as u64));
+        assert_eq!(
+            (r.payloads.len(), r.torn_tail, r.end),
+            (1, true, second as u64)
+        );
     }
 
     #[test]

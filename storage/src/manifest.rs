@@ -397,7 +397,11 @@ pub fn manifest_path(db: &Path, version: ManifestVersion) -> PathBuf {
 pub fn commit_manifest(fs: &dyn Dir, db: &Path, m: &Manifest) -> Result<()> {
     let path = manifest_path(db, m.version);
     write_atomic(fs, &path, &m.encode())?;
-    write_atomic(fs, &db.join("CURRENT"), format!("{}\n", m.version.0).as_bytes())?;
+    write_atomic(
+        fs,
+        &db.join("CURRENT"),
+        format!("{}\n", m.version.0).as_bytes(),
+    )?;
     sync_dir(fs, db)
 }
 
@@ -437,10 +441,7 @@ pub fn list_manifests(fs: &dyn Dir, db: &Path) -> Result<Vec<ManifestVersion>> {
     let dir = manifest_dir(db);
     let mut out = Vec::new();
     for name in crate::dir::list(fs, &dir)? {
-        if let Some(v) = name
-            .strip_suffix(".manifest")
-            .and_then(|s| s.parse().ok())
-        {
+        if let Some(v) = name.strip_suffix(".manifest").and_then(|s| s.parse().ok()) {
             out.push(ManifestVersion(v));
         }
     }

@@ -301,6 +301,7 @@ impl Segment {
         Self::from_map(path, map)
     }
 
+    // long: one linear pass over the file layout (FORMAT.md order), each step a check.
     fn from_map(path: &Path, map: FileBytes) -> Result<Segment> {
         let bytes: &[u8] = &map;
         let len = bytes.len();

@@ -9,9 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::dir::{Dir, OpenMode};
 use crate::encoding::{decode_values, encode_values};
 use crate::error::{Result, StorageError};
-use crate::dir::{Dir, OpenMode};
 use crate::format::{ByteReader, ByteWriter, FILE_HEADER_LEN, WAL_MAGIC, WAL_VERSION};
 use crate::log::{read_header, read_records, LogFile};
 use crate::schema::{ColumnId, ColumnType, TableId};
@@ -119,7 +119,10 @@ pub fn wal_path(dir: &Path, seq: u64) -> PathBuf {
 pub fn list_wal(fs: &dyn Dir, dir: &Path) -> Result<Vec<u64>> {
     let mut out: Vec<u64> = crate::dir::list(fs, dir)?
         .iter()
-        .filter_map(|name| name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()))
+        .filter_map(|name| {
+            name.strip_suffix(".wal")
+                .and_then(|s| s.parse::<u64>().ok())
+        })
         .collect();
     out.sort_unstable();
     Ok(out)
@@ -128,7 +131,15 @@ pub fn list_wal(fs: &dyn Dir, dir: &Path) -> Result<Vec<u64>> {
 /// Creates WAL file `seq`, synced with its directory, ready for appends.
 pub fn create_wal(fs: &dyn Dir, dir: &Path, seq: u64) -> Result<LogFile> {
     let path = wal_path(dir, seq);
-    let log = LogFile::create(fs, &path, OpenMode::Truncate, WAL_MAGIC, WAL_VERSION, 0, &[])?;
+    let log = LogFile::create(
+        fs,
+        &path,
+        OpenMode::Truncate,
+        WAL_MAGIC,
+        WAL_VERSION,
+        0,
+        &[],
+    )?;
     crate::dir::sync_dir(fs, dir)?;
     Ok(log)
 }
@@ -179,7 +190,15 @@ pub fn rewrite_wal(fs: &dyn Dir, dir: &Path, seq: u64) -> Result<()> {
         None => Vec::new(),
     };
     let tmp = path.with_extension("wal.tmp");
-    LogFile::create(fs, &tmp, OpenMode::Truncate, WAL_MAGIC, WAL_VERSION, 0, &payloads)?;
+    LogFile::create(
+        fs,
+        &tmp,
+        OpenMode::Truncate,
+        WAL_MAGIC,
+        WAL_VERSION,
+        0,
+        &payloads,
+    )?;
     fs.rename(&tmp, &path)
         .map_err(|e| StorageError::io(&path, e))?;
     crate::dir::sync_dir(fs, dir)

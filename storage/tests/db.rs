@@ -682,10 +682,24 @@ fn a_dictionary_that_lost_keys_used_by_segments_does_not_open() {
     {
         let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
         create_c(&db);
-        db.append("c", &batch("customer_id", &keys(0..3), vec![("hits", Col::Int(vec![Some(1); 3]))]))
-            .unwrap();
-        db.append("c", &batch("customer_id", &keys(3..4), vec![("hits", Col::Int(vec![Some(7)]))]))
-            .unwrap();
+        db.append(
+            "c",
+            &batch(
+                "customer_id",
+                &keys(0..3),
+                vec![("hits", Col::Int(vec![Some(1); 3]))],
+            ),
+        )
+        .unwrap();
+        db.append(
+            "c",
+            &batch(
+                "customer_id",
+                &keys(3..4),
+                vec![("hits", Col::Int(vec![Some(7)]))],
+            ),
+        )
+        .unwrap();
         db.flush().unwrap();
     }
     // Cut the dictionary's last record (key c000003, ordinal 3).
@@ -720,11 +734,25 @@ fn check_changes_nothing() {
     {
         let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
         create_c(&db);
-        db.append("c", &batch("customer_id", &keys(0..50), vec![("hits", Col::Int(vec![Some(1); 50]))]))
-            .unwrap();
+        db.append(
+            "c",
+            &batch(
+                "customer_id",
+                &keys(0..50),
+                vec![("hits", Col::Int(vec![Some(1); 50]))],
+            ),
+        )
+        .unwrap();
         db.flush().unwrap();
-        db.append("c", &batch("customer_id", &keys(40..60), vec![("hits", Col::Int(vec![Some(2); 20]))]))
-            .unwrap();
+        db.append(
+            "c",
+            &batch(
+                "customer_id",
+                &keys(40..60),
+                vec![("hits", Col::Int(vec![Some(2); 20]))],
+            ),
+        )
+        .unwrap();
     }
     // A torn write at the end of the newest WAL file: never acknowledged.
     let wal = std::fs::read_dir(dir.path().join("wal"))
@@ -745,7 +773,11 @@ fn check_changes_nothing() {
                 if md.is_dir() {
                     stack.push(e.path());
                 } else {
-                    out.push((e.path(), std::fs::read(e.path()).unwrap(), md.modified().unwrap()));
+                    out.push((
+                        e.path(),
+                        std::fs::read(e.path()).unwrap(),
+                        md.modified().unwrap(),
+                    ));
                 }
             }
         }
@@ -779,19 +811,30 @@ fn create_is_atomic_and_leftovers_are_cleaned() {
         let db = Database::create(&dir, KeyType::Varchar, opts()).unwrap();
         create_c(&db);
     }
-    assert!(!stray.exists(), "the leftover of a crashed create was not removed");
+    assert!(
+        !stray.exists(),
+        "the leftover of a crashed create was not removed"
+    );
     let names: Vec<String> = std::fs::read_dir(parent.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec!["db".to_string()]);
     // An interrupted commit's temporary files are removed on open and change nothing.
-    std::fs::write(dir.join("manifest").join("00000000000000000099.manifest.tmp"), b"half").unwrap();
+    std::fs::write(
+        dir.join("manifest")
+            .join("00000000000000000099.manifest.tmp"),
+        b"half",
+    )
+    .unwrap();
     std::fs::write(dir.join("CURRENT.tmp"), b"99").unwrap();
     let db = Database::open(&dir, opts()).unwrap();
     assert!(db.snapshot().table("c").is_ok());
     assert!(!dir.join("CURRENT.tmp").exists());
-    assert!(!dir.join("manifest").join("00000000000000000099.manifest.tmp").exists());
+    assert!(!dir
+        .join("manifest")
+        .join("00000000000000000099.manifest.tmp")
+        .exists());
     drop(db);
     // A directory with files but no CURRENT is refused by create with a clear error, never
     // overwritten.
@@ -799,7 +842,9 @@ fn create_is_atomic_and_leftovers_are_cleaned() {
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("precious.txt"), b"data").unwrap();
     match Database::create(&other, KeyType::Varchar, opts()) {
-        Err(StorageError::InvalidOption(m)) => assert!(m.contains("not a journeydb database"), "{m}"),
+        Err(StorageError::InvalidOption(m)) => {
+            assert!(m.contains("not a journeydb database"), "{m}")
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(std::fs::read(other.join("precious.txt")).unwrap(), b"data");
@@ -827,7 +872,10 @@ fn a_failed_commit_refuses_further_writes_until_reopen() {
     // Even with the directory back, this process refuses to commit or append.
     std::fs::remove_file(&mdir).unwrap();
     std::fs::rename(&aside, &mdir).unwrap();
-    assert!(matches!(db.commit(&[create("e")]), Err(StorageError::WalPoisoned(_))));
+    assert!(matches!(
+        db.commit(&[create("e")]),
+        Err(StorageError::WalPoisoned(_))
+    ));
     drop(db);
     let db = Database::open(dir.path(), opts()).unwrap();
     assert!(db.snapshot().table("c").is_ok());
@@ -872,10 +920,17 @@ fn a_flipped_length_bit_is_corruption_not_an_empty_log() {
     bytes[16 + 4] ^= 0x01;
     std::fs::write(&wal, &bytes).unwrap();
     let checked = Database::check_dir(dir.path());
-    assert!(matches!(checked, Err(StorageError::Corrupt { .. })), "{checked:?}");
+    assert!(
+        matches!(checked, Err(StorageError::Corrupt { .. })),
+        "{checked:?}"
+    );
     let e = Database::open(dir.path(), opts());
     assert!(matches!(e, Err(StorageError::Corrupt { .. })), "{e:?}");
-    assert_eq!(std::fs::read(&wal).unwrap(), bytes, "a failed open changes nothing");
+    assert_eq!(
+        std::fs::read(&wal).unwrap(),
+        bytes,
+        "a failed open changes nothing"
+    );
 }
 
 /// Power loss finding 3 (issue 18): between group fsyncs several records are in flight, and a power
@@ -905,12 +960,20 @@ fn a_torn_record_followed_by_an_unacknowledged_intact_one_is_a_torn_tail() {
     let last = torn.len() - 1;
     torn[last] ^= 0xff;
     shaped.extend(&torn);
-    shaped.extend(journeydb_storage::log::frame(h.salt, second, &third_payload));
+    shaped.extend(journeydb_storage::log::frame(
+        h.salt,
+        second,
+        &third_payload,
+    ));
     std::fs::write(&wal, &shaped).unwrap();
     let report = Database::check_dir(dir.path()).unwrap();
     assert_eq!((report.wal_records, report.torn_tails), (1, 1));
     let db = Database::open(dir.path(), opts()).unwrap();
-    assert_eq!(dump(&db.snapshot(), "t").len(), 10, "only the first, acknowledged append");
+    assert_eq!(
+        dump(&db.snapshot(), "t").len(),
+        10,
+        "only the first, acknowledged append"
+    );
     // And if the third record says the log was durable past the second, that is corruption.
     drop(db);
     let (dir, wal) = three_appends();
@@ -923,7 +986,10 @@ fn a_torn_record_followed_by_an_unacknowledged_intact_one_is_a_torn_tail() {
         journeydb_storage::format::WAL_VERSION,
     )
     .unwrap();
-    let second = journeydb_storage::log::read_records(&wal, &bytes, h2).unwrap().payloads[1].0;
+    let second = journeydb_storage::log::read_records(&wal, &bytes, h2)
+        .unwrap()
+        .payloads[1]
+        .0;
     damaged[second as usize + journeydb_storage::format::RECORD_HEADER_LEN] ^= 0xff;
     std::fs::write(&wal, &damaged).unwrap();
     let e = Database::open(dir.path(), opts());

@@ -7,7 +7,9 @@
 mod common;
 
 use common::batch;
-use common::model::{apply_engine, apply_model, engine_state, key, op, Model, Op, FILLER_KEYS, KEYS};
+use common::model::{
+    apply_engine, apply_model, engine_state, key, op, Model, Op, FILLER_KEYS, KEYS,
+};
 use journeydb_storage::{Database, KeyType, Options, TableSchema};
 use proptest::prelude::*;
 

@@ -14,7 +14,9 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::model::{apply_engine, apply_model, engine_state, key, op, schema, Model, Op, KEYS, TABLES};
+use common::model::{
+    apply_engine, apply_model, engine_state, key, op, schema, Model, Op, KEYS, TABLES,
+};
 use common::{batch, Col};
 use journeydb_storage::dir::sim::SimDir;
 use journeydb_storage::{Database, KeyType, Options, StorageError};
@@ -54,7 +56,11 @@ fn widen(op: &Op, step: usize) -> Op {
             rows: rows
                 .iter()
                 .map(|(k, v)| {
-                    let k = if k % 3 == 0 { k + KEYS * (1 + step as u32) } else { *k };
+                    let k = if k % 3 == 0 {
+                        k + KEYS * (1 + step as u32)
+                    } else {
+                        *k
+                    };
                     (k, *v)
                 })
                 .collect(),
@@ -128,7 +134,11 @@ fn run(ops: &[Op], cut: Option<(u64, Stop)>, seed: u64) -> Result<u64, TestCaseE
     let fs2: Arc<SimDir> = Arc::new(image.clone());
     let db = match Database::open_in(fs2.clone(), DB, opts()) {
         Ok(d) => d,
-        Err(e) => return Err(TestCaseError::fail(format!("open after the cut failed: {e}"))),
+        Err(e) => {
+            return Err(TestCaseError::fail(format!(
+                "open after the cut failed: {e}"
+            )))
+        }
     };
     let got = engine_state(&db.snapshot());
     let ok = got == model || in_flight.as_ref() == Some(&got);
@@ -151,8 +161,11 @@ fn run(ops: &[Op], cut: Option<(u64, Stop)>, seed: u64) -> Result<u64, TestCaseE
         }
     };
     let fresh: Vec<String> = (0..5).map(|i| format!("post{i}")).collect();
-    db.append(&table, &batch("k", &fresh, vec![("c", Col::Int(vec![Some(1); 5]))]))
-        .unwrap();
+    db.append(
+        &table,
+        &batch("k", &fresh, vec![("c", Col::Int(vec![Some(1); 5]))]),
+    )
+    .unwrap();
     let t = model.get_mut(&table).unwrap();
     for k in &fresh {
         let mut row = vec![None; 6];
@@ -168,9 +181,16 @@ fn run(ops: &[Op], cut: Option<(u64, Stop)>, seed: u64) -> Result<u64, TestCaseE
         Stop::PowerCut => fs2,
         Stop::Kill => Arc::new(fs2.power_cut(seed)),
     };
-    let again = Database::open_in(fs2.clone(), DB, opts())
-        .map_err(|e| TestCaseError::fail(format!("open after recovery, new keys, a flush and a cut: {e}")))?;
-    prop_assert_eq!(&engine_state(&again.snapshot()), &model, "after recovery, new keys and a flush");
+    let again = Database::open_in(fs2.clone(), DB, opts()).map_err(|e| {
+        TestCaseError::fail(format!(
+            "open after recovery, new keys, a flush and a cut: {e}"
+        ))
+    })?;
+    prop_assert_eq!(
+        &engine_state(&again.snapshot()),
+        &model,
+        "after recovery, new keys and a flush"
+    );
     drop(again);
     Database::check_dir_in(&*fs2, DB).map_err(|e| TestCaseError::fail(format!("check: {e}")))?;
     Ok(0)
@@ -217,8 +237,9 @@ fn run_fault(ops: &[Op], fail: u64, seed: u64) -> Result<(), TestCaseError> {
         );
         failed = true;
         drop(db.take());
-        let d = Database::open_in(Arc::new(fs.clone()), DB, opts())
-            .map_err(|e| TestCaseError::fail(format!("restart after the failure of {op:?}: {e}")))?;
+        let d = Database::open_in(Arc::new(fs.clone()), DB, opts()).map_err(|e| {
+            TestCaseError::fail(format!("restart after the failure of {op:?}: {e}"))
+        })?;
         let got = engine_state(&d.snapshot());
         prop_assert!(
             got == model || got == next,
@@ -236,7 +257,12 @@ fn run_fault(ops: &[Op], fail: u64, seed: u64) -> Result<(), TestCaseError> {
     drop(db);
     let d = Database::open_in(image, DB, opts())
         .map_err(|e| TestCaseError::fail(format!("open after the cut: {e}")))?;
-    prop_assert_eq!(&engine_state(&d.snapshot()), &model, "after the cut (failure injected: {})", failed);
+    prop_assert_eq!(
+        &engine_state(&d.snapshot()),
+        &model,
+        "after the cut (failure injected: {})",
+        failed
+    );
     Ok(())
 }
 
@@ -265,7 +291,11 @@ fn every_power_cut_recovers_to_the_acknowledged_state() {
         for i in 0..CUTS_PER_CASE {
             // Spread the cut points over the whole run, each with its own choice of lost writes.
             let at = (total * i + seed % total.max(1)) / CUTS_PER_CASE;
-            let stop = if i % 2 == 0 { Stop::PowerCut } else { Stop::Kill };
+            let stop = if i % 2 == 0 {
+                Stop::PowerCut
+            } else {
+                Stop::Kill
+            };
             run(&ops, Some((at, stop)), seed.wrapping_add(i))?;
             run_fault(&ops, at, seed.wrapping_add(i))?;
         }
@@ -293,13 +323,17 @@ fn a_cut_inside_create_never_leaves_a_directory_that_neither_create_nor_open_acc
         for seed in 0..4 {
             let fs = SimDir::new();
             fs.cut_after(cut);
-            assert!(Database::create_in(Arc::new(fs.clone()), DB, KeyType::Varchar, opts()).is_err());
+            assert!(
+                Database::create_in(Arc::new(fs.clone()), DB, KeyType::Varchar, opts()).is_err()
+            );
             let image = Arc::new(fs.power_cut(seed));
             match Database::open_in(image.clone(), DB, opts()) {
                 Ok(_) => {}
                 Err(StorageError::NotADatabase(_)) => {
                     Database::create_in(image.clone(), DB, KeyType::Varchar, opts())
-                        .unwrap_or_else(|e| panic!("cut {cut} seed {seed}: create after the cut: {e}"));
+                        .unwrap_or_else(|e| {
+                            panic!("cut {cut} seed {seed}: create after the cut: {e}")
+                        });
                 }
                 Err(e) => panic!("cut {cut} seed {seed}: {e}"),
             }

@@ -181,6 +181,7 @@ fn s(v: &str) -> V {
 }
 
 /// The relation `schema.name` (schema `pg_catalog` or `information_schema`), if it is one.
+// long: one arm per pg_catalog / information_schema relation: the catalog's table of contents.
 pub fn relation(schema: &str, name: &str, tables: &[TableInfo]) -> Option<Relation> {
     match (schema, name) {
         ("pg_catalog", "pg_namespace") => Some(rel(

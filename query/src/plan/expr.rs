@@ -86,6 +86,7 @@ pub(crate) fn cast_lit(s: Scalar, to: DType) -> Result<Scalar> {
 
 /// Resolves an AST expression against `cols`.
 #[recursive::recursive]
+// long: one arm per SQL expression kind; each arm is short.
 pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i64) -> Result<Expr> {
     let p = |x: &ast::Expr| plan_expr(x, cols, alias, now_us);
     let planned = match e {

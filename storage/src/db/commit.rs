@@ -5,7 +5,11 @@ use super::*;
 
 impl Shared {
     /// Waits until `lsn` is durable and applied, leading a group fsync when nobody else is.
-    pub(super) fn wait_durable<'a>(&'a self, mut st: MutexGuard<'a, State>, lsn: u64) -> Result<()> {
+    pub(super) fn wait_durable<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        lsn: u64,
+    ) -> Result<()> {
         loop {
             if st.applied_lsn >= lsn {
                 return Ok(());
@@ -51,9 +55,7 @@ impl Shared {
     /// `RECOVER` marker makes that open rewrite the logs and the manifest into fresh files.
     pub(super) fn poison(&self, st: &mut State, reason: String) {
         // Best effort: the marker matters only within this boot, where the page cache holds it.
-        let _ = self
-            .fs
-            .open(&recover_marker(&self.dir), OpenMode::Truncate);
+        let _ = self.fs.open(&recover_marker(&self.dir), OpenMode::Truncate);
         st.poisoned = Some(reason);
     }
 
@@ -96,7 +98,10 @@ impl Shared {
     }
 
     /// Under the state lock: every written record durable and applied (waits out a running leader).
-    pub(super) fn settle_locked<'a>(&'a self, mut st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
+    pub(super) fn settle_locked<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+    ) -> Result<MutexGuard<'a, State>> {
         while st.syncing {
             st = self.synced.wait(st).unwrap_or_else(|e| e.into_inner());
         }
@@ -132,6 +137,56 @@ impl Shared {
         }
         let adds_segments = !new_segments.is_empty();
         let m = Arc::new(m);
+        let version = Arc::new(self.build_version(st, &m, new_segments, drop_mem)?);
+        // The dictionary must be durable before a manifest names segments that use its ordinals
+        // (flush, ingest and compaction write such segments; appends sync it themselves).
+        if adds_segments {
+            let keys = self
+                .keys
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .sync_point();
+            if let Err(e) = keys.sync() {
+                self.poison(st, format!("fsync of the key dictionary failed ({e})"));
+                return Err(e);
+            }
+        }
+        if let Err(e) = commit_manifest(&*self.fs, &self.dir, &m) {
+            // The failure may have come after CURRENT was renamed (an fsync of the directory):
+            // the disk may already hold this version while memory does not. Nothing more may be
+            // committed, and nothing the new version might name may be deleted, until a restart
+            // recovers from what is durable.
+            self.poison(
+                st,
+                format!(
+                    "a commit failed while making it durable ({e}); its outcome on disk is unknown"
+                ),
+            );
+            return Err(e);
+        }
+        // Flushed rows, and rows of dropped tables, leave memory.
+        st.mem_rows = version
+            .tables
+            .values()
+            .map(|t| t.mem.iter().map(|c| c.rows_appended).sum::<u64>())
+            .sum();
+        st.manifest = m.clone();
+        st.version = version.clone();
+        st.kept.push_back(m);
+        let garbage = self.trim_kept(st);
+        self.current.store(version);
+        Ok(garbage)
+    }
+
+    /// The version `m` describes: its tables with their segments (already open, or new in
+    /// `new_segments`) and the memtable chunks a flush did not take (`drop_mem` per table).
+    fn build_version(
+        &self,
+        st: &State,
+        m: &Arc<Manifest>,
+        new_segments: HashMap<SegmentId, Arc<Segment>>,
+        drop_mem: &HashMap<TableId, usize>,
+    ) -> Result<Version> {
         let mut open: HashMap<SegmentId, Arc<Segment>> = st
             .version
             .tables
@@ -170,43 +225,15 @@ impl Shared {
             };
             tables.insert(t.id, Arc::new(tv));
         }
-        let version = Arc::new(Version {
+        Ok(Version {
             manifest: m.clone(),
             tables,
-        });
-        // The dictionary must be durable before a manifest names segments that use its ordinals
-        // (flush, ingest and compaction write such segments; appends sync it themselves).
-        if adds_segments {
-            let keys = self
-                .keys
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .sync_point();
-            if let Err(e) = keys.sync() {
-                self.poison(st, format!("fsync of the key dictionary failed ({e})"));
-                return Err(e);
-            }
-        }
-        if let Err(e) = commit_manifest(&*self.fs, &self.dir, &m) {
-            // The failure may have come after CURRENT was renamed (an fsync of the directory):
-            // the disk may already hold this version while memory does not. Nothing more may be
-            // committed, and nothing the new version might name may be deleted, until a restart
-            // recovers from what is durable.
-            self.poison(
-                st,
-                format!("a commit failed while making it durable ({e}); its outcome on disk is unknown"),
-            );
-            return Err(e);
-        }
-        // Flushed rows, and rows of dropped tables, leave memory.
-        st.mem_rows = version
-            .tables
-            .values()
-            .map(|t| t.mem.iter().map(|c| c.rows_appended).sum::<u64>())
-            .sum();
-        st.manifest = m.clone();
-        st.version = version.clone();
-        st.kept.push_back(m);
+        })
+    }
+
+    /// Drops manifests beyond the kept window and returns them with the segments no kept version
+    /// names any more. Runs under the state lock, so a concurrent commit cannot interleave.
+    fn trim_kept(&self, st: &mut State) -> Garbage {
         let mut trimmed = Vec::new();
         while st.kept.len() > self.opts.keep_versions {
             if let Some(old) = st.kept.pop_front() {
@@ -214,28 +241,27 @@ impl Shared {
             }
         }
         let mut garbage = Garbage::default();
-        if !trimmed.is_empty() {
-            // Computed under the lock, so a concurrent commit cannot interleave.
-            let still: HashSet<SegmentId> = st
-                .kept
-                .iter()
-                .flat_map(|m| {
-                    m.tables
-                        .iter()
-                        .flat_map(|t| t.segments.iter().map(|s| s.id))
-                })
-                .collect();
-            for old in &trimmed {
-                garbage.manifests.push(old.version);
-                for s in old.tables.iter().flat_map(|t| t.segments.iter()) {
-                    if !still.contains(&s.id) && !garbage.segments.contains(&s.id) {
-                        garbage.segments.push(s.id);
-                    }
+        if trimmed.is_empty() {
+            return garbage;
+        }
+        let still: HashSet<SegmentId> = st
+            .kept
+            .iter()
+            .flat_map(|m| {
+                m.tables
+                    .iter()
+                    .flat_map(|t| t.segments.iter().map(|s| s.id))
+            })
+            .collect();
+        for old in &trimmed {
+            garbage.manifests.push(old.version);
+            for s in old.tables.iter().flat_map(|t| t.segments.iter()) {
+                if !still.contains(&s.id) && !garbage.segments.contains(&s.id) {
+                    garbage.segments.push(s.id);
                 }
             }
         }
-        self.current.store(version);
-        Ok(garbage)
+        garbage
     }
 
     /// Deletes what `commit_locked` returned. A failure is left for the next open's orphan sweep.

@@ -4,7 +4,11 @@
 use super::*;
 
 impl Shared {
-    pub(super) fn ingest(&self, table: &str, parts: Vec<(PartitionId, PartData)>) -> Result<IngestStats> {
+    pub(super) fn ingest(
+        &self,
+        table: &str,
+        parts: Vec<(PartitionId, PartData)>,
+    ) -> Result<IngestStats> {
         // Appends to the table that are still in memory go first, so LAST keeps append order.
         let has_mem = self
             .current
@@ -22,55 +26,8 @@ impl Shared {
             .clone();
         let partition_rows = version.manifest.partition_rows;
         let key_count = self.keys.read().map(|k| k.len()).unwrap_or(0);
-        let bad = |reason: String| StorageError::InvalidBatch {
-            table: table.to_string(),
-            reason,
-        };
-        for (p, part) in &parts {
-            if part.columns.len() != tv.schema.columns.len() {
-                return Err(bad(format!(
-                    "{} columns given, the table has {}",
-                    part.columns.len(),
-                    tv.schema.columns.len()
-                )));
-            }
-            if part.rows.max().is_some_and(|m| m >= key_count) {
-                return Err(bad("an ordinal has no key in the dictionary".into()));
-            }
-            let lo = p.0 as u64 * partition_rows as u64;
-            if part.rows.min().is_some_and(|m| (m as u64) < lo)
-                || part
-                    .rows
-                    .max()
-                    .is_some_and(|m| m as u64 >= lo + partition_rows as u64)
-            {
-                return Err(bad(format!("rows outside partition {}", p.0)));
-            }
-        }
-        // Encode and write segments on every core, then commit once.
-        let work: Vec<&(PartitionId, PartData)> =
-            parts.iter().filter(|(_, d)| !d.rows.is_empty()).collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, work.len().max(1));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<Result<(SegmentMeta, Arc<Segment>)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut out = Vec::new();
-                        while let Some((p, d)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
-                            out.push(self.write_part(tv.id, &tv.schema, *p, d, partition_rows));
-                        }
-                        out
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
+        check_parts(table, &tv.schema, &parts, partition_rows, key_count)?;
+        let results = self.write_parts(&tv, &parts, partition_rows);
         let mut written = Vec::new();
         let mut first_err = None;
         for r in results {
@@ -133,4 +90,73 @@ impl Shared {
         self.gc_trimmed(garbage);
         Ok(stats)
     }
+
+    /// Encodes and writes the non-empty partitions as segments on every core.
+    fn write_parts(
+        &self,
+        tv: &TableVersion,
+        parts: &[(PartitionId, PartData)],
+        partition_rows: u32,
+    ) -> Vec<Result<(SegmentMeta, Arc<Segment>)>> {
+        let work: Vec<&(PartitionId, PartData)> =
+            parts.iter().filter(|(_, d)| !d.rows.is_empty()).collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, work.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut out = Vec::new();
+                        while let Some((p, d)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            out.push(self.write_part(tv.id, &tv.schema, *p, d, partition_rows));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    }
+}
+
+/// Checks ingested partitions against the table: column count, ordinals the dictionary holds, and
+/// rows inside their partition.
+fn check_parts(
+    table: &str,
+    schema: &TableSchema,
+    parts: &[(PartitionId, PartData)],
+    partition_rows: u32,
+    key_count: u32,
+) -> Result<()> {
+    let bad = |reason: String| StorageError::InvalidBatch {
+        table: table.to_string(),
+        reason,
+    };
+    for (p, part) in parts {
+        if part.columns.len() != schema.columns.len() {
+            return Err(bad(format!(
+                "{} columns given, the table has {}",
+                part.columns.len(),
+                schema.columns.len()
+            )));
+        }
+        if part.rows.max().is_some_and(|m| m >= key_count) {
+            return Err(bad("an ordinal has no key in the dictionary".into()));
+        }
+        let lo = p.0 as u64 * partition_rows as u64;
+        if part.rows.min().is_some_and(|m| (m as u64) < lo)
+            || part
+                .rows
+                .max()
+                .is_some_and(|m| m as u64 >= lo + partition_rows as u64)
+        {
+            return Err(bad(format!("rows outside partition {}", p.0)));
+        }
+    }
+    Ok(())
 }

@@ -257,7 +257,6 @@ fn lock_dir(fs: &dyn Dir, dir: &Path) -> Result<DirLock> {
 }
 
 impl Database {
-
     /// The database directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
@@ -296,7 +295,10 @@ impl Database {
                 let seg = match open.get(&s.id) {
                     Some(seg) => seg.clone(),
                     None => {
-                        let seg = Arc::new(Segment::open(&*self.shared.fs, &seg_path(&self.shared.dir, s.id))?);
+                        let seg = Arc::new(Segment::open(
+                            &*self.shared.fs,
+                            &seg_path(&self.shared.dir, s.id),
+                        )?);
                         open.insert(s.id, seg.clone());
                         seg
                     }
@@ -444,5 +446,3 @@ impl Drop for Database {
         }
     }
 }
-
-

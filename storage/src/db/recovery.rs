@@ -301,7 +301,12 @@ impl Database {
             }
         }
         let tmp = parent.join(format!("{prefix}{}", std::process::id()));
-        for d in [tmp.clone(), manifest_dir(&tmp), wal_dir(&tmp), seg_dir(&tmp)] {
+        for d in [
+            tmp.clone(),
+            manifest_dir(&tmp),
+            wal_dir(&tmp),
+            seg_dir(&tmp),
+        ] {
             fs.create_dir_all(&d).map_err(|e| StorageError::io(&d, e))?;
         }
         {
@@ -310,7 +315,11 @@ impl Database {
             for d in [manifest_dir(&tmp), wal_dir(&tmp), seg_dir(&tmp)] {
                 sync_dir(&*fs, &d)?;
             }
-            commit_manifest(&*fs, &tmp, &Manifest::initial(key_type, opts.partition_rows))?;
+            commit_manifest(
+                &*fs,
+                &tmp,
+                &Manifest::initial(key_type, opts.partition_rows),
+            )?;
             sync_dir(&*fs, &tmp)?;
             drop(lock_file);
         }
@@ -440,7 +449,11 @@ impl Database {
         let keys = KeyDict::open_read_only(fs, &kpath)?;
         report.torn_tails += usize::from(log_is_torn(fs, &kpath, KEYDICT_MAGIC, KEYDICT_VERSION)?);
         if keys.key_type() != manifest.key_type {
-            return Err(StorageError::corrupt(kpath, 10, "key type differs from the manifest's"));
+            return Err(StorageError::corrupt(
+                kpath,
+                10,
+                "key type differs from the manifest's",
+            ));
         }
         report.keys = u64::from(keys.len());
         for t in &manifest.tables {
@@ -479,8 +492,12 @@ impl Database {
                 continue;
             }
             report.wal_records += read_wal(fs, &wdir, seq)?.len() as u64;
-            report.torn_tails +=
-                usize::from(log_is_torn(fs, &wal_path(&wdir, seq), WAL_MAGIC, WAL_VERSION)?);
+            report.torn_tails += usize::from(log_is_torn(
+                fs,
+                &wal_path(&wdir, seq),
+                WAL_MAGIC,
+                WAL_VERSION,
+            )?);
         }
         Ok(report)
     }

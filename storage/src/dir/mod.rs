@@ -215,7 +215,8 @@ pub fn write_new(fs: &dyn Dir, path: &Path, bytes: &[u8]) -> Result<Arc<dyn DirF
 pub fn write_atomic(fs: &dyn Dir, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     write_new(fs, &tmp, bytes)?;
-    fs.rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
+    fs.rename(&tmp, path)
+        .map_err(|e| StorageError::io(path, e))?;
     sync_dir(fs, &parent_of(path))
 }
 

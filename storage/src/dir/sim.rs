@@ -268,7 +268,9 @@ impl State {
     fn link(&mut self, parent: Ino, name: OsString, node: Node) -> io::Result<Ino> {
         let ino = self.nodes.len();
         self.nodes.push(node);
-        let d = self.dir_mut(parent).ok_or_else(|| io::Error::other("not a directory"))?;
+        let d = self
+            .dir_mut(parent)
+            .ok_or_else(|| io::Error::other("not a directory"))?;
         d.live.insert(name.clone(), ino);
         d.pending.push(NsOp::Link(name, ino));
         Ok(ino)
@@ -432,13 +434,22 @@ impl SimFile {
 impl DirFile for SimFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         if !self.writable {
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only file"));
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "read-only file",
+            ));
         }
         let mut st = self.st();
         let go = st.mutate(self.gen, |s| &mut s.writes)?;
-        let f = st.file_mut(self.ino).ok_or_else(|| io::Error::other("not a file"))?;
+        let f = st
+            .file_mut(self.ino)
+            .ok_or_else(|| io::Error::other("not a file"))?;
         // An injected failure writes the first half (a short write that then failed).
-        let data = if go { buf } else { buf.get(..buf.len() / 2).unwrap_or(&[]) };
+        let data = if go {
+            buf
+        } else {
+            buf.get(..buf.len() / 2).unwrap_or(&[])
+        };
         let w = Write::At(offset, data.to_vec());
         apply_write(&mut f.live, &w);
         f.pending.push(w);
@@ -451,7 +462,9 @@ impl DirFile for SimFile {
     fn sync(&self) -> io::Result<()> {
         let mut st = self.st();
         let go = st.mutate(self.gen, |s| &mut s.file_syncs)?;
-        let f = st.file_mut(self.ino).ok_or_else(|| io::Error::other("not a file"))?;
+        let f = st
+            .file_mut(self.ino)
+            .ok_or_else(|| io::Error::other("not a file"))?;
         if !go {
             // fsyncgate: the kernel reports the error once and marks the dirty pages clean. The
             // program still reads the new bytes, but no later fsync will write them.
@@ -466,13 +479,18 @@ impl DirFile for SimFile {
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         if !self.writable {
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only file"));
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "read-only file",
+            ));
         }
         let mut st = self.st();
         if !st.mutate(self.gen, |s| &mut s.truncates)? {
             return Err(injected());
         }
-        let f = st.file_mut(self.ino).ok_or_else(|| io::Error::other("not a file"))?;
+        let f = st
+            .file_mut(self.ino)
+            .ok_or_else(|| io::Error::other("not a file"))?;
         let w = Write::SetLen(len);
         apply_write(&mut f.live, &w);
         f.pending.push(w);
@@ -506,7 +524,9 @@ impl Dir for SimDir {
                 if !st.mutate(self.gen, |s| &mut s.truncates)? {
                     return Err(injected());
                 }
-                let f = st.file_mut(ino).ok_or_else(|| io::Error::other("not a file"))?;
+                let f = st
+                    .file_mut(ino)
+                    .ok_or_else(|| io::Error::other("not a file"))?;
                 f.live.clear();
                 f.pending.push(Write::SetLen(0));
                 ino
@@ -514,8 +534,8 @@ impl Dir for SimDir {
             (OpenMode::CreateNew | OpenMode::Truncate, None) => {
                 let (parent, name) = st.parent(path)?;
                 if !st.mutate(self.gen, |s| &mut s.creates)? {
-                return Err(injected());
-            }
+                    return Err(injected());
+                }
                 st.link(parent, name, Node::File(FileNode::default()))?
             }
             (OpenMode::Write | OpenMode::Read, Some(ino)) => match st.node(ino) {
@@ -578,8 +598,8 @@ impl Dir for SimDir {
                 Some(i) => i,
                 None => {
                     if !st.mutate(self.gen, |s| &mut s.creates)? {
-                return Err(injected());
-            }
+                        return Err(injected());
+                    }
                     st.link(ino, n, Node::Dir(DirNode::default()))?
                 }
             };
@@ -610,8 +630,8 @@ impl Dir for SimDir {
             }
         }
         if !st.mutate(self.gen, |s| &mut s.renames)? {
-                return Err(injected());
-            }
+            return Err(injected());
+        }
         let d = st.dir_mut(pf).ok_or_else(|| not_found(from))?;
         let op = NsOp::Rename(nf, nt);
         apply_ns(&mut d.live, &op);
@@ -629,8 +649,8 @@ impl Dir for SimDir {
             None => return Err(not_found(path)),
         }
         if !st.mutate(self.gen, |s| &mut s.removes)? {
-                return Err(injected());
-            }
+            return Err(injected());
+        }
         st.unlink(parent, &name);
         Ok(())
     }
@@ -643,8 +663,8 @@ impl Dir for SimDir {
             return Err(not_found(path));
         }
         if !st.mutate(self.gen, |s| &mut s.removes)? {
-                return Err(injected());
-            }
+            return Err(injected());
+        }
         st.unlink(parent, &name);
         Ok(())
     }
@@ -654,9 +674,11 @@ impl Dir for SimDir {
         st.alive(self.gen)?;
         let ino = st.resolve(path).ok_or_else(|| not_found(path))?;
         if !st.mutate(self.gen, |s| &mut s.dir_syncs)? {
-                return Err(injected());
-            }
-        let d = st.dir_mut(ino).ok_or_else(|| io::Error::other("not a directory"))?;
+            return Err(injected());
+        }
+        let d = st
+            .dir_mut(ino)
+            .ok_or_else(|| io::Error::other("not a directory"))?;
         d.durable = d.live.clone();
         d.pending.clear();
         Ok(())
@@ -712,8 +734,15 @@ mod tests {
             tails.insert(a.len());
             saw_b[usize::from(after.exists(Path::new("/d/b")))] = true;
         }
-        assert!(fs.read(Path::new("/d/a")).is_err(), "no power: every call fails");
-        assert_eq!(saw_b, [true, true], "an unsynced create may or may not survive");
+        assert!(
+            fs.read(Path::new("/d/a")).is_err(),
+            "no power: every call fails"
+        );
+        assert_eq!(
+            saw_b,
+            [true, true],
+            "an unsynced create may or may not survive"
+        );
         assert!(tails.contains(&5) && tails.contains(&11));
     }
 
@@ -733,7 +762,9 @@ mod tests {
     fn renamed_directories_keep_their_children() {
         let fs = SimDir::new();
         fs.create_dir_all(Path::new("/p/.tmp/sub")).unwrap();
-        let f = fs.open(Path::new("/p/.tmp/sub/x"), OpenMode::CreateNew).unwrap();
+        let f = fs
+            .open(Path::new("/p/.tmp/sub/x"), OpenMode::CreateNew)
+            .unwrap();
         f.write_at(b"x", 0).unwrap();
         f.sync().unwrap();
         for d in ["/p/.tmp/sub", "/p/.tmp", "/p", "/"] {

@@ -1,7 +1,12 @@
 //! The model of the storage contract shared by the model-based and power-cut property tests: random
 //! operations, a plain in-memory model (a BTreeMap per table folding every appended row with the
 //! column's merge rule), and the same operations run on the engine.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeMap;
 
