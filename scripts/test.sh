@@ -36,6 +36,8 @@ if ! python3 -c "import psycopg2, psycopg, pg8000, asyncpg, sqlalchemy" 2>/dev/n
 fi
 # The crate layering (ARCHITECTURE.md): a dependency edge outside the allowed set fails the run.
 python3 scripts/layering.py || exit 1
+# No function over 100 lines without a `// long:` reason next to it.
+python3 scripts/long_functions.py || exit 1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked "$@" 2>&1 | tee "$log"

@@ -426,46 +426,8 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
     }
     // Generate, write Arrow IPC for DuckDB, and append to journeydb (timed: the append only).
     let state_path = work.join("state.arrow");
-    let mut state_ipc = IpcOut::new(state_path.clone());
-    let mut embedded_ingest = Duration::ZERO;
-    let mut start = 0;
-    while start < n {
-        let end = (start + BATCH_ROWS).min(n);
-        let mut b = j.batch(start..end);
-        if a.int_keys {
-            b = int_keyed(&b, start, None)?;
-        }
-        state_ipc.write(&b)?;
-        let t = Instant::now();
-        db.append("state", &b).map_err(|e| e.to_string())?;
-        embedded_ingest += t.elapsed();
-        start = end;
-        progress(&format!(
-            "generating and loading the state: {end}/{n} customers"
-        ));
-    }
-    state_ipc.finish()?;
-    let delta_rows: Vec<usize> = (0..n).step_by(10).collect();
-    let mut delta_ipc = IpcOut::new(work.join("delta.arrow"));
-    for chunk in delta_rows.chunks(BATCH_ROWS) {
-        let mut b = dj.batch_for(&j, chunk);
-        if a.int_keys {
-            b = int_keyed(&b, 0, Some(chunk))?;
-        }
-        delta_ipc.write(&b)?;
-        db.append("delta", &b).map_err(|e| e.to_string())?;
-    }
-    delta_ipc.finish()?;
-    let mut prof_ipc = IpcOut::new(work.join("profiles.arrow"));
-    let mut start = 0;
-    while start < n {
-        let end = (start + BATCH_ROWS).min(n);
-        let b = profiles(start..end, &j, a.int_keys)?;
-        prof_ipc.write(&b)?;
-        db.append("profiles", &b).map_err(|e| e.to_string())?;
-        start = end;
-    }
-    prof_ipc.finish()?;
+    let embedded_ingest = load_state(a, &state_path, &db, &j)?;
+    load_delta_and_profiles(a, work, &db, &j, &dj)?;
     progress("flushing and compacting journeydb ...");
     db.flush().map_err(|e| e.to_string())?;
     db.compact(2).map_err(|e| e.to_string())?;
@@ -473,39 +435,7 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
 
     // (e) through the client: the same batches over loopback into a second database.
     progress("loading the state through the client over loopback ...");
-    let client_ingest = {
-        let served = Arc::new(
-            Database::create(work.join("served"), key_type, opts).map_err(|e| e.to_string())?,
-        );
-        let config = Config {
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            pg_listen: None,
-            ..Config::default()
-        };
-        let server =
-            Server::bind(config, Engine::new(served.clone())).map_err(|e| e.to_string())?;
-        let addr = server.local_addr().ok_or("no server address")?;
-        let stop = server.stop_handle();
-        let handle = std::thread::spawn(move || server.serve());
-        let mut c = Client::connect(addr, None).map_err(|e| e.to_string())?;
-        c.run(&create_state("state")).map_err(|e| e.to_string())?;
-        let f = std::fs::File::open(&state_path).map_err(|e| e.to_string())?;
-        let reader = arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(f), None)
-            .map_err(|e| e.to_string())?;
-        let mut d = Duration::ZERO;
-        for b in reader {
-            let b = b.map_err(|e| e.to_string())?;
-            let t = Instant::now();
-            c.append("state", &b).map_err(|e| e.to_string())?;
-            d += t.elapsed();
-        }
-        drop(c);
-        stop.store(true, Ordering::SeqCst);
-        let _ = handle.join();
-        drop(served);
-        let _ = std::fs::remove_dir_all(work.join("served"));
-        d
-    };
+    let client_ingest = client_ingest(work, key_type, opts, &create_state("state"), &state_path)?;
 
     // The operations in journeydb.
     let ops = ops(&j);
@@ -539,7 +469,70 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
     // (g) one journey run (the demo's journey on the demo's CDP data) and its statements.
     let journey = journey_side(a, work)?;
 
-    // DuckDB, in its own process.
+    let duck = run_duckdb(a, work, &ops, &journey)?;
+
+    // Answers must agree, or no figure is reported.
+    answers_agree(&ops, &jdb, &journey, &duck)?;
+
+    let measured = Measured {
+        embedded_ingest,
+        client_ingest,
+        bytes_journeydb,
+        jdb_rss,
+    };
+    report(a, &ops, &jdb, &journey, &duck, &measured)
+}
+
+/// (e) through the client: the state's Arrow batches appended over loopback into a second database
+/// behind a server; returns the time spent in appends.
+fn client_ingest(
+    work: &Path,
+    key_type: KeyType,
+    opts: Options,
+    create_sql: &str,
+    state_path: &Path,
+) -> Result<Duration, String> {
+    let served = Arc::new(
+        Database::create(work.join("served"), key_type, opts).map_err(|e| e.to_string())?,
+    );
+    let config = Config {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        pg_listen: None,
+        ..Config::default()
+    };
+    let server =
+        Server::bind(config, Engine::new(served.clone())).map_err(|e| e.to_string())?;
+    let addr = server.local_addr().ok_or("no server address")?;
+    let stop = server.stop_handle();
+    let handle = std::thread::spawn(move || server.serve());
+    let mut c = Client::connect(addr, None).map_err(|e| e.to_string())?;
+    c.run(create_sql).map_err(|e| e.to_string())?;
+    let f = std::fs::File::open(state_path).map_err(|e| e.to_string())?;
+    let reader = arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(f), None)
+        .map_err(|e| e.to_string())?;
+    let mut d = Duration::ZERO;
+    for b in reader {
+        let b = b.map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        c.append("state", &b).map_err(|e| e.to_string())?;
+        d += t.elapsed();
+    }
+    drop(c);
+    stop.store(true, Ordering::SeqCst);
+    let _ = handle.join();
+    drop(served);
+    let _ = std::fs::remove_dir_all(work.join("served"));
+    Ok(d)
+}
+
+/// Runs the DuckDB side in its own Python process on the same Arrow files and operations, and
+/// returns its JSON report.
+fn run_duckdb(
+    a: &Args,
+    work: &Path,
+    ops: &[Op],
+    journey: &JourneySide,
+) -> Result<serde_json::Value, String> {
     progress("DuckDB: loading from Arrow IPC and running the same operations ...");
     let spec = serde_json::json!({
         "db": work.join("duck.db"),
@@ -581,11 +574,20 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
     let duck: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| format!("DuckDB output: {e}"))?;
     eprint!("\r{:<78}\r", "");
+    Ok(duck)
+}
 
-    // Answers must agree, or no figure is reported.
+/// Every operation's answer (and the journey run's) equal in both engines, or an error listing the
+/// differences.
+fn answers_agree(
+    ops: &[Op],
+    jdb: &[(Duration, Vec<Option<String>>)],
+    journey: &JourneySide,
+    duck: &serde_json::Value,
+) -> Result<(), String> {
     let mut mismatches = Vec::new();
-    for (op, (_, ans)) in ops.iter().zip(&jdb) {
-        let theirs: Vec<Option<String>> = at(&duck, &["ops", op.name, "answer"])
+    for (op, (_, ans)) in ops.iter().zip(jdb) {
+        let theirs: Vec<Option<String>> = at(duck, &["ops", op.name, "answer"])
             .as_array()
             .map(|v| v.iter().map(|x| x.as_str().map(str::to_string)).collect())
             .unwrap_or_default();
@@ -593,7 +595,7 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
             mismatches.push(format!("{}: journeydb {ans:?}, DuckDB {theirs:?}", op.name));
         }
     }
-    let theirs: Vec<Option<String>> = at(&duck, &["journey", "answer"])
+    let theirs: Vec<Option<String>> = at(duck, &["journey", "answer"])
         .as_array()
         .map(|v| v.iter().map(|x| x.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
@@ -609,12 +611,71 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
             mismatches.join("\n  ")
         ));
     }
+    Ok(())
+}
 
-    // Report.
+/// The delta (new facts for every tenth customer) and the profiles: written as Arrow IPC for DuckDB
+/// and appended to journeydb.
+fn load_delta_and_profiles(
+    a: &Args,
+    work: &Path,
+    db: &Database,
+    j: &Journey,
+    dj: &Journey,
+) -> Result<(), String> {
+    let n = a.customers;
+    let delta_rows: Vec<usize> = (0..n).step_by(10).collect();
+    let mut delta_ipc = IpcOut::new(work.join("delta.arrow"));
+    for chunk in delta_rows.chunks(BATCH_ROWS) {
+        let mut b = dj.batch_for(j, chunk);
+        if a.int_keys {
+            b = int_keyed(&b, 0, Some(chunk))?;
+        }
+        delta_ipc.write(&b)?;
+        db.append("delta", &b).map_err(|e| e.to_string())?;
+    }
+    delta_ipc.finish()?;
+    let mut prof_ipc = IpcOut::new(work.join("profiles.arrow"));
+    let mut start = 0;
+    while start < n {
+        let end = (start + BATCH_ROWS).min(n);
+        let b = profiles(start..end, j, a.int_keys)?;
+        prof_ipc.write(&b)?;
+        db.append("profiles", &b).map_err(|e| e.to_string())?;
+        start = end;
+    }
+    prof_ipc.finish()?;
+    Ok(())
+}
+
+/// journeydb's figures measured outside the operations.
+struct Measured {
+    embedded_ingest: Duration,
+    client_ingest: Duration,
+    bytes_journeydb: u64,
+    jdb_rss: u64,
+}
+
+/// Prints the side-by-side figures, as a table or JSON.
+fn report(
+    a: &Args,
+    ops: &[Op],
+    jdb: &[(Duration, Vec<Option<String>>)],
+    journey: &JourneySide,
+    duck: &serde_json::Value,
+    m: &Measured,
+) -> Result<(), String> {
+    let n = a.customers;
+    let Measured {
+        embedded_ingest,
+        client_ingest,
+        bytes_journeydb,
+        jdb_rss,
+    } = *m;
     let f = |x: &serde_json::Value| x.as_f64().unwrap_or(f64::NAN);
     let mut rows: Vec<(String, String, f64, f64, String)> = Vec::new();
-    for (op, (m, _)) in ops.iter().zip(&jdb) {
-        let d = f(at(&duck, &["ops", op.name, "median_s"]));
+    for (op, (m, _)) in ops.iter().zip(jdb) {
+        let d = f(at(duck, &["ops", op.name, "median_s"]));
         rows.push((
             op.name.to_string(),
             op.what.clone(),
@@ -624,7 +685,7 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
         ));
     }
     let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
-    let duck_rate = f(at(&duck, &["ingest_rows_per_s"]));
+    let duck_rate = f(at(duck, &["ingest_rows_per_s"]));
     rows.push((
         "e_ingest_embedded".into(),
         "(e) bulk ingest from Arrow batches, embedded (rows/s)".into(),
@@ -643,14 +704,14 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
         "f_bytes".into(),
         "(f) bytes on disk after load and flush / CHECKPOINT".into(),
         bytes_journeydb as f64,
-        f(at(&duck, &["bytes_on_disk"])),
+        f(at(duck, &["bytes_on_disk"])),
         "bytes".into(),
     ));
     rows.push((
         "f_peak_rss".into(),
         "(f) peak RSS of the process".into(),
         jdb_rss as f64,
-        f(at(&duck, &["peak_rss_bytes"])),
+        f(at(duck, &["peak_rss_bytes"])),
         "bytes".into(),
     ));
     rows.push((
@@ -660,7 +721,7 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
             journey.duckdb_count
         ),
         journey.median.as_secs_f64(),
-        f(at(&duck, &["journey", "median_s"])),
+        f(at(duck, &["journey", "median_s"])),
         "s".into(),
     ));
     let machine = format!(
@@ -668,10 +729,17 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
         cpu_model(),
         std::thread::available_parallelism().map_or(0, |c| c.get()),
         env!("CARGO_PKG_VERSION"),
-        at(&duck, &["duckdb_version"]).as_str().unwrap_or("?"),
+        at(duck, &["duckdb_version"]).as_str().unwrap_or("?"),
         if a.int_keys { "BIGINT" } else { "VARCHAR" },
         a.runs
     );
+    print_rows(a, &machine, &rows);
+    Ok(())
+}
+
+/// Prints the figures as JSON (`--json`) or as an aligned table with ratios.
+fn print_rows(a: &Args, machine: &str, rows: &[(String, String, f64, f64, String)]) {
+    let n = a.customers;
     if a.json {
         let ops: Vec<serde_json::Value> = rows
             .iter()
@@ -683,14 +751,14 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
             "{}",
             serde_json::json!({"machine": machine, "customers": n, "int_keys": a.int_keys, "answers_agree": true, "ops": ops})
         );
-        return Ok(());
+        return;
     }
     println!("{machine}");
     println!(
         "{:<62} {:>12} {:>12} {:>9}",
         "operation", "journeydb", "DuckDB", "ratio"
     );
-    for (_, what, jv, dv, unit) in &rows {
+    for (_, what, jv, dv, unit) in rows {
         println!(
             "{what:<62} {:>12} {:>12} {:>8.1}×",
             show(unit, *jv),
@@ -699,6 +767,58 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
         );
     }
     println!("ratio: DuckDB / journeydb for times and sizes, journeydb / DuckDB for rates (higher is better for journeydb); every answer agreed");
+}
+
+/// The state: generated, written as Arrow IPC for DuckDB and appended to journeydb; returns the
+/// time spent in appends.
+fn load_state(a: &Args, state_path: &Path, db: &Database, j: &Journey) -> Result<Duration, String> {
+    let n = a.customers;
+    let mut state_ipc = IpcOut::new(state_path.to_path_buf());
+    let mut embedded_ingest = Duration::ZERO;
+    let mut start = 0;
+    while start < n {
+        let end = (start + BATCH_ROWS).min(n);
+        let mut b = j.batch(start..end);
+        if a.int_keys {
+            b = int_keyed(&b, start, None)?;
+        }
+        state_ipc.write(&b)?;
+        let t = Instant::now();
+        db.append("state", &b).map_err(|e| e.to_string())?;
+        embedded_ingest += t.elapsed();
+        start = end;
+        progress(&format!(
+            "generating and loading the state: {end}/{n} customers"
+        ));
+    }
+    state_ipc.finish()?;
+    Ok(embedded_ingest)
+}
+
+/// The demo's CDP data for (g): written as Arrow IPC for DuckDB and appended through `s`.
+fn load_journey_data(
+    s: &mut journeydb_server::EmbeddedSession,
+    work: &Path,
+    n: usize,
+) -> Result<(), String> {
+    use journeydb_tools::data;
+    let e = |x: journeydb_client::ClientError| x.to_string();
+    let gen = data::Cdp { seed: 7 };
+    let mut pw = IpcOut::new(work.join("journey_profiles.arrow"));
+    let mut bw = IpcOut::new(work.join("journey_behaviours.arrow"));
+    let mut start = 0;
+    while start < n {
+        let end = (start + BATCH_ROWS).min(n);
+        let (p, b) = (gen.profiles(start..end), gen.behaviours_batch(start..end));
+        pw.write(&p)?;
+        bw.write(&b)?;
+        s.append("profiles", &p).map_err(e)?;
+        s.append("behaviours", &b).map_err(e)?;
+        start = end;
+        progress(&format!("journey data: {end}/{n} customers"));
+    }
+    pw.finish()?;
+    bw.finish()?;
     Ok(())
 }
 
@@ -859,22 +979,7 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
     for c in data::CREATE {
         s.run(c).map_err(e)?;
     }
-    let gen = data::Cdp { seed: 7 };
-    let mut pw = IpcOut::new(work.join("journey_profiles.arrow"));
-    let mut bw = IpcOut::new(work.join("journey_behaviours.arrow"));
-    let mut start = 0;
-    while start < n {
-        let end = (start + BATCH_ROWS).min(n);
-        let (p, b) = (gen.profiles(start..end), gen.behaviours_batch(start..end));
-        pw.write(&p)?;
-        bw.write(&b)?;
-        s.append("profiles", &p).map_err(e)?;
-        s.append("behaviours", &b).map_err(e)?;
-        start = end;
-        progress(&format!("journey data: {end}/{n} customers"));
-    }
-    pw.finish()?;
-    bw.finish()?;
+    load_journey_data(&mut s, work, n)?;
     let opts = |day: i64| run::RunOptions {
         now_us: data::START_US + day * DAY,
         check_percent: 50.0,

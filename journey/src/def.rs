@@ -293,6 +293,14 @@ fn is_identifier(s: &str) -> bool {
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
+/// An error at the line of `span` in `src`.
+fn located(src: &str, span: std::ops::Range<usize>, message: String) -> DefError {
+    DefError {
+        line: line_of(src, span.start),
+        message,
+    }
+}
+
 /// Parses and checks a journey definition. Checks that need the database (tables and columns)
 /// are made by the runner.
 pub fn parse(src: &str) -> Result<Journey, DefError> {
@@ -300,10 +308,7 @@ pub fn parse(src: &str) -> Result<Journey, DefError> {
         line: e.span().map_or(0, |s| line_of(src, s.start)),
         message: e.message().trim().to_string(),
     })?;
-    let err = |span: std::ops::Range<usize>, message: String| DefError {
-        line: line_of(src, span.start),
-        message,
-    };
+    let err = |span: std::ops::Range<usize>, message: String| located(src, span, message);
     let name = raw.name.get_ref().trim().to_string();
     if !is_identifier(&name) {
         return Err(err(
@@ -338,188 +343,7 @@ pub fn parse(src: &str) -> Result<Journey, DefError> {
         .collect();
     let mut stages = Vec::new();
     for (i, s) in raw.stages.iter().enumerate() {
-        let rs = s.get_ref();
-        if let Some(j) = stage_names
-            .get(..i)
-            .and_then(|p| p.iter().position(|n| n == rs.name.get_ref()))
-        {
-            return Err(err(
-                rs.name.span(),
-                format!(
-                    "duplicate stage name {:?} (also stage {})",
-                    rs.name.get_ref(),
-                    j + 1
-                ),
-            ));
-        }
-        if rs.steps.is_empty() {
-            return Err(err(
-                rs.name.span(),
-                format!(
-                    "stage {:?} is empty: it needs at least one [[stage.step]]",
-                    rs.name.get_ref()
-                ),
-            ));
-        }
-        let mut names: Vec<String> = Vec::new();
-        let mut unique = |n: &Spanned<String>, what: &str| -> Result<(), DefError> {
-            if names.contains(n.get_ref()) {
-                return Err(err(
-                    n.span(),
-                    format!(
-                        "duplicate {what} name {:?} in stage {:?}",
-                        n.get_ref(),
-                        rs.name.get_ref()
-                    ),
-                ));
-            }
-            names.push(n.get_ref().clone());
-            Ok(())
-        };
-        let mut steps = Vec::new();
-        for st in &rs.steps {
-            let st = st.get_ref();
-            unique(&st.name, "step")?;
-            let kind = st.kind.get_ref().as_str();
-            let misplaced = |field: &str, present: bool| -> Result<(), DefError> {
-                if present {
-                    Err(err(
-                        st.kind.span(),
-                        format!("step {:?}: a {kind} step has no {field}", st.name.get_ref()),
-                    ))
-                } else {
-                    Ok(())
-                }
-            };
-            let k = match kind {
-                "wait" => {
-                    misplaced("branch", !st.branches.is_empty())?;
-                    misplaced("default", st.default.is_some())?;
-                    misplaced("channel", st.channel.is_some())?;
-                    let d = st.duration.as_ref().ok_or_else(|| {
-                        err(
-                            st.kind.span(),
-                            format!("wait step {:?} needs a duration", st.name.get_ref()),
-                        )
-                    })?;
-                    StepKind::Wait(parse_duration(d.get_ref()).map_err(|m| err(d.span(), m))?)
-                }
-                "decision" => {
-                    misplaced("duration", st.duration.is_some())?;
-                    misplaced("channel", st.channel.is_some())?;
-                    if st.branches.is_empty() {
-                        return Err(err(
-                            st.kind.span(),
-                            format!(
-                                "decision step {:?} needs at least one [[stage.step.branch]]",
-                                st.name.get_ref()
-                            ),
-                        ));
-                    }
-                    let mut branches = Vec::new();
-                    let mut bnames: Vec<&str> = Vec::new();
-                    for b in &st.branches {
-                        let b = b.get_ref();
-                        if bnames.contains(&b.name.get_ref().as_str()) {
-                            return Err(err(
-                                b.name.span(),
-                                format!("duplicate branch name {:?}", b.name.get_ref()),
-                            ));
-                        }
-                        bnames.push(b.name.get_ref());
-                        let goto = match &b.goto {
-                            None => None,
-                            Some(g) => {
-                                let j = stage_names
-                                    .iter()
-                                    .position(|n| n == g.get_ref())
-                                    .ok_or_else(|| {
-                                        err(
-                                            g.span(),
-                                            format!(
-                                                "branch {:?} goes to an unknown stage {:?}",
-                                                b.name.get_ref(),
-                                                g.get_ref()
-                                            ),
-                                        )
-                                    })?;
-                                if j <= i {
-                                    return Err(err(
-                                        g.span(),
-                                        format!(
-                                            "branch {:?} of stage {:?} goes back to stage {:?}: that makes a cycle (a branch may only jump forward)",
-                                            b.name.get_ref(),
-                                            rs.name.get_ref(),
-                                            g.get_ref()
-                                        ),
-                                    ));
-                                }
-                                Some(j)
-                            }
-                        };
-                        branches.push(Branch {
-                            name: b.name.get_ref().clone(),
-                            criterion: crit(src, b.table.as_ref(), &b.cond)?,
-                            goto,
-                        });
-                    }
-                    let default = st
-                        .default
-                        .as_ref()
-                        .map_or_else(|| "default".to_string(), |d| d.get_ref().clone());
-                    if bnames.contains(&default.as_str()) {
-                        return Err(err(
-                            st.default.as_ref().map_or(st.kind.span(), |d| d.span()),
-                            format!("duplicate branch name {default:?} (the default branch)"),
-                        ));
-                    }
-                    StepKind::Decision(branches, default)
-                }
-                "activation" => {
-                    misplaced("duration", st.duration.is_some())?;
-                    misplaced("branch", !st.branches.is_empty())?;
-                    misplaced("default", st.default.is_some())?;
-                    let c = st.channel.as_ref().ok_or_else(|| {
-                        err(
-                            st.kind.span(),
-                            format!("activation step {:?} needs a channel", st.name.get_ref()),
-                        )
-                    })?;
-                    StepKind::Activation(c.get_ref().clone())
-                }
-                other => {
-                    return Err(err(
-                        st.kind.span(),
-                        format!("unknown step kind {other:?} (use wait, decision or activation)"),
-                    ))
-                }
-            };
-            steps.push(Step {
-                name: st.name.get_ref().clone(),
-                kind: k,
-            });
-        }
-        let mut exits = Vec::new();
-        for e in &rs.exits {
-            let e = e.get_ref();
-            unique(&e.name, "exit")?;
-            if let Some(g) = &e.goto {
-                return Err(err(
-                    g.span(),
-                    format!("exit {:?}: an exit has no goto", e.name.get_ref()),
-                ));
-            }
-            exits.push(Exit {
-                name: e.name.get_ref().clone(),
-                criterion: crit(src, e.table.as_ref(), &e.cond)?,
-            });
-        }
-        stages.push(Stage {
-            name: rs.name.get_ref().clone(),
-            steps,
-            exits,
-            goal: rs.goal.as_ref().map(criterion).transpose()?,
-        });
+        stages.push(stage(src, s.get_ref(), i, &stage_names)?);
     }
     Ok(Journey {
         name,
@@ -527,6 +351,222 @@ pub fn parse(src: &str) -> Result<Journey, DefError> {
         audience: criterion(&raw.audience)?,
         stages,
         goal: raw.goal.as_ref().map(criterion).transpose()?,
+    })
+}
+
+/// The kind of step `st` of stage number `i` (named `stage`), checked: the fields its kind needs,
+/// none it does not, and decision branches that jump forward to known stages.
+fn step_kind(
+    src: &str,
+    st: &RawStep,
+    i: usize,
+    stage: &str,
+    stage_names: &[String],
+) -> Result<StepKind, DefError> {
+    let err = |span: std::ops::Range<usize>, message: String| located(src, span, message);
+    let kind = st.kind.get_ref().as_str();
+    let misplaced = |field: &str, present: bool| -> Result<(), DefError> {
+        if present {
+            Err(err(
+                st.kind.span(),
+                format!("step {:?}: a {kind} step has no {field}", st.name.get_ref()),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let k = match kind {
+        "wait" => {
+            misplaced("branch", !st.branches.is_empty())?;
+            misplaced("default", st.default.is_some())?;
+            misplaced("channel", st.channel.is_some())?;
+            let d = st.duration.as_ref().ok_or_else(|| {
+                err(
+                    st.kind.span(),
+                    format!("wait step {:?} needs a duration", st.name.get_ref()),
+                )
+            })?;
+            StepKind::Wait(parse_duration(d.get_ref()).map_err(|m| err(d.span(), m))?)
+        }
+        "decision" => {
+            misplaced("duration", st.duration.is_some())?;
+            misplaced("channel", st.channel.is_some())?;
+            decision(src, st, i, stage, stage_names)?
+        }
+        "activation" => {
+            misplaced("duration", st.duration.is_some())?;
+            misplaced("branch", !st.branches.is_empty())?;
+            misplaced("default", st.default.is_some())?;
+            let c = st.channel.as_ref().ok_or_else(|| {
+                err(
+                    st.kind.span(),
+                    format!("activation step {:?} needs a channel", st.name.get_ref()),
+                )
+            })?;
+            StepKind::Activation(c.get_ref().clone())
+        }
+        other => {
+            return Err(err(
+                st.kind.span(),
+                format!("unknown step kind {other:?} (use wait, decision or activation)"),
+            ))
+        }
+    };
+    Ok(k)
+}
+
+/// A decision step's branches (unique names, forward jumps to known stages) and default branch.
+fn decision(
+    src: &str,
+    st: &RawStep,
+    i: usize,
+    stage: &str,
+    stage_names: &[String],
+) -> Result<StepKind, DefError> {
+    let err = |span: std::ops::Range<usize>, message: String| located(src, span, message);
+    if st.branches.is_empty() {
+        return Err(err(
+            st.kind.span(),
+            format!(
+                "decision step {:?} needs at least one [[stage.step.branch]]",
+                st.name.get_ref()
+            ),
+        ));
+    }
+    let mut branches = Vec::new();
+    let mut bnames: Vec<&str> = Vec::new();
+    for b in &st.branches {
+        let b = b.get_ref();
+        if bnames.contains(&b.name.get_ref().as_str()) {
+            return Err(err(
+                b.name.span(),
+                format!("duplicate branch name {:?}", b.name.get_ref()),
+            ));
+        }
+        bnames.push(b.name.get_ref());
+        let goto = match &b.goto {
+            None => None,
+            Some(g) => {
+                let j = stage_names
+                    .iter()
+                    .position(|n| n == g.get_ref())
+                    .ok_or_else(|| {
+                        err(
+                            g.span(),
+                            format!(
+                                "branch {:?} goes to an unknown stage {:?}",
+                                b.name.get_ref(),
+                                g.get_ref()
+                            ),
+                        )
+                    })?;
+                if j <= i {
+                    return Err(err(
+                        g.span(),
+                        format!(
+                            "branch {:?} of stage {:?} goes back to stage {:?}: that makes a cycle (a branch may only jump forward)",
+                            b.name.get_ref(),
+                            stage,
+                            g.get_ref()
+                        ),
+                    ));
+                }
+                Some(j)
+            }
+        };
+        branches.push(Branch {
+            name: b.name.get_ref().clone(),
+            criterion: crit(src, b.table.as_ref(), &b.cond)?,
+            goto,
+        });
+    }
+    let default = st
+        .default
+        .as_ref()
+        .map_or_else(|| "default".to_string(), |d| d.get_ref().clone());
+    if bnames.contains(&default.as_str()) {
+        return Err(err(
+            st.default.as_ref().map_or(st.kind.span(), |d| d.span()),
+            format!("duplicate branch name {default:?} (the default branch)"),
+        ));
+    }
+    Ok(StepKind::Decision(branches, default))
+}
+
+/// Stage number `i`, checked: a unique name, at least one step, unique step and exit names.
+fn stage(src: &str, rs: &RawStage, i: usize, stage_names: &[String]) -> Result<Stage, DefError> {
+    let err = |span: std::ops::Range<usize>, message: String| located(src, span, message);
+    let criterion = |c: &Spanned<RawCriterion>| -> Result<Criterion, DefError> {
+        let r = c.get_ref();
+        crit(src, r.table.as_ref(), &r.cond)
+    };
+    if let Some(j) = stage_names
+        .get(..i)
+        .and_then(|p| p.iter().position(|n| n == rs.name.get_ref()))
+    {
+        return Err(err(
+            rs.name.span(),
+            format!(
+                "duplicate stage name {:?} (also stage {})",
+                rs.name.get_ref(),
+                j + 1
+            ),
+        ));
+    }
+    if rs.steps.is_empty() {
+        return Err(err(
+            rs.name.span(),
+            format!(
+                "stage {:?} is empty: it needs at least one [[stage.step]]",
+                rs.name.get_ref()
+            ),
+        ));
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut unique = |n: &Spanned<String>, what: &str| -> Result<(), DefError> {
+        if names.contains(n.get_ref()) {
+            return Err(err(
+                n.span(),
+                format!(
+                    "duplicate {what} name {:?} in stage {:?}",
+                    n.get_ref(),
+                    rs.name.get_ref()
+                ),
+            ));
+        }
+        names.push(n.get_ref().clone());
+        Ok(())
+    };
+    let mut steps = Vec::new();
+    for st in &rs.steps {
+        let st = st.get_ref();
+        unique(&st.name, "step")?;
+        let k = step_kind(src, st, i, rs.name.get_ref(), stage_names)?;
+        steps.push(Step {
+            name: st.name.get_ref().clone(),
+            kind: k,
+        });
+    }
+    let mut exits = Vec::new();
+    for e in &rs.exits {
+        let e = e.get_ref();
+        unique(&e.name, "exit")?;
+        if let Some(g) = &e.goto {
+            return Err(err(
+                g.span(),
+                format!("exit {:?}: an exit has no goto", e.name.get_ref()),
+            ));
+        }
+        exits.push(Exit {
+            name: e.name.get_ref().clone(),
+            criterion: crit(src, e.table.as_ref(), &e.cond)?,
+        });
+    }
+    Ok(Stage {
+        name: rs.name.get_ref().clone(),
+        steps,
+        exits,
+        goal: rs.goal.as_ref().map(criterion).transpose()?,
     })
 }
 

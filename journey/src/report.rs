@@ -92,38 +92,7 @@ pub fn funnel(s: &mut dyn Session, j: &Journey) -> Result<Funnel, RunError> {
             reached: reached(&col::stage(i)),
             current: Some(current),
         });
-        for (k, step) in stage.steps.iter().enumerate() {
-            let what = match &step.kind {
-                StepKind::Wait(_) => "wait",
-                StepKind::Decision(..) => "decision",
-                StepKind::Activation(_) => "activation",
-            };
-            lines.push(Line {
-                depth: 1,
-                label: format!("{} ({what})", step.name),
-                column: col::step(i, k),
-                reached: reached(&col::step(i, k)),
-                current: None,
-            });
-            if let StepKind::Decision(bs, default) = &step.kind {
-                for (bi, br) in bs.iter().enumerate() {
-                    lines.push(Line {
-                        depth: 2,
-                        label: format!("branch {}", br.name),
-                        column: col::branch(i, k, bi),
-                        reached: reached(&col::branch(i, k, bi)),
-                        current: None,
-                    });
-                }
-                lines.push(Line {
-                    depth: 2,
-                    label: format!("branch {default}"),
-                    column: col::default_branch(i, k),
-                    reached: reached(&col::default_branch(i, k)),
-                    current: None,
-                });
-            }
-        }
+        step_lines(&mut lines, i, stage, &reached);
         for (e, x) in stage.exits.iter().enumerate() {
             lines.push(Line {
                 depth: 1,
@@ -152,10 +121,22 @@ pub fn funnel(s: &mut dyn Session, j: &Journey) -> Result<Funnel, RunError> {
             current: None,
         });
     }
+    let median = median_to_goal(s, j)?;
+    Ok(Funnel {
+        name: j.name.clone(),
+        lines,
+        median_to_goal_s: median,
+    })
+}
+
+/// The median time from entering the first stage to the goal, in seconds (`None` without a goal or
+/// without customers who reached it).
+fn median_to_goal(s: &mut dyn Session, j: &Journey) -> Result<Option<f64>, RunError> {
+    let st = &j.state_table;
     let goal_col = if j.goal.is_some() {
         Some(col::GOAL.to_string())
     } else if j.stages.last().is_some_and(|s| s.goal.is_some()) {
-        Some(col::stage_goal(n - 1))
+        Some(col::stage_goal(j.stages.len() - 1))
     } else {
         None
     };
@@ -195,11 +176,43 @@ pub fn funnel(s: &mut dyn Session, j: &Journey) -> Result<Funnel, RunError> {
             median = Some(v / 1e6);
         }
     }
-    Ok(Funnel {
-        name: j.name.clone(),
-        lines,
-        median_to_goal_s: median,
-    })
+    Ok(median)
+}
+
+/// The funnel lines of stage `i`'s steps and decision branches.
+fn step_lines(lines: &mut Vec<Line>, i: usize, stage: &crate::def::Stage, reached: &dyn Fn(&str) -> u64) {
+    for (k, step) in stage.steps.iter().enumerate() {
+        let what = match &step.kind {
+            StepKind::Wait(_) => "wait",
+            StepKind::Decision(..) => "decision",
+            StepKind::Activation(_) => "activation",
+        };
+        lines.push(Line {
+            depth: 1,
+            label: format!("{} ({what})", step.name),
+            column: col::step(i, k),
+            reached: reached(&col::step(i, k)),
+            current: None,
+        });
+        if let StepKind::Decision(bs, default) = &step.kind {
+            for (bi, br) in bs.iter().enumerate() {
+                lines.push(Line {
+                    depth: 2,
+                    label: format!("branch {}", br.name),
+                    column: col::branch(i, k, bi),
+                    reached: reached(&col::branch(i, k, bi)),
+                    current: None,
+                });
+            }
+            lines.push(Line {
+                depth: 2,
+                label: format!("branch {default}"),
+                column: col::default_branch(i, k),
+                reached: reached(&col::default_branch(i, k)),
+                current: None,
+            });
+        }
+    }
 }
 
 /// A duration in seconds, readably.

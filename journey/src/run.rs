@@ -589,6 +589,26 @@ pub fn run(
         return Ok(report);
     }
     // Activations of this run, written before the swap: a crash in between re-derives them.
+    report.activations = write_activations(&mut ctx, j, &tx)?;
+    ctx.run(&format!("ALTER TABLE {st} SWAP WITH {next}"))?;
+    ctx.run(&format!("DROP TABLE {next}"))?;
+    ctx.run(&format!("DROP TABLE {tx}"))?;
+    c.drop_cached(&mut ctx)?;
+    report.swapped = true;
+    report.statements = ctx.statements;
+    report.elapsed = t0.elapsed();
+    Ok(report)
+}
+
+/// Writes `<state>_activations` from the run's transitions `tx` and returns the activations
+/// (customer, step column, channel).
+fn write_activations(
+    ctx: &mut Ctx<'_>,
+    j: &Journey,
+    tx: &str,
+) -> Result<Vec<(String, String, String)>, RunError> {
+    let st = &j.state_table;
+    let mut out = Vec::new();
     let acts: Vec<(String, String)> = j
         .stages
         .iter()
@@ -614,17 +634,10 @@ pub fn run(
         ))?;
         let reply = ctx.run(&format!("SELECT * FROM {at} ORDER BY customer_id"))?;
         for b in &reply.batches {
-            collect_activations(b, &acts, &mut report.activations);
+            collect_activations(b, &acts, &mut out);
         }
     }
-    ctx.run(&format!("ALTER TABLE {st} SWAP WITH {next}"))?;
-    ctx.run(&format!("DROP TABLE {next}"))?;
-    ctx.run(&format!("DROP TABLE {tx}"))?;
-    c.drop_cached(&mut ctx)?;
-    report.swapped = true;
-    report.statements = ctx.statements;
-    report.elapsed = t0.elapsed();
-    Ok(report)
+    Ok(out)
 }
 
 fn collect_activations(

@@ -55,6 +55,87 @@ fn ascii(c: char, what: &str) -> Result<u8> {
         .ok_or_else(|| QueryError::InvalidValue(format!("COPY {what} must be one ASCII character")))
 }
 
+/// The format, delimiter and NULL text of a COPY's options (new and legacy syntax).
+fn copy_options(
+    options: &[ast::CopyOption],
+    legacy_options: &[ast::CopyLegacyOption],
+) -> Result<(CopyFormat, u8, String)> {
+    let mut format = CopyFormat::Text;
+    let (mut header, mut quote, mut escape, mut delimiter, mut null) =
+        (false, b'"', None, None, None);
+    for o in options {
+        match o {
+            ast::CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
+                "csv" => {
+                    format = CopyFormat::Csv {
+                        header: false,
+                        quote: b'"',
+                        escape: b'"',
+                    }
+                }
+                "text" => format = CopyFormat::Text,
+                other => {
+                    return Err(QueryError::Unsupported(format!("COPY format {other}")))
+                }
+            },
+            ast::CopyOption::Header(h) => header = *h,
+            ast::CopyOption::Delimiter(d) => delimiter = Some(ascii(*d, "DELIMITER")?),
+            ast::CopyOption::Null(n) => null = Some(n.clone()),
+            ast::CopyOption::Quote(q) => quote = ascii(*q, "QUOTE")?,
+            ast::CopyOption::Escape(e) => escape = Some(ascii(*e, "ESCAPE")?),
+            ast::CopyOption::Encoding(e)
+                if matches!(e.to_ascii_uppercase().as_str(), "UTF8" | "UTF-8") => {}
+            other => return Err(QueryError::Unsupported(format!("COPY option {other}"))),
+        }
+    }
+    for o in legacy_options {
+        match o {
+            ast::CopyLegacyOption::Csv(csv) => {
+                format = CopyFormat::Csv {
+                    header: false,
+                    quote: b'"',
+                    escape: b'"',
+                };
+                for co in csv {
+                    match co {
+                        ast::CopyLegacyCsvOption::Header => header = true,
+                        ast::CopyLegacyCsvOption::Quote(q) => quote = ascii(*q, "QUOTE")?,
+                        ast::CopyLegacyCsvOption::Escape(e) => {
+                            escape = Some(ascii(*e, "ESCAPE")?)
+                        }
+                        other => {
+                            return Err(QueryError::Unsupported(format!(
+                                "COPY option {other}"
+                            )))
+                        }
+                    }
+                }
+            }
+            ast::CopyLegacyOption::Header => header = true,
+            ast::CopyLegacyOption::Delimiter(d) => delimiter = Some(ascii(*d, "DELIMITER")?),
+            ast::CopyLegacyOption::Null(n) => null = Some(n.clone()),
+            other => return Err(QueryError::Unsupported(format!("COPY option {other}"))),
+        }
+    }
+    if let CopyFormat::Csv {
+        header: h,
+        quote: q,
+        escape: e,
+    } = &mut format
+    {
+        *h = header;
+        *q = quote;
+        *e = escape.unwrap_or(quote);
+        return Ok((format, delimiter.unwrap_or(b','), null.unwrap_or_default()));
+    }
+    if header {
+        return Err(QueryError::Unsupported(
+            "HEADER in text format (use FORMAT csv)".into(),
+        ));
+    }
+    Ok((format, delimiter.unwrap_or(b'\t'), null.unwrap_or_else(|| "\\N".into())))
+}
+
 impl Engine {
     /// `Some` when `stmt` is `COPY .. FROM STDIN` (with its table, columns and options checked);
     /// `None` for any other statement.
@@ -111,90 +192,14 @@ impl Engine {
                 t.schema().key_name
             )));
         }
-        let mut c = CopyIn {
+        let (format, delimiter, null) = copy_options(options, legacy_options)?;
+        Ok(Some(CopyIn {
             table,
             columns,
-            format: CopyFormat::Text,
-            delimiter: b'\t',
-            null: "\\N".into(),
-        };
-        let (mut header, mut quote, mut escape, mut delimiter, mut null) =
-            (false, b'"', None, None, None);
-        for o in options {
-            match o {
-                ast::CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
-                    "csv" => {
-                        c.format = CopyFormat::Csv {
-                            header: false,
-                            quote: b'"',
-                            escape: b'"',
-                        }
-                    }
-                    "text" => c.format = CopyFormat::Text,
-                    other => {
-                        return Err(QueryError::Unsupported(format!("COPY format {other}")))
-                    }
-                },
-                ast::CopyOption::Header(h) => header = *h,
-                ast::CopyOption::Delimiter(d) => delimiter = Some(ascii(*d, "DELIMITER")?),
-                ast::CopyOption::Null(n) => null = Some(n.clone()),
-                ast::CopyOption::Quote(q) => quote = ascii(*q, "QUOTE")?,
-                ast::CopyOption::Escape(e) => escape = Some(ascii(*e, "ESCAPE")?),
-                ast::CopyOption::Encoding(e)
-                    if matches!(e.to_ascii_uppercase().as_str(), "UTF8" | "UTF-8") => {}
-                other => return Err(QueryError::Unsupported(format!("COPY option {other}"))),
-            }
-        }
-        for o in legacy_options {
-            match o {
-                ast::CopyLegacyOption::Csv(csv) => {
-                    c.format = CopyFormat::Csv {
-                        header: false,
-                        quote: b'"',
-                        escape: b'"',
-                    };
-                    for co in csv {
-                        match co {
-                            ast::CopyLegacyCsvOption::Header => header = true,
-                            ast::CopyLegacyCsvOption::Quote(q) => quote = ascii(*q, "QUOTE")?,
-                            ast::CopyLegacyCsvOption::Escape(e) => {
-                                escape = Some(ascii(*e, "ESCAPE")?)
-                            }
-                            other => {
-                                return Err(QueryError::Unsupported(format!(
-                                    "COPY option {other}"
-                                )))
-                            }
-                        }
-                    }
-                }
-                ast::CopyLegacyOption::Header => header = true,
-                ast::CopyLegacyOption::Delimiter(d) => delimiter = Some(ascii(*d, "DELIMITER")?),
-                ast::CopyLegacyOption::Null(n) => null = Some(n.clone()),
-                other => return Err(QueryError::Unsupported(format!("COPY option {other}"))),
-            }
-        }
-        if let CopyFormat::Csv {
-            header: h,
-            quote: q,
-            escape: e,
-        } = &mut c.format
-        {
-            *h = header;
-            *q = quote;
-            *e = escape.unwrap_or(quote);
-            c.delimiter = delimiter.unwrap_or(b',');
-            c.null = null.unwrap_or_default();
-        } else {
-            if header {
-                return Err(QueryError::Unsupported(
-                    "HEADER in text format (use FORMAT csv)".into(),
-                ));
-            }
-            c.delimiter = delimiter.unwrap_or(b'\t');
-            c.null = null.unwrap_or_else(|| "\\N".into());
-        }
-        Ok(Some(c))
+            format,
+            delimiter,
+            null,
+        }))
     }
 
     /// Loads `data` (the whole COPY input) into the table as one append: every row or none.

@@ -461,57 +461,7 @@ impl Engine {
             return self.create_table_as(&name, q, ct.or_replace, ct.if_not_exists);
         }
         let key_type = self.db.snapshot().key_type();
-        let mut key_name = None;
-        for c in &ct.constraints {
-            match c {
-                ast::TableConstraint::PrimaryKey(pk) => match pk.columns.as_slice() {
-                    [one] => key_name = Some(one.column.expr.to_string().to_ascii_lowercase()),
-                    _ => {
-                        return Err(QueryError::Unsupported(
-                            "a PRIMARY KEY of several columns".into(),
-                        ))
-                    }
-                },
-                other => return Err(QueryError::Unsupported(format!("table constraint {other}"))),
-            }
-        }
-        let col_name = |c: &ast::ColumnDef| {
-            if c.name.quote_style.is_some() {
-                c.name.value.clone()
-            } else {
-                c.name.value.to_ascii_lowercase()
-            }
-        };
-        let pk_cols: Vec<String> = ct
-            .columns
-            .iter()
-            .filter(|c| {
-                c.options
-                    .iter()
-                    .any(|o| matches!(o.option, ast::ColumnOption::PrimaryKey(_)))
-            })
-            .map(col_name)
-            .chain(key_name.take())
-            .collect();
-        let key_name = match pk_cols.as_slice() {
-            [] => {
-                return Err(QueryError::Syntax(format!(
-                    "table {name} needs a PRIMARY KEY column (the customer key)"
-                )))
-            }
-            [one] => one.clone(),
-            [a, rest @ ..] if rest.iter().all(|r| r == a) => a.clone(),
-            _ => {
-                return Err(QueryError::Unsupported(
-                    "several PRIMARY KEY columns (the key is one customer column)".into(),
-                ))
-            }
-        };
-        if !ct.columns.iter().any(|c| col_name(c) == key_name) {
-            return Err(QueryError::ColumnNotFound(format!(
-                "PRIMARY KEY column {key_name}"
-            )));
-        }
+        let key_name = key_column(ct, &name)?;
         let mut columns = Vec::new();
         for (i, c) in ct.columns.iter().enumerate() {
             let cname = col_name(c);
@@ -728,36 +678,8 @@ impl Engine {
                 }
             }
         };
-        if let Statement::Insert(ins) = stmt {
-            if let (ast::TableObject::TableName(tn), Some(src)) = (&ins.table, &ins.source) {
-                if let (Ok(t), ast::SetExpr::Values(v)) = (
-                    single_name(tn).and_then(|n| {
-                        snap.table(&n)
-                            .map_err(|_| QueryError::TableNotFound(n.clone()))
-                    }),
-                    src.body.as_ref(),
-                ) {
-                    let all = table_columns(&snap, &t);
-                    let targets: Vec<Option<DType>> = if ins.columns.is_empty() {
-                        all.iter().map(|(_, t)| Some(*t)).collect()
-                    } else {
-                        ins.columns
-                            .iter()
-                            .map(|c| {
-                                let c = c.to_string();
-                                all.iter()
-                                    .find(|(a, _)| a.eq_ignore_ascii_case(&c))
-                                    .map(|(_, t)| *t)
-                            })
-                            .collect()
-                    };
-                    for row in &v.rows {
-                        for (e, t) in row.content.iter().zip(&targets) {
-                            set(e, *t);
-                        }
-                    }
-                }
-            }
+        for (e, t) in insert_value_types(&snap, stmt) {
+            set(e, t);
         }
         let _ = ast::visit_expressions(stmt, |e| {
             use ast::BinaryOperator as B;
@@ -800,6 +722,38 @@ impl Engine {
         out
     }
 
+    /// The rows of `INSERT .. VALUES` as a batch of the target columns' types.
+    fn values_batch(&self, v: &ast::Values, targets: &[(String, DType)]) -> Result<RecordBatch> {
+        let mut builders: Vec<Vec<Scalar>> = vec![Vec::new(); targets.len()];
+        for row in &v.rows {
+            let content = &row.content;
+            if content.len() != targets.len() {
+                return Err(QueryError::Syntax(format!(
+                    "a VALUES row has {} values for {} columns",
+                    content.len(),
+                    targets.len()
+                )));
+            }
+            for (k, e) in content.iter().enumerate() {
+                let s = eval_const(e, self.now())?;
+                let s = coerce(s, targets.get(k).map_or(DType::Null, |t| t.1))?;
+                if let Some(b) = builders.get_mut(k) {
+                    b.push(s);
+                }
+            }
+        }
+        let arrays = builders
+            .into_iter()
+            .zip(targets)
+            .map(|(vals, (_, t))| scalars_to_array(&vals, *t))
+            .collect::<Result<Vec<_>>>()?;
+        let fields: Vec<Field> = targets
+            .iter()
+            .map(|(n, t)| Field::new(n, crate::exec::arrow_type(*t), true))
+            .collect();
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+    }
+
     fn insert(&self, ins: &ast::Insert) -> Result<Output> {
         let ast::TableObject::TableName(tn) = &ins.table else {
             return Err(QueryError::Unsupported(
@@ -840,36 +794,7 @@ impl Engine {
             .as_ref()
             .ok_or_else(|| QueryError::Unsupported("INSERT without VALUES or a query".into()))?;
         let batch = match source.body.as_ref() {
-            ast::SetExpr::Values(v) => {
-                let mut builders: Vec<Vec<Scalar>> = vec![Vec::new(); targets.len()];
-                for row in &v.rows {
-                    let content = &row.content;
-                    if content.len() != targets.len() {
-                        return Err(QueryError::Syntax(format!(
-                            "a VALUES row has {} values for {} columns",
-                            content.len(),
-                            targets.len()
-                        )));
-                    }
-                    for (k, e) in content.iter().enumerate() {
-                        let s = eval_const(e, self.now())?;
-                        let s = coerce(s, targets.get(k).map_or(DType::Null, |t| t.1))?;
-                        if let Some(b) = builders.get_mut(k) {
-                            b.push(s);
-                        }
-                    }
-                }
-                let arrays = builders
-                    .into_iter()
-                    .zip(&targets)
-                    .map(|(vals, (_, t))| scalars_to_array(&vals, *t))
-                    .collect::<Result<Vec<_>>>()?;
-                let fields: Vec<Field> = targets
-                    .iter()
-                    .map(|(n, t)| Field::new(n, crate::exec::arrow_type(*t), true))
-                    .collect();
-                RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?
-            }
+            ast::SetExpr::Values(v) => self.values_batch(v, &targets)?,
             _ => {
                 let plan = plan_query(source, &self.ctx(&snap))?;
                 if let Some(n) = self.insert_by_ordinals(&name, &t, &targets, &plan, &snap)? {
@@ -1163,4 +1088,103 @@ fn dtype_of_arrow(t: &DataType) -> DType {
 #[allow(dead_code)]
 fn schema_of(cols: &[crate::plan::RelCol]) -> Arc<Schema> {
     output_schema(cols)
+}
+
+/// Each value of an `INSERT .. VALUES` with its target column's type.
+fn insert_value_types<'s>(
+    snap: &journeydb_storage::Snapshot,
+    stmt: &'s Statement,
+) -> Vec<(&'s ast::Expr, Option<DType>)> {
+    let mut out = Vec::new();
+    if let Statement::Insert(ins) = stmt {
+        if let (ast::TableObject::TableName(tn), Some(src)) = (&ins.table, &ins.source) {
+            if let (Ok(t), ast::SetExpr::Values(v)) = (
+                single_name(tn).and_then(|n| {
+                    snap.table(&n)
+                        .map_err(|_| QueryError::TableNotFound(n.clone()))
+                }),
+                src.body.as_ref(),
+            ) {
+                let all = table_columns(snap, &t);
+                let targets: Vec<Option<DType>> = if ins.columns.is_empty() {
+                    all.iter().map(|(_, t)| Some(*t)).collect()
+                } else {
+                    ins.columns
+                        .iter()
+                        .map(|c| {
+                            let c = c.to_string();
+                            all.iter()
+                                .find(|(a, _)| a.eq_ignore_ascii_case(&c))
+                                .map(|(_, t)| *t)
+                        })
+                        .collect()
+                };
+                for row in &v.rows {
+                    for (e, t) in row.content.iter().zip(&targets) {
+                        out.push((e, *t));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A column definition's name: as written when quoted, lowercased otherwise.
+fn col_name(c: &ast::ColumnDef) -> String {
+    if c.name.quote_style.is_some() {
+        c.name.value.clone()
+    } else {
+        c.name.value.to_ascii_lowercase()
+    }
+}
+
+/// The customer key column of a CREATE TABLE: the one PRIMARY KEY column (as a column option or a
+/// table constraint), which must be defined.
+fn key_column(ct: &ast::CreateTable, name: &str) -> Result<String> {
+    let mut key_name = None;
+    for c in &ct.constraints {
+        match c {
+            ast::TableConstraint::PrimaryKey(pk) => match pk.columns.as_slice() {
+                [one] => key_name = Some(one.column.expr.to_string().to_ascii_lowercase()),
+                _ => {
+                    return Err(QueryError::Unsupported(
+                        "a PRIMARY KEY of several columns".into(),
+                    ))
+                }
+            },
+            other => return Err(QueryError::Unsupported(format!("table constraint {other}"))),
+        }
+    }
+    let pk_cols: Vec<String> = ct
+        .columns
+        .iter()
+        .filter(|c| {
+            c.options
+                .iter()
+                .any(|o| matches!(o.option, ast::ColumnOption::PrimaryKey(_)))
+        })
+        .map(col_name)
+        .chain(key_name.take())
+        .collect();
+    let key_name = match pk_cols.as_slice() {
+        [] => {
+            return Err(QueryError::Syntax(format!(
+                "table {name} needs a PRIMARY KEY column (the customer key)"
+            )))
+        }
+        [one] => one.clone(),
+        [a, rest @ ..] if rest.iter().all(|r| r == a) => a.clone(),
+        _ => {
+            return Err(QueryError::Unsupported(
+                "several PRIMARY KEY columns (the key is one customer column)".into(),
+            ))
+        }
+    };
+    if !ct.columns.iter().any(|c| col_name(c) == key_name) {
+        return Err(QueryError::ColumnNotFound(format!(
+            "PRIMARY KEY column {key_name}"
+        )));
+    }
+    Ok(key_name)
 }

@@ -189,6 +189,14 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
         kept.push(t.clone());
         i += 1;
     }
+    statements(kept, &specs)
+}
+
+/// Parses the kept tokens into statements, each with the MERGE rules `specs` found for it.
+fn statements(
+    kept: Vec<TokenWithSpan>,
+    specs: &[(usize, usize, MergeRule)],
+) -> Result<Vec<ParsedStatement>> {
     let stmts = Parser::new(&dialect())
         .with_recursion_limit(PARSE_DEPTH_MAX)
         .with_tokens_with_locations(kept)

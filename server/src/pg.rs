@@ -400,22 +400,15 @@ fn prepare(engine: &Engine, sql: &str, mut types: Vec<i32>) -> Result<Prepared, 
     })
 }
 
-/// Serves one PostgreSQL connection until it ends.
-pub fn connection(
-    stream: TcpStream,
+/// The startup phase, within the authentication deadline: SSL / GSS requests are declined (or TLS
+/// started), a CancelRequest is served, the protocol version is negotiated down to 3.0, and the
+/// token is checked. `Ok(false)` when the connection ends here.
+fn startup<'a>(
+    r: &mut BufReader<Guarded<'a>>,
+    out: &mut Out<Guarded<'a>>,
     server: &crate::Server,
-    pending: crate::conn::Pending<'_>,
-) -> Result<(), PgClosed> {
+) -> Result<bool, PgClosed> {
     let config = server.config();
-    let stop = server.stopping();
-    let probe = stream.try_clone()?;
-    let evicted = pending.evicted();
-    let transport = crate::conn::Transport::shared(stream);
-    let mut r = BufReader::new(Guarded::new(transport.clone(), stop, evicted.clone()));
-    let mut out = Out {
-        w: BufWriter::new(Guarded::new(transport, stop, evicted)),
-        in_block: false,
-    };
     // Startup, within the authentication deadline: SSL / GSS requests are declined, then the real
     // startup packet.
     loop {
@@ -448,7 +441,7 @@ pub fn connection(
                 // The connection to cancel is named by its key; the request gets no answer.
                 let (pid, secret) = (be_i32(&body, &mut pos)?, be_i32(&body, &mut pos)?);
                 server.cancel(pid, secret);
-                return Ok(());
+                return Ok(false);
             }
             v if v >> 16 == 3 => {
                 // Protocol 3.x: journeydb speaks 3.0. A newer minor version, or protocol options
@@ -477,17 +470,17 @@ pub fn connection(
             other => {
                 out.error("08P01", &format!("unsupported protocol {other:#x}"))?;
                 out.w.flush()?;
-                return Ok(());
+                return Ok(false);
             }
         }
     }
     if let Some(t) = config.token.as_deref() {
         let ok = match config.pg_auth {
-            crate::PgAuth::Scram => scram_auth(&mut r, &mut out, t)?,
+            crate::PgAuth::Scram => scram_auth(r, out, t)?,
             crate::PgAuth::Password => {
                 out.msg(b'R', &3i32.to_be_bytes())?;
                 out.w.flush()?;
-                let (kind, body) = read_msg(&mut r, STARTUP_LEN_MAX)?;
+                let (kind, body) = read_msg(r, STARTUP_LEN_MAX)?;
                 let mut pos = 0;
                 kind == b'p' && crate::token_matches(Some(t), &cstr(&body, &mut pos)?)
             }
@@ -498,22 +491,19 @@ pub fn connection(
                 "password authentication failed (the password is the server's token)",
             )?;
             out.w.flush()?;
-            return Ok(());
+            return Ok(false);
         }
     }
-    let Some(_active) = pending.admit(config.max_connections) else {
-        out.error(
-            "53300",
-            &format!(
-                "sorry, too many clients already (limit {})",
-                config.max_connections
-            ),
-        )?;
-        out.w.flush()?;
-        return Ok(());
-    };
-    let engine = &server.engine().session();
-    let (len_max, idle, slots) = (config.frame_len_max, config.idle_timeout, server.slots());
+    Ok(true)
+}
+
+/// AuthenticationOk, the ParameterStatus messages clients read, and BackendKeyData with the key a
+/// CancelRequest must present to set `cancel`. The key is unregistered when dropped.
+fn greet<'s>(
+    out: &mut Out<Guarded<'_>>,
+    server: &'s crate::Server,
+    cancel: Arc<AtomicBool>,
+) -> Result<crate::CancelKey<'s>, PgClosed> {
     out.msg(b'R', &0i32.to_be_bytes())?;
     for (k, v) in [
         ("server_version", journeydb_query::SERVER_VERSION),
@@ -532,11 +522,49 @@ pub fn connection(
         out.msg(b'S', &b)?;
     }
     // BackendKeyData: the key a CancelRequest must present to cancel this connection's statement.
-    let cancel = Arc::new(AtomicBool::new(false));
-    let key = server.register_cancel(cancel.clone());
+    let key = server.register_cancel(cancel);
     let mut k = key.pid.to_be_bytes().to_vec();
     k.extend_from_slice(&key.secret.to_be_bytes());
     out.msg(b'K', &k)?;
+    Ok(key)
+}
+
+/// Refuses a connection over the limit, as PostgreSQL does (53300).
+fn too_many_clients(out: &mut Out<Guarded<'_>>, limit: usize) -> Result<(), PgClosed> {
+    out.error(
+        "53300",
+        &format!("sorry, too many clients already (limit {limit})"),
+    )?;
+    out.w.flush()?;
+    Ok(())
+}
+
+/// Serves one PostgreSQL connection until it ends.
+pub fn connection(
+    stream: TcpStream,
+    server: &crate::Server,
+    pending: crate::conn::Pending<'_>,
+) -> Result<(), PgClosed> {
+    let config = server.config();
+    let stop = server.stopping();
+    let probe = stream.try_clone()?;
+    let evicted = pending.evicted();
+    let transport = crate::conn::Transport::shared(stream);
+    let mut r = BufReader::new(Guarded::new(transport.clone(), stop, evicted.clone()));
+    let mut out = Out {
+        w: BufWriter::new(Guarded::new(transport, stop, evicted)),
+        in_block: false,
+    };
+    if !startup(&mut r, &mut out, server)? {
+        return Ok(());
+    }
+    let Some(_active) = pending.admit(config.max_connections) else {
+        return too_many_clients(&mut out, config.max_connections);
+    };
+    let engine = &server.engine().session();
+    let (len_max, idle, slots) = (config.frame_len_max, config.idle_timeout, server.slots());
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _key = greet(&mut out, server, cancel.clone())?;
     out.ready()?;
 
     let mut statements: HashMap<String, Prepared> = HashMap::new();

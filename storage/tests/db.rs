@@ -618,26 +618,7 @@ fn a_flipped_byte_in_a_segment_is_an_error_not_data() {
 
 #[test]
 fn corruption_in_the_middle_of_the_wal_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
-    db.create_table("t", state_schema()).unwrap();
-    for i in 0..3 {
-        db.append(
-            "t",
-            &batch(
-                "customer_id",
-                &keys(i * 10..i * 10 + 10),
-                vec![("hits", Col::Int(vec![Some(1); 10]))],
-            ),
-        )
-        .unwrap();
-    }
-    drop(db);
-    let wal = std::fs::read_dir(dir.path().join("wal"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max()
-        .unwrap();
+    let (dir, wal) = three_appends();
     let mut bytes = std::fs::read(&wal).unwrap();
     bytes[40] ^= 0xff; // inside the first record's payload
     std::fs::write(&wal, &bytes).unwrap();
@@ -916,8 +897,12 @@ fn three_appends() -> (tempfile::TempDir, std::path::PathBuf) {
 fn a_flipped_length_bit_is_corruption_not_an_empty_log() {
     let (dir, wal) = three_appends();
     let mut bytes = std::fs::read(&wal).unwrap();
-    // The first record starts after the 16-byte header: salt u32, then the length.
-    bytes[16 + 4] ^= 0x01;
+    // The most significant byte of the first record's length (after the 16-byte header: in version
+    // 2 a salt comes first, in version 1 the length): the length now reaches past the end of the
+    // file, which version 1 took for a torn tail, dropping every record.
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    let len_at = 16 + if version >= 2 { 4 } else { 0 };
+    bytes[len_at + 3] ^= 0x40;
     std::fs::write(&wal, &bytes).unwrap();
     let checked = Database::check_dir(dir.path());
     assert!(

@@ -19,14 +19,22 @@ fn sql(s: &mut dyn Session, q: &str) -> Result<journeydb_client::Reply, String> 
     s.run(q).map_err(|e| format!("{e}\n  in: {q}"))
 }
 
-/// Runs the demo.
-pub fn run(a: &journeydb_tools::cli::DemoArgs) -> Result<(), String> {
-    let t_all = Instant::now();
-    let j = def::parse(JOURNEY).map_err(|e| format!("examples/journey.toml: {e}"))?;
-    // The database: a server, or an embedded one in --dir or a temporary directory.
+/// The demo's session: a server (`--connect`), or a new embedded database in `--dir` or a
+/// temporary directory; with the embedded database and the temporary directory, if any.
+#[allow(clippy::type_complexity)]
+fn open_demo_session(
+    a: &journeydb_tools::cli::DemoArgs,
+) -> Result<
+    (
+        Box<dyn Session>,
+        Option<std::sync::Arc<journeydb_storage::Database>>,
+        Option<TempDir>,
+    ),
+    String,
+> {
     let mut tmp: Option<TempDir> = None;
     let mut embedded = None;
-    let mut session: Box<dyn Session> = match &a.remote.connect {
+    let session: Box<dyn Session> = match &a.remote.connect {
         Some(addr) => journey::open_session(None, Some(addr), a.remote.token())?,
         None => {
             let dir = match &a.dir {
@@ -58,6 +66,38 @@ pub fn run(a: &journeydb_tools::cli::DemoArgs) -> Result<(), String> {
             ))
         }
     };
+    Ok((session, embedded, tmp))
+}
+
+/// Loads the generated profiles and behaviours of `customers` customers, with a progress line.
+fn load(s: &mut dyn Session, customers: usize) -> Result<(), String> {
+    let gen = data::Cdp { seed: 7 };
+    let t = Instant::now();
+    let mut start = 0;
+    while start < customers {
+        let end = (start + BATCH_ROWS).min(customers);
+        s.append("profiles", &gen.profiles(start..end))
+            .map_err(|e| e.to_string())?;
+        s.append("behaviours", &gen.behaviours_batch(start..end))
+            .map_err(|e| e.to_string())?;
+        start = end;
+        print!(
+            "\rloading profiles and behaviours: {end}/{} customers ({:.0}%)",
+            customers,
+            100.0 * end as f64 / customers as f64
+        );
+        let _ = std::io::stdout().flush();
+    }
+    println!(" in {:.2?}", t.elapsed());
+    Ok(())
+}
+
+/// Runs the demo.
+pub fn run(a: &journeydb_tools::cli::DemoArgs) -> Result<(), String> {
+    let t_all = Instant::now();
+    let j = def::parse(JOURNEY).map_err(|e| format!("examples/journey.toml: {e}"))?;
+    // The database: a server, or an embedded one in --dir or a temporary directory.
+    let (mut session, embedded, mut tmp) = open_demo_session(a)?;
     let s = session.as_mut();
     for t in [
         "profiles",
@@ -71,24 +111,7 @@ pub fn run(a: &journeydb_tools::cli::DemoArgs) -> Result<(), String> {
         sql(s, c)?;
     }
     // Load the CDP data, with a progress line.
-    let gen = data::Cdp { seed: 7 };
-    let t = Instant::now();
-    let mut start = 0;
-    while start < a.customers {
-        let end = (start + BATCH_ROWS).min(a.customers);
-        s.append("profiles", &gen.profiles(start..end))
-            .map_err(|e| e.to_string())?;
-        s.append("behaviours", &gen.behaviours_batch(start..end))
-            .map_err(|e| e.to_string())?;
-        start = end;
-        print!(
-            "\rloading profiles and behaviours: {end}/{} customers ({:.0}%)",
-            a.customers,
-            100.0 * end as f64 / a.customers as f64
-        );
-        let _ = std::io::stdout().flush();
-    }
-    println!(" in {:.2?}", t.elapsed());
+    load(s, a.customers)?;
     println!(
         "journey {}: {} stages, {} state columns, run once per simulated day for {} days",
         j.name,

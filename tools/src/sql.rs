@@ -172,45 +172,50 @@ fn arrow_select_concat(
     arrow_array::RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
 }
 
+/// The shell over a server: every -c / -f script (or standard input) through the native client.
+fn run_connected(a: &Args, addr: &str) -> Result<(), String> {
+    let mut client = match &a.tls_ca {
+        Some(ca) => journeydb_client::Client::connect_tls(
+            addr,
+            a.remote.token(),
+            &a.tls_name,
+            ca,
+        ),
+        None => journeydb_client::Client::connect(addr, a.remote.token()),
+    }
+    .map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut scripts: Vec<String> = a.commands.clone();
+    for f in &a.files {
+        scripts.push(std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?);
+    }
+    if scripts.is_empty() {
+        let mut sql = String::new();
+        std::io::stdin()
+            .lock()
+            .read_to_string(&mut sql)
+            .map_err(|e| e.to_string())?;
+        scripts.push(sql);
+    }
+    let mut failed = 0;
+    for s in &scripts {
+        if failed > 0 && !a.continue_on_error {
+            break;
+        }
+        failed += run_remote(&mut client, s, a)?;
+    }
+    if failed > 0 {
+        return Err(format!(
+            "{failed} statement{} failed",
+            if failed == 1 { "" } else { "s" }
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the shell.
 pub fn run(a: &Args) -> Result<(), String> {
     if let Some(addr) = &a.remote.connect {
-        let mut client = match &a.tls_ca {
-            Some(ca) => journeydb_client::Client::connect_tls(
-                addr.as_str(),
-                a.remote.token(),
-                &a.tls_name,
-                ca,
-            ),
-            None => journeydb_client::Client::connect(addr.as_str(), a.remote.token()),
-        }
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-        let mut scripts: Vec<String> = a.commands.clone();
-        for f in &a.files {
-            scripts.push(std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?);
-        }
-        if scripts.is_empty() {
-            let mut sql = String::new();
-            std::io::stdin()
-                .lock()
-                .read_to_string(&mut sql)
-                .map_err(|e| e.to_string())?;
-            scripts.push(sql);
-        }
-        let mut failed = 0;
-        for s in &scripts {
-            if failed > 0 && !a.continue_on_error {
-                break;
-            }
-            failed += run_remote(&mut client, s, a)?;
-        }
-        if failed > 0 {
-            return Err(format!(
-                "{failed} statement{} failed",
-                if failed == 1 { "" } else { "s" }
-            ));
-        }
-        return Ok(());
+        return run_connected(a, addr);
     }
     let opts = Options::default();
     let path = a.db.as_deref().ok_or("sql: give --db DIR or --connect HOST:PORT")?;

@@ -40,6 +40,30 @@ fn time(engine: &Engine, label: &str, runs: usize, sql: &str) -> Duration {
     m
 }
 
+/// The state of `customers` customers and a delta for every tenth, flushed and compacted.
+fn load(db: &Database, j: &Journey, delta_j: &Journey, customers: usize) {
+    let t = Instant::now();
+    let mut start = 0;
+    while start < customers {
+        let end = (start + 200_000).min(customers);
+        db.append("state", &j.batch(start..end))
+            .unwrap_or_else(|e| fail(e));
+        start = end;
+    }
+    let delta_rows: Vec<usize> = (0..customers).step_by(10).collect();
+    for chunk in delta_rows.chunks(200_000) {
+        db.append("delta", &delta_j.batch_for(j, chunk))
+            .unwrap_or_else(|e| fail(e));
+    }
+    db.flush().unwrap_or_else(|e| fail(e));
+    db.compact(2).unwrap_or_else(|e| fail(e));
+    eprintln!(
+        "loaded {customers} customers + {} delta rows in {:.1?}",
+        delta_rows.len(),
+        t.elapsed()
+    );
+}
+
 fn main() {
     let customers: usize = arg("--customers")
         .and_then(|s| s.parse().ok())
@@ -55,26 +79,7 @@ fn main() {
         .unwrap_or_else(|e| fail(e));
     db.create_table("delta", j.schema())
         .unwrap_or_else(|e| fail(e));
-    let t = Instant::now();
-    let mut start = 0;
-    while start < customers {
-        let end = (start + 200_000).min(customers);
-        db.append("state", &j.batch(start..end))
-            .unwrap_or_else(|e| fail(e));
-        start = end;
-    }
-    let delta_rows: Vec<usize> = (0..customers).step_by(10).collect();
-    for chunk in delta_rows.chunks(200_000) {
-        db.append("delta", &delta_j.batch_for(&j, chunk))
-            .unwrap_or_else(|e| fail(e));
-    }
-    db.flush().unwrap_or_else(|e| fail(e));
-    db.compact(2).unwrap_or_else(|e| fail(e));
-    eprintln!(
-        "loaded {customers} customers + {} delta rows in {:.1?}",
-        delta_rows.len(),
-        t.elapsed()
-    );
+    load(&db, &j, &delta_j, customers);
     let engine = Engine::new(db.clone()).with_now(1_767_225_600_000_000 + 20 * 86_400_000_000);
     println!(
         "query figures: {customers} customers, 30 sparse TIMESTAMP columns, {} cores",

@@ -626,35 +626,7 @@ fn select(
         rows = kept;
     }
     // Output columns: wildcards expand to the FROM's columns.
-    let mut items: Vec<(String, Option<&Expr>, Option<usize>)> = Vec::new();
-    for item in &s.projection {
-        match item {
-            ast::SelectItem::Wildcard(_) => {
-                for src in &layout.sources {
-                    for (i, n) in src.names.iter().enumerate() {
-                        items.push((n.clone(), None, Some(src.start + i)));
-                    }
-                }
-            }
-            ast::SelectItem::QualifiedWildcard(kind, _) => {
-                let q = match kind {
-                    ast::SelectItemQualifiedWildcardKind::ObjectName(n) => {
-                        name_parts(n).last().cloned().unwrap_or_default()
-                    }
-                    ast::SelectItemQualifiedWildcardKind::Expr(e) => default_name(e),
-                };
-                for src in layout.sources.iter().filter(|x| x.qual == q) {
-                    for (i, n) in src.names.iter().enumerate() {
-                        items.push((n.clone(), None, Some(src.start + i)));
-                    }
-                }
-            }
-            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
-                items.push((item_name(item), Some(e), None))
-            }
-            other => return unsupported(format!("select item {other}")),
-        }
-    }
+    let items = select_items(s, &layout)?;
     let names: Vec<String> = items.iter().map(|(n, _, _)| n.clone()).collect();
     let group_by: &[Expr] = match &s.group_by {
         ast::GroupByExpr::Expressions(e, _) => e,
@@ -663,33 +635,7 @@ fn select(
     let aggregate = !group_by.is_empty()
         || items.iter().any(|(_, e, _)| e.is_some_and(has_aggregate));
     // Groups: each a representative row and its member rows.
-    let groups: Vec<(Vec<V>, Vec<Vec<V>>)> = if aggregate {
-        // (group key as text, a representative row, the member rows)
-        type Group = (Vec<Option<String>>, Vec<V>, Vec<Vec<V>>);
-        let mut groups: Vec<Group> = Vec::new();
-        for row in rows {
-            let scope = Scope {
-                layout: &layout,
-                row: &row,
-                aliases: None,
-                outer,
-            };
-            let key = group_by
-                .iter()
-                .map(|g| eval(g, &scope, env).map(|v| v.text()))
-                .collect::<Result<Vec<_>>>()?;
-            match groups.iter_mut().find(|(k, _, _)| *k == key) {
-                Some((_, _, members)) => members.push(row),
-                None => groups.push((key, row.clone(), vec![row])),
-            }
-        }
-        if groups.is_empty() && group_by.is_empty() {
-            groups.push((Vec::new(), vec![V::Null; layout.width], Vec::new()));
-        }
-        groups.into_iter().map(|(_, r, m)| (r, m)).collect()
-    } else {
-        rows.into_iter().map(|r| (r, Vec::new())).collect()
-    };
+    let groups = group_rows(rows, aggregate, group_by, &layout, env, outer)?;
     // Window functions of the SELECT list (row_number / rank / dense_rank over a partition),
     // computed over the rows before projection: (item index, value per row).
     let mut windows: Vec<(usize, Vec<V>)> = Vec::new();
@@ -755,6 +701,85 @@ fn select(
         rows = dedupe(rows);
     }
     Ok(Rows { names, rows })
+}
+
+/// The SELECT list: each output column's name and its expression, or the FROM column a wildcard
+/// expands to.
+#[allow(clippy::type_complexity)]
+fn select_items<'s>(
+    s: &'s ast::Select,
+    layout: &Layout,
+) -> Result<Vec<(String, Option<&'s Expr>, Option<usize>)>> {
+    let mut items: Vec<(String, Option<&Expr>, Option<usize>)> = Vec::new();
+    for item in &s.projection {
+        match item {
+            ast::SelectItem::Wildcard(_) => {
+                for src in &layout.sources {
+                    for (i, n) in src.names.iter().enumerate() {
+                        items.push((n.clone(), None, Some(src.start + i)));
+                    }
+                }
+            }
+            ast::SelectItem::QualifiedWildcard(kind, _) => {
+                let q = match kind {
+                    ast::SelectItemQualifiedWildcardKind::ObjectName(n) => {
+                        name_parts(n).last().cloned().unwrap_or_default()
+                    }
+                    ast::SelectItemQualifiedWildcardKind::Expr(e) => default_name(e),
+                };
+                for src in layout.sources.iter().filter(|x| x.qual == q) {
+                    for (i, n) in src.names.iter().enumerate() {
+                        items.push((n.clone(), None, Some(src.start + i)));
+                    }
+                }
+            }
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+                items.push((item_name(item), Some(e), None))
+            }
+            other => return unsupported(format!("select item {other}")),
+        }
+    }
+    Ok(items)
+}
+
+/// Rows grouped by `group_by` when the SELECT aggregates (each group: a representative row and its
+/// members; one empty group for an aggregate without GROUP BY over no rows), else each row alone.
+#[allow(clippy::type_complexity)]
+fn group_rows(
+    rows: Vec<Vec<V>>,
+    aggregate: bool,
+    group_by: &[Expr],
+    layout: &Layout,
+    env: &Env<'_>,
+    outer: Option<&Scope<'_>>,
+) -> Result<Vec<(Vec<V>, Vec<Vec<V>>)>> {
+    Ok(if aggregate {
+        // (group key as text, a representative row, the member rows)
+        type Group = (Vec<Option<String>>, Vec<V>, Vec<Vec<V>>);
+        let mut groups: Vec<Group> = Vec::new();
+        for row in rows {
+            let scope = Scope {
+                layout,
+                row: &row,
+                aliases: None,
+                outer,
+            };
+            let key = group_by
+                .iter()
+                .map(|g| eval(g, &scope, env).map(|v| v.text()))
+                .collect::<Result<Vec<_>>>()?;
+            match groups.iter_mut().find(|(k, _, _)| *k == key) {
+                Some((_, _, members)) => members.push(row),
+                None => groups.push((key, row.clone(), vec![row])),
+            }
+        }
+        if groups.is_empty() && group_by.is_empty() {
+            groups.push((Vec::new(), vec![V::Null; layout.width], Vec::new()));
+        }
+        groups.into_iter().map(|(_, r, m)| (r, m)).collect()
+    } else {
+        rows.into_iter().map(|r| (r, Vec::new())).collect()
+    })
 }
 
 /// The values of a ranking window function for every row: rows are grouped by the PARTITION BY

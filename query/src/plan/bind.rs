@@ -420,43 +420,7 @@ pub(super) fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
     let plan = if has_agg || !group_by.is_empty() {
         plan_aggregate(s, input, &in_cols, alias, &group_by, ctx)?
     } else {
-        let mut exprs = Vec::new();
-        for item in &s.projection {
-            match item {
-                ast::SelectItem::Wildcard(_) => {
-                    for (i, c) in in_cols.iter().enumerate() {
-                        exprs.push((Expr::Col(i), c.clone()));
-                    }
-                }
-                ast::SelectItem::QualifiedWildcard(..) => {
-                    for (i, c) in in_cols.iter().enumerate() {
-                        exprs.push((Expr::Col(i), c.clone()));
-                    }
-                }
-                ast::SelectItem::ExprWithAliases { .. } => {
-                    return unsupported("several aliases for one expression")
-                }
-                ast::SelectItem::UnnamedExpr(e)
-                | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
-                    let pe = plan_expr(e, &in_cols, alias, ctx.now_us)?;
-                    let name = match item {
-                        ast::SelectItem::ExprWithAlias { alias, .. } => ident(alias),
-                        _ => default_name(e),
-                    };
-                    let dtype = expr_type(&pe, &in_cols)?;
-                    let is_key =
-                        matches!(pe, Expr::Col(i) if in_cols.get(i).is_some_and(|c| c.is_key));
-                    exprs.push((
-                        pe,
-                        RelCol {
-                            name,
-                            dtype,
-                            is_key,
-                        },
-                    ));
-                }
-            }
-        }
+        let exprs = projection(s, &in_cols, alias, ctx)?;
         Plan::Project {
             input: Box::new(input),
             exprs,
@@ -470,6 +434,53 @@ pub(super) fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
         Some(_) => return unsupported("DISTINCT over columns other than the customer key"),
     };
     Ok(prune_scan(plan))
+}
+
+/// The SELECT list of a query without aggregates: each item bound against the input's columns.
+pub(super) fn projection(
+    s: &ast::Select,
+    in_cols: &[RelCol],
+    alias: Option<&str>,
+    ctx: &PlanCtx<'_>,
+) -> Result<Vec<(Expr, RelCol)>> {
+    let mut exprs = Vec::new();
+    for item in &s.projection {
+        match item {
+            ast::SelectItem::Wildcard(_) => {
+                for (i, c) in in_cols.iter().enumerate() {
+                    exprs.push((Expr::Col(i), c.clone()));
+                }
+            }
+            ast::SelectItem::QualifiedWildcard(..) => {
+                for (i, c) in in_cols.iter().enumerate() {
+                    exprs.push((Expr::Col(i), c.clone()));
+                }
+            }
+            ast::SelectItem::ExprWithAliases { .. } => {
+                return unsupported("several aliases for one expression")
+            }
+            ast::SelectItem::UnnamedExpr(e)
+            | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+                let pe = plan_expr(e, in_cols, alias, ctx.now_us)?;
+                let name = match item {
+                    ast::SelectItem::ExprWithAlias { alias, .. } => ident(alias),
+                    _ => default_name(e),
+                };
+                let dtype = expr_type(&pe, in_cols)?;
+                let is_key =
+                    matches!(pe, Expr::Col(i) if in_cols.get(i).is_some_and(|c| c.is_key));
+                exprs.push((
+                    pe,
+                    RelCol {
+                        name,
+                        dtype,
+                        is_key,
+                    },
+                ));
+            }
+        }
+    }
+    Ok(exprs)
 }
 
 /// System tables take plain column lists only: `SELECT * | col, .. FROM system.x`.

@@ -244,15 +244,7 @@ impl Shared {
         if trimmed.is_empty() {
             return garbage;
         }
-        let still: HashSet<SegmentId> = st
-            .kept
-            .iter()
-            .flat_map(|m| {
-                m.tables
-                    .iter()
-                    .flat_map(|t| t.segments.iter().map(|s| s.id))
-            })
-            .collect();
+        let still = named_segments(&st.kept);
         for old in &trimmed {
             garbage.manifests.push(old.version);
             for s in old.tables.iter().flat_map(|t| t.segments.iter()) {

@@ -237,6 +237,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Every segment some manifest of `kept` names.
+fn named_segments(kept: &VecDeque<Arc<Manifest>>) -> HashSet<SegmentId> {
+    kept.iter()
+        .flat_map(|m| {
+            m.tables
+                .iter()
+                .flat_map(|t| t.segments.iter().map(|s| s.id))
+        })
+        .collect()
+}
+
 fn seg_dir(dir: &Path) -> PathBuf {
     dir.join("seg")
 }

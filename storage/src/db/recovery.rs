@@ -134,14 +134,7 @@ fn open_segments(
             segments.insert(s.id, Arc::new(seg));
         }
     }
-    let referenced: HashSet<SegmentId> = kept
-        .iter()
-        .flat_map(|m| {
-            m.tables
-                .iter()
-                .flat_map(|t| t.segments.iter().map(|s| s.id))
-        })
-        .collect();
+    let referenced = named_segments(kept);
     let mut max_seg = 0u64;
     let sdir = seg_dir(dir);
     for name in crate::dir::list(fs, &sdir)? {
