@@ -260,16 +260,23 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
     let n: i64 = n
         .parse()
         .map_err(|_| format!("duration {s:?}: {n:?} is not a whole number"))?;
-    let unit_us: i64 = match unit.to_ascii_lowercase().trim_end_matches('s') {
-        "second" | "sec" | "" => 1_000_000,
-        "minute" | "min" | "m" => 60_000_000,
-        "hour" | "h" => 3_600_000_000,
-        "day" | "d" => 86_400_000_000,
-        "week" | "w" => 7 * 86_400_000_000,
+    // Exact unit names only: trimming a plural `s` once turned "90ms" into 90 minutes.
+    let unit_us: i64 = match unit.to_ascii_lowercase().as_str() {
+        "ms" | "millisecond" | "milliseconds" => 1_000,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000_000,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3_600_000_000,
+        "d" | "day" | "days" => 86_400_000_000,
+        "w" | "week" | "weeks" => 7 * 86_400_000_000,
+        "" => {
+            return Err(format!(
+                "duration {s:?}: a unit is needed, e.g. \"2 days\" or \"90 minutes\""
+            ))
+        }
         other => {
             return Err(format!(
-            "duration {s:?}: unknown unit {other:?} (use seconds, minutes, hours, days or weeks)"
-        ))
+                "duration {s:?}: unknown unit {other:?} (use ms, seconds, minutes, hours, days or weeks)"
+            ))
         }
     };
     let us = n
@@ -603,4 +610,23 @@ fn crit(
         cond: cond.get_ref().clone(),
         line,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Issue 13, finding 7: "90ms" parsed as 90 minutes (a plural `s` was trimmed off any unit).
+    #[test]
+    fn regression_durations_are_parsed_strictly() {
+        assert_eq!(parse_duration("90ms").unwrap(), 90_000);
+        assert_eq!(parse_duration("90m").unwrap(), 90 * 60_000_000);
+        assert_eq!(parse_duration("2 days").unwrap(), 2 * 86_400_000_000);
+        assert_eq!(parse_duration("1 day").unwrap(), 86_400_000_000);
+        assert_eq!(parse_duration("3h").unwrap(), 3 * 3_600_000_000);
+        for bad in ["5", "2 dayz", "s", "0 days", "-1 days", "2 days ago"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }
