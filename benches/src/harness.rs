@@ -983,6 +983,7 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
     let opts = |day: i64| run::RunOptions {
         now_us: data::START_US + day * DAY,
         check_percent: 50.0,
+        allow_backfill: false,
     };
     for day in 1..=3 {
         progress(&format!("journey: preparing the state, day {day}"));

@@ -24,6 +24,13 @@ pub enum RunError {
     },
     /// The state table exists with other columns than the definition makes.
     StateMismatch(String),
+    /// The run's time is earlier than the latest time already in the state.
+    Backwards {
+        /// The run's time (µs).
+        now_us: i64,
+        /// The latest stamp in the state (µs).
+        last_us: i64,
+    },
 }
 
 impl std::fmt::Display for RunError {
@@ -32,6 +39,13 @@ impl std::fmt::Display for RunError {
             RunError::Def(e) => write!(f, "{e}"),
             RunError::Sql { sql, message } => write!(f, "{message}\n  in: {sql}"),
             RunError::StateMismatch(m) => f.write_str(m),
+            RunError::Backwards { now_us, last_us } => write!(
+                f,
+                "the run's time {} is earlier than the latest time in the state ({}); a run may \
+                 not go back in time unless it is a deliberate backfill (--allow-backfill)",
+                crate::value::timestamp_text(*now_us),
+                crate::value::timestamp_text(*last_us)
+            ),
         }
     }
 }
@@ -72,6 +86,9 @@ pub struct RunOptions {
     pub now_us: i64,
     /// Percentage of rows the consistency check samples.
     pub check_percent: f64,
+    /// Allow a run earlier than the latest time already stamped in the state (a deliberate
+    /// backfill); refused otherwise.
+    pub allow_backfill: bool,
 }
 
 struct Ctx<'a> {
@@ -521,6 +538,16 @@ pub fn run(
     };
     let mut c = Compiled::new(&mut ctx, j, opts.now_us)?;
     ensure_state(&mut ctx, &c)?;
+    if !opts.allow_backfill {
+        if let Some(last_us) = latest_stamp(&mut ctx, j)? {
+            if opts.now_us < last_us {
+                return Err(RunError::Backwards {
+                    now_us: opts.now_us,
+                    last_us,
+                });
+            }
+        }
+    }
     let st = &j.state_table;
     let (next, tx, pass) = (c.next.clone(), format!("{st}__tx"), format!("{st}__pass"));
     for t in [&next, &tx, &pass] {
@@ -638,6 +665,26 @@ fn write_activations(
         }
     }
     Ok(out)
+}
+
+/// The latest time stamped anywhere in the state (every stamp is some run's time), or `None` for
+/// an empty state.
+fn latest_stamp(ctx: &mut Ctx<'_>, j: &Journey) -> Result<Option<i64>, RunError> {
+    let maxes: Vec<String> = j.columns().iter().map(|c| format!("max({c})")).collect();
+    let reply = ctx.run(&format!("SELECT {} FROM {}", maxes.join(", "), j.state_table))?;
+    let mut last = None;
+    for b in &reply.batches {
+        for col in b.columns() {
+            if let Some(ts) = col.as_any().downcast_ref::<TimestampMicrosecondArray>() {
+                for i in 0..ts.len() {
+                    if ts.is_valid(i) {
+                        last = last.max(Some(ts.value(i)));
+                    }
+                }
+            }
+        }
+    }
+    Ok(last)
 }
 
 fn collect_activations(

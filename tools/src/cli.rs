@@ -132,6 +132,9 @@ pub struct JourneyRunArgs {
     /// Percent of the new state the consistency check samples, in (0, 100].
     #[arg(long, default_value_t = 50.0, value_parser = percent)]
     pub check_percent: f64,
+    /// Allow --now earlier than the latest time already in the state (a deliberate backfill).
+    #[arg(long)]
+    pub allow_backfill: bool,
 }
 
 /// Options of `journeydb journey report`.

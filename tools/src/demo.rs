@@ -129,6 +129,7 @@ pub fn run(a: &journeydb_tools::cli::DemoArgs) -> Result<(), String> {
             &run::RunOptions {
                 now_us,
                 check_percent: 50.0,
+                allow_backfill: false,
             },
         )
         .map_err(|e| e.to_string())?;

@@ -78,6 +78,7 @@ pub fn cli(cmd: &crate::cli::JourneyCommand) -> Result<(), String> {
         C::Check(a) => (a, None, None, None, 50.0),
         C::Report(r) => (&r.journey, None, None, r.out.clone(), 50.0),
     };
+    let allow_backfill = matches!(cmd, C::Run(r) if r.allow_backfill);
     let def_path = args.def.clone();
     let (db, connect, token) = (&args.db, &args.remote.connect, args.remote.token());
     let sub = match cmd {
@@ -111,6 +112,7 @@ pub fn cli(cmd: &crate::cli::JourneyCommand) -> Result<(), String> {
                 &run::RunOptions {
                     now_us,
                     check_percent: percent,
+                    allow_backfill,
                 },
             )
             .map_err(located)?;

@@ -325,6 +325,7 @@ fn opts(now_us: i64) -> RunOptions {
     RunOptions {
         now_us,
         check_percent: 100.0,
+        allow_backfill: false,
     }
 }
 
@@ -403,6 +404,29 @@ fn refused(customers: usize, insert: &str, day: i64, class: &str) {
         r.violations
     );
     assert_eq!(table(&mut s, &j), before, "the old state stays");
+}
+
+/// Issue 13, finding 7: nothing stopped `--now` going backwards; a run earlier than the latest
+/// stamp in the state is now refused (and changes nothing) unless it is a deliberate backfill.
+#[test]
+fn regression_a_run_earlier_than_the_last_is_refused_unless_backfill() {
+    let (_dir, mut s) = after_first_run(300);
+    let j = example();
+    let before = table(&mut s, &j);
+    match run::run(&mut s, &j, &opts(START + DAY - 1)) {
+        Err(run::RunError::Backwards { now_us, last_us }) => {
+            assert_eq!((now_us, last_us), (START + DAY - 1, START + DAY));
+        }
+        other => panic!("a run back in time was not refused: {other:?}"),
+    }
+    assert_eq!(table(&mut s, &j), before, "a refused run changes nothing");
+    // The same time again is allowed (and changes nothing); a backfill is allowed when asked for.
+    assert!(run::run(&mut s, &j, &opts(START + DAY)).unwrap().swapped);
+    let back = RunOptions {
+        allow_backfill: true,
+        ..opts(START + DAY - 1)
+    };
+    assert!(run::run(&mut s, &j, &back).is_ok());
 }
 
 #[test]
