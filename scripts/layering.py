@@ -22,7 +22,7 @@ FORBIDDEN = {"journeydb": {"journeydb-benches"}}
 
 meta = json.loads(
     subprocess.run(
-        ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
+        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
         check=True,
         capture_output=True,
         text=True,
