@@ -333,8 +333,29 @@ impl Engine {
             Statement::AlterTable(at) => {
                 let from = single_name(&at.name)?;
                 let mut ops = Vec::new();
-                for op in &at.operations {
+                for (i, op) in at.operations.iter().enumerate() {
                     ops.push(match op {
+                        ast::AlterTableOperation::AddColumn {
+                            if_not_exists,
+                            column_def,
+                            column_position: None,
+                            ..
+                        } => {
+                            let rule = rules.iter().find(|(c, _)| *c == i).map(|(_, r)| *r);
+                            let column = added_column(column_def, rule)?;
+                            let snap = self.db.snapshot();
+                            let exists = snap.table(&from).is_ok_and(|t| {
+                                t.schema().column(&column.name).is_some()
+                                    || t.schema().key_name.eq_ignore_ascii_case(&column.name)
+                            });
+                            if *if_not_exists && exists {
+                                continue;
+                            }
+                            CatalogOp::AddColumn {
+                                table: from.clone(),
+                                column,
+                            }
+                        }
                         ast::AlterTableOperation::RenameTable { table_name } => {
                             let to = match table_name {
                                 ast::RenameTableNameKind::To(n)
@@ -1128,6 +1149,26 @@ fn insert_value_types<'s>(
         }
     }
     out
+}
+
+/// The column of `ALTER TABLE .. ADD COLUMN name TYPE [MERGE rule]` (default rule MIN).
+fn added_column(c: &ast::ColumnDef, rule: Option<MergeRule>) -> Result<ColumnDef> {
+    let name = col_name(c);
+    if let Some(o) = c.options.iter().find(|o| !matches!(o.option, ast::ColumnOption::Null)) {
+        return Err(QueryError::Unsupported(format!(
+            "column option {} in ADD COLUMN (added columns are nullable and have no default)",
+            o.option
+        )));
+    }
+    let dtype = sql_type(&c.data_type)?;
+    let ty = dtype
+        .column_type()
+        .ok_or_else(|| QueryError::Type(format!("column {name} cannot be {}", dtype.name())))?;
+    Ok(ColumnDef {
+        name,
+        ty,
+        rule: rule.unwrap_or(MergeRule::Min),
+    })
 }
 
 /// A column definition's name: as written when quoted, lowercased otherwise.

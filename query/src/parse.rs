@@ -138,7 +138,10 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
                 }
             }
             Token::Comma => {
-                if depth == 1 {
+                // Columns of a CREATE TABLE list are separated at depth 1, the operations of an
+                // ALTER TABLE at depth 0.
+                let alter = first_word.as_deref() == Some("ALTER");
+                if depth == 1 || (depth == 0 && alter) {
                     col += 1;
                 }
                 if let Some(c) = chains.last_mut() {
@@ -164,10 +167,14 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
                 }
             }
         }
-        // `MERGE <rule>` inside the column list of a CREATE TABLE is journeydb's column rule.
-        if depth == 1
-            && first_word.as_deref() == Some("CREATE")
-            && keyword(Some(t)).as_deref() == Some("MERGE")
+        // `MERGE <rule>` inside the column list of a CREATE TABLE, or after the column of an
+        // ALTER TABLE .. ADD COLUMN, is journeydb's column rule.
+        let rule_place = match first_word.as_deref() {
+            Some("CREATE") => depth == 1,
+            Some("ALTER") => depth == 0,
+            _ => false,
+        };
+        if rule_place && keyword(Some(t)).as_deref() == Some("MERGE")
         {
             let mut j = i + 1;
             while matches!(tokens.get(j).map(|t| &t.token), Some(Token::Whitespace(_))) {

@@ -112,6 +112,14 @@ pub enum CatalogOp {
         /// The other.
         b: String,
     },
+    /// Add a column at the end of a table's schema. Rows written before read it as NULL; the
+    /// table keeps its id, segments and unflushed appends.
+    AddColumn {
+        /// Table name.
+        table: String,
+        /// The new column.
+        column: ColumnDef,
+    },
     /// Drop `target` if it exists and rename `source` to it: publishes a table built under a
     /// temporary name (CREATE OR REPLACE TABLE .. AS).
     Replace {
@@ -363,6 +371,16 @@ fn apply_one(m: &mut Manifest, op: &CatalogOp) -> Result<()> {
             if let Some(t) = m.tables.get_mut(j) {
                 t.name = na;
             }
+            Ok(())
+        }
+        CatalogOp::AddColumn { table, column } => {
+            let i = m.position(table).ok_or_else(|| missing(table))?;
+            let t = m.tables.get_mut(i).ok_or_else(|| missing(table))?;
+            let mut schema = t.schema.clone();
+            schema.columns.push(column.clone());
+            // The same checks as a new table's: a valid, unique name, and a rule the type allows.
+            schema.validate()?;
+            t.schema = schema;
             Ok(())
         }
         CatalogOp::Replace { target, source } => {

@@ -980,3 +980,55 @@ fn a_torn_record_followed_by_an_unacknowledged_intact_one_is_a_torn_tail() {
     let e = Database::open(dir.path(), opts());
     assert!(matches!(e, Err(StorageError::Corrupt { .. })), "{e:?}");
 }
+
+/// ALTER TABLE .. ADD COLUMN (issue 12 needs it for event pivots): rows written before the column
+/// existed read it as NULL, in segments, in memory and after WAL replay; new appends fill it with its
+/// merge rule; flush, compaction and reopen keep everything; bad columns are refused.
+#[test]
+fn an_added_column_reads_null_for_older_rows_and_merges_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = |db: &Database, name: &str, ty, rule| {
+        db.commit(&[CatalogOp::AddColumn {
+            table: "c".into(),
+            column: ColumnDef::new(name, ty).with_rule(rule),
+        }])
+    };
+    {
+        let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
+        create_c(&db);
+        db.append("c", &batch("customer_id", &keys(0..4), vec![("hits", Col::Int(vec![Some(1); 4]))]))
+            .unwrap();
+        db.flush().unwrap();
+        // In a segment (0..4) and in memory (4..6) when the column arrives.
+        db.append("c", &batch("customer_id", &keys(4..6), vec![("hits", Col::Int(vec![Some(2); 2]))]))
+            .unwrap();
+        add(&db, "clicks", ColumnType::Bigint, MergeRule::Sum).unwrap();
+        assert!(add(&db, "CLICKS", ColumnType::Bigint, MergeRule::Sum).is_err(), "duplicate name");
+        assert!(add(&db, "bad name", ColumnType::Bigint, MergeRule::Min).is_err(), "invalid name");
+        assert!(add(&db, "s", ColumnType::Varchar, MergeRule::Sum).is_err(), "SUM of text");
+        db.append("c", &batch("customer_id", &keys(2..5), vec![("clicks", Col::Int(vec![Some(3); 3]))]))
+            .unwrap();
+        db.append("c", &batch("customer_id", &keys(3..4), vec![("clicks", Col::Int(vec![Some(4)]))]))
+            .unwrap();
+    }
+    let expect = |d: &common::Dump| {
+        assert_eq!(d.len(), 6);
+        let clicks = |k: usize| d[&keys(k..k + 1)[0]][3].clone();
+        assert_eq!((clicks(0), clicks(1), clicks(5)), (None, None, None));
+        assert_eq!(clicks(2), Some(Cell::Int(3)));
+        assert_eq!(clicks(3), Some(Cell::Int(7)), "SUM folds the new column");
+        assert_eq!(clicks(4), Some(Cell::Int(3)));
+        assert_eq!(d[&keys(5..6)[0]][1], Some(Cell::Int(2)), "older columns untouched");
+    };
+    // After WAL replay, then after a flush and a compaction, then after another reopen.
+    let db = Database::open(dir.path(), opts()).unwrap();
+    expect(&dump(&db.snapshot(), "c"));
+    db.flush().unwrap();
+    db.compact(2).unwrap();
+    expect(&dump(&db.snapshot(), "c"));
+    drop(db);
+    let db = Database::open(dir.path(), opts()).unwrap();
+    expect(&dump(&db.snapshot(), "c"));
+    drop(db);
+    Database::check_dir(dir.path()).unwrap();
+}
