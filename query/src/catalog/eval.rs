@@ -1453,7 +1453,13 @@ fn cast(v: V, t: &ast::DataType, env: &Env<'_>) -> Result<V> {
             V::Str(s) => V::Arr(parse_array_text(&s)),
             other => V::Arr(vec![other]),
         },
-        // Timestamps and the rest are carried as given (catalog relations hold none).
+        // Catalog rows hold no timestamps: a timestamp is carried as its text, normalized to UTC
+        // the way the engine prints timestamps (a zone offset is applied, a bad value refused).
+        "timestamp" | "timestamp without time zone" | "timestamptz" | "timestamp with time zone"
+        | "date" => match text_of(&v) {
+            Some(s) => V::Str(crate::types::format_timestamp(crate::types::parse_timestamp(&s)?)),
+            None => V::Null,
+        },
         _ => v,
     })
 }
