@@ -43,6 +43,8 @@ pub struct KeyDict {
     table: HashTable<u32>,
     hasher: DefaultHashBuilder,
     log: LogFile,
+    /// The file ended in a torn tail when it was opened.
+    torn_tail: bool,
 }
 
 impl KeyDict {
@@ -69,6 +71,7 @@ impl KeyDict {
             table: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             log,
+            torn_tail: false,
         }
     }
 
@@ -136,6 +139,7 @@ impl KeyDict {
             }
         };
         let mut dict = Self::empty(key_type, log);
+        dict.torn_tail = records.torn_tail;
         // Size everything once: every record starts with its key count, and the key bytes are at most
         // the file's size. Growing the hash table step by step would rehash every key several times.
         let keys: usize = records
@@ -324,6 +328,11 @@ impl KeyDict {
             }
         }
         Ok(out)
+    }
+
+    /// True when the file ended in a torn tail (unacknowledged keys) when it was opened.
+    pub fn torn_tail(&self) -> bool {
+        self.torn_tail
     }
 
     /// The file and its current end, for an fsync outside the dictionary's lock.

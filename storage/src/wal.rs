@@ -158,10 +158,15 @@ fn read_payloads(fs: &dyn Dir, path: &Path) -> Result<(Vec<u8>, Option<crate::lo
 /// Reads every good record of WAL file `seq` with the file offset where each record starts (a torn
 /// tail ends it; corruption before the end is an error).
 pub fn read_wal(fs: &dyn Dir, dir: &Path, seq: u64) -> Result<Vec<(u64, RowBatch)>> {
+    read_wal_torn(fs, dir, seq).map(|(records, _)| records)
+}
+
+/// [`read_wal`], and whether the file ends in a torn tail (a file cut inside its header counts).
+pub fn read_wal_torn(fs: &dyn Dir, dir: &Path, seq: u64) -> Result<(Vec<(u64, RowBatch)>, bool)> {
     let path = wal_path(dir, seq);
     let (bytes, h) = read_payloads(fs, &path)?;
     let Some(h) = h else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), true));
     };
     let records = read_records(&path, &bytes, h)?;
     let header_len = if h.version >= crate::format::LOG_VERSION_SALTED {
@@ -169,11 +174,12 @@ pub fn read_wal(fs: &dyn Dir, dir: &Path, seq: u64) -> Result<Vec<(u64, RowBatch
     } else {
         crate::format::RECORD_HEADER_LEN_V1
     } as u64;
-    records
+    let batches = records
         .payloads
         .into_iter()
         .map(|(off, p)| decode_batch(&path, p, off + header_len).map(|b| (off, b)))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((batches, records.torn_tail))
 }
 
 /// Rewrites the good records of WAL file `seq` into a fresh file that atomically replaces it (after

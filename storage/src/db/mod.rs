@@ -36,7 +36,6 @@ use arrow_schema::DataType;
 
 use crate::dir::{parent_of, remove_file, sync_dir, Dir, DirLock, DiskDir, OpenMode};
 use crate::error::{Result, StorageError};
-use crate::format::{KEYDICT_MAGIC, KEYDICT_VERSION, WAL_MAGIC, WAL_VERSION};
 use crate::keydict::{Key, KeyDict};
 use crate::log::{LogFile, SyncPoint};
 use crate::manifest::{
@@ -50,7 +49,8 @@ use crate::segment::{encode_segment, write_segment_file, PartData, Segment};
 use crate::snapshot::{merge_parts, Chunk, Snapshot, TableVersion, Version};
 use crate::values::from_arrow;
 use crate::wal::{
-    create_wal, encode_batch, list_wal, read_wal, rewrite_wal, wal_path, BatchColumn, RowBatch,
+    create_wal, encode_batch, list_wal, read_wal, read_wal_torn, rewrite_wal, wal_path, BatchColumn,
+    RowBatch,
 };
 
 mod append;

@@ -209,10 +209,7 @@ fn replay_wal(
         if rewrite {
             rewrite_wal(fs, &wdir, seq)?;
         } else {
-            let p = wal_path(&wdir, seq);
-            crate::dir::open(fs, &p, OpenMode::Write)?
-                .sync()
-                .map_err(|e| StorageError::io(&p, e))?;
+            sync_file(fs, &wal_path(&wdir, seq))?;
         }
     }
     sync_dir(fs, &wdir)?;
@@ -239,16 +236,6 @@ fn create_dir_all_synced(fs: &dyn Dir, path: &Path) -> Result<()> {
     fs.create_dir_all(path)
         .map_err(|e| StorageError::io(path, e))?;
     sync_dir(fs, &parent)
-}
-
-/// True when the log file at `path` ends in a torn tail (a file cut inside its header counts).
-fn log_is_torn(fs: &dyn Dir, path: &Path, magic: [u8; 8], version: u16) -> Result<bool> {
-    let bytes = crate::dir::read(fs, path)?;
-    if bytes.len() < crate::format::FILE_HEADER_LEN {
-        return Ok(true);
-    }
-    let h = crate::log::read_header(path, &bytes, magic, version)?;
-    Ok(crate::log::read_records(path, &bytes, h)?.torn_tail)
 }
 
 impl Database {
@@ -341,7 +328,7 @@ impl Database {
             manifest,
             kept,
             keys,
-            mem,
+            mut mem,
             mem_rows,
             wal_seq,
             wal,
@@ -362,7 +349,7 @@ impl Database {
                     name: t.name.clone(),
                     schema: Arc::new(t.schema.clone()),
                     segments: segs,
-                    mem: mem.get(&t.id).cloned().unwrap_or_default(),
+                    mem: mem.remove(&t.id).unwrap_or_default(),
                 };
                 (t.id, Arc::new(tv))
             })
@@ -440,7 +427,7 @@ impl Database {
         }
         let kpath = dir.join("keys.dict");
         let keys = KeyDict::open_read_only(fs, &kpath)?;
-        report.torn_tails += usize::from(log_is_torn(fs, &kpath, KEYDICT_MAGIC, KEYDICT_VERSION)?);
+        report.torn_tails += usize::from(keys.torn_tail());
         if keys.key_type() != manifest.key_type {
             return Err(StorageError::corrupt(
                 kpath,
@@ -484,13 +471,9 @@ impl Database {
             if seq < manifest.wal_start {
                 continue;
             }
-            report.wal_records += read_wal(fs, &wdir, seq)?.len() as u64;
-            report.torn_tails += usize::from(log_is_torn(
-                fs,
-                &wal_path(&wdir, seq),
-                WAL_MAGIC,
-                WAL_VERSION,
-            )?);
+            let (records, torn) = read_wal_torn(fs, &wdir, seq)?;
+            report.wal_records += records.len() as u64;
+            report.torn_tails += usize::from(torn);
         }
         Ok(report)
     }
