@@ -7,14 +7,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::{median, mix, Journey};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use crate::{median, mix, Journey};
 use journeydb_client::{Client, Session};
+use journeydb_journey::run;
 use journeydb_query::{Engine, Output};
 use journeydb_server::{Config, Server};
 use journeydb_storage::{Database, KeyType, Options};
-use journeydb_journey::run;
 
 const SCRIPT: &str = include_str!("duckdb_bench.py");
 const DUCKDB_VERSION: &str = "2.0.1";
@@ -492,16 +492,14 @@ fn client_ingest(
     create_sql: &str,
     state_path: &Path,
 ) -> Result<Duration, String> {
-    let served = Arc::new(
-        Database::create(work.join("served"), key_type, opts).map_err(|e| e.to_string())?,
-    );
+    let served =
+        Arc::new(Database::create(work.join("served"), key_type, opts).map_err(|e| e.to_string())?);
     let config = Config {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         pg_listen: None,
         ..Config::default()
     };
-    let server =
-        Server::bind(config, Engine::new(served.clone())).map_err(|e| e.to_string())?;
+    let server = Server::bind(config, Engine::new(served.clone())).map_err(|e| e.to_string())?;
     let addr = server.local_addr().ok_or("no server address")?;
     let stop = server.stop_handle();
     let handle = std::thread::spawn(move || server.serve());

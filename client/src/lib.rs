@@ -179,7 +179,11 @@ impl Client {
         Self::handshake(Stream::Tls(shared.clone()), Stream::Tls(shared), token)
     }
 
-    fn handshake(reader: Stream, writer: Stream, token: Option<&str>) -> Result<Client, ClientError> {
+    fn handshake(
+        reader: Stream,
+        writer: Stream,
+        token: Option<&str>,
+    ) -> Result<Client, ClientError> {
         let mut c = Client {
             reader: BufReader::new(reader),
             writer: BufWriter::new(writer),

@@ -180,7 +180,12 @@ fn median_to_goal(s: &mut dyn Session, j: &Journey) -> Result<Option<f64>, RunEr
 }
 
 /// The funnel lines of stage `i`'s steps and decision branches.
-fn step_lines(lines: &mut Vec<Line>, i: usize, stage: &crate::def::Stage, reached: &dyn Fn(&str) -> u64) {
+fn step_lines(
+    lines: &mut Vec<Line>,
+    i: usize,
+    stage: &crate::def::Stage,
+    reached: &dyn Fn(&str) -> u64,
+) {
     for (k, step) in stage.steps.iter().enumerate() {
         let what = match &step.kind {
             StepKind::Wait(_) => "wait",

@@ -225,7 +225,10 @@ impl<'j> Compiled<'j> {
             .keys
             .get(&c.table)
             .map_or("customer_id", String::as_str);
-        format!("SELECT {key} AS customer_id FROM {} WHERE ({})", c.table, c.cond)
+        format!(
+            "SELECT {key} AS customer_id FROM {} WHERE ({})",
+            c.table, c.cond
+        )
     }
 
     /// Customers of the in-progress state matching `cond`.
@@ -671,7 +674,11 @@ fn write_activations(
 /// an empty state.
 fn latest_stamp(ctx: &mut Ctx<'_>, j: &Journey) -> Result<Option<i64>, RunError> {
     let maxes: Vec<String> = j.columns().iter().map(|c| format!("max({c})")).collect();
-    let reply = ctx.run(&format!("SELECT {} FROM {}", maxes.join(", "), j.state_table))?;
+    let reply = ctx.run(&format!(
+        "SELECT {} FROM {}",
+        maxes.join(", "),
+        j.state_table
+    ))?;
     let mut last = None;
     for b in &reply.batches {
         for col in b.columns() {

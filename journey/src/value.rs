@@ -2,8 +2,8 @@
 //! Arrow results and SQL text.
 
 use arrow_array::{
-    Array, BooleanArray, Float64Array, Int64Array, LargeStringArray, StringArray,
-    StringViewArray, TimestampMicrosecondArray,
+    Array, BooleanArray, Float64Array, Int64Array, LargeStringArray, StringArray, StringViewArray,
+    TimestampMicrosecondArray,
 };
 use arrow_schema::DataType;
 

@@ -74,9 +74,7 @@ fn copy_options(
                     }
                 }
                 "text" => format = CopyFormat::Text,
-                other => {
-                    return Err(QueryError::Unsupported(format!("COPY format {other}")))
-                }
+                other => return Err(QueryError::Unsupported(format!("COPY format {other}"))),
             },
             ast::CopyOption::Header(h) => header = *h,
             ast::CopyOption::Delimiter(d) => delimiter = Some(ascii(*d, "DELIMITER")?),
@@ -100,13 +98,9 @@ fn copy_options(
                     match co {
                         ast::CopyLegacyCsvOption::Header => header = true,
                         ast::CopyLegacyCsvOption::Quote(q) => quote = ascii(*q, "QUOTE")?,
-                        ast::CopyLegacyCsvOption::Escape(e) => {
-                            escape = Some(ascii(*e, "ESCAPE")?)
-                        }
+                        ast::CopyLegacyCsvOption::Escape(e) => escape = Some(ascii(*e, "ESCAPE")?),
                         other => {
-                            return Err(QueryError::Unsupported(format!(
-                                "COPY option {other}"
-                            )))
+                            return Err(QueryError::Unsupported(format!("COPY option {other}")))
                         }
                     }
                 }
@@ -133,7 +127,11 @@ fn copy_options(
             "HEADER in text format (use FORMAT csv)".into(),
         ));
     }
-    Ok((format, delimiter.unwrap_or(b'\t'), null.unwrap_or_else(|| "\\N".into())))
+    Ok((
+        format,
+        delimiter.unwrap_or(b'\t'),
+        null.unwrap_or_else(|| "\\N".into()),
+    ))
 }
 
 impl Engine {
@@ -298,8 +296,9 @@ fn csv_rows(
 
 /// Rows of PostgreSQL text-format input with their line numbers (`\.` alone ends the data).
 fn text_rows(c: &CopyIn, data: &[u8]) -> Result<Vec<(u64, Vec<Option<String>>)>> {
-    let text = std::str::from_utf8(data)
-        .map_err(|e| QueryError::InvalidValue(format!("COPY {}: input is not UTF-8: {e}", c.table)))?;
+    let text = std::str::from_utf8(data).map_err(|e| {
+        QueryError::InvalidValue(format!("COPY {}: input is not UTF-8: {e}", c.table))
+    })?;
     let delim = char::from(c.delimiter);
     let mut rows = Vec::new();
     for (i, line) in text.split('\n').enumerate() {

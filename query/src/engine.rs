@@ -11,9 +11,7 @@ use arrow_array::builder::{
 };
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use journeydb_storage::{
-    CatalogOp, ColumnDef, Database, MergeRule, Snapshot, TableSchema,
-};
+use journeydb_storage::{CatalogOp, ColumnDef, Database, MergeRule, Snapshot, TableSchema};
 use sqlparser::ast::{self, Statement};
 
 use crate::error::{QueryError, Result};
@@ -419,7 +417,9 @@ impl Engine {
                             .map(|v| {
                                 let s = eval_const(v, self.now())?;
                                 crate::settings::text(&s).ok_or_else(|| {
-                                    QueryError::InvalidValue("a setting cannot be an interval".into())
+                                    QueryError::InvalidValue(
+                                        "a setting cannot be an interval".into(),
+                                    )
                                 })
                             })
                             .collect::<Result<Vec<_>>>()?
@@ -451,10 +451,9 @@ impl Engine {
             .map(|i| i.value.clone())
             .collect::<Vec<_>>()
             .join(" ");
-        let value = self
-            .settings()
-            .show(&name)
-            .ok_or_else(|| QueryError::InvalidValue(format!("unrecognized configuration parameter {name:?}")))?;
+        let value = self.settings().show(&name).ok_or_else(|| {
+            QueryError::InvalidValue(format!("unrecognized configuration parameter {name:?}"))
+        })?;
         let schema = Arc::new(Schema::new(vec![Field::new(
             name.to_ascii_lowercase(),
             DataType::Utf8,
@@ -722,7 +721,9 @@ impl Engine {
                         set(x, column_type(expr));
                     }
                 }
-                ast::Expr::Between { expr, low, high, .. } => {
+                ast::Expr::Between {
+                    expr, low, high, ..
+                } => {
                     set(low, column_type(expr));
                     set(high, column_type(expr));
                 }
@@ -999,9 +1000,10 @@ fn coerce(s: Scalar, to: DType) -> Result<Scalar> {
         (Scalar::Null, _) => Scalar::Null,
         // A quoted literal (or a parameter of unknown type) takes the column's type, as an
         // untyped literal does in PostgreSQL and DuckDB: '5' into a BIGINT is 5.
-        (Scalar::Str(v), t @ (DType::Timestamp | DType::Bigint | DType::Double | DType::Boolean)) => {
-            crate::plan::cast_lit(Scalar::Str(v), t)?
-        }
+        (
+            Scalar::Str(v),
+            t @ (DType::Timestamp | DType::Bigint | DType::Double | DType::Boolean),
+        ) => crate::plan::cast_lit(Scalar::Str(v), t)?,
         (Scalar::Int(v), DType::Double) => Scalar::Float(v as f64),
         (s, t) if s.dtype() == t => s,
         (s, t) => {
@@ -1154,7 +1156,11 @@ fn insert_value_types<'s>(
 /// The column of `ALTER TABLE .. ADD COLUMN name TYPE [MERGE rule]` (default rule MIN).
 fn added_column(c: &ast::ColumnDef, rule: Option<MergeRule>) -> Result<ColumnDef> {
     let name = col_name(c);
-    if let Some(o) = c.options.iter().find(|o| !matches!(o.option, ast::ColumnOption::Null)) {
+    if let Some(o) = c
+        .options
+        .iter()
+        .find(|o| !matches!(o.option, ast::ColumnOption::Null))
+    {
         return Err(QueryError::Unsupported(format!(
             "column option {} in ADD COLUMN (added columns are nullable and have no default)",
             o.option

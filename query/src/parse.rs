@@ -174,8 +174,7 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
             Some("ALTER") => depth == 0,
             _ => false,
         };
-        if rule_place && keyword(Some(t)).as_deref() == Some("MERGE")
-        {
+        if rule_place && keyword(Some(t)).as_deref() == Some("MERGE") {
             let mut j = i + 1;
             while matches!(tokens.get(j).map(|t| &t.token), Some(Token::Whitespace(_))) {
                 j += 1;
@@ -225,11 +224,15 @@ fn statements(
 
 /// Byte offset of a tokenizer location (1-based line and character column) in `sql`.
 fn byte_offset(sql: &str, line_starts: &[usize], loc: Location) -> usize {
-    let line = usize::try_from(loc.line).unwrap_or(usize::MAX).saturating_sub(1);
+    let line = usize::try_from(loc.line)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1);
     let Some(start) = line_starts.get(line).copied() else {
         return sql.len();
     };
-    let col = usize::try_from(loc.column).unwrap_or(usize::MAX).saturating_sub(1);
+    let col = usize::try_from(loc.column)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1);
     let rest = sql.get(start..).unwrap_or("");
     start
         + rest
@@ -316,13 +319,10 @@ fn value_expr(v: &Scalar) -> Result<Expr> {
         },
         Scalar::Ts(us) => Expr::TypedString(ast::TypedString {
             data_type: ast::DataType::Timestamp(None, ast::TimezoneInfo::None),
-            value: Value::SingleQuotedString(crate::types::format_timestamp(*us))
-                .with_empty_span(),
+            value: Value::SingleQuotedString(crate::types::format_timestamp(*us)).with_empty_span(),
             uses_odbc_syntax: false,
         }),
-        Scalar::Interval(_) => {
-            return Err(QueryError::Unsupported("INTERVAL parameters".into()))
-        }
+        Scalar::Interval(_) => return Err(QueryError::Unsupported("INTERVAL parameters".into())),
     })
 }
 
@@ -400,7 +400,9 @@ mod tests {
         let text = stmt.to_string();
         assert!(!text.contains('$'), "{text}");
         assert!(matches!(
-            parse("SELECT $0")?.pop().map(|(mut s, _)| param_count(&mut s)),
+            parse("SELECT $0")?
+                .pop()
+                .map(|(mut s, _)| param_count(&mut s)),
             Some(Err(_))
         ));
         assert!(matches!(

@@ -79,7 +79,12 @@ impl Settings {
                     "time zone {text:?}: journeydb stores and shows timestamps in UTC"
                 )))
             }
-            "client_encoding" if !matches!(text.to_ascii_uppercase().as_str(), "UTF8" | "UTF-8" | "UNICODE") => {
+            "client_encoding"
+                if !matches!(
+                    text.to_ascii_uppercase().as_str(),
+                    "UTF8" | "UTF-8" | "UNICODE"
+                ) =>
+            {
                 return Err(QueryError::Unsupported(format!(
                     "client encoding {text:?}: journeydb speaks UTF8 only"
                 )))

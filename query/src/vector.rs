@@ -391,7 +391,9 @@ pub fn in_list<'a>(a: Vector<'_>, set: &InSet, rows: &RoaringBitmap) -> Result<V
                 n,
             })
         }
-        Vector::Bool { .. } => Err(QueryError::Internal("IN over an unnormalized vector".into())),
+        Vector::Bool { .. } => Err(QueryError::Internal(
+            "IN over an unnormalized vector".into(),
+        )),
     }
 }
 

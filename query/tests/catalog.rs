@@ -109,13 +109,18 @@ fn tables_and_columns_follow_the_database() {
 fn evaluator_semantics() {
     let (_d, e) = engine();
     for t in ["x", "y", "z"] {
-        e.execute(&format!("CREATE TABLE {t} (k VARCHAR PRIMARY KEY, v BIGINT)"))
-            .unwrap();
+        e.execute(&format!(
+            "CREATE TABLE {t} (k VARCHAR PRIMARY KEY, v BIGINT)"
+        ))
+        .unwrap();
     }
     // SELECT without FROM, arithmetic, three-valued logic, CASE, COALESCE.
     assert_eq!(rows(&e, "SELECT 1"), vec!["1"]);
     assert_eq!(
-        rows(&e, "SELECT 1 + 2 * 3, NULL AND false, NULL OR true, NULL = NULL, coalesce(NULL, 'a')"),
+        rows(
+            &e,
+            "SELECT 1 + 2 * 3, NULL AND false, NULL OR true, NULL = NULL, coalesce(NULL, 'a')"
+        ),
         vec!["7|false|true|∅|a"]
     );
     assert_eq!(
@@ -131,17 +136,39 @@ fn evaluator_semantics() {
         ),
         vec!["z|∅", "y|∅", "x|∅"]
     );
-    assert!(rows(&e, "SELECT c.relname FROM pg_class c JOIN pg_index i ON i.indrelid = c.oid").is_empty());
+    assert!(rows(
+        &e,
+        "SELECT c.relname FROM pg_class c JOIN pg_index i ON i.indrelid = c.oid"
+    )
+    .is_empty());
     // Aggregates, GROUP BY, HAVING, LIMIT / OFFSET, DISTINCT, UNION.
-    assert_eq!(rows(&e, "SELECT count(*), min(relname), max(relname) FROM pg_class"), vec!["3|x|z"]);
     assert_eq!(
-        rows(&e, "SELECT relkind, count(*) FROM pg_class GROUP BY relkind HAVING count(*) > 1"),
+        rows(
+            &e,
+            "SELECT count(*), min(relname), max(relname) FROM pg_class"
+        ),
+        vec!["3|x|z"]
+    );
+    assert_eq!(
+        rows(
+            &e,
+            "SELECT relkind, count(*) FROM pg_class GROUP BY relkind HAVING count(*) > 1"
+        ),
         vec!["r|3"]
     );
-    assert_eq!(rows(&e, "SELECT relname FROM pg_class ORDER BY relname LIMIT 1 OFFSET 1"), vec!["y"]);
+    assert_eq!(
+        rows(
+            &e,
+            "SELECT relname FROM pg_class ORDER BY relname LIMIT 1 OFFSET 1"
+        ),
+        vec!["y"]
+    );
     assert_eq!(rows(&e, "SELECT DISTINCT relkind FROM pg_class"), vec!["r"]);
     assert_eq!(
-        rows(&e, "SELECT relname FROM pg_class WHERE relname = 'x' UNION ALL SELECT 'w' ORDER BY 1"),
+        rows(
+            &e,
+            "SELECT relname FROM pg_class WHERE relname = 'x' UNION ALL SELECT 'w' ORDER BY 1"
+        ),
         vec!["w", "x"]
     );
     // Subqueries: scalar, correlated EXISTS, IN.
@@ -164,15 +191,26 @@ fn evaluator_semantics() {
         vec!["x|v|1", "x|k|2", "y|v|1", "y|k|2", "z|v|1", "z|k|2"]
     );
     assert_eq!(
-        rows(&e, "SELECT 'r' = ANY (ARRAY['p', 'r']), array_to_string(ARRAY['a', 'b'], ', ')"),
+        rows(
+            &e,
+            "SELECT 'r' = ANY (ARRAY['p', 'r']), array_to_string(ARRAY['a', 'b'], ', ')"
+        ),
         vec!["true|a, b"]
     );
     assert_eq!(
-        rows(&e, "SELECT current_schema(), current_database(), current_setting('server_version')"),
-        vec![format!("public|journeydb|{}", journeydb_query::SERVER_VERSION)]
+        rows(
+            &e,
+            "SELECT current_schema(), current_database(), current_setting('server_version')"
+        ),
+        vec![format!(
+            "public|journeydb|{}",
+            journeydb_query::SERVER_VERSION
+        )]
     );
     // Errors are errors: an unknown column, a user table mixed into a catalog query, a bad regex.
     assert!(e.query("SELECT nosuch FROM pg_class").is_err());
-    assert!(e.query("SELECT * FROM pg_class c JOIN x ON x.k = c.relname").is_err());
+    assert!(e
+        .query("SELECT * FROM pg_class c JOIN x ON x.k = c.relname")
+        .is_err());
     assert!(e.query("SELECT 'a' ~ '('").is_err());
 }

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use journeydb_query::Engine;
-use journeydb_storage::{CatalogOp, ColumnDef, ColumnType, Database, KeyType, Options, TableSchema};
+use journeydb_storage::{
+    CatalogOp, ColumnDef, ColumnType, Database, KeyType, Options, TableSchema,
+};
 
 fn names(db: &Database) -> Vec<String> {
     let mut n = db.snapshot().table_names();
@@ -23,8 +25,10 @@ fn scratch_tables_never_stay() {
     };
     let db = Arc::new(Database::create(dir.path(), KeyType::Varchar, opts()).unwrap());
     let e = Engine::new(db.clone());
-    e.execute("CREATE TABLE t (k VARCHAR PRIMARY KEY, a TIMESTAMP)").unwrap();
-    e.execute("INSERT INTO t VALUES ('x', '2026-01-01')").unwrap();
+    e.execute("CREATE TABLE t (k VARCHAR PRIMARY KEY, a TIMESTAMP)")
+        .unwrap();
+    e.execute("INSERT INTO t VALUES ('x', '2026-01-01')")
+        .unwrap();
     assert!(e
         .execute("CREATE OR REPLACE TABLE \"bad name/..\" AS SELECT k, a FROM t")
         .is_err());

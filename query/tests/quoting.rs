@@ -111,7 +111,11 @@ fn quoted_literals_read_back_exactly() {
     }
     // The finding of the issue: a quoted literal that looks like SQL matches nothing.
     assert_eq!(
-        count(&e, "SELECT count(*) FROM t WHERE v = 'nothing'' OR ''1''=''1'", &[]),
+        count(
+            &e,
+            "SELECT count(*) FROM t WHERE v = 'nothing'' OR ''1''=''1'",
+            &[]
+        ),
         0
     );
     // A script split at semicolons keeps semicolons inside quotes.
@@ -180,7 +184,10 @@ fn strings_that_are_not_standard_sql_are_read_or_refused_never_misread() {
     // Escape strings and dollar quoting: read as PostgreSQL reads them, or refused.
     for (sql, want) in [
         ("INSERT INTO t VALUES ('e', E'it\\'s', 1)", "it's"),
-        ("INSERT INTO t VALUES ('d', $$a 'quoted' $1 -- x$$, 1)", "a 'quoted' $1 -- x"),
+        (
+            "INSERT INTO t VALUES ('d', $$a 'quoted' $1 -- x$$, 1)",
+            "a 'quoted' $1 -- x",
+        ),
     ] {
         match e.execute(sql) {
             Ok(_) => {
@@ -248,10 +255,17 @@ fn long_in_lists_and_chains_plan_without_deep_recursion() {
             other => panic!("{sep}: {other:?}"),
         }
     }
-    let plus = format!("SELECT count(*) FROM t WHERE n {} > 0", "+ 1 ".repeat(100_000));
+    let plus = format!(
+        "SELECT count(*) FROM t WHERE n {} > 0",
+        "+ 1 ".repeat(100_000)
+    );
     assert!(matches!(e.execute(&plus), Err(QueryError::TooComplex(_))));
     // Deep nesting is a syntax error from the parser's depth limit.
-    let nested = format!("SELECT count(*) FROM t WHERE {}n = 1{}", "(".repeat(5_000), ")".repeat(5_000));
+    let nested = format!(
+        "SELECT count(*) FROM t WHERE {}n = 1{}",
+        "(".repeat(5_000),
+        ")".repeat(5_000)
+    );
     assert!(e.execute(&nested).is_err());
 }
 
@@ -266,8 +280,13 @@ fn deep_expressions_run_on_a_small_stack() {
         .spawn(|| {
             let (_d, e) = engine();
             e.execute("INSERT INTO t VALUES ('a', 'x', 1)").unwrap();
-            let terms: Vec<String> = (0..OPERATOR_CHAIN_MAX - 1).map(|_| "1".to_string()).collect();
-            let sql = format!("SELECT count(*) FROM t WHERE n + {} > $1", terms.join(" + "));
+            let terms: Vec<String> = (0..OPERATOR_CHAIN_MAX - 1)
+                .map(|_| "1".to_string())
+                .collect();
+            let sql = format!(
+                "SELECT count(*) FROM t WHERE n + {} > $1",
+                terms.join(" + ")
+            );
             run_with(&e, &sql, &[Scalar::Int(0)]).map(|_| ())
         })
         .unwrap();
@@ -291,13 +310,20 @@ fn long_and_nul_strings_round_trip() {
             vec![Some(v.clone())]
         );
         assert_eq!(
-            count(&e, "SELECT count(*) FROM t WHERE v = $1", &[Scalar::Str(v.clone())]),
+            count(
+                &e,
+                "SELECT count(*) FROM t WHERE v = $1",
+                &[Scalar::Str(v.clone())]
+            ),
             1
         );
     }
     // The long one as an escaped literal too.
-    e.execute(&format!("INSERT INTO t VALUES ('lit', {}, 0)", literal(&long)))
-        .unwrap();
+    e.execute(&format!(
+        "INSERT INTO t VALUES ('lit', {}, 0)",
+        literal(&long)
+    ))
+    .unwrap();
     assert_eq!(
         values_of(&e, "SELECT v FROM t WHERE k = 'lit'", &[]),
         vec![Some(long.clone())]

@@ -71,7 +71,11 @@ fn slt_files() -> Vec<PathBuf> {
 fn run_file(path: &Path) -> Result<usize, String> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let key_type = if text.lines().next().is_some_and(|l| l.trim() == "# journeydb: keytype bigint") {
+    let key_type = if text
+        .lines()
+        .next()
+        .is_some_and(|l| l.trim() == "# journeydb: keytype bigint")
+    {
         KeyType::Bigint
     } else {
         KeyType::Varchar
@@ -87,7 +91,8 @@ fn run_file(path: &Path) -> Result<usize, String> {
         let engine = engine.clone();
         async move { Ok(Jdb { engine }) }
     });
-    let records = sqllogictest::parse_file::<DefaultColumnType>(path).map_err(|e| format!("{name}: {e}"))?;
+    let records =
+        sqllogictest::parse_file::<DefaultColumnType>(path).map_err(|e| format!("{name}: {e}"))?;
     let mut n = 0;
     for record in records {
         // The hook for journeydb's directives (comments to every other engine).
@@ -125,7 +130,12 @@ fn sql_conformance_files() {
             Err(e) => failures.push(e),
         }
     }
-    assert!(failures.is_empty(), "{} file(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} file(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
     assert!(total > 100, "only {total} records ran");
     println!("{} files, {total} records", files.len());
 }
@@ -142,7 +152,13 @@ fn slt_files_agree_with_duckdb() {
         .expect("python3 runs (scripts/test.sh installs duckdb)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "DuckDB disagrees:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "DuckDB disagrees:\n{stdout}\n{stderr}"
+    );
     println!("{stdout}");
-    assert!(stdout.contains("ran on DuckDB: ") && !stdout.contains("ran on DuckDB: 0 files"), "{stdout}");
+    assert!(
+        stdout.contains("ran on DuckDB: ") && !stdout.contains("ran on DuckDB: 0 files"),
+        "{stdout}"
+    );
 }

@@ -52,7 +52,8 @@ impl Admission {
     #[allow(clippy::type_complexity)]
     fn queue(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Instant, Arc<AtomicBool>)>> {
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Instant, Arc<AtomicBool>)>>
+    {
         // A poisoned lock only means a panic elsewhere while it was held; the queue is still whole.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -262,7 +263,9 @@ impl<'a> Guarded<'a> {
 fn waiting(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
     )
 }
 
@@ -307,7 +310,10 @@ impl Write for Guarded<'_> {
 }
 
 /// Loads a TLS server configuration from PEM files: the certificate chain and its private key.
-pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let chain = CertificateDer::pem_file_iter(cert)
@@ -315,9 +321,13 @@ pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<r
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
     if chain.is_empty() {
-        return Err(format!("--tls-cert {}: no certificate in the file", cert.display()));
+        return Err(format!(
+            "--tls-cert {}: no certificate in the file",
+            cert.display()
+        ));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -399,7 +399,11 @@ impl Server {
         let probe = stream.try_clone()?;
         let evicted = pending.evicted();
         let transport = conn::Transport::shared(stream);
-        let mut r = BufReader::new(conn::Guarded::new(transport.clone(), &self.stop, evicted.clone()));
+        let mut r = BufReader::new(conn::Guarded::new(
+            transport.clone(),
+            &self.stop,
+            evicted.clone(),
+        ));
         let mut w = BufWriter::new(conn::Guarded::new(transport, &self.stop, evicted));
         // With TLS configured, the native port speaks TLS from the first byte.
         if let Some(tls) = &self.config.tls {
@@ -508,8 +512,10 @@ impl Server {
                         let one = match batches.as_slice() {
                             [] => return Ok(0),
                             [b] => b.clone(),
-                            many @ [first, ..] => arrow_select::concat::concat_batches(&first.schema(), many)
-                                .map_err(|e| (ErrorCode::User, format!("append: {e}")))?,
+                            many @ [first, ..] => {
+                                arrow_select::concat::concat_batches(&first.schema(), many)
+                                    .map_err(|e| (ErrorCode::User, format!("append: {e}")))?
+                            }
                         };
                         engine
                             .database()
@@ -562,7 +568,11 @@ impl Server {
     }
 
     /// Sends a batch as Rows frames, each within the frame limit (halving the rows until it fits).
-    fn write_rows(&self, w: &mut BufWriter<conn::Guarded<'_>>, b: &RecordBatch) -> Result<(), ClientError> {
+    fn write_rows(
+        &self,
+        w: &mut BufWriter<conn::Guarded<'_>>,
+        b: &RecordBatch,
+    ) -> Result<(), ClientError> {
         let budget = self.config.frame_len_max.saturating_sub(16);
         let mut start = 0;
         let mut rows = b.num_rows().max(1);

@@ -15,12 +15,12 @@ use arrow_schema::DataType;
 use journeydb_query::format::cell_text;
 
 use crate::conn::Guarded;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use journeydb_query::types::DType;
 use journeydb_query::engine::{statement_kind, ParsedStatement, StatementKind};
+use journeydb_query::types::DType;
 use journeydb_query::types::Scalar;
 use journeydb_query::{Engine, Output, QueryError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Largest startup packet accepted.
 const STARTUP_LEN_MAX: usize = 10_000;
@@ -95,7 +95,13 @@ impl<W: Write> Out<W> {
     fn notice(&mut self, code: &str, message: &str) -> Result<(), PgClosed> {
         self.report(b'N', "WARNING", code, message)
     }
-    fn report(&mut self, kind: u8, severity: &str, code: &str, message: &str) -> Result<(), PgClosed> {
+    fn report(
+        &mut self,
+        kind: u8,
+        severity: &str,
+        code: &str,
+        message: &str,
+    ) -> Result<(), PgClosed> {
         let mut b = Vec::new();
         for (f, v) in [
             (b'S', severity),
@@ -256,9 +262,9 @@ fn param_value(value: Option<&[u8]>, type_oid: i32, binary: bool) -> Result<Scal
                 "f" | "false" | "0" | "no" | "off" | "n" => false,
                 _ => return Err(format!("{s:?} is not a boolean")),
             }),
-            1114 => Scalar::Ts(
-                journeydb_query::types::parse_timestamp(s).map_err(|e| e.to_string())?,
-            ),
+            1114 => {
+                Scalar::Ts(journeydb_query::types::parse_timestamp(s).map_err(|e| e.to_string())?)
+            }
             _ => Scalar::Str(s.to_string()),
         });
     }
@@ -268,16 +274,17 @@ fn param_value(value: Option<&[u8]>, type_oid: i32, binary: bool) -> Result<Scal
             .ok_or_else(|| "a binary parameter has the wrong length".to_string())
     };
     Ok(match type_oid {
-        20 => Scalar::Int(i64::from_be_bytes(
-            arr(8)?.try_into().map_err(|_| "int8")?,
-        )),
+        20 => Scalar::Int(i64::from_be_bytes(arr(8)?.try_into().map_err(|_| "int8")?)),
         23 => Scalar::Int(i32::from_be_bytes(arr(4)?.try_into().map_err(|_| "int4")?).into()),
         21 => Scalar::Int(i16::from_be_bytes(arr(2)?.try_into().map_err(|_| "int2")?).into()),
         701 => Scalar::Float(f64::from_bits(u64::from_be_bytes(
             arr(8)?.try_into().map_err(|_| "float8")?,
         ))),
         700 => Scalar::Float(
-            f32::from_bits(u32::from_be_bytes(arr(4)?.try_into().map_err(|_| "float4")?)).into(),
+            f32::from_bits(u32::from_be_bytes(
+                arr(4)?.try_into().map_err(|_| "float4")?,
+            ))
+            .into(),
         ),
         16 => Scalar::Bool(arr(1)?.first() == Some(&1)),
         1114 => {
@@ -680,9 +687,8 @@ fn copy_in<R: Read, W: Write>(
         match kind {
             b'd' => {
                 if data.len() + body.len() > COPY_BYTES_MAX {
-                    failure.get_or_insert(format!(
-                        "COPY input over {COPY_BYTES_MAX} bytes; split it"
-                    ));
+                    failure
+                        .get_or_insert(format!("COPY input over {COPY_BYTES_MAX} bytes; split it"));
                 } else if failure.is_none() {
                     data.extend_from_slice(&body);
                 }
@@ -753,7 +759,10 @@ fn message<W: Write>(
                 let types = (0..n)
                     .map(|_| be_i32(body, &mut pos))
                     .collect::<Result<Vec<_>, _>>()?;
-                if !name.is_empty() && !statements.contains_key(&name) && statements.len() >= PREPARED_MAX {
+                if !name.is_empty()
+                    && !statements.contains_key(&name)
+                    && statements.len() >= PREPARED_MAX
+                {
                     out.error("53400", &format!("too many prepared statements on this connection (limit {PREPARED_MAX}); close some"))?;
                     *failed = true;
                     return Ok(Flow::Continue);
@@ -821,7 +830,10 @@ fn message<W: Write>(
                     *failed = true;
                     return Ok(Flow::Continue);
                 }
-                if !portal.is_empty() && !portals.contains_key(&portal) && portals.len() >= PORTALS_MAX {
+                if !portal.is_empty()
+                    && !portals.contains_key(&portal)
+                    && portals.len() >= PORTALS_MAX
+                {
                     out.error("53400", &format!("too many open portals on this connection (limit {PORTALS_MAX}); close some"))?;
                     *failed = true;
                     return Ok(Flow::Continue);

@@ -129,11 +129,17 @@ mod tests {
     fn right_token_passes_wrong_token_and_tampering_fail() {
         let bare = "n=,r=abcdefghijklmnop";
         let ex = first("s3cret", format!("n,,{bare}").as_bytes()).unwrap();
-        assert!(ex.verify(client_final("s3cret", &ex, bare, false).as_bytes()).is_ok());
+        assert!(ex
+            .verify(client_final("s3cret", &ex, bare, false).as_bytes())
+            .is_ok());
         let ex = first("s3cret", format!("n,,{bare}").as_bytes()).unwrap();
-        assert!(ex.verify(client_final("wrong", &ex, bare, false).as_bytes()).is_err());
+        assert!(ex
+            .verify(client_final("wrong", &ex, bare, false).as_bytes())
+            .is_err());
         let ex = first("s3cret", format!("n,,{bare}").as_bytes()).unwrap();
-        assert!(ex.verify(client_final("s3cret", &ex, bare, true).as_bytes()).is_err());
+        assert!(ex
+            .verify(client_final("s3cret", &ex, bare, true).as_bytes())
+            .is_err());
         assert!(first("s3cret", b"p=tls-server-end-point,,n=,r=x").is_err());
         assert!(first("s3cret", b"n,,n=,").is_err());
     }

@@ -109,7 +109,10 @@ fn native_hello(addr: SocketAddr) -> TcpStream {
         },
     )
     .unwrap();
-    assert!(matches!(read_frame(&mut s, 1 << 20).unwrap(), Frame::HelloOk { .. }));
+    assert!(matches!(
+        read_frame(&mut s, 1 << 20).unwrap(),
+        Frame::HelloOk { .. }
+    ));
     s
 }
 
@@ -201,12 +204,18 @@ fn long_expressions_never_kill_the_server() {
     let mut c = Client::connect(srv.addr, Some(TOKEN)).unwrap();
     let ids: Vec<String> = (0..3_000).map(|i| format!("'k{i}'")).collect();
     let r = c
-        .run(&format!("SELECT count(*) FROM t WHERE k IN ({})", ids.join(", ")))
+        .run(&format!(
+            "SELECT count(*) FROM t WHERE k IN ({})",
+            ids.join(", ")
+        ))
         .unwrap();
     assert_eq!(r.rows, 1);
     let ors: Vec<String> = (0..2_000).map(|i| format!("n = {i}")).collect();
-    c.run(&format!("SELECT count(*) FROM t WHERE {}", ors.join(" OR ")))
-        .unwrap();
+    c.run(&format!(
+        "SELECT count(*) FROM t WHERE {}",
+        ors.join(" OR ")
+    ))
+    .unwrap();
     for (sep, n) in [(" AND ", 50_000), (" OR ", 100_000)] {
         let terms: Vec<String> = (0..n).map(|i| format!("n <> {i}")).collect();
         match c.run(&format!("SELECT count(*) FROM t WHERE {}", terms.join(sep))) {
@@ -216,15 +225,24 @@ fn long_expressions_never_kill_the_server() {
             other => panic!("{sep}: {other:?}"),
         }
     }
-    let plus = format!("SELECT count(*) FROM t WHERE n {} > 0", "+ 1 ".repeat(100_000));
+    let plus = format!(
+        "SELECT count(*) FROM t WHERE n {} > 0",
+        "+ 1 ".repeat(100_000)
+    );
     assert!(c.run(&plus).is_err());
     // The same over the PostgreSQL protocol, on the same connection afterwards.
     let mut s = pg_startup(srv.pg);
     let ids: Vec<String> = (0..100_000).map(|i| format!("'k{i}'")).collect();
-    let (kinds, codes) = pg_simple(&mut s, &format!("SELECT count(*) FROM t WHERE k IN ({})", ids.join(", ")));
+    let (kinds, codes) = pg_simple(
+        &mut s,
+        &format!("SELECT count(*) FROM t WHERE k IN ({})", ids.join(", ")),
+    );
     assert!(codes.is_empty() && kinds.contains(&b'D'), "{codes:?}");
     let terms: Vec<String> = (0..50_000).map(|i| format!("n <> {i}")).collect();
-    let (_, codes) = pg_simple(&mut s, &format!("SELECT count(*) FROM t WHERE {}", terms.join(" AND ")));
+    let (_, codes) = pg_simple(
+        &mut s,
+        &format!("SELECT count(*) FROM t WHERE {}", terms.join(" AND ")),
+    );
     assert_eq!(codes, vec!["54001".to_string()]);
     let (kinds, codes) = pg_simple(&mut s, "SELECT count(*) FROM t");
     assert!(codes.is_empty() && kinds.contains(&b'D'));
@@ -238,7 +256,11 @@ fn huge_parameter_numbers_are_errors_not_allocations() {
     let mut s = pg_startup(srv.pg);
     for p in ["$1000000000000", "$18446744073709551615", "$0", "$65536"] {
         // Parse, Describe (statement), Sync: psql's \gdesc does this.
-        pg_send(&mut s, b'P', format!("\0SELECT v FROM t WHERE v = {p}\0\0\0").as_bytes());
+        pg_send(
+            &mut s,
+            b'P',
+            format!("\0SELECT v FROM t WHERE v = {p}\0\0\0").as_bytes(),
+        );
         pg_send(&mut s, b'D', b"S\0");
         pg_send(&mut s, b'S', b"");
         let (_, codes) = pg_until_ready(&mut s);
@@ -289,7 +311,10 @@ fn bound_parameters_never_become_sql() {
         .value(0);
     assert_eq!(n, 0, "the parameter inserted a second row");
     let r = c
-        .run(&format!("SELECT count(*) FROM t WHERE v = '{}'", evil.replace('\'', "''")))
+        .run(&format!(
+            "SELECT count(*) FROM t WHERE v = '{}'",
+            evil.replace('\'', "''")
+        ))
         .unwrap();
     let n = r.batches[0]
         .column(0)
@@ -329,8 +354,12 @@ fn panicking_requests_release_their_slots() {
 fn silent_and_trickling_sockets_lock_nobody_out() {
     let mut srv = start(4, 2);
     // More silent, unauthenticated sockets than --max-connections and --max-pending.
-    let silent: Vec<TcpStream> = (0..12).map(|_| TcpStream::connect(srv.addr).unwrap()).collect();
-    let silent_pg: Vec<TcpStream> = (0..12).map(|_| TcpStream::connect(srv.pg).unwrap()).collect();
+    let silent: Vec<TcpStream> = (0..12)
+        .map(|_| TcpStream::connect(srv.addr).unwrap())
+        .collect();
+    let silent_pg: Vec<TcpStream> = (0..12)
+        .map(|_| TcpStream::connect(srv.pg).unwrap())
+        .collect();
     // Once they have been silent for a while, a client with the token is served at once: it
     // evicts the oldest silent socket.
     std::thread::sleep(Duration::from_millis(600));
@@ -440,7 +469,8 @@ fn an_append_frame_is_all_or_nothing() {
     use arrow_schema::{DataType, Field, Schema};
     let srv = start(16, 2);
     let mut c = Client::connect(srv.addr, Some(TOKEN)).unwrap();
-    c.run("CREATE TABLE s (k VARCHAR PRIMARY KEY, n BIGINT MERGE SUM)").unwrap();
+    c.run("CREATE TABLE s (k VARCHAR PRIMARY KEY, n BIGINT MERGE SUM)")
+        .unwrap();
     let schema = Arc::new(Schema::new(vec![
         Field::new("k", DataType::Utf8, true),
         Field::new("n", DataType::Int64, true),
@@ -448,7 +478,9 @@ fn an_append_frame_is_all_or_nothing() {
     let good = RecordBatch::try_new(
         schema.clone(),
         vec![
-            Arc::new(StringArray::from((0..1000).map(|i| format!("g{i}")).collect::<Vec<_>>())) as ArrayRef,
+            Arc::new(StringArray::from(
+                (0..1000).map(|i| format!("g{i}")).collect::<Vec<_>>(),
+            )) as ArrayRef,
             Arc::new(Int64Array::from(vec![1i64; 1000])) as ArrayRef,
         ],
     )
@@ -471,7 +503,10 @@ fn an_append_frame_is_all_or_nothing() {
         },
     )
     .unwrap();
-    assert!(matches!(read_frame(&mut s, 1 << 20).unwrap(), Frame::Error { .. }));
+    assert!(matches!(
+        read_frame(&mut s, 1 << 20).unwrap(),
+        Frame::Error { .. }
+    ));
     let r = c.run("SELECT count(*) FROM s").unwrap();
     let n = r.batches[0]
         .column(0)

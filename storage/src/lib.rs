@@ -30,11 +30,13 @@ pub mod manifest;
 pub mod schema;
 pub mod segment;
 pub mod snapshot;
+pub mod text;
 pub mod values;
 pub mod wal;
 
 pub use db::{
-    CheckReport, CompactStats, Database, FlushStats, IngestStats, Options, PARTITION_ROWS_DEFAULT,
+    BulkLoad, CheckReport, CompactStats, Database, FlushStats, IngestStats, Options,
+    PARTITION_ROWS_DEFAULT,
 };
 pub use error::{Result, StorageError};
 pub use keydict::Key;

@@ -996,20 +996,57 @@ fn an_added_column_reads_null_for_older_rows_and_merges_new_ones() {
     {
         let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
         create_c(&db);
-        db.append("c", &batch("customer_id", &keys(0..4), vec![("hits", Col::Int(vec![Some(1); 4]))]))
-            .unwrap();
+        db.append(
+            "c",
+            &batch(
+                "customer_id",
+                &keys(0..4),
+                vec![("hits", Col::Int(vec![Some(1); 4]))],
+            ),
+        )
+        .unwrap();
         db.flush().unwrap();
         // In a segment (0..4) and in memory (4..6) when the column arrives.
-        db.append("c", &batch("customer_id", &keys(4..6), vec![("hits", Col::Int(vec![Some(2); 2]))]))
-            .unwrap();
+        db.append(
+            "c",
+            &batch(
+                "customer_id",
+                &keys(4..6),
+                vec![("hits", Col::Int(vec![Some(2); 2]))],
+            ),
+        )
+        .unwrap();
         add(&db, "clicks", ColumnType::Bigint, MergeRule::Sum).unwrap();
-        assert!(add(&db, "CLICKS", ColumnType::Bigint, MergeRule::Sum).is_err(), "duplicate name");
-        assert!(add(&db, "bad name", ColumnType::Bigint, MergeRule::Min).is_err(), "invalid name");
-        assert!(add(&db, "s", ColumnType::Varchar, MergeRule::Sum).is_err(), "SUM of text");
-        db.append("c", &batch("customer_id", &keys(2..5), vec![("clicks", Col::Int(vec![Some(3); 3]))]))
-            .unwrap();
-        db.append("c", &batch("customer_id", &keys(3..4), vec![("clicks", Col::Int(vec![Some(4)]))]))
-            .unwrap();
+        assert!(
+            add(&db, "CLICKS", ColumnType::Bigint, MergeRule::Sum).is_err(),
+            "duplicate name"
+        );
+        assert!(
+            add(&db, "bad name", ColumnType::Bigint, MergeRule::Min).is_err(),
+            "invalid name"
+        );
+        assert!(
+            add(&db, "s", ColumnType::Varchar, MergeRule::Sum).is_err(),
+            "SUM of text"
+        );
+        db.append(
+            "c",
+            &batch(
+                "customer_id",
+                &keys(2..5),
+                vec![("clicks", Col::Int(vec![Some(3); 3]))],
+            ),
+        )
+        .unwrap();
+        db.append(
+            "c",
+            &batch(
+                "customer_id",
+                &keys(3..4),
+                vec![("clicks", Col::Int(vec![Some(4)]))],
+            ),
+        )
+        .unwrap();
     }
     let expect = |d: &common::Dump| {
         assert_eq!(d.len(), 6);
@@ -1018,7 +1055,11 @@ fn an_added_column_reads_null_for_older_rows_and_merges_new_ones() {
         assert_eq!(clicks(2), Some(Cell::Int(3)));
         assert_eq!(clicks(3), Some(Cell::Int(7)), "SUM folds the new column");
         assert_eq!(clicks(4), Some(Cell::Int(3)));
-        assert_eq!(d[&keys(5..6)[0]][1], Some(Cell::Int(2)), "older columns untouched");
+        assert_eq!(
+            d[&keys(5..6)[0]][1],
+            Some(Cell::Int(2)),
+            "older columns untouched"
+        );
     };
     // After WAL replay, then after a flush and a compaction, then after another reopen.
     let db = Database::open(dir.path(), opts()).unwrap();
@@ -1031,4 +1072,140 @@ fn an_added_column_reads_null_for_older_rows_and_merges_new_ones() {
     expect(&dump(&db.snapshot(), "c"));
     drop(db);
     Database::check_dir(dir.path()).unwrap();
+}
+
+/// Random batches with repeated keys across and inside batches, for the bulk-load tests.
+fn load_batches(seed: u64, n: usize) -> Vec<RecordBatch> {
+    let mut x = seed;
+    let mut next = move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        x >> 33
+    };
+    (0..n)
+        .map(|_| {
+            let rows = 1 + (next() % 3000) as usize;
+            let ks: Vec<String> = (0..rows)
+                .map(|_| format!("c{:06}", next() % 150_000))
+                .collect();
+            let ts = (0..rows)
+                .map(|_| (next() % 4 != 0).then(|| (next() % 1000) as i64))
+                .collect();
+            let hits = (0..rows)
+                .map(|_| (next() % 3 != 0).then(|| (next() % 50) as i64))
+                .collect();
+            let ch = (0..rows)
+                .map(|_| (next() % 2 == 0).then(|| format!("ch{}", next() % 7)))
+                .collect();
+            batch(
+                "customer_id",
+                &ks,
+                vec![
+                    ("stage1", Col::Ts(ts)),
+                    ("hits", Col::Int(hits)),
+                    ("channel", Col::Str(ch)),
+                ],
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_bulk_load_equals_the_same_batches_appended_and_lands_in_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
+    create_c(&db);
+    db.create_table("appended", state_schema()).unwrap();
+    let batches = load_batches(7, 40);
+    // Rows already in the table merge with the load by the columns' rules.
+    db.append("c", &batches[0]).unwrap();
+    db.append("appended", &batches[0]).unwrap();
+    let before = db.snapshot().version();
+    let mut load = db.bulk_load("c").unwrap();
+    for b in &batches[1..] {
+        load.push(b).unwrap();
+        db.append("appended", b).unwrap();
+    }
+    // Nothing is visible before finish.
+    assert_eq!(
+        db.snapshot().table("c").unwrap().row_count(),
+        batches[0].num_rows() as u64 - duplicates(&batches[0])
+    );
+    let stats = load.finish().unwrap();
+    assert!(stats.rows > 0);
+    let snap = db.snapshot();
+    assert_eq!(
+        snap.version().0,
+        before.0 + 2,
+        "the load (after a flush) is one commit"
+    );
+    assert_eq!(dump(&snap, "c"), dump(&snap, "appended"));
+    drop(db);
+    let db = Database::open(dir.path(), opts()).unwrap();
+    let snap = db.snapshot();
+    assert_eq!(dump(&snap, "c"), dump(&snap, "appended"));
+}
+
+fn duplicates(b: &RecordBatch) -> u64 {
+    let k = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+    let distinct: std::collections::HashSet<&str> = k.iter().flatten().collect();
+    (b.num_rows() - distinct.len()) as u64
+}
+
+#[test]
+fn a_bulk_load_adds_columns_in_its_commit_and_a_dropped_load_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
+    create_c(&db);
+    let before = dump(&db.snapshot(), "c");
+    // Dropped without finish: nothing changes.
+    {
+        let mut load = db.bulk_load("c").unwrap();
+        load.add_column(ColumnDef::new("purchase", ColumnType::Timestamp))
+            .unwrap();
+        for b in load_batches(3, 5) {
+            load.push(&b).unwrap();
+        }
+    }
+    assert_eq!(dump(&db.snapshot(), "c"), before);
+    assert_eq!(db.snapshot().table("c").unwrap().schema().columns.len(), 3);
+    // A column added mid-load is committed with the rows.
+    let mut load = db.bulk_load("c").unwrap();
+    load.push(&load_batches(5, 1)[0]).unwrap();
+    load.add_column(ColumnDef::new("purchase", ColumnType::Timestamp))
+        .unwrap();
+    let k = keys(0..3);
+    load.push(&batch(
+        "customer_id",
+        &k,
+        vec![("purchase", Col::Ts(vec![Some(5), None, Some(7)]))],
+    ))
+    .unwrap();
+    load.push(&batch(
+        "customer_id",
+        &k,
+        vec![("purchase", Col::Ts(vec![Some(9), Some(1), Some(3)]))],
+    ))
+    .unwrap();
+    // Another commit adding a column meanwhile makes the load fail whole.
+    let mut other = db.bulk_load("c").unwrap();
+    other
+        .add_column(ColumnDef::new("x", ColumnType::Bigint))
+        .unwrap();
+    load.finish().unwrap();
+    assert!(other.finish().is_err());
+    let snap = db.snapshot();
+    let d = dump(&snap, "c");
+    assert_eq!(snap.table("c").unwrap().schema().columns.len(), 4);
+    let got: Vec<_> = k.iter().map(|k| d[k][3].clone()).collect();
+    assert_eq!(
+        got,
+        vec![Some(Cell::Int(5)), Some(Cell::Int(1)), Some(Cell::Int(3))]
+    );
+    // The added column cannot duplicate a name.
+    let mut again = db.bulk_load("c").unwrap();
+    assert!(again
+        .add_column(ColumnDef::new("purchase", ColumnType::Bigint))
+        .is_err());
 }

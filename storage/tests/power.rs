@@ -400,18 +400,61 @@ fn an_added_column_survives_a_power_cut_at_every_call() {
     use journeydb_storage::{CatalogOp, ColumnDef, ColumnType, MergeRule, TableSchema};
     type Step = fn(&Database) -> bool;
     let steps: Vec<Step> = vec![
-        |d| d.create_table("t", TableSchema::new("k", vec![ColumnDef::new("a", ColumnType::Bigint).with_rule(MergeRule::Sum)])).is_ok(),
-        |d| d.append("t", &batch("k", &(0..3).map(key).collect::<Vec<_>>(), vec![("a", Col::Int(vec![Some(1); 3]))])).is_ok(),
+        |d| {
+            d.create_table(
+                "t",
+                TableSchema::new(
+                    "k",
+                    vec![ColumnDef::new("a", ColumnType::Bigint).with_rule(MergeRule::Sum)],
+                ),
+            )
+            .is_ok()
+        },
+        |d| {
+            d.append(
+                "t",
+                &batch(
+                    "k",
+                    &(0..3).map(key).collect::<Vec<_>>(),
+                    vec![("a", Col::Int(vec![Some(1); 3]))],
+                ),
+            )
+            .is_ok()
+        },
         |d| d.flush().is_ok(),
-        |d| d
-            .commit(&[CatalogOp::AddColumn {
+        |d| {
+            d.commit(&[CatalogOp::AddColumn {
                 table: "t".into(),
                 column: ColumnDef::new("b", ColumnType::Bigint).with_rule(MergeRule::Sum),
             }])
-            .is_ok(),
-        |d| d.append("t", &batch("k", &(1..5).map(key).collect::<Vec<_>>(), vec![("b", Col::Int(vec![Some(2); 4]))])).is_ok(),
+            .is_ok()
+        },
+        |d| {
+            d.append(
+                "t",
+                &batch(
+                    "k",
+                    &(1..5).map(key).collect::<Vec<_>>(),
+                    vec![("b", Col::Int(vec![Some(2); 4]))],
+                ),
+            )
+            .is_ok()
+        },
         |d| d.flush().is_ok(),
-        |d| d.append("t", &batch("k", &(0..2).map(key).collect::<Vec<_>>(), vec![("a", Col::Int(vec![Some(5); 2])), ("b", Col::Int(vec![Some(7); 2]))])).is_ok(),
+        |d| {
+            d.append(
+                "t",
+                &batch(
+                    "k",
+                    &(0..2).map(key).collect::<Vec<_>>(),
+                    vec![
+                        ("a", Col::Int(vec![Some(5); 2])),
+                        ("b", Col::Int(vec![Some(7); 2])),
+                    ],
+                ),
+            )
+            .is_ok()
+        },
     ];
     // The table after each number of completed steps (None: no table).
     let cell = |v: i64| Some(common::Cell::Int(v));
@@ -435,8 +478,14 @@ fn an_added_column_survives_a_power_cut_at_every_call() {
         if done >= 7 {
             for k in 0..2 {
                 let row = d.entry(key(k)).or_insert_with(|| vec![None, None]);
-                row[0] = Some(common::Cell::Int(match &row[0] { Some(common::Cell::Int(v)) => v + 5, _ => 5 }));
-                row[1] = Some(common::Cell::Int(match &row[1] { Some(common::Cell::Int(v)) => v + 7, _ => 7 }));
+                row[0] = Some(common::Cell::Int(match &row[0] {
+                    Some(common::Cell::Int(v)) => v + 5,
+                    _ => 5,
+                }));
+                row[1] = Some(common::Cell::Int(match &row[1] {
+                    Some(common::Cell::Int(v)) => v + 7,
+                    _ => 7,
+                }));
             }
         }
         Some(d)

@@ -82,7 +82,11 @@ pub struct DemoArgs {
     #[arg(long)]
     pub keep: bool,
     /// Where the HTML funnel report goes.
-    #[arg(long, value_name = "FILE", default_value = "journeydb-demo-report.html")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "journeydb-demo-report.html"
+    )]
     pub report: String,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -110,7 +114,12 @@ pub struct JourneyArgs {
     #[arg(value_name = "DEF.toml")]
     pub def: String,
     /// An embedded database (which must exist).
-    #[arg(long, value_name = "DIR", conflicts_with = "connect", required_unless_present = "connect")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "connect",
+        required_unless_present = "connect"
+    )]
     pub db: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -248,7 +257,12 @@ pub enum OutputFormat {
 #[derive(Debug, Args)]
 pub struct SqlArgs {
     /// An embedded database (created if missing).
-    #[arg(long, value_name = "DIR", conflicts_with = "connect", required_unless_present = "connect")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "connect",
+        required_unless_present = "connect"
+    )]
     pub db: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -289,7 +303,11 @@ pub struct CheckArgs {
 pub struct BenchArgs {
     /// journeydb-bench's options: [--customers 10000000] [--int-keys] [--runs 5] [--json]
     /// [--dir DIR] [--python python3].
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "OPTIONS")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "OPTIONS"
+    )]
     pub args: Vec<String>,
 }
 

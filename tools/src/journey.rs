@@ -74,7 +74,13 @@ pub fn write_activations_csv(
 pub fn cli(cmd: &crate::cli::JourneyCommand) -> Result<(), String> {
     use crate::cli::JourneyCommand as C;
     let (args, now, csv, out, percent) = match cmd {
-        C::Run(r) => (&r.journey, r.now, r.activations_csv.clone(), None, r.check_percent),
+        C::Run(r) => (
+            &r.journey,
+            r.now,
+            r.activations_csv.clone(),
+            None,
+            r.check_percent,
+        ),
         C::Check(a) => (a, None, None, None, 50.0),
         C::Report(r) => (&r.journey, None, None, r.out.clone(), 50.0),
     };

@@ -31,7 +31,12 @@ fn print_output(o: &Output, f: Format, out: &mut impl Write) -> std::io::Result<
 }
 
 /// Runs a script; returns the number of failed statements.
-fn run_script(engine: &Engine, sql: &str, format: Format, keep_going: bool) -> Result<usize, String> {
+fn run_script(
+    engine: &Engine,
+    sql: &str,
+    format: Format,
+    keep_going: bool,
+) -> Result<usize, String> {
     let stmts = match Engine::parse(sql) {
         Ok(s) => s,
         Err(e) => {
@@ -175,12 +180,7 @@ fn arrow_select_concat(
 /// The shell over a server: every -c / -f script (or standard input) through the native client.
 fn run_connected(a: &Args, addr: &str) -> Result<(), String> {
     let mut client = match &a.tls_ca {
-        Some(ca) => journeydb_client::Client::connect_tls(
-            addr,
-            a.remote.token(),
-            &a.tls_name,
-            ca,
-        ),
+        Some(ca) => journeydb_client::Client::connect_tls(addr, a.remote.token(), &a.tls_name, ca),
         None => journeydb_client::Client::connect(addr, a.remote.token()),
     }
     .map_err(|e| format!("connect {addr}: {e}"))?;
@@ -218,7 +218,9 @@ pub fn run(a: &Args) -> Result<(), String> {
         return run_connected(a, addr);
     }
     let opts = Options::default();
-    let path = a.db.as_deref().ok_or("sql: give --db DIR or --connect HOST:PORT")?;
+    let path =
+        a.db.as_deref()
+            .ok_or("sql: give --db DIR or --connect HOST:PORT")?;
     let db = if path.join("CURRENT").exists() {
         Database::open(path, opts)
     } else {

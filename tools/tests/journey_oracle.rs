@@ -12,13 +12,11 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use journeydb_client::Session;
+use journeydb_journey::def::{self, col, Branch, Criterion, Exit, Journey, Stage, Step, StepKind};
+use journeydb_journey::run::{self, RunOptions};
 use journeydb_query::Engine;
 use journeydb_server::EmbeddedSession;
 use journeydb_storage::{Database, KeyType, Options};
-use journeydb_journey::def::{
-    self, col, Branch, Criterion, Exit, Journey, Stage, Step, StepKind,
-};
-use journeydb_journey::run::{self, RunOptions};
 use proptest::prelude::*;
 
 const START: i64 = 1_767_225_600_000_000;

@@ -31,7 +31,14 @@ fn serve_with(db: &std::path::Path, extra: &[&str]) -> (Server, String, String) 
     let mut child = Command::new(env!("CARGO_BIN_EXE_journeydb"))
         .args(["serve", "--db"])
         .arg(db)
-        .args(["--listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0", "--token", "s3cret"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--pg-listen",
+            "127.0.0.1:0",
+            "--token",
+            "s3cret",
+        ])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -58,18 +65,35 @@ fn serve_with(db: &std::path::Path, extra: &[&str]) -> (Server, String, String) 
 
 fn psql(port: &str, commands: &[&str], stdin: Option<&str>) -> String {
     let mut cmd = Command::new("psql");
-    cmd.args(["-X", "-h", "127.0.0.1", "-p", port, "-U", "analyst", "-d", "journeydb"])
-        .args(["-v", "ON_ERROR_STOP=1"])
-        .env("PGPASSWORD", "s3cret")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "-X",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-U",
+        "analyst",
+        "-d",
+        "journeydb",
+    ])
+    .args(["-v", "ON_ERROR_STOP=1"])
+    .env("PGPASSWORD", "s3cret")
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     for c in commands {
         cmd.args(["-c", c]);
     }
-    let mut child = cmd.spawn().expect("psql is installed (scripts/test.sh installs postgresql-client)");
+    let mut child = cmd
+        .spawn()
+        .expect("psql is installed (scripts/test.sh installs postgresql-client)");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
@@ -113,7 +137,19 @@ fn psql_sees_the_catalog_and_keeps_quotes() {
     }
     // The token is proved by SCRAM: a wrong one is refused.
     let wrong = Command::new("psql")
-        .args(["-X", "-h", "127.0.0.1", "-p", &port, "-U", "analyst", "-d", "journeydb", "-c", "SELECT 1"])
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "analyst",
+            "-d",
+            "journeydb",
+            "-c",
+            "SELECT 1",
+        ])
         .env("PGPASSWORD", "not-the-token")
         .output()
         .unwrap();
@@ -154,20 +190,50 @@ fn psql_sees_the_catalog_and_keeps_quotes() {
     );
     assert!(out.contains("COPY 3"), "{out}");
     assert!(out.contains("Rome, \"Italy\""), "{out}");
-    assert!(out.contains("two          +\n             |   | lines"), "{out}");
-    assert!(out.contains(" c3          |   | \n"), "an empty CSV field is NULL: {out}");
+    assert!(
+        out.contains("two          +\n             |   | lines"),
+        "{out}"
+    );
+    assert!(
+        out.contains(" c3          |   | \n"),
+        "an empty CSV field is NULL: {out}"
+    );
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "customer_id,n\nd1,1\nd2,not-a-number\n").unwrap();
     let failed = Command::new("psql")
-        .args(["-X", "-h", "127.0.0.1", "-p", &port, "-U", "analyst", "-d", "journeydb", "-c"])
-        .arg(format!("\\copy onboarding (customer_id, n) FROM '{}' CSV HEADER", bad.display()))
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "analyst",
+            "-d",
+            "journeydb",
+            "-c",
+        ])
+        .arg(format!(
+            "\\copy onboarding (customer_id, n) FROM '{}' CSV HEADER",
+            bad.display()
+        ))
         .env("PGPASSWORD", "s3cret")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&failed.stderr);
-    assert!(!failed.status.success() && err.contains("line 3") && err.contains("column n"), "{err}");
-    let none = psql(&port, &["SELECT count(*) FROM onboarding WHERE customer_id BETWEEN 'd' AND 'dz'"], None);
-    assert!(none.contains("     0\n"), "a failed COPY committed rows: {none}");
+    assert!(
+        !failed.status.success() && err.contains("line 3") && err.contains("column n"),
+        "{err}"
+    );
+    let none = psql(
+        &port,
+        &["SELECT count(*) FROM onboarding WHERE customer_id BETWEEN 'd' AND 'dz'"],
+        None,
+    );
+    assert!(
+        none.contains("     0\n"),
+        "a failed COPY committed rows: {none}"
+    );
     // Text format from standard input.
     let out = psql(
         &port,
@@ -178,10 +244,18 @@ fn psql_sees_the_catalog_and_keeps_quotes() {
     // SELECT 1, version(), SHOW and SET, as health checks and drivers send them.
     let misc = psql(
         &port,
-        &["SELECT 1 AS one", "SELECT version()", "SHOW server_version", "SET application_name = 'ci'"],
+        &[
+            "SELECT 1 AS one",
+            "SELECT version()",
+            "SHOW server_version",
+            "SET application_name = 'ci'",
+        ],
         None,
     );
-    assert!(misc.contains("one") && misc.contains("journeydb") && misc.contains("14.0"), "{misc}");
+    assert!(
+        misc.contains("one") && misc.contains("journeydb") && misc.contains("14.0"),
+        "{misc}"
+    );
 }
 
 #[test]
@@ -210,12 +284,61 @@ fn certificates(dir: &std::path::Path) {
             .current_dir(dir)
             .output()
             .expect("openssl is installed (scripts/test.sh installs it)");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=journeydb test CA"]);
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=journeydb test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }
 
 #[test]
@@ -226,18 +349,32 @@ fn tls_on_both_ports() {
     let key = dir.path().join("server.key");
     let (_server, native, port) = serve_with(
         &dir.path().join("db"),
-        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
     );
     // psql with sslmode=require: the session is encrypted.
     let out = Command::new("psql")
-        .arg(format!("host=127.0.0.1 port={port} user=u dbname=journeydb sslmode=require"))
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=u dbname=journeydb sslmode=require"
+        ))
         .args(["-X", "-c", "SELECT 40 + 2 AS answer", "-c", "\\conninfo"])
         .env("PGPASSWORD", "s3cret")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("42") && text.contains("SSL connection"), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("42") && text.contains("SSL connection"),
+        "{text}"
+    );
     // Verified against the CA, as a careful client does.
     let out = Command::new("psql")
         .arg(format!(
@@ -248,7 +385,11 @@ fn tls_on_both_ports() {
         .env("PGPASSWORD", "s3cret")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The native port speaks only TLS: the shell connects with the CA, and not without TLS.
     let ok = Command::new(env!("CARGO_BIN_EXE_journeydb"))
         .args(["sql", "--connect", &native, "--token", "s3cret", "--tls-ca"])
@@ -256,10 +397,22 @@ fn tls_on_both_ports() {
         .args(["--format", "csv", "-c", "SELECT 7 AS seven"])
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "seven\n7\n");
     let plain = Command::new(env!("CARGO_BIN_EXE_journeydb"))
-        .args(["sql", "--connect", &native, "--token", "s3cret", "-c", "SELECT 1"])
+        .args([
+            "sql",
+            "--connect",
+            &native,
+            "--token",
+            "s3cret",
+            "-c",
+            "SELECT 1",
+        ])
         .output()
         .unwrap();
     assert!(!plain.status.success());
@@ -271,9 +424,17 @@ fn jdbc_driver() {
     let (_server, port) = serve(&dir.path().join("db"));
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/Jdbc.java");
     let out = Command::new("java")
-        .args(["-cp", "/usr/share/java/postgresql.jar", source, &port, "s3cret"])
+        .args([
+            "-cp",
+            "/usr/share/java/postgresql.jar",
+            source,
+            &port,
+            "s3cret",
+        ])
         .output()
-        .expect("java is installed (scripts/test.sh installs pgjdbc; Java 17 comes with the machine)");
+        .expect(
+            "java is installed (scripts/test.sh installs pgjdbc; Java 17 comes with the machine)",
+        );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -148,7 +148,10 @@ fn every_command_answers_help() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{cmd} --help failed");
-        assert!(text.contains(&format!("Usage: journeydb {cmd}")) && text.contains(expect), "{cmd}: {text}");
+        assert!(
+            text.contains(&format!("Usage: journeydb {cmd}")) && text.contains(expect),
+            "{cmd}: {text}"
+        );
     }
 }
 
@@ -156,14 +159,38 @@ fn every_command_answers_help() {
 /// named in the README (and the README names no option of a command that the command lacks).
 #[test]
 fn readme_usage_matches_the_real_help() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let flags = |text: &str| -> std::collections::BTreeSet<String> {
-        text.split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == '`' || c == '(' || c == ')' || c == '|' || c == ',')
-            .filter(|w| w.starts_with("--") && w.len() > 2)
-            .map(|w| w.split('=').next().unwrap_or(w).trim_end_matches(['.', ':']).to_string())
-            .collect()
+        text.split(|c: char| {
+            c.is_whitespace()
+                || c == '['
+                || c == ']'
+                || c == '`'
+                || c == '('
+                || c == ')'
+                || c == '|'
+                || c == ','
+        })
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| {
+            w.split('=')
+                .next()
+                .unwrap_or(w)
+                .trim_end_matches(['.', ':'])
+                .to_string()
+        })
+        .collect()
     };
-    for cmd in [&["demo"][..], &["journey", "run"], &["journey", "check"], &["journey", "report"], &["serve"], &["sql"], &["check"]] {
+    for cmd in [
+        &["demo"][..],
+        &["journey", "run"],
+        &["journey", "check"],
+        &["journey", "report"],
+        &["serve"],
+        &["sql"],
+        &["check"],
+    ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_journeydb"))
             .args(cmd)
             .arg("--help")
@@ -187,7 +214,10 @@ fn readme_usage_matches_the_real_help() {
         }
         let documented = flags(&rows);
         for f in documented {
-            assert!(help.contains(&f), "README.md documents {f} for `{name}`, which has no such option");
+            assert!(
+                help.contains(&f),
+                "README.md documents {f} for `{name}`, which has no such option"
+            );
         }
     }
 }

@@ -112,9 +112,7 @@ fn lookup(layout: &Layout, qual: Option<&str>, name: &str) -> Result<Found> {
         }
         if let Some(i) = s.names.iter().position(|n| n == name) {
             if matches!(found, Found::At(_)) && qual.is_none() {
-                return Err(QueryError::ColumnNotFound(format!(
-                    "{name} is ambiguous"
-                )));
+                return Err(QueryError::ColumnNotFound(format!("{name} is ambiguous")));
             }
             found = Found::At(s.start + i);
         } else if s.open && matches!(found, Found::No) {
@@ -248,11 +246,17 @@ fn set_expr(body: &ast::SetExpr, env: &Env<'_>, outer: Option<&Scope<'_>>) -> Re
                 }
                 ast::SetOperator::Intersect => {
                     let keys: Vec<_> = r.rows.iter().map(key).collect();
-                    l.rows.into_iter().filter(|x| keys.contains(&key(x))).collect()
+                    l.rows
+                        .into_iter()
+                        .filter(|x| keys.contains(&key(x)))
+                        .collect()
                 }
                 ast::SetOperator::Except => {
                     let keys: Vec<_> = r.rows.iter().map(key).collect();
-                    l.rows.into_iter().filter(|x| !keys.contains(&key(x))).collect()
+                    l.rows
+                        .into_iter()
+                        .filter(|x| !keys.contains(&key(x)))
+                        .collect()
                 }
                 other => return unsupported(format!("{other}")),
             };
@@ -588,7 +592,9 @@ fn default_name(e: &Expr) -> String {
         Expr::Identifier(i) => ident(i),
         Expr::CompoundIdentifier(p) => p.last().map(ident).unwrap_or_default(),
         Expr::Function(f) => function_name(f),
-        Expr::Cast { expr, data_type, .. } => match expr.as_ref() {
+        Expr::Cast {
+            expr, data_type, ..
+        } => match expr.as_ref() {
             Expr::Value(_) => data_type.to_string().to_ascii_lowercase(),
             inner => default_name(inner),
         },
@@ -632,8 +638,8 @@ fn select(
         ast::GroupByExpr::Expressions(e, _) => e,
         ast::GroupByExpr::All(_) => return unsupported("GROUP BY ALL"),
     };
-    let aggregate = !group_by.is_empty()
-        || items.iter().any(|(_, e, _)| e.is_some_and(has_aggregate));
+    let aggregate =
+        !group_by.is_empty() || items.iter().any(|(_, e, _)| e.is_some_and(has_aggregate));
     // Groups: each a representative row and its member rows.
     let groups = group_rows(rows, aggregate, group_by, &layout, env, outer)?;
     // Window functions of the SELECT list (row_number / rank / dense_rank over a partition),
@@ -839,7 +845,9 @@ fn window_values(
         for (n, (order, idx)) in part.iter().enumerate() {
             let tie = prev.is_some_and(|p| {
                 p.len() == order.len()
-                    && p.iter().zip(order).all(|(a, b)| a.cmp_sql(b) == Some(Ordering::Equal))
+                    && p.iter()
+                        .zip(order)
+                        .all(|(a, b)| a.cmp_sql(b) == Some(Ordering::Equal))
             });
             if !tie {
                 rank = n as i64 + 1;
@@ -1087,14 +1095,16 @@ fn eval_in(e: &Expr, scope: &Scope<'_>, ctx: &EvalCtx<'_, '_>) -> Result<V> {
                     None => V::Null,
                     Some(b) => V::Bool(!b),
                 },
-                ast::UnaryOperator::Minus => match v {
-                    V::Int(i) => V::Int(i.checked_neg().ok_or_else(|| {
-                        QueryError::InvalidValue("integer out of range".into())
-                    })?),
-                    V::Float(f) => V::Float(-f),
-                    V::Null => V::Null,
-                    other => return unsupported(format!("-{other:?}")),
-                },
+                ast::UnaryOperator::Minus => {
+                    match v {
+                        V::Int(i) => V::Int(i.checked_neg().ok_or_else(|| {
+                            QueryError::InvalidValue("integer out of range".into())
+                        })?),
+                        V::Float(f) => V::Float(-f),
+                        V::Null => V::Null,
+                        other => return unsupported(format!("-{other:?}")),
+                    }
+                }
                 ast::UnaryOperator::Plus => v,
                 other => return unsupported(format!("operator {other}")),
             }
@@ -1455,9 +1465,14 @@ fn cast(v: V, t: &ast::DataType, env: &Env<'_>) -> Result<V> {
         },
         // Catalog rows hold no timestamps: a timestamp is carried as its text, normalized to UTC
         // the way the engine prints timestamps (a zone offset is applied, a bad value refused).
-        "timestamp" | "timestamp without time zone" | "timestamptz" | "timestamp with time zone"
+        "timestamp"
+        | "timestamp without time zone"
+        | "timestamptz"
+        | "timestamp with time zone"
         | "date" => match text_of(&v) {
-            Some(s) => V::Str(crate::types::format_timestamp(crate::types::parse_timestamp(&s)?)),
+            Some(s) => V::Str(crate::types::format_timestamp(
+                crate::types::parse_timestamp(&s)?,
+            )),
             None => V::Null,
         },
         _ => v,
@@ -1673,13 +1688,28 @@ fn function(f: &ast::Function, scope: &Scope<'_>, ctx: &EvalCtx<'_, '_>) -> Resu
             V::Arr(a) if !a.is_empty() => V::Int(a.len() as i64),
             _ => V::Null,
         },
-        "obj_description" | "col_description" | "shobj_description" | "pg_get_expr"
-        | "pg_get_constraintdef" | "pg_get_indexdef" | "pg_get_viewdef" | "pg_get_triggerdef"
-        | "pg_get_statisticsobjdef_columns" | "pg_get_partkeydef" | "pg_get_serial_sequence"
-        | "pg_get_function_arguments" | "pg_get_function_result" | "inet_server_addr"
-        | "inet_server_port" | "pg_tablespace_location" => V::Null,
-        "has_table_privilege" | "has_schema_privilege" | "has_database_privilege"
-        | "has_column_privilege" | "has_any_column_privilege" | "pg_has_role" => V::Bool(true),
+        "obj_description"
+        | "col_description"
+        | "shobj_description"
+        | "pg_get_expr"
+        | "pg_get_constraintdef"
+        | "pg_get_indexdef"
+        | "pg_get_viewdef"
+        | "pg_get_triggerdef"
+        | "pg_get_statisticsobjdef_columns"
+        | "pg_get_partkeydef"
+        | "pg_get_serial_sequence"
+        | "pg_get_function_arguments"
+        | "pg_get_function_result"
+        | "inet_server_addr"
+        | "inet_server_port"
+        | "pg_tablespace_location" => V::Null,
+        "has_table_privilege"
+        | "has_schema_privilege"
+        | "has_database_privilege"
+        | "has_column_privilege"
+        | "has_any_column_privilege"
+        | "pg_has_role" => V::Bool(true),
         "pg_relation_is_publishable" => V::Bool(false),
         "pg_relation_size" | "pg_total_relation_size" | "pg_table_size" => {
             match as_int(&arg(0)).and_then(|o| table_by_oid(env, o)) {
@@ -1695,7 +1725,8 @@ fn function(f: &ast::Function, scope: &Scope<'_>, ctx: &EvalCtx<'_, '_>) -> Resu
         },
         "quote_ident" => match text_of(&arg(0)) {
             Some(t)
-                if t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                if t.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
                     && !t.starts_with(|c: char| c.is_ascii_digit()) =>
             {
                 V::Str(t)

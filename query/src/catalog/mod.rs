@@ -98,54 +98,57 @@ fn to_batch(r: eval::Rows) -> Result<RecordBatch> {
     let mut fields = Vec::with_capacity(r.names.len());
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(r.names.len());
     for (i, name) in r.names.iter().enumerate() {
-        let col: Vec<&V> = r.rows.iter().map(|row| row.get(i).unwrap_or(&V::Null)).collect();
+        let col: Vec<&V> = r
+            .rows
+            .iter()
+            .map(|row| row.get(i).unwrap_or(&V::Null))
+            .collect();
         let non_null = || col.iter().filter(|v| !matches!(v, V::Null));
-        let (dt, array): (DataType, ArrayRef) = if non_null().count() > 0
-            && non_null().all(|v| matches!(v, V::Int(_)))
-        {
-            (
-                DataType::Int64,
-                Arc::new(Int64Array::from(
-                    col.iter()
-                        .map(|v| match v {
-                            V::Int(i) => Some(*i),
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>(),
-                )),
-            )
-        } else if non_null().count() > 0 && non_null().all(|v| matches!(v, V::Float(_))) {
-            (
-                DataType::Float64,
-                Arc::new(Float64Array::from(
-                    col.iter()
-                        .map(|v| match v {
-                            V::Float(f) => Some(*f),
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>(),
-                )),
-            )
-        } else if non_null().count() > 0 && non_null().all(|v| matches!(v, V::Bool(_))) {
-            (
-                DataType::Boolean,
-                Arc::new(BooleanArray::from(
-                    col.iter()
-                        .map(|v| match v {
-                            V::Bool(b) => Some(*b),
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>(),
-                )),
-            )
-        } else {
-            (
-                DataType::Utf8,
-                Arc::new(StringArray::from(
-                    col.iter().map(|v| v.text()).collect::<Vec<_>>(),
-                )),
-            )
-        };
+        let (dt, array): (DataType, ArrayRef) =
+            if non_null().count() > 0 && non_null().all(|v| matches!(v, V::Int(_))) {
+                (
+                    DataType::Int64,
+                    Arc::new(Int64Array::from(
+                        col.iter()
+                            .map(|v| match v {
+                                V::Int(i) => Some(*i),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>(),
+                    )),
+                )
+            } else if non_null().count() > 0 && non_null().all(|v| matches!(v, V::Float(_))) {
+                (
+                    DataType::Float64,
+                    Arc::new(Float64Array::from(
+                        col.iter()
+                            .map(|v| match v {
+                                V::Float(f) => Some(*f),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>(),
+                    )),
+                )
+            } else if non_null().count() > 0 && non_null().all(|v| matches!(v, V::Bool(_))) {
+                (
+                    DataType::Boolean,
+                    Arc::new(BooleanArray::from(
+                        col.iter()
+                            .map(|v| match v {
+                                V::Bool(b) => Some(*b),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>(),
+                    )),
+                )
+            } else {
+                (
+                    DataType::Utf8,
+                    Arc::new(StringArray::from(
+                        col.iter().map(|v| v.text()).collect::<Vec<_>>(),
+                    )),
+                )
+            };
         fields.push(Field::new(name, dt, true));
         arrays.push(array);
     }

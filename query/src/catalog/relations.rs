@@ -109,10 +109,7 @@ pub fn format_type(oid: i64) -> Option<&'static str> {
 }
 
 fn udt_name(oid: i64) -> &'static str {
-    TYPES
-        .iter()
-        .find(|t| t.0 == oid)
-        .map_or("unknown", |t| t.1)
+    TYPES.iter().find(|t| t.0 == oid).map_or("unknown", |t| t.1)
 }
 
 /// A table's OID: stable for its name (a hash), above PostgreSQL's range of built-in objects.
@@ -459,7 +456,15 @@ pub fn relation(schema: &str, name: &str, tables: &[TableInfo]) -> Option<Relati
             vec![vec![V::Int(1663), s("pg_default"), V::Int(OWNER_OID)]],
         )),
         ("pg_catalog", "pg_settings") => Some(rel(
-            &["name", "setting", "unit", "category", "short_desc", "context", "vartype"],
+            &[
+                "name",
+                "setting",
+                "unit",
+                "category",
+                "short_desc",
+                "context",
+                "vartype",
+            ],
             crate::settings::DEFAULTS
                 .iter()
                 .map(|(k, v)| {
@@ -477,25 +482,74 @@ pub fn relation(schema: &str, name: &str, tables: &[TableInfo]) -> Option<Relati
         )),
         (
             "pg_catalog",
-            "pg_index" | "pg_constraint" | "pg_description" | "pg_inherits" | "pg_attrdef"
-            | "pg_trigger" | "pg_policy" | "pg_statistic_ext" | "pg_publication"
-            | "pg_publication_rel" | "pg_publication_namespace" | "pg_rewrite" | "pg_proc"
-            | "pg_collation" | "pg_foreign_table" | "pg_foreign_server"
-            | "pg_partitioned_table" | "pg_sequence" | "pg_depend" | "pg_enum" | "pg_range"
-            | "pg_extension" | "pg_event_trigger" | "pg_operator" | "pg_cast"
-            | "pg_conversion" | "pg_language" | "pg_opclass" | "pg_shdescription"
-            | "pg_seclabel" | "pg_matviews" | "pg_views" | "pg_stat_activity" | "pg_locks"
-            | "pg_prepared_xacts" | "pg_aggregate" | "pg_auth_members" | "pg_stat_user_tables"
-            | "pg_statio_user_tables" | "pg_indexes" | "pg_stats" | "pg_sequences"
-            | "pg_subscription" | "pg_largeobject_metadata" | "pg_ts_config"
-            | "pg_default_acl" | "pg_init_privs" | "pg_foreign_data_wrapper"
-            | "pg_user_mapping" | "pg_transform" | "pg_amop" | "pg_amproc" | "pg_opfamily",
+            "pg_index"
+            | "pg_constraint"
+            | "pg_description"
+            | "pg_inherits"
+            | "pg_attrdef"
+            | "pg_trigger"
+            | "pg_policy"
+            | "pg_statistic_ext"
+            | "pg_publication"
+            | "pg_publication_rel"
+            | "pg_publication_namespace"
+            | "pg_rewrite"
+            | "pg_proc"
+            | "pg_collation"
+            | "pg_foreign_table"
+            | "pg_foreign_server"
+            | "pg_partitioned_table"
+            | "pg_sequence"
+            | "pg_depend"
+            | "pg_enum"
+            | "pg_range"
+            | "pg_extension"
+            | "pg_event_trigger"
+            | "pg_operator"
+            | "pg_cast"
+            | "pg_conversion"
+            | "pg_language"
+            | "pg_opclass"
+            | "pg_shdescription"
+            | "pg_seclabel"
+            | "pg_matviews"
+            | "pg_views"
+            | "pg_stat_activity"
+            | "pg_locks"
+            | "pg_prepared_xacts"
+            | "pg_aggregate"
+            | "pg_auth_members"
+            | "pg_stat_user_tables"
+            | "pg_statio_user_tables"
+            | "pg_indexes"
+            | "pg_stats"
+            | "pg_sequences"
+            | "pg_subscription"
+            | "pg_largeobject_metadata"
+            | "pg_ts_config"
+            | "pg_default_acl"
+            | "pg_init_privs"
+            | "pg_foreign_data_wrapper"
+            | "pg_user_mapping"
+            | "pg_transform"
+            | "pg_amop"
+            | "pg_amproc"
+            | "pg_opfamily",
         ) => Some(Relation {
             open: true,
             ..Relation::default()
         }),
         ("pg_catalog", "pg_tables") => Some(rel(
-            &["schemaname", "tablename", "tableowner", "tablespace", "hasindexes", "hasrules", "hastriggers", "rowsecurity"],
+            &[
+                "schemaname",
+                "tablename",
+                "tableowner",
+                "tablespace",
+                "hasindexes",
+                "hasrules",
+                "hastriggers",
+                "rowsecurity",
+            ],
             tables
                 .iter()
                 .map(|t| {
@@ -614,9 +668,18 @@ pub fn relation(schema: &str, name: &str, tables: &[TableInfo]) -> Option<Relati
         }
         (
             "information_schema",
-            "table_constraints" | "key_column_usage" | "referential_constraints" | "views"
-            | "routines" | "parameters" | "sequences" | "triggers" | "check_constraints"
-            | "constraint_column_usage" | "element_types" | "domains",
+            "table_constraints"
+            | "key_column_usage"
+            | "referential_constraints"
+            | "views"
+            | "routines"
+            | "parameters"
+            | "sequences"
+            | "triggers"
+            | "check_constraints"
+            | "constraint_column_usage"
+            | "element_types"
+            | "domains",
         ) => Some(Relation {
             open: true,
             ..Relation::default()

@@ -459,16 +459,14 @@ pub(super) fn projection(
             ast::SelectItem::ExprWithAliases { .. } => {
                 return unsupported("several aliases for one expression")
             }
-            ast::SelectItem::UnnamedExpr(e)
-            | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
                 let pe = plan_expr(e, in_cols, alias, ctx.now_us)?;
                 let name = match item {
                     ast::SelectItem::ExprWithAlias { alias, .. } => ident(alias),
                     _ => default_name(e),
                 };
                 let dtype = expr_type(&pe, in_cols)?;
-                let is_key =
-                    matches!(pe, Expr::Col(i) if in_cols.get(i).is_some_and(|c| c.is_key));
+                let is_key = matches!(pe, Expr::Col(i) if in_cols.get(i).is_some_and(|c| c.is_key));
                 exprs.push((
                     pe,
                     RelCol {

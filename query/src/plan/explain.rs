@@ -113,13 +113,22 @@ pub(super) fn show(e: &Expr) -> String {
         Expr::Neg(a) => format!("-{}", show(a)),
         Expr::IsNull(a, neg) => format!("{} IS {}NULL", show(a), if *neg { "NOT " } else { "" }),
         Expr::InList(a, set) => {
-            let shown: Vec<String> = set.values().iter().take(8).map(|v| format!("{v:?}")).collect();
+            let shown: Vec<String> = set
+                .values()
+                .iter()
+                .take(8)
+                .map(|v| format!("{v:?}"))
+                .collect();
             let more = set.values().len().saturating_sub(shown.len());
             format!(
                 "{} IN ({}{})",
                 show(a),
                 shown.join(", "),
-                if more > 0 { format!(", ... {more} more") } else { String::new() }
+                if more > 0 {
+                    format!(", ... {more} more")
+                } else {
+                    String::new()
+                }
             )
         }
     }

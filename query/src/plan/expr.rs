@@ -301,9 +301,7 @@ pub(super) fn chain_operands<'e>(e: &'e ast::Expr, op: &ast::BinaryOperator) -> 
                 stack.push(right);
                 stack.push(left);
             }
-            ast::Expr::Nested(inner)
-                if matches!(inner.as_ref(), ast::Expr::BinaryOp { op: o, .. } if o == op) =>
-            {
+            ast::Expr::Nested(inner) if matches!(inner.as_ref(), ast::Expr::BinaryOp { op: o, .. } if o == op) => {
                 stack.push(inner)
             }
             other => out.push(other),

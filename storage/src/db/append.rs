@@ -20,43 +20,11 @@ impl Database {
                 reason: format!("{n} rows; at most {APPEND_ROWS_MAX} per append"),
             });
         }
-        let (key_col, columns) = resolve_batch(&tv, batch, version.manifest.key_type)?;
         if n == 0 {
+            resolve_batch(&tv, batch, version.manifest.key_type)?;
             return Ok(0);
         }
-        let ordinals = {
-            let mut keys = self.shared.keys.write().unwrap_or_else(|e| e.into_inner());
-            insert_keys(&mut keys, key_col, &tv.name)?
-        };
-        let rows: Vec<usize> = (0..n).collect();
-        let mut cols = Vec::with_capacity(columns.len());
-        for (id, array) in columns {
-            let def =
-                tv.schema
-                    .columns
-                    .get(id.0 as usize)
-                    .ok_or_else(|| StorageError::InvalidBatch {
-                        table: tv.name.clone(),
-                        reason: "internal: column id".into(),
-                    })?;
-            let (valid, values) = from_arrow(array.as_ref(), def.ty, &rows).ok_or_else(|| {
-                StorageError::InvalidBatch {
-                    table: tv.name.clone(),
-                    reason: format!("column {} has Arrow type {}", def.name, array.data_type()),
-                }
-            })?;
-            cols.push(BatchColumn {
-                id,
-                ty: def.ty,
-                valid,
-                values,
-            });
-        }
-        let row_batch = RowBatch {
-            table: tv.id,
-            ordinals,
-            columns: cols,
-        };
+        let row_batch = to_row_batch(&self.shared, &tv, batch, version.manifest.key_type)?;
         let payload = encode_batch(&row_batch);
         let chunk = Arc::new(Chunk::from_batch(
             &row_batch,
@@ -79,6 +47,50 @@ impl Database {
         self.shared.wait_durable(st, lsn)?;
         Ok(n)
     }
+}
+
+/// Checks an appended batch against the table, maps its keys to ordinals (registering new keys)
+/// and converts its value columns to the engine's representation.
+pub(super) fn to_row_batch(
+    shared: &Shared,
+    tv: &TableVersion,
+    batch: &RecordBatch,
+    key_type: KeyType,
+) -> Result<RowBatch> {
+    let (key_col, columns) = resolve_batch(tv, batch, key_type)?;
+    let ordinals = {
+        let mut keys = shared.keys.write().unwrap_or_else(|e| e.into_inner());
+        insert_keys(&mut keys, key_col, &tv.name)?
+    };
+    let rows: Vec<usize> = (0..batch.num_rows()).collect();
+    let mut cols = Vec::with_capacity(columns.len());
+    for (id, array) in columns {
+        let def =
+            tv.schema
+                .columns
+                .get(id.0 as usize)
+                .ok_or_else(|| StorageError::InvalidBatch {
+                    table: tv.name.clone(),
+                    reason: "internal: column id".into(),
+                })?;
+        let (valid, values) = from_arrow(array.as_ref(), def.ty, &rows).ok_or_else(|| {
+            StorageError::InvalidBatch {
+                table: tv.name.clone(),
+                reason: format!("column {} has Arrow type {}", def.name, array.data_type()),
+            }
+        })?;
+        cols.push(BatchColumn {
+            id,
+            ty: def.ty,
+            valid,
+            values,
+        });
+    }
+    Ok(RowBatch {
+        table: tv.id,
+        ordinals,
+        columns: cols,
+    })
 }
 
 /// The value columns of an appended batch, by column id.

@@ -2,11 +2,26 @@
 //! loads), bypassing the WAL.
 
 use super::*;
+use crate::schema::ColumnDef;
 
 impl Shared {
     pub(super) fn ingest(
         &self,
         table: &str,
+        parts: Vec<(PartitionId, PartData)>,
+    ) -> Result<IngestStats> {
+        self.ingest_with(table, None, &[], parts)
+    }
+
+    /// Ingest that may also add columns to the table in the same commit. `expect` is the table's
+    /// id and column count the parts were built against: a table replaced or altered meanwhile is
+    /// refused instead of receiving columns of another shape.
+    // long: one commit sequence (flush first, write, sync, publish, clean up on every failure).
+    pub(super) fn ingest_with(
+        &self,
+        table: &str,
+        expect: Option<(TableId, usize)>,
+        added: &[ColumnDef],
         parts: Vec<(PartitionId, PartData)>,
     ) -> Result<IngestStats> {
         // Appends to the table that are still in memory go first, so LAST keeps append order.
@@ -24,6 +39,26 @@ impl Shared {
             .table_by_name(table)
             .ok_or_else(|| StorageError::TableNotFound(table.to_string()))?
             .clone();
+        if let Some((id, ncols)) = expect {
+            if tv.id != id || tv.schema.columns.len() != ncols {
+                return Err(StorageError::InvalidBatch {
+                    table: table.to_string(),
+                    reason: "the table was replaced or altered while the load ran; nothing was \
+                             committed"
+                        .into(),
+                });
+            }
+        }
+        let tv = if added.is_empty() {
+            tv
+        } else {
+            let mut schema = (*tv.schema).clone();
+            schema.columns.extend(added.iter().cloned());
+            schema.validate()?;
+            let mut t = (*tv).clone();
+            t.schema = Arc::new(schema);
+            Arc::new(t)
+        };
         let partition_rows = version.manifest.partition_rows;
         let key_count = self.keys.read().map(|k| k.len()).unwrap_or(0);
         check_parts(table, &tv.schema, &parts, partition_rows, key_count)?;
@@ -66,6 +101,19 @@ impl Shared {
                 cleanup(&written);
                 return Err(StorageError::TableNotFound(table.to_string()));
             };
+            if !added.is_empty() {
+                // A column added by another commit since the load began would be lost here.
+                if entry.schema.columns.len() + added.len() != tv.schema.columns.len() {
+                    drop(st);
+                    cleanup(&written);
+                    return Err(StorageError::InvalidBatch {
+                        table: table.to_string(),
+                        reason: "the table was altered while the load ran; nothing was committed"
+                            .into(),
+                    });
+                }
+                entry.schema = (*tv.schema).clone();
+            }
             entry
                 .segments
                 .extend(written.iter().map(|(meta, _)| meta.clone()));

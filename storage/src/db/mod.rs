@@ -20,8 +20,9 @@
 //! - A segment file is deleted only when no kept manifest names it (`gc_trimmed`, or orphans on open).
 //!
 //! Rooms: `recovery` (create, open, replay, check), `append`, `commit` (group commit, manifest
-//! commits, poisoning, garbage), `flush`, `ingest`, `compaction`, `background` (the maintenance
-//! thread). This module holds the types they share and the small public methods.
+//! commits, poisoning, garbage), `flush`, `ingest`, `load` (bulk loads), `compaction`,
+//! `background` (the maintenance thread). This module holds the types they share and the small
+//! public methods.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -49,8 +50,8 @@ use crate::segment::{encode_segment, write_segment_file, PartData, Segment};
 use crate::snapshot::{merge_parts, Chunk, Snapshot, TableVersion, Version};
 use crate::values::from_arrow;
 use crate::wal::{
-    create_wal, encode_batch, list_wal, read_wal, read_wal_torn, rewrite_wal, wal_path, BatchColumn,
-    RowBatch,
+    create_wal, encode_batch, list_wal, read_wal, read_wal_torn, rewrite_wal, wal_path,
+    BatchColumn, RowBatch,
 };
 
 mod append;
@@ -59,7 +60,10 @@ mod commit;
 mod compaction;
 mod flush;
 mod ingest;
+mod load;
 mod recovery;
+
+pub use load::BulkLoad;
 
 #[allow(unused_imports)]
 use {append::*, background::*, recovery::*};

@@ -1,0 +1,127 @@
+//! Bulk loads: many Arrow batches folded in memory and published as segments by one manifest commit
+//! (file imports, event pivots). Nothing goes through the WAL; nothing is visible or durable until
+//! [`BulkLoad::finish`] returns, and a load dropped before that leaves no trace but dictionary keys
+//! (a key without rows is invisible).
+
+use super::*;
+use crate::schema::ColumnDef;
+use crate::snapshot::merge_parts;
+
+/// A load into one table in progress; see [`Database::bulk_load`].
+pub struct BulkLoad<'a> {
+    db: &'a Database,
+    /// The table as the load began, with the columns the load adds.
+    tv: TableVersion,
+    /// Column count when the load began (the commit refuses a table altered meanwhile).
+    base_columns: usize,
+    added: Vec<ColumnDef>,
+    key_type: KeyType,
+    partition_rows: u32,
+    /// Per partition, a stack of folded data, oldest at the bottom; neighbours of similar size are
+    /// merged as batches arrive, so each row is merged O(log n) times and memory stays near the
+    /// folded size.
+    parts: BTreeMap<PartitionId, Vec<PartData>>,
+    rows: u64,
+}
+
+impl Database {
+    /// Begins a bulk load into `table`: [`BulkLoad::push`] batches (the same shape as
+    /// [`Database::append`]'s), optionally [`BulkLoad::add_column`], then [`BulkLoad::finish`]
+    /// commits every row at once, merged by the columns' rules. All or nothing.
+    pub fn bulk_load(&self, table: &str) -> Result<BulkLoad<'_>> {
+        let version = self.shared.current.load_full();
+        let tv = version
+            .table_by_name(table)
+            .ok_or_else(|| StorageError::TableNotFound(table.to_string()))?;
+        Ok(BulkLoad {
+            db: self,
+            base_columns: tv.schema.columns.len(),
+            tv: TableVersion {
+                id: tv.id,
+                name: tv.name.clone(),
+                schema: tv.schema.clone(),
+                segments: Vec::new(),
+                mem: Vec::new(),
+            },
+            added: Vec::new(),
+            key_type: version.manifest.key_type,
+            partition_rows: version.manifest.partition_rows,
+            parts: BTreeMap::new(),
+            rows: 0,
+        })
+    }
+}
+
+impl BulkLoad<'_> {
+    /// The table's schema as this load sees it (with the columns it adds).
+    pub fn schema(&self) -> &TableSchema {
+        &self.tv.schema
+    }
+
+    /// Adds a column, committed with the rows (a column of that name must not exist yet).
+    pub fn add_column(&mut self, column: ColumnDef) -> Result<()> {
+        let mut schema = (*self.tv.schema).clone();
+        schema.columns.push(column.clone());
+        schema.validate()?;
+        self.tv.schema = Arc::new(schema);
+        self.added.push(column);
+        Ok(())
+    }
+
+    /// Rows pushed so far (before folding duplicates of a key).
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Folds `batch` into the load. Its keys are registered in the dictionary now; its rows become
+    /// visible only at [`BulkLoad::finish`].
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            resolve_batch(&self.tv, batch, self.key_type)?;
+            return Ok(());
+        }
+        let row_batch = append::to_row_batch(&self.db.shared, &self.tv, batch, self.key_type)?;
+        let chunk = Chunk::from_batch(&row_batch, &self.tv.schema, self.partition_rows);
+        drop(row_batch);
+        self.rows += batch.num_rows() as u64;
+        let schema = self.tv.schema.clone();
+        for (p, data) in chunk.parts {
+            let stack = self.parts.entry(p).or_default();
+            stack.push(data);
+            while let [.., older, newer] = stack.as_slice() {
+                if newer.rows.len() * 2 < older.rows.len() {
+                    break;
+                }
+                let merged = merge_parts(&schema, &[older, newer]);
+                stack.truncate(stack.len() - 2);
+                stack.push(merged);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the folded rows as segments and commits them (and the added columns) in one manifest
+    /// commit. Durable and visible when it returns.
+    pub fn finish(self) -> Result<IngestStats> {
+        let schema = self.tv.schema.clone();
+        let parts: Vec<(PartitionId, PartData)> = self
+            .parts
+            .into_iter()
+            .map(|(p, mut stack)| {
+                let mut merged = if stack.len() == 1 {
+                    stack.pop().unwrap_or_default()
+                } else {
+                    merge_parts(&schema, &stack.iter().collect::<Vec<_>>())
+                };
+                merged.columns.resize(schema.columns.len(), None);
+                (p, merged)
+            })
+            .collect();
+        self.db.shared.ingest_with(
+            &self.tv.name,
+            Some((self.tv.id, self.base_columns)),
+            &self.added,
+            parts,
+        )
+    }
+}
