@@ -867,6 +867,13 @@ impl Session for Recording<'_> {
         self.log.push(format!("ALTER TABLE {a} SWAP WITH {b}"));
         self.inner.swap(a, b)
     }
+    fn load(
+        &mut self,
+        table: &str,
+        batches: journeydb_client::LoadBatches<'_>,
+    ) -> Result<u64, journeydb_client::ClientError> {
+        self.inner.load(table, batches)
+    }
 }
 
 /// The word after `prefix` (a table name), if `sql` starts with it.

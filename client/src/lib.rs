@@ -36,7 +36,13 @@ pub enum ClientError {
     /// Arrow IPC encoding or decoding failed.
     #[error("arrow: {0}")]
     Arrow(String),
+    /// The rows given to a load could not be produced (a file read failed); nothing was committed.
+    #[error("{0}")]
+    Input(String),
 }
+
+/// Batches for [`Session::load`]: a failure ends the load, and nothing of it is committed.
+pub type LoadBatches<'a> = &'a mut dyn Iterator<Item = Result<RecordBatch, ClientError>>;
 
 impl From<arrow_schema::ArrowError> for ClientError {
     fn from(e: arrow_schema::ArrowError) -> Self {
@@ -63,6 +69,9 @@ pub trait Session {
     fn append(&mut self, table: &str, batch: &RecordBatch) -> Result<u64, ClientError>;
     /// Exchanges two tables' names in one atomic commit.
     fn swap(&mut self, a: &str, b: &str) -> Result<(), ClientError>;
+    /// Loads every batch into `table` as one commit (bulk: straight to segments, not through the
+    /// WAL): all the rows or none. Returns the rows loaded.
+    fn load(&mut self, table: &str, batches: LoadBatches<'_>) -> Result<u64, ClientError>;
 }
 
 /// A connection to a journeydb server.
@@ -259,6 +268,39 @@ impl Client {
         }
     }
 
+    /// Sends one batch of a load, split to fit the server's frame limit.
+    fn load_rows(
+        &mut self,
+        table: &str,
+        batch: &RecordBatch,
+        budget: usize,
+    ) -> Result<(), ClientError> {
+        let mut start = 0;
+        let mut rows = APPEND_BATCH_ROWS;
+        while start < batch.num_rows() {
+            let len = rows.min(batch.num_rows() - start);
+            let ipc = protocol::encode_ipc(&[batch.slice(start, len)])?;
+            if ipc.len() > budget {
+                if len <= 1 {
+                    return Err(ClientError::Protocol(format!(
+                        "one row takes {} bytes, over the server's frame limit",
+                        ipc.len()
+                    )));
+                }
+                rows = len / 2;
+                continue;
+            }
+            self.send(&Frame::Load {
+                table: table.to_string(),
+                step: protocol::LoadStep::Data,
+                ipc,
+            })?;
+            self.expect_done()?;
+            start += len;
+        }
+        Ok(())
+    }
+
     fn expect_done(&mut self) -> Result<u64, ClientError> {
         match self.recv()? {
             Frame::Done { rows, .. } => Ok(rows),
@@ -305,6 +347,33 @@ impl Session for Client {
             start += len.max(1);
         }
         Ok(total)
+    }
+
+    fn load(&mut self, table: &str, batches: LoadBatches<'_>) -> Result<u64, ClientError> {
+        let budget = self.send_len_max.saturating_sub(64 + table.len());
+        for batch in batches {
+            let sent = batch.and_then(|b| self.load_rows(table, &b, budget));
+            if let Err(e) = sent {
+                // The server discards what it holds; a failed abort is moot (the connection is
+                // gone, which discards it too).
+                if !matches!(e, ClientError::Server { .. } | ClientError::Io(_)) {
+                    let _ = self
+                        .send(&Frame::Load {
+                            table: table.to_string(),
+                            step: protocol::LoadStep::Abort,
+                            ipc: Vec::new(),
+                        })
+                        .and_then(|_| self.expect_done());
+                }
+                return Err(e);
+            }
+        }
+        self.send(&Frame::Load {
+            table: table.to_string(),
+            step: protocol::LoadStep::Commit,
+            ipc: Vec::new(),
+        })?;
+        self.expect_done()
     }
 
     fn swap(&mut self, a: &str, b: &str) -> Result<(), ClientError> {

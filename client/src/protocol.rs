@@ -85,6 +85,17 @@ pub enum Frame {
         /// The other.
         b: String,
     },
+    /// Client: one step of a bulk load: `Data` rows (Arrow IPC stream) are held by the server, and
+    /// `Commit` publishes every row of the load in one commit (`Abort`, or a closed connection,
+    /// discards them).
+    Load {
+        /// Table name.
+        table: String,
+        /// What this frame does.
+        step: LoadStep,
+        /// Arrow IPC stream bytes (`Data`); empty otherwise.
+        ipc: Vec<u8>,
+    },
     /// Client: liveness check.
     Ping,
     /// Client: end of session.
@@ -130,6 +141,7 @@ impl Frame {
             Frame::Swap { .. } => 0x04,
             Frame::Ping => 0x05,
             Frame::Close => 0x06,
+            Frame::Load { .. } => 0x07,
             Frame::HelloOk { .. } => 0x80,
             Frame::Rows { .. } => 0x81,
             Frame::Done { .. } => 0x82,
@@ -147,6 +159,7 @@ impl Frame {
             Frame::Swap { .. } => "Swap",
             Frame::Ping => "Ping",
             Frame::Close => "Close",
+            Frame::Load { .. } => "Load",
             Frame::HelloOk { .. } => "HelloOk",
             Frame::Rows { .. } => "Rows",
             Frame::Done { .. } => "Done",
@@ -179,6 +192,11 @@ pub fn encode_frame(f: &Frame) -> Vec<u8> {
             put_str(&mut p, a);
             put_str(&mut p, b);
         }
+        Frame::Load { table, step, ipc } => {
+            put_str(&mut p, table);
+            p.push(*step as u8);
+            p.extend_from_slice(ipc);
+        }
         Frame::Ping | Frame::Close | Frame::Pong => {}
         Frame::HelloOk {
             version,
@@ -204,6 +222,17 @@ pub fn encode_frame(f: &Frame) -> Vec<u8> {
     out.push(f.kind());
     out.extend_from_slice(&p);
     out
+}
+
+/// What a [`Frame::Load`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadStep {
+    /// Rows to hold.
+    Data = 0,
+    /// Publish the load.
+    Commit = 1,
+    /// Discard the load.
+    Abort = 2,
 }
 
 /// Writes one frame (not flushed). An Append's Arrow bytes are written as they are, not copied.
@@ -310,6 +339,16 @@ pub fn decode_frame(kind: u8, payload: &[u8]) -> Result<Frame, ClientError> {
         },
         0x05 => Frame::Ping,
         0x06 => Frame::Close,
+        0x07 => Frame::Load {
+            table: c.string()?,
+            step: match c.take(1)? {
+                [0] => LoadStep::Data,
+                [1] => LoadStep::Commit,
+                [2] => LoadStep::Abort,
+                other => return Err(ClientError::Protocol(format!("bad Load step {other:?}"))),
+            },
+            ipc: c.rest(),
+        },
         0x80 => Frame::HelloOk {
             version: c.u16()?,
             server: c.string()?,

@@ -49,9 +49,11 @@ pub struct Engine {
     memory_limit: Option<u64>,
     /// This session's settings (`SET`); see [`Engine::session`].
     settings: Arc<Mutex<Settings>>,
+    /// Which files `COPY` may name.
+    pub(crate) files: Arc<crate::files::FileAccess>,
 }
 
-pub use crate::parse::ParsedStatement;
+pub use crate::parse::{Extras, ParsedStatement};
 
 fn rows_tag(tag: &str, rows: u64) -> Output {
     Output::Done {
@@ -85,6 +87,7 @@ impl Engine {
             memory_limit: None,
             seq: Arc::new(AtomicU64::new(0)),
             settings: Arc::new(Mutex::new(Settings::default())),
+            files: Arc::new(crate::files::FileAccess::default()),
         }
     }
 
@@ -259,12 +262,10 @@ impl Engine {
 
     /// Runs one parsed statement (see [`Engine::parse`]).
     // long: one arm per statement kind, each a call.
-    pub fn execute_statement(
-        &self,
-        stmt: &Statement,
-        rules: &[(usize, MergeRule)],
-    ) -> Result<Output> {
+    pub fn execute_statement(&self, stmt: &Statement, extras: &Extras) -> Result<Output> {
+        let rules = extras.rules.as_slice();
         match stmt {
+            Statement::Copy { .. } => self.copy_file(stmt, &extras.copy_options),
             Statement::Query(q) => {
                 let snap = self.db.snapshot();
                 if crate::catalog::is_catalog_query(q) {

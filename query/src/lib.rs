@@ -16,6 +16,7 @@ pub mod copy;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod format;
 pub mod parse;
 pub mod plan;
@@ -33,4 +34,4 @@ pub const SERVER_VERSION: &str = "14.0 (journeydb)";
 pub const SERVER_VERSION_NUM: &str = "140000";
 pub use error::{QueryError, Result};
 /// The storage errors a [`QueryError::Storage`] carries, for callers that classify them.
-pub use journeydb_storage::StorageError;
+pub use journeydb_storage::{BulkLoad, StorageError};

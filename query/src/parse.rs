@@ -39,8 +39,42 @@ pub const PARSE_DEPTH_MAX: usize = 64;
 /// `IN (...)`, which is a flat list of any length.
 pub const OPERATOR_CHAIN_MAX: usize = 4_096;
 
-/// A parsed statement with the MERGE rules of its columns (column index, rule).
-pub type ParsedStatement = (Statement, Vec<(usize, MergeRule)>);
+/// What journeydb reads from a statement beyond PostgreSQL's grammar.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extras {
+    /// MERGE rules of a CREATE TABLE's or ALTER TABLE's columns (column index, rule).
+    pub rules: Vec<(usize, MergeRule)>,
+    /// Options of a `COPY .. FROM|TO 'file'` that PostgreSQL's grammar lacks (name upper-case,
+    /// value as written, without quotes): see [`COPY_FILE_OPTIONS`].
+    pub copy_options: Vec<(String, String)>,
+}
+
+/// A parsed statement with its [`Extras`].
+pub type ParsedStatement = (Statement, Extras);
+
+/// COPY options journeydb takes out of the token stream before PostgreSQL's grammar reads it.
+pub const COPY_FILE_OPTIONS: [&str; 6] = [
+    "TIMESTAMPFORMAT",
+    "MAX_ERRORS",
+    "REJECTS",
+    "PARTITION_BY_HASH",
+    "IGNORE_EXTRA_COLUMNS",
+    "KEY",
+];
+
+fn last_kept(kept: &[TokenWithSpan]) -> Option<&Token> {
+    kept.iter()
+        .rev()
+        .map(|t| &t.token)
+        .find(|t| !matches!(t, Token::Whitespace(_)))
+}
+
+fn next_solid(tokens: &[TokenWithSpan], mut j: usize) -> usize {
+    while matches!(tokens.get(j).map(|t| &t.token), Some(Token::Whitespace(_))) {
+        j += 1;
+    }
+    j
+}
 
 fn dialect() -> PostgreSqlDialect {
     PostgreSqlDialect {}
@@ -110,6 +144,11 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
     let mut kept = Vec::with_capacity(tokens.len());
     // (statement index, column index, rule) of every MERGE rule found.
     let mut specs: Vec<(usize, usize, MergeRule)> = Vec::new();
+    // (statement index, name, value) of every journeydb COPY option found.
+    let mut copy_specs: Vec<(usize, String, String)> = Vec::new();
+    // A COPY's file name has been seen (its option list follows); options were stripped from the
+    // open list.
+    let (mut copy_target, mut stripped) = (false, false);
     let (mut stmt, mut depth, mut col) = (0usize, 0usize, 0usize);
     let mut first_word: Option<String> = None;
     // Operators chained so far in each open parenthesized group (the statement itself first).
@@ -123,6 +162,25 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
                 col = 0;
                 first_word = None;
                 chains = vec![0];
+                copy_target = false;
+                stripped = false;
+            }
+            Token::SingleQuotedString(_) if depth == 0 && first_word.as_deref() == Some("COPY") => {
+                copy_target = true;
+            }
+            Token::RParen
+                if stripped && depth == 1 && matches!(last_kept(&kept), Some(Token::LParen)) =>
+            {
+                // Every option of the list was journeydb's: drop the empty parentheses.
+                while matches!(kept.last().map(|t| &t.token), Some(Token::Whitespace(_))) {
+                    kept.pop();
+                }
+                kept.pop();
+                depth = 0;
+                chains.pop();
+                stripped = false;
+                i += 1;
+                continue;
             }
             Token::LParen => {
                 depth += 1;
@@ -167,6 +225,42 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
                 }
             }
         }
+        // journeydb's own options in the option list of a COPY to or from a file.
+        if copy_target
+            && depth == 1
+            && matches!(last_kept(&kept), Some(Token::LParen | Token::Comma))
+        {
+            if let Some(name) = keyword(Some(t)).filter(|k| COPY_FILE_OPTIONS.contains(&k.as_str()))
+            {
+                let j = next_solid(&tokens, i + 1);
+                let (value, after) = match tokens.get(j).map(|t| &t.token) {
+                    Some(Token::Comma | Token::RParen) | None => ("true".to_string(), j),
+                    Some(Token::SingleQuotedString(v)) => (v.clone(), j + 1),
+                    Some(Token::Number(v, _)) => (v.clone(), j + 1),
+                    Some(Token::Word(w)) => (w.value.clone(), j + 1),
+                    Some(other) => {
+                        return Err(QueryError::Syntax(format!(
+                            "COPY option {name}: unexpected {other}"
+                        )))
+                    }
+                };
+                copy_specs.push((stmt, name, value));
+                stripped = true;
+                i = after;
+                if matches!(last_kept(&kept), Some(Token::Comma)) {
+                    while !matches!(kept.last().map(|t| &t.token), Some(Token::Comma) | None) {
+                        kept.pop();
+                    }
+                    kept.pop();
+                } else {
+                    let k = next_solid(&tokens, i);
+                    if matches!(tokens.get(k).map(|t| &t.token), Some(Token::Comma)) {
+                        i = k + 1;
+                    }
+                }
+                continue;
+            }
+        }
         // `MERGE <rule>` inside the column list of a CREATE TABLE, or after the column of an
         // ALTER TABLE .. ADD COLUMN, is journeydb's column rule.
         let rule_place = match first_word.as_deref() {
@@ -195,13 +289,14 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
         kept.push(t.clone());
         i += 1;
     }
-    statements(kept, &specs)
+    statements(kept, &specs, &copy_specs)
 }
 
 /// Parses the kept tokens into statements, each with the MERGE rules `specs` found for it.
 fn statements(
     kept: Vec<TokenWithSpan>,
     specs: &[(usize, usize, MergeRule)],
+    copy_specs: &[(usize, String, String)],
 ) -> Result<Vec<ParsedStatement>> {
     let stmts = Parser::new(&dialect())
         .with_recursion_limit(PARSE_DEPTH_MAX)
@@ -217,7 +312,18 @@ fn statements(
                 .filter(|(st, _, _)| *st == n)
                 .map(|(_, c, r)| (*c, *r))
                 .collect();
-            (s, rules)
+            let copy_options = copy_specs
+                .iter()
+                .filter(|(st, _, _)| *st == n)
+                .map(|(_, k, v)| (k.clone(), v.clone()))
+                .collect();
+            (
+                s,
+                Extras {
+                    rules,
+                    copy_options,
+                },
+            )
         })
         .collect())
 }

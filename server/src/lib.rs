@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use journeydb_client::protocol::{
-    decode_ipc, encode_ipc, read_frame, write_frame, PROTOCOL_VERSION,
+    decode_ipc, encode_ipc, read_frame, write_frame, LoadStep, PROTOCOL_VERSION,
 };
 use journeydb_client::{ClientError, ErrorCode, Frame, Reply, Session};
 use journeydb_query::engine::{statement_kind, StatementKind};
@@ -459,6 +459,7 @@ impl Server {
             Err(ClientError::Io(e)) => return Err(ClientError::Io(e)),
             Err(e) => return fail(&mut w, ErrorCode::Protocol, e.to_string()),
         };
+        let mut load: Option<journeydb_query::BulkLoad> = None;
         loop {
             if !await_request(&r, &probe, &self.stop, self.config.idle_timeout)? {
                 return Ok(());
@@ -474,6 +475,33 @@ impl Server {
             w.get_mut().set_deadline(self.config.io_timeout);
             if matches!(frame, Frame::Close) {
                 return Ok(());
+            }
+            if let Frame::Load { table, step, ipc } = frame {
+                // A load spans frames: its rows wait here (dropped with the connection).
+                let outcome = conn::isolate(|| {
+                    let _slot = self.slots.acquire();
+                    load_step(&engine, &mut load, &table, step, ipc)
+                });
+                let reply = match outcome {
+                    Ok(Ok(rows)) => Frame::Done {
+                        tag: "LOAD".into(),
+                        rows,
+                    },
+                    Ok(Err((code, message))) => {
+                        load = None;
+                        Frame::Error { code, message }
+                    }
+                    Err(message) => {
+                        load = None;
+                        Frame::Error {
+                            code: ErrorCode::Internal,
+                            message,
+                        }
+                    }
+                };
+                write_frame(&mut w, &reply)?;
+                w.flush()?;
+                continue;
             }
             let outcome = conn::isolate(|| {
                 let _slot = self.slots.acquire();
@@ -666,6 +694,52 @@ impl Server {
     }
 }
 
+/// One step of a connection's bulk load: rows held, or the load committed or discarded. Returns
+/// the rows held so far, or committed.
+fn load_step(
+    engine: &Engine,
+    load: &mut Option<journeydb_query::BulkLoad>,
+    table: &str,
+    step: LoadStep,
+    ipc: Vec<u8>,
+) -> Result<u64, (ErrorCode, String)> {
+    let storage = |e: journeydb_query::StorageError| {
+        let qe = QueryError::Storage(e);
+        (error_code(&qe), qe.to_string())
+    };
+    match step {
+        LoadStep::Abort => {
+            *load = None;
+            return Ok(0);
+        }
+        LoadStep::Commit => {
+            let Some(l) = load.take() else {
+                return Ok(0);
+            };
+            return l.finish().map(|s| s.rows).map_err(storage);
+        }
+        LoadStep::Data => {}
+    }
+    if load
+        .as_ref()
+        .is_some_and(|l| !l.table().eq_ignore_ascii_case(table))
+    {
+        return Err((
+            ErrorCode::Protocol,
+            "a load is already under way for another table on this connection".into(),
+        ));
+    }
+    let l = match load {
+        Some(l) => l,
+        None => load.insert(engine.database().bulk_load(table).map_err(storage)?),
+    };
+    let batches = decode_ipc(ipc).map_err(|e| (ErrorCode::Protocol, e.to_string()))?;
+    for b in &batches {
+        l.push(b).map_err(storage)?;
+    }
+    Ok(l.rows())
+}
+
 /// The embedded engine as a [`Session`]: the same job code runs in-process or against a server.
 #[derive(Debug, Clone)]
 pub struct EmbeddedSession {
@@ -713,6 +787,19 @@ impl Session for EmbeddedSession {
             .append(table, batch)
             .map(|n| n as u64)
             .map_err(|e| to_client(QueryError::Storage(e)))
+    }
+
+    fn load(
+        &mut self,
+        table: &str,
+        batches: journeydb_client::LoadBatches<'_>,
+    ) -> Result<u64, ClientError> {
+        let storage = |e| to_client(QueryError::Storage(e));
+        let mut l = self.engine.database().bulk_load(table).map_err(storage)?;
+        for b in batches {
+            l.push(&b?).map_err(storage)?;
+        }
+        l.finish().map(|s| s.rows).map_err(storage)
     }
 
     fn swap(&mut self, a: &str, b: &str) -> Result<(), ClientError> {

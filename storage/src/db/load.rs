@@ -8,8 +8,8 @@ use crate::schema::ColumnDef;
 use crate::snapshot::merge_parts;
 
 /// A load into one table in progress; see [`Database::bulk_load`].
-pub struct BulkLoad<'a> {
-    db: &'a Database,
+pub struct BulkLoad {
+    shared: Arc<Shared>,
     /// The table as the load began, with the columns the load adds.
     tv: TableVersion,
     /// Column count when the load began (the commit refuses a table altered meanwhile).
@@ -28,13 +28,13 @@ impl Database {
     /// Begins a bulk load into `table`: [`BulkLoad::push`] batches (the same shape as
     /// [`Database::append`]'s), optionally [`BulkLoad::add_column`], then [`BulkLoad::finish`]
     /// commits every row at once, merged by the columns' rules. All or nothing.
-    pub fn bulk_load(&self, table: &str) -> Result<BulkLoad<'_>> {
+    pub fn bulk_load(&self, table: &str) -> Result<BulkLoad> {
         let version = self.shared.current.load_full();
         let tv = version
             .table_by_name(table)
             .ok_or_else(|| StorageError::TableNotFound(table.to_string()))?;
         Ok(BulkLoad {
-            db: self,
+            shared: self.shared.clone(),
             base_columns: tv.schema.columns.len(),
             tv: TableVersion {
                 id: tv.id,
@@ -52,7 +52,21 @@ impl Database {
     }
 }
 
-impl BulkLoad<'_> {
+impl std::fmt::Debug for BulkLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkLoad")
+            .field("table", &self.tv.name)
+            .field("rows", &self.rows)
+            .finish()
+    }
+}
+
+impl BulkLoad {
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.tv.name
+    }
+
     /// The table's schema as this load sees it (with the columns it adds).
     pub fn schema(&self) -> &TableSchema {
         &self.tv.schema
@@ -80,7 +94,7 @@ impl BulkLoad<'_> {
             resolve_batch(&self.tv, batch, self.key_type)?;
             return Ok(());
         }
-        let row_batch = append::to_row_batch(&self.db.shared, &self.tv, batch, self.key_type)?;
+        let row_batch = append::to_row_batch(&self.shared, &self.tv, batch, self.key_type)?;
         let chunk = Chunk::from_batch(&row_batch, &self.tv.schema, self.partition_rows);
         drop(row_batch);
         self.rows += batch.num_rows() as u64;
@@ -117,7 +131,7 @@ impl BulkLoad<'_> {
                 (p, merged)
             })
             .collect();
-        self.db.shared.ingest_with(
+        self.shared.ingest_with(
             &self.tv.name,
             Some((self.tv.id, self.base_columns)),
             &self.added,

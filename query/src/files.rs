@@ -1,0 +1,450 @@
+//! `COPY` to and from files: `COPY t [(cols)] FROM 'path|glob' (FORMAT .., ..)`, `COPY t TO 'path'`,
+//! `COPY (query) TO 'path'`. Imports land as one bulk commit (straight to segments); exports are
+//! written to a temporary name and renamed into place. Formats and conversion rules are those of
+//! `journeydb-io` (`docs/IO.md`).
+//!
+//! Which files a statement may name is the engine's [`FileAccess`]: the embedded engine reads and
+//! writes any file its user can; a server opens none unless started with `--import-dir` /
+//! `--export-dir`, and then only below those directories (symbolic links resolved).
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use journeydb_io::convert::{ConvertOptions, Converter, Target};
+use journeydb_io::import::Batches;
+use journeydb_io::read::ReadOptions;
+use journeydb_io::write::{Partitioned, WriteOptions};
+use journeydb_io::{Format, IoError};
+use journeydb_storage::schema::ColumnType;
+use journeydb_storage::KeyType;
+use sqlparser::ast::{self, Statement};
+
+use crate::engine::{Engine, Output};
+use crate::error::{QueryError, Result};
+
+/// Which files SQL may name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum FileAccess {
+    /// Any file the process can open (the embedded engine: its user is local).
+    #[default]
+    Local,
+    /// Only files below these directories (a relative name is taken from them); `None` refuses.
+    Dirs {
+        /// Where `COPY .. FROM` may read.
+        import: Option<PathBuf>,
+        /// Where `COPY .. TO` may write.
+        export: Option<PathBuf>,
+    },
+}
+
+impl FileAccess {
+    /// A server's access: nothing unless directories are given.
+    pub fn server(import: Option<PathBuf>, export: Option<PathBuf>) -> FileAccess {
+        FileAccess::Dirs { import, export }
+    }
+
+    /// The path a statement's file name means, checked: `what` is "import" or "export".
+    fn resolve(&self, name: &str, export: bool) -> Result<PathBuf> {
+        let dir = match self {
+            FileAccess::Local => return Ok(PathBuf::from(name)),
+            FileAccess::Dirs { import, export: e } => {
+                if export {
+                    e
+                } else {
+                    import
+                }
+            }
+        };
+        let Some(dir) = dir else {
+            let (flag, client) = if export {
+                ("--export-dir", "journeydb export --connect")
+            } else {
+                (
+                    "--import-dir",
+                    "journeydb import --connect, or psql's \\copy",
+                )
+            };
+            return Err(QueryError::Unsupported(format!(
+                "this server opens no file a client names; start it with {flag} DIR, or move the \
+                 data through the client ({client})"
+            )));
+        };
+        let p = Path::new(name);
+        if p.components().any(|c| matches!(c, Component::ParentDir)) {
+            return Err(QueryError::InvalidValue(format!(
+                "{name:?}: '..' is not allowed in a file name on a server"
+            )));
+        }
+        let full = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            dir.join(p)
+        };
+        if !full.starts_with(dir) {
+            return Err(QueryError::InvalidValue(format!(
+                "{name:?} is outside the server's {} directory {}",
+                if export { "export" } else { "import" },
+                dir.display()
+            )));
+        }
+        Ok(full)
+    }
+
+    /// Checks that files found (globs expanded, links followed) stay inside the directory.
+    fn check_inside(&self, files: &[PathBuf], export: bool) -> Result<()> {
+        let FileAccess::Dirs { import, export: e } = self else {
+            return Ok(());
+        };
+        let Some(dir) = (if export { e } else { import }) else {
+            return Ok(());
+        };
+        let root = dir.canonicalize().map_err(|e| {
+            QueryError::InvalidValue(format!("the server's directory {}: {e}", dir.display()))
+        })?;
+        for f in files {
+            let real = f
+                .canonicalize()
+                .map_err(|e| QueryError::InvalidValue(format!("{}: {e}", f.display())))?;
+            if !real.starts_with(&root) {
+                return Err(QueryError::InvalidValue(format!(
+                    "{} leads outside the server's directory",
+                    f.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn io_err(e: IoError) -> QueryError {
+    QueryError::InvalidValue(e.to_string())
+}
+
+/// The options of a COPY to or from a file.
+#[derive(Debug, Clone, Default)]
+pub struct FileOptions {
+    /// FORMAT (else the file name's extension).
+    pub format: Option<Format>,
+    /// HEADER (CSV; default true).
+    pub header: Option<bool>,
+    /// DELIMITER.
+    pub delimiter: Option<u8>,
+    /// QUOTE.
+    pub quote: Option<u8>,
+    /// NULL.
+    pub null: Option<String>,
+    /// TIMESTAMPFORMAT.
+    pub timestamp_format: Option<String>,
+    /// MAX_ERRORS.
+    pub max_errors: u64,
+    /// REJECTS 'path'.
+    pub rejects: Option<String>,
+    /// PARTITION_BY_HASH n.
+    pub partition_by_hash: Option<u32>,
+    /// IGNORE_EXTRA_COLUMNS.
+    pub ignore_extra_columns: bool,
+}
+
+fn ascii(c: char, what: &str) -> Result<u8> {
+    u8::try_from(c)
+        .ok()
+        .filter(u8::is_ascii)
+        .ok_or_else(|| QueryError::InvalidValue(format!("COPY {what} must be one ASCII character")))
+}
+
+fn flag(v: &str, name: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "on" | "1" => Ok(true),
+        "false" | "off" | "0" => Ok(false),
+        _ => Err(QueryError::InvalidValue(format!(
+            "COPY {name} {v:?}: expected true or false"
+        ))),
+    }
+}
+
+impl FileOptions {
+    fn parse(
+        options: &[ast::CopyOption],
+        legacy: &[ast::CopyLegacyOption],
+        extra: &[(String, String)],
+    ) -> Result<FileOptions> {
+        let mut o = FileOptions::default();
+        for opt in options {
+            match opt {
+                ast::CopyOption::Format(f) => {
+                    o.format = Some(Format::from_name(&f.value).map_err(io_err)?)
+                }
+                ast::CopyOption::Header(h) => o.header = Some(*h),
+                ast::CopyOption::Delimiter(d) => o.delimiter = Some(ascii(*d, "DELIMITER")?),
+                ast::CopyOption::Quote(q) => o.quote = Some(ascii(*q, "QUOTE")?),
+                ast::CopyOption::Null(n) => o.null = Some(n.clone()),
+                ast::CopyOption::Encoding(e)
+                    if matches!(e.to_ascii_uppercase().as_str(), "UTF8" | "UTF-8") => {}
+                other => {
+                    return Err(QueryError::Unsupported(format!(
+                        "COPY option {other} with a file"
+                    )))
+                }
+            }
+        }
+        for opt in legacy {
+            match opt {
+                ast::CopyLegacyOption::Csv(_) => o.format = Some(Format::Csv),
+                ast::CopyLegacyOption::Header => o.header = Some(true),
+                ast::CopyLegacyOption::Delimiter(d) => o.delimiter = Some(ascii(*d, "DELIMITER")?),
+                ast::CopyLegacyOption::Null(n) => o.null = Some(n.clone()),
+                other => {
+                    return Err(QueryError::Unsupported(format!(
+                        "COPY option {other} with a file"
+                    )))
+                }
+            }
+        }
+        for (k, v) in extra {
+            let num = |what: &str| {
+                v.parse::<u64>().map_err(|_| {
+                    QueryError::InvalidValue(format!("COPY {what} {v:?}: expected a whole number"))
+                })
+            };
+            match k.as_str() {
+                "TIMESTAMPFORMAT" => o.timestamp_format = Some(v.clone()),
+                "MAX_ERRORS" => o.max_errors = num("MAX_ERRORS")?,
+                "REJECTS" => o.rejects = Some(v.clone()),
+                "PARTITION_BY_HASH" => {
+                    o.partition_by_hash =
+                        Some(u32::try_from(num("PARTITION_BY_HASH")?).map_err(|_| {
+                            QueryError::InvalidValue("PARTITION_BY_HASH is too large".into())
+                        })?)
+                }
+                "IGNORE_EXTRA_COLUMNS" => o.ignore_extra_columns = flag(v, k)?,
+                other => return Err(QueryError::Unsupported(format!("COPY option {other} here"))),
+            }
+        }
+        Ok(o)
+    }
+
+    fn read(&self, columns: Vec<String>) -> ReadOptions {
+        let d = ReadOptions::default();
+        ReadOptions {
+            format: self.format,
+            header: self.header.unwrap_or(true),
+            delimiter: self.delimiter.unwrap_or(d.delimiter),
+            quote: self.quote.unwrap_or(d.quote),
+            null: self.null.clone().unwrap_or_default(),
+            columns,
+        }
+    }
+}
+
+/// The key column's stored type in a database of `kt` keys.
+pub fn key_column_type(kt: KeyType) -> ColumnType {
+    match kt {
+        KeyType::Bigint => ColumnType::Bigint,
+        KeyType::Varchar => ColumnType::Varchar,
+    }
+}
+
+impl Engine {
+    /// Which files this engine's SQL may name.
+    pub fn with_file_access(mut self, access: FileAccess) -> Engine {
+        self.files = Arc::new(access);
+        self
+    }
+
+    /// `COPY` with a file: import or export.
+    pub(crate) fn copy_file(&self, stmt: &Statement, extra: &[(String, String)]) -> Result<Output> {
+        let Statement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            ..
+        } = stmt
+        else {
+            return Err(QueryError::Unsupported("not a COPY".into()));
+        };
+        let ast::CopyTarget::File { filename } = target else {
+            return Err(QueryError::Unsupported(
+                "COPY .. FROM STDIN / TO STDOUT is served by the PostgreSQL protocol (psql's \\copy)"
+                    .into(),
+            ));
+        };
+        let opts = FileOptions::parse(options, legacy_options, extra)?;
+        if *to {
+            self.copy_to(source, filename, &opts)
+        } else {
+            let ast::CopySource::Table {
+                table_name,
+                columns,
+            } = source
+            else {
+                return Err(QueryError::Unsupported("COPY (query) FROM".into()));
+            };
+            let table = crate::plan::object_name(table_name)?.join(".");
+            let cols: Vec<String> = columns.iter().map(|c| c.value.clone()).collect();
+            let n = self.import_files(&table, &cols, &[filename.clone()], &opts)?;
+            Ok(Output::Done {
+                tag: "COPY".into(),
+                rows: n,
+            })
+        }
+    }
+
+    /// Imports files (names or globs) into `table` in one commit. Returns the rows loaded.
+    pub fn import_files(
+        &self,
+        table: &str,
+        columns: &[String],
+        names: &[String],
+        opts: &FileOptions,
+    ) -> Result<u64> {
+        let snap = self.database().snapshot();
+        let t = snap
+            .table(table)
+            .map_err(|_| QueryError::TableNotFound(table.to_string()))?;
+        let schema = t.schema().clone();
+        let mut targets: Vec<(String, ColumnType)> = schema
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.ty))
+            .collect();
+        if !columns.is_empty() {
+            for c in columns {
+                if !c.eq_ignore_ascii_case(&schema.key_name)
+                    && !targets.iter().any(|(n, _)| n.eq_ignore_ascii_case(c))
+                {
+                    return Err(QueryError::ColumnNotFound(format!("{table}.{c}")));
+                }
+            }
+            targets.retain(|(n, _)| columns.iter().any(|c| c.eq_ignore_ascii_case(n)));
+        }
+        let positional: Vec<String> = if columns.is_empty() {
+            std::iter::once(schema.key_name.clone())
+                .chain(schema.columns.iter().map(|c| c.name.clone()))
+                .collect()
+        } else {
+            columns.to_vec()
+        };
+        let paths = names
+            .iter()
+            .map(|n| {
+                self.files
+                    .resolve(n, false)
+                    .map(|p| p.to_string_lossy().into_owned())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let files = journeydb_io::expand(&paths).map_err(io_err)?;
+        self.files.check_inside(&files, false)?;
+        let rejects = match &opts.rejects {
+            Some(r) => Some(self.files.resolve(r, true)?),
+            None => None,
+        };
+        let target = Target {
+            table: table.to_string(),
+            key: (schema.key_name.clone(), key_column_type(snap.key_type())),
+            columns: targets,
+        };
+        let conv = Converter::new(
+            target,
+            ConvertOptions {
+                timestamp_format: opts.timestamp_format.clone(),
+                max_errors: opts.max_errors,
+                ignore_extra_columns: opts.ignore_extra_columns,
+            },
+        );
+        let batches = Batches::new(files, opts.read(positional), conv, rejects).map_err(io_err)?;
+        let mut load = self
+            .database()
+            .bulk_load(table)
+            .map_err(QueryError::Storage)?;
+        for b in batches {
+            load.push(&b.map_err(io_err)?)
+                .map_err(QueryError::Storage)?;
+        }
+        load.finish().map(|s| s.rows).map_err(QueryError::Storage)
+    }
+
+    fn copy_to(
+        &self,
+        source: &ast::CopySource,
+        filename: &str,
+        opts: &FileOptions,
+    ) -> Result<Output> {
+        let query = match source {
+            ast::CopySource::Query(q) => q.clone(),
+            ast::CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                if !columns.is_empty() {
+                    return Err(QueryError::Unsupported(
+                        "COPY t (columns) TO: use COPY (SELECT columns FROM t) TO".into(),
+                    ));
+                }
+                select_star(table_name)?
+            }
+        };
+        let path = self.files.resolve(filename, true)?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            self.files.check_inside(&[parent.to_path_buf()], true)?;
+        }
+        let format = opts
+            .format
+            .or_else(|| Format::from_path(&path))
+            .ok_or_else(|| {
+                QueryError::InvalidValue(format!(
+                    "{filename}: cannot tell the format from the name; give FORMAT parquet | csv | json | arrow"
+                ))
+            })?;
+        let wopts = WriteOptions {
+            format,
+            header: opts.header.unwrap_or(true),
+            delimiter: opts.delimiter.unwrap_or(b','),
+        };
+        let stream = self.stream_statement(&Statement::Query(query))?;
+        let schema = stream.schema();
+        let mut rows = 0u64;
+        match opts.partition_by_hash {
+            Some(n) => {
+                let mut w = Partitioned::create(&path, n, schema, &wopts).map_err(io_err)?;
+                for b in stream {
+                    let b = b?;
+                    rows += b.num_rows() as u64;
+                    w.write(&b).map_err(io_err)?;
+                }
+                w.finish().map_err(io_err)?;
+            }
+            None => {
+                let mut w = journeydb_io::write::create(&path, schema, &wopts).map_err(io_err)?;
+                for b in stream {
+                    let b = b?;
+                    rows += b.num_rows() as u64;
+                    w.write(&b).map_err(io_err)?;
+                }
+                w.finish().map_err(io_err)?;
+            }
+        }
+        Ok(Output::Done {
+            tag: "COPY".into(),
+            rows,
+        })
+    }
+}
+
+/// `SELECT * FROM <name>` as a parsed query (built from the AST, never from text).
+fn select_star(name: &ast::ObjectName) -> Result<Box<ast::Query>> {
+    let mut stmts = crate::parse::parse("SELECT * FROM t")?;
+    let Some((Statement::Query(mut q), _)) = stmts.pop() else {
+        return Err(QueryError::Unsupported("internal: SELECT *".into()));
+    };
+    if let ast::SetExpr::Select(s) = q.body.as_mut() {
+        if let Some(ast::TableFactor::Table { name: n, .. }) =
+            s.from.first_mut().map(|f| &mut f.relation)
+        {
+            *n = name.clone();
+            return Ok(q);
+        }
+    }
+    Err(QueryError::Unsupported("internal: SELECT *".into()))
+}
