@@ -41,8 +41,24 @@ pub enum ClientError {
     Input(String),
 }
 
-/// Batches for [`Session::load`]: a failure ends the load, and nothing of it is committed.
-pub type LoadBatches<'a> = &'a mut dyn Iterator<Item = Result<RecordBatch, ClientError>>;
+/// One item of a [`Session::load`].
+#[derive(Debug, Clone)]
+pub enum LoadItem {
+    /// Rows (the key column and value columns, by name).
+    Rows(RecordBatch),
+    /// A column the load adds to the table, committed with its rows (later rows may fill it).
+    AddColumn {
+        /// Column name.
+        name: String,
+        /// SQL type: TIMESTAMP, BIGINT, DOUBLE, BOOLEAN or VARCHAR.
+        ty: String,
+        /// Merge rule: MIN, MAX, SUM or LAST.
+        rule: String,
+    },
+}
+
+/// The items of a [`Session::load`]: a failure ends the load, and nothing of it is committed.
+pub type LoadBatches<'a> = &'a mut dyn Iterator<Item = Result<LoadItem, ClientError>>;
 
 impl From<arrow_schema::ArrowError> for ClientError {
     fn from(e: arrow_schema::ArrowError) -> Self {
@@ -351,8 +367,18 @@ impl Session for Client {
 
     fn load(&mut self, table: &str, batches: LoadBatches<'_>) -> Result<u64, ClientError> {
         let budget = self.send_len_max.saturating_sub(64 + table.len());
-        for batch in batches {
-            let sent = batch.and_then(|b| self.load_rows(table, &b, budget));
+        for item in batches {
+            let sent = item.and_then(|item| match item {
+                LoadItem::Rows(b) => self.load_rows(table, &b, budget),
+                LoadItem::AddColumn { name, ty, rule } => {
+                    self.send(&Frame::Load {
+                        table: table.to_string(),
+                        step: protocol::LoadStep::AddColumn,
+                        ipc: format!("{name}\t{ty}\t{rule}").into_bytes(),
+                    })?;
+                    self.expect_done().map(|_| ())
+                }
+            });
             if let Err(e) = sent {
                 // The server discards what it holds; a failed abort is moot (the connection is
                 // gone, which discards it too).

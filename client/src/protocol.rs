@@ -233,6 +233,8 @@ pub enum LoadStep {
     Commit = 1,
     /// Discard the load.
     Abort = 2,
+    /// Add a column (payload: `name TAB type TAB rule` in UTF-8), committed with the load.
+    AddColumn = 3,
 }
 
 /// Writes one frame (not flushed). An Append's Arrow bytes are written as they are, not copied.
@@ -345,6 +347,7 @@ pub fn decode_frame(kind: u8, payload: &[u8]) -> Result<Frame, ClientError> {
                 [0] => LoadStep::Data,
                 [1] => LoadStep::Commit,
                 [2] => LoadStep::Abort,
+                [3] => LoadStep::AddColumn,
                 other => return Err(ClientError::Protocol(format!("bad Load step {other:?}"))),
             },
             ipc: c.rest(),

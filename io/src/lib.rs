@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod convert;
+pub mod events;
 pub mod import;
 pub mod read;
 pub mod write;

@@ -34,4 +34,4 @@ pub const SERVER_VERSION: &str = "14.0 (journeydb)";
 pub const SERVER_VERSION_NUM: &str = "140000";
 pub use error::{QueryError, Result};
 /// The storage errors a [`QueryError::Storage`] carries, for callers that classify them.
-pub use journeydb_storage::{BulkLoad, StorageError};
+pub use journeydb_storage::{BulkLoad, ColumnDef, ColumnType, MergeRule, StorageError};

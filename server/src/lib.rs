@@ -718,7 +718,7 @@ fn load_step(
             };
             return l.finish().map(|s| s.rows).map_err(storage);
         }
-        LoadStep::Data => {}
+        LoadStep::Data | LoadStep::AddColumn => {}
     }
     if load
         .as_ref()
@@ -733,11 +733,32 @@ fn load_step(
         Some(l) => l,
         None => load.insert(engine.database().bulk_load(table).map_err(storage)?),
     };
+    if step == LoadStep::AddColumn {
+        let text = String::from_utf8(ipc).unwrap_or_default();
+        let column = column_spec(&text).map_err(|m| (ErrorCode::User, m))?;
+        l.add_column(column).map_err(storage)?;
+        return Ok(l.rows());
+    }
     let batches = decode_ipc(ipc).map_err(|e| (ErrorCode::Protocol, e.to_string()))?;
     for b in &batches {
         l.push(b).map_err(storage)?;
     }
     Ok(l.rows())
+}
+
+/// A column a load adds: `name`, SQL type and merge rule.
+fn column_spec(text: &str) -> Result<journeydb_query::ColumnDef, String> {
+    let mut parts = text.split('\t');
+    let (Some(name), Some(ty), Some(rule), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("bad column of a load: {text:?}"));
+    };
+    let ty = journeydb_query::ColumnType::from_sql_name(ty)
+        .ok_or_else(|| format!("column {name}: unknown type {ty}"))?;
+    let rule = journeydb_query::MergeRule::from_sql_name(rule)
+        .ok_or_else(|| format!("column {name}: unknown merge rule {rule}"))?;
+    Ok(journeydb_query::ColumnDef::new(name, ty).with_rule(rule))
 }
 
 /// The embedded engine as a [`Session`]: the same job code runs in-process or against a server.
@@ -796,8 +817,19 @@ impl Session for EmbeddedSession {
     ) -> Result<u64, ClientError> {
         let storage = |e| to_client(QueryError::Storage(e));
         let mut l = self.engine.database().bulk_load(table).map_err(storage)?;
-        for b in batches {
-            l.push(&b?).map_err(storage)?;
+        for item in batches {
+            match item? {
+                journeydb_client::LoadItem::Rows(b) => l.push(&b).map_err(storage)?,
+                journeydb_client::LoadItem::AddColumn { name, ty, rule } => {
+                    let column = column_spec(&format!("{name}\t{ty}\t{rule}")).map_err(|m| {
+                        ClientError::Server {
+                            code: ErrorCode::User,
+                            message: m,
+                        }
+                    })?;
+                    l.add_column(column).map_err(storage)?;
+                }
+            }
         }
         l.finish().map(|s| s.rows).map_err(storage)
     }

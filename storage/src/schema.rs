@@ -213,9 +213,42 @@ impl ColumnType {
             ColumnType::Varchar => "VARCHAR",
         }
     }
+
+    /// The type a SQL name (as [`ColumnType::sql_name`] writes it) names.
+    pub fn from_sql_name(name: &str) -> Option<Self> {
+        Some(match name.to_ascii_uppercase().as_str() {
+            "TIMESTAMP" => ColumnType::Timestamp,
+            "BIGINT" => ColumnType::Bigint,
+            "DOUBLE" => ColumnType::Double,
+            "BOOLEAN" => ColumnType::Boolean,
+            "VARCHAR" => ColumnType::Varchar,
+            _ => return None,
+        })
+    }
 }
 
 impl MergeRule {
+    /// The SQL name (`MIN`, `MAX`, `SUM`, `LAST`).
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            MergeRule::Min => "MIN",
+            MergeRule::Max => "MAX",
+            MergeRule::Sum => "SUM",
+            MergeRule::Last => "LAST",
+        }
+    }
+
+    /// The rule a SQL name names.
+    pub fn from_sql_name(name: &str) -> Option<Self> {
+        Some(match name.to_ascii_uppercase().as_str() {
+            "MIN" => MergeRule::Min,
+            "MAX" => MergeRule::Max,
+            "SUM" => MergeRule::Sum,
+            "LAST" => MergeRule::Last,
+            _ => return None,
+        })
+    }
+
     pub(crate) fn tag(self) -> u8 {
         match self {
             MergeRule::Min => 1,

@@ -35,6 +35,15 @@ pub enum Command {
     /// -c, -f, or standard input (a prompt when it is a terminal); a script stops at its first
     /// error unless --continue-on-error.
     Sql(SqlArgs),
+    /// Imports Parquet, CSV, JSON or Arrow files (names or globs) into a table in one commit: all
+    /// the rows or none. Columns map by name; bad values are errors naming file, row, column and
+    /// value, or with --max-errors go to a rejects file. `import events` pivots an event log. With
+    /// --connect this command reads the files and streams them to the server.
+    Import(ImportArgs),
+    /// Exports a table or a query's result to Parquet, CSV, JSON or Arrow (written under a
+    /// temporary name and renamed when complete), optionally as Hive-style hash buckets of the
+    /// customer key. With --connect the result streams from the server and this command writes it.
+    Export(ExportArgs),
     /// Verifies a database offline and read-only: every checksum of every segment block, the
     /// write-ahead log and the kept manifests. Exits non-zero on the first problem.
     Check(CheckArgs),
@@ -288,6 +297,171 @@ pub struct SqlArgs {
     /// Key type of a new database.
     #[arg(long, value_enum, default_value = "varchar", ignore_case = true)]
     pub key_type: KeyTypeArg,
+}
+
+/// Where an import or export runs: an embedded database or a server.
+#[derive(Debug, Args, Clone)]
+pub struct Target {
+    /// An embedded database (which must exist).
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "connect",
+        required_unless_present = "connect"
+    )]
+    pub db: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub remote: Remote,
+}
+
+/// How files are read.
+#[derive(Debug, Args, Clone)]
+pub struct ReadArgs {
+    /// The format (default: each file's extension).
+    #[arg(long, value_enum)]
+    pub format: Option<FileFormat>,
+    /// CSV: the first line is data, not column names (columns are then the table's, in order).
+    #[arg(long)]
+    pub no_header: bool,
+    /// CSV: the field delimiter.
+    #[arg(long, default_value = ",", value_parser = one_char)]
+    pub delimiter: u8,
+    /// CSV: unquoted text that means NULL (an unquoted empty field always does).
+    #[arg(long, default_value = "")]
+    pub null: String,
+    /// A strftime pattern for text timestamps, e.g. '%d/%m/%Y %H:%M' (default ISO 8601).
+    #[arg(long, value_name = "PATTERN")]
+    pub timestamp_format: Option<String>,
+    /// Rows that may be rejected before the import fails (default 0: the first bad row fails it).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_errors: u64,
+    /// Where rejected rows go, with their reason (CSV; default TABLE.rejects.csv with --max-errors).
+    #[arg(long, value_name = "FILE")]
+    pub rejects: Option<PathBuf>,
+    /// Files, or glob patterns such as 'exports/*.parquet'.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<String>,
+    /// Progress: auto (a bar on a terminal, plain lines otherwise), bar, lines or none.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressArg,
+}
+
+/// Options of `journeydb import`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ImportArgs {
+    /// `events`: pivot an event log.
+    #[command(subcommand)]
+    pub events: Option<ImportCommand>,
+    /// The table.
+    #[arg(long, required = true)]
+    pub table: Option<String>,
+    /// Create the table from the first file's columns, with this column as the customer key (the
+    /// other columns MERGE MIN).
+    #[arg(long, value_name = "KEY")]
+    pub create_key: Option<String>,
+    /// Skip the file's columns that the table lacks (default: refuse the import).
+    #[arg(long)]
+    pub ignore_extra_columns: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub read: ReadArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: Target,
+}
+
+/// `journeydb import events ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Pivots an event log (one row per event) into one row per customer: a MIN TIMESTAMP column per
+    /// event value (its first occurrence) and with --count a SUM BIGINT `<event>_count`; columns
+    /// for new event values are added in the same commit.
+    Events(EventsArgs),
+}
+
+/// Options of `journeydb import events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// The table (created with just the key column if missing).
+    #[arg(long)]
+    pub table: String,
+    /// The log's customer key column.
+    #[arg(long, default_value = "customer_id")]
+    pub key: String,
+    /// The log's event name column.
+    #[arg(long, default_value = "event")]
+    pub event: String,
+    /// The log's event time column.
+    #[arg(long, default_value = "time")]
+    pub time: String,
+    /// Also count events per customer (`<event>_count`).
+    #[arg(long)]
+    pub count: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub read: ReadArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: Target,
+}
+
+/// Options of `journeydb export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The table to export.
+    #[arg(long, conflicts_with = "query", required_unless_present = "query")]
+    pub table: Option<String>,
+    /// A query whose result to export.
+    #[arg(long, value_name = "SQL")]
+    pub query: Option<String>,
+    /// The file (or, with --partition-by-hash, the new directory).
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+    /// The format (default: the file's extension; parquet for a bucket directory).
+    #[arg(long, value_enum)]
+    pub format: Option<FileFormat>,
+    /// Writes N Hive-style buckets `bucket=NN/part-00000.EXT` by a hash of the key (the first
+    /// column; see docs/IO.md).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub partition_by_hash: Option<u32>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: Target,
+}
+
+/// A file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FileFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// Comma-separated values.
+    Csv,
+    /// Newline-delimited JSON.
+    Json,
+    /// Arrow IPC.
+    Arrow,
+}
+
+/// How progress shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressArg {
+    /// A bar on a terminal, plain lines otherwise.
+    Auto,
+    /// A bar.
+    Bar,
+    /// A line every few seconds.
+    Lines,
+    /// Nothing.
+    None,
+}
+
+fn one_char(s: &str) -> Result<u8, String> {
+    match s.as_bytes() {
+        [b] if b.is_ascii() => Ok(*b),
+        _ => Err("one ASCII character".into()),
+    }
 }
 
 /// Options of `journeydb check`.

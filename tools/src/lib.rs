@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod data;
 pub mod journey;
+pub mod transfer;
 
 /// The demo's journey definition (`examples/journey.toml`).
 pub const EXAMPLE_JOURNEY: &str = include_str!("../../examples/journey.toml");

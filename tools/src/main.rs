@@ -61,6 +61,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Check(a) => check(a),
+        Command::Import(a) => journeydb_tools::transfer::import(a),
+        Command::Export(a) => journeydb_tools::transfer::export(a),
         Command::Sql(a) => sql::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench(a),
