@@ -55,6 +55,11 @@ pub struct Config {
     /// Per-query memory bound in bytes: a query whose scans would decode more is refused at
     /// planning with an Error(Limit) (`None`: no bound).
     pub query_memory_max: Option<u64>,
+    /// The directory `COPY .. FROM 'file'` may read below (`None`: the server opens no file a
+    /// client names; clients stream files with Load frames instead).
+    pub import_dir: Option<std::path::PathBuf>,
+    /// The directory `COPY .. TO 'file'` may write below (`None`: none).
+    pub export_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -72,6 +77,8 @@ impl Default for Config {
             tls: None,
             max_running: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
             query_memory_max: Some(8 << 30),
+            import_dir: None,
+            export_dir: None,
         }
     }
 }
@@ -213,6 +220,20 @@ impl Server {
             Some(bytes) => engine.with_memory_limit(bytes),
             None => engine,
         };
+        let dir = |d: &Option<std::path::PathBuf>, what: &str| -> Result<_, ServerError> {
+            d.as_ref()
+                .map(|d| {
+                    d.canonicalize().map_err(|source| ServerError::Io {
+                        what: format!("{what} directory {}", d.display()),
+                        source,
+                    })
+                })
+                .transpose()
+        };
+        let engine = engine.with_file_access(journeydb_query::files::FileAccess::server(
+            dir(&config.import_dir, "import")?,
+            dir(&config.export_dir, "export")?,
+        ));
         let listener = TcpListener::bind(config.listen).map_err(|source| ServerError::Io {
             what: format!("listen on {}", config.listen),
             source,

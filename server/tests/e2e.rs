@@ -51,6 +51,8 @@ fn start(token: Option<&str>, max_connections: usize) -> Running {
         max_pending: 8,
         pg_auth: journeydb_server::PgAuth::Scram,
         tls: None,
+        import_dir: None,
+        export_dir: None,
     };
     let server = Server::bind(config, engine.clone()).unwrap();
     let addr = server.local_addr().unwrap();
@@ -428,4 +430,133 @@ fn a_query_over_the_memory_bound_is_refused_and_the_connection_stays_usable() {
     drop(c);
     stop.store(true, Ordering::SeqCst);
     t.join().unwrap();
+}
+
+/// A load through the server: every Data frame held, one commit at the end; a bad batch, a failed
+/// input or a closed connection commits nothing; added columns land with the rows.
+#[test]
+fn a_load_through_the_server_is_one_commit_or_nothing() {
+    let srv = start(None, 8);
+    let mut c = Client::connect(srv.addr, None).unwrap();
+    c.run("CREATE TABLE l (k VARCHAR PRIMARY KEY, n BIGINT MERGE SUM)")
+        .unwrap();
+    let keys: Vec<String> = (0..300_000).map(|i| format!("c{i}")).collect();
+    let ones = vec![1i64; keys.len()];
+    let count = |c: &mut Client| cells(&c.run("SELECT count(*), max(n) FROM l").unwrap());
+    // Rows then a failing input: nothing committed, and the connection still works.
+    let mut items = vec![
+        Ok(journeydb_client::LoadItem::Rows(batch(&keys, &ones))),
+        Err(ClientError::Input("the file ended early".into())),
+    ]
+    .into_iter();
+    let e = c.load("l", &mut items).unwrap_err();
+    assert!(e.to_string().contains("ended early"), "{e}");
+    assert_eq!(count(&mut c), vec!["0|NULL"]);
+    // A batch the table refuses (an unknown column): an error, nothing committed.
+    let bad = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("nope", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from_iter_values(["a"])) as ArrayRef,
+            Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    let mut items = vec![
+        Ok(journeydb_client::LoadItem::Rows(batch(
+            &keys[..10],
+            &ones[..10],
+        ))),
+        Ok(journeydb_client::LoadItem::Rows(bad)),
+    ]
+    .into_iter();
+    assert!(c.load("l", &mut items).is_err());
+    assert_eq!(count(&mut c), vec!["0|NULL"]);
+    // A whole load: the rows of every batch (split into frames) and an added column, in one commit.
+    let before = srv.engine.database().snapshot().version();
+    let extra = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("m", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from_iter_values(["c1", "c2"])) as ArrayRef,
+            Arc::new(Int64Array::from(vec![5, 6])) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    let mut items = vec![
+        Ok(journeydb_client::LoadItem::Rows(batch(&keys, &ones))),
+        Ok(journeydb_client::LoadItem::AddColumn {
+            name: "m".into(),
+            ty: "BIGINT".into(),
+            rule: "MAX".into(),
+        }),
+        Ok(journeydb_client::LoadItem::Rows(batch(
+            &keys[..5],
+            &ones[..5],
+        ))),
+        Ok(journeydb_client::LoadItem::Rows(extra)),
+    ]
+    .into_iter();
+    assert_eq!(c.load("l", &mut items).unwrap(), 300_000);
+    assert_eq!(count(&mut c), vec!["300000|2"]);
+    assert_eq!(
+        srv.engine.database().snapshot().version().0,
+        before.0 + 1,
+        "one commit"
+    );
+    assert_eq!(
+        cells(
+            &c.run("SELECT k, n, m FROM l WHERE m IS NOT NULL ORDER BY k")
+                .unwrap()
+        ),
+        vec!["c1|2|5", "c2|2|6"]
+    );
+    // A connection that closes mid-load commits nothing.
+    {
+        let ipc =
+            journeydb_client::protocol::encode_ipc(&[batch(&keys[..3], &[100, 100, 100])]).unwrap();
+        let mut raw = std::net::TcpStream::connect(srv.addr).unwrap();
+        journeydb_client::protocol::write_frame(
+            &mut raw,
+            &Frame::Hello {
+                version: journeydb_client::PROTOCOL_VERSION,
+                token: String::new(),
+            },
+        )
+        .unwrap();
+        journeydb_client::protocol::write_frame(
+            &mut raw,
+            &Frame::Load {
+                table: "l".into(),
+                step: journeydb_client::protocol::LoadStep::Data,
+                ipc,
+            },
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(&mut c), vec!["300000|2"]);
+}
+
+/// A server opens no file a client names unless started with an import or export directory.
+#[test]
+fn a_server_refuses_copy_with_a_file_by_default() {
+    let srv = start(None, 8);
+    let mut c = Client::connect(srv.addr, None).unwrap();
+    c.run("CREATE TABLE f (k VARCHAR PRIMARY KEY, n BIGINT)")
+        .unwrap();
+    for sql in [
+        "COPY f FROM '/etc/passwd' (FORMAT csv)",
+        "COPY f TO '/tmp/journeydb-should-not-exist.csv'",
+        "COPY (SELECT * FROM f) TO 'x.parquet'",
+    ] {
+        let e = c.run(sql).unwrap_err().to_string();
+        assert!(e.contains("opens no file a client names"), "{sql}: {e}");
+    }
+    assert!(!std::path::Path::new("/tmp/journeydb-should-not-exist.csv").exists());
 }

@@ -245,6 +245,14 @@ pub struct ServeArgs {
     /// Key type of a new database.
     #[arg(long, value_enum, default_value = "varchar", ignore_case = true)]
     pub key_type: KeyTypeArg,
+    /// A directory whose files `COPY t FROM 'file'` may read (default: none; clients then stream
+    /// files with `journeydb import --connect` or psql's \copy).
+    #[arg(long, value_name = "DIR")]
+    pub import_dir: Option<PathBuf>,
+    /// A directory `COPY .. TO 'file'` may write into (default: none; `journeydb export --connect`
+    /// writes on the client).
+    #[arg(long, value_name = "DIR")]
+    pub export_dir: Option<PathBuf>,
 }
 
 /// The PostgreSQL listen address, or none.

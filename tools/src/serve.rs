@@ -18,6 +18,8 @@ pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
         max_connections: a.max_connections as usize,
         max_running: a.max_running.map_or(defaults.max_running, |n| n as usize),
         query_memory_max: (a.query_memory_mb > 0).then_some(a.query_memory_mb << 20),
+        import_dir: a.import_dir.clone(),
+        export_dir: a.export_dir.clone(),
         frame_len_max: a
             .frame_max_bytes
             .map_or(defaults.frame_len_max, |n| n as usize),
