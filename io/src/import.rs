@@ -159,10 +159,10 @@ impl<P: Iterator<Item = Result<Piece>>> Batches<P> {
             }
             return Ok(None);
         };
-        if self.current.as_ref() != Some(&piece.file) {
-            if self.current.replace(piece.file.clone()).is_some() {
-                self.progress.files_done += 1;
-            }
+        if self.current.as_ref() != Some(&piece.file)
+            && self.current.replace(piece.file.clone()).is_some()
+        {
+            self.progress.files_done += 1;
         }
         let done_bytes: u64 = self
             .sizes

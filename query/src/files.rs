@@ -283,7 +283,7 @@ impl Engine {
             };
             let table = crate::plan::object_name(table_name)?.join(".");
             let cols: Vec<String> = columns.iter().map(|c| c.value.clone()).collect();
-            let n = self.import_files(&table, &cols, &[filename.clone()], &opts)?;
+            let n = self.import_files(&table, &cols, std::slice::from_ref(filename), &opts)?;
             Ok(Output::Done {
                 tag: "COPY".into(),
                 rows: n,

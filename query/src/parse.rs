@@ -492,8 +492,46 @@ mod tests {
              SELECT 'MERGE MIN' FROM t",
         )?;
         assert_eq!(p.len(), 2);
-        assert_eq!(p[0].1, vec![(1, MergeRule::Max), (2, MergeRule::Sum)]);
-        assert!(p[1].1.is_empty());
+        assert_eq!(p[0].1.rules, vec![(1, MergeRule::Max), (2, MergeRule::Sum)]);
+        assert!(p[1].1.rules.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn journeydb_copy_options_are_taken_out_of_a_copy_with_a_file_only() -> Result<()> {
+        let opts = |sql: &str| -> Result<Vec<(String, String)>> {
+            let mut p = parse(sql)?;
+            Ok(p.remove(0).1.copy_options)
+        };
+        let kv = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            opts(
+                "COPY t FROM 'a.csv' (FORMAT csv, TIMESTAMPFORMAT '%d/%m', MAX_ERRORS 3, HEADER)"
+            )?,
+            kv(&[("TIMESTAMPFORMAT", "%d/%m"), ("MAX_ERRORS", "3")])
+        );
+        assert_eq!(
+            opts("COPY t FROM 'a.csv' (MAX_ERRORS 3, REJECTS 'r.csv')")?,
+            kv(&[("MAX_ERRORS", "3"), ("REJECTS", "r.csv")])
+        );
+        assert_eq!(
+            opts(
+                "COPY (SELECT max_errors, key FROM t) TO 'o' (PARTITION_BY_HASH 4, FORMAT parquet)"
+            )?,
+            kv(&[("PARTITION_BY_HASH", "4")])
+        );
+        assert_eq!(
+            opts("COPY t FROM 'a.csv' (IGNORE_EXTRA_COLUMNS)")?,
+            kv(&[("IGNORE_EXTRA_COLUMNS", "true")])
+        );
+        // The query keeps its own words; a string literal is never an option.
+        let p = parse("COPY (SELECT 'MAX_ERRORS 3' AS max_errors FROM t) TO 'o.csv'")?;
+        assert!(p[0].1.copy_options.is_empty());
+        assert!(p[0].0.to_string().contains("'MAX_ERRORS 3' AS max_errors"));
         Ok(())
     }
 

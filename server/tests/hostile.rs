@@ -70,6 +70,8 @@ fn start(max_connections: usize, max_running: usize) -> Running {
         // The raw-protocol helpers here send the token as a cleartext password.
         pg_auth: journeydb_server::PgAuth::Password,
         tls: None,
+        import_dir: None,
+        export_dir: None,
     };
     let server = Server::bind(config, engine).unwrap();
     let (addr, pg) = (server.local_addr().unwrap(), server.pg_addr().unwrap());

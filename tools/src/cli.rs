@@ -39,11 +39,11 @@ pub enum Command {
     /// the rows or none. Columns map by name; bad values are errors naming file, row, column and
     /// value, or with --max-errors go to a rejects file. `import events` pivots an event log. With
     /// --connect this command reads the files and streams them to the server.
-    Import(ImportArgs),
+    Import(Box<ImportArgs>),
     /// Exports a table or a query's result to Parquet, CSV, JSON or Arrow (written under a
     /// temporary name and renamed when complete), optionally as Hive-style hash buckets of the
     /// customer key. With --connect the result streams from the server and this command writes it.
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
     /// Verifies a database offline and read-only: every checksum of every segment block, the
     /// write-ahead log and the kept manifests. Exits non-zero on the first problem.
     Check(CheckArgs),
