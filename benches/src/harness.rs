@@ -387,11 +387,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     result
 }
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     eprint!("\r{msg:<78}");
     let _ = std::io::stderr().flush();
 }
 
+// long: the benchmark's script in order (load, operations, files, journey, DuckDB, answers).
 fn bench(a: &Args, work: &Path) -> Result<(), String> {
     let n = a.customers;
     let j = Journey::new(n, 42);
@@ -466,13 +467,39 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
     }
     let jdb_rss = peak_rss();
 
+    // (h)-(j): files in and out.
+    let (c0, c1) = (j.column_name(0), j.column_name(1));
+    let io = crate::io_bench::journeydb_side(
+        &engine,
+        work,
+        n,
+        a.runs,
+        a.int_keys,
+        &create_state,
+        (&c0, &c1),
+    )?;
+
     // (g) one journey run (the demo's journey on the demo's CDP data) and its statements.
     let journey = journey_side(a, work)?;
 
-    let duck = run_duckdb(a, work, &ops, &journey)?;
+    let duck = run_duckdb(a, work, &ops, &journey, &io)?;
 
     // Answers must agree, or no figure is reported.
     answers_agree(&ops, &jdb, &journey, &duck)?;
+    for (what, ours, key) in [
+        ("(h) import", &io.import_answer, "import_answer"),
+        ("(j) event pivot", &io.events_answer, "events_answer"),
+    ] {
+        let theirs: Vec<Option<String>> = at(&duck, &["io", key])
+            .as_array()
+            .map(|v| v.iter().map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        if *ours != theirs {
+            return Err(format!(
+                "{what}: journeydb answered {ours:?}, DuckDB {theirs:?}"
+            ));
+        }
+    }
 
     let measured = Measured {
         embedded_ingest,
@@ -480,7 +507,7 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
         bytes_journeydb,
         jdb_rss,
     };
-    report(a, &ops, &jdb, &journey, &duck, &measured)
+    report(a, &ops, &jdb, &journey, &duck, &measured, &io)
 }
 
 /// (e) through the client: the state's Arrow batches appended over loopback into a second database
@@ -530,6 +557,7 @@ fn run_duckdb(
     work: &Path,
     ops: &[Op],
     journey: &JourneySide,
+    io: &crate::io_bench::IoSide,
 ) -> Result<serde_json::Value, String> {
     progress("DuckDB: loading from Arrow IPC and running the same operations ...");
     let spec = serde_json::json!({
@@ -553,6 +581,7 @@ fn run_duckdb(
             "answer": journey.answer_sql,
         },
         "ops": ops.iter().map(|o| serde_json::json!({"name": o.name, "sql": o.duckdb, "answer": o.answer})).collect::<Vec<_>>(),
+        "io": io.spec,
     });
     let spec_path = work.join("spec.json");
     std::fs::write(&spec_path, spec.to_string()).map_err(|e| e.to_string())?;
@@ -655,6 +684,7 @@ struct Measured {
 }
 
 /// Prints the side-by-side figures, as a table or JSON.
+// long: one row per figure, in the table's order.
 fn report(
     a: &Args,
     ops: &[Op],
@@ -662,6 +692,7 @@ fn report(
     journey: &JourneySide,
     duck: &serde_json::Value,
     m: &Measured,
+    io: &crate::io_bench::IoSide,
 ) -> Result<(), String> {
     let n = a.customers;
     let Measured {
@@ -722,6 +753,38 @@ fn report(
         f(at(duck, &["journey", "median_s"])),
         "s".into(),
     ));
+    let events = (n * crate::io_bench::EVENTS_PER_CUSTOMER) as f64;
+    for (name, what, ours, key, count) in [
+        (
+            "h_import_parquet",
+            "(h) import of the state from Parquet (rows/s)",
+            io.import,
+            "import_s",
+            n as f64,
+        ),
+        (
+            "i_export_parquet",
+            "(i) export of the state to Parquet, zstd (rows/s)",
+            io.export,
+            "export_s",
+            n as f64,
+        ),
+        (
+            "j_event_pivot",
+            "(j) event log pivot, 10 events per customer (events/s)",
+            io.events,
+            "events_s",
+            events,
+        ),
+    ] {
+        rows.push((
+            name.into(),
+            what.into(),
+            count / ours.as_secs_f64().max(1e-9),
+            count / f(at(duck, &["io", key])).max(1e-9),
+            "rows/s".into(),
+        ));
+    }
     let machine = format!(
         "{}, {} cores, journeydb {}, DuckDB {}, {n} customers ({} keys), median of {} runs after a warm-up",
         cpu_model(),

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod harness;
+pub mod io_bench;
 
 use std::sync::Arc;
 

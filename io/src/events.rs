@@ -93,27 +93,7 @@ pub fn pivot(
     let (key, kerr) = convert_array(piece.batch.column(ki).as_ref(), spec.key_type, opts)?;
     let (event, eerr) = convert_array(piece.batch.column(ei).as_ref(), ColumnType::Varchar, opts)?;
     let (time, terr) = convert_array(piece.batch.column(ti).as_ref(), ColumnType::Timestamp, opts)?;
-    let mut bad: BTreeMap<usize, (String, String)> = BTreeMap::new();
-    for (r, why) in &piece.bad {
-        bad.entry(*r).or_insert((String::new(), why.clone()));
-    }
-    for (errs, name) in [(kerr, &spec.key), (eerr, &spec.event), (terr, &spec.time)] {
-        for (r, why) in errs {
-            bad.entry(r).or_insert((name.clone(), why));
-        }
-    }
-    for r in 0..piece.batch.num_rows() {
-        for (a, name) in [
-            (&key, &spec.key),
-            (&event, &spec.event),
-            (&time, &spec.time),
-        ] {
-            if a.is_null(r) {
-                bad.entry(r)
-                    .or_insert((name.clone(), "missing (NULL)".into()));
-            }
-        }
-    }
+    let bad = bad_rows(piece, spec, [(&key, kerr), (&event, eerr), (&time, terr)]);
     let rejects: Vec<Reject> = bad
         .iter()
         .map(|(r, (column, reason))| Reject {
@@ -122,23 +102,7 @@ pub fn pivot(
             reason: reason.clone(),
         })
         .collect();
-    if let Some(first) = rejects.first() {
-        if opts.max_errors == 0 {
-            return Err(IoError::Value {
-                at: first.at.clone(),
-                column: first.column.clone(),
-                reason: first.reason.clone(),
-            });
-        }
-        *rejected += rejects.len() as u64;
-        if *rejected > opts.max_errors {
-            return Err(IoError::TooManyErrors {
-                count: *rejected,
-                max: opts.max_errors,
-                first: format!("{}: {} {}", first.at, first.column, first.reason),
-            });
-        }
-    }
+    check_rejects(&rejects, opts, rejected)?;
     let names = event
         .as_any()
         .downcast_ref::<arrow_array::StringArray>()
@@ -195,6 +159,55 @@ pub fn pivot(
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
         .map_err(|e| IoError::Invalid(e.to_string()))?;
     Ok((batch, events, rejects))
+}
+
+/// The rows a pivot sets aside (row → column, reason): rows that could not be split, values that
+/// do not convert, and NULL keys, events or times.
+fn bad_rows(
+    piece: &Piece,
+    spec: &EventSpec,
+    cols: [(&ArrayRef, Vec<(usize, String)>); 3],
+) -> BTreeMap<usize, (String, String)> {
+    let mut bad: BTreeMap<usize, (String, String)> = BTreeMap::new();
+    for (r, why) in &piece.bad {
+        bad.entry(*r).or_insert((String::new(), why.clone()));
+    }
+    let names = [&spec.key, &spec.event, &spec.time];
+    for ((a, errs), name) in cols.into_iter().zip(names) {
+        for (r, why) in errs {
+            bad.entry(r).or_insert((name.clone(), why));
+        }
+        for r in 0..a.len() {
+            if a.is_null(r) {
+                bad.entry(r)
+                    .or_insert((name.clone(), "missing (NULL)".into()));
+            }
+        }
+    }
+    bad
+}
+
+/// An error for the first reject when none are allowed, or when the total passes the limit.
+fn check_rejects(rejects: &[Reject], opts: &ConvertOptions, rejected: &mut u64) -> Result<()> {
+    let Some(first) = rejects.first() else {
+        return Ok(());
+    };
+    if opts.max_errors == 0 {
+        return Err(IoError::Value {
+            at: first.at.clone(),
+            column: first.column.clone(),
+            reason: first.reason.clone(),
+        });
+    }
+    *rejected += rejects.len() as u64;
+    if *rejected > opts.max_errors {
+        return Err(IoError::TooManyErrors {
+            count: *rejected,
+            max: opts.max_errors,
+            first: format!("{}: {} {}", first.at, first.column, first.reason),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

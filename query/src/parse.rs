@@ -139,6 +139,8 @@ fn merge_rule(word: &str) -> Option<MergeRule> {
 }
 
 /// Parses `sql` (one or more statements) into statements with their MERGE rules.
+// long: one pass over the tokens keeps the statement, depth and column state that the statement
+// split, the MERGE rules, the COPY options and the operator-chain bound all read.
 pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
     let tokens = tokenize(sql)?;
     let mut kept = Vec::with_capacity(tokens.len());
@@ -226,38 +228,10 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
             }
         }
         // journeydb's own options in the option list of a COPY to or from a file.
-        if copy_target
-            && depth == 1
-            && matches!(last_kept(&kept), Some(Token::LParen | Token::Comma))
-        {
-            if let Some(name) = keyword(Some(t)).filter(|k| COPY_FILE_OPTIONS.contains(&k.as_str()))
-            {
-                let j = next_solid(&tokens, i + 1);
-                let (value, after) = match tokens.get(j).map(|t| &t.token) {
-                    Some(Token::Comma | Token::RParen) | None => ("true".to_string(), j),
-                    Some(Token::SingleQuotedString(v)) => (v.clone(), j + 1),
-                    Some(Token::Number(v, _)) => (v.clone(), j + 1),
-                    Some(Token::Word(w)) => (w.value.clone(), j + 1),
-                    Some(other) => {
-                        return Err(QueryError::Syntax(format!(
-                            "COPY option {name}: unexpected {other}"
-                        )))
-                    }
-                };
-                copy_specs.push((stmt, name, value));
+        if copy_target && depth == 1 {
+            if let Some(after) = strip_copy_option(&tokens, i, &mut kept, stmt, &mut copy_specs)? {
                 stripped = true;
                 i = after;
-                if matches!(last_kept(&kept), Some(Token::Comma)) {
-                    while !matches!(kept.last().map(|t| &t.token), Some(Token::Comma) | None) {
-                        kept.pop();
-                    }
-                    kept.pop();
-                } else {
-                    let k = next_solid(&tokens, i);
-                    if matches!(tokens.get(k).map(|t| &t.token), Some(Token::Comma)) {
-                        i = k + 1;
-                    }
-                }
                 continue;
             }
         }
@@ -290,6 +264,50 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
         i += 1;
     }
     statements(kept, &specs, &copy_specs)
+}
+
+/// At token `i` of a COPY's option list: when it names one of journeydb's options, records it (and
+/// its value) in `specs`, takes it and a neighbouring comma out of the token stream, and returns the
+/// index of the token after it.
+fn strip_copy_option(
+    tokens: &[TokenWithSpan],
+    i: usize,
+    kept: &mut Vec<TokenWithSpan>,
+    stmt: usize,
+    specs: &mut Vec<(usize, String, String)>,
+) -> Result<Option<usize>> {
+    if !matches!(last_kept(kept), Some(Token::LParen | Token::Comma)) {
+        return Ok(None);
+    }
+    let Some(name) = keyword(tokens.get(i)).filter(|k| COPY_FILE_OPTIONS.contains(&k.as_str()))
+    else {
+        return Ok(None);
+    };
+    let j = next_solid(tokens, i + 1);
+    let (value, mut after) = match tokens.get(j).map(|t| &t.token) {
+        Some(Token::Comma | Token::RParen) | None => ("true".to_string(), j),
+        Some(Token::SingleQuotedString(v)) => (v.clone(), j + 1),
+        Some(Token::Number(v, _)) => (v.clone(), j + 1),
+        Some(Token::Word(w)) => (w.value.clone(), j + 1),
+        Some(other) => {
+            return Err(QueryError::Syntax(format!(
+                "COPY option {name}: unexpected {other}"
+            )))
+        }
+    };
+    specs.push((stmt, name, value));
+    if matches!(last_kept(kept), Some(Token::Comma)) {
+        while !matches!(kept.last().map(|t| &t.token), Some(Token::Comma) | None) {
+            kept.pop();
+        }
+        kept.pop();
+    } else {
+        let k = next_solid(tokens, after);
+        if matches!(tokens.get(k).map(|t| &t.token), Some(Token::Comma)) {
+            after = k + 1;
+        }
+    }
+    Ok(Some(after))
 }
 
 /// Parses the kept tokens into statements, each with the MERGE rules `specs` found for it.

@@ -439,46 +439,8 @@ impl Server {
             Ok(())
         };
         // Handshake, within the authentication deadline and a small frame limit.
-        let _active = match read_frame(&mut r, HELLO_LEN_MAX) {
-            Ok(Frame::Hello { version, token }) => {
-                if version != PROTOCOL_VERSION {
-                    return fail(&mut w, ErrorCode::Auth, format!("protocol version {version} is not supported (server speaks {PROTOCOL_VERSION})"));
-                }
-                if !token_matches(self.config.token.as_deref(), &token) {
-                    return fail(
-                        &mut w,
-                        ErrorCode::Auth,
-                        "wrong or missing access token".into(),
-                    );
-                }
-                let Some(active) = pending.admit(self.config.max_connections) else {
-                    return fail(
-                        &mut w,
-                        ErrorCode::Limit,
-                        format!(
-                            "too many connections (limit {})",
-                            self.config.max_connections
-                        ),
-                    );
-                };
-                let hello = Frame::HelloOk {
-                    version: PROTOCOL_VERSION,
-                    server: format!("journeydb {}", env!("CARGO_PKG_VERSION")),
-                    frame_len_max: u32::try_from(self.config.frame_len_max).unwrap_or(u32::MAX),
-                };
-                write_frame(&mut w, &hello)?;
-                w.flush()?;
-                active
-            }
-            Ok(other) => {
-                return fail(
-                    &mut w,
-                    ErrorCode::Protocol,
-                    format!("expected Hello, got {}", other.name()),
-                )
-            }
-            Err(ClientError::Io(e)) => return Err(ClientError::Io(e)),
-            Err(e) => return fail(&mut w, ErrorCode::Protocol, e.to_string()),
+        let Some(_active) = self.handshake(&mut r, &mut w, pending)? else {
+            return Ok(());
         };
         let mut load: Option<journeydb_query::BulkLoad> = None;
         loop {
@@ -499,27 +461,7 @@ impl Server {
             }
             if let Frame::Load { table, step, ipc } = frame {
                 // A load spans frames: its rows wait here (dropped with the connection).
-                let outcome = conn::isolate(|| {
-                    let _slot = self.slots.acquire();
-                    load_step(&engine, &mut load, &table, step, ipc)
-                });
-                let reply = match outcome {
-                    Ok(Ok(rows)) => Frame::Done {
-                        tag: "LOAD".into(),
-                        rows,
-                    },
-                    Ok(Err((code, message))) => {
-                        load = None;
-                        Frame::Error { code, message }
-                    }
-                    Err(message) => {
-                        load = None;
-                        Frame::Error {
-                            code: ErrorCode::Internal,
-                            message,
-                        }
-                    }
-                };
+                let reply = self.load_frame(&engine, &mut load, &table, step, ipc);
                 write_frame(&mut w, &reply)?;
                 w.flush()?;
                 continue;
@@ -539,6 +481,94 @@ impl Server {
                 )?,
             }
             w.flush()?;
+        }
+    }
+
+    /// The native handshake: Hello checked (version, token, connection limit) and HelloOk sent.
+    /// `None` when the client was refused (the refusal is sent).
+    fn handshake<'p>(
+        &self,
+        r: &mut BufReader<conn::Guarded<'_>>,
+        w: &mut BufWriter<conn::Guarded<'_>>,
+        pending: conn::Pending<'p>,
+    ) -> Result<Option<conn::Active<'p>>, ClientError> {
+        let fail = |w: &mut BufWriter<conn::Guarded<'_>>,
+                    code: ErrorCode,
+                    message: String|
+         -> Result<Option<conn::Active<'p>>, ClientError> {
+            write_frame(w, &Frame::Error { code, message })?;
+            w.flush()?;
+            Ok(None)
+        };
+        let active = match read_frame(r, HELLO_LEN_MAX) {
+            Ok(Frame::Hello { version, token }) => {
+                if version != PROTOCOL_VERSION {
+                    return fail(w, ErrorCode::Auth, format!("protocol version {version} is not supported (server speaks {PROTOCOL_VERSION})"));
+                }
+                if !token_matches(self.config.token.as_deref(), &token) {
+                    return fail(w, ErrorCode::Auth, "wrong or missing access token".into());
+                }
+                let Some(active) = pending.admit(self.config.max_connections) else {
+                    return fail(
+                        w,
+                        ErrorCode::Limit,
+                        format!(
+                            "too many connections (limit {})",
+                            self.config.max_connections
+                        ),
+                    );
+                };
+                let hello = Frame::HelloOk {
+                    version: PROTOCOL_VERSION,
+                    server: format!("journeydb {}", env!("CARGO_PKG_VERSION")),
+                    frame_len_max: u32::try_from(self.config.frame_len_max).unwrap_or(u32::MAX),
+                };
+                write_frame(w, &hello)?;
+                w.flush()?;
+                active
+            }
+            Ok(other) => {
+                return fail(
+                    w,
+                    ErrorCode::Protocol,
+                    format!("expected Hello, got {}", other.name()),
+                )
+            }
+            Err(ClientError::Io(e)) => return Err(ClientError::Io(e)),
+            Err(e) => return fail(w, ErrorCode::Protocol, e.to_string()),
+        };
+        Ok(Some(active))
+    }
+
+    /// Answers one Load frame; a failure discards the connection's load.
+    fn load_frame(
+        &self,
+        engine: &Engine,
+        load: &mut Option<journeydb_query::BulkLoad>,
+        table: &str,
+        step: LoadStep,
+        ipc: Vec<u8>,
+    ) -> Frame {
+        let outcome = conn::isolate(|| {
+            let _slot = self.slots.acquire();
+            load_step(engine, load, table, step, ipc)
+        });
+        match outcome {
+            Ok(Ok(rows)) => Frame::Done {
+                tag: "LOAD".into(),
+                rows,
+            },
+            Ok(Err((code, message))) => {
+                *load = None;
+                Frame::Error { code, message }
+            }
+            Err(message) => {
+                *load = None;
+                Frame::Error {
+                    code: ErrorCode::Internal,
+                    message,
+                }
+            }
         }
     }
 

@@ -396,7 +396,7 @@ impl<I: Iterator<Item = journeydb_io::Result<journeydb_io::read::Piece>>> Iterat
 }
 
 /// `journeydb import events`.
-fn import_events(a: &EventsArgs) -> Result<(), String> {
+pub fn import_events(a: &EventsArgs) -> Result<(), String> {
     let files = journeydb_io::expand(&a.read.files).map_err(|e| e.to_string())?;
     let mut conn = connect(&a.target)?;
     let s = conn.session();
