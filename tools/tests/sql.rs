@@ -190,6 +190,9 @@ fn readme_usage_matches_the_real_help() {
         &["serve"],
         &["sql"],
         &["check"],
+        &["import"],
+        &["import", "events"],
+        &["export"],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_journeydb"))
             .args(cmd)
@@ -202,6 +205,8 @@ fn readme_usage_matches_the_real_help() {
         let rows: String = readme
             .lines()
             .filter(|l| l.starts_with(&format!("| `{name} ")))
+            // `journeydb import` rows, not those of its subcommand `import events`.
+            .filter(|l| cmd != ["import"] || !l.starts_with("| `journeydb import events "))
             .map(|l| l.split(" | ").next().unwrap_or(l))
             .collect::<Vec<_>>()
             .join("\n");
