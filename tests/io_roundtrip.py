@@ -149,6 +149,28 @@ n = one(f"SELECT count(*) FROM {got}")
 ok = a == 0 and b == 0 and n == 3000
 print(f"{'ok  ' if ok else 'DIFF'} event pivot (parquet + csv) vs DuckDB GROUP BY .. FILTER: {n} customers, {a} missing, {b} extra")
 failures += 0 if ok else 1
+
+# The same pivot in SQL: table functions, UNION ALL, GROUP BY the key, aggregates with FILTER.
+sql_cols = ", ".join(
+    f"min(time) FILTER (WHERE event = '{e}') AS {e.lower().replace(' ', '_')}, "
+    f"count(*) FILTER (WHERE event = '{e}') AS {e.lower().replace(' ', '_')}_count"
+    for e in EVENTS)
+sql(f"CREATE TABLE beh_sql AS SELECT customer_id, {sql_cols} FROM (SELECT customer_id, event, time FROM "
+    f"read_parquet('{p('ev1.parquet')}') UNION ALL SELECT customer_id, event, time FROM "
+    f"read_csv('{p('ev2.csv')}', header = true)) GROUP BY customer_id")
+sql(f"COPY beh_sql TO '{p('beh_sql.parquet')}'")
+duck_cols = ", ".join(
+    f"min(time) FILTER (WHERE event = '{e}') AS {e.lower().replace(' ', '_')}, "
+    f"count(*) FILTER (WHERE event = '{e}') AS {e.lower().replace(' ', '_')}_count"
+    for e in EVENTS)
+exp = f"(SELECT customer_id, {duck_cols} FROM ev GROUP BY customer_id)"
+got = f"(SELECT customer_id, {names} FROM read_parquet('{p('beh_sql.parquet')}'))"
+a = one(f"SELECT count(*) FROM ({exp} EXCEPT ALL {got})")
+b = one(f"SELECT count(*) FROM ({got} EXCEPT ALL {exp})")
+n = one(f"SELECT count(*) FROM {got}")
+ok = a == 0 and b == 0 and n == 3000
+print(f"{'ok  ' if ok else 'DIFF'} SQL pivot over read_parquet + read_csv (FILTER, GROUP BY) vs DuckDB: {n} customers, {a} missing, {b} extra")
+failures += 0 if ok else 1
 if failures:
     sys.exit(f"{failures} comparisons differ")
 print("all round trips equal")

@@ -250,13 +250,14 @@ impl Engine {
         crate::catalog::run(q, snap, &|name| settings.show(name), self.now())
     }
 
-    fn ctx<'a>(&self, snap: &'a Snapshot) -> PlanCtx<'a> {
+    fn ctx<'a>(&'a self, snap: &'a Snapshot) -> PlanCtx<'a> {
         let seed = self.seq.fetch_add(1, Ordering::Relaxed) ^ (self.now() as u64).rotate_left(17);
         PlanCtx {
             snap,
             now_us: self.now(),
             sample_seed: seed,
             memory_limit: self.memory_limit,
+            files: Some((self.files.as_ref(), self.db.as_ref())),
         }
     }
 

@@ -195,6 +195,13 @@ fn eval<'a>(e: &Expr, f: &'a Frame, ctx: &EvalCtx<'_>) -> Result<Vector<'a>> {
         Expr::Neg(a) => negate(eval(a, f, ctx)?)?,
         Expr::IsNull(a, negated) => is_null(eval(a, f, ctx)?, rows, *negated)?,
         Expr::InList(a, set) => in_list(eval(a, f, ctx)?, set, rows)?,
+        Expr::Filtered(a, c) => {
+            let (t, _) = eval(c, f, ctx)?.into_bool(rows)?;
+            let v = eval(a, f, ctx)?;
+            let dtype = v.dtype();
+            let col = v.into_column(rows)?;
+            Vector::Col(Cow::Owned(crate::vector::restrict(&col, &t)), dtype)
+        }
     })
 }
 
@@ -380,6 +387,7 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
                 parts,
             })
         }
+        Plan::Rel { rel, .. } => Ok((**rel).clone()),
         Plan::System { name, .. } => Err(QueryError::Unsupported(format!(
             "{name} inside a subquery or set operation"
         ))),

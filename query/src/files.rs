@@ -448,3 +448,254 @@ fn select_star(name: &ast::ObjectName) -> Result<Box<ast::Query>> {
     }
     Err(QueryError::Unsupported("internal: SELECT *".into()))
 }
+
+/// The file table functions and their formats.
+pub fn table_function_format(name: &str) -> Option<Format> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "read_parquet" | "parquet_scan" => Format::Parquet,
+        "read_csv" | "read_csv_auto" => Format::Csv,
+        "read_json" | "read_json_auto" | "read_ndjson" | "read_ndjson_auto" => Format::Json,
+        "read_arrow" | "read_ipc" => Format::Arrow,
+        _ => return None,
+    })
+}
+
+/// The arguments of a file table function: file names (a string or a list of strings) and named
+/// options (`key`, `header`, `delim`/`sep`, `nullstr`, `timestampformat`), written `name => value`
+/// or `name = value`.
+fn function_args(args: &[ast::FunctionArg]) -> Result<(Vec<String>, Vec<(String, ast::Expr)>)> {
+    let mut names = Vec::new();
+    let mut named = Vec::new();
+    let text = |e: &ast::Expr| -> Result<String> {
+        match e {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s) => Ok(s.clone()),
+                other => Err(QueryError::InvalidValue(format!(
+                    "expected a file name, got {other}"
+                ))),
+            },
+            other => Err(QueryError::InvalidValue(format!(
+                "expected a file name, got {other}"
+            ))),
+        }
+    };
+    for a in args {
+        match a {
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => match e {
+                ast::Expr::BinaryOp {
+                    left,
+                    op: ast::BinaryOperator::Eq,
+                    right,
+                } if matches!(left.as_ref(), ast::Expr::Identifier(_)) => {
+                    if let ast::Expr::Identifier(i) = left.as_ref() {
+                        named.push((i.value.to_ascii_lowercase(), (**right).clone()));
+                    }
+                }
+                ast::Expr::Array(arr) => {
+                    for e in &arr.elem {
+                        names.push(text(e)?);
+                    }
+                }
+                e => names.push(text(e)?),
+            },
+            ast::FunctionArg::Named {
+                name,
+                arg: ast::FunctionArgExpr::Expr(e),
+                ..
+            } => {
+                named.push((name.value.to_ascii_lowercase(), e.clone()));
+            }
+            ast::FunctionArg::ExprNamed {
+                name: ast::Expr::Identifier(name),
+                arg: ast::FunctionArgExpr::Expr(e),
+                ..
+            } => {
+                named.push((name.value.to_ascii_lowercase(), e.clone()));
+            }
+            other => return Err(QueryError::Unsupported(format!("argument {other}"))),
+        }
+    }
+    if names.is_empty() {
+        return Err(QueryError::Syntax(
+            "name a file: read_parquet('file.parquet')".into(),
+        ));
+    }
+    Ok((names, named))
+}
+
+fn option_text(e: &ast::Expr, name: &str) -> Result<String> {
+    match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(s) => Ok(s.clone()),
+            ast::Value::Boolean(b) => Ok(b.to_string()),
+            ast::Value::Number(n, _) => Ok(n.clone()),
+            other => Err(QueryError::InvalidValue(format!("option {name}: {other}"))),
+        },
+        ast::Expr::Identifier(i) => Ok(i.value.clone()),
+        other => Err(QueryError::InvalidValue(format!("option {name}: {other}"))),
+    }
+}
+
+/// Reads a file table function's files whole into a relation: the key column (the `key` option, else
+/// the first column) mapped to ordinals (new keys are registered in the dictionary), the other
+/// columns typed from the first batch (`docs/IO.md`). A key with several rows (an event log) gets one
+/// frame per occurrence, as UNION ALL does, so GROUP BY the key folds them.
+// long: options, files, conversion, then the rows laid out into frames, in order.
+pub(crate) fn file_relation(
+    access: &FileAccess,
+    db: &journeydb_storage::Database,
+    func: &str,
+    args: &[ast::FunctionArg],
+) -> Result<(crate::exec::Relation, String)> {
+    use crate::exec::{Frame, Relation};
+    use crate::plan::RelCol;
+    use journeydb_storage::schema::PartitionId;
+    let format = table_function_format(func)
+        .ok_or_else(|| QueryError::Unsupported(format!("table function {func}")))?;
+    let (names, named) = function_args(args)?;
+    let mut read = ReadOptions {
+        format: Some(format),
+        ..ReadOptions::default()
+    };
+    let mut key = None;
+    let mut conv_opts = ConvertOptions::default();
+    for (k, v) in &named {
+        let t = option_text(v, k)?;
+        match k.as_str() {
+            "key" => key = Some(t),
+            "header" => read.header = flag(&t, "header")?,
+            "delim" | "sep" | "delimiter" => {
+                read.delimiter = ascii(t.chars().next().unwrap_or(','), "delimiter")?
+            }
+            "nullstr" | "null" => read.null = t,
+            "timestampformat" => conv_opts.timestamp_format = Some(t),
+            other => return Err(QueryError::Unsupported(format!("{func} option {other}"))),
+        }
+    }
+    let paths = names
+        .iter()
+        .map(|n| {
+            access
+                .resolve(n, false)
+                .map(|p| p.to_string_lossy().into_owned())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let files = journeydb_io::expand(&paths).map_err(io_err)?;
+    access.check_inside(&files, false)?;
+    let label = format!("{func}({})", names.join(", "));
+    let mut pieces = journeydb_io::read::read_files(files, read).peekable();
+    let first = match pieces.peek() {
+        Some(Ok(p)) => p.batch.clone(),
+        Some(Err(_)) => {
+            return Err(pieces
+                .next()
+                .and_then(|r| r.err())
+                .map(io_err)
+                .unwrap_or_else(|| QueryError::Internal("file read".into())))
+        }
+        None => return Err(QueryError::InvalidValue(format!("{label}: no rows"))),
+    };
+    let mut cols = journeydb_io::convert::infer_columns(&first).map_err(io_err)?;
+    let key_at = match &key {
+        Some(k) => cols
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(k))
+            .ok_or_else(|| QueryError::ColumnNotFound(format!("{label}.{k}")))?,
+        None => 0,
+    };
+    if cols.is_empty() {
+        return Err(QueryError::InvalidValue(format!("{label}: no columns")));
+    }
+    let (key_name, _) = cols.remove(key_at);
+    let snap = db.snapshot();
+    let key_type = key_column_type(snap.key_type());
+    let mut conv = Converter::new(
+        Target {
+            table: label.clone(),
+            key: (key_name.clone(), key_type),
+            columns: cols.clone(),
+        },
+        conv_opts,
+    );
+    let mut batches = Vec::new();
+    for p in pieces {
+        let (b, _) = conv.convert(&p.map_err(io_err)?).map_err(io_err)?;
+        batches.push(b);
+    }
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| QueryError::InvalidValue(format!("{label}: no rows")))?;
+    let all = arrow_select::concat::concat_batches(&schema, &batches)?;
+    drop(batches);
+    let ordinals = db
+        .register_keys(all.column(0).as_ref())
+        .map_err(QueryError::Storage)?;
+    // Each row's frame: its partition, and how many rows of its key came before it.
+    let prows = snap.partition_rows();
+    let mut seen: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+    let mut groups: std::collections::BTreeMap<(u32, u32), Vec<(u32, usize)>> =
+        std::collections::BTreeMap::new();
+    for (r, &o) in ordinals.iter().enumerate() {
+        let layer = seen.entry(o).or_insert(0);
+        groups.entry((o / prows, *layer)).or_default().push((o, r));
+        *layer += 1;
+    }
+    // Column types in the batch's order (the key first).
+    let all_cols: Vec<(String, ColumnType)> = all
+        .schema()
+        .fields()
+        .iter()
+        .skip(1)
+        .map(|f| {
+            let ty = cols
+                .iter()
+                .find(|(n, _)| n == f.name())
+                .map_or(ColumnType::Varchar, |(_, t)| *t);
+            (f.name().clone(), ty)
+        })
+        .collect();
+    let mut parts: std::collections::BTreeMap<PartitionId, Vec<Frame>> =
+        std::collections::BTreeMap::new();
+    for ((p, _), mut rows) in groups {
+        rows.sort_unstable();
+        let ords: Vec<u32> = rows.iter().map(|(o, _)| *o).collect();
+        let idx: Vec<usize> = rows.iter().map(|(_, r)| *r).collect();
+        let mut fcols = vec![None];
+        for (i, (name, ty)) in all_cols.iter().enumerate() {
+            let (valid, values) =
+                journeydb_storage::values::from_arrow(all.column(i + 1).as_ref(), *ty, &idx)
+                    .ok_or_else(|| QueryError::Internal(format!("{label}: column {name}")))?;
+            let present = ords
+                .iter()
+                .zip(&valid)
+                .filter(|(_, v)| **v)
+                .map(|(o, _)| *o);
+            fcols.push(Some(journeydb_storage::ColumnData {
+                presence: roaring::RoaringBitmap::from_sorted_iter(present).unwrap_or_default(),
+                values,
+            }));
+        }
+        parts.entry(PartitionId(p)).or_default().push(Frame {
+            rows: roaring::RoaringBitmap::from_sorted_iter(ords).unwrap_or_default(),
+            cols: fcols,
+        });
+    }
+    let mut rel_cols = vec![RelCol {
+        name: key_name,
+        dtype: snap.key_type().into(),
+        is_key: true,
+    }];
+    rel_cols.extend(all_cols.iter().map(|(n, t)| RelCol {
+        name: n.clone(),
+        dtype: (*t).into(),
+        is_key: false,
+    }));
+    Ok((
+        Relation {
+            cols: rel_cols,
+            parts,
+        },
+        label,
+    ))
+}

@@ -554,6 +554,8 @@ fn a_server_refuses_copy_with_a_file_by_default() {
         "COPY f FROM '/etc/passwd' (FORMAT csv)",
         "COPY f TO '/tmp/journeydb-should-not-exist.csv'",
         "COPY (SELECT * FROM f) TO 'x.parquet'",
+        "SELECT count(*) FROM read_csv('/etc/passwd')",
+        "INSERT INTO f SELECT * FROM read_parquet('/tmp/x.parquet')",
     ] {
         let e = c.run(sql).unwrap_err().to_string();
         assert!(e.contains("opens no file a client names"), "{sql}: {e}");

@@ -246,11 +246,11 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "varchar", ignore_case = true)]
     pub key_type: KeyTypeArg,
     /// A directory whose files `COPY t FROM 'file'` may read (default: none; clients then stream
-    /// files with `journeydb import --connect` or psql's \copy).
+    /// their files with `journeydb import` or psql's \copy).
     #[arg(long, value_name = "DIR")]
     pub import_dir: Option<PathBuf>,
-    /// A directory `COPY .. TO 'file'` may write into (default: none; `journeydb export --connect`
-    /// writes on the client).
+    /// A directory `COPY .. TO 'file'` may write into (default: none; `journeydb export` writes on
+    /// the client).
     #[arg(long, value_name = "DIR")]
     pub export_dir: Option<PathBuf>,
 }
@@ -384,7 +384,7 @@ pub struct ImportArgs {
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
     /// Pivots an event log (one row per event) into one row per customer: a MIN TIMESTAMP column per
-    /// event value (its first occurrence) and with --count a SUM BIGINT `<event>_count`; columns
+    /// event value (its first occurrence) and, if asked, a SUM BIGINT `<event>_count`; columns
     /// for new event values are added in the same commit.
     Events(EventsArgs),
 }

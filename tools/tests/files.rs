@@ -52,7 +52,7 @@ fn duckdb_reads_back_equal_what_journeydb_imported_and_exported() {
     );
     assert_eq!(
         out.lines().filter(|l| l.starts_with("ok ")).count(),
-        16,
+        17,
         "{out}"
     );
     assert!(out.contains("all round trips equal"), "{out}");
@@ -407,4 +407,76 @@ fn import_and_export_through_a_server_move_the_files_on_the_client() {
         o.contains("a,2024-01-01 00:00:00,2,,\nb,,,2024-01-03 00:00:00,1"),
         "{o}"
     );
+}
+
+/// `read_parquet` / `read_csv` / `read_json` in FROM: a relation with one row per file row (keys
+/// with several rows fold in GROUP BY the key), usable by INSERT .. SELECT and CREATE TABLE AS.
+#[test]
+fn sql_reads_files_through_table_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let e = engine(d);
+    let csv = d.join("ev.csv");
+    std::fs::write(
+        &csv,
+        "customer_id,ts,n,event\na,2024-01-03,1,open\na,2024-01-01,2,click\nb,2024-01-02,3,open\na,2024-01-05,4,open\n",
+    )
+    .unwrap();
+    let c = csv.display();
+    let q = |sql: &str| match e.execute_one(sql).unwrap() {
+        Output::Rows(b) => journeydb_query::format::csv(&b),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        q(&format!("SELECT count(*) FROM read_csv('{c}')")),
+        "count(*)\n4\n"
+    );
+    assert_eq!(
+        q(&format!(
+            "SELECT customer_id, min(ts) FILTER (WHERE event = 'open') AS first_open, count(*) AS events \
+             FROM read_csv('{c}') GROUP BY customer_id ORDER BY customer_id"
+        )),
+        "customer_id,first_open,events\na,2024-01-03 00:00:00,3\nb,2024-01-02 00:00:00,1\n"
+    );
+    // INSERT .. SELECT folds by the table's rules (n MERGE SUM).
+    e.execute_one(&format!(
+        "INSERT INTO t SELECT customer_id, ts, n FROM read_csv('{c}') WHERE event = 'open'"
+    ))
+    .unwrap();
+    assert_eq!(
+        q("SELECT customer_id, ts, n FROM t ORDER BY customer_id"),
+        "customer_id,ts,n\na,2024-01-03 00:00:00,5\nb,2024-01-02 00:00:00,3\n"
+    );
+    // CREATE TABLE AS from a Parquet file, the key named.
+    let pq = d.join("t.parquet");
+    e.execute_one(&format!(
+        "COPY (SELECT n, customer_id FROM t) TO '{}'",
+        pq.display()
+    ))
+    .unwrap();
+    e.execute_one(&format!(
+        "CREATE TABLE back AS SELECT * FROM read_parquet('{}', key => 'customer_id')",
+        pq.display()
+    ))
+    .unwrap();
+    assert_eq!(
+        q("SELECT customer_id, n FROM back ORDER BY customer_id"),
+        "customer_id,n\na,5\nb,3\n"
+    );
+    // Errors: a key column the file lacks, a file that does not exist.
+    let m = e
+        .execute_one(&format!(
+            "SELECT count(*) FROM read_csv('{c}', key = 'nope')"
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("nope"), "{m}");
+    let m = e
+        .execute_one(&format!(
+            "SELECT count(*) FROM read_parquet('{}/missing.parquet')",
+            d.display()
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("missing.parquet"), "{m}");
 }

@@ -48,7 +48,10 @@ fn factor_uses_catalog(f: &ast::TableFactor) -> bool {
     match f {
         ast::TableFactor::Table { name, args, .. } => {
             if args.is_some() {
-                return true;
+                // Table functions of the catalog (generate_series, ..); the file readers are the
+                // main engine's.
+                let fname = name.to_string();
+                return crate::files::table_function_format(&fname).is_none();
             }
             let parts: Vec<String> = name
                 .0

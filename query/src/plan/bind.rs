@@ -210,8 +210,23 @@ pub(super) fn plan_from(
             args,
             ..
         } => {
-            if args.is_some() {
-                return unsupported("table functions");
+            if let Some(args) = args {
+                let fname = object_name(name)?.join(".");
+                if sample.is_some() {
+                    return unsupported("TABLESAMPLE on a table function");
+                }
+                let Some((access, db)) = ctx.files else {
+                    return unsupported(format!("table function {fname} here"));
+                };
+                let (rel, label) = crate::files::file_relation(access, db, &fname, &args.args)?;
+                return Ok((
+                    Plan::Rel {
+                        name: label,
+                        rel: std::sync::Arc::new(rel),
+                    },
+                    alias.as_ref().map(|a| ident(&a.name)),
+                    None,
+                ));
             }
             let parts = object_name(name)?;
             let alias_name = alias.as_ref().map(|a| ident(&a.name));
@@ -568,18 +583,29 @@ pub(super) fn plan_aggregate(
                     }
                     _ => return unsupported(format!("{fname} without an argument list")),
                 };
-                if f.filter.is_some() || f.over.is_some() {
-                    return unsupported("aggregate FILTER / OVER");
+                if f.over.is_some() {
+                    return unsupported("aggregate OVER (window functions)");
                 }
+                let filter = match &f.filter {
+                    Some(c) => Some(plan_expr(c, in_cols, alias, ctx.now_us)?),
+                    None => None,
+                };
+                let only = |e: Expr| match &filter {
+                    Some(c) => Expr::Filtered(Box::new(e), Box::new(c.clone())),
+                    None => e,
+                };
                 match (fname.as_str(), args.as_slice()) {
                     ("count", [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]) => {
-                        (Agg::CountStar, DType::Bigint)
+                        match &filter {
+                            None => (Agg::CountStar, DType::Bigint),
+                            Some(_) => (Agg::Count(only(Expr::Lit(Scalar::Int(1)))), DType::Bigint),
+                        }
                     }
                     (
                         f @ ("count" | "min" | "max"),
                         [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))],
                     ) => {
-                        let pe = plan_expr(a, in_cols, alias, ctx.now_us)?;
+                        let pe = only(plan_expr(a, in_cols, alias, ctx.now_us)?);
                         let t = expr_type(&pe, in_cols)?;
                         match f {
                             "count" => (Agg::Count(pe), DType::Bigint),

@@ -84,6 +84,11 @@ impl Plan {
             Plan::UnionAll { .. } => writeln!(out, "{pad}UnionAll (frames concatenated)"),
             Plan::Distinct { .. } => writeln!(out, "{pad}Distinct (bitmap OR of frames)"),
             Plan::System { name, .. } => writeln!(out, "{pad}SystemTable {name}"),
+            Plan::Rel { name, rel } => writeln!(
+                out,
+                "{pad}File {name} ({} rows, read at planning)",
+                rel.row_count()
+            ),
         };
         match self {
             Plan::Filter { input, .. }
@@ -95,7 +100,7 @@ impl Plan {
                 left.explain(out, depth + 1);
                 right.explain(out, depth + 1);
             }
-            Plan::Scan { .. } | Plan::System { .. } => {}
+            Plan::Scan { .. } | Plan::System { .. } | Plan::Rel { .. } => {}
         }
     }
 }
@@ -112,6 +117,7 @@ pub(super) fn show(e: &Expr) -> String {
         Expr::Not(a) => format!("NOT {}", show(a)),
         Expr::Neg(a) => format!("-{}", show(a)),
         Expr::IsNull(a, neg) => format!("{} IS {}NULL", show(a), if *neg { "NOT " } else { "" }),
+        Expr::Filtered(a, c) => format!("{} FILTER (WHERE {})", show(a), show(c)),
         Expr::InList(a, set) => {
             let shown: Vec<String> = set
                 .values()

@@ -460,5 +460,15 @@ pub fn expr_type(e: &Expr, cols: &[RelCol]) -> Result<DType> {
         }
         Expr::Arith(_, _, _, t) => *t,
         Expr::Neg(a) => expr_type(a, cols)?,
+        Expr::Filtered(a, c) => {
+            let t = expr_type(c, cols)?;
+            if !matches!(t, DType::Boolean | DType::Null) {
+                return Err(QueryError::Type(format!(
+                    "FILTER (WHERE ..) needs a condition, not {}",
+                    t.name()
+                )));
+            }
+            expr_type(a, cols)?
+        }
     })
 }

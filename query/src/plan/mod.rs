@@ -60,6 +60,8 @@ pub enum Expr {
     IsNull(Box<Expr>, bool),
     /// `x IN (constants)`: one hash lookup per row.
     InList(Box<Expr>, std::sync::Arc<InSet>),
+    /// The value where the condition is TRUE, NULL elsewhere: an aggregate's `FILTER (WHERE ..)`.
+    Filtered(Box<Expr>, Box<Expr>),
 }
 
 /// An aggregate output.
@@ -175,6 +177,13 @@ pub enum Plan {
         /// Input.
         input: Box<Plan>,
     },
+    /// A relation read whole at planning (a file table function such as `read_parquet`).
+    Rel {
+        /// What it was read from (for EXPLAIN).
+        name: String,
+        /// Its rows.
+        rel: std::sync::Arc<crate::exec::Relation>,
+    },
     /// A system table, materialized.
     System {
         /// Name (e.g. `system.tables`).
@@ -210,6 +219,7 @@ impl Plan {
             Plan::Project { exprs, .. } => exprs.iter().map(|(_, c)| c.clone()).collect(),
             Plan::Aggregate { items, .. } => items.iter().map(|(_, c)| c.clone()).collect(),
             Plan::SetOp { left, .. } | Plan::UnionAll { left, .. } => left.cols(),
+            Plan::Rel { rel, .. } => rel.cols.clone(),
             Plan::System { batch, project, .. } => project
                 .iter()
                 .filter_map(|&i| batch.schema().fields().get(i).cloned())
@@ -263,6 +273,13 @@ impl Plan {
                 left.memory_estimate() + right.memory_estimate()
             }
             Plan::System { batch, .. } => batch.get_array_memory_size() as u64,
+            // Already in memory; running the plan copies it once.
+            Plan::Rel { rel, .. } => rel
+                .parts
+                .values()
+                .flatten()
+                .map(|f| f.rows.serialized_size() as u64 * 2)
+                .sum(),
         }
     }
 
@@ -283,6 +300,12 @@ pub struct PlanCtx<'a> {
     pub sample_seed: u64,
     /// Largest estimated decode a query may plan, in bytes (`None`: no limit).
     pub memory_limit: Option<u64>,
+    /// Where file table functions (`read_parquet(..)`) read, and the database that registers their
+    /// keys; `None` refuses them.
+    pub files: Option<(
+        &'a crate::files::FileAccess,
+        &'a journeydb_storage::Database,
+    )>,
 }
 
 pub(super) fn unsupported<T>(what: impl Into<String>) -> Result<T> {

@@ -15,7 +15,11 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
                 }
             }
             Expr::Lit(_) => {}
-            Expr::Cmp(_, a, b) | Expr::Arith(_, a, b, _) | Expr::And(a, b) | Expr::Or(a, b) => {
+            Expr::Cmp(_, a, b)
+            | Expr::Arith(_, a, b, _)
+            | Expr::And(a, b)
+            | Expr::Or(a, b)
+            | Expr::Filtered(a, b) => {
                 refs(a, out);
                 refs(b, out);
             }

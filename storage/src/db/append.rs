@@ -93,6 +93,22 @@ pub(super) fn to_row_batch(
     })
 }
 
+impl Database {
+    /// The ordinals of `keys` (a BIGINT or VARCHAR key array), registering the keys the dictionary
+    /// lacks (made durable by the next commit or append that uses them). For readers that need
+    /// ordinals for keys outside any table, such as a file read by SQL.
+    pub fn register_keys(&self, keys: &dyn Array) -> Result<Vec<u32>> {
+        if keys.null_count() > 0 {
+            return Err(StorageError::InvalidBatch {
+                table: String::new(),
+                reason: "a key is NULL".into(),
+            });
+        }
+        let mut dict = self.shared.keys.write().unwrap_or_else(|e| e.into_inner());
+        insert_keys(&mut dict, keys, "")
+    }
+}
+
 /// The value columns of an appended batch, by column id.
 type ValueColumns = Vec<(ColumnId, arrow_array::ArrayRef)>;
 
