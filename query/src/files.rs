@@ -460,10 +460,13 @@ pub fn table_function_format(name: &str) -> Option<Format> {
     })
 }
 
+/// Named arguments of a table function (lower-case name, value).
+type NamedArgs = Vec<(String, ast::Expr)>;
+
 /// The arguments of a file table function: file names (a string or a list of strings) and named
 /// options (`key`, `header`, `delim`/`sep`, `nullstr`, `timestampformat`), written `name => value`
 /// or `name = value`.
-fn function_args(args: &[ast::FunctionArg]) -> Result<(Vec<String>, Vec<(String, ast::Expr)>)> {
+fn function_args(args: &[ast::FunctionArg]) -> Result<(Vec<String>, NamedArgs)> {
     let mut names = Vec::new();
     let mut named = Vec::new();
     let text = |e: &ast::Expr| -> Result<String> {

@@ -211,22 +211,11 @@ pub(super) fn plan_from(
             ..
         } => {
             if let Some(args) = args {
-                let fname = object_name(name)?.join(".");
                 if sample.is_some() {
                     return unsupported("TABLESAMPLE on a table function");
                 }
-                let Some((access, db)) = ctx.files else {
-                    return unsupported(format!("table function {fname} here"));
-                };
-                let (rel, label) = crate::files::file_relation(access, db, &fname, &args.args)?;
-                return Ok((
-                    Plan::Rel {
-                        name: label,
-                        rel: std::sync::Arc::new(rel),
-                    },
-                    alias.as_ref().map(|a| ident(&a.name)),
-                    None,
-                ));
+                let plan = table_function(name, &args.args, ctx)?;
+                return Ok((plan, alias.as_ref().map(|a| ident(&a.name)), None));
             }
             let parts = object_name(name)?;
             let alias_name = alias.as_ref().map(|a| ident(&a.name));
@@ -295,6 +284,23 @@ pub(super) fn plan_from(
         }
         other => unsupported(format!("FROM {other}")),
     }
+}
+
+/// A file table function (`read_parquet(..)`), read whole at planning.
+fn table_function(
+    name: &ast::ObjectName,
+    args: &[ast::FunctionArg],
+    ctx: &PlanCtx<'_>,
+) -> Result<Plan> {
+    let fname = object_name(name)?.join(".");
+    let Some((access, db)) = ctx.files else {
+        return unsupported(format!("table function {fname} here"));
+    };
+    let (rel, label) = crate::files::file_relation(access, db, &fname, args)?;
+    Ok(Plan::Rel {
+        name: label,
+        rel: std::sync::Arc::new(rel),
+    })
 }
 
 pub(super) fn plan_sample(s: &ast::TableSampleKind, ctx: &PlanCtx<'_>) -> Result<Sample> {
@@ -572,50 +578,7 @@ pub(super) fn plan_aggregate(
             e => e,
         };
         let (agg, dtype) = match e {
-            ast::Expr::Function(f) => {
-                let fname = f.name.to_string().to_ascii_lowercase();
-                let args = match &f.args {
-                    ast::FunctionArguments::List(l) => {
-                        if l.duplicate_treatment.is_some() {
-                            return unsupported(format!("{fname}(DISTINCT ..)"));
-                        }
-                        l.args.clone()
-                    }
-                    _ => return unsupported(format!("{fname} without an argument list")),
-                };
-                if f.over.is_some() {
-                    return unsupported("aggregate OVER (window functions)");
-                }
-                let filter = match &f.filter {
-                    Some(c) => Some(plan_expr(c, in_cols, alias, ctx.now_us)?),
-                    None => None,
-                };
-                let only = |e: Expr| match &filter {
-                    Some(c) => Expr::Filtered(Box::new(e), Box::new(c.clone())),
-                    None => e,
-                };
-                match (fname.as_str(), args.as_slice()) {
-                    ("count", [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]) => {
-                        match &filter {
-                            None => (Agg::CountStar, DType::Bigint),
-                            Some(_) => (Agg::Count(only(Expr::Lit(Scalar::Int(1)))), DType::Bigint),
-                        }
-                    }
-                    (
-                        f @ ("count" | "min" | "max"),
-                        [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))],
-                    ) => {
-                        let pe = only(plan_expr(a, in_cols, alias, ctx.now_us)?);
-                        let t = expr_type(&pe, in_cols)?;
-                        match f {
-                            "count" => (Agg::Count(pe), DType::Bigint),
-                            "min" => (Agg::Min(pe), t),
-                            _ => (Agg::Max(pe), t),
-                        }
-                    }
-                    _ => return unsupported(format!("function {e}")),
-                }
-            }
+            ast::Expr::Function(f) => plan_agg_function(f, e, in_cols, alias, ctx)?,
             other => {
                 let pe = plan_expr(other, in_cols, alias, ctx.now_us)?;
                 match pe {
@@ -645,5 +608,56 @@ pub(super) fn plan_aggregate(
         input: Box::new(input),
         by_key,
         items,
+    })
+}
+
+/// One aggregate call of a SELECT list (`count(*)`, `count(x)`, `min(x)`, `max(x)`, each with an
+/// optional `FILTER (WHERE ..)`) and its type.
+fn plan_agg_function(
+    f: &ast::Function,
+    e: &ast::Expr,
+    in_cols: &[RelCol],
+    alias: Option<&str>,
+    ctx: &PlanCtx<'_>,
+) -> Result<(Agg, DType)> {
+    let fname = f.name.to_string().to_ascii_lowercase();
+    let args = match &f.args {
+        ast::FunctionArguments::List(l) => {
+            if l.duplicate_treatment.is_some() {
+                return unsupported(format!("{fname}(DISTINCT ..)"));
+            }
+            l.args.clone()
+        }
+        _ => return unsupported(format!("{fname} without an argument list")),
+    };
+    if f.over.is_some() {
+        return unsupported("aggregate OVER (window functions)");
+    }
+    let filter = match &f.filter {
+        Some(c) => Some(plan_expr(c, in_cols, alias, ctx.now_us)?),
+        None => None,
+    };
+    let only = |e: Expr| match &filter {
+        Some(c) => Expr::Filtered(Box::new(e), Box::new(c.clone())),
+        None => e,
+    };
+    Ok(match (fname.as_str(), args.as_slice()) {
+        ("count", [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]) => match &filter {
+            None => (Agg::CountStar, DType::Bigint),
+            Some(_) => (Agg::Count(only(Expr::Lit(Scalar::Int(1)))), DType::Bigint),
+        },
+        (
+            f @ ("count" | "min" | "max"),
+            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))],
+        ) => {
+            let pe = only(plan_expr(a, in_cols, alias, ctx.now_us)?);
+            let t = expr_type(&pe, in_cols)?;
+            match f {
+                "count" => (Agg::Count(pe), DType::Bigint),
+                "min" => (Agg::Min(pe), t),
+                _ => (Agg::Max(pe), t),
+            }
+        }
+        _ => return unsupported(format!("function {e}")),
     })
 }
