@@ -391,6 +391,7 @@ impl Engine {
         }
         let format = opts
             .format
+            .or_else(|| opts.partition_by_hash.map(|_| Format::Parquet))
             .or_else(|| Format::from_path(&path))
             .ok_or_else(|| {
                 QueryError::InvalidValue(format!(

@@ -480,3 +480,76 @@ fn sql_reads_files_through_table_functions() {
         .to_string();
     assert!(m.contains("missing.parquet"), "{m}");
 }
+
+/// COPY options: TIMESTAMPFORMAT, HEADER false with a column list, DELIMITER and NULL, a JSON
+/// array file, and the Arrow format both ways.
+#[test]
+fn copy_options_and_the_other_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let e = engine(d);
+    let q = |sql: &str| match e.execute_one(sql).unwrap() {
+        Output::Rows(b) => journeydb_query::format::csv(&b),
+        other => panic!("{other:?}"),
+    };
+    let f = d.join("eu.csv");
+    std::fs::write(&f, "a;05/01/2026 14:30;n/a\nb;;7\n").unwrap();
+    e.execute_one(&format!(
+        "COPY t (customer_id, ts, n) FROM '{}' (FORMAT csv, HEADER false, DELIMITER ';', NULL 'n/a', \
+         TIMESTAMPFORMAT '%d/%m/%Y %H:%M')",
+        f.display()
+    ))
+    .unwrap();
+    assert_eq!(
+        q("SELECT customer_id, ts, n FROM t ORDER BY customer_id"),
+        "customer_id,ts,n\na,2026-01-05 14:30:00,\nb,,7\n"
+    );
+    let j = d.join("arr.json");
+    std::fs::write(
+        &j,
+        r#"[{"customer_id": "c", "ts": "2026-02-01T10:00:00+02:00", "n": 3}, {"customer_id": "d", "n": null}]"#,
+    )
+    .unwrap();
+    e.execute_one(&format!("COPY t FROM '{}'", j.display()))
+        .unwrap();
+    assert_eq!(
+        q("SELECT customer_id, ts, n FROM t WHERE customer_id >= 'c' ORDER BY customer_id"),
+        "customer_id,ts,n\nc,2026-02-01 08:00:00,3\nd,,\n"
+    );
+    let a = d.join("t.arrow");
+    e.execute_one(&format!("COPY t TO '{}'", a.display()))
+        .unwrap();
+    e.execute_one("CREATE TABLE u (customer_id VARCHAR PRIMARY KEY, ts TIMESTAMP, n BIGINT)")
+        .unwrap();
+    e.execute_one(&format!("COPY u FROM '{}'", a.display()))
+        .unwrap();
+    assert_eq!(
+        q("SELECT customer_id, ts, n FROM u ORDER BY customer_id"),
+        q("SELECT customer_id, ts, n FROM t ORDER BY customer_id")
+    );
+    // An export that fails leaves nothing behind; an existing bucket directory is refused.
+    let m = e
+        .execute_one(&format!("COPY t TO '{}/nodir/x.parquet'", d.display()))
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("nodir"), "{m}");
+    e.execute_one(&format!(
+        "COPY t TO '{}/b' (PARTITION_BY_HASH 3)",
+        d.display()
+    ))
+    .unwrap();
+    let m = e
+        .execute_one(&format!(
+            "COPY t TO '{}/b' (PARTITION_BY_HASH 3)",
+            d.display()
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("exists"), "{m}");
+    let leftovers: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
