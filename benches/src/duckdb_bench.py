@@ -107,7 +107,7 @@ def files(con_path, spec):
         "sql": f"CREATE TABLE ev AS SELECT customer_id, {filters} FROM read_parquet('{spec['events']}') GROUP BY customer_id",
     })
     first, last = spec["event_names"][0], spec["event_names"][-1]
-    row = con.execute(f"SELECT count(*), min({first}), max({last}) FROM ev").fetchall()[0]
+    row = con.execute(f"SELECT count(*), min({first})::TIMESTAMP, max({last})::TIMESTAMP FROM ev").fetchall()[0]
     res["events_answer"] = [cell(v) for v in row]
     con.close()
     return res
