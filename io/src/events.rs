@@ -76,15 +76,15 @@ fn col_index(piece: &Piece, name: &str) -> Result<usize> {
         .ok_or_else(|| IoError::Invalid(format!("{}: no column {name}", piece.file.display())))
 }
 
-/// Pivots one piece: the output batch (key, then for each event column of the piece its time and,
-/// with counts, a 1), the event columns it holds, and the rows set aside. `max_errors == 0` makes
-/// the first bad row an error; `rejected` counts rejects across pieces.
+/// Pivots one piece: one batch per event column of the piece (the key, the event's time and, with
+/// counts, a 1, for each of its rows), the event columns, and the rows set aside.
+/// `max_errors == 0` makes the first bad row an error; `rejected` counts rejects across pieces.
 pub fn pivot(
     piece: &Piece,
     spec: &EventSpec,
     opts: &ConvertOptions,
     rejected: &mut u64,
-) -> Result<(RecordBatch, Vec<String>, Vec<Reject>)> {
+) -> Result<(Vec<RecordBatch>, Vec<String>, Vec<Reject>)> {
     let (ki, ei, ti) = (
         col_index(piece, &spec.key)?,
         col_index(piece, &spec.event)?,
@@ -111,54 +111,61 @@ pub fn pivot(
         .as_any()
         .downcast_ref::<TimestampMicrosecondArray>()
         .ok_or_else(|| IoError::Invalid("internal: event times".into()))?;
-    // Rows per event column, in order of first appearance.
-    let mut cols: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let keep: Vec<usize> = (0..piece.batch.num_rows())
-        .filter(|r| !bad.contains_key(r))
-        .collect();
-    for &r in &keep {
-        cols.entry(event_column(names.value(r)))
-            .or_default()
-            .push(r);
-    }
-    let key = arrow_select::take::take(
-        key.as_ref(),
-        &arrow_array::UInt32Array::from(keep.iter().map(|&r| r as u32).collect::<Vec<_>>()),
-        None,
-    )
-    .map_err(|e| IoError::Invalid(e.to_string()))?;
-    let mut fields = vec![Field::new(&spec.table_key, arrow_type(spec.key_type), true)];
-    let mut arrays: Vec<ArrayRef> = vec![key];
-    let mut events = Vec::new();
-    for (col, rows) in &cols {
-        let mut at = rows.iter().peekable();
-        let mut ts = Vec::with_capacity(keep.len());
-        let mut n = Vec::with_capacity(keep.len());
-        for &r in &keep {
-            if at.peek() == Some(&&r) {
-                at.next();
-                ts.push(Some(times.value(r)));
-                n.push(Some(1i64));
-            } else {
-                ts.push(None);
-                n.push(None);
-            }
+    // Rows per event column; an event name is made a column name once per piece, not per row.
+    let mut by_name: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut cols: Vec<(String, Vec<u32>)> = Vec::new();
+    for r in 0..piece.batch.num_rows() {
+        if bad.contains_key(&r) {
+            continue;
         }
-        fields.push(Field::new(col, arrow_type(ColumnType::Timestamp), true));
-        arrays.push(Arc::new(TimestampMicrosecondArray::from(ts)));
+        let name = names.value(r);
+        let i = match by_name.get(name) {
+            Some(i) => *i,
+            None => {
+                let col = event_column(name);
+                let i = match cols.iter().position(|(c, _)| *c == col) {
+                    Some(i) => i,
+                    None => {
+                        cols.push((col, Vec::new()));
+                        cols.len() - 1
+                    }
+                };
+                by_name.insert(name, i);
+                i
+            }
+        };
+        if let Some((_, rows)) = cols.get_mut(i) {
+            rows.push(r as u32);
+        }
+    }
+    // One dense batch per event column: its rows' keys, times and (with counts) ones.
+    let mut batches = Vec::with_capacity(cols.len());
+    let mut events = Vec::with_capacity(cols.len());
+    for (col, rows) in cols {
+        let idx = arrow_array::UInt32Array::from(rows);
+        let take = |a: &dyn Array| {
+            arrow_select::take::take(a, &idx, None).map_err(|e| IoError::Invalid(e.to_string()))
+        };
+        let mut fields = vec![
+            Field::new(&spec.table_key, arrow_type(spec.key_type), true),
+            Field::new(&col, arrow_type(ColumnType::Timestamp), true),
+        ];
+        let mut arrays: Vec<ArrayRef> = vec![take(key.as_ref())?, take(times)?];
         if spec.count {
             fields.push(Field::new(
                 format!("{col}_count"),
                 arrow_type(ColumnType::Bigint),
                 true,
             ));
-            arrays.push(Arc::new(Int64Array::from(n)));
+            arrays.push(Arc::new(Int64Array::from(vec![1i64; idx.len()])));
         }
-        events.push(col.clone());
+        batches.push(
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+                .map_err(|e| IoError::Invalid(e.to_string()))?,
+        );
+        events.push(col);
     }
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
-        .map_err(|e| IoError::Invalid(e.to_string()))?;
-    Ok((batch, events, rejects))
+    Ok((batches, events, rejects))
 }
 
 /// The rows a pivot sets aside (row → column, reason): rows that could not be split, values that

@@ -151,3 +151,30 @@ pub fn expand(patterns: &[String]) -> Result<Vec<PathBuf>> {
     out.dedup();
     Ok(out)
 }
+
+/// Runs `items` on a thread of its own, `depth` items ahead of `consume`, which gets them as an
+/// iterator on the calling thread: reading and decoding files overlaps with loading them (or a
+/// query's batches with writing them). When `consume` returns early, the producer stops at its
+/// next item.
+pub fn pipelined<I, R>(
+    items: I,
+    depth: usize,
+    consume: impl FnOnce(&mut dyn Iterator<Item = I::Item>) -> R,
+) -> R
+where
+    I: Iterator + Send,
+    I::Item: Send,
+{
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(depth.max(1));
+        s.spawn(move || {
+            for item in items {
+                if tx.send(item).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut it = rx.into_iter();
+        consume(&mut it)
+    })
+}

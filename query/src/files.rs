@@ -358,10 +358,14 @@ impl Engine {
             .database()
             .bulk_load(table)
             .map_err(QueryError::Storage)?;
-        for b in batches {
-            load.push(&b.map_err(io_err)?)
-                .map_err(QueryError::Storage)?;
-        }
+        // Files are read and converted on a thread of their own while the load folds them.
+        journeydb_io::pipelined(batches, 4, |it| -> Result<()> {
+            for b in it {
+                load.push(&b.map_err(io_err)?)
+                    .map_err(QueryError::Storage)?;
+            }
+            Ok(())
+        })?;
         load.finish().map(|s| s.rows).map_err(QueryError::Storage)
     }
 
@@ -409,20 +413,28 @@ impl Engine {
         match opts.partition_by_hash {
             Some(n) => {
                 let mut w = Partitioned::create(&path, n, schema, &wopts).map_err(io_err)?;
-                for b in stream {
-                    let b = b?;
-                    rows += b.num_rows() as u64;
-                    w.write(&b).map_err(io_err)?;
-                }
+                // The query's batches come from a thread of their own while the file is written.
+                journeydb_io::pipelined(stream, 4, |it| -> Result<()> {
+                    for b in it {
+                        let b = b?;
+                        rows += b.num_rows() as u64;
+                        w.write(&b).map_err(io_err)?;
+                    }
+                    Ok(())
+                })?;
                 w.finish().map_err(io_err)?;
             }
             None => {
                 let mut w = journeydb_io::write::create(&path, schema, &wopts).map_err(io_err)?;
-                for b in stream {
-                    let b = b?;
-                    rows += b.num_rows() as u64;
-                    w.write(&b).map_err(io_err)?;
-                }
+                // The query's batches come from a thread of their own while the file is written.
+                journeydb_io::pipelined(stream, 4, |it| -> Result<()> {
+                    for b in it {
+                        let b = b?;
+                        rows += b.num_rows() as u64;
+                        w.write(&b).map_err(io_err)?;
+                    }
+                    Ok(())
+                })?;
                 w.finish().map_err(io_err)?;
             }
         }

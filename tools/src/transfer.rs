@@ -225,12 +225,12 @@ pub fn import(a: &ImportArgs) -> Result<(), String> {
     }
     let started = Instant::now();
     let mut stats = Progress::default();
-    let rows = {
-        let mut items = batches
-            .by_ref()
-            .map(|r| r.map(LoadItem::Rows).map_err(input_err));
-        s.load(&table, &mut items).map_err(|e| e.to_string())?
-    };
+    // Files are read and converted on a thread of their own while the load takes them.
+    let items = batches
+        .by_ref()
+        .map(|r| r.map(LoadItem::Rows).map_err(input_err));
+    let rows =
+        journeydb_io::pipelined(items, 4, |it| s.load(&table, it)).map_err(|e| e.to_string())?;
     stats.clone_from(batches.progress());
     report(&table, rows, nfiles, &stats, started, rejects.as_ref());
     Ok(())
@@ -335,7 +335,7 @@ impl<I: Iterator<Item = journeydb_io::Result<journeydb_io::read::Piece>>> EventI
         let Some(piece) = self.pieces.next().transpose().map_err(input_err)? else {
             return Ok(false);
         };
-        let (batch, events, rejects) =
+        let (batches, events, rejects) =
             pivot(&piece, &self.spec, &self.opts, &mut self.rejected).map_err(input_err)?;
         self.rejects.extend(rejects);
         for (name, ty, rule) in columns_for(&events, self.spec.count) {
@@ -365,7 +365,7 @@ impl<I: Iterator<Item = journeydb_io::Result<journeydb_io::read::Piece>>> EventI
         if let Some(f) = &mut self.on_progress {
             f(&self.progress);
         }
-        self.queue.push_back(LoadItem::Rows(batch));
+        self.queue.extend(batches.into_iter().map(LoadItem::Rows));
         Ok(true)
     }
 }
@@ -460,7 +460,8 @@ pub fn import_events(a: &EventsArgs) -> Result<(), String> {
         started,
         failed: false,
     };
-    let rows = s.load(&a.table, &mut items).map_err(|e| e.to_string())?;
+    let rows = journeydb_io::pipelined(items.by_ref(), 4, |it| s.load(&a.table, it))
+        .map_err(|e| e.to_string())?;
     let rejects = rejects_path(&a.read, &a.table);
     if let Some(path) = &rejects {
         let mut text = String::from("at,column,reason\n");
@@ -520,9 +521,13 @@ pub fn export(a: &ExportArgs) -> Result<(), String> {
     };
     match connect(&a.target)? {
         Conn::Embedded(engine, _) => {
-            for b in engine.query_stream(&sql).map_err(|e| e.to_string())? {
-                write(&b.map_err(|e| e.to_string())?, &mut out)?;
-            }
+            let stream = engine.query_stream(&sql).map_err(|e| e.to_string())?;
+            journeydb_io::pipelined(stream, 4, |it| -> Result<(), String> {
+                for b in it {
+                    write(&b.map_err(|e| e.to_string())?, &mut out)?;
+                }
+                Ok(())
+            })?;
         }
         Conn::Remote(mut client) => {
             let mut failed = None;

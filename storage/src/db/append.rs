@@ -58,10 +58,7 @@ pub(super) fn to_row_batch(
     key_type: KeyType,
 ) -> Result<RowBatch> {
     let (key_col, columns) = resolve_batch(tv, batch, key_type)?;
-    let ordinals = {
-        let mut keys = shared.keys.write().unwrap_or_else(|e| e.into_inner());
-        insert_keys(&mut keys, key_col, &tv.name)?
-    };
+    let ordinals = ordinals_of(shared, key_col, &tv.name)?;
     let rows: Vec<usize> = (0..batch.num_rows()).collect();
     let mut cols = Vec::with_capacity(columns.len());
     for (id, array) in columns {
@@ -200,6 +197,97 @@ pub(super) fn resolve_batch<'a>(
         )));
     }
     Ok((key, cols))
+}
+
+/// Batches at least this long look their keys up on several threads; shorter ones on one.
+const PARALLEL_LOOKUP_ROWS: usize = 4_096;
+
+/// A key column of a supported Arrow type.
+enum KeyCol<'a> {
+    Str(&'a StringArray),
+    Large(&'a LargeStringArray),
+    View(&'a StringViewArray),
+    Int(&'a Int64Array),
+}
+
+impl<'a> KeyCol<'a> {
+    fn new(array: &'a dyn Array, table: &str) -> Result<KeyCol<'a>> {
+        let any = array.as_any();
+        if let Some(a) = any.downcast_ref::<StringArray>() {
+            Ok(KeyCol::Str(a))
+        } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
+            Ok(KeyCol::Large(a))
+        } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
+            Ok(KeyCol::View(a))
+        } else if let Some(a) = any.downcast_ref::<Int64Array>() {
+            Ok(KeyCol::Int(a))
+        } else {
+            Err(StorageError::InvalidBatch {
+                table: table.into(),
+                reason: format!("unsupported key type {}", array.data_type()),
+            })
+        }
+    }
+
+    fn key(&self, i: usize) -> Key<'a> {
+        match self {
+            KeyCol::Str(a) => Key::Str(a.value(i)),
+            KeyCol::Large(a) => Key::Str(a.value(i)),
+            KeyCol::View(a) => Key::Str(a.value(i)),
+            KeyCol::Int(a) => Key::Int(a.value(i)),
+        }
+    }
+}
+
+/// The ordinals of a batch's keys, registering new keys in row order. Keys already known are looked
+/// up first under the read lock, on every core for a long batch: a lookup mostly waits on memory
+/// (the table slot, then the key's bytes), so threads overlap those waits. Only the keys not found
+/// take the write lock.
+pub(super) fn ordinals_of(shared: &Shared, array: &dyn Array, table: &str) -> Result<Vec<u32>> {
+    let col = KeyCol::new(array, table)?;
+    let n = array.len();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(8);
+    let found: Vec<Option<u32>> = if n >= PARALLEL_LOOKUP_ROWS && threads > 1 {
+        let dict = shared.keys.read().unwrap_or_else(|e| e.into_inner());
+        let per = n.div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (dict, col) = (&*dict, &col);
+                    s.spawn(move || {
+                        (t * per..((t + 1) * per).min(n))
+                            .map(|i| dict.lookup(col.key(i)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    } else {
+        Vec::new()
+    };
+    if found.len() == n && found.iter().all(Option::is_some) {
+        return Ok(found.into_iter().flatten().collect());
+    }
+    let mut dict = shared.keys.write().unwrap_or_else(|e| e.into_inner());
+    if found.len() != n {
+        return dict.get_or_insert((0..n).map(|i| col.key(i)));
+    }
+    let missing: Vec<usize> = (0..n)
+        .filter(|&i| found.get(i).is_some_and(Option::is_none))
+        .collect();
+    let mut new = dict
+        .get_or_insert(missing.iter().map(|&i| col.key(i)))?
+        .into_iter();
+    Ok(found
+        .into_iter()
+        .map(|f| f.or_else(|| new.next()).unwrap_or_default())
+        .collect())
 }
 
 pub(super) fn insert_keys(keys: &mut KeyDict, array: &dyn Array, table: &str) -> Result<Vec<u32>> {
