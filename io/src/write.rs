@@ -2,7 +2,7 @@
 //!
 //! Every writer writes to `NAME.tmp-PID` and renames it over `NAME` when finished, so a reader (or a
 //! crash) never meets a half-written export. Formats:
-//! - Parquet: zstd, column statistics, timestamps as `TIMESTAMP(MICROS, isAdjustedToUTC=true)`.
+//! - Parquet: zstd, row-group statistics, timestamps as `TIMESTAMP(MICROS, isAdjustedToUTC=true)`.
 //! - CSV: a header line, RFC 4180 quoting; NULL is an empty field, an empty string is `""`;
 //!   timestamps as `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC).
 //! - JSON: one object per line; timestamps as that text; NaN and infinities as `null`.
@@ -22,7 +22,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use journeydb_storage::text::format_timestamp;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::{Format, IoError, Result};
 
@@ -86,8 +86,10 @@ pub fn create(path: &Path, schema: SchemaRef, opts: &WriteOptions) -> Result<Box
     };
     Ok(match opts.format {
         Format::Parquet => {
+            // Statistics per row group (what readers prune with; per page costs more to write).
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .set_statistics_enabled(EnabledStatistics::Chunk)
                 .build();
             let schema = utc_schema(&schema);
             let w = ArrowWriter::try_new(file, schema.clone(), Some(props))
