@@ -102,6 +102,13 @@ pub fn from_arrow(
     ty: ColumnType,
     rows: &[usize],
 ) -> Option<(Vec<bool>, Values)> {
+    // The whole array in order (every append and load): validity bitmap and values buffer read
+    // directly, not row by row through `is_valid` (a fifth of a bulk load's time before).
+    if rows.len() == array.len() && rows.iter().enumerate().all(|(i, &r)| i == r) {
+        if let Some(out) = whole_primitive(array, ty) {
+            return Some(out);
+        }
+    }
     let valid: Vec<bool> = rows.iter().map(|&r| array.is_valid(r)).collect();
     let picked = rows
         .iter()
@@ -144,6 +151,43 @@ pub fn from_arrow(
         _ => return None,
     };
     Some((valid, values))
+}
+
+/// [`from_arrow`] of a whole TIMESTAMP, BIGINT or DOUBLE array; `None` for other types.
+fn whole_primitive(array: &dyn Array, ty: ColumnType) -> Option<(Vec<bool>, Values)> {
+    fn split<T: Copy>(
+        vals: &[T],
+        nulls: Option<&arrow_buffer::NullBuffer>,
+        wrap: fn(Vec<T>) -> Values,
+    ) -> (Vec<bool>, Values) {
+        match nulls {
+            None => (vec![true; vals.len()], wrap(vals.to_vec())),
+            Some(n) => (
+                n.iter().collect(),
+                wrap(
+                    n.valid_indices()
+                        .filter_map(|i| vals.get(i).copied())
+                        .collect(),
+                ),
+            ),
+        }
+    }
+    let any = array.as_any();
+    match (ty, array.data_type()) {
+        (ColumnType::Timestamp, DataType::Timestamp(TimeUnit::Microsecond, _)) => {
+            let a = any.downcast_ref::<TimestampMicrosecondArray>()?;
+            Some(split(a.values(), a.nulls(), Values::Int))
+        }
+        (ColumnType::Bigint, DataType::Int64) => {
+            let a = any.downcast_ref::<Int64Array>()?;
+            Some(split(a.values(), a.nulls(), Values::Int))
+        }
+        (ColumnType::Double, DataType::Float64) => {
+            let a = any.downcast_ref::<Float64Array>()?;
+            Some(split(a.values(), a.nulls(), Values::Float))
+        }
+        _ => None,
+    }
 }
 
 /// One column's values for a set of ordinals: `presence` says which ordinals have a value, `values`

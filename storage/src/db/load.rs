@@ -7,6 +7,9 @@ use super::*;
 use crate::schema::ColumnDef;
 use crate::snapshot::merge_parts;
 
+/// Batches of one partition held before they are folded into one.
+const FOLD_EVERY: usize = 64;
+
 /// A load into one table in progress; see [`Database::bulk_load`].
 pub struct BulkLoad {
     shared: Arc<Shared>,
@@ -17,9 +20,7 @@ pub struct BulkLoad {
     added: Vec<ColumnDef>,
     key_type: KeyType,
     partition_rows: u32,
-    /// Per partition, a stack of folded data, oldest at the bottom; neighbours of similar size are
-    /// merged as batches arrive, so each row is merged O(log n) times and memory stays near the
-    /// folded size.
+    /// Per partition, the data of its batches, oldest first (folded every `FOLD_EVERY`).
     parts: BTreeMap<PartitionId, Vec<PartData>>,
     rows: u64,
 }
@@ -100,15 +101,14 @@ impl BulkLoad {
         self.rows += batch.num_rows() as u64;
         let schema = self.tv.schema.clone();
         for (p, data) in chunk.parts {
-            let stack = self.parts.entry(p).or_default();
-            stack.push(data);
-            while let [.., older, newer] = stack.as_slice() {
-                if newer.rows.len() * 2 < older.rows.len() {
-                    break;
-                }
-                let merged = merge_parts(&schema, &[older, newer]);
-                stack.truncate(stack.len() - 2);
-                stack.push(merged);
+            let parts = self.parts.entry(p).or_default();
+            parts.push(data);
+            // Folded all at once (one pass over a dense slot vector per column) every so many
+            // batches, which bounds the memory of many small batches of the same customers.
+            if parts.len() >= FOLD_EVERY {
+                let merged = merge_parts(&schema, &parts.iter().collect::<Vec<_>>());
+                parts.clear();
+                parts.push(merged);
             }
         }
         Ok(())
@@ -118,19 +118,48 @@ impl BulkLoad {
     /// commit. Durable and visible when it returns.
     pub fn finish(self) -> Result<IngestStats> {
         let schema = self.tv.schema.clone();
-        let parts: Vec<(PartitionId, PartData)> = self
-            .parts
-            .into_iter()
-            .map(|(p, mut stack)| {
-                let mut merged = if stack.len() == 1 {
-                    stack.pop().unwrap_or_default()
-                } else {
-                    merge_parts(&schema, &stack.iter().collect::<Vec<_>>())
-                };
-                merged.columns.resize(schema.columns.len(), None);
-                (p, merged)
+        let width = schema.columns.len();
+        // Each partition's batches are folded in one pass, partitions on every core.
+        let work: Vec<(PartitionId, Vec<PartData>)> = self.parts.into_iter().collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, work.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<PartData>>> = work.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    while let Some((i, (_, parts))) = {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        work.get(i).map(|w| (i, w))
+                    } {
+                        let mut merged = match parts.as_slice() {
+                            [one] => one.clone(),
+                            _ => merge_parts(&schema, &parts.iter().collect::<Vec<_>>()),
+                        };
+                        merged.columns.resize(width, None);
+                        if let Some(slot) = slots.get(i) {
+                            *lock(slot) = Some(merged);
+                        }
+                    }
+                });
+            }
+        });
+        let parts: Vec<(PartitionId, PartData)> = work
+            .iter()
+            .zip(slots)
+            .filter_map(|((p, _), slot)| {
+                slot.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .map(|d| (*p, d))
             })
             .collect();
+        if parts.len() != work.len() {
+            return Err(StorageError::InvalidBatch {
+                table: self.tv.name.clone(),
+                reason: "internal: a partition's fold failed".into(),
+            });
+        }
         self.shared.ingest_with(
             &self.tv.name,
             Some((self.tv.id, self.base_columns)),
