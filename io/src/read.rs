@@ -178,6 +178,14 @@ fn format_err(path: &Path, reason: impl std::fmt::Display) -> IoError {
     }
 }
 
+/// One step of a reader that stops for good at its end or at its first error.
+fn fused(step: Result<Option<Piece>>, done: &mut bool) -> Option<Result<Piece>> {
+    if !matches!(step, Ok(Some(_))) {
+        *done = true;
+    }
+    step.transpose()
+}
+
 /// A batch of text columns (`Utf8`, nullable).
 fn text_batch(
     names: &[String],
@@ -319,11 +327,7 @@ impl Iterator for CsvPieces {
         if self.done {
             return None;
         }
-        let r = self.next_piece();
-        if !matches!(r, Ok(Some(_))) {
-            self.done = true;
-        }
-        r.transpose()
+        fused(self.next_piece(), &mut self.done)
     }
 }
 
@@ -539,11 +543,7 @@ impl Iterator for JsonPieces {
         if self.done {
             return None;
         }
-        let r = self.next_piece();
-        if !matches!(r, Ok(Some(_))) {
-            self.done = true;
-        }
-        r.transpose()
+        fused(self.next_piece(), &mut self.done)
     }
 }
 
@@ -645,11 +645,7 @@ impl Iterator for ParquetPieces {
         if self.done {
             return None;
         }
-        let r = self.next_piece();
-        if !matches!(r, Ok(Some(_))) {
-            self.done = true;
-        }
-        r.transpose()
+        fused(self.next_piece(), &mut self.done)
     }
 }
 

@@ -483,6 +483,16 @@ impl Partitioned {
     }
 }
 
+impl Sink for Partitioned {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        Partitioned::write(self, batch)
+    }
+
+    fn finish(self: Box<Self>) -> Result<u64> {
+        Partitioned::finish(*self)
+    }
+}
+
 impl Drop for Partitioned {
     fn drop(&mut self) {
         if !self.finished {

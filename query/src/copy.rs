@@ -48,7 +48,8 @@ pub struct CopyIn {
     pub null: String,
 }
 
-fn ascii(c: char, what: &str) -> Result<u8> {
+/// `c` as one ASCII byte, or an error naming the COPY option.
+pub(crate) fn ascii(c: char, what: &str) -> Result<u8> {
     u8::try_from(c)
         .ok()
         .filter(u8::is_ascii)

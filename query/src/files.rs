@@ -19,6 +19,7 @@ use journeydb_storage::schema::ColumnType;
 use journeydb_storage::KeyType;
 use sqlparser::ast::{self, Statement};
 
+use crate::copy::ascii;
 use crate::engine::{Engine, Output};
 use crate::error::{QueryError, Result};
 
@@ -143,13 +144,6 @@ pub struct FileOptions {
     pub partition_by_hash: Option<u32>,
     /// IGNORE_EXTRA_COLUMNS.
     pub ignore_extra_columns: bool,
-}
-
-fn ascii(c: char, what: &str) -> Result<u8> {
-    u8::try_from(c)
-        .ok()
-        .filter(u8::is_ascii)
-        .ok_or_else(|| QueryError::InvalidValue(format!("COPY {what} must be one ASCII character")))
 }
 
 fn flag(v: &str, name: &str) -> Result<bool> {
@@ -410,34 +404,20 @@ impl Engine {
         let stream = self.stream_statement(&Statement::Query(query))?;
         let schema = stream.schema();
         let mut rows = 0u64;
-        match opts.partition_by_hash {
-            Some(n) => {
-                let mut w = Partitioned::create(&path, n, schema, &wopts).map_err(io_err)?;
-                // The query's batches come from a thread of their own while the file is written.
-                journeydb_io::pipelined(stream, 4, |it| -> Result<()> {
-                    for b in it {
-                        let b = b?;
-                        rows += b.num_rows() as u64;
-                        w.write(&b).map_err(io_err)?;
-                    }
-                    Ok(())
-                })?;
-                w.finish().map_err(io_err)?;
+        let mut w: Box<dyn journeydb_io::write::Sink> = match opts.partition_by_hash {
+            Some(n) => Box::new(Partitioned::create(&path, n, schema, &wopts).map_err(io_err)?),
+            None => journeydb_io::write::create(&path, schema, &wopts).map_err(io_err)?,
+        };
+        // The query's batches come from a thread of their own while the file is written.
+        journeydb_io::pipelined(stream, 4, |it| -> Result<()> {
+            for b in it {
+                let b = b?;
+                rows += b.num_rows() as u64;
+                w.write(&b).map_err(io_err)?;
             }
-            None => {
-                let mut w = journeydb_io::write::create(&path, schema, &wopts).map_err(io_err)?;
-                // The query's batches come from a thread of their own while the file is written.
-                journeydb_io::pipelined(stream, 4, |it| -> Result<()> {
-                    for b in it {
-                        let b = b?;
-                        rows += b.num_rows() as u64;
-                        w.write(&b).map_err(io_err)?;
-                    }
-                    Ok(())
-                })?;
-                w.finish().map_err(io_err)?;
-            }
-        }
+            Ok(())
+        })?;
+        w.finish().map_err(io_err)?;
         Ok(Output::Done {
             tag: "COPY".into(),
             rows,

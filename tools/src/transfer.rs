@@ -497,27 +497,22 @@ pub fn export(a: &ExportArgs) -> Result<(), String> {
     };
     let opts = WriteOptions::new(format);
     let started = Instant::now();
-    let mut out = Out::None;
+    // Created at the first batch, which brings the schema.
+    let mut out: Option<Box<dyn Sink>> = None;
     let mut rows = 0u64;
-    let mut write = |b: &RecordBatch, out: &mut Out| -> Result<(), String> {
-        if matches!(out, Out::None) {
-            *out = match a.partition_by_hash {
-                Some(n) => Out::Buckets(
+    let mut write = |b: &RecordBatch, out: &mut Option<Box<dyn Sink>>| -> Result<(), String> {
+        let w = match out {
+            Some(w) => w,
+            None => out.insert(match a.partition_by_hash {
+                Some(n) => Box::new(
                     Partitioned::create(&a.out, n, b.schema(), &opts).map_err(|e| e.to_string())?,
                 ),
-                None => Out::File(
-                    journeydb_io::write::create(&a.out, b.schema(), &opts)
-                        .map_err(|e| e.to_string())?,
-                ),
-            };
-        }
+                None => journeydb_io::write::create(&a.out, b.schema(), &opts)
+                    .map_err(|e| e.to_string())?,
+            }),
+        };
         rows += b.num_rows() as u64;
-        match out {
-            Out::File(w) => w.write(b),
-            Out::Buckets(w) => w.write(b),
-            Out::None => Ok(()),
-        }
-        .map_err(|e| e.to_string())
+        w.write(b).map_err(|e| e.to_string())
     };
     match connect(&a.target)? {
         Conn::Embedded(engine, _) => {
@@ -543,12 +538,10 @@ pub fn export(a: &ExportArgs) -> Result<(), String> {
             }
         }
     }
-    let bytes = match out {
-        Out::File(w) => w.finish(),
-        Out::Buckets(w) => w.finish(),
-        Out::None => return Err("the query returned no result to export".into()),
-    }
-    .map_err(|e| e.to_string())?;
+    let bytes = out
+        .ok_or("the query returned no result to export")?
+        .finish()
+        .map_err(|e| e.to_string())?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "exported {rows} rows to {} ({:.1} MB {}) in {secs:.2} s ({:.0} rows/s)",
@@ -558,10 +551,4 @@ pub fn export(a: &ExportArgs) -> Result<(), String> {
         rows as f64 / secs.max(1e-9)
     );
     Ok(())
-}
-
-enum Out {
-    None,
-    File(Box<dyn Sink>),
-    Buckets(Partitioned),
 }
