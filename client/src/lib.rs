@@ -291,9 +291,28 @@ impl Client {
         batch: &RecordBatch,
         budget: usize,
     ) -> Result<(), ClientError> {
+        self.send_split(batch, budget, false, |ipc| Frame::Load {
+            table: table.to_string(),
+            step: protocol::LoadStep::Data,
+            ipc,
+        })
+        .map(|_| ())
+    }
+
+    /// Sends `batch` as frames built by `frame` from Arrow IPC slices, each within `budget` bytes
+    /// (halving the rows until a slice fits), waiting for each Done; returns the sum of their
+    /// row counts. With `empty_too`, an empty batch still goes out as one frame.
+    fn send_split(
+        &mut self,
+        batch: &RecordBatch,
+        budget: usize,
+        empty_too: bool,
+        frame: impl Fn(Vec<u8>) -> Frame,
+    ) -> Result<u64, ClientError> {
+        let mut total = 0;
         let mut start = 0;
         let mut rows = APPEND_BATCH_ROWS;
-        while start < batch.num_rows() {
+        while start < batch.num_rows() || (empty_too && start == 0 && batch.num_rows() == 0) {
             let len = rows.min(batch.num_rows() - start);
             let ipc = protocol::encode_ipc(&[batch.slice(start, len)])?;
             if ipc.len() > budget {
@@ -306,15 +325,11 @@ impl Client {
                 rows = len / 2;
                 continue;
             }
-            self.send(&Frame::Load {
-                table: table.to_string(),
-                step: protocol::LoadStep::Data,
-                ipc,
-            })?;
-            self.expect_done()?;
-            start += len;
+            self.send(&frame(ipc))?;
+            total += self.expect_done()?;
+            start += len.max(1);
         }
-        Ok(())
+        Ok(total)
     }
 
     fn expect_done(&mut self) -> Result<u64, ClientError> {
@@ -337,32 +352,12 @@ impl Session for Client {
     }
 
     fn append(&mut self, table: &str, batch: &RecordBatch) -> Result<u64, ClientError> {
-        let mut total = 0;
-        let mut start = 0;
-        let mut rows = APPEND_BATCH_ROWS;
         // Room for the frame header and the table name.
         let budget = self.send_len_max.saturating_sub(64 + table.len());
-        while start < batch.num_rows() || (start == 0 && batch.num_rows() == 0) {
-            let len = rows.min(batch.num_rows() - start);
-            let ipc = protocol::encode_ipc(&[batch.slice(start, len)])?;
-            if ipc.len() > budget {
-                if len <= 1 {
-                    return Err(ClientError::Protocol(format!(
-                        "one row takes {} bytes, over the server's frame limit",
-                        ipc.len()
-                    )));
-                }
-                rows = len / 2;
-                continue;
-            }
-            self.send(&Frame::Append {
-                table: table.to_string(),
-                ipc,
-            })?;
-            total += self.expect_done()?;
-            start += len.max(1);
-        }
-        Ok(total)
+        self.send_split(batch, budget, true, |ipc| Frame::Append {
+            table: table.to_string(),
+            ipc,
+        })
     }
 
     fn load(&mut self, table: &str, batches: LoadBatches<'_>) -> Result<u64, ClientError> {
