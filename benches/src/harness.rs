@@ -560,6 +560,16 @@ fn run_duckdb(
     io: &crate::io_bench::IoSide,
 ) -> Result<serde_json::Value, String> {
     progress("DuckDB: loading from Arrow IPC and running the same operations ...");
+    let mut journey_arrow = serde_json::Map::new();
+    for (name, file) in [
+        ("profiles", "journey_profiles.arrow"),
+        ("behaviours", "journey_behaviours.arrow"),
+    ] {
+        journey_arrow.insert(name.into(), serde_json::json!(work.join(file)));
+    }
+    for (name, path) in &journey.tables {
+        journey_arrow.insert(name.clone(), serde_json::json!(path));
+    }
     let spec = serde_json::json!({
         "db": work.join("duck.db"),
         "arrow": {
@@ -570,11 +580,7 @@ fn run_duckdb(
         "runs": a.runs,
         "journey": {
             "db": work.join("duck_journey.db"),
-            "arrow": {
-                "profiles": work.join("journey_profiles.arrow"),
-                "behaviours": work.join("journey_behaviours.arrow"),
-                "state_base": work.join("journey_state.arrow"),
-            },
+            "arrow": journey_arrow,
             "reset": journey.reset,
             "statements": journey.duckdb,
             "runs": journey.runs,
@@ -953,12 +959,36 @@ fn table_after<'s>(sql: &'s str, prefix: &str) -> Option<&'s str> {
 /// that literal (the run's own statements, not user input).
 fn to_duckdb(
     sql: &str,
-    merge: &mut std::collections::HashMap<String, Vec<String>>,
+    merge: &mut std::collections::HashMap<String, (String, Vec<String>)>,
     now: &mut Option<String>,
 ) -> Vec<String> {
     if let Some(v) = sql.strip_prefix("SET journeydb.now = ") {
         *now = Some(v.to_string());
         return Vec::new();
+    }
+    // The runner's journey lock has no DuckDB counterpart (one connection runs the replay), and
+    // its COMMIT only releases that lock.
+    if sql.starts_with("LOCK TABLE ") || sql == "COMMIT" {
+        return Vec::new();
+    }
+    // journeydb's one-commit multi-rename is a transaction of renames in DuckDB.
+    if let Some(rest) = sql.strip_prefix("RENAME TABLE ") {
+        let mut out = vec!["BEGIN".to_string()];
+        for pair in rest.split(", ") {
+            if let Some((a, b)) = pair.split_once(" TO ") {
+                out.push(format!("ALTER TABLE {a} RENAME TO {b}"));
+            }
+        }
+        out.push("COMMIT".into());
+        return out;
+    }
+    if let Some(rest) = sql.strip_prefix("DROP TABLE IF EXISTS ") {
+        if rest.contains(", ") {
+            return rest
+                .split(", ")
+                .map(|t| format!("DROP TABLE IF EXISTS {t}"))
+                .collect();
+        }
     }
     let replaced;
     let sql = match now {
@@ -974,23 +1004,22 @@ fn to_duckdb(
                 .find('(')
                 .and_then(|i| sql.get(i + 1..sql.len().saturating_sub(1)))
                 .unwrap_or_default();
-            let cols: Vec<String> = inner
+            let mut names = inner
                 .split(", ")
-                .skip(1)
-                .filter_map(|c| c.split_whitespace().next().map(str::to_string))
-                .collect();
-            merge.insert(t.to_string(), cols);
+                .filter_map(|c| c.split_whitespace().next().map(str::to_string));
+            let key = names.next().unwrap_or_default();
+            merge.insert(t.to_string(), (key, names.collect()));
             return vec![sql.replace(" MERGE MIN", "")];
         }
     }
     if let Some(t) = table_after(sql, "INSERT INTO ") {
-        if let Some(cols) = merge.get(t) {
+        if let Some((key, cols)) = merge.get(t) {
             let set: Vec<String> = cols
                 .iter()
                 .map(|c| format!("{c} = least({c}, excluded.{c})"))
                 .collect();
             return vec![format!(
-                "{sql} ON CONFLICT (customer_id) DO UPDATE SET {}",
+                "{sql} ON CONFLICT ({key}) DO UPDATE SET {}",
                 set.join(", ")
             )];
         }
@@ -1021,10 +1050,71 @@ struct JourneySide {
     median: Duration,
     runs: usize,
     reset: Vec<String>,
+    /// Tables the run reads besides the CDP data (the state as `state_base`): (name, Arrow IPC
+    /// file).
+    tables: Vec<(String, PathBuf)>,
     duckdb: Vec<String>,
     duckdb_count: usize,
     answer_sql: String,
     answer: Vec<Option<String>>,
+}
+
+/// (g)'s timed runs: each from the prepared state (`reset`); the first is a warm-up whose
+/// statements are recorded for DuckDB. Returns the times of the others and the recording.
+fn timed_runs(
+    s: &mut dyn Session,
+    j: &journeydb_journey::def::Journey,
+    reset: &[String],
+    runs: usize,
+    opts: &run::RunOptions,
+) -> Result<(Vec<Duration>, Vec<String>), String> {
+    let e = |x: journeydb_client::ClientError| x.to_string();
+    let mut times = Vec::new();
+    let mut log = Vec::new();
+    for i in 0..=runs {
+        progress(&format!("journeydb: (g) journey run {i}/{runs}"));
+        for r in reset {
+            s.run(r).map_err(e)?;
+        }
+        let mut rec = Recording {
+            inner: s,
+            log: Vec::new(),
+        };
+        let t = Instant::now();
+        let report = run::run(&mut rec, j, opts).map_err(|x| x.to_string())?;
+        let d = t.elapsed();
+        if !report.swapped {
+            return Err("(g): the journey run's check failed".into());
+        }
+        if i == 0 {
+            log = rec.log;
+        } else {
+            times.push(d);
+        }
+    }
+    Ok((times, log))
+}
+
+/// Writes each table to `work/journey_<table>.arrow`; returns (table, file).
+fn export_tables(
+    s: &mut dyn Session,
+    work: &Path,
+    names: &[String],
+) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut out = Vec::new();
+    for t in names {
+        let path = work.join(format!("journey_{t}.arrow"));
+        let reply = s
+            .run(&format!("SELECT * FROM {t}"))
+            .map_err(|x| x.to_string())?;
+        let mut w = IpcOut::new(path.clone());
+        for b in &reply.batches {
+            w.write(b)?;
+        }
+        w.finish()?;
+        out.push((t.clone(), path));
+    }
+    Ok(out)
 }
 
 /// (g): the demo's CDP data and journey in a fresh embedded database; days 1-3 prepare a state,
@@ -1052,20 +1142,29 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
         now_us: data::START_US + day * DAY,
         check_percent: 50.0,
         allow_backfill: false,
+        dry_run: false,
+        // The DuckDB replay repeats one run's statements: no snapshot names that would clash.
+        keep_snapshots: 0,
     };
     for day in 1..=3 {
         progress(&format!("journey: preparing the state, day {day}"));
         run::run(&mut s, &j, &opts(day)).map_err(|x| x.to_string())?;
     }
     let st = j.state_table.clone();
-    // The prepared state, for DuckDB and for the resets.
-    let reply = s.run(&format!("SELECT * FROM {st}")).map_err(e)?;
-    let mut w = IpcOut::new(work.join("journey_state.arrow"));
-    for b in &reply.batches {
-        w.write(b)?;
+    // The prepared state (for DuckDB and for the resets), the journey's activation log and run
+    // records as the runner left them: the run reads and republishes all three.
+    let mut tables = export_tables(
+        &mut s,
+        work,
+        &[
+            st.clone(),
+            format!("{st}_activations"),
+            format!("{st}_runs"),
+        ],
+    )?;
+    if let Some(state) = tables.first_mut() {
+        state.0 = "state_base".into();
     }
-    w.finish()?;
-    drop(reply);
     s.run(&format!("CREATE TABLE state_base AS SELECT * FROM {st}"))
         .map_err(e)?;
     let reset = vec![
@@ -1073,31 +1172,13 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
         format!("CREATE TABLE {st} AS SELECT * FROM state_base"),
     ];
     let runs = a.runs.min(3);
-    let mut times = Vec::new();
-    let mut log = Vec::new();
-    for i in 0..=runs {
-        progress(&format!("journeydb: (g) journey run {i}/{runs}"));
-        for r in &reset {
-            s.run(r).map_err(e)?;
-        }
-        let mut rec = Recording {
-            inner: &mut s,
-            log: Vec::new(),
-        };
-        let t = Instant::now();
-        let report = run::run(&mut rec, &j, &opts(4)).map_err(|x| x.to_string())?;
-        let d = t.elapsed();
-        if !report.swapped {
-            return Err("(g): the journey run's check failed".into());
-        }
-        if i == 0 {
-            log = rec.log;
-        } else {
-            times.push(d);
-        }
-    }
+    let (times, log) = timed_runs(&mut s, &j, &reset, runs, &opts(4))?;
     let answer_sql = format!(
-        "SELECT count(*), count(stage1), count(stage2), count(stage3), count(goal), count(stage1_step_1), min(stage2), max(goal) FROM {st}"
+        "SELECT count(*), count({s1}), count({s2}), count({s3}), count(goal), count({first}), min({s2}), max(goal) FROM {st}",
+        s1 = j.stage_col(0),
+        s2 = j.stage_col(1),
+        s3 = j.stage_col(2),
+        first = j.step_col(0, 0),
     );
     let answer = s
         .run(&answer_sql)
@@ -1116,6 +1197,7 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
         median: median(times),
         runs,
         reset,
+        tables,
         duckdb_count: log.len(),
         duckdb,
         answer_sql,

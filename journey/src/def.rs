@@ -1,8 +1,10 @@
 //! Journey definitions: the TOML file, checked into a [`Journey`] with every problem named by line.
 //!
-//! The format is documented in `examples/journey.toml`. Columns of the state table are named by
-//! position (`stage1`, `stage1_step_2`, `stage1_step_2_branch_1`, `stage1_step_2_default`,
-//! `stage1_exit_1`, `stage1_goal`, `goal`), so renaming a stage never renames a column.
+//! The format is documented in `examples/journey.toml`. Every stage, step, branch and exit has an
+//! id (given with `id = ".."`, or derived from its name: lower case, other characters as `_`), and
+//! the columns of the state table are named by ids, never by position (`welcome`,
+//! `welcome__wait`, `welcome__clicked__yes`, `welcome__exit__unsubscribed`, `welcome__goal`,
+//! `goal`): inserting, removing or reordering steps leaves every other column as it is.
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -33,10 +35,24 @@ impl std::error::Error for DefError {}
 struct RawJourney {
     name: Spanned<String>,
     state_table: Option<Spanned<String>>,
-    audience: Spanned<RawCriterion>,
+    audience: Spanned<RawAudience>,
     #[serde(default, rename = "stage")]
     stages: Vec<Spanned<RawStage>>,
+    #[serde(default, rename = "exit")]
+    exits: Vec<Spanned<RawNamed>>,
     goal: Option<Spanned<RawCriterion>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudience {
+    table: Option<Spanned<String>>,
+    #[serde(rename = "where")]
+    cond: Spanned<String>,
+    #[serde(default)]
+    exit_on_audience_leave: bool,
+    #[serde(default)]
+    suppress_if_goal_met: bool,
 }
 
 #[derive(Deserialize)]
@@ -45,12 +61,15 @@ struct RawCriterion {
     table: Option<Spanned<String>>,
     #[serde(rename = "where")]
     cond: Spanned<String>,
+    time: Option<Spanned<String>>,
+    since: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStage {
     name: Spanned<String>,
+    id: Option<Spanned<String>>,
     #[serde(default, rename = "step")]
     steps: Vec<Spanned<RawStep>>,
     #[serde(default, rename = "exit")]
@@ -62,6 +81,7 @@ struct RawStage {
 #[serde(deny_unknown_fields)]
 struct RawStep {
     name: Spanned<String>,
+    id: Option<Spanned<String>>,
     kind: Spanned<String>,
     duration: Option<Spanned<String>>,
     #[serde(default, rename = "branch")]
@@ -74,9 +94,12 @@ struct RawStep {
 #[serde(deny_unknown_fields)]
 struct RawNamed {
     name: Spanned<String>,
+    id: Option<Spanned<String>>,
     table: Option<Spanned<String>>,
     #[serde(rename = "where")]
     cond: Spanned<String>,
+    time: Option<Spanned<String>>,
+    since: Option<Spanned<String>>,
     goto: Option<Spanned<String>>,
 }
 
@@ -89,6 +112,36 @@ pub struct Criterion {
     pub cond: String,
     /// Line of the condition in the file.
     pub line: usize,
+    /// A SQL expression over the table giving when the triggering event happened: given with
+    /// `time = ".."`, or the column of a condition of the form `column <= now()`. Outcomes that
+    /// become true in one run are taken in the order of their times.
+    pub time: Option<String>,
+    /// The event must be at or after this point of the customer's own journey.
+    pub since: Option<Since>,
+}
+
+/// The point of a customer's journey a criterion's event must not precede (`since = ..`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Since {
+    /// The customer's entry into the journey (`since = "entry"`).
+    Entry,
+    /// The customer's entry into the criterion's stage (`since = "stage"`).
+    Stage,
+    /// A step of the same stage before the decision, by index (`since = "<step id>"`).
+    Step(usize),
+}
+
+/// Where a criterion sits: which `since` it may use.
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    /// The audience: no time, no since.
+    Audience,
+    /// The journey goal or a journey exit: `since = "entry"`.
+    Journey,
+    /// A stage exit or goal: `entry` or `stage`.
+    Stage,
+    /// A decision branch: `entry`, `stage` or the id of an earlier step of its stage.
+    Branch(&'a [String]),
 }
 
 /// One branch of a decision.
@@ -96,6 +149,8 @@ pub struct Criterion {
 pub struct Branch {
     /// Its name.
     pub name: String,
+    /// Its id (part of its column's name).
+    pub id: String,
     /// Who takes it.
     pub criterion: Criterion,
     /// A later stage (index) the branch jumps to, if any.
@@ -111,6 +166,8 @@ pub enum StepKind {
     Decision(Vec<Branch>, String),
     /// Send to a channel.
     Activation(String),
+    /// The end of the journey for whoever reaches it.
+    End,
 }
 
 /// A step of a stage.
@@ -118,6 +175,8 @@ pub enum StepKind {
 pub struct Step {
     /// Its name.
     pub name: String,
+    /// Its id (part of its column's name).
+    pub id: String,
     /// What it does.
     pub kind: StepKind,
 }
@@ -127,6 +186,8 @@ pub struct Step {
 pub struct Exit {
     /// Its name.
     pub name: String,
+    /// Its id (part of its column's name).
+    pub id: String,
     /// Who leaves.
     pub criterion: Criterion,
 }
@@ -136,6 +197,8 @@ pub struct Exit {
 pub struct Stage {
     /// Its name.
     pub name: String,
+    /// Its id: the name of its entry column, and the prefix of its other columns.
+    pub id: String,
     /// Steps in order (at least one).
     pub steps: Vec<Step>,
     /// Exit criteria, in priority order.
@@ -153,66 +216,191 @@ pub struct Journey {
     pub state_table: String,
     /// Who enters.
     pub audience: Criterion,
+    /// Customers who no longer match the audience leave the journey (column `exit__audience`).
+    pub exit_on_audience_leave: bool,
+    /// Customers who already meet the journey goal do not enter.
+    pub suppress_if_goal_met: bool,
     /// Stages in order.
     pub stages: Vec<Stage>,
+    /// Journey-wide exits (any stage), in priority order; columns `exit__<id>`.
+    pub exits: Vec<Exit>,
     /// The journey goal, if any.
     pub goal: Option<Criterion>,
 }
 
-/// Column names of the state table.
-pub mod col {
-    /// Entry into stage `i` (0-based).
-    pub fn stage(i: usize) -> String {
-        format!("stage{}", i + 1)
+/// The journey goal's column.
+pub const GOAL_COL: &str = "goal";
+
+/// The column of customers who left the audience (with `exit_on_audience_leave`).
+pub const AUDIENCE_EXIT_COL: &str = "exit__audience";
+
+/// The id derived from a name: ASCII letters and digits lower-cased, every run of other
+/// characters one `_` ("welcome email" -> `welcome_email`, "clicked?" -> `clicked`); empty when
+/// the name has no letter or digit.
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for ch in name.chars() {
+        if ch.is_ascii_alphanumeric() {
+            out.push(ch.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
     }
-    /// Step `k` of stage `i` done.
-    pub fn step(i: usize, k: usize) -> String {
-        format!("stage{}_step_{}", i + 1, k + 1)
+    while out.ends_with('_') {
+        out.pop();
     }
-    /// Branch `b` of the decision step `k` of stage `i` taken.
-    pub fn branch(i: usize, k: usize, b: usize) -> String {
-        format!("stage{}_step_{}_branch_{}", i + 1, k + 1, b + 1)
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
     }
-    /// The default branch of a decision taken.
-    pub fn default_branch(i: usize, k: usize) -> String {
-        format!("stage{}_step_{}_default", i + 1, k + 1)
-    }
-    /// Exit `e` of stage `i` taken.
-    pub fn exit(i: usize, e: usize) -> String {
-        format!("stage{}_exit_{}", i + 1, e + 1)
-    }
-    /// Stage `i`'s goal reached.
-    pub fn stage_goal(i: usize) -> String {
-        format!("stage{}_goal", i + 1)
-    }
-    /// The journey goal reached.
-    pub const GOAL: &str = "goal";
+    out
 }
 
 impl Journey {
+    fn stage_id(&self, i: usize) -> &str {
+        self.stages.get(i).map_or("", |s| s.id.as_str())
+    }
+
+    fn step_id(&self, i: usize, k: usize) -> &str {
+        self.stages
+            .get(i)
+            .and_then(|s| s.steps.get(k))
+            .map_or("", |s| s.id.as_str())
+    }
+
+    /// Entry into stage `i` (0-based).
+    pub fn stage_col(&self, i: usize) -> String {
+        self.stage_id(i).to_string()
+    }
+
+    /// Step `k` of stage `i` done.
+    pub fn step_col(&self, i: usize, k: usize) -> String {
+        format!("{}__{}", self.stage_id(i), self.step_id(i, k))
+    }
+
+    /// Branch `b` of the decision step `k` of stage `i` taken.
+    pub fn branch_col(&self, i: usize, k: usize, b: usize) -> String {
+        let id = match self
+            .stages
+            .get(i)
+            .and_then(|s| s.steps.get(k))
+            .map(|s| &s.kind)
+        {
+            Some(StepKind::Decision(bs, _)) => bs.get(b).map_or("", |b| b.id.as_str()),
+            _ => "",
+        };
+        format!("{}__{id}", self.step_col(i, k))
+    }
+
+    /// The default branch of the decision step `k` of stage `i` taken.
+    pub fn default_col(&self, i: usize, k: usize) -> String {
+        let id = match self
+            .stages
+            .get(i)
+            .and_then(|s| s.steps.get(k))
+            .map(|s| &s.kind)
+        {
+            Some(StepKind::Decision(_, d)) => slug(d),
+            _ => String::new(),
+        };
+        format!("{}__{id}", self.step_col(i, k))
+    }
+
+    /// Exit `e` of stage `i` taken.
+    pub fn exit_col(&self, i: usize, e: usize) -> String {
+        let id = self
+            .stages
+            .get(i)
+            .and_then(|s| s.exits.get(e))
+            .map_or("", |x| x.id.as_str());
+        format!("{}__exit__{id}", self.stage_id(i))
+    }
+
+    /// Stage `i`'s goal reached.
+    pub fn stage_goal_col(&self, i: usize) -> String {
+        format!("{}__goal", self.stage_id(i))
+    }
+
+    /// Journey-wide exit `e` taken.
+    pub fn journey_exit_col(&self, e: usize) -> String {
+        format!("exit__{}", self.exits.get(e).map_or("", |x| x.id.as_str()))
+    }
+
+    /// The journey-wide exit columns, in priority order (`exit__audience` last).
+    pub fn journey_exit_cols(&self) -> Vec<String> {
+        let mut out: Vec<String> = (0..self.exits.len())
+            .map(|e| self.journey_exit_col(e))
+            .collect();
+        if self.exit_on_audience_leave {
+            out.push(AUDIENCE_EXIT_COL.to_string());
+        }
+        out
+    }
+
+    /// The columns of `end` steps.
+    pub fn end_cols(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, s) in self.stages.iter().enumerate() {
+            for (k, st) in s.steps.iter().enumerate() {
+                if st.kind == StepKind::End {
+                    out.push(self.step_col(i, k));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `column` is an exit column (of a stage or the journey).
+    pub fn is_exit_col(&self, column: &str) -> bool {
+        self.journey_exit_cols().iter().any(|c| c == column)
+            || self
+                .stages
+                .iter()
+                .enumerate()
+                .any(|(i, s)| (0..s.exits.len()).any(|e| self.exit_col(i, e) == column))
+    }
+
+    /// Whether `column` ends the journey without its goal: an exit, or an `end` step.
+    pub fn is_terminal_col(&self, column: &str) -> bool {
+        self.is_exit_col(column) || self.end_cols().iter().any(|c| c == column)
+    }
+
     /// Every state column, in funnel order.
     pub fn columns(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (i, s) in self.stages.iter().enumerate() {
-            out.push(col::stage(i));
+            out.push(self.stage_col(i));
             for (k, step) in s.steps.iter().enumerate() {
-                out.push(col::step(i, k));
+                out.push(self.step_col(i, k));
                 if let StepKind::Decision(branches, _) = &step.kind {
                     for b in 0..branches.len() {
-                        out.push(col::branch(i, k, b));
+                        out.push(self.branch_col(i, k, b));
                     }
-                    out.push(col::default_branch(i, k));
+                    out.push(self.default_col(i, k));
                 }
             }
             for e in 0..s.exits.len() {
-                out.push(col::exit(i, e));
+                out.push(self.exit_col(i, e));
             }
             if s.goal.is_some() {
-                out.push(col::stage_goal(i));
+                out.push(self.stage_goal_col(i));
             }
         }
+        out.extend(self.journey_exit_cols());
         if self.goal.is_some() {
-            out.push(col::GOAL.to_string());
+            out.push(GOAL_COL.to_string());
+        }
+        out
+    }
+
+    /// The activation steps: (column, channel), in funnel order.
+    pub fn activations(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (i, s) in self.stages.iter().enumerate() {
+            for (k, st) in s.steps.iter().enumerate() {
+                if let StepKind::Activation(ch) = &st.kind {
+                    out.push((self.step_col(i, k), ch.clone()));
+                }
+            }
         }
         out
     }
@@ -234,6 +422,9 @@ impl Journey {
             if let Some(g) = &s.goal {
                 out.push((format!("goal of stage {:?}", s.name), g));
             }
+        }
+        for e in &self.exits {
+            out.push((format!("journey exit {:?}", e.name), &e.criterion));
         }
         if let Some(g) = &self.goal {
             out.push(("journey goal".to_string(), g));
@@ -333,10 +524,7 @@ pub fn parse(src: &str) -> Result<Journey, DefError> {
         Some(t) => t.get_ref().clone(),
         None => format!("{name}_state"),
     };
-    let criterion = |c: &Spanned<RawCriterion>| -> Result<Criterion, DefError> {
-        let r = c.get_ref();
-        crit(src, r.table.as_ref(), &r.cond)
-    };
+    let criterion = |c: &Spanned<RawCriterion>| criterion_at(src, c.get_ref(), Place::Journey);
     if raw.stages.is_empty() {
         return Err(DefError {
             line: 0,
@@ -352,13 +540,66 @@ pub fn parse(src: &str) -> Result<Journey, DefError> {
     for (i, s) in raw.stages.iter().enumerate() {
         stages.push(stage(src, s.get_ref(), i, &stage_names)?);
     }
-    Ok(Journey {
+    let aud = raw.audience.get_ref();
+    let mut exits = Vec::new();
+    for e in &raw.exits {
+        let x = exit(src, e.get_ref(), Place::Journey)?;
+        if aud.exit_on_audience_leave && x.id == "audience" {
+            return Err(err(
+                e.get_ref().name.span(),
+                "the journey exit id \"audience\" is taken by exit_on_audience_leave".into(),
+            ));
+        }
+        if exits.iter().any(|o: &Exit| o.id == x.id) {
+            return Err(err(
+                e.get_ref().name.span(),
+                format!("duplicate journey exit {:?}", x.name),
+            ));
+        }
+        exits.push(x);
+    }
+    let j = Journey {
         name,
         state_table,
-        audience: criterion(&raw.audience)?,
+        audience: crit(
+            src,
+            aud.table.as_ref(),
+            &aud.cond,
+            None,
+            None,
+            Place::Audience,
+        )?,
+        exit_on_audience_leave: aud.exit_on_audience_leave,
+        suppress_if_goal_met: aud.suppress_if_goal_met,
         stages,
+        exits,
         goal: raw.goal.as_ref().map(criterion).transpose()?,
-    })
+    };
+    if j.suppress_if_goal_met && j.goal.is_none() {
+        return Err(err(
+            raw.audience.span(),
+            "suppress_if_goal_met needs a journey [goal]".into(),
+        ));
+    }
+    unique_columns(&j)?;
+    Ok(j)
+}
+
+/// Two positions must never share a state column (ids derived from names can collide: a stage
+/// named "goal", a step id that repeats `exit__..`), nor take the key's name.
+fn unique_columns(j: &Journey) -> Result<(), DefError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for c in j.columns() {
+        if c == "customer_id" || !seen.insert(c.clone()) {
+            return Err(DefError {
+                line: 0,
+                message: format!(
+                    "two positions of the journey would share the state column {c:?} (or it is the key's name); give one of them another `id`"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The kind of step `st` of stage number `i` (named `stage`), checked: the fields its kind needs,
@@ -369,6 +610,7 @@ fn step_kind(
     i: usize,
     stage: &str,
     stage_names: &[String],
+    prior: &[String],
 ) -> Result<StepKind, DefError> {
     let err = |span: std::ops::Range<usize>, message: String| located(src, span, message);
     let kind = st.kind.get_ref().as_str();
@@ -398,7 +640,7 @@ fn step_kind(
         "decision" => {
             misplaced("duration", st.duration.is_some())?;
             misplaced("channel", st.channel.is_some())?;
-            decision(src, st, i, stage, stage_names)?
+            decision(src, st, i, stage, stage_names, prior)?
         }
         "activation" => {
             misplaced("duration", st.duration.is_some())?;
@@ -412,10 +654,17 @@ fn step_kind(
             })?;
             StepKind::Activation(c.get_ref().clone())
         }
+        "end" => {
+            misplaced("duration", st.duration.is_some())?;
+            misplaced("branch", !st.branches.is_empty())?;
+            misplaced("default", st.default.is_some())?;
+            misplaced("channel", st.channel.is_some())?;
+            StepKind::End
+        }
         other => {
             return Err(err(
                 st.kind.span(),
-                format!("unknown step kind {other:?} (use wait, decision or activation)"),
+                format!("unknown step kind {other:?} (use wait, decision, activation or end)"),
             ))
         }
     };
@@ -429,6 +678,7 @@ fn decision(
     i: usize,
     stage: &str,
     stage_names: &[String],
+    prior: &[String],
 ) -> Result<StepKind, DefError> {
     let err = |span: std::ops::Range<usize>, message: String| located(src, span, message);
     if st.branches.is_empty() {
@@ -483,7 +733,8 @@ fn decision(
         };
         branches.push(Branch {
             name: b.name.get_ref().clone(),
-            criterion: crit(src, b.table.as_ref(), &b.cond)?,
+            id: ident(src, &b.name, b.id.as_ref(), "branch")?,
+            criterion: named_crit(src, b, Place::Branch(prior))?,
             goto,
         });
     }
@@ -491,6 +742,14 @@ fn decision(
         .default
         .as_ref()
         .map_or_else(|| "default".to_string(), |d| d.get_ref().clone());
+    if slug(&default).is_empty() {
+        return Err(err(
+            st.default.as_ref().map_or(st.kind.span(), |d| d.span()),
+            format!(
+                "default branch {default:?}: its name has no letter or digit to make an id from"
+            ),
+        ));
+    }
     if bnames.contains(&default.as_str()) {
         return Err(err(
             st.default.as_ref().map_or(st.kind.span(), |d| d.span()),
@@ -503,10 +762,7 @@ fn decision(
 /// Stage number `i`, checked: a unique name, at least one step, unique step and exit names.
 fn stage(src: &str, rs: &RawStage, i: usize, stage_names: &[String]) -> Result<Stage, DefError> {
     let err = |span: std::ops::Range<usize>, message: String| located(src, span, message);
-    let criterion = |c: &Spanned<RawCriterion>| -> Result<Criterion, DefError> {
-        let r = c.get_ref();
-        crit(src, r.table.as_ref(), &r.cond)
-    };
+    let criterion = |c: &Spanned<RawCriterion>| criterion_at(src, c.get_ref(), Place::Stage);
     if let Some(j) = stage_names
         .get(..i)
         .and_then(|p| p.iter().position(|n| n == rs.name.get_ref()))
@@ -548,32 +804,149 @@ fn stage(src: &str, rs: &RawStage, i: usize, stage_names: &[String]) -> Result<S
     for st in &rs.steps {
         let st = st.get_ref();
         unique(&st.name, "step")?;
-        let k = step_kind(src, st, i, rs.name.get_ref(), stage_names)?;
+        let prior: Vec<String> = steps.iter().map(|s: &Step| s.id.clone()).collect();
+        let k = step_kind(src, st, i, rs.name.get_ref(), stage_names, &prior)?;
+        if steps.last().is_some_and(|s: &Step| s.kind == StepKind::End) {
+            return Err(err(
+                st.name.span(),
+                format!(
+                    "step {:?} comes after an end step of stage {:?}: nobody would reach it",
+                    st.name.get_ref(),
+                    rs.name.get_ref()
+                ),
+            ));
+        }
         steps.push(Step {
             name: st.name.get_ref().clone(),
+            id: ident(src, &st.name, st.id.as_ref(), "step")?,
             kind: k,
         });
     }
     let mut exits = Vec::new();
     for e in &rs.exits {
-        let e = e.get_ref();
-        unique(&e.name, "exit")?;
-        if let Some(g) = &e.goto {
-            return Err(err(
-                g.span(),
-                format!("exit {:?}: an exit has no goto", e.name.get_ref()),
-            ));
-        }
-        exits.push(Exit {
-            name: e.name.get_ref().clone(),
-            criterion: crit(src, e.table.as_ref(), &e.cond)?,
-        });
+        unique(&e.get_ref().name, "exit")?;
+        exits.push(exit(src, e.get_ref(), Place::Stage)?);
     }
     Ok(Stage {
         name: rs.name.get_ref().clone(),
+        id: ident(src, &rs.name, rs.id.as_ref(), "stage")?,
         steps,
         exits,
         goal: rs.goal.as_ref().map(criterion).transpose()?,
+    })
+}
+
+/// The id of a named element: the given `id` (an identifier, lower-cased), or its name's [`slug`].
+fn ident(
+    src: &str,
+    name: &Spanned<String>,
+    id: Option<&Spanned<String>>,
+    what: &str,
+) -> Result<String, DefError> {
+    match id {
+        Some(id) if is_identifier(id.get_ref()) => Ok(id.get_ref().to_ascii_lowercase()),
+        Some(id) => Err(located(
+            src,
+            id.span(),
+            format!(
+                "{what} {:?}: id {:?} must be an identifier (letters, digits, _)",
+                name.get_ref(),
+                id.get_ref()
+            ),
+        )),
+        None => {
+            let s = slug(name.get_ref());
+            if s.is_empty() {
+                Err(located(
+                    src,
+                    name.span(),
+                    format!(
+                        "{what} {:?}: its name has no letter or digit to make an id from; add id = \"..\"",
+                        name.get_ref()
+                    ),
+                ))
+            } else {
+                Ok(s)
+            }
+        }
+    }
+}
+
+/// The time expression a condition implies: `col` for a condition `col <= now()`.
+fn implied_time(cond: &str) -> Option<String> {
+    let (lhs, rhs) = cond.split_once("<=")?;
+    let col = lhs.trim();
+    let now = rhs.trim().to_ascii_lowercase().replace(' ', "");
+    (is_identifier(col) && now == "now()").then(|| col.to_string())
+}
+
+fn since_of(
+    src: &str,
+    since: Option<&Spanned<String>>,
+    place: Place<'_>,
+) -> Result<Option<Since>, DefError> {
+    let Some(s) = since else {
+        return Ok(None);
+    };
+    let v = s.get_ref().as_str();
+    let bad = |m: String| Err(located(src, s.span(), m));
+    match (place, v) {
+        (Place::Audience, _) => bad("the audience has no since".into()),
+        (_, "entry") => Ok(Some(Since::Entry)),
+        (Place::Journey, _) => bad(format!(
+            "since {v:?}: a journey goal or exit may only use since = \"entry\""
+        )),
+        (_, "stage") => Ok(Some(Since::Stage)),
+        (Place::Stage, _) => bad(format!(
+            "since {v:?}: a stage exit or goal may use since = \"entry\" or \"stage\""
+        )),
+        (Place::Branch(prior), id) => match prior.iter().position(|p| p == id) {
+            Some(k) => Ok(Some(Since::Step(k))),
+            None => bad(format!(
+                "since {id:?}: not \"entry\", \"stage\" or the id of a step before this decision in its stage ({})",
+                prior.join(", ")
+            )),
+        },
+    }
+}
+
+/// A goal's criterion (of a stage or the journey).
+fn criterion_at(src: &str, r: &RawCriterion, place: Place<'_>) -> Result<Criterion, DefError> {
+    crit(
+        src,
+        r.table.as_ref(),
+        &r.cond,
+        r.time.as_ref(),
+        r.since.as_ref(),
+        place,
+    )
+}
+
+/// The criterion of a branch or an exit.
+fn named_crit(src: &str, n: &RawNamed, place: Place<'_>) -> Result<Criterion, DefError> {
+    crit(
+        src,
+        n.table.as_ref(),
+        &n.cond,
+        n.time.as_ref(),
+        n.since.as_ref(),
+        place,
+    )
+}
+
+/// An exit (of a stage or the journey): no goto; its id and criterion.
+fn exit(src: &str, e: &RawNamed, place: Place<'_>) -> Result<Exit, DefError> {
+    if let Some(g) = &e.goto {
+        return Err(located(
+            src,
+            g.span(),
+            format!("exit {:?}: an exit has no goto", e.name.get_ref()),
+        ));
+    }
+    Ok(Exit {
+        name: e.name.get_ref().clone(),
+        id: ident(src, &e.name, e.id.as_ref(), "exit")?,
+        criterion: named_crit(src, e, place)?,
     })
 }
 
@@ -581,6 +954,9 @@ fn crit(
     src: &str,
     table: Option<&Spanned<String>>,
     cond: &Spanned<String>,
+    time: Option<&Spanned<String>>,
+    since: Option<&Spanned<String>>,
+    place: Place<'_>,
 ) -> Result<Criterion, DefError> {
     let line = line_of(src, cond.span().start);
     let table = match table {
@@ -605,10 +981,34 @@ fn crit(
             message: "a where condition must be one SQL expression (found ';')".into(),
         });
     }
+    if let (Place::Audience, Some(t)) = (place, time) {
+        return Err(located(src, t.span(), "the audience has no time".into()));
+    }
+    let time = match time {
+        Some(t) if t.get_ref().trim().is_empty() || t.get_ref().contains(';') => {
+            return Err(located(
+                src,
+                t.span(),
+                "time must be one SQL expression over the criterion's table".into(),
+            ))
+        }
+        Some(t) => Some(t.get_ref().trim().to_string()),
+        None if matches!(place, Place::Audience) => None,
+        None => implied_time(cond.get_ref()),
+    };
+    let since = since_of(src, since, place)?;
+    if since.is_some() && time.is_none() {
+        return Err(DefError {
+            line,
+            message: "since compares the time of the criterion's event: add time = \"<column>\" (or write the condition as <column> <= now())".into(),
+        });
+    }
     Ok(Criterion {
         table,
         cond: cond.get_ref().clone(),
         line,
+        time,
+        since,
     })
 }
 
@@ -628,5 +1028,59 @@ mod tests {
         for bad in ["5", "2 dayz", "s", "0 days", "-1 days", "2 days ago"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    const BASE: &str = "name = \"j\"\n[audience]\nwhere = \"a < 1\"\n[[stage]]\nname = \"s\"\n[[stage.step]]\nname = \"mail\"\nkind = \"activation\"\nchannel = \"email\"\n";
+
+    #[test]
+    fn times_are_implied_by_column_le_now_or_given() {
+        let j = parse(&format!("{BASE}[goal]\nwhere = \"bought <= now()\"\n")).unwrap();
+        assert_eq!(j.goal.unwrap().time.as_deref(), Some("bought"));
+        let j = parse(&format!(
+            "{BASE}[goal]\nwhere = \"bought <= now() AND x > 1\"\n"
+        ))
+        .unwrap();
+        assert_eq!(j.goal.unwrap().time, None);
+        let j = parse(&format!(
+            "{BASE}[goal]\nwhere = \"n > 2\"\ntime = \"last_seen\"\nsince = \"entry\"\n"
+        ))
+        .unwrap();
+        let g = j.goal.unwrap();
+        assert_eq!(
+            (g.time.as_deref(), g.since),
+            (Some("last_seen"), Some(Since::Entry))
+        );
+    }
+
+    #[test]
+    fn bad_since_end_and_suppress_are_refused_with_their_line() {
+        for (extra, want, line) in [
+            ("[goal]\nwhere = \"n > 2\"\nsince = \"entry\"\n", "add time", 11),
+            ("[goal]\nwhere = \"b <= now()\"\nsince = \"stage\"\n", "only use since", 12),
+            (
+                "[[stage.step]]\nname = \"stop\"\nkind = \"end\"\n[[stage.step]]\nname = \"after\"\nkind = \"wait\"\nduration = \"1 day\"\n",
+                "after an end step",
+                14,
+            ),
+            ("[[stage.step]]\nname = \"stop\"\nkind = \"end\"\nchannel = \"x\"\n", "no channel", 12),
+            (
+                "[[stage.step]]\nname = \"d\"\nkind = \"decision\"\n[[stage.step.branch]]\nname = \"b\"\nwhere = \"c <= now()\"\nsince = \"later\"\n",
+                "before this decision in its stage (mail)",
+                16,
+            ),
+        ] {
+            let e = parse(&format!("{BASE}{extra}")).unwrap_err();
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+            assert_eq!(e.line, line, "{e}");
+        }
+        let e =
+            parse(&BASE.replace("a < 1\"", "a < 1\"\nsuppress_if_goal_met = true")).unwrap_err();
+        assert!(e.message.contains("needs a journey [goal]"), "{e}");
+        let e = parse(&format!(
+            "{}[[exit]]\nname = \"audience\"\nwhere = \"x <= now()\"\n",
+            BASE.replace("a < 1\"", "a < 1\"\nexit_on_audience_leave = true")
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("taken"), "{e}");
     }
 }

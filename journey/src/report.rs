@@ -4,7 +4,7 @@
 use arrow_array::{Array, TimestampMicrosecondArray};
 use journeydb_client::Session;
 
-use crate::def::{col, Journey, StepKind};
+use crate::def::{Journey, StepKind, AUDIENCE_EXIT_COL, GOAL_COL};
 use crate::run::RunError;
 
 /// One funnel line.
@@ -18,8 +18,29 @@ pub struct Line {
     pub column: String,
     /// Customers who reached it.
     pub reached: u64,
-    /// Customers sitting here now (stages only).
-    pub current: Option<u64>,
+    /// Stages only: customers in the stage waiting in one of its steps.
+    pub waiting: Option<u64>,
+    /// Stages only: customers in the stage who finished its steps and have nothing left to do
+    /// but reach its goal (or, without a goal, nothing left at all: a dead end).
+    pub finished: Option<u64>,
+    /// Stages only: customers whose journey ended in this stage by an exit (of the stage or the
+    /// journey, or leaving the audience) or an end step.
+    pub exited: Option<u64>,
+}
+
+impl Line {
+    /// A line that is not a stage: its column's count only.
+    fn plain(depth: usize, label: String, column: String, reached: &dyn Fn(&str) -> u64) -> Line {
+        Line {
+            depth,
+            label,
+            reached: reached(&column),
+            column,
+            waiting: None,
+            finished: None,
+            exited: None,
+        }
+    }
 }
 
 /// The funnel.
@@ -38,10 +59,6 @@ fn sql_err(sql: &str, e: impl std::fmt::Display) -> RunError {
         sql: sql.to_string(),
         message: e.to_string(),
     }
-}
-
-fn scalar(s: &mut dyn Session, sql: &str) -> Result<u64, RunError> {
-    Ok(crate::run::count(&s.run(sql).map_err(|e| sql_err(sql, e))?))
 }
 
 /// Computes the funnel of `j`'s state table.
@@ -63,63 +80,60 @@ pub fn funnel(s: &mut dyn Session, j: &Journey) -> Result<Funnel, RunError> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    let mut done = vec![];
-    for (i, s) in j.stages.iter().enumerate() {
-        for e in 0..s.exits.len() {
-            done.push(format!("{} IS NULL", col::exit(i, e)));
-        }
-    }
-    if j.stages.last().is_some_and(|s| s.goal.is_some()) {
-        done.push(format!("{} IS NULL", col::stage_goal(j.stages.len() - 1)));
-    }
-    if j.goal.is_some() {
-        done.push(format!("{} IS NULL", col::GOAL));
-    }
+    let states = stage_states(s, j)?;
     let mut lines = Vec::new();
-    let n = j.stages.len();
     for (i, stage) in j.stages.iter().enumerate() {
-        let mut cur = vec![format!("{} IS NOT NULL", col::stage(i))];
-        cur.extend((i + 1..n).map(|l| format!("{} IS NULL", col::stage(l))));
-        cur.extend(done.iter().cloned());
-        let current = scalar(
-            s,
-            &format!("SELECT count(*) FROM {st} WHERE {}", cur.join(" AND ")),
-        )?;
+        let (waiting, finished, exited) = states.get(i).copied().unwrap_or_default();
         lines.push(Line {
             depth: 0,
             label: format!("stage {}: {}", i + 1, stage.name),
-            column: col::stage(i),
-            reached: reached(&col::stage(i)),
-            current: Some(current),
+            column: j.stage_col(i),
+            reached: reached(&j.stage_col(i)),
+            waiting: Some(waiting),
+            finished: Some(finished),
+            exited: Some(exited),
         });
-        step_lines(&mut lines, i, stage, &reached);
+        step_lines(&mut lines, j, i, stage, &reached);
         for (e, x) in stage.exits.iter().enumerate() {
-            lines.push(Line {
-                depth: 1,
-                label: format!("exit {}", x.name),
-                column: col::exit(i, e),
-                reached: reached(&col::exit(i, e)),
-                current: None,
-            });
+            lines.push(Line::plain(
+                1,
+                format!("exit {}", x.name),
+                j.exit_col(i, e),
+                &reached,
+            ));
         }
         if stage.goal.is_some() {
-            lines.push(Line {
-                depth: 1,
-                label: "stage goal".into(),
-                column: col::stage_goal(i),
-                reached: reached(&col::stage_goal(i)),
-                current: None,
-            });
+            lines.push(Line::plain(
+                1,
+                "stage goal".into(),
+                j.stage_goal_col(i),
+                &reached,
+            ));
         }
     }
+    for (e, x) in j.exits.iter().enumerate() {
+        lines.push(Line::plain(
+            0,
+            format!("journey exit {}", x.name),
+            j.journey_exit_col(e),
+            &reached,
+        ));
+    }
+    if j.exit_on_audience_leave {
+        lines.push(Line::plain(
+            0,
+            "left the audience".into(),
+            AUDIENCE_EXIT_COL.into(),
+            &reached,
+        ));
+    }
     if j.goal.is_some() {
-        lines.push(Line {
-            depth: 0,
-            label: "journey goal".into(),
-            column: col::GOAL.into(),
-            reached: reached(col::GOAL),
-            current: None,
-        });
+        lines.push(Line::plain(
+            0,
+            "journey goal".into(),
+            GOAL_COL.into(),
+            &reached,
+        ));
     }
     let median = median_to_goal(s, j)?;
     Ok(Funnel {
@@ -129,14 +143,79 @@ pub fn funnel(s: &mut dyn Session, j: &Journey) -> Result<Funnel, RunError> {
     })
 }
 
+/// Per stage, the customers whose latest stage it is: (waiting in a step, finished its steps
+/// and still in the journey, whose journey ended there by an exit or an end step), in one scan.
+fn stage_states(s: &mut dyn Session, j: &Journey) -> Result<Vec<(u64, u64, u64)>, RunError> {
+    let mut ended = vec![];
+    for (i, s) in j.stages.iter().enumerate() {
+        ended.extend((0..s.exits.len()).map(|e| j.exit_col(i, e)));
+    }
+    ended.extend(j.journey_exit_cols());
+    ended.extend(j.end_cols());
+    let mut done: Vec<String> = ended.iter().map(|c| format!("{c} IS NULL")).collect();
+    if j.stages.last().is_some_and(|s| s.goal.is_some()) {
+        done.push(format!("{} IS NULL", j.stage_goal_col(j.stages.len() - 1)));
+    }
+    if j.goal.is_some() {
+        done.push(format!("{GOAL_COL} IS NULL"));
+    }
+    let any_end: Vec<String> = ended.iter().map(|c| format!("{c} IS NOT NULL")).collect();
+    let n = j.stages.len();
+    let mut counts = Vec::new();
+    for (i, stage) in j.stages.iter().enumerate() {
+        let mut here = vec![format!("{} IS NOT NULL", j.stage_col(i))];
+        here.extend((i + 1..n).map(|l| format!("{} IS NULL", j.stage_col(l))));
+        let cur = here
+            .iter()
+            .chain(&done)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let last = j.step_col(i, stage.steps.len().saturating_sub(1));
+        counts.push(format!("count(*) FILTER (WHERE {cur} AND {last} IS NULL)"));
+        counts.push(format!(
+            "count(*) FILTER (WHERE {cur} AND {last} IS NOT NULL)"
+        ));
+        counts.push(if any_end.is_empty() {
+            "0".to_string()
+        } else {
+            format!(
+                "count(*) FILTER (WHERE {} AND ({}))",
+                here.join(" AND "),
+                any_end.join(" OR ")
+            )
+        });
+    }
+    let sql = format!("SELECT {} FROM {}", counts.join(", "), j.state_table);
+    let r = s.run(&sql).map_err(|e| sql_err(&sql, e))?;
+    let row: Vec<u64> = r
+        .batches
+        .first()
+        .map(crate::run::first_row)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.and_then(|v| v.parse().ok()).unwrap_or(0))
+        .collect();
+    Ok(row
+        .chunks(3)
+        .map(|c| {
+            (
+                c.first().copied().unwrap_or(0),
+                c.get(1).copied().unwrap_or(0),
+                c.get(2).copied().unwrap_or(0),
+            )
+        })
+        .collect())
+}
+
 /// The median time from entering the first stage to the goal, in seconds (`None` without a goal or
 /// without customers who reached it).
 fn median_to_goal(s: &mut dyn Session, j: &Journey) -> Result<Option<f64>, RunError> {
     let st = &j.state_table;
     let goal_col = if j.goal.is_some() {
-        Some(col::GOAL.to_string())
+        Some(GOAL_COL.to_string())
     } else if j.stages.last().is_some_and(|s| s.goal.is_some()) {
-        Some(col::stage_goal(j.stages.len() - 1))
+        Some(j.stage_goal_col(j.stages.len() - 1))
     } else {
         None
     };
@@ -144,7 +223,7 @@ fn median_to_goal(s: &mut dyn Session, j: &Journey) -> Result<Option<f64>, RunEr
     if let Some(g) = goal_col {
         let sql = format!(
             "SELECT {}, {g} FROM {st} WHERE {g} IS NOT NULL",
-            col::stage(0)
+            j.stage_col(0)
         );
         let r = s.run(&sql).map_err(|e| sql_err(&sql, e))?;
         let mut d: Vec<i64> = Vec::new();
@@ -182,6 +261,7 @@ fn median_to_goal(s: &mut dyn Session, j: &Journey) -> Result<Option<f64>, RunEr
 /// The funnel lines of stage `i`'s steps and decision branches.
 fn step_lines(
     lines: &mut Vec<Line>,
+    j: &Journey,
     i: usize,
     stage: &crate::def::Stage,
     reached: &dyn Fn(&str) -> u64,
@@ -191,31 +271,29 @@ fn step_lines(
             StepKind::Wait(_) => "wait",
             StepKind::Decision(..) => "decision",
             StepKind::Activation(_) => "activation",
+            StepKind::End => "end",
         };
-        lines.push(Line {
-            depth: 1,
-            label: format!("{} ({what})", step.name),
-            column: col::step(i, k),
-            reached: reached(&col::step(i, k)),
-            current: None,
-        });
+        lines.push(Line::plain(
+            1,
+            format!("{} ({what})", step.name),
+            j.step_col(i, k),
+            reached,
+        ));
         if let StepKind::Decision(bs, default) = &step.kind {
             for (bi, br) in bs.iter().enumerate() {
-                lines.push(Line {
-                    depth: 2,
-                    label: format!("branch {}", br.name),
-                    column: col::branch(i, k, bi),
-                    reached: reached(&col::branch(i, k, bi)),
-                    current: None,
-                });
+                lines.push(Line::plain(
+                    2,
+                    format!("branch {}", br.name),
+                    j.branch_col(i, k, bi),
+                    reached,
+                ));
             }
-            lines.push(Line {
-                depth: 2,
-                label: format!("branch {default}"),
-                column: col::default_branch(i, k),
-                reached: reached(&col::default_branch(i, k)),
-                current: None,
-            });
+            lines.push(Line::plain(
+                2,
+                format!("branch {default}"),
+                j.default_col(i, k),
+                reached,
+            ));
         }
     }
 }
@@ -243,18 +321,24 @@ impl Funnel {
             .unwrap_or(10)
             .max(8);
         let mut out = format!(
-            "journey {}\n{:<width$}  {:>10}  {:>6}  {:>10}\n",
-            self.name, "", "reached", "%", "in it now"
+            "journey {}\n{:<width$}  {:>10}  {:>6}  {:>10}  {:>10}  {:>10}\n",
+            self.name, "", "reached", "%", "waiting", "steps done", "exited"
         );
+        let cell = |v: Option<u64>| v.map(|c| c.to_string()).unwrap_or_default();
         for l in &self.lines {
             let label = format!("{}{}", "  ".repeat(l.depth), l.label);
             out.push_str(&format!(
-                "{label:<width$}  {:>10}  {:>5.1}%  {:>10}\n",
+                "{label:<width$}  {:>10}  {:>5.1}%  {:>10}  {:>10}  {:>10}\n",
                 l.reached,
                 100.0 * l.reached as f64 / entered as f64,
-                l.current.map(|c| c.to_string()).unwrap_or_default()
+                cell(l.waiting),
+                cell(l.finished),
+                cell(l.exited)
             ));
         }
+        out.push_str(
+            "waiting: in a step of the stage; steps done: finished the stage's steps, nothing left but its goal (none: a dead end); exited: the journey ended in the stage by an exit or an end step\n",
+        );
         match self.median_to_goal_s {
             Some(m) => out.push_str(&format!(
                 "median time from entry to goal: {}\n",
@@ -287,7 +371,7 @@ impl Funnel {
             let w = bar_w * l.reached as f64 / entered;
             let color = match l.depth {
                 0 => "#2b6cb0",
-                1 if l.column.contains("_exit_") => "#c53030",
+                _ if l.column.contains("exit__") => "#c53030",
                 1 if l.column.ends_with("goal") => "#2f855a",
                 1 => "#4299e1",
                 _ => "#90cdf4",

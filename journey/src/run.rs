@@ -8,13 +8,25 @@ use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::DataType;
 use journeydb_client::{Reply, Session};
 
-use crate::def::{col, Criterion, DefError, Journey, StepKind};
+use crate::def::{Criterion, DefError, Journey, Since, StepKind, AUDIENCE_EXIT_COL, GOAL_COL};
+
+/// An outcome that can end a stage for a customer: its criterion, the state column its `since`
+/// refers to, and the columns it stamps.
+struct Outcome<'j> {
+    criterion: &'j Criterion,
+    since: Option<String>,
+    stamps: Vec<String>,
+}
 
 /// Why a run could not be made.
 #[derive(Debug)]
 pub enum RunError {
     /// The definition does not fit the database (unknown table or column, bad condition).
     Def(DefError),
+    /// Another run of the journey holds its lock.
+    Locked(String),
+    /// A rollback that cannot be made (no such run, no snapshot of it).
+    Rollback(String),
     /// A statement failed.
     Sql {
         /// The statement.
@@ -39,6 +51,11 @@ impl std::fmt::Display for RunError {
             RunError::Def(e) => write!(f, "{e}"),
             RunError::Sql { sql, message } => write!(f, "{message}\n  in: {sql}"),
             RunError::StateMismatch(m) => f.write_str(m),
+            RunError::Rollback(m) => f.write_str(m),
+            RunError::Locked(name) => write!(
+                f,
+                "another run of journey {name} is in progress (it holds the journey's lock); try again when it ends"
+            ),
             RunError::Backwards { now_us, last_us } => write!(
                 f,
                 "the run's time {} is earlier than the latest time in the state ({}); a run may \
@@ -60,10 +77,16 @@ pub struct RunReport {
     pub passes: usize,
     /// Customers newly stamped, per state column, in funnel order (zero counts left out).
     pub transitions: Vec<(String, u64)>,
-    /// Invalid rows counted on the sample, per invariant class.
-    pub violations: Vec<(String, u64)>,
-    /// Whether the new state was swapped in (false when the check failed).
+    /// This run's id (one more than the last recorded run's).
+    pub run_id: i64,
+    /// The consistency check, per invariant class.
+    pub violations: Vec<Violation>,
+    /// Rows this run changed (each checked in full).
+    pub checked_rows: u64,
+    /// Whether the new state was published (false when the check failed, or for a dry run).
     pub swapped: bool,
+    /// A re-run at the last run's time that moved nobody: nothing was committed.
+    pub unchanged: bool,
     /// The run's activations: (customer key, step column, channel).
     pub activations: Vec<(String, String, String)>,
     /// Statements run.
@@ -89,6 +112,11 @@ pub struct RunOptions {
     /// Allow a run earlier than the latest time already stamped in the state (a deliberate
     /// backfill); refused otherwise.
     pub allow_backfill: bool,
+    /// Compute the run and its check, publish nothing.
+    pub dry_run: bool,
+    /// Snapshots of the state kept for `journey rollback` (the state as each of the last N runs
+    /// published it, `<state>_snap_r<run>`); 0 keeps none.
+    pub keep_snapshots: usize,
 }
 
 struct Ctx<'a> {
@@ -115,9 +143,16 @@ pub struct Compiled<'j> {
     keys: BTreeMap<String, String>,
     key_type: &'static str,
     now: String,
+    /// Prefix of this run's scratch tables (`<state>__r<run>_`).
+    scratch: String,
     next: String,
     /// Criteria evaluated once for the run: (table, condition) -> the key-only table holding them.
     cached: BTreeMap<(String, String), String>,
+    /// Timed criteria (outcomes, and branches with `since`): (table, condition, time) -> their
+    /// column in the run's outcome table `<scratch>o`, holding each customer's event time.
+    timed: BTreeMap<(String, String, Option<String>), String>,
+    /// State columns a `since` refers to, copied into the outcome table as `s__<column>`.
+    since_cols: Vec<String>,
 }
 
 fn schema_of(ctx: &mut Ctx<'_>, table: &str) -> Result<Option<arrow_schema::SchemaRef>, RunError> {
@@ -182,22 +217,27 @@ impl<'j> Compiled<'j> {
             keys,
             key_type,
             now,
-            next: format!("{}__next", j.state_table),
+            scratch: format!("{}__r0_", j.state_table),
+            next: format!("{}__r0_next", j.state_table),
             cached: BTreeMap::new(),
+            timed: BTreeMap::new(),
+            since_cols: Vec::new(),
         })
     }
 
     /// Evaluates every distinct criterion once, into a key-only table per criterion, so the rules
     /// of every pass read a set instead of re-filtering the source table. Criteria do not change
-    /// within a run: they read other tables at the run's fixed `now`.
-    fn cache_criteria(&mut self, ctx: &mut Ctx<'_>) -> Result<(), RunError> {
+    /// within a run: they read other tables at the run's fixed `now`. Outcomes (goals, exits) and
+    /// branches with `since` also get their event time per customer in the outcome table
+    /// `<scratch>o`, next to the state times their `since` refers to (as of the run's start).
+    fn cache_criteria(&mut self, ctx: &mut Ctx<'_>, have: &[String]) -> Result<(), RunError> {
         let mut cached = BTreeMap::new();
         for (_, c) in self.j.criteria() {
             let k = (c.table.clone(), c.cond.clone());
             if cached.contains_key(&k) {
                 continue;
             }
-            let name = format!("{}__c{}", self.j.state_table, cached.len() + 1);
+            let name = format!("{}c{}", self.scratch, cached.len() + 1);
             ctx.run(&format!(
                 "CREATE OR REPLACE TABLE {name} AS {}",
                 self.set(c)
@@ -205,15 +245,174 @@ impl<'j> Compiled<'j> {
             cached.insert(k, name);
         }
         self.cached = cached;
+        let mut timed = BTreeMap::new();
+        let mut since_cols = Vec::new();
+        for (c, since) in self.timed_criteria() {
+            let k = (c.table.clone(), c.cond.clone(), c.time.clone());
+            let n = timed.len() + 1;
+            timed.entry(k).or_insert_with(|| format!("o{n}"));
+            if let Some(col) = since {
+                if !since_cols.contains(&col) {
+                    since_cols.push(col);
+                }
+            }
+        }
+        self.timed = timed;
+        self.since_cols = since_cols;
+        if self.timed.is_empty() {
+            return Ok(());
+        }
+        let o = self.outcomes_table();
+        let mut cols: Vec<String> = self
+            .timed
+            .values()
+            .map(|c| format!("{c} TIMESTAMP MERGE MIN"))
+            .collect();
+        cols.extend(
+            self.since_cols
+                .iter()
+                .map(|c| format!("s__{c} TIMESTAMP MERGE MIN")),
+        );
+        ctx.run(&format!(
+            "CREATE TABLE {o} (customer_id {} PRIMARY KEY, {})",
+            self.key_type,
+            cols.join(", ")
+        ))?;
+        for ((table, cond, time), col) in &self.timed {
+            let key = self.keys.get(table).map_or("customer_id", String::as_str);
+            match time {
+                Some(t) => {
+                    ctx.run(&format!(
+                        "INSERT INTO {o} (customer_id, {col}) SELECT {key}, {t} FROM {table} WHERE ({cond}) AND ({t}) IS NOT NULL"
+                    ))?;
+                    // True with no time: counted as happening at the run's time.
+                    ctx.run(&format!(
+                        "INSERT INTO {o} (customer_id, {col}) SELECT {key}, {} FROM {table} WHERE ({cond}) AND ({t}) IS NULL",
+                        self.now
+                    ))?;
+                }
+                None => {
+                    let set = self.set(&Criterion {
+                        table: table.clone(),
+                        cond: cond.clone(),
+                        line: 0,
+                        time: None,
+                        since: None,
+                    });
+                    ctx.run(&format!(
+                        "INSERT INTO {o} (customer_id, {col}) SELECT customer_id, {} FROM ({set}) x",
+                        self.now
+                    ))?;
+                }
+            }
+        }
+        let st = &self.j.state_table;
+        for c in self.since_cols.iter().filter(|c| have.contains(c)) {
+            ctx.run(&format!(
+                "INSERT INTO {o} (customer_id, s__{c}) SELECT customer_id, {c} FROM {st} WHERE {c} IS NOT NULL"
+            ))?;
+        }
         Ok(())
     }
 
-    /// Drops the criteria tables.
-    fn drop_cached(&self, ctx: &mut Ctx<'_>) -> Result<(), RunError> {
-        for t in self.cached.values() {
-            ctx.run(&format!("DROP TABLE IF EXISTS {t}"))?;
+    fn outcomes_table(&self) -> String {
+        format!("{}o", self.scratch)
+    }
+
+    /// The criteria that need event times, with the state column of their `since`: every outcome
+    /// (journey goal and exits, stage exits and goals) and every branch with a `since`.
+    fn timed_criteria(&self) -> Vec<(&Criterion, Option<String>)> {
+        let j = self.j;
+        let mut out = Vec::new();
+        for (i, s) in j.stages.iter().enumerate() {
+            for o in self.outcomes(i) {
+                out.push((o.criterion, o.since));
+            }
+            for st in &s.steps {
+                if let StepKind::Decision(bs, _) = &st.kind {
+                    for b in bs.iter().filter(|b| b.criterion.since.is_some()) {
+                        out.push((&b.criterion, self.since_col(i, b.criterion.since.as_ref())));
+                    }
+                }
+            }
         }
-        Ok(())
+        out
+    }
+
+    /// The state column a `since` of a criterion of stage `i` refers to.
+    fn since_col(&self, i: usize, since: Option<&Since>) -> Option<String> {
+        let j = self.j;
+        since.map(|s| match s {
+            Since::Entry => j.stage_col(0),
+            Since::Stage => j.stage_col(i),
+            Since::Step(k) => j.step_col(i, *k),
+        })
+    }
+
+    /// The outcomes that can end stage `i` for a customer in it, in priority order (the order
+    /// that breaks ties of equal times): the journey goal, the journey exits, the stage's exits,
+    /// the stage goal. Leaving the audience is not among them: it counts as happening at the
+    /// run's time and loses every tie.
+    fn outcomes(&self, i: usize) -> Vec<Outcome<'j>> {
+        let j = self.j;
+        let mut out = Vec::new();
+        if let Some(g) = &j.goal {
+            out.push(Outcome {
+                criterion: g,
+                since: self.since_col(i, g.since.as_ref()),
+                stamps: vec![GOAL_COL.to_string()],
+            });
+        }
+        for (e, x) in j.exits.iter().enumerate() {
+            out.push(Outcome {
+                criterion: &x.criterion,
+                since: self.since_col(i, x.criterion.since.as_ref()),
+                stamps: vec![j.journey_exit_col(e)],
+            });
+        }
+        if let Some(s) = j.stages.get(i) {
+            for (e, x) in s.exits.iter().enumerate() {
+                out.push(Outcome {
+                    criterion: &x.criterion,
+                    since: self.since_col(i, x.criterion.since.as_ref()),
+                    stamps: vec![j.exit_col(i, e)],
+                });
+            }
+            if let Some(g) = &s.goal {
+                let mut stamps = vec![j.stage_goal_col(i)];
+                if i + 1 < j.stages.len() {
+                    stamps.push(j.stage_col(i + 1));
+                }
+                out.push(Outcome {
+                    criterion: g,
+                    since: self.since_col(i, g.since.as_ref()),
+                    stamps,
+                });
+            }
+        }
+        out
+    }
+
+    /// The event-time column of a timed criterion in the outcome table.
+    fn time_col(&self, c: &Criterion) -> String {
+        self.timed
+            .get(&(c.table.clone(), c.cond.clone(), c.time.clone()))
+            .cloned()
+            .unwrap_or_else(|| "o0".to_string())
+    }
+
+    /// The condition (over the outcome table) that a timed criterion counts for a customer: it is
+    /// true, and its event is not before the customer's `since` point (a point stamped in this
+    /// run, absent from the table, is the run's time). Never NULL.
+    fn valid(&self, c: &Criterion, since: Option<&String>) -> String {
+        let t = self.time_col(c);
+        match since {
+            None => format!("{t} IS NOT NULL"),
+            Some(s) => format!(
+                "({t} IS NOT NULL AND ((s__{s} IS NOT NULL AND {t} >= s__{s}) OR {t} >= {}))",
+                self.now
+            ),
+        }
     }
 
     /// The customers a criterion selects, as a key-set query.
@@ -236,21 +435,25 @@ impl<'j> Compiled<'j> {
         format!("SELECT customer_id FROM {} WHERE {cond}", self.next)
     }
 
-    /// The `IS NULL` conjunction that makes a customer not done yet (no exit, no goal, last stage
-    /// not completed).
+    /// The `IS NULL` conjunction that makes a customer not done yet (entered; no exit, no goal, no
+    /// end step; last stage not completed).
     fn not_done(&self) -> String {
-        let mut c = vec![format!("{} IS NOT NULL", col::stage(0))];
-        for (i, s) in self.j.stages.iter().enumerate() {
+        let j = self.j;
+        let mut c = vec![format!("{} IS NOT NULL", j.stage_col(0))];
+        for (i, s) in j.stages.iter().enumerate() {
             for e in 0..s.exits.len() {
-                c.push(format!("{} IS NULL", col::exit(i, e)));
+                c.push(format!("{} IS NULL", j.exit_col(i, e)));
             }
         }
-        let last = self.j.stages.len().saturating_sub(1);
-        if self.j.stages.last().is_some_and(|s| s.goal.is_some()) {
-            c.push(format!("{} IS NULL", col::stage_goal(last)));
+        for x in j.journey_exit_cols().into_iter().chain(j.end_cols()) {
+            c.push(format!("{x} IS NULL"));
         }
-        if self.j.goal.is_some() {
-            c.push(format!("{} IS NULL", col::GOAL));
+        let last = j.stages.len().saturating_sub(1);
+        if j.stages.last().is_some_and(|s| s.goal.is_some()) {
+            c.push(format!("{} IS NULL", j.stage_goal_col(last)));
+        }
+        if j.goal.is_some() {
+            c.push(format!("{GOAL_COL} IS NULL"));
         }
         c.join(" AND ")
     }
@@ -262,110 +465,153 @@ impl<'j> Compiled<'j> {
         let n = j.stages.len();
         let inter = |a: &str, b: &str| format!("(({a}) INTERSECT ({b}))");
         let minus = |a: &str, b: &str| format!("(({a}) EXCEPT ({b}))");
+        let o = self.outcomes_table();
         let mut rules = Vec::new();
         // Entry.
-        rules.push((
-            minus(
-                &self.set(&j.audience),
-                &self.state(&format!("{} IS NOT NULL", col::stage(0))),
-            ),
-            vec![col::stage(0)],
-        ));
-        let active = self.not_done();
-        let goal = j.goal.as_ref().map(|g| self.set(g));
-        if let Some(g) = &goal {
-            rules.push((inter(&self.state(&active), g), vec![col::GOAL.to_string()]));
+        let mut entry = minus(
+            &self.set(&j.audience),
+            &self.state(&format!("{} IS NOT NULL", j.stage_col(0))),
+        );
+        if let (true, Some(g)) = (j.suppress_if_goal_met, &j.goal) {
+            entry = minus(&entry, &self.set(g));
         }
+        rules.push((entry, vec![j.stage_col(0)]));
+        let active = self.not_done();
+        let audience = self.set(&j.audience);
         for (i, s) in j.stages.iter().enumerate() {
-            let mut cur = format!("{active} AND {} IS NOT NULL", col::stage(i));
+            let mut cur = format!("{active} AND {} IS NOT NULL", j.stage_col(i));
             for later in i + 1..n {
-                cur.push_str(&format!(" AND {} IS NULL", col::stage(later)));
+                cur.push_str(&format!(" AND {} IS NULL", j.stage_col(later)));
             }
-            // Customers in stage i (narrowed by `extra`) who reach no journey goal, no exit and,
-            // unless `with_goal`, no stage goal in this pass.
-            let left: Vec<String> = s.exits.iter().map(|x| self.set(&x.criterion)).collect();
-            let stage_goal = s.goal.as_ref().map(|g| self.set(g));
-            let at = |extra: &str, exits: usize, with_goal: bool| {
-                let mut e = self.state(&format!("{cur}{extra}"));
-                if let Some(g) = &goal {
-                    e = minus(&e, g);
-                }
-                for x in left.iter().take(exits) {
-                    e = minus(&e, x);
-                }
-                if !with_goal {
-                    if let Some(g) = &stage_goal {
-                        e = minus(&e, g);
+            // Outcomes: the earliest event wins; equal times go to the earlier in priority order.
+            let outs = self.outcomes(i);
+            let valid: Vec<String> = outs
+                .iter()
+                .map(|x| self.valid(x.criterion, x.since.as_ref()))
+                .collect();
+            for (p, (x, vx)) in outs.iter().zip(&valid).enumerate() {
+                let t = self.time_col(x.criterion);
+                let mut win = vec![vx.clone()];
+                for (q, (y, vy)) in outs.iter().zip(&valid).enumerate() {
+                    if q == p {
+                        continue;
                     }
+                    let u = self.time_col(y.criterion);
+                    let cmp = if q < p { "<" } else { "<=" };
+                    win.push(format!("(NOT {vy} OR {t} {cmp} {u})"));
+                }
+                let set = format!("SELECT customer_id FROM {o} WHERE {}", win.join(" AND "));
+                rules.push((inter(&self.state(&cur), &set), x.stamps.clone()));
+            }
+            let any = (!outs.is_empty())
+                .then(|| format!("SELECT customer_id FROM {o} WHERE {}", valid.join(" OR ")));
+            // Customers in stage i (narrowed by `extra`) with no outcome in this pass.
+            let at = |extra: &str| {
+                let mut e = self.state(&format!("{cur}{extra}"));
+                if let Some(a) = &any {
+                    e = minus(&e, a);
                 }
                 e
             };
-            for (e, x) in left.iter().enumerate() {
-                rules.push((inter(&at("", e, true), x), vec![col::exit(i, e)]));
-            }
-            if let Some(g) = &stage_goal {
-                let mut cols = vec![col::stage_goal(i)];
-                if i + 1 < n {
-                    cols.push(col::stage(i + 1));
-                }
-                rules.push((inter(&at("", left.len(), true), g), cols));
-            }
-            for (k, step) in s.steps.iter().enumerate() {
-                let prev = if k == 0 {
-                    col::stage(i)
-                } else {
-                    col::step(i, k - 1)
-                };
-                let mut here = format!(" AND {prev} IS NOT NULL AND {} IS NULL", col::step(i, k));
-                if let StepKind::Wait(us) = &step.kind {
-                    here.push_str(&format!(
-                        " AND {prev} + INTERVAL '{} seconds' <= {}",
-                        us / 1_000_000,
-                        self.now
-                    ));
-                }
-                let base = at(&here, left.len(), false);
-                match &step.kind {
-                    StepKind::Wait(_) | StepKind::Activation(_) => {
-                        rules.push((base, vec![col::step(i, k)]));
-                    }
-                    StepKind::Decision(branches, _) => {
-                        let mut rest = base;
-                        for (b, br) in branches.iter().enumerate() {
-                            let mut cols = vec![col::step(i, k), col::branch(i, k, b)];
-                            if let Some(g) = br.goto {
-                                cols.push(col::stage(g));
-                            }
-                            let c = self.set(&br.criterion);
-                            rules.push((inter(&rest, &c), cols));
-                            rest = minus(&rest, &c);
-                        }
-                        rules.push((rest, vec![col::step(i, k), col::default_branch(i, k)]));
-                    }
-                }
-            }
-            if s.goal.is_none() && i + 1 < n {
-                let last = col::step(i, s.steps.len().saturating_sub(1));
+            if j.exit_on_audience_leave {
                 rules.push((
-                    at(&format!(" AND {last} IS NOT NULL"), left.len(), false),
-                    vec![col::stage(i + 1)],
+                    minus(&at(""), &audience),
+                    vec![AUDIENCE_EXIT_COL.to_string()],
+                ));
+            }
+            let stays = |e: String| {
+                if j.exit_on_audience_leave {
+                    inter(&e, &audience)
+                } else {
+                    e
+                }
+            };
+            self.step_rules(i, &|extra: &str| stays(at(extra)), &mut rules);
+            let ends = s.steps.last().is_some_and(|st| st.kind == StepKind::End);
+            if s.goal.is_none() && i + 1 < n && !ends {
+                let last = j.step_col(i, s.steps.len().saturating_sub(1));
+                rules.push((
+                    stays(at(&format!(" AND {last} IS NOT NULL"))),
+                    vec![j.stage_col(i + 1)],
                 ));
             }
         }
         rules
     }
 
-    /// The invariants, by class: SQL conditions any of which makes a row invalid.
+    /// The rules of stage `i`'s steps: for each, the customers `base(extra)` narrowed to those at
+    /// that step (an expired wait, a decision split by branch, an activation, an end).
+    fn step_rules(
+        &self,
+        i: usize,
+        base: &dyn Fn(&str) -> String,
+        rules: &mut Vec<(String, Vec<String>)>,
+    ) {
+        let j = self.j;
+        let o = self.outcomes_table();
+        let inter = |a: &str, b: &str| format!("(({a}) INTERSECT ({b}))");
+        let minus = |a: &str, b: &str| format!("(({a}) EXCEPT ({b}))");
+        let Some(s) = j.stages.get(i) else {
+            return;
+        };
+        for (k, step) in s.steps.iter().enumerate() {
+            let prev = if k == 0 {
+                j.stage_col(i)
+            } else {
+                j.step_col(i, k - 1)
+            };
+            let mut here = format!(" AND {prev} IS NOT NULL AND {} IS NULL", j.step_col(i, k));
+            if let StepKind::Wait(us) = &step.kind {
+                here.push_str(&format!(
+                    " AND {prev} + INTERVAL '{us} microseconds' <= {}",
+                    self.now
+                ));
+            }
+            let base = base(&here);
+            match &step.kind {
+                StepKind::Wait(_) | StepKind::Activation(_) | StepKind::End => {
+                    rules.push((base, vec![j.step_col(i, k)]));
+                }
+                StepKind::Decision(branches, _) => {
+                    let mut rest = base;
+                    for (b, br) in branches.iter().enumerate() {
+                        let mut cols = vec![j.step_col(i, k), j.branch_col(i, k, b)];
+                        if let Some(g) = br.goto {
+                            cols.push(j.stage_col(g));
+                        }
+                        let c = match &br.criterion.since {
+                            Some(since) => format!(
+                                "SELECT customer_id FROM {o} WHERE {}",
+                                self.valid(&br.criterion, self.since_col(i, Some(since)).as_ref())
+                            ),
+                            None => self.set(&br.criterion),
+                        };
+                        rules.push((inter(&rest, &c), cols));
+                        rest = minus(&rest, &c);
+                    }
+                    rules.push((rest, vec![j.step_col(i, k), j.default_col(i, k)]));
+                }
+            }
+        }
+    }
+
+    /// The invariants, by class: SQL conditions any of which makes a row invalid. A wait's
+    /// duration is checked on the rows this run stamped (`= now`): a row stamped by an earlier
+    /// run waited under the definition of its time, and an edited duration must not make it
+    /// invalid.
     fn invariants(&self) -> Vec<(&'static str, Vec<String>)> {
         let j = self.j;
+        let now = &self.now;
         let mut order = Vec::new();
-        let mut after_exit = Vec::new();
+        let mut waits = Vec::new();
+        let mut stage_goal = Vec::new();
         let mut branches = Vec::new();
         fn pred(order: &mut Vec<String>, c: String, p: String, alt: Vec<String>) {
             let alts: String = alt.iter().map(|a| format!(" AND {a} IS NULL")).collect();
             order.push(format!("({c} IS NOT NULL AND {p} IS NULL{alts})"));
             order.push(format!("{c} < {p}"));
         }
+        let n = j.stages.len();
         for (i, s) in j.stages.iter().enumerate() {
             if i > 0 {
                 let mut gotos = Vec::new();
@@ -374,34 +620,33 @@ impl<'j> Compiled<'j> {
                         if let StepKind::Decision(bs, _) = &st.kind {
                             for (b, br) in bs.iter().enumerate() {
                                 if br.goto == Some(i) {
-                                    gotos.push(col::branch(pi, k, b));
+                                    gotos.push(j.branch_col(pi, k, b));
                                 }
                             }
                         }
                     }
                 }
-                pred(&mut order, col::stage(i), col::stage(i - 1), gotos);
+                pred(&mut order, j.stage_col(i), j.stage_col(i - 1), gotos);
             }
             for (k, st) in s.steps.iter().enumerate() {
                 let prev = if k == 0 {
-                    col::stage(i)
+                    j.stage_col(i)
                 } else {
-                    col::step(i, k - 1)
+                    j.step_col(i, k - 1)
                 };
-                pred(&mut order, col::step(i, k), prev.clone(), vec![]);
+                pred(&mut order, j.step_col(i, k), prev.clone(), vec![]);
                 if let StepKind::Wait(us) = st.kind {
-                    order.push(format!(
-                        "{} < {prev} + INTERVAL '{} seconds'",
-                        col::step(i, k),
-                        us / 1_000_000
+                    let c = j.step_col(i, k);
+                    waits.push(format!(
+                        "({c} = {now} AND {c} < {prev} + INTERVAL '{us} microseconds')"
                     ));
                 }
                 if let StepKind::Decision(bs, _) = &st.kind {
                     let mut taken: Vec<String> =
-                        (0..bs.len()).map(|b| col::branch(i, k, b)).collect();
-                    taken.push(col::default_branch(i, k));
+                        (0..bs.len()).map(|b| j.branch_col(i, k, b)).collect();
+                    taken.push(j.default_col(i, k));
                     for (x, a) in taken.iter().enumerate() {
-                        pred(&mut order, a.clone(), col::step(i, k), vec![]);
+                        pred(&mut order, a.clone(), j.step_col(i, k), vec![]);
                         for b in taken.iter().skip(x + 1) {
                             branches.push(format!("({a} IS NOT NULL AND {b} IS NOT NULL)"));
                         }
@@ -410,57 +655,98 @@ impl<'j> Compiled<'j> {
                     let none: Vec<String> = taken.iter().map(|c| format!("{c} IS NULL")).collect();
                     branches.push(format!(
                         "({} IS NOT NULL AND {})",
-                        col::step(i, k),
+                        j.step_col(i, k),
                         none.join(" AND ")
                     ));
                 }
             }
             for e in 0..s.exits.len() {
-                pred(&mut order, col::exit(i, e), col::stage(i), vec![]);
+                pred(&mut order, j.exit_col(i, e), j.stage_col(i), vec![]);
             }
             if s.goal.is_some() {
-                pred(&mut order, col::stage_goal(i), col::stage(i), vec![]);
-            }
-        }
-        if j.goal.is_some() {
-            pred(&mut order, col::GOAL.into(), col::stage(0), vec![]);
-        }
-        // Nothing happens after an exit: no later time, no second exit, no goal.
-        let all = j.columns();
-        for (i, s) in j.stages.iter().enumerate() {
-            for e in 0..s.exits.len() {
-                let x = col::exit(i, e);
-                for c in &all {
-                    if *c == x {
-                        continue;
-                    }
-                    // One exit at most in the whole journey, and no goal of this stage or
-                    // later, nor the journey goal, beside it.
-                    let conflicts = (c.contains("_exit_") && c.as_str() > x.as_str())
-                        || *c == col::GOAL
-                        || (i..j.stages.len()).any(|l| *c == col::stage_goal(l));
-                    if conflicts {
-                        after_exit.push(format!("({x} IS NOT NULL AND {c} IS NOT NULL)"));
-                    } else if !c.contains("_exit_") && !c.ends_with("goal") {
-                        after_exit.push(format!("{c} > {x}"));
-                    }
+                pred(&mut order, j.stage_goal_col(i), j.stage_col(i), vec![]);
+                // A stage goal moves the customer into the next stage in the same run.
+                if i + 1 < n {
+                    stage_goal.push(format!(
+                        "({} IS NOT NULL AND {} IS NULL)",
+                        j.stage_goal_col(i),
+                        j.stage_col(i + 1)
+                    ));
                 }
             }
         }
-        let mut out = vec![("step set without its predecessor, or out of order", order)];
-        if !after_exit.is_empty() {
-            out.push(("progress after an exit", after_exit));
+        if j.goal.is_some() {
+            pred(&mut order, GOAL_COL.into(), j.stage_col(0), vec![]);
         }
-        if !branches.is_empty() {
-            out.push(("not exactly one branch of a decision", branches));
+        for x in j.journey_exit_cols() {
+            pred(&mut order, x, j.stage_col(0), vec![]);
+        }
+        let (after_exit, after_goal) = self.terminal_invariants();
+        let mut out = vec![("a step set without its predecessor, or out of order", order)];
+        for (class, conds) in [
+            ("a wait shorter than its duration", waits),
+            ("progress after an exit", after_exit),
+            ("progress after the journey goal", after_goal),
+            ("a stage goal without entry into the next stage", stage_goal),
+            ("not exactly one branch of a decision", branches),
+        ] {
+            if !conds.is_empty() {
+                out.push((class, conds));
+            }
         }
         out
     }
 
-    fn create(&self, table: &str) -> String {
-        let cols: Vec<String> = self
-            .j
-            .columns()
+    /// Nothing after the end: conditions for progress after an exit, and after the journey goal.
+    fn terminal_invariants(&self) -> (Vec<String>, Vec<String>) {
+        let j = self.j;
+        let n = j.stages.len();
+        let mut after_exit = Vec::new();
+        let mut after_goal = Vec::new();
+        let all = j.columns();
+        if j.goal.is_some() {
+            // The journey goal ends the journey: nothing is stamped after it, and no exit or end
+            // step beside it.
+            for c in all.iter().filter(|c| *c != GOAL_COL) {
+                if j.is_terminal_col(c) {
+                    after_goal.push(format!("({GOAL_COL} IS NOT NULL AND {c} IS NOT NULL)"));
+                } else {
+                    after_goal.push(format!("{c} > {GOAL_COL}"));
+                }
+            }
+        }
+        // Nothing happens after an exit or an end step: no later time, no second exit or end, no
+        // journey goal, and no goal of the exit's stage or a later one.
+        let mut terminals: Vec<(String, usize)> = Vec::new();
+        for (i, s) in j.stages.iter().enumerate() {
+            terminals.extend((0..s.exits.len()).map(|e| (j.exit_col(i, e), i)));
+            for (k, st) in s.steps.iter().enumerate() {
+                if st.kind == StepKind::End {
+                    terminals.push((j.step_col(i, k), i));
+                }
+            }
+        }
+        // A journey exit may come in any stage: it conflicts with no stage goal.
+        terminals.extend(j.journey_exit_cols().into_iter().map(|c| (c, n)));
+        for (x, i) in &terminals {
+            for c in &all {
+                if c == x {
+                    continue;
+                }
+                let other = j.is_terminal_col(c);
+                let goal = *c == GOAL_COL || (*i..n).any(|l| *c == j.stage_goal_col(l));
+                if (other && c.as_str() > x.as_str()) || goal {
+                    after_exit.push(format!("({x} IS NOT NULL AND {c} IS NOT NULL)"));
+                } else if !other {
+                    after_exit.push(format!("{c} > {x}"));
+                }
+            }
+        }
+        (after_exit, after_goal)
+    }
+
+    fn create(&self, table: &str, columns: &[String]) -> String {
+        let cols: Vec<String> = columns
             .iter()
             .map(|c| format!("{c} TIMESTAMP MERGE MIN"))
             .collect();
@@ -470,30 +756,70 @@ impl<'j> Compiled<'j> {
             cols.join(", ")
         )
     }
+
+    /// Names this run's scratch tables after its id.
+    fn set_run(&mut self, run: i64) {
+        self.scratch = format!("{}__r{run}_", self.j.state_table);
+        self.next = format!("{}next", self.scratch);
+    }
 }
 
-/// Creates the state table when missing; checks its columns when present.
-fn ensure_state(ctx: &mut Ctx<'_>, c: &Compiled<'_>) -> Result<(), RunError> {
-    let want: Vec<String> = std::iter::once("customer_id".to_string())
-        .chain(c.j.columns())
-        .collect();
+/// Why a run was refused by its consistency check: one invariant class.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant.
+    pub class: String,
+    /// Invalid rows among the rows this run changed (all of them are checked).
+    pub changed: u64,
+    /// Invalid rows in the Bernoulli sample of the whole state.
+    pub sampled: u64,
+    /// Up to five keys of invalid customers.
+    pub keys: Vec<String>,
+}
+
+/// The state table's columns: the definition's, then any the table has that the definition no
+/// longer makes (a removed step keeps its history; nothing reads it).
+fn state_columns(
+    ctx: &mut Ctx<'_>,
+    c: &Compiled<'_>,
+) -> Result<(Vec<String>, Vec<String>), RunError> {
+    let want = c.j.columns();
     match schema_of(ctx, &c.j.state_table)? {
         None => {
-            ctx.run(&c.create(&c.j.state_table))?;
-            Ok(())
+            ctx.run(&c.create(&c.j.state_table, &want))?;
+            Ok((want.clone(), want))
         }
         Some(schema) => {
-            let have: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-            if have == want {
-                Ok(())
-            } else {
-                Err(RunError::StateMismatch(format!(
-                    "state table {} has columns ({}) but the definition makes ({}); drop it or set another state_table",
-                    c.j.state_table,
-                    have.join(", "),
-                    want.join(", ")
-                )))
+            let mut fields = schema.fields().iter();
+            match fields.next() {
+                Some(k) if k.name() == "customer_id" => {}
+                _ => {
+                    return Err(RunError::StateMismatch(format!(
+                        "table {} exists but is not a journey state (its first column is not customer_id); drop it or set another state_table",
+                        c.j.state_table
+                    )))
+                }
             }
+            let mut have = Vec::new();
+            for f in fields {
+                if !matches!(f.data_type(), DataType::Timestamp(..)) {
+                    return Err(RunError::StateMismatch(format!(
+                        "state table {} has a column {} of type {} where a journey state has only TIMESTAMP columns",
+                        c.j.state_table,
+                        f.name(),
+                        f.data_type()
+                    )));
+                }
+                have.push(f.name().clone());
+            }
+            let mut all = want;
+            all.extend(
+                have.iter()
+                    .filter(|h| !all.contains(h))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            Ok((all, have))
         }
     }
 }
@@ -519,16 +845,132 @@ pub fn count(reply: &Reply) -> u64 {
         .unwrap_or(0)
 }
 
-/// Checks a definition against the database (tables, columns, condition syntax) without running.
-pub fn check(session: &mut dyn Session, j: &Journey, now_us: i64) -> Result<(), RunError> {
+/// Every cell of a reply's first column, as text.
+fn first_column(reply: &Reply) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in &reply.batches {
+        if let Some(c) = b.columns().first() {
+            out.extend((0..b.num_rows()).filter_map(|r| crate::value::cell_text(c.as_ref(), r)));
+        }
+    }
+    out
+}
+
+/// What `journey check` found: the definition fits the database, and what it would do to the live
+/// state.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// State columns the definition adds (new positions: empty for customers already inside).
+    pub added: Vec<String>,
+    /// Columns of the live state the definition no longer makes, with the customers who have a
+    /// time there: their history is kept, but nothing moves them on from a removed position.
+    pub retired: Vec<(String, u64)>,
+    /// Customers in the live state.
+    pub customers: u64,
+    /// What the definition lets happen that is probably not meant (dead ends).
+    pub warnings: Vec<String>,
+}
+
+/// Dead ends: the last stage without a goal whose steps end without an `end` step leaves its
+/// customers with nothing left to happen (the report counts them as "steps done").
+fn dead_ends(j: &Journey) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(s) = j.stages.last() {
+        let ends = s.steps.last().is_some_and(|st| st.kind == StepKind::End);
+        if s.goal.is_none() && !ends {
+            out.push(format!(
+                "customers who finish the steps of the last stage {:?} have nothing left to happen: add an end step (kind = \"end\") or a stage goal",
+                s.name
+            ));
+        }
+    }
+    out
+}
+
+/// Checks a definition against the database (tables, columns, condition syntax) without running,
+/// and compares it with the live state.
+pub fn check(session: &mut dyn Session, j: &Journey, now_us: i64) -> Result<CheckReport, RunError> {
     let mut ctx = Ctx {
         s: session,
         statements: 0,
     };
-    Compiled::new(&mut ctx, j, now_us).map(|_| ())
+    Compiled::new(&mut ctx, j, now_us)?;
+    let mut out = CheckReport {
+        warnings: dead_ends(j),
+        ..CheckReport::default()
+    };
+    let Some(schema) = schema_of(&mut ctx, &j.state_table)? else {
+        out.added = j.columns();
+        return Ok(out);
+    };
+    let want = j.columns();
+    let have: Vec<String> = schema
+        .fields()
+        .iter()
+        .skip(1)
+        .map(|f| f.name().clone())
+        .collect();
+    out.added = want.iter().filter(|c| !have.contains(c)).cloned().collect();
+    out.customers = count(&ctx.run(&format!("SELECT count(*) FROM {}", j.state_table))?);
+    for h in have.iter().filter(|h| !want.contains(h)) {
+        let n = count(&ctx.run(&format!("SELECT count({h}) FROM {}", j.state_table))?);
+        out.retired.push((h.clone(), n));
+    }
+    Ok(out)
 }
 
+/// A run's scratch tables (names starting `<state>__`) left by runs that died: dropped under the
+/// run lock, so no live run owns them.
+fn drop_stale(ctx: &mut Ctx<'_>, st: &str) -> Result<(), RunError> {
+    let names = first_column(&ctx.run("SELECT table_name FROM information_schema.tables")?);
+    let prefix = format!("{st}__");
+    let stale: Vec<&String> = names.iter().filter(|n| n.starts_with(&prefix)).collect();
+    if !stale.is_empty() {
+        let list: Vec<&str> = stale.iter().map(|s| s.as_str()).collect();
+        ctx.run(&format!("DROP TABLE IF EXISTS {}", list.join(", ")))?;
+    }
+    Ok(())
+}
+
+/// The latest run recorded in `<state>_runs`: (run id, its time).
+fn last_run(ctx: &mut Ctx<'_>, runs: &str) -> Result<Option<(i64, i64)>, RunError> {
+    if schema_of(ctx, runs)?.is_none() {
+        return Ok(None);
+    }
+    let r = ctx.run(&format!(
+        "SELECT run_id, run_at FROM {runs} ORDER BY run_id DESC LIMIT 1"
+    ))?;
+    let Some(b) = r.batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let id = b
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow_array::Int64Array>()
+        .filter(|a| a.is_valid(0))
+        .map(|a| a.value(0));
+    let at = b
+        .column(1)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .filter(|a| a.is_valid(0))
+        .map(|a| a.value(0));
+    Ok(id.zip(at))
+}
+
+/// Columns of the run records table `<state>_runs`, after its key `run`.
+const RUN_COLUMNS: &str =
+    "run_id BIGINT MERGE MIN, run_at TIMESTAMP MERGE MIN, passes BIGINT MERGE MIN, \
+    entered BIGINT MERGE MIN, transitions BIGINT MERGE MIN, activations BIGINT MERGE MIN, \
+    checked_rows BIGINT MERGE MIN, columns BIGINT MERGE MIN, rolled_back_to BIGINT MERGE MIN, \
+    duration_ms BIGINT MERGE MIN";
+
 /// Advances the journey by one run at `opts.now_us`.
+///
+/// The run holds the journey's lock (`LOCK TABLE <state> NOWAIT`; a second run of the same journey
+/// is refused while it runs) and works in scratch tables named after its run id. It publishes the
+/// new state, the activation log with this run's activations and the run's record in **one**
+/// commit (`RENAME TABLE` of the three pairs), or nothing.
 pub fn run(
     session: &mut dyn Session,
     j: &Journey,
@@ -540,9 +982,43 @@ pub fn run(
         statements: 0,
     };
     let mut c = Compiled::new(&mut ctx, j, opts.now_us)?;
-    ensure_state(&mut ctx, &c)?;
+    lock(&mut ctx, j)?;
+    let out = locked_run(&mut ctx, &mut c, opts, t0);
+    // Whatever happened, the scratch tables go and the lock is released (COMMIT ends it).
+    let cleanup = drop_stale(&mut ctx, &j.state_table);
+    let unlock = ctx.run("COMMIT");
+    let mut report = out?;
+    cleanup?;
+    unlock?;
+    report.statements = ctx.statements;
+    report.elapsed = t0.elapsed();
+    Ok(report)
+}
+
+fn locked_run(
+    ctx: &mut Ctx<'_>,
+    c: &mut Compiled<'_>,
+    opts: &RunOptions,
+    t0: Instant,
+) -> Result<RunReport, RunError> {
+    let j = c.j;
+    let st = j.state_table.clone();
+    drop_stale(ctx, &st)?;
+    let (all_cols, have) = state_columns(ctx, c)?;
+    let want = j.columns();
+    let entry = j.stage_col(0);
+    if !have.contains(&entry) {
+        let n = count(&ctx.run(&format!("SELECT count(*) FROM {st}"))?);
+        if n > 0 {
+            return Err(RunError::StateMismatch(format!(
+                "the state {st} holds {n} customers but not the definition's entry column {entry:?}: every one of them would enter the journey again. Was the first stage renamed? Give it id = \"..\" with its old id (a column of {st})"
+            )));
+        }
+    }
+    let last = last_run(ctx, &format!("{st}_runs"))?;
     if !opts.allow_backfill {
-        if let Some(last_us) = latest_stamp(&mut ctx, j)? {
+        let last_us = latest_stamp(ctx, &st, &have)?.max(last.map(|(_, at)| at));
+        if let Some(last_us) = last_us {
             if opts.now_us < last_us {
                 return Err(RunError::Backwards {
                     now_us: opts.now_us,
@@ -551,24 +1027,73 @@ pub fn run(
             }
         }
     }
-    let st = &j.state_table;
-    let (next, tx, pass) = (c.next.clone(), format!("{st}__tx"), format!("{st}__pass"));
-    for t in [&next, &tx, &pass] {
-        ctx.run(&format!("DROP TABLE IF EXISTS {t}"))?;
+    let run_id = last.map_or(1, |(id, _)| id + 1);
+    c.set_run(run_id);
+    let p = c.scratch.clone();
+    let (next, tx) = (c.next.clone(), format!("{p}tx"));
+    ctx.run(&c.create(&next, &all_cols))?;
+    if !have.is_empty() {
+        ctx.run(&format!(
+            "INSERT INTO {next} (customer_id, {0}) SELECT customer_id, {0} FROM {st}",
+            have.join(", ")
+        ))?;
     }
-    ctx.run(&c.create(&next))?;
-    ctx.run(&format!("INSERT INTO {next} SELECT * FROM {st}"))?;
-    ctx.run(&c.create(&tx))?;
-    c.cache_criteria(&mut ctx)?;
+    ctx.run(&c.create(&tx, &want))?;
+    c.cache_criteria(ctx, &have)?;
+    let mut report = RunReport {
+        run_id,
+        ..RunReport::default()
+    };
+    let per_col = advance(ctx, c, &mut report, &want)?;
+    report.transitions = want
+        .iter()
+        .filter_map(|col| per_col.get(col).map(|&n| (col.clone(), n)))
+        .collect();
+    check_run(ctx, c, &mut report, opts)?;
+    report.activations = run_activations(ctx, j, &tx)?;
+    if report.violations.iter().any(|v| v.changed + v.sampled > 0) || opts.dry_run {
+        return Ok(report);
+    }
+    // Re-running the time of the last run with nothing to move changes nothing: no commit.
+    if moved_nothing(&report) && last.is_some_and(|(_, at)| at == opts.now_us) {
+        report.swapped = true;
+        report.unchanged = true;
+        return Ok(report);
+    }
+    let entered = per_col.get(&j.stage_col(0)).copied().unwrap_or(0);
+    publish(
+        ctx,
+        c,
+        &report,
+        last.map(|(id, _)| id),
+        opts.keep_snapshots,
+        entered,
+        t0,
+    )?;
+    prune_snapshots(ctx, &j.state_table, opts.keep_snapshots)?;
+    report.swapped = true;
+    Ok(report)
+}
+
+/// The passes of a run: every rule's customers stamped with the run's time, folded into the next
+/// state and the run's transitions, until a pass moves nobody. Returns the count per column.
+fn advance(
+    ctx: &mut Ctx<'_>,
+    c: &Compiled<'_>,
+    report: &mut RunReport,
+    want: &[String],
+) -> Result<BTreeMap<String, u64>, RunError> {
+    let p = &c.scratch;
+    let (next, tx, pass) = (&c.next, format!("{p}tx"), format!("{p}pass"));
     let rules = c.rules();
     let mut per_col: BTreeMap<String, u64> = BTreeMap::new();
-    let mut report = RunReport::default();
+    let cols = want.join(", ");
     // Every pass stamps at least one new column of each customer it moves, so the number of
     // columns bounds the passes.
-    let max_passes = j.columns().len() + 1;
+    let max_passes = want.len() + 1;
     loop {
         report.passes += 1;
-        ctx.run(&c.create(&pass))?;
+        ctx.run(&c.create(&pass, want))?;
         let mut moved = 0;
         for (set, cols) in &rules {
             let stamps: Vec<String> = cols.iter().map(|_| c.now.clone()).collect();
@@ -586,7 +1111,9 @@ pub fn run(
             moved += n;
         }
         if moved > 0 {
-            ctx.run(&format!("INSERT INTO {next} SELECT * FROM {pass}"))?;
+            ctx.run(&format!(
+                "INSERT INTO {next} (customer_id, {cols}) SELECT customer_id, {cols} FROM {pass}"
+            ))?;
             ctx.run(&format!("INSERT INTO {tx} SELECT * FROM {pass}"))?;
         }
         ctx.run(&format!("DROP TABLE {pass}"))?;
@@ -594,91 +1121,229 @@ pub fn run(
             break;
         }
     }
-    report.transitions = j
-        .columns()
-        .into_iter()
-        .filter_map(|col| per_col.get(&col).map(|&n| (col, n)))
-        .collect();
-    // The consistency check, on a sample of the new state.
-    let seed = opts.now_us.rem_euclid(1 << 31);
-    for (class, conds) in c.invariants() {
-        let sql = format!(
-            "SELECT count(*) FROM {next} TABLESAMPLE BERNOULLI ({}) REPEATABLE ({seed}) WHERE {}",
-            opts.check_percent,
-            conds.join(" OR ")
-        );
-        let n = count(&ctx.run(&sql)?);
-        report.violations.push((class.to_string(), n));
-    }
-    if report.violations.iter().any(|(_, n)| *n > 0) {
-        ctx.run(&format!("DROP TABLE {next}"))?;
-        ctx.run(&format!("DROP TABLE {tx}"))?;
-        c.drop_cached(&mut ctx)?;
-        report.statements = ctx.statements;
-        report.elapsed = t0.elapsed();
-        return Ok(report);
-    }
-    // Activations of this run, written before the swap: a crash in between re-derives them.
-    report.activations = write_activations(&mut ctx, j, &tx)?;
-    ctx.run(&format!("ALTER TABLE {st} SWAP WITH {next}"))?;
-    ctx.run(&format!("DROP TABLE {next}"))?;
-    ctx.run(&format!("DROP TABLE {tx}"))?;
-    c.drop_cached(&mut ctx)?;
-    report.swapped = true;
-    report.statements = ctx.statements;
-    report.elapsed = t0.elapsed();
-    Ok(report)
+    Ok(per_col)
 }
 
-/// Writes `<state>_activations` from the run's transitions `tx` and returns the activations
-/// (customer, step column, channel).
-fn write_activations(
+/// The consistency check: every row this run changed in full, the rest on a sample.
+fn check_run(
+    ctx: &mut Ctx<'_>,
+    c: &Compiled<'_>,
+    report: &mut RunReport,
+    opts: &RunOptions,
+) -> Result<(), RunError> {
+    let next = &c.next;
+    // A row this run changed has a column stamped with the run's time (a re-run at the same time
+    // re-checks the rows of the run before it: harmless).
+    let stamped: Vec<String> =
+        c.j.columns()
+            .iter()
+            .map(|col| format!("{col} = {}", c.now))
+            .collect();
+    let changed = format!("({})", stamped.join(" OR "));
+    let classes = c.invariants();
+    let bad: Vec<String> = classes
+        .iter()
+        .map(|(_, conds)| format!("({})", conds.join(" OR ")))
+        .collect();
+    // One scan for every class over the changed rows, one over the sample.
+    let full: Vec<String> = bad
+        .iter()
+        .map(|b| format!("count(*) FILTER (WHERE {changed} AND {b})"))
+        .collect();
+    let row = ctx.run(&format!(
+        "SELECT count(*) FILTER (WHERE {changed}), {} FROM {next}",
+        full.join(", ")
+    ))?;
+    let counts = |r: &Reply| -> Vec<u64> {
+        r.batches
+            .first()
+            .map(first_row)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.and_then(|v| v.parse().ok()).unwrap_or(0))
+            .collect()
+    };
+    let full = counts(&row);
+    report.checked_rows = full.first().copied().unwrap_or(0);
+    let sample: Vec<String> = bad
+        .iter()
+        .map(|b| format!("count(*) FILTER (WHERE {b})"))
+        .collect();
+    let seed = opts.now_us.rem_euclid(1 << 31);
+    let sampled = counts(&ctx.run(&format!(
+        "SELECT {} FROM {next} TABLESAMPLE BERNOULLI ({}) REPEATABLE ({seed})",
+        sample.join(", "),
+        opts.check_percent
+    ))?);
+    for (x, ((class, _), b)) in classes.iter().zip(&bad).enumerate() {
+        let changed_n = full.get(x + 1).copied().unwrap_or(0);
+        let sampled_n = sampled.get(x).copied().unwrap_or(0);
+        let mut keys = Vec::new();
+        if changed_n > 0 {
+            keys = first_column(&ctx.run(&format!(
+                "SELECT customer_id FROM {next} WHERE {changed} AND {b} ORDER BY customer_id LIMIT 5"
+            ))?);
+        } else if sampled_n > 0 {
+            keys = first_column(&ctx.run(&format!(
+                "SELECT customer_id FROM {next} WHERE {b} ORDER BY customer_id LIMIT 5"
+            ))?);
+        }
+        report.violations.push(Violation {
+            class: class.to_string(),
+            changed: changed_n,
+            sampled: sampled_n,
+            keys,
+        });
+    }
+    Ok(())
+}
+
+/// The activation log the run publishes: the old log plus this run's activations (from its
+/// transitions), each with the run's id; positions the definition no longer makes keep their log.
+fn next_log(ctx: &mut Ctx<'_>, c: &Compiled<'_>, run_id: i64) -> Result<String, RunError> {
+    let (j, p) = (c.j, &c.scratch);
+    let acts_t = format!("{}_activations", j.state_table);
+    let tx = format!("{p}tx");
+    let acts = j.activations();
+    let log_next = format!("{p}activations");
+    let log_have = match schema_of(ctx, &acts_t)? {
+        Some(s) => s
+            .fields()
+            .iter()
+            .skip(1)
+            .map(|f| f.name().clone())
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut log_cols: Vec<String> = Vec::new();
+    for (col, _) in &acts {
+        log_cols.push(format!("{col} TIMESTAMP MERGE MIN"));
+        log_cols.push(format!("{col}__run BIGINT MERGE MIN"));
+    }
+    let named = |cols: &[String]| -> Vec<String> {
+        cols.iter()
+            .filter_map(|d| d.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    for h in &log_have {
+        if !named(&log_cols).contains(h) {
+            // A position the definition no longer makes: its log stays.
+            let ty = if h.ends_with("__run") {
+                "BIGINT"
+            } else {
+                "TIMESTAMP"
+            };
+            log_cols.push(format!("{h} {ty} MERGE MIN"));
+        }
+    }
+    ctx.run(&format!(
+        "CREATE TABLE {log_next} (customer_id {} PRIMARY KEY{}{})",
+        c.key_type,
+        if log_cols.is_empty() { "" } else { ", " },
+        log_cols.join(", ")
+    ))?;
+    if !log_have.is_empty() {
+        ctx.run(&format!(
+            "INSERT INTO {log_next} (customer_id, {0}) SELECT customer_id, {0} FROM {acts_t}",
+            log_have.join(", ")
+        ))?;
+    }
+    for (col, _) in &acts {
+        ctx.run(&format!(
+            "INSERT INTO {log_next} (customer_id, {col}, {col}__run) SELECT customer_id, {col}, {run_id} FROM {tx} WHERE {col} IS NOT NULL"
+        ))?;
+    }
+    Ok(log_next)
+}
+
+/// Publishes the run in one commit: the next state, the activation log with this run's
+/// activations (from `tx`) and the run records with this run's.
+fn publish(
+    ctx: &mut Ctx<'_>,
+    c: &Compiled<'_>,
+    report: &RunReport,
+    prev_run: Option<i64>,
+    keep_snapshots: usize,
+    entered: u64,
+    t0: Instant,
+) -> Result<(), RunError> {
+    let had_runs = prev_run.is_some();
+    let j = c.j;
+    let (st, p, next, run_id) = (&j.state_table, &c.scratch, &c.next, report.run_id);
+    let (acts_t, runs_t) = (format!("{st}_activations"), format!("{st}_runs"));
+    let want = j.columns();
+    let log_next = next_log(ctx, c, run_id)?;
+    // The run's record.
+    let runs_next = format!("{p}runs");
+    ctx.run(&format!(
+        "CREATE TABLE {runs_next} (run {} PRIMARY KEY, {RUN_COLUMNS})",
+        c.key_type
+    ))?;
+    if had_runs {
+        ctx.run(&format!("INSERT INTO {runs_next} SELECT * FROM {runs_t}"))?;
+    }
+    let key = if c.key_type == "BIGINT" {
+        run_id.to_string()
+    } else {
+        format!("'{run_id:010}'")
+    };
+    ctx.run(&format!(
+        "INSERT INTO {runs_next} VALUES ({key}, {run_id}, {}, {}, {entered}, {}, {}, {}, {}, NULL, {})",
+        c.now,
+        report.passes,
+        report.total_transitions(),
+        report.activations.len(),
+        report.checked_rows,
+        want.len(),
+        t0.elapsed().as_millis()
+    ))?;
+    // One commit: the state, the log and the run records, or none of them. The state the last
+    // run published becomes its snapshot, for `journey rollback`.
+    let old_state = match prev_run {
+        Some(prev) if keep_snapshots > 0 => snapshot_name(st, prev),
+        _ => format!("{p}old_state"),
+    };
+    let mut pairs = vec![format!("{st} TO {old_state}"), format!("{next} TO {st}")];
+    if schema_of(ctx, &acts_t)?.is_some() {
+        pairs.push(format!("{acts_t} TO {p}old_activations"));
+    }
+    pairs.push(format!("{log_next} TO {acts_t}"));
+    if had_runs {
+        pairs.push(format!("{runs_t} TO {p}old_runs"));
+    }
+    pairs.push(format!("{runs_next} TO {runs_t}"));
+    ctx.run(&format!("RENAME TABLE {}", pairs.join(", ")))?;
+    Ok(())
+}
+
+fn moved_nothing(r: &RunReport) -> bool {
+    r.total_transitions() == 0
+}
+
+/// The run's activations (customer key, step column, channel), read from its transitions.
+fn run_activations(
     ctx: &mut Ctx<'_>,
     j: &Journey,
     tx: &str,
 ) -> Result<Vec<(String, String, String)>, RunError> {
-    let st = &j.state_table;
     let mut out = Vec::new();
-    let acts: Vec<(String, String)> = j
-        .stages
-        .iter()
-        .enumerate()
-        .flat_map(|(i, s)| {
-            s.steps
-                .iter()
-                .enumerate()
-                .filter_map(move |(k, st)| match &st.kind {
-                    StepKind::Activation(ch) => Some((col::step(i, k), ch.clone())),
-                    _ => None,
-                })
-        })
-        .collect();
-    if !acts.is_empty() {
-        let cols: Vec<&str> = acts.iter().map(|(c, _)| c.as_str()).collect();
-        let any: Vec<String> = cols.iter().map(|c| format!("{c} IS NOT NULL")).collect();
-        let at = format!("{st}_activations");
-        ctx.run(&format!(
-            "CREATE OR REPLACE TABLE {at} AS SELECT customer_id, {} FROM {tx} WHERE {}",
-            cols.join(", "),
-            any.join(" OR ")
-        ))?;
-        let reply = ctx.run(&format!("SELECT * FROM {at} ORDER BY customer_id"))?;
-        for b in &reply.batches {
-            collect_activations(b, &acts, &mut out);
-        }
+    for (col, channel) in j.activations() {
+        let keys = first_column(&ctx.run(&format!(
+            "SELECT customer_id FROM {tx} WHERE {col} IS NOT NULL ORDER BY customer_id"
+        ))?);
+        out.extend(keys.into_iter().map(|k| (k, col.clone(), channel.clone())));
     }
     Ok(out)
 }
 
-/// The latest time stamped anywhere in the state (every stamp is some run's time), or `None` for
-/// an empty state.
-fn latest_stamp(ctx: &mut Ctx<'_>, j: &Journey) -> Result<Option<i64>, RunError> {
-    let maxes: Vec<String> = j.columns().iter().map(|c| format!("max({c})")).collect();
-    let reply = ctx.run(&format!(
-        "SELECT {} FROM {}",
-        maxes.join(", "),
-        j.state_table
-    ))?;
+/// The latest time stamped anywhere in the state's `columns` (every stamp is some run's time), or
+/// `None` for an empty state.
+fn latest_stamp(ctx: &mut Ctx<'_>, st: &str, columns: &[String]) -> Result<Option<i64>, RunError> {
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let maxes: Vec<String> = columns.iter().map(|c| format!("max({c})")).collect();
+    let reply = ctx.run(&format!("SELECT {} FROM {st}", maxes.join(", ")))?;
     let mut last = None;
     for b in &reply.batches {
         for col in b.columns() {
@@ -694,26 +1359,167 @@ fn latest_stamp(ctx: &mut Ctx<'_>, j: &Journey) -> Result<Option<i64>, RunError>
     Ok(last)
 }
 
-fn collect_activations(
-    b: &RecordBatch,
-    acts: &[(String, String)],
-    out: &mut Vec<(String, String, String)>,
-) {
-    let Some(keys) = b.columns().first() else {
-        return;
+/// The snapshot of the state as run `run` published it.
+fn snapshot_name(st: &str, run: i64) -> String {
+    format!("{st}_snap_r{run}")
+}
+
+/// The runs that have a snapshot, newest first.
+fn snapshots(ctx: &mut Ctx<'_>, st: &str) -> Result<Vec<i64>, RunError> {
+    let prefix = format!("{st}_snap_r");
+    let names = first_column(&ctx.run("SELECT table_name FROM information_schema.tables")?);
+    let mut runs: Vec<i64> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix(&prefix).and_then(|r| r.parse().ok()))
+        .collect();
+    runs.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(runs)
+}
+
+/// Drops the snapshots beyond the newest `keep`.
+fn prune_snapshots(ctx: &mut Ctx<'_>, st: &str, keep: usize) -> Result<(), RunError> {
+    let old: Vec<String> = snapshots(ctx, st)?
+        .into_iter()
+        .skip(keep)
+        .map(|r| snapshot_name(st, r))
+        .collect();
+    if !old.is_empty() {
+        ctx.run(&format!("DROP TABLE IF EXISTS {}", old.join(", ")))?;
+    }
+    Ok(())
+}
+
+/// What `journey rollback` did.
+#[derive(Debug, Clone)]
+pub struct RollbackReport {
+    /// The rollback's own run id (it is recorded in `<state>_runs` like a run).
+    pub run_id: i64,
+    /// The run whose state is live again.
+    pub to_run: i64,
+    /// That run's time.
+    pub at_us: i64,
+    /// Customers in the restored state.
+    pub customers: u64,
+}
+
+/// Restores the state as run `to_run` published it, from its snapshot, in one commit with a run
+/// record (`rolled_back_to`). The state it replaces becomes the snapshot of the latest run, so a
+/// rollback can itself be rolled back. The activation log is not rolled back: what was sent was
+/// sent, and a customer activated again after a rollback keeps the log's first entry.
+pub fn rollback(
+    session: &mut dyn Session,
+    j: &Journey,
+    to_run: i64,
+) -> Result<RollbackReport, RunError> {
+    let t0 = Instant::now();
+    let mut ctx = Ctx {
+        s: session,
+        statements: 0,
     };
-    for (x, (colname, channel)) in acts.iter().enumerate() {
-        let Some(c) = b.columns().get(x + 1) else {
-            continue;
-        };
-        let Some(ts) = c.as_any().downcast_ref::<TimestampMicrosecondArray>() else {
-            continue;
-        };
-        for r in 0..b.num_rows() {
-            if ts.is_valid(r) {
-                let key = crate::value::cell_text(keys.as_ref(), r).unwrap_or_default();
-                out.push((key, colname.clone(), channel.clone()));
+    lock(&mut ctx, j)?;
+    let out = locked_rollback(&mut ctx, j, to_run, t0);
+    let cleanup = drop_stale(&mut ctx, &j.state_table);
+    let unlock = ctx.run("COMMIT");
+    let report = out?;
+    cleanup?;
+    unlock?;
+    Ok(report)
+}
+
+fn locked_rollback(
+    ctx: &mut Ctx<'_>,
+    j: &Journey,
+    to_run: i64,
+    t0: Instant,
+) -> Result<RollbackReport, RunError> {
+    let st = &j.state_table;
+    let runs_t = format!("{st}_runs");
+    let Some((last, _)) = last_run(ctx, &runs_t)? else {
+        return Err(RunError::Rollback(format!(
+            "journey {} has no runs",
+            j.name
+        )));
+    };
+    if to_run == last {
+        return Err(RunError::Rollback(format!(
+            "run {to_run} is the latest run: its state is the live one"
+        )));
+    }
+    let snap = snapshot_name(st, to_run);
+    let kept = snapshots(ctx, st)?;
+    if !kept.contains(&to_run) {
+        let list: Vec<String> = kept.iter().map(i64::to_string).collect();
+        return Err(RunError::Rollback(format!(
+            "no snapshot of run {to_run} (kept: {}; journey run --keep-snapshots sets how many)",
+            if list.is_empty() {
+                "none".to_string()
+            } else {
+                list.join(", ")
             }
+        )));
+    }
+    let at = ctx.run(&format!(
+        "SELECT run_at FROM {runs_t} WHERE run_id = {to_run}"
+    ))?;
+    let at_us = at
+        .batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .filter(|a| a.is_valid(0))
+                .map(|a| a.value(0))
+        })
+        .ok_or_else(|| RunError::Rollback(format!("run {to_run} has no record")))?;
+    let run_id = last + 1;
+    let p = format!("{st}__r{run_id}_");
+    let runs_next = format!("{p}runs");
+    let key_type = match schema_of(ctx, &runs_t)?.and_then(|s| s.fields().first().cloned()) {
+        Some(f) if *f.data_type() == DataType::Int64 => "BIGINT",
+        _ => "VARCHAR",
+    };
+    ctx.run(&format!(
+        "CREATE TABLE {runs_next} (run {key_type} PRIMARY KEY, {RUN_COLUMNS})"
+    ))?;
+    ctx.run(&format!("INSERT INTO {runs_next} SELECT * FROM {runs_t}"))?;
+    let key = if key_type == "BIGINT" {
+        run_id.to_string()
+    } else {
+        format!("'{run_id:010}'")
+    };
+    let customers = count(&ctx.run(&format!("SELECT count(*) FROM {snap}"))?);
+    let columns = schema_of(ctx, &snap)?.map_or(0, |s| s.fields().len().saturating_sub(1));
+    ctx.run(&format!(
+        "INSERT INTO {runs_next} VALUES ({key}, {run_id}, {}, 0, 0, 0, 0, 0, {columns}, {to_run}, {})",
+        ts_literal(at_us),
+        t0.elapsed().as_millis()
+    ))?;
+    ctx.run(&format!(
+        "RENAME TABLE {st} TO {}, {snap} TO {st}, {runs_t} TO {p}old_runs, {runs_next} TO {runs_t}",
+        snapshot_name(st, last)
+    ))?;
+    Ok(RollbackReport {
+        run_id,
+        to_run,
+        at_us,
+        customers,
+    })
+}
+
+/// Takes the journey's lock (`LOCK TABLE <state> NOWAIT`), or says another run holds it.
+fn lock(ctx: &mut Ctx<'_>, j: &Journey) -> Result<(), RunError> {
+    let sql = format!("LOCK TABLE {} NOWAIT", j.state_table);
+    ctx.statements += 1;
+    match ctx.s.run(&sql) {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("could not obtain lock") => {
+            Err(RunError::Locked(j.name.clone()))
         }
+        Err(e) => Err(RunError::Sql {
+            sql,
+            message: e.to_string(),
+        }),
     }
 }

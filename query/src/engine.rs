@@ -51,6 +51,8 @@ pub struct Engine {
     settings: Arc<Mutex<Settings>>,
     /// Which files `COPY` may name.
     pub(crate) files: Arc<crate::files::FileAccess>,
+    /// This session's `LOCK TABLE` locks (released when its last clone is dropped).
+    locks: Arc<crate::locks::SessionLocks>,
 }
 
 pub use crate::parse::{Extras, ParsedStatement};
@@ -88,6 +90,7 @@ impl Engine {
             seq: Arc::new(AtomicU64::new(0)),
             settings: Arc::new(Mutex::new(Settings::default())),
             files: Arc::new(crate::files::FileAccess::default()),
+            locks: Arc::new(crate::locks::SessionLocks::new_table()),
         }
     }
 
@@ -96,6 +99,7 @@ impl Engine {
     pub fn session(&self) -> Engine {
         Engine {
             settings: Arc::new(Mutex::new(self.settings().clone())),
+            locks: Arc::new(self.locks.sibling()),
             ..self.clone()
         }
     }
@@ -387,12 +391,43 @@ impl Engine {
             // journeydb has no multi-statement transactions: every statement commits on its own.
             // BEGIN and COMMIT are accepted so drivers that wrap statements in them work; ROLLBACK
             // answers with its own tag so the protocol layer can warn that nothing was undone.
+            // As in PostgreSQL, the end of a transaction block releases the session's locks.
             Statement::StartTransaction { .. } => Ok(rows_tag("BEGIN", 0)),
-            Statement::Commit { .. } => Ok(rows_tag("COMMIT", 0)),
+            Statement::Commit { .. } => {
+                self.locks.release_all();
+                Ok(rows_tag("COMMIT", 0))
+            }
             Statement::Rollback {
                 savepoint: Some(_), ..
             } => Ok(rows_tag("ROLLBACK TO SAVEPOINT", 0)),
-            Statement::Rollback { .. } => Ok(rows_tag("ROLLBACK", 0)),
+            Statement::Rollback { .. } => {
+                self.locks.release_all();
+                Ok(rows_tag("ROLLBACK", 0))
+            }
+            Statement::Lock(lock) => {
+                let names = lock
+                    .tables
+                    .iter()
+                    .map(|t| single_name(&t.name))
+                    .collect::<Result<Vec<_>>>()?;
+                self.locks.lock(&names, lock.nowait)?;
+                Ok(rows_tag("LOCK TABLE", 0))
+            }
+            // MySQL's atomic multi-rename: every pair in order, in one commit (`RENAME TABLE a TO
+            // old, b TO a` publishes b as a with no moment where a is missing).
+            Statement::RenameTable(pairs) => {
+                let ops = pairs
+                    .iter()
+                    .map(|p| {
+                        Ok(CatalogOp::Rename {
+                            from: single_name(&p.old_name)?,
+                            to: single_name(&p.new_name)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                self.db.commit(&ops).map_err(map_storage)?;
+                Ok(rows_tag("RENAME TABLE", 0))
+            }
             // Savepoints inside such a block are accepted the same way (drivers nest with them).
             Statement::Savepoint { .. } => Ok(rows_tag("SAVEPOINT", 0)),
             Statement::ReleaseSavepoint { .. } => Ok(rows_tag("RELEASE", 0)),

@@ -42,6 +42,9 @@ pub enum QueryError {
     /// without deep recursion); names the limit.
     #[error("statement too complex: {0}")]
     TooComplex(String),
+    /// `LOCK TABLE .. NOWAIT` found the lock held by another session.
+    #[error("{0}")]
+    LockNotAvailable(String),
     /// The statement was cancelled by the client (CancelRequest).
     #[error("canceling statement due to user request")]
     Cancelled,
@@ -62,6 +65,7 @@ impl QueryError {
             | QueryError::InvalidValue(_)
             | QueryError::MemoryLimit { .. }
             | QueryError::TooComplex(_)
+            | QueryError::LockNotAvailable(_)
             | QueryError::Cancelled => "user",
             QueryError::Storage(_) => "storage",
             QueryError::Internal(_) => "internal",

@@ -18,6 +18,7 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod format;
+mod locks;
 pub mod parse;
 pub mod plan;
 pub mod settings;

@@ -127,6 +127,7 @@ pub fn classify(e: &QueryError) -> (ErrorCode, &'static str) {
         QueryError::TooComplex(_) => (ErrorCode::Limit, "54001"),
         QueryError::Internal(_) => (ErrorCode::Internal, "XX000"),
         QueryError::Cancelled => (ErrorCode::User, "57014"),
+        QueryError::LockNotAvailable(_) => (ErrorCode::User, "55P03"),
         QueryError::Storage(s) => match s {
             S::TableNotFound(_) => (ErrorCode::User, "42P01"),
             S::TableExists(_) => (ErrorCode::User, "42P07"),

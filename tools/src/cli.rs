@@ -24,7 +24,7 @@ pub enum Command {
     /// database in --dir (default a temporary directory, removed unless --keep) or a server with
     /// --connect.
     Demo(DemoArgs),
-    /// Runs, checks or reports a journey.
+    /// Runs, checks, reports or rolls back a journey.
     #[command(subcommand)]
     Journey(JourneyCommand),
     /// Serves a database (created if missing) over the native protocol (client/PROTOCOL.md) and the
@@ -106,14 +106,21 @@ pub struct DemoArgs {
 #[derive(Debug, Subcommand)]
 pub enum JourneyCommand {
     /// Advances the journey by one run at --now: entries, expired waits, decisions, activations,
-    /// exits and goals, folded into the state table with MIN, checked on a Bernoulli sample and
-    /// swapped in only if the check passes (non-zero exit and the old state kept otherwise).
+    /// exits and goals, folded into the state table with MIN; every changed row is checked in
+    /// full and the rest on a Bernoulli sample; the new state, the activation log and the run's
+    /// record are published in one commit only if the check passes (non-zero exit and nothing
+    /// changed otherwise).
     Run(JourneyRunArgs),
-    /// Checks a definition: the file (errors name the line) and its tables and columns.
+    /// Checks a definition: the file (errors name the line), its tables and columns, and what it
+    /// would change in the live state (positions added, positions removed and the customers who
+    /// have a time there).
     Check(JourneyArgs),
     /// Prints the funnel (entered, reached and currently in each stage, steps, branches, exits,
     /// goals, median time to goal) and writes it as an SVG or HTML chart.
     Report(JourneyReportArgs),
+    /// Restores the state as an earlier run published it (from the snapshots `journey run` keeps),
+    /// in one commit recorded as a run; the activation log is not rolled back.
+    Rollback(JourneyRollbackArgs),
 }
 
 /// The definition and the database of a journey command.
@@ -153,6 +160,25 @@ pub struct JourneyRunArgs {
     /// Allow --now earlier than the latest time already in the state (a deliberate backfill).
     #[arg(long)]
     pub allow_backfill: bool,
+    /// Compute the run and its consistency check and print the transitions and activations, but
+    /// publish nothing (the state, the activation log and the run records stay as they are).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Snapshots of the state to keep for `journey rollback` (the states the last N runs
+    /// published, as tables <state>_snap_r<run>); 0 keeps none.
+    #[arg(long, value_name = "N", default_value_t = 7)]
+    pub keep_snapshots: usize,
+}
+
+/// Options of `journeydb journey rollback`.
+#[derive(Debug, Args)]
+pub struct JourneyRollbackArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub journey: JourneyArgs,
+    /// The run whose published state becomes live again (a run id of <state>_runs).
+    #[arg(long, value_name = "RUN")]
+    pub to: i64,
 }
 
 /// Options of `journeydb journey report`.

@@ -104,6 +104,7 @@ pub fn run(a: &journeydb_tools::cli::DemoArgs) -> Result<(), String> {
         "behaviours",
         &j.state_table,
         &format!("{}_activations", j.state_table),
+        &format!("{}_runs", j.state_table),
     ] {
         sql(s, &format!("DROP TABLE IF EXISTS {t}"))?;
     }
@@ -130,6 +131,8 @@ pub fn run(a: &journeydb_tools::cli::DemoArgs) -> Result<(), String> {
                 now_us,
                 check_percent: 50.0,
                 allow_backfill: false,
+                dry_run: false,
+                keep_snapshots: 7,
             },
         )
         .map_err(|e| e.to_string())?;

@@ -70,37 +70,26 @@ pub fn write_activations_csv(
     go().map_err(|e| format!("{path}: {e}"))
 }
 
-/// `journeydb journey run|check|report DEF.toml ...`.
+/// `journeydb journey run|check|report|rollback DEF.toml ...`.
 pub fn cli(cmd: &crate::cli::JourneyCommand) -> Result<(), String> {
     use crate::cli::JourneyCommand as C;
-    let (args, now, csv, out, percent) = match cmd {
-        C::Run(r) => (
-            &r.journey,
-            r.now,
-            r.activations_csv.clone(),
-            None,
-            r.check_percent,
-        ),
-        C::Check(a) => (a, None, None, None, 50.0),
-        C::Report(r) => (&r.journey, None, None, r.out.clone(), 50.0),
+    let args = match cmd {
+        C::Run(r) => &r.journey,
+        C::Check(a) => a,
+        C::Report(r) => &r.journey,
+        C::Rollback(r) => &r.journey,
     };
-    let allow_backfill = matches!(cmd, C::Run(r) if r.allow_backfill);
     let def_path = args.def.clone();
     let (db, connect, token) = (&args.db, &args.remote.connect, args.remote.token());
-    let sub = match cmd {
-        C::Run(_) => "run",
-        C::Check(_) => "check",
-        C::Report(_) => "report",
-    };
     let j = load(&def_path)?;
     let mut s = open_session(db.as_deref(), connect.as_deref(), token)?;
     let located = |e: run::RunError| match e {
         run::RunError::Def(d) => format!("{def_path}: {d}"),
         other => other.to_string(),
     };
-    match sub {
-        "check" => {
-            run::check(s.as_mut(), &j, now.unwrap_or_else(now_us)).map_err(located)?;
+    match cmd {
+        C::Check(_) => {
+            let c = run::check(s.as_mut(), &j, now_us()).map_err(located)?;
             println!(
                 "ok: journey {} ({} stages, {} state columns in {})",
                 j.name,
@@ -108,45 +97,66 @@ pub fn cli(cmd: &crate::cli::JourneyCommand) -> Result<(), String> {
                 j.columns().len(),
                 j.state_table
             );
+            print_check(&j, &c);
             Ok(())
         }
-        "run" => {
-            let now_us = now.unwrap_or_else(now_us);
-            let r = run::run(
+        C::Run(r) => {
+            let now_us = r.now.unwrap_or_else(now_us);
+            let rep = run::run(
                 s.as_mut(),
                 &j,
                 &run::RunOptions {
                     now_us,
-                    check_percent: percent,
-                    allow_backfill,
+                    check_percent: r.check_percent,
+                    allow_backfill: r.allow_backfill,
+                    dry_run: r.dry_run,
+                    keep_snapshots: r.keep_snapshots,
                 },
             )
             .map_err(located)?;
-            print_run(&j, now_us, &r);
-            if !r.swapped {
-                return Err("the consistency check failed: the state was left as it was".into());
+            print_run(&j, now_us, &rep);
+            let failed = rep.violations.iter().any(|v| v.changed + v.sampled > 0);
+            if failed {
+                return Err("the consistency check failed: nothing was published".into());
             }
-            if let Some(p) = csv {
-                write_activations_csv(&p, &r.activations, now_us)?;
-                println!("{} activations written to {p}", r.activations.len());
+            if r.dry_run {
+                for (k, step, ch) in &rep.activations {
+                    println!("  would activate {k} at {step} ({ch})");
+                }
+                println!("dry run: nothing was published");
+            }
+            if let Some(p) = &r.activations_csv {
+                write_activations_csv(p, &rep.activations, now_us)?;
+                println!("{} activations written to {p}", rep.activations.len());
             }
             Ok(())
         }
-        "report" => {
+        C::Report(r) => {
             let f = report::funnel(s.as_mut(), &j).map_err(located)?;
             print!("{}", f.text());
-            if let Some(p) = out {
+            if let Some(p) = &r.out {
                 let body = if p.ends_with(".html") || p.ends_with(".htm") {
                     f.html()
                 } else {
                     f.svg()
                 };
-                std::fs::write(&p, body).map_err(|e| format!("{p}: {e}"))?;
+                std::fs::write(p, body).map_err(|e| format!("{p}: {e}"))?;
                 println!("chart written to {p}");
             }
             Ok(())
         }
-        other => Err(format!("journey: unknown subcommand {other:?}")),
+        C::Rollback(r) => {
+            let rb = run::rollback(s.as_mut(), &j, r.to).map_err(located)?;
+            println!(
+                "journey {}: the state is again the one run {} published at {} ({} customers); recorded as run {}. The activation log is kept as it was.",
+                j.name,
+                rb.to_run,
+                journeydb_query::types::format_timestamp(rb.at_us),
+                rb.customers,
+                rb.run_id
+            );
+            Ok(())
+        }
     }
 }
 
@@ -165,9 +175,53 @@ pub fn print_run(j: &def::Journey, now_us: i64, r: &run::RunReport) {
     for (c, n) in &r.transitions {
         println!("  {c:<32} +{n}");
     }
-    for (class, n) in &r.violations {
-        if *n > 0 {
-            println!("  check failed: {n} sampled rows with {class}");
+    for v in &r.violations {
+        if v.changed + v.sampled > 0 {
+            println!(
+                "  check failed: {}: {} of the {} rows this run changed, {} in the sample; customers {}",
+                v.class,
+                v.changed,
+                r.checked_rows,
+                v.sampled,
+                v.keys.join(", ")
+            );
         }
+    }
+    if r.unchanged {
+        println!("  a re-run at the last run's time that moved nobody: nothing to publish");
+    } else if r.swapped {
+        println!(
+            "  run {} published: state, {} activations in {}_activations, record in {}_runs",
+            r.run_id,
+            r.activations.len(),
+            j.state_table,
+            j.state_table
+        );
+    }
+}
+
+/// Prints what a definition would change in the live state.
+pub fn print_check(j: &def::Journey, c: &run::CheckReport) {
+    for w in &c.warnings {
+        println!("  warning: {w}");
+    }
+    if c.customers == 0 && c.retired.is_empty() {
+        println!(
+            "  the state {} is empty or new: nothing inside to change",
+            j.state_table
+        );
+        return;
+    }
+    println!("  {} customers in {}", c.customers, j.state_table);
+    for a in &c.added {
+        println!("  adds position {a} (empty for the customers already inside)");
+    }
+    for (col, n) in &c.retired {
+        println!(
+            "  removes position {col}: {n} customers have a time there; it is kept as history and nobody moves on from it"
+        );
+    }
+    if c.added.is_empty() && c.retired.is_empty() {
+        println!("  same positions as the live state");
     }
 }

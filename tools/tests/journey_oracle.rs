@@ -12,7 +12,10 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use journeydb_client::Session;
-use journeydb_journey::def::{self, col, Branch, Criterion, Exit, Journey, Stage, Step, StepKind};
+use journeydb_journey::def::{
+    self, Branch, Criterion, Exit, Journey, Since, Stage, Step, StepKind, AUDIENCE_EXIT_COL,
+    GOAL_COL,
+};
 use journeydb_journey::run::{self, RunOptions};
 use journeydb_query::Engine;
 use journeydb_server::EmbeddedSession;
@@ -34,6 +37,8 @@ struct Customer {
 enum Cond {
     ALt(i64),
     Happened(usize),
+    /// Not happened yet: true until the event, then false (customers leave such an audience).
+    NotYet(usize),
     Known(usize),
     And(Box<Cond>, Box<Cond>),
     Or(Box<Cond>, Box<Cond>),
@@ -44,6 +49,7 @@ impl Cond {
         match self {
             Cond::ALt(c) => format!("a < {c}"),
             Cond::Happened(k) => format!("t{k} <= now()"),
+            Cond::NotYet(k) => format!("(t{k} IS NULL OR t{k} > now())"),
             Cond::Known(k) => format!("t{k} IS NOT NULL"),
             Cond::And(x, y) => format!("({} AND {})", x.sql(), y.sql()),
             Cond::Or(x, y) => format!("({} OR {})", x.sql(), y.sql()),
@@ -53,6 +59,7 @@ impl Cond {
         match self {
             Cond::ALt(v) => c.a.is_some_and(|a| a < *v),
             Cond::Happened(k) => c.t[*k].is_some_and(|t| t <= now),
+            Cond::NotYet(k) => c.t[*k].is_none_or(|t| t > now),
             Cond::Known(k) => c.t[*k].is_some(),
             Cond::And(x, y) => x.eval(c, now) && y.eval(c, now),
             Cond::Or(x, y) => x.eval(c, now) || y.eval(c, now),
@@ -64,6 +71,7 @@ fn cond() -> impl Strategy<Value = Cond> {
     let leaf = prop_oneof![
         (0i64..10).prop_map(Cond::ALt),
         (0usize..3).prop_map(Cond::Happened),
+        (0usize..3).prop_map(Cond::NotYet),
         (0usize..3).prop_map(Cond::Known),
     ];
     leaf.prop_recursive(2, 4, 2, |inner| {
@@ -79,48 +87,114 @@ fn cond() -> impl Strategy<Value = Cond> {
 struct Spec {
     journey: Journey,
     audience: Cond,
-    goal: Option<Cond>,
-    /// Per stage: exit conditions, goal condition, per step the branch conditions.
+    goal: Option<Crit>,
+    /// Journey-wide exits.
+    exits: Vec<Crit>,
+    /// Per stage: exit criteria, goal criterion, per step the branch criteria.
     stages: Vec<StageConds>,
 }
 
-fn crit(c: &Cond) -> Criterion {
+/// Where a criterion's event must not be before (`since`).
+#[derive(Debug, Clone, Copy)]
+enum SinceP {
+    Entry,
+    Stage,
+    /// A step of the stage, before the decision.
+    Step(usize),
+}
+
+/// A criterion of the oracle: a condition, and a `since` (only on a timed condition).
+#[derive(Debug, Clone)]
+struct Crit {
+    cond: Cond,
+    since: Option<SinceP>,
+}
+
+impl Crit {
+    /// The event's time when the condition is a single event `tK <= now()` (the runner infers
+    /// `time = tK` from that form); `None` means "at the run's time".
+    fn time(&self, c: &Customer) -> Option<i64> {
+        match self.cond {
+            Cond::Happened(k) => c.t[k],
+            _ => None,
+        }
+    }
+}
+
+fn crit(c: &Crit) -> Criterion {
     Criterion {
         table: "profiles".into(),
-        cond: c.sql(),
+        cond: c.cond.sql(),
         line: 0,
+        time: match c.cond {
+            Cond::Happened(k) => Some(format!("t{k}")),
+            _ => None,
+        },
+        since: c.since.map(|s| match s {
+            SinceP::Entry => Since::Entry,
+            SinceP::Stage => Since::Stage,
+            SinceP::Step(k) => Since::Step(k),
+        }),
     }
+}
+
+/// A criterion: any condition without `since`, or a single event with one of `sinces`.
+fn criterion(sinces: Vec<SinceP>) -> impl Strategy<Value = Crit> {
+    let timed = (0usize..3, prop::sample::select(sinces)).prop_map(|(k, s)| Crit {
+        cond: Cond::Happened(k),
+        since: Some(s),
+    });
+    prop_oneof![
+        3 => cond().prop_map(|cond| Crit { cond, since: None }),
+        1 => timed,
+    ]
 }
 
 #[derive(Debug, Clone)]
 enum RawStep {
     Wait(i64),
     Activation,
-    Decision(Vec<(Cond, Option<usize>)>),
+    Decision(Vec<(Crit, Option<usize>)>),
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
     let step = prop_oneof![
         (6i64..60).prop_map(|h| RawStep::Wait(h * HOUR)),
         Just(RawStep::Activation),
-        prop::collection::vec((cond(), prop::option::of(1usize..3)), 1..3)
-            .prop_map(RawStep::Decision),
+        prop::collection::vec(
+            (
+                criterion(vec![SinceP::Entry, SinceP::Stage, SinceP::Step(0)]),
+                prop::option::of(1usize..3)
+            ),
+            1..3
+        )
+        .prop_map(RawStep::Decision),
     ];
+    let stage_crit = || criterion(vec![SinceP::Entry, SinceP::Stage]);
     let stage = (
         prop::collection::vec(step, 1..4),
-        prop::collection::vec(cond(), 0..3),
-        prop::option::of(cond()),
+        prop::collection::vec(stage_crit(), 0..3),
+        prop::option::of(stage_crit()),
+        prop::bool::weighted(0.4),
     );
-    (
+    // Audiences people leave: "in the segment and has not done X yet", half of the time.
+    let audience = prop_oneof![
         cond(),
-        prop::option::of(cond()),
+        (cond(), 0usize..3).prop_map(|(c, k)| Cond::And(Box::new(c), Box::new(Cond::NotYet(k)))),
+    ];
+    (
+        audience,
+        prop::option::of(criterion(vec![SinceP::Entry])),
+        prop::collection::vec(criterion(vec![SinceP::Entry]), 0..2),
         prop::collection::vec(stage, 1..4),
+        any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(audience, goal, raw)| {
+        .prop_map(|(audience, goal, jexits, raw, leave, suppress)| {
             let n = raw.len();
             let mut stages = Vec::new();
             let mut conds = Vec::new();
-            for (i, (steps, exits, sgoal)) in raw.into_iter().enumerate() {
+            for (i, (steps, exits, sgoal, end)) in raw.into_iter().enumerate() {
                 let mut s_steps = Vec::new();
                 let mut branch_conds = Vec::new();
                 for (k, st) in steps.into_iter().enumerate() {
@@ -128,11 +202,22 @@ fn spec() -> impl Strategy<Value = Spec> {
                         RawStep::Wait(us) => (StepKind::Wait(us), vec![]),
                         RawStep::Activation => (StepKind::Activation(format!("ch{k}")), vec![]),
                         RawStep::Decision(bs) => {
+                            // `since` a step only for a decision after that step.
+                            let bs: Vec<(Crit, Option<usize>)> = bs
+                                .into_iter()
+                                .map(|(mut c, g)| {
+                                    if k == 0 && matches!(c.since, Some(SinceP::Step(_))) {
+                                        c.since = Some(SinceP::Stage);
+                                    }
+                                    (c, g)
+                                })
+                                .collect();
                             let branches = bs
                                 .iter()
                                 .enumerate()
                                 .map(|(b, (c, g))| Branch {
                                     name: format!("b{b}"),
+                                    id: format!("b{b}"),
                                     criterion: crit(c),
                                     // Forward jumps only, when a later stage exists.
                                     goto: g.map(|d| i + d).filter(|&t| t < n),
@@ -146,18 +231,30 @@ fn spec() -> impl Strategy<Value = Spec> {
                     };
                     s_steps.push(Step {
                         name: format!("s{k}"),
+                        id: format!("k{k}"),
                         kind,
                     });
                     branch_conds.push(bc);
                 }
+                if end {
+                    let k = s_steps.len();
+                    s_steps.push(Step {
+                        name: "the end".into(),
+                        id: format!("k{k}"),
+                        kind: StepKind::End,
+                    });
+                    branch_conds.push(vec![]);
+                }
                 stages.push(Stage {
                     name: format!("stage{i}"),
+                    id: format!("stage{i}"),
                     steps: s_steps,
                     exits: exits
                         .iter()
                         .enumerate()
                         .map(|(e, c)| Exit {
                             name: format!("x{e}"),
+                            id: format!("x{e}"),
                             criterion: crit(c),
                         })
                         .collect(),
@@ -165,16 +262,35 @@ fn spec() -> impl Strategy<Value = Spec> {
                 });
                 conds.push((exits, sgoal, branch_conds));
             }
+            let suppress = suppress && goal.is_some();
             Spec {
                 journey: Journey {
                     name: "j".into(),
                     state_table: "j_state".into(),
-                    audience: crit(&audience),
+                    audience: Criterion {
+                        table: "profiles".into(),
+                        cond: audience.sql(),
+                        line: 0,
+                        time: None,
+                        since: None,
+                    },
+                    exit_on_audience_leave: leave,
+                    suppress_if_goal_met: suppress,
                     stages,
+                    exits: jexits
+                        .iter()
+                        .enumerate()
+                        .map(|(e, c)| Exit {
+                            name: format!("jx{e}"),
+                            id: format!("jx{e}"),
+                            criterion: crit(c),
+                        })
+                        .collect(),
                     goal: goal.as_ref().map(crit),
                 },
                 audience,
                 goal,
+                exits: jexits,
                 stages: conds,
             }
         })
@@ -182,65 +298,103 @@ fn spec() -> impl Strategy<Value = Spec> {
 
 type State = BTreeMap<String, i64>;
 
-/// A stage's exit conditions, goal condition, and per step its branch conditions.
-type StageConds = (Vec<Cond>, Option<Cond>, Vec<Vec<Cond>>);
+/// A stage's exit criteria, goal criterion, and per step its branch criteria.
+type StageConds = (Vec<Crit>, Option<Crit>, Vec<Vec<Crit>>);
 
 /// The oracle: one transition for one customer at `now`, or none. Written from the rules in
 /// examples/journey.toml and README, not from the runner's SQL.
 fn step(spec: &Spec, c: &Customer, st: &State, now: i64) -> Option<Vec<String>> {
     let j = &spec.journey;
     let has = |k: &str| st.contains_key(k);
-    if !has(&col::stage(0)) {
-        return spec.audience.eval(c, now).then(|| vec![col::stage(0)]);
+    if !has(&j.stage_col(0)) {
+        let suppressed =
+            j.suppress_if_goal_met && spec.goal.as_ref().is_some_and(|g| g.cond.eval(c, now));
+        return (spec.audience.eval(c, now) && !suppressed).then(|| vec![j.stage_col(0)]);
     }
     let n = j.stages.len();
-    let done = has(col::GOAL)
-        || (0..n).any(|i| (0..j.stages[i].exits.len()).any(|e| has(&col::exit(i, e))))
-        || (j.stages[n - 1].goal.is_some() && has(&col::stage_goal(n - 1)));
+    let done = has(GOAL_COL)
+        || (0..n).any(|i| (0..j.stages[i].exits.len()).any(|e| has(&j.exit_col(i, e))))
+        || j.journey_exit_cols().iter().any(|x| has(x))
+        || j.end_cols().iter().any(|x| has(x))
+        || (j.stages[n - 1].goal.is_some() && has(&j.stage_goal_col(n - 1)));
     if done {
         return None;
     }
-    if spec.goal.as_ref().is_some_and(|g| g.eval(c, now)) {
-        return Some(vec![col::GOAL.into()]);
-    }
-    let i = (0..n).rev().find(|&i| has(&col::stage(i)))?;
+    let i = (0..n).rev().find(|&i| has(&j.stage_col(i)))?;
     let (exits, sgoal, branches) = &spec.stages[i];
-    if let Some(e) = exits.iter().position(|x| x.eval(c, now)) {
-        return Some(vec![col::exit(i, e)]);
-    }
-    if sgoal.as_ref().is_some_and(|g| g.eval(c, now)) {
-        let mut v = vec![col::stage_goal(i)];
-        if i + 1 < n {
-            v.push(col::stage(i + 1));
+    // A criterion counts when it is true and its event is not before its `since` point; its
+    // time is the event's, or the run's.
+    let counts = |cr: &Crit| -> Option<i64> {
+        if !cr.cond.eval(c, now) {
+            return None;
         }
-        return Some(v);
+        let t = cr.time(c).unwrap_or(now);
+        let since = match cr.since {
+            None => None,
+            Some(SinceP::Entry) => st.get(&j.stage_col(0)),
+            Some(SinceP::Stage) => st.get(&j.stage_col(i)),
+            Some(SinceP::Step(k)) => st.get(&j.step_col(i, k)),
+        };
+        match since {
+            Some(&s) if t < s => None,
+            _ => Some(t),
+        }
+    };
+    // Outcomes in priority order; the earliest event wins, ties to the earlier in this order.
+    let mut outcomes: Vec<(&Crit, Vec<String>)> = Vec::new();
+    if let Some(g) = &spec.goal {
+        outcomes.push((g, vec![GOAL_COL.into()]));
+    }
+    for (e, x) in spec.exits.iter().enumerate() {
+        outcomes.push((x, vec![j.journey_exit_col(e)]));
+    }
+    for (e, x) in exits.iter().enumerate() {
+        outcomes.push((x, vec![j.exit_col(i, e)]));
+    }
+    if let Some(g) = sgoal {
+        let mut v = vec![j.stage_goal_col(i)];
+        if i + 1 < n {
+            v.push(j.stage_col(i + 1));
+        }
+        outcomes.push((g, v));
+    }
+    let winner = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(p, (cr, stamps))| counts(cr).map(|t| ((t, p), stamps)))
+        .min_by_key(|(key, _)| *key);
+    if let Some((_, stamps)) = winner {
+        return Some(stamps.clone());
+    }
+    if j.exit_on_audience_leave && !spec.audience.eval(c, now) {
+        return Some(vec![AUDIENCE_EXIT_COL.into()]);
     }
     let stage = &j.stages[i];
-    match (0..stage.steps.len()).find(|&k| !has(&col::step(i, k))) {
+    match (0..stage.steps.len()).find(|&k| !has(&j.step_col(i, k))) {
         Some(k) => {
             let prev = if k == 0 {
-                col::stage(i)
+                j.stage_col(i)
             } else {
-                col::step(i, k - 1)
+                j.step_col(i, k - 1)
             };
             match &stage.steps[k].kind {
-                StepKind::Wait(us) => (st[&prev] + us <= now).then(|| vec![col::step(i, k)]),
-                StepKind::Activation(_) => Some(vec![col::step(i, k)]),
+                StepKind::Wait(us) => (st[&prev] + us <= now).then(|| vec![j.step_col(i, k)]),
+                StepKind::Activation(_) | StepKind::End => Some(vec![j.step_col(i, k)]),
                 StepKind::Decision(bs, _) => {
-                    match branches[k].iter().position(|b| b.eval(c, now)) {
+                    match branches[k].iter().position(|b| counts(b).is_some()) {
                         Some(b) => {
-                            let mut v = vec![col::step(i, k), col::branch(i, k, b)];
+                            let mut v = vec![j.step_col(i, k), j.branch_col(i, k, b)];
                             if let Some(g) = bs[b].goto {
-                                v.push(col::stage(g));
+                                v.push(j.stage_col(g));
                             }
                             Some(v)
                         }
-                        None => Some(vec![col::step(i, k), col::default_branch(i, k)]),
+                        None => Some(vec![j.step_col(i, k), j.default_col(i, k)]),
                     }
                 }
             }
         }
-        None if stage.goal.is_none() && i + 1 < n => Some(vec![col::stage(i + 1)]),
+        None if stage.goal.is_none() && i + 1 < n => Some(vec![j.stage_col(i + 1)]),
         None => None,
     }
 }
@@ -324,11 +478,17 @@ fn opts(now_us: i64) -> RunOptions {
         now_us,
         check_percent: 100.0,
         allow_backfill: false,
+        dry_run: false,
+        keep_snapshots: 3,
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    // JOURNEY_ORACLE_CASES=500 for a longer campaign.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("JOURNEY_ORACLE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn runner_equals_the_state_machine(spec in spec(), cs in customers(), gaps in prop::collection::vec(1i64..40, 2..6)) {
@@ -353,7 +513,7 @@ proptest! {
             prop_assert_eq!(&got, &want, "after the run at +{}h", (now - START) / HOUR);
             // Activations of the run: exactly the activation columns stamped now.
             let acts = r.activations.len();
-            let want_acts: usize = want.values().map(|st| st.iter().filter(|(k, &t)| t == now && spec.journey.stages.iter().enumerate().any(|(i, sg)| sg.steps.iter().enumerate().any(|(kk, stp)| matches!(stp.kind, StepKind::Activation(_)) && **k == col::step(i, kk)))).count()).sum();
+            let want_acts: usize = want.values().map(|st| st.iter().filter(|(k, &t)| t == now && spec.journey.stages.iter().enumerate().any(|(i, sg)| sg.steps.iter().enumerate().any(|(kk, stp)| matches!(stp.kind, StepKind::Activation(_)) && **k == spec.journey.step_col(i, kk)))).count()).sum();
             prop_assert_eq!(acts, want_acts);
             // The same `now` again changes nothing.
             let again = run::run(&mut s, &spec.journey, &opts(now)).unwrap();
@@ -397,7 +557,7 @@ fn refused(customers: usize, insert: &str, day: i64, class: &str) {
     assert!(
         r.violations
             .iter()
-            .any(|(c, n)| c.contains(class) && *n == 1),
+            .any(|v| v.class.contains(class) && v.sampled == 1 && v.keys.len() == 1),
         "{:?}",
         r.violations
     );
@@ -432,21 +592,21 @@ fn a_failing_check_keeps_the_old_state() {
     // A step without its stage, for a customer who never entered.
     refused(
         2000,
-        "INSERT INTO onboarding_state (customer_id, stage2_step_1) VALUES ('intruder', '2026-01-01 12:00:00')",
+        "INSERT INTO onboarding_state (customer_id, activate__wait_for_the_app) VALUES ('intruder', '2026-01-01 12:00:00')",
         5,
         "predecessor",
     );
     // Out-of-order times.
     refused(
         500,
-        "INSERT INTO onboarding_state (customer_id, stage1, stage1_step_1) VALUES ('late', '2026-01-03 00:00:00', '2026-01-02 00:00:00')",
+        "INSERT INTO onboarding_state (customer_id, welcome, welcome__welcome_email) VALUES ('late', '2026-01-03 00:00:00', '2026-01-02 00:00:00')",
         2,
         "out of order",
     );
     // Two branches taken.
     refused(
         100,
-        "INSERT INTO onboarding_state (customer_id, stage1, stage1_step_1, stage1_step_2, stage1_step_3, stage1_step_3_branch_1, stage1_step_3_default) VALUES ('both', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01')",
+        "INSERT INTO onboarding_state (customer_id, welcome, welcome__welcome_email, welcome__let_it_sink_in, welcome__clicked, welcome__clicked__clicked, welcome__clicked__no_click) VALUES ('both', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01', '2026-01-01')",
         2,
         "branch",
     );

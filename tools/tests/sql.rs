@@ -187,6 +187,7 @@ fn readme_usage_matches_the_real_help() {
         &["journey", "run"],
         &["journey", "check"],
         &["journey", "report"],
+        &["journey", "rollback"],
         &["serve"],
         &["sql"],
         &["check"],

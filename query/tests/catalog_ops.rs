@@ -1,0 +1,78 @@
+//! The catalog operations the journey runner publishes with: `RENAME TABLE a TO b, c TO d` is one
+//! atomic commit (all pairs or none), and `LOCK TABLE` is a named lock per session, released by
+//! COMMIT / ROLLBACK or the session's end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+
+use journeydb_query::{Engine, QueryError};
+use journeydb_storage::{Database, KeyType, Options};
+
+fn engine() -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        background: false,
+        ..Options::default()
+    };
+    let db = Arc::new(Database::create(dir.path(), KeyType::Varchar, opts).unwrap());
+    (dir, Engine::new(db))
+}
+
+fn names(e: &Engine) -> Vec<String> {
+    let mut n = e.database().snapshot().table_names();
+    n.sort();
+    n
+}
+
+#[test]
+fn rename_table_publishes_several_tables_in_one_commit() {
+    let (_d, e) = engine();
+    for t in ["st", "st_next", "log", "log_next"] {
+        e.execute(&format!(
+            "CREATE TABLE {t} (k VARCHAR PRIMARY KEY, a BIGINT)"
+        ))
+        .unwrap();
+        e.execute(&format!("INSERT INTO {t} VALUES ('{t}', 1)"))
+            .unwrap();
+    }
+    let before = e.database().snapshot().version();
+    e.execute("RENAME TABLE st TO st_old, st_next TO st, log TO log_old, log_next TO log")
+        .unwrap();
+    assert_eq!(
+        e.database().snapshot().version().0,
+        before.0 + 1,
+        "one commit"
+    );
+    let who = |t: &str| {
+        let b = e.query(&format!("SELECT k FROM {t}")).unwrap();
+        journeydb_query::format::cell_text(b.column(0).as_ref(), 0)
+    };
+    assert_eq!(who("st").as_deref(), Some("st_next"));
+    assert_eq!(who("log").as_deref(), Some("log_next"));
+    assert_eq!(who("st_old").as_deref(), Some("st"));
+    // All or none: the second pair's target exists, so the first pair does not happen either.
+    let err = e
+        .execute("RENAME TABLE st TO st_x, log TO st_old")
+        .unwrap_err();
+    assert!(err.to_string().contains("st_old"), "{err}");
+    assert_eq!(names(&e), vec!["log", "log_old", "st", "st_old"]);
+}
+
+#[test]
+fn lock_table_excludes_other_sessions_until_commit_or_the_session_ends() {
+    let (_d, e) = engine();
+    let a = e.session();
+    let b = e.session();
+    a.execute("LOCK TABLE journey_x IN EXCLUSIVE MODE NOWAIT")
+        .unwrap();
+    let err = b.execute("LOCK TABLE journey_x NOWAIT").unwrap_err();
+    assert!(matches!(err, QueryError::LockNotAvailable(_)), "{err}");
+    a.execute("COMMIT").unwrap();
+    b.execute("LOCK TABLE journey_x NOWAIT").unwrap();
+    assert!(a.execute("LOCK TABLE journey_x NOWAIT").is_err());
+    // A session that ends (a dropped connection, a killed client) releases its locks.
+    drop(b);
+    a.execute("LOCK TABLE journey_x NOWAIT").unwrap();
+    a.execute("ROLLBACK").unwrap();
+    e.session().execute("LOCK TABLE journey_x NOWAIT").unwrap();
+}
