@@ -1145,14 +1145,15 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
         dry_run: false,
         // The DuckDB replay repeats one run's statements: no snapshot names that would clash.
         keep_snapshots: 0,
+        publish: false,
     };
     for day in 1..=3 {
         progress(&format!("journey: preparing the state, day {day}"));
         run::run(&mut s, &j, &opts(day)).map_err(|x| x.to_string())?;
     }
     let st = j.state_table.clone();
-    // The prepared state (for DuckDB and for the resets), the journey's activation log and run
-    // records as the runner left them: the run reads and republishes all three.
+    // The prepared state (for DuckDB and for the resets), the journey's activation log, run
+    // records and definition versions as the runner left them: the run reads them all.
     let mut tables = export_tables(
         &mut s,
         work,
@@ -1160,6 +1161,7 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
             st.clone(),
             format!("{st}_activations"),
             format!("{st}_runs"),
+            format!("{st}_versions"),
         ],
     )?;
     if let Some(state) = tables.first_mut() {

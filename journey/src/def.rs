@@ -1012,8 +1012,341 @@ fn crit(
     })
 }
 
+/// A TOML basic string literal (the `toml` crate is built without its writer).
+fn quoted(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\t' => o.push_str("\\t"),
+            '\r' => o.push_str("\\r"),
+            c if c.is_control() => o.push_str(&format!("\\u{:04X}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// A duration in the largest unit that divides it exactly (parsed back to the same value).
+fn duration_text(us: i64) -> String {
+    for (unit, n) in [
+        ("weeks", 7 * 86_400_000_000),
+        ("days", 86_400_000_000),
+        ("hours", 3_600_000_000),
+        ("minutes", 60_000_000),
+        ("seconds", 1_000_000),
+        ("ms", 1_000),
+    ] {
+        if us % n == 0 {
+            return format!("{} {unit}", us / n);
+        }
+    }
+    format!("{us} microseconds")
+}
+
+/// The keys of a criterion, as TOML lines.
+fn render_crit(o: &mut String, c: &Criterion, since: Option<String>) {
+    o.push_str(&format!(
+        "table = {}\nwhere = {}\n",
+        quoted(&c.table),
+        quoted(&c.cond)
+    ));
+    if let Some(t) = &c.time {
+        o.push_str(&format!("time = {}\n", quoted(t)));
+    }
+    if let Some(s) = since {
+        o.push_str(&format!("since = {}\n", quoted(&s)));
+    }
+}
+
+impl Journey {
+    /// The `since` of a criterion of stage `i`, as written in a definition.
+    fn since_text(&self, i: usize, s: &Option<Since>) -> Option<String> {
+        s.as_ref().map(|s| match s {
+            Since::Entry => "entry".to_string(),
+            Since::Stage => "stage".to_string(),
+            Since::Step(k) => self.step_id(i, *k).to_string(),
+        })
+    }
+
+    /// Stage `i` as canonical TOML.
+    fn render_stage(&self, o: &mut String, i: usize) {
+        let Some(s) = self.stages.get(i) else {
+            return;
+        };
+        let crit = render_crit;
+        let since_text = |i: usize, s: &Option<Since>| self.since_text(i, s);
+        o.push_str(&format!(
+            "\n[[stage]]\nname = {}\nid = {}\n",
+            quoted(&s.name),
+            quoted(&s.id)
+        ));
+        for st in &s.steps {
+            o.push_str(&format!(
+                "\n[[stage.step]]\nname = {}\nid = {}\n",
+                quoted(&st.name),
+                quoted(&st.id)
+            ));
+            match &st.kind {
+                StepKind::Wait(us) => o.push_str(&format!(
+                    "kind = \"wait\"\nduration = {}\n",
+                    quoted(&duration_text(*us))
+                )),
+                StepKind::Activation(ch) => o.push_str(&format!(
+                    "kind = \"activation\"\nchannel = {}\n",
+                    quoted(ch)
+                )),
+                StepKind::End => o.push_str("kind = \"end\"\n"),
+                StepKind::Decision(bs, default) => {
+                    o.push_str(&format!(
+                        "kind = \"decision\"\ndefault = {}\n",
+                        quoted(default)
+                    ));
+                    for b in bs {
+                        o.push_str(&format!(
+                            "\n[[stage.step.branch]]\nname = {}\nid = {}\n",
+                            quoted(&b.name),
+                            quoted(&b.id)
+                        ));
+                        crit(o, &b.criterion, since_text(i, &b.criterion.since));
+                        if let Some(g) = b.goto.and_then(|g| self.stages.get(g)) {
+                            o.push_str(&format!("goto = {}\n", quoted(&g.name)));
+                        }
+                    }
+                }
+            }
+        }
+        for x in &s.exits {
+            o.push_str(&format!(
+                "\n[[stage.exit]]\nname = {}\nid = {}\n",
+                quoted(&x.name),
+                quoted(&x.id)
+            ));
+            crit(o, &x.criterion, since_text(i, &x.criterion.since));
+        }
+        if let Some(g) = &s.goal {
+            o.push_str("\n[stage.goal]\n");
+            crit(o, g, since_text(i, &g.since));
+        }
+    }
+
+    /// The definition as canonical TOML: every id, time and default written out, no comments.
+    /// `parse(&j.render())` gives `j` back (but for line numbers); two definitions that render the
+    /// same are the same journey. This is the text kept per version in `<state>_versions`.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let crit = render_crit;
+        let since_text = |i: usize, s: &Option<Since>| self.since_text(i, s);
+        o.push_str(&format!(
+            "name = {}\nstate_table = {}\n\n[audience]\ntable = {}\nwhere = {}\n",
+            quoted(&self.name),
+            quoted(&self.state_table),
+            quoted(&self.audience.table),
+            quoted(&self.audience.cond)
+        ));
+        if self.exit_on_audience_leave {
+            o.push_str("exit_on_audience_leave = true\n");
+        }
+        if self.suppress_if_goal_met {
+            o.push_str("suppress_if_goal_met = true\n");
+        }
+        for i in 0..self.stages.len() {
+            self.render_stage(&mut o, i);
+        }
+        for x in &self.exits {
+            o.push_str(&format!(
+                "\n[[exit]]\nname = {}\nid = {}\n",
+                quoted(&x.name),
+                quoted(&x.id)
+            ));
+            crit(&mut o, &x.criterion, since_text(0, &x.criterion.since));
+        }
+        if let Some(g) = &self.goal {
+            o.push_str("\n[goal]\n");
+            crit(&mut o, g, since_text(0, &g.since));
+        }
+        o
+    }
+}
+
+/// One difference between two definitions of a journey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// What changed, e.g. `wait welcome__let_it_sink_in: 2 days -> 5 days`.
+    pub text: String,
+    /// Whether it changes what happens to customers (anything but a name).
+    pub semantic: bool,
+}
+
+impl Journey {
+    /// The definition with every name replaced by its id: two definitions with the same shape
+    /// differ only in names, an edit customers inside cannot notice.
+    fn shape(&self) -> String {
+        let mut j = self.clone();
+        for s in &mut j.stages {
+            s.name.clone_from(&s.id);
+            for st in &mut s.steps {
+                st.name.clone_from(&st.id);
+                if let StepKind::Decision(bs, _) = &mut st.kind {
+                    for b in bs {
+                        b.name.clone_from(&b.id);
+                    }
+                }
+            }
+            for x in &mut s.exits {
+                x.name.clone_from(&x.id);
+            }
+        }
+        for x in &mut j.exits {
+            x.name.clone_from(&x.id);
+        }
+        j.render()
+    }
+
+    /// Whether `other` is this journey up to names.
+    pub fn same_shape(&self, other: &Journey) -> bool {
+        self.shape() == other.shape()
+    }
+
+    /// Every position (column) with a description of what it is, for [`diff`].
+    fn positions(&self) -> Vec<(String, String)> {
+        let crit = |c: &Criterion| {
+            let mut t = format!("{}: {}", c.table, c.cond);
+            if let Some(time) = &c.time {
+                t.push_str(&format!(" (time {time})"));
+            }
+            if let Some(s) = &c.since {
+                t.push_str(&format!(" (since {s:?})"));
+            }
+            t
+        };
+        let mut out = Vec::new();
+        for (i, s) in self.stages.iter().enumerate() {
+            let goal = s
+                .goal
+                .as_ref()
+                .map_or("no goal".to_string(), |g| format!("goal {}", crit(g)));
+            out.push((self.stage_col(i), format!("stage {:?}, {goal}", s.name)));
+            for (k, st) in s.steps.iter().enumerate() {
+                let what = match &st.kind {
+                    StepKind::Wait(us) => format!("wait {}", duration_text(*us)),
+                    StepKind::Activation(ch) => format!("activation on {ch}"),
+                    StepKind::End => "end".to_string(),
+                    StepKind::Decision(bs, d) => {
+                        format!("decision ({} branches, default {d:?})", bs.len())
+                    }
+                };
+                out.push((self.step_col(i, k), format!("step {:?}: {what}", st.name)));
+                if let StepKind::Decision(bs, _) = &st.kind {
+                    for (b, br) in bs.iter().enumerate() {
+                        let goto = br
+                            .goto
+                            .and_then(|g| self.stages.get(g))
+                            .map_or(String::new(), |g| format!(", goto stage {}", g.id));
+                        out.push((
+                            self.branch_col(i, k, b),
+                            format!("branch {:?}: {}{goto}", br.name, crit(&br.criterion)),
+                        ));
+                    }
+                }
+            }
+            for (e, x) in s.exits.iter().enumerate() {
+                out.push((
+                    self.exit_col(i, e),
+                    format!("exit {:?}: {}", x.name, crit(&x.criterion)),
+                ));
+            }
+        }
+        for (e, x) in self.exits.iter().enumerate() {
+            out.push((
+                self.journey_exit_col(e),
+                format!("journey exit {:?}: {}", x.name, crit(&x.criterion)),
+            ));
+        }
+        out.push((
+            "audience".into(),
+            format!(
+                "audience {}{}{}",
+                crit(&self.audience),
+                if self.exit_on_audience_leave {
+                    ", exit on leave"
+                } else {
+                    ""
+                },
+                if self.suppress_if_goal_met {
+                    ", suppress if goal met"
+                } else {
+                    ""
+                }
+            ),
+        ));
+        out.push((
+            GOAL_COL.into(),
+            self.goal.as_ref().map_or("no journey goal".into(), |g| {
+                format!("journey goal {}", crit(g))
+            }),
+        ));
+        out
+    }
+}
+
+/// The differences from `old` to `new`, position by position (by id): added, removed and changed
+/// positions, and renames (the only changes that are not semantic).
+pub fn diff(old: &Journey, new: &Journey) -> Vec<Change> {
+    let (a, b) = (old.positions(), new.positions());
+    let (a_shape, b_shape) = (old.shape(), new.shape());
+    let mut out = Vec::new();
+    for (col, what) in &b {
+        match a.iter().find(|(c, _)| c == col) {
+            None => out.push(Change {
+                text: format!("adds {col}: {what}"),
+                semantic: true,
+            }),
+            Some((_, was)) if was != what => out.push(Change {
+                text: format!("changes {col}: {was} -> {what}"),
+                semantic: true,
+            }),
+            Some(_) => {}
+        }
+    }
+    for (col, what) in &a {
+        if !b.iter().any(|(c, _)| c == col) {
+            out.push(Change {
+                text: format!("removes {col}: {what}"),
+                semantic: true,
+            });
+        }
+    }
+    // Same positions, different shape: an order changed (steps, branches, exits), or a change
+    // the position texts do not show.
+    if out.is_empty() && a_shape != b_shape {
+        let (ca, cb) = (old.columns(), new.columns());
+        let text = if ca != cb {
+            "reorders positions".to_string()
+        } else {
+            "changes the definition (same positions, same descriptions)".to_string()
+        };
+        out.push(Change {
+            text,
+            semantic: true,
+        });
+    }
+    // Names only: the descriptions above include names, so a rename shows as a "change"; mark
+    // the changes that disappear once names are replaced by ids as not semantic.
+    if a_shape == b_shape {
+        for c in &mut out {
+            c.semantic = false;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -1031,6 +1364,58 @@ mod tests {
     }
 
     const BASE: &str = "name = \"j\"\n[audience]\nwhere = \"a < 1\"\n[[stage]]\nname = \"s\"\n[[stage.step]]\nname = \"mail\"\nkind = \"activation\"\nchannel = \"email\"\n";
+
+    #[test]
+    fn a_definition_renders_to_toml_that_parses_back_to_it() {
+        let j = parse(include_str!("../../examples/journey.toml")).unwrap();
+        let text = j.render();
+        let back = parse(&text).unwrap();
+        assert_eq!(back.render(), text);
+        assert_eq!(back.columns(), j.columns());
+        assert!(diff(&j, &back).is_empty());
+        // Quotes, backslashes and newlines in conditions survive.
+        let odd = text.replace(
+            "where = \"unsubscribed <= now()\"",
+            "where = \"unsubscribed <= now() AND 'a\\\"b\\\\c' <> '\\n'\"",
+        );
+        let j2 = parse(&odd).unwrap();
+        assert_eq!(parse(&j2.render()).unwrap().render(), j2.render());
+        assert!(j2.exits[0].criterion.cond.contains("a\"b\\c"));
+    }
+
+    #[test]
+    fn diff_names_every_change_and_renames_are_not_semantic() {
+        let base = include_str!("../../examples/journey.toml");
+        let j = parse(base).unwrap();
+        let renamed = parse(
+            &base
+                .replace(
+                    "name = \"tips push\"",
+                    "name = \"tips push\"\nid = \"tips_push\"",
+                )
+                .replace("name = \"tips push\"", "name = \"Tips (push)\""),
+        )
+        .unwrap();
+        let d = diff(&j, &renamed);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(!d[0].semantic && d[0].text.contains("Tips (push)"), "{d:?}");
+        assert!(j.same_shape(&renamed));
+        let longer =
+            parse(&base.replace("duration = \"2 days\"", "duration = \"5 days\"")).unwrap();
+        let d = diff(&j, &longer);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].semantic && d[0].text.contains("wait 2 days") && d[0].text.contains("wait 5 days"),
+            "{d:?}"
+        );
+        let fewer = parse(&base.replace("[[stage.exit]]\nname = \"churned\"\ntable = \"behaviours\"\nwhere = \"churned <= now()\"\n", "")).unwrap();
+        let d = diff(&j, &fewer);
+        assert!(
+            d.iter()
+                .any(|c| c.semantic && c.text.starts_with("removes activate__exit__churned")),
+            "{d:?}"
+        );
+    }
 
     #[test]
     fn times_are_implied_by_column_le_now_or_given() {

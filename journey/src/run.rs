@@ -27,6 +27,14 @@ pub enum RunError {
     Locked(String),
     /// A rollback that cannot be made (no such run, no snapshot of it).
     Rollback(String),
+    /// The definition changes the published journey in more than names: it must be published as
+    /// a new version.
+    NeedsPublish {
+        /// The newest stored version.
+        version: i64,
+        /// What changes, position by position.
+        changes: Vec<String>,
+    },
     /// A statement failed.
     Sql {
         /// The statement.
@@ -52,6 +60,12 @@ impl std::fmt::Display for RunError {
             RunError::Sql { sql, message } => write!(f, "{message}\n  in: {sql}"),
             RunError::StateMismatch(m) => f.write_str(m),
             RunError::Rollback(m) => f.write_str(m),
+            RunError::NeedsPublish { version, changes } => write!(
+                f,
+                "this definition changes version {version} of the journey for the customers inside it; publish it as version {} (journey run --publish: customers inside stay on version {version}, new ones enter the new one), or run the published one. Changes:\n  {}",
+                version + 1,
+                changes.join("\n  ")
+            ),
             RunError::Locked(name) => write!(
                 f,
                 "another run of journey {name} is in progress (it holds the journey's lock); try again when it ends"
@@ -79,6 +93,10 @@ pub struct RunReport {
     pub transitions: Vec<(String, u64)>,
     /// This run's id (one more than the last recorded run's).
     pub run_id: i64,
+    /// The newest definition version (the one new customers entered with).
+    pub version: i64,
+    /// Whether this run stored a definition version (the first, a new one, or a rename).
+    pub published_version: bool,
     /// The consistency check, per invariant class.
     pub violations: Vec<Violation>,
     /// Rows this run changed (each checked in full).
@@ -117,6 +135,10 @@ pub struct RunOptions {
     /// Snapshots of the state kept for `journey rollback` (the state as each of the last N runs
     /// published it, `<state>_snap_r<run>`); 0 keeps none.
     pub keep_snapshots: usize,
+    /// Publish the definition as a new version when it differs from the newest stored one in
+    /// more than names (customers inside stay on their version; new ones enter the new one).
+    /// Without it such a run is refused with the changes.
+    pub publish: bool,
 }
 
 struct Ctx<'a> {
@@ -151,6 +173,10 @@ pub struct Compiled<'j> {
     /// Timed criteria (outcomes, and branches with `since`): (table, condition, time) -> their
     /// column in the run's outcome table `<scratch>o`, holding each customer's event time.
     timed: BTreeMap<(String, String, Option<String>), String>,
+    /// The definition version this compiles (its customers have `journey_version` = it).
+    version: i64,
+    /// Whether it is the newest version (the one new customers enter).
+    newest: bool,
     /// State columns a `since` refers to, copied into the outcome table as `s__<column>`.
     since_cols: Vec<String>,
 }
@@ -219,6 +245,8 @@ impl<'j> Compiled<'j> {
             now,
             scratch: format!("{}__r0_", j.state_table),
             next: format!("{}__r0_next", j.state_table),
+            version: 1,
+            newest: true,
             cached: BTreeMap::new(),
             timed: BTreeMap::new(),
             since_cols: Vec::new(),
@@ -430,9 +458,23 @@ impl<'j> Compiled<'j> {
         )
     }
 
-    /// Customers of the in-progress state matching `cond`.
+    /// Customers of this version in the in-progress state matching `cond`.
     fn state(&self, cond: &str) -> String {
-        format!("SELECT customer_id FROM {} WHERE {cond}", self.next)
+        format!(
+            "SELECT customer_id FROM {} WHERE {} AND {cond}",
+            self.next,
+            self.of_version()
+        )
+    }
+
+    /// The condition that a state row is on this version (rows written before versions were kept
+    /// have no version: they are on version 1).
+    fn of_version(&self) -> String {
+        if self.version == 1 {
+            format!("({VERSION_COL} = 1 OR {VERSION_COL} IS NULL)")
+        } else {
+            format!("{VERSION_COL} = {}", self.version)
+        }
     }
 
     /// The `IS NULL` conjunction that makes a customer not done yet (entered; no exit, no goal, no
@@ -467,15 +509,17 @@ impl<'j> Compiled<'j> {
         let minus = |a: &str, b: &str| format!("(({a}) EXCEPT ({b}))");
         let o = self.outcomes_table();
         let mut rules = Vec::new();
-        // Entry.
-        let mut entry = minus(
-            &self.set(&j.audience),
-            &self.state(&format!("{} IS NOT NULL", j.stage_col(0))),
-        );
-        if let (true, Some(g)) = (j.suppress_if_goal_met, &j.goal) {
-            entry = minus(&entry, &self.set(g));
+        // Entry, into the newest version: the audience but anyone in the state (of any version).
+        if self.newest {
+            let mut entry = minus(
+                &self.set(&j.audience),
+                &format!("SELECT customer_id FROM {}", self.next),
+            );
+            if let (true, Some(g)) = (j.suppress_if_goal_met, &j.goal) {
+                entry = minus(&entry, &self.set(g));
+            }
+            rules.push((entry, vec![j.stage_col(0)]));
         }
-        rules.push((entry, vec![j.stage_col(0)]));
         let active = self.not_done();
         let audience = self.set(&j.audience);
         for (i, s) in j.stages.iter().enumerate() {
@@ -745,22 +789,26 @@ impl<'j> Compiled<'j> {
         (after_exit, after_goal)
     }
 
+    /// A state-shaped table: the key, a MIN TIMESTAMP per column, the customer's version.
     fn create(&self, table: &str, columns: &[String]) -> String {
         let cols: Vec<String> = columns
             .iter()
             .map(|c| format!("{c} TIMESTAMP MERGE MIN"))
             .collect();
         format!(
-            "CREATE TABLE {table} (customer_id {} PRIMARY KEY, {})",
+            "CREATE TABLE {table} (customer_id {} PRIMARY KEY, {}, {VERSION_COL} BIGINT MERGE MIN)",
             self.key_type,
             cols.join(", ")
         )
     }
 
-    /// Names this run's scratch tables after its id.
-    fn set_run(&mut self, run: i64) {
-        self.scratch = format!("{}__r{run}_", self.j.state_table);
-        self.next = format!("{}next", self.scratch);
+    /// Names this run's scratch tables after its id (the version's own after it too).
+    fn set_run(&mut self, run: i64, version: i64, newest: bool) {
+        let st = &self.j.state_table;
+        self.scratch = format!("{st}__r{run}_v{version}_");
+        self.next = format!("{st}__r{run}_next");
+        self.version = version;
+        self.newest = newest;
     }
 }
 
@@ -782,12 +830,17 @@ pub struct Violation {
 fn state_columns(
     ctx: &mut Ctx<'_>,
     c: &Compiled<'_>,
-) -> Result<(Vec<String>, Vec<String>), RunError> {
-    let want = c.j.columns();
-    match schema_of(ctx, &c.j.state_table)? {
+    want: &[String],
+) -> Result<StateColumns, RunError> {
+    let st = &c.j.state_table;
+    match schema_of(ctx, st)? {
         None => {
-            ctx.run(&c.create(&c.j.state_table, &want))?;
-            Ok((want.clone(), want))
+            ctx.run(&c.create(st, want))?;
+            Ok(StateColumns {
+                all: want.to_vec(),
+                have: want.to_vec(),
+                versioned: true,
+            })
         }
         Some(schema) => {
             let mut fields = schema.fields().iter();
@@ -795,33 +848,46 @@ fn state_columns(
                 Some(k) if k.name() == "customer_id" => {}
                 _ => {
                     return Err(RunError::StateMismatch(format!(
-                        "table {} exists but is not a journey state (its first column is not customer_id); drop it or set another state_table",
-                        c.j.state_table
+                        "table {st} exists but is not a journey state (its first column is not customer_id); drop it or set another state_table"
                     )))
                 }
             }
             let mut have = Vec::new();
+            let mut versioned = false;
             for f in fields {
+                if f.name() == VERSION_COL && *f.data_type() == DataType::Int64 {
+                    versioned = true;
+                    continue;
+                }
                 if !matches!(f.data_type(), DataType::Timestamp(..)) {
                     return Err(RunError::StateMismatch(format!(
-                        "state table {} has a column {} of type {} where a journey state has only TIMESTAMP columns",
-                        c.j.state_table,
+                        "state table {st} has a column {} of type {} where a journey state has only TIMESTAMP columns and {VERSION_COL}",
                         f.name(),
                         f.data_type()
                     )));
                 }
                 have.push(f.name().clone());
             }
-            let mut all = want;
-            all.extend(
-                have.iter()
-                    .filter(|h| !all.contains(h))
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            );
-            Ok((all, have))
+            let mut all = want.to_vec();
+            all.extend(have.iter().filter(|h| !want.contains(h)).cloned());
+            Ok(StateColumns {
+                all,
+                have,
+                versioned,
+            })
         }
     }
+}
+
+/// The state table's columns as a run finds them.
+struct StateColumns {
+    /// The columns of the next state: every version's in use, then any the table has that no
+    /// definition makes any more (a removed step keeps its history; nothing reads it).
+    all: Vec<String>,
+    /// The TIMESTAMP columns the table has.
+    have: Vec<String>,
+    /// Whether it has the version column (a state written before versions has not).
+    versioned: bool,
 }
 
 /// The first row of `b` as text cells (empty when it has no rows).
@@ -869,6 +935,15 @@ pub struct CheckReport {
     pub customers: u64,
     /// What the definition lets happen that is probably not meant (dead ends).
     pub warnings: Vec<String>,
+    /// The newest stored definition version, if the journey has run.
+    pub version: Option<i64>,
+    /// How the definition differs from that version.
+    pub changes: Vec<crate::def::Change>,
+    /// Whether running it needs `--publish` (a change beyond names: customers inside stay on
+    /// their version, new ones enter the new one).
+    pub needs_publish: bool,
+    /// Customers per definition version they are on.
+    pub per_version: Vec<(i64, u64)>,
 }
 
 /// Dead ends: the last stage without a goal whose steps end without an `end` step leaves its
@@ -899,6 +974,14 @@ pub fn check(session: &mut dyn Session, j: &Journey, now_us: i64) -> Result<Chec
         warnings: dead_ends(j),
         ..CheckReport::default()
     };
+    // Against the newest stored version: the same, a rename, or a new version to publish.
+    let stored = load_versions(&mut ctx, &j.state_table)?;
+    if let Some((id, text)) = stored.last() {
+        let old = crate::def::parse(text).map_err(RunError::Def)?;
+        out.version = Some(*id);
+        out.changes = crate::def::diff(&old, j);
+        out.needs_publish = out.changes.iter().any(|c| c.semantic);
+    }
     let Some(schema) = schema_of(&mut ctx, &j.state_table)? else {
         out.added = j.columns();
         return Ok(out);
@@ -909,7 +992,17 @@ pub fn check(session: &mut dyn Session, j: &Journey, now_us: i64) -> Result<Chec
         .iter()
         .skip(1)
         .map(|f| f.name().clone())
+        .filter(|f| f != VERSION_COL)
         .collect();
+    let versioned = schema.fields().iter().any(|f| f.name() == VERSION_COL);
+    if let Some(newest) = out.version {
+        for v in 1..=newest {
+            let n = customers_on(&mut ctx, &j.state_table, v, versioned)?;
+            if n > 0 {
+                out.per_version.push((v, n));
+            }
+        }
+    }
     out.added = want.iter().filter(|c| !have.contains(c)).cloned().collect();
     out.customers = count(&ctx.run(&format!("SELECT count(*) FROM {}", j.state_table))?);
     for h in have.iter().filter(|h| !want.contains(h)) {
@@ -958,11 +1051,15 @@ fn last_run(ctx: &mut Ctx<'_>, runs: &str) -> Result<Option<(i64, i64)>, RunErro
     Ok(id.zip(at))
 }
 
+/// The state's column holding the definition version each customer entered with.
+pub const VERSION_COL: &str = "journey_version";
+
 /// Columns of the run records table `<state>_runs`, after its key `run`.
 const RUN_COLUMNS: &str =
     "run_id BIGINT MERGE MIN, run_at TIMESTAMP MERGE MIN, passes BIGINT MERGE MIN, \
     entered BIGINT MERGE MIN, transitions BIGINT MERGE MIN, activations BIGINT MERGE MIN, \
-    checked_rows BIGINT MERGE MIN, columns BIGINT MERGE MIN, rolled_back_to BIGINT MERGE MIN, \
+    checked_rows BIGINT MERGE MIN, columns BIGINT MERGE MIN, version BIGINT MERGE MIN, \
+    rolled_back_to BIGINT MERGE MIN, \
     duration_ms BIGINT MERGE MIN";
 
 /// Advances the journey by one run at `opts.now_us`.
@@ -981,9 +1078,10 @@ pub fn run(
         s: session,
         statements: 0,
     };
-    let mut c = Compiled::new(&mut ctx, j, opts.now_us)?;
+    // The definition is checked against the database before anything is locked or written.
+    Compiled::new(&mut ctx, j, opts.now_us)?;
     lock(&mut ctx, j)?;
-    let out = locked_run(&mut ctx, &mut c, opts, t0);
+    let out = locked_run(&mut ctx, j, opts, t0);
     // Whatever happened, the scratch tables go and the lock is released (COMMIT ends it).
     let cleanup = drop_stale(&mut ctx, &j.state_table);
     let unlock = ctx.run("COMMIT");
@@ -997,97 +1095,306 @@ pub fn run(
 
 fn locked_run(
     ctx: &mut Ctx<'_>,
-    c: &mut Compiled<'_>,
+    j: &Journey,
     opts: &RunOptions,
     t0: Instant,
 ) -> Result<RunReport, RunError> {
-    let j = c.j;
     let st = j.state_table.clone();
     drop_stale(ctx, &st)?;
-    let (all_cols, have) = state_columns(ctx, c)?;
-    let want = j.columns();
-    let entry = j.stage_col(0);
-    if !have.contains(&entry) {
-        let n = count(&ctx.run(&format!("SELECT count(*) FROM {st}"))?);
-        if n > 0 {
-            return Err(RunError::StateMismatch(format!(
-                "the state {st} holds {n} customers but not the definition's entry column {entry:?}: every one of them would enter the journey again. Was the first stage renamed? Give it id = \"..\" with its old id (a column of {st})"
-            )));
-        }
-    }
+    let plan = version_plan(ctx, j, opts.publish)?;
     let last = last_run(ctx, &format!("{st}_runs"))?;
+    let run_id = last.map_or(1, |(id, _)| id + 1);
+    let mut newest = Compiled::new(ctx, j, opts.now_us)?;
+    newest.set_run(run_id, plan.newest, true);
+    // Every version's columns (the newest first), for the next state and the run's tables.
+    let mut want = j.columns();
+    for (_, old) in &plan.older {
+        want.extend(
+            old.columns()
+                .into_iter()
+                .filter(|c| !want.contains(c))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let cols = state_columns(ctx, &newest, &want)?;
+    if plan.stored == 0 {
+        entry_check(ctx, j, &cols.have)?;
+    }
     if !opts.allow_backfill {
-        let last_us = latest_stamp(ctx, &st, &have)?.max(last.map(|(_, at)| at));
-        if let Some(last_us) = last_us {
-            if opts.now_us < last_us {
-                return Err(RunError::Backwards {
-                    now_us: opts.now_us,
-                    last_us,
-                });
-            }
+        backfill_check(ctx, &st, &cols.have, last, opts.now_us)?;
+    }
+    // The older versions that still have customers run beside the newest.
+    let mut cs = Vec::new();
+    for (v, old) in &plan.older {
+        if customers_on(ctx, &st, *v, cols.versioned)? > 0 {
+            let mut c = Compiled::new(ctx, old, opts.now_us)?;
+            c.set_run(run_id, *v, false);
+            cs.push(c);
         }
     }
-    let run_id = last.map_or(1, |(id, _)| id + 1);
-    c.set_run(run_id);
-    let p = c.scratch.clone();
-    let (next, tx) = (c.next.clone(), format!("{p}tx"));
-    ctx.run(&c.create(&next, &all_cols))?;
-    if !have.is_empty() {
-        ctx.run(&format!(
-            "INSERT INTO {next} (customer_id, {0}) SELECT customer_id, {0} FROM {st}",
-            have.join(", ")
-        ))?;
+    let tx = format!("{st}__r{run_id}_tx");
+    cs.push(newest);
+    let Some(c) = cs.last() else {
+        return Err(RunError::StateMismatch("no definition to run".into()));
+    };
+    start_next(ctx, c, &cols, &want, &tx)?;
+    for c in &mut cs {
+        c.cache_criteria(ctx, &cols.have)?;
     }
-    ctx.run(&c.create(&tx, &want))?;
-    c.cache_criteria(ctx, &have)?;
     let mut report = RunReport {
         run_id,
+        version: plan.newest,
         ..RunReport::default()
     };
-    let per_col = advance(ctx, c, &mut report, &want)?;
+    let per_col = advance(ctx, &cs, &mut report, &want, &tx)?;
     report.transitions = want
         .iter()
         .filter_map(|col| per_col.get(col).map(|&n| (col.clone(), n)))
         .collect();
-    check_run(ctx, c, &mut report, opts)?;
-    report.activations = run_activations(ctx, j, &tx)?;
+    check_run(ctx, &cs, &mut report, opts, &want)?;
+    let acts = activation_steps(&cs);
+    report.activations = run_activations(ctx, &acts, &tx)?;
     if report.violations.iter().any(|v| v.changed + v.sampled > 0) || opts.dry_run {
         return Ok(report);
     }
     // Re-running the time of the last run with nothing to move changes nothing: no commit.
-    if moved_nothing(&report) && last.is_some_and(|(_, at)| at == opts.now_us) {
+    if moved_nothing(&report)
+        && plan.write.is_none()
+        && last.is_some_and(|(_, at)| at == opts.now_us)
+    {
         report.swapped = true;
         report.unchanged = true;
         return Ok(report);
     }
+    let Some(c) = cs.last() else {
+        return Err(RunError::StateMismatch("no definition to run".into()));
+    };
     let entered = per_col.get(&j.stage_col(0)).copied().unwrap_or(0);
     publish(
         ctx,
         c,
         &report,
-        last.map(|(id, _)| id),
-        opts.keep_snapshots,
-        entered,
-        t0,
+        &Publish {
+            prev_run: last.map(|(id, _)| id),
+            keep_snapshots: opts.keep_snapshots,
+            entered,
+            acts: &acts,
+            tx: &tx,
+            version_text: plan.write.as_deref(),
+            t0,
+        },
     )?;
-    prune_snapshots(ctx, &j.state_table, opts.keep_snapshots)?;
+    prune_snapshots(ctx, &st, opts.keep_snapshots)?;
+    report.published_version = plan.write.is_some();
     report.swapped = true;
     Ok(report)
+}
+
+/// The run's next state (a copy of the state with every column in use) and its empty
+/// transitions table.
+fn start_next(
+    ctx: &mut Ctx<'_>,
+    c: &Compiled<'_>,
+    cols: &StateColumns,
+    want: &[String],
+    tx: &str,
+) -> Result<(), RunError> {
+    let (st, next) = (&c.j.state_table, &c.next);
+    ctx.run(&c.create(next, &cols.all))?;
+    if !cols.have.is_empty() {
+        let mut copied = cols.have.clone();
+        if cols.versioned {
+            copied.push(VERSION_COL.to_string());
+        }
+        ctx.run(&format!(
+            "INSERT INTO {next} (customer_id, {0}) SELECT customer_id, {0} FROM {st}",
+            copied.join(", ")
+        ))?;
+    }
+    ctx.run(&c.create(tx, want))?;
+    Ok(())
+}
+
+/// A state written before versions were kept must hold the definition's entry column: without it
+/// every customer inside would enter again (a renamed first stage).
+fn entry_check(ctx: &mut Ctx<'_>, j: &Journey, have: &[String]) -> Result<(), RunError> {
+    let (st, entry) = (&j.state_table, j.stage_col(0));
+    if have.contains(&entry) {
+        return Ok(());
+    }
+    let n = count(&ctx.run(&format!("SELECT count(*) FROM {st}"))?);
+    if n > 0 {
+        return Err(RunError::StateMismatch(format!(
+            "the state {st} holds {n} customers but not the definition's entry column {entry:?}: every one of them would enter the journey again. Was the first stage renamed? Give it id = \"..\" with its old id (a column of {st})"
+        )));
+    }
+    Ok(())
+}
+
+/// A run may not go back before the latest time in the state or the last run.
+fn backfill_check(
+    ctx: &mut Ctx<'_>,
+    st: &str,
+    have: &[String],
+    last: Option<(i64, i64)>,
+    now_us: i64,
+) -> Result<(), RunError> {
+    let last_us = latest_stamp(ctx, st, have)?.max(last.map(|(_, at)| at));
+    match last_us {
+        Some(last_us) if now_us < last_us => Err(RunError::Backwards { now_us, last_us }),
+        _ => Ok(()),
+    }
+}
+
+/// The activation steps of every version run, with the version (a column may be an activation
+/// in one version and not in another).
+fn activation_steps(cs: &[Compiled<'_>]) -> Vec<Activation> {
+    cs.iter()
+        .rev()
+        .flat_map(|c| {
+            c.j.activations()
+                .into_iter()
+                .map(|(column, channel)| Activation {
+                    column,
+                    channel,
+                    version: c.version,
+                })
+        })
+        .collect()
+}
+
+/// The customers on version `v` in the state.
+fn customers_on(ctx: &mut Ctx<'_>, st: &str, v: i64, versioned: bool) -> Result<u64, RunError> {
+    let cond = match (versioned, v) {
+        (false, 1) => "TRUE".to_string(),
+        (false, _) => return Ok(0),
+        (true, 1) => format!("({VERSION_COL} = 1 OR {VERSION_COL} IS NULL)"),
+        (true, v) => format!("{VERSION_COL} = {v}"),
+    };
+    Ok(count(
+        &ctx.run(&format!("SELECT count(*) FROM {st} WHERE {cond}"))?,
+    ))
+}
+
+/// Which definition versions a run uses.
+struct VersionPlan {
+    /// Versions stored before the run.
+    stored: usize,
+    /// The newest version: the one new customers enter.
+    newest: i64,
+    /// The text to store for the newest version in this run's commit (a first or new version,
+    /// or the newest renamed), if any.
+    write: Option<String>,
+    /// The older versions, parsed.
+    older: Vec<(i64, Journey)>,
+}
+
+/// The stored versions of a journey: (id, canonical TOML), oldest first.
+fn load_versions(ctx: &mut Ctx<'_>, st: &str) -> Result<Vec<(i64, String)>, RunError> {
+    let t = format!("{st}_versions");
+    if schema_of(ctx, &t)?.is_none() {
+        return Ok(Vec::new());
+    }
+    let r = ctx.run(&format!(
+        "SELECT version_id, definition FROM {t} ORDER BY version_id"
+    ))?;
+    let mut out = Vec::new();
+    for b in &r.batches {
+        for i in 0..b.num_rows() {
+            let id = crate::value::cell_text(b.column(0).as_ref(), i).and_then(|v| v.parse().ok());
+            let text = crate::value::cell_text(b.column(1).as_ref(), i);
+            if let (Some(id), Some(text)) = (id, text) {
+                out.push((id, text));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How `j` relates to the stored versions: the same as the newest, the newest up to names (its
+/// text is updated), or a new version (only with `publish`; refused otherwise, with the changes).
+fn version_plan(ctx: &mut Ctx<'_>, j: &Journey, publish: bool) -> Result<VersionPlan, RunError> {
+    let stored = load_versions(ctx, &j.state_table)?;
+    let mut parsed = Vec::new();
+    for (id, text) in &stored {
+        let old = crate::def::parse(text).map_err(|e| {
+            RunError::Def(DefError {
+                line: 0,
+                message: format!("stored version {id} of journey {}: {e}", j.name),
+            })
+        })?;
+        parsed.push((*id, old));
+    }
+    let text = j.render();
+    let Some((last_id, last)) = parsed.last() else {
+        return Ok(VersionPlan {
+            stored: 0,
+            newest: 1,
+            write: Some(text),
+            older: Vec::new(),
+        });
+    };
+    let last_id = *last_id;
+    if last.render() == text {
+        parsed.pop();
+        return Ok(VersionPlan {
+            stored: stored.len(),
+            newest: last_id,
+            write: None,
+            older: parsed,
+        });
+    }
+    if last.same_shape(j) {
+        parsed.pop();
+        return Ok(VersionPlan {
+            stored: stored.len(),
+            newest: last_id,
+            write: Some(text),
+            older: parsed,
+        });
+    }
+    if !publish {
+        return Err(RunError::NeedsPublish {
+            version: last_id,
+            changes: crate::def::diff(last, j)
+                .into_iter()
+                .map(|c| c.text)
+                .collect(),
+        });
+    }
+    Ok(VersionPlan {
+        stored: stored.len(),
+        newest: last_id + 1,
+        write: Some(text),
+        older: parsed,
+    })
 }
 
 /// The passes of a run: every rule's customers stamped with the run's time, folded into the next
 /// state and the run's transitions, until a pass moves nobody. Returns the count per column.
 fn advance(
     ctx: &mut Ctx<'_>,
-    c: &Compiled<'_>,
+    cs: &[Compiled<'_>],
     report: &mut RunReport,
     want: &[String],
+    tx: &str,
 ) -> Result<BTreeMap<String, u64>, RunError> {
-    let p = &c.scratch;
-    let (next, tx, pass) = (&c.next, format!("{p}tx"), format!("{p}pass"));
-    let rules = c.rules();
+    let Some(c) = cs.last() else {
+        return Ok(BTreeMap::new());
+    };
+    let (next, pass) = (&c.next, format!("{}pass", c.scratch));
+    // Every version's rules; stamps are the run's time, and every row a rule writes carries the
+    // rule's version (a new customer enters the newest).
+    let rules: Vec<(String, Vec<String>, i64)> = cs
+        .iter()
+        .flat_map(|c| {
+            c.rules()
+                .into_iter()
+                .map(|(set, cols)| (set, cols, c.version))
+        })
+        .collect();
     let mut per_col: BTreeMap<String, u64> = BTreeMap::new();
-    let cols = want.join(", ");
+    let cols = format!("{}, {VERSION_COL}", want.join(", "));
     // Every pass stamps at least one new column of each customer it moves, so the number of
     // columns bounds the passes.
     let max_passes = want.len() + 1;
@@ -1095,10 +1402,10 @@ fn advance(
         report.passes += 1;
         ctx.run(&c.create(&pass, want))?;
         let mut moved = 0;
-        for (set, cols) in &rules {
+        for (set, cols, version) in &rules {
             let stamps: Vec<String> = cols.iter().map(|_| c.now.clone()).collect();
             let sql = format!(
-                "INSERT INTO {pass} (customer_id, {}) SELECT customer_id, {} FROM ({set}) x",
+                "INSERT INTO {pass} (customer_id, {}, {VERSION_COL}) SELECT customer_id, {}, {version} FROM ({set}) x",
                 cols.join(", "),
                 stamps.join(", ")
             );
@@ -1127,24 +1434,38 @@ fn advance(
 /// The consistency check: every row this run changed in full, the rest on a sample.
 fn check_run(
     ctx: &mut Ctx<'_>,
-    c: &Compiled<'_>,
+    cs: &[Compiled<'_>],
     report: &mut RunReport,
     opts: &RunOptions,
+    want: &[String],
 ) -> Result<(), RunError> {
+    let Some(c) = cs.last() else {
+        return Ok(());
+    };
     let next = &c.next;
     // A row this run changed has a column stamped with the run's time (a re-run at the same time
     // re-checks the rows of the run before it: harmless).
-    let stamped: Vec<String> =
-        c.j.columns()
-            .iter()
-            .map(|col| format!("{col} = {}", c.now))
-            .collect();
-    let changed = format!("({})", stamped.join(" OR "));
-    let classes = c.invariants();
-    let bad: Vec<String> = classes
+    let stamped: Vec<String> = want
         .iter()
-        .map(|(_, conds)| format!("({})", conds.join(" OR ")))
+        .map(|col| format!("{col} = {}", c.now))
         .collect();
+    let changed = format!("({})", stamped.join(" OR "));
+    // Each version's invariants, on its own customers.
+    let mut classes: Vec<(String, String)> = Vec::new();
+    for v in cs {
+        for (class, conds) in v.invariants() {
+            let class = if cs.len() > 1 {
+                format!("version {}: {class}", v.version)
+            } else {
+                class.to_string()
+            };
+            classes.push((
+                class,
+                format!("({} AND ({}))", v.of_version(), conds.join(" OR ")),
+            ));
+        }
+    }
+    let bad: Vec<String> = classes.iter().map(|(_, b)| b.clone()).collect();
     // One scan for every class over the changed rows, one over the sample.
     let full: Vec<String> = bad
         .iter()
@@ -1200,11 +1521,15 @@ fn check_run(
 
 /// The activation log the run publishes: the old log plus this run's activations (from its
 /// transitions), each with the run's id; positions the definition no longer makes keep their log.
-fn next_log(ctx: &mut Ctx<'_>, c: &Compiled<'_>, run_id: i64) -> Result<String, RunError> {
+fn next_log(
+    ctx: &mut Ctx<'_>,
+    c: &Compiled<'_>,
+    run_id: i64,
+    acts: &[Activation],
+    tx: &str,
+) -> Result<String, RunError> {
     let (j, p) = (c.j, &c.scratch);
     let acts_t = format!("{}_activations", j.state_table);
-    let tx = format!("{p}tx");
-    let acts = j.activations();
     let log_next = format!("{p}activations");
     let log_have = match schema_of(ctx, &acts_t)? {
         Some(s) => s
@@ -1216,9 +1541,12 @@ fn next_log(ctx: &mut Ctx<'_>, c: &Compiled<'_>, run_id: i64) -> Result<String, 
         None => Vec::new(),
     };
     let mut log_cols: Vec<String> = Vec::new();
-    for (col, _) in &acts {
-        log_cols.push(format!("{col} TIMESTAMP MERGE MIN"));
-        log_cols.push(format!("{col}__run BIGINT MERGE MIN"));
+    for a in acts {
+        let col = &a.column;
+        if !log_cols.iter().any(|d| d.starts_with(&format!("{col} "))) {
+            log_cols.push(format!("{col} TIMESTAMP MERGE MIN"));
+            log_cols.push(format!("{col}__run BIGINT MERGE MIN"));
+        }
     }
     let named = |cols: &[String]| -> Vec<String> {
         cols.iter()
@@ -1248,9 +1576,10 @@ fn next_log(ctx: &mut Ctx<'_>, c: &Compiled<'_>, run_id: i64) -> Result<String, 
             log_have.join(", ")
         ))?;
     }
-    for (col, _) in &acts {
+    for a in acts {
+        let (col, v) = (&a.column, a.version);
         ctx.run(&format!(
-            "INSERT INTO {log_next} (customer_id, {col}, {col}__run) SELECT customer_id, {col}, {run_id} FROM {tx} WHERE {col} IS NOT NULL"
+            "INSERT INTO {log_next} (customer_id, {col}, {col}__run) SELECT customer_id, {col}, {run_id} FROM {tx} WHERE {col} IS NOT NULL AND {VERSION_COL} = {v}"
         ))?;
     }
     Ok(log_next)
@@ -1262,17 +1591,24 @@ fn publish(
     ctx: &mut Ctx<'_>,
     c: &Compiled<'_>,
     report: &RunReport,
-    prev_run: Option<i64>,
-    keep_snapshots: usize,
-    entered: u64,
-    t0: Instant,
+    what: &Publish<'_>,
 ) -> Result<(), RunError> {
-    let had_runs = prev_run.is_some();
+    let had_runs = what.prev_run.is_some();
     let j = c.j;
     let (st, p, next, run_id) = (&j.state_table, &c.scratch, &c.next, report.run_id);
-    let (acts_t, runs_t) = (format!("{st}_activations"), format!("{st}_runs"));
-    let want = j.columns();
-    let log_next = next_log(ctx, c, run_id)?;
+    let (acts_t, runs_t, vers_t) = (
+        format!("{st}_activations"),
+        format!("{st}_runs"),
+        format!("{st}_versions"),
+    );
+    let log_next = next_log(ctx, c, run_id, what.acts, what.tx)?;
+    let key = |id: i64| {
+        if c.key_type == "BIGINT" {
+            id.to_string()
+        } else {
+            format!("'{id:010}'")
+        }
+    };
     // The run's record.
     let runs_next = format!("{p}runs");
     ctx.run(&format!(
@@ -1282,25 +1618,23 @@ fn publish(
     if had_runs {
         ctx.run(&format!("INSERT INTO {runs_next} SELECT * FROM {runs_t}"))?;
     }
-    let key = if c.key_type == "BIGINT" {
-        run_id.to_string()
-    } else {
-        format!("'{run_id:010}'")
-    };
     ctx.run(&format!(
-        "INSERT INTO {runs_next} VALUES ({key}, {run_id}, {}, {}, {entered}, {}, {}, {}, {}, NULL, {})",
+        "INSERT INTO {runs_next} VALUES ({}, {run_id}, {}, {}, {}, {}, {}, {}, {}, {}, NULL, {})",
+        key(run_id),
         c.now,
         report.passes,
+        what.entered,
         report.total_transitions(),
         report.activations.len(),
         report.checked_rows,
-        want.len(),
-        t0.elapsed().as_millis()
+        j.columns().len(),
+        report.version,
+        what.t0.elapsed().as_millis()
     ))?;
-    // One commit: the state, the log and the run records, or none of them. The state the last
-    // run published becomes its snapshot, for `journey rollback`.
-    let old_state = match prev_run {
-        Some(prev) if keep_snapshots > 0 => snapshot_name(st, prev),
+    // One commit: the state, the log, the run records and a new definition version, or none of
+    // them. The state the last run published becomes its snapshot, for `journey rollback`.
+    let old_state = match what.prev_run {
+        Some(prev) if what.keep_snapshots > 0 => snapshot_name(st, prev),
         _ => format!("{p}old_state"),
     };
     let mut pairs = vec![format!("{st} TO {old_state}"), format!("{next} TO {st}")];
@@ -1312,8 +1646,43 @@ fn publish(
         pairs.push(format!("{runs_t} TO {p}old_runs"));
     }
     pairs.push(format!("{runs_next} TO {runs_t}"));
+    if let Some(text) = what.version_text {
+        let vers_next = format!("{p}versions");
+        ctx.run(&format!(
+            "CREATE TABLE {vers_next} (version {} PRIMARY KEY, version_id BIGINT MERGE MIN, published TIMESTAMP MERGE MIN, definition VARCHAR MERGE LAST)",
+            c.key_type
+        ))?;
+        if schema_of(ctx, &vers_t)?.is_some() {
+            ctx.run(&format!("INSERT INTO {vers_next} SELECT * FROM {vers_t}"))?;
+            pairs.push(format!("{vers_t} TO {p}old_versions"));
+        }
+        ctx.run(&format!(
+            "INSERT INTO {vers_next} VALUES ({}, {}, {}, '{}')",
+            key(report.version),
+            report.version,
+            c.now,
+            text.replace('\'', "''")
+        ))?;
+        pairs.push(format!("{vers_next} TO {vers_t}"));
+    }
     ctx.run(&format!("RENAME TABLE {}", pairs.join(", ")))?;
     Ok(())
+}
+
+/// What a run publishes besides its state and report.
+struct Publish<'a> {
+    /// The run before it (whose state becomes a snapshot).
+    prev_run: Option<i64>,
+    keep_snapshots: usize,
+    /// Customers who entered in this run.
+    entered: u64,
+    /// The activation steps of every version run.
+    acts: &'a [Activation],
+    /// The run's transitions table.
+    tx: &'a str,
+    /// The newest version's text, when this run stores it.
+    version_text: Option<&'a str>,
+    t0: Instant,
 }
 
 fn moved_nothing(r: &RunReport) -> bool {
@@ -1323,17 +1692,28 @@ fn moved_nothing(r: &RunReport) -> bool {
 /// The run's activations (customer key, step column, channel), read from its transitions.
 fn run_activations(
     ctx: &mut Ctx<'_>,
-    j: &Journey,
+    acts: &[Activation],
     tx: &str,
 ) -> Result<Vec<(String, String, String)>, RunError> {
     let mut out = Vec::new();
-    for (col, channel) in j.activations() {
+    for a in acts {
         let keys = first_column(&ctx.run(&format!(
-            "SELECT customer_id FROM {tx} WHERE {col} IS NOT NULL ORDER BY customer_id"
+            "SELECT customer_id FROM {tx} WHERE {} IS NOT NULL AND {VERSION_COL} = {} ORDER BY customer_id",
+            a.column, a.version
         ))?);
-        out.extend(keys.into_iter().map(|k| (k, col.clone(), channel.clone())));
+        out.extend(
+            keys.into_iter()
+                .map(|k| (k, a.column.clone(), a.channel.clone())),
+        );
     }
     Ok(out)
+}
+
+/// An activation step of a definition version.
+struct Activation {
+    column: String,
+    channel: String,
+    version: i64,
 }
 
 /// The latest time stamped anywhere in the state's `columns` (every stamp is some run's time), or
@@ -1492,7 +1872,7 @@ fn locked_rollback(
     let customers = count(&ctx.run(&format!("SELECT count(*) FROM {snap}"))?);
     let columns = schema_of(ctx, &snap)?.map_or(0, |s| s.fields().len().saturating_sub(1));
     ctx.run(&format!(
-        "INSERT INTO {runs_next} VALUES ({key}, {run_id}, {}, 0, 0, 0, 0, 0, {columns}, {to_run}, {})",
+        "INSERT INTO {runs_next} VALUES ({key}, {run_id}, {}, 0, 0, 0, 0, 0, {columns}, NULL, {to_run}, {})",
         ts_literal(at_us),
         t0.elapsed().as_millis()
     ))?;

@@ -121,6 +121,9 @@ pub enum JourneyCommand {
     /// Restores the state as an earlier run published it (from the snapshots `journey run` keeps),
     /// in one commit recorded as a run; the activation log is not rolled back.
     Rollback(JourneyRollbackArgs),
+    /// Compares two definitions position by position (by id): added, removed and changed
+    /// positions, and renames.
+    Diff(JourneyDiffArgs),
 }
 
 /// The definition and the database of a journey command.
@@ -168,6 +171,22 @@ pub struct JourneyRunArgs {
     /// published, as tables <state>_snap_r<run>); 0 keeps none.
     #[arg(long, value_name = "N", default_value_t = 7)]
     pub keep_snapshots: usize,
+    /// Publish the definition as a new version when it changes the stored newest one in more
+    /// than names: customers inside stay on the version they entered with, new customers enter
+    /// the new one. Without it such a run is refused and the changes are listed.
+    #[arg(long)]
+    pub publish: bool,
+}
+
+/// Options of `journeydb journey diff`.
+#[derive(Debug, Args)]
+pub struct JourneyDiffArgs {
+    /// The old definition (TOML).
+    #[arg(value_name = "OLD.toml")]
+    pub old: String,
+    /// The new definition (TOML).
+    #[arg(value_name = "NEW.toml")]
+    pub new: String,
 }
 
 /// Options of `journeydb journey rollback`.

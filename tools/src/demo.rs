@@ -133,6 +133,7 @@ pub fn run(a: &journeydb_tools::cli::DemoArgs) -> Result<(), String> {
                 allow_backfill: false,
                 dry_run: false,
                 keep_snapshots: 7,
+                publish: false,
             },
         )
         .map_err(|e| e.to_string())?;

@@ -78,6 +78,7 @@ pub fn cli(cmd: &crate::cli::JourneyCommand) -> Result<(), String> {
         C::Check(a) => a,
         C::Report(r) => &r.journey,
         C::Rollback(r) => &r.journey,
+        C::Diff(d) => return diff(&d.old, &d.new),
     };
     let def_path = args.def.clone();
     let (db, connect, token) = (&args.db, &args.remote.connect, args.remote.token());
@@ -111,6 +112,7 @@ pub fn cli(cmd: &crate::cli::JourneyCommand) -> Result<(), String> {
                     allow_backfill: r.allow_backfill,
                     dry_run: r.dry_run,
                     keep_snapshots: r.keep_snapshots,
+                    publish: r.publish,
                 },
             )
             .map_err(located)?;
@@ -145,6 +147,7 @@ pub fn cli(cmd: &crate::cli::JourneyCommand) -> Result<(), String> {
             }
             Ok(())
         }
+        C::Diff(_) => Ok(()),
         C::Rollback(r) => {
             let rb = run::rollback(s.as_mut(), &j, r.to).map_err(located)?;
             println!(
@@ -158,6 +161,23 @@ pub fn cli(cmd: &crate::cli::JourneyCommand) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// `journeydb journey diff OLD.toml NEW.toml`: what changes, position by position.
+fn diff(old: &str, new: &str) -> Result<(), String> {
+    let (a, b) = (load(old)?, load(new)?);
+    let changes = def::diff(&a, &b);
+    if changes.is_empty() {
+        println!("the same journey");
+    } else if changes.iter().all(|c| !c.semantic) {
+        println!("renames only (a live journey takes them in place):");
+    } else {
+        println!("changes for customers inside (a live journey needs journey run --publish: a new version):");
+    }
+    for c in &changes {
+        println!("  {}", c.text);
+    }
+    Ok(())
 }
 
 /// Prints a run's summary.
@@ -204,6 +224,28 @@ pub fn print_run(j: &def::Journey, now_us: i64, r: &run::RunReport) {
 pub fn print_check(j: &def::Journey, c: &run::CheckReport) {
     for w in &c.warnings {
         println!("  warning: {w}");
+    }
+    match c.version {
+        None => println!("  not run yet: the first run stores it as version 1"),
+        Some(v) if c.changes.is_empty() => println!("  the same as the published version {v}"),
+        Some(v) if !c.needs_publish => {
+            println!("  renames only (version {v} is updated in place):");
+            for x in &c.changes {
+                println!("    {}", x.text);
+            }
+        }
+        Some(v) => {
+            println!(
+                "  changes version {v} for the customers inside: run it with --publish to make it version {} (customers inside stay on theirs, new ones enter it):",
+                v + 1
+            );
+            for x in &c.changes {
+                println!("    {}", x.text);
+            }
+        }
+    }
+    for (v, n) in &c.per_version {
+        println!("  {n} customers on version {v}");
     }
     if c.customers == 0 && c.retired.is_empty() {
         println!(

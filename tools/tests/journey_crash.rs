@@ -103,6 +103,7 @@ fn a_killed_run_leaves_the_old_or_the_new_state_and_the_next_run_completes() {
                 allow_backfill: false,
                 dry_run: false,
                 keep_snapshots: 7,
+                publish: false,
             };
             assert!(run::run(&mut s, &j, &o).unwrap().swapped);
         }

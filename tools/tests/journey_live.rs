@@ -30,6 +30,7 @@ fn opts(day: i64) -> RunOptions {
         allow_backfill: false,
         dry_run: false,
         keep_snapshots: 7,
+        publish: false,
     }
 }
 
@@ -192,8 +193,35 @@ fn regression_inserting_a_step_into_a_live_journey() {
     let c = run::check(&mut s, &j2, START + 4 * DAY).unwrap();
     assert_eq!(c.added, vec!["activate__tips_email".to_string()]);
     assert!(c.retired.is_empty() && c.customers > 0);
-    let r = run::run(&mut s, &j2, &opts(4)).unwrap();
-    assert!(r.swapped, "{:?}", r.violations);
+    // An added step changes the journey for customers inside: it is a new version.
+    assert_eq!(c.version, Some(1));
+    assert!(c.needs_publish);
+    assert!(c
+        .changes
+        .iter()
+        .any(|x| x.text.starts_with("adds activate__tips_email")));
+    match run::run(&mut s, &j2, &opts(4)) {
+        Err(RunError::NeedsPublish {
+            version: 1,
+            changes,
+        }) => {
+            assert!(
+                changes.iter().any(|x| x.contains("activate__tips_email")),
+                "{changes:?}"
+            );
+        }
+        other => panic!("an unpublished edit ran: {other:?}"),
+    }
+    let r = run::run(
+        &mut s,
+        &j2,
+        &RunOptions {
+            publish: true,
+            ..opts(4)
+        },
+    )
+    .unwrap();
+    assert!(r.swapped && r.version == 2, "{:?}", r.violations);
     // Every time of the old columns is still there.
     let cols = j.columns().join(", ");
     let now = rows(&mut s, "onboarding_state");
@@ -215,25 +243,45 @@ fn regression_inserting_a_step_into_a_live_journey() {
             }
         }
     }
-    // Customers past "wait for the app" got the new email in this run or the next.
+    // Customers inside stay on version 1: none of them gets the new step, while they move on.
+    for day in 5..=9 {
+        assert!(run::run(&mut s, &j2, &opts(day)).unwrap().swapped);
+    }
+    assert_eq!(
+        one(
+            &mut s,
+            "SELECT count(activate__tips_email) FROM onboarding_state WHERE journey_version = 1"
+        ),
+        0
+    );
+    assert!(
+        one(&mut s, "SELECT count(activate__tips_push) FROM onboarding_state WHERE journey_version = 1 AND activate__tips_push > TIMESTAMP '2026-01-05'") > 0
+    );
+    // New customers enter version 2 and get it.
     assert!(
         one(
             &mut s,
-            "SELECT count(activate__tips_email) FROM onboarding_state"
+            "SELECT count(activate__tips_email) FROM onboarding_state WHERE journey_version = 2"
         ) > 0
-            || one(&mut s, "SELECT count(activate) FROM onboarding_state") == 0
     );
     // Removing it again: `check` reports the removed position and its customers.
-    let c = run::check(&mut s, &j, START + 5 * DAY).unwrap();
+    let c = run::check(&mut s, &j, START + 10 * DAY).unwrap();
     assert!(c.added.is_empty());
     assert_eq!(c.retired.len(), 1);
     assert_eq!(c.retired[0].0, "activate__tips_email");
-    assert!(run::run(&mut s, &j, &opts(5)).unwrap().swapped);
+    assert!(c.needs_publish && c.per_version.len() == 2, "{c:?}");
+    let back = RunOptions {
+        publish: true,
+        ..opts(10)
+    };
+    let r = run::run(&mut s, &j, &back).unwrap();
+    assert!(r.swapped && r.version == 3);
 }
 
 /// Finding 1: changing one wait from 2 to 5 days passed `check`, then every later run was refused
-/// ("out of order"): rows stamped under the old duration failed the new rule. A wait's duration
-/// is checked on the stamps of the run that makes them.
+/// ("out of order"): rows stamped under the old duration failed the new rule; and a changed
+/// condition applied to customers already inside. Now the edit must be published as a version;
+/// customers inside keep the version they entered with, new ones get the new one.
 #[test]
 fn regression_changing_a_wait_duration_does_not_refuse_later_runs() {
     let (_d, e) = engine(2000);
@@ -250,10 +298,44 @@ fn regression_changing_a_wait_duration_does_not_refuse_later_runs() {
     );
     let j5 =
         def::parse(&EXAMPLE.replace("duration = \"2 days\"", "duration = \"5 days\"")).unwrap();
+    // The edit is refused unless published, naming the change.
+    let err = run::run(&mut s, &j5, &opts(5)).unwrap_err().to_string();
+    assert!(
+        err.contains("wait 2 days -> ") && err.contains("wait 5 days"),
+        "{err}"
+    );
     for day in 5..=12 {
-        let r = run::run(&mut s, &j5, &opts(day)).unwrap();
+        let o = RunOptions {
+            publish: day == 5,
+            ..opts(day)
+        };
+        let r = run::run(&mut s, &j5, &o).unwrap();
         assert!(r.swapped, "day {day}: {:?}", r.violations);
     }
+    // Customers inside kept their 2 days after the edit; new ones wait 5.
+    let after_edit = "welcome__let_it_sink_in > TIMESTAMP '2026-01-06'";
+    assert!(
+        one(
+            &mut s,
+            &format!(
+                "SELECT count(*) FROM onboarding_state WHERE journey_version = 1 AND {after_edit}"
+            )
+        ) > 0
+    );
+    assert_eq!(
+        one(&mut s, &format!("SELECT count(*) FROM onboarding_state WHERE journey_version = 1 AND {after_edit} AND welcome__let_it_sink_in <> welcome__welcome_email + INTERVAL '2 days'")),
+        0
+    );
+    assert!(
+        one(
+            &mut s,
+            "SELECT count(welcome__let_it_sink_in) FROM onboarding_state WHERE journey_version = 2"
+        ) > 0
+    );
+    assert_eq!(
+        one(&mut s, "SELECT count(*) FROM onboarding_state WHERE journey_version = 2 AND welcome__let_it_sink_in <> welcome__welcome_email + INTERVAL '5 days'"),
+        0
+    );
 }
 
 /// Finding 3: a step stamped after the journey goal, and a stage goal without entry into the next
@@ -606,6 +688,7 @@ fn rollback_restores_an_earlier_runs_state() {
     // Pruning: with 2 kept, the next run leaves the two newest snapshots.
     let keep2 = RunOptions {
         keep_snapshots: 2,
+        publish: false,
         ..opts(5)
     };
     assert!(run::run(&mut s, &j, &keep2).unwrap().swapped);
@@ -615,4 +698,66 @@ fn rollback_restores_an_earlier_runs_state() {
         .collect();
     assert_eq!(snaps.len(), 2, "{snaps:?}");
     no_scratch(&e);
+}
+
+/// The commands a marketer types: `journey diff`, `journey check`, `journey run` refused without
+/// `--publish` and taken with it, `journey rollback`.
+#[test]
+fn the_journey_commands_show_versions_and_roll_back() {
+    let (dir, e) = engine(1000);
+    drop(e);
+    let db = dir.path().to_str().unwrap().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let old = work.path().join("old.toml");
+    let new = work.path().join("new.toml");
+    std::fs::write(&old, EXAMPLE).unwrap();
+    std::fs::write(
+        &new,
+        EXAMPLE.replace("duration = \"2 days\"", "duration = \"5 days\""),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_journeydb"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (old, new) = (old.to_str().unwrap(), new.to_str().unwrap());
+    let (ok, text) = cli(&["journey", "diff", old, new]);
+    assert!(
+        ok && text.contains("needs journey run --publish") && text.contains("wait 5 days"),
+        "{text}"
+    );
+    for day in ["2026-01-02", "2026-01-03"] {
+        let (ok, text) = cli(&["journey", "run", old, "--db", &db, "--now", day]);
+        assert!(ok, "{text}");
+    }
+    let (ok, text) = cli(&["journey", "check", new, "--db", &db]);
+    assert!(
+        ok && text.contains("run it with --publish to make it version 2"),
+        "{text}"
+    );
+    let (ok, text) = cli(&["journey", "run", new, "--db", &db, "--now", "2026-01-04"]);
+    assert!(!ok && text.contains("publish it as version 2"), "{text}");
+    let (ok, text) = cli(&[
+        "journey",
+        "run",
+        new,
+        "--db",
+        &db,
+        "--now",
+        "2026-01-04",
+        "--publish",
+    ]);
+    assert!(ok && text.contains("run 3 published"), "{text}");
+    let (ok, text) = cli(&["journey", "rollback", new, "--db", &db, "--to", "2"]);
+    assert!(ok && text.contains("run 2 published"), "{text}");
+    let (ok, text) = cli(&["journey", "rollback", new, "--db", &db, "--to", "77"]);
+    assert!(!ok && text.contains("no snapshot of run 77"), "{text}");
 }

@@ -16,7 +16,7 @@ use journeydb_journey::def::{
     self, Branch, Criterion, Exit, Journey, Since, Stage, Step, StepKind, AUDIENCE_EXIT_COL,
     GOAL_COL,
 };
-use journeydb_journey::run::{self, RunOptions};
+use journeydb_journey::run::{self, RunOptions, VERSION_COL};
 use journeydb_query::Engine;
 use journeydb_server::EmbeddedSession;
 use journeydb_storage::{Database, KeyType, Options};
@@ -399,11 +399,17 @@ fn step(spec: &Spec, c: &Customer, st: &State, now: i64) -> Option<Vec<String>> 
     }
 }
 
-fn simulate(spec: &Spec, c: &Customer, st: &mut State, now: i64) {
+/// One run for one customer: transitions until none applies. A customer who enters gets
+/// `version` (the newest; one already inside keeps theirs: the caller passes their spec).
+fn simulate(spec: &Spec, version: i64, c: &Customer, st: &mut State, now: i64) {
+    let fresh = st.is_empty();
     while let Some(cols) = step(spec, c, st, now) {
         for k in cols {
             st.entry(k).or_insert(now);
         }
+    }
+    if fresh && !st.is_empty() {
+        st.insert(VERSION_COL.into(), version);
     }
 }
 
@@ -458,8 +464,14 @@ fn table(s: &mut dyn Session, j: &Journey) -> BTreeMap<String, State> {
         for row in 0..b.num_rows() {
             let mut st = State::new();
             for (ci, f) in b.schema().fields().iter().enumerate().skip(1) {
-                let a = b
-                    .column(ci)
+                let c = b.column(ci);
+                if let Some(v) = c.as_any().downcast_ref::<Int64Array>() {
+                    if v.is_valid(row) {
+                        st.insert(f.name().clone(), v.value(row));
+                    }
+                    continue;
+                }
+                let a = c
                     .as_any()
                     .downcast_ref::<TimestampMicrosecondArray>()
                     .unwrap();
@@ -480,6 +492,7 @@ fn opts(now_us: i64) -> RunOptions {
         allow_backfill: false,
         dry_run: false,
         keep_snapshots: 3,
+        publish: false,
     }
 }
 
@@ -491,19 +504,42 @@ proptest! {
     })]
 
     #[test]
-    fn runner_equals_the_state_machine(spec in spec(), cs in customers(), gaps in prop::collection::vec(1i64..40, 2..6)) {
+    fn runner_equals_the_state_machine(
+        spec in spec(),
+        edited in spec(),
+        edit_at in 1usize..8,
+        cs in customers(),
+        gaps in prop::collection::vec(1i64..40, 2..6),
+    ) {
         let (_dir, mut s) = session();
         load(&mut s, &cs);
         let mut model: Vec<State> = vec![State::new(); cs.len()];
         let mut now = START;
-        for gap in gaps {
+        // Before the run `edit_at` the journey is edited to another random one and published
+        // as version 2 (unless it only renames: then it stays version 1): customers inside stay
+        // on version 1, new customers enter version 2.
+        let v2 = if edited.journey.same_shape(&spec.journey) { 1 } else { 2 };
+        let (mut newest, mut def) = (1, &spec);
+        for (r, gap) in gaps.into_iter().enumerate() {
             now += gap * HOUR;
-            let r = run::run(&mut s, &spec.journey, &opts(now)).unwrap();
-            prop_assert!(r.swapped, "check failed: {:?}", r.violations);
-            for (c, st) in cs.iter().zip(model.iter_mut()) {
-                simulate(&spec, c, st, now);
+            let publish = r == edit_at;
+            if publish {
+                (newest, def) = (v2, &edited);
             }
-            let got = table(&mut s, &spec.journey);
+            let o = RunOptions { publish, ..opts(now) };
+            let r = run::run(&mut s, &def.journey, &o).unwrap();
+            prop_assert!(r.swapped, "check failed: {:?}", r.violations);
+            prop_assert_eq!(r.version, newest);
+            let spec_of = |st: &State| match st.get(VERSION_COL) {
+                Some(2) => &edited,
+                Some(_) => &spec,
+                None => def,
+            };
+            for (c, st) in cs.iter().zip(model.iter_mut()) {
+                let sp = spec_of(st);
+                simulate(sp, newest, c, st, now);
+            }
+            let got = table(&mut s, &def.journey);
             let want: BTreeMap<String, State> = model
                 .iter()
                 .enumerate()
@@ -511,14 +547,22 @@ proptest! {
                 .map(|(i, st)| (format!("c{i:04}"), st.clone()))
                 .collect();
             prop_assert_eq!(&got, &want, "after the run at +{}h", (now - START) / HOUR);
-            // Activations of the run: exactly the activation columns stamped now.
-            let acts = r.activations.len();
-            let want_acts: usize = want.values().map(|st| st.iter().filter(|(k, &t)| t == now && spec.journey.stages.iter().enumerate().any(|(i, sg)| sg.steps.iter().enumerate().any(|(kk, stp)| matches!(stp.kind, StepKind::Activation(_)) && **k == spec.journey.step_col(i, kk)))).count()).sum();
-            prop_assert_eq!(acts, want_acts);
+            // Activations of the run: exactly the activation columns (of each customer's
+            // version) stamped now.
+            let want_acts: usize = want
+                .values()
+                .map(|st| {
+                    let acts = spec_of(st).journey.activations();
+                    st.iter()
+                        .filter(|(k, &t)| t == now && acts.iter().any(|(c, _)| c == *k))
+                        .count()
+                })
+                .sum();
+            prop_assert_eq!(r.activations.len(), want_acts);
             // The same `now` again changes nothing.
-            let again = run::run(&mut s, &spec.journey, &opts(now)).unwrap();
+            let again = run::run(&mut s, &def.journey, &opts(now)).unwrap();
             prop_assert_eq!(again.total_transitions(), 0);
-            prop_assert_eq!(table(&mut s, &spec.journey), want);
+            prop_assert_eq!(table(&mut s, &def.journey), want);
         }
     }
 }

@@ -188,6 +188,7 @@ fn readme_usage_matches_the_real_help() {
         &["journey", "check"],
         &["journey", "report"],
         &["journey", "rollback"],
+        &["journey", "diff"],
         &["serve"],
         &["sql"],
         &["check"],
