@@ -485,6 +485,39 @@ fn table(s: &mut dyn Session, j: &Journey) -> BTreeMap<String, State> {
     out
 }
 
+/// The activation log as key -> (column -> time, or run id for `<column>__run`).
+fn log_table(s: &mut dyn Session) -> BTreeMap<String, State> {
+    let mut out = BTreeMap::new();
+    let Ok(r) = s.run("SELECT * FROM j_state_activations") else {
+        return out;
+    };
+    for b in &r.batches {
+        let keys = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        for row in 0..b.num_rows() {
+            let mut st = State::new();
+            for (ci, f) in b.schema().fields().iter().enumerate().skip(1) {
+                let c = b.column(ci);
+                let v = if let Some(a) = c.as_any().downcast_ref::<Int64Array>() {
+                    a.is_valid(row).then(|| a.value(row))
+                } else {
+                    let a = c
+                        .as_any()
+                        .downcast_ref::<TimestampMicrosecondArray>()
+                        .unwrap();
+                    a.is_valid(row).then(|| a.value(row))
+                };
+                if let Some(v) = v {
+                    st.insert(f.name().clone(), v);
+                }
+            }
+            if !st.is_empty() {
+                out.insert(keys.value(row).to_string(), st);
+            }
+        }
+    }
+    out
+}
+
 fn opts(now_us: i64) -> RunOptions {
     RunOptions {
         now_us,
@@ -520,8 +553,11 @@ proptest! {
         // on version 1, new customers enter version 2.
         let v2 = if edited.journey.same_shape(&spec.journey) { 1 } else { 2 };
         let (mut newest, mut def) = (1, &spec);
+        // The time of each run so far: run ids count from 1.
+        let mut run_times: Vec<i64> = Vec::new();
         for (r, gap) in gaps.into_iter().enumerate() {
             now += gap * HOUR;
+            run_times.push(now);
             let publish = r == edit_at;
             if publish {
                 (newest, def) = (v2, &edited);
@@ -559,6 +595,23 @@ proptest! {
                 })
                 .sum();
             prop_assert_eq!(r.activations.len(), want_acts);
+            // The activation log: every activation ever made, at its time, with the id of the run
+            // that made it; the run records: one per run.
+            let mut want_log: BTreeMap<String, State> = BTreeMap::new();
+            for (key, st) in &want {
+                let acts = spec_of(st).journey.activations();
+                for (c, &t) in st.iter().filter(|(c, _)| acts.iter().any(|(a, _)| a == *c)) {
+                    let run_id = run_times.iter().position(|&x| x == t).map_or(0, |p| p as i64 + 1);
+                    let e = want_log.entry(key.clone()).or_default();
+                    e.insert(c.clone(), t);
+                    e.insert(format!("{c}__run"), run_id);
+                }
+            }
+            prop_assert_eq!(log_table(&mut s), want_log);
+            prop_assert_eq!(
+                run::count(&s.run("SELECT count(*) FROM j_state_runs").unwrap()),
+                run_times.len() as u64
+            );
             // The same `now` again changes nothing.
             let again = run::run(&mut s, &def.journey, &opts(now)).unwrap();
             prop_assert_eq!(again.total_transitions(), 0);
