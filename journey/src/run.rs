@@ -62,7 +62,7 @@ impl std::fmt::Display for RunError {
             RunError::Rollback(m) => f.write_str(m),
             RunError::NeedsPublish { version, changes } => write!(
                 f,
-                "this definition changes version {version} of the journey for the customers inside it; publish it as version {} (journey run --publish: customers inside stay on version {version}, new ones enter the new one), or run the published one. Changes:\n  {}",
+                "this definition changes version {version} of the journey for the customers inside it; publish it as version {} (journey run --publish: customers inside stay on version {version}, new ones enter the new one), or run the published one. (A renamed stage, step, branch or exit without an `id` is a removed and an added position: give it id = \"<its old id>\" to keep it.) Changes:\n  {}",
                 version + 1,
                 changes.join("\n  ")
             ),
@@ -177,6 +177,8 @@ pub struct Compiled<'j> {
     version: i64,
     /// Whether it is the newest version (the one new customers enter).
     newest: bool,
+    /// Whether it is the only version with customers (its rules need not read the version).
+    sole: bool,
     /// State columns a `since` refers to, copied into the outcome table as `s__<column>`.
     since_cols: Vec<String>,
 }
@@ -247,6 +249,7 @@ impl<'j> Compiled<'j> {
             next: format!("{}__r0_next", j.state_table),
             version: 1,
             newest: true,
+            sole: true,
             cached: BTreeMap::new(),
             timed: BTreeMap::new(),
             since_cols: Vec::new(),
@@ -460,6 +463,9 @@ impl<'j> Compiled<'j> {
 
     /// Customers of this version in the in-progress state matching `cond`.
     fn state(&self, cond: &str) -> String {
+        if self.sole {
+            return format!("SELECT customer_id FROM {} WHERE {cond}", self.next);
+        }
         format!(
             "SELECT customer_id FROM {} WHERE {} AND {cond}",
             self.next,
@@ -470,7 +476,10 @@ impl<'j> Compiled<'j> {
     /// The condition that a state row is on this version (rows written before versions were kept
     /// have no version: they are on version 1).
     fn of_version(&self) -> String {
-        if self.version == 1 {
+        if self.sole {
+            // Every customer is on it: no column to read.
+            "TRUE".to_string()
+        } else if self.version == 1 {
             format!("({VERSION_COL} = 1 OR {VERSION_COL} IS NULL)")
         } else {
             format!("{VERSION_COL} = {}", self.version)
@@ -1134,6 +1143,10 @@ fn locked_run(
     }
     let tx = format!("{st}__r{run_id}_tx");
     cs.push(newest);
+    let sole = cs.len() == 1;
+    for c in &mut cs {
+        c.sole = sole;
+    }
     let Some(c) = cs.last() else {
         return Err(RunError::StateMismatch("no definition to run".into()));
     };
@@ -1461,7 +1474,11 @@ fn check_run(
             };
             classes.push((
                 class,
-                format!("({} AND ({}))", v.of_version(), conds.join(" OR ")),
+                if v.sole {
+                    format!("({})", conds.join(" OR "))
+                } else {
+                    format!("({} AND ({}))", v.of_version(), conds.join(" OR "))
+                },
             ));
         }
     }
