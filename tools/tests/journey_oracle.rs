@@ -455,42 +455,10 @@ fn session() -> (tempfile::TempDir, EmbeddedSession) {
     (dir, EmbeddedSession::new(Engine::new(Arc::new(db))))
 }
 
-/// The state table as key -> (column -> time).
-fn table(s: &mut dyn Session, j: &Journey) -> BTreeMap<String, State> {
-    let r = s.run(&format!("SELECT * FROM {}", j.state_table)).unwrap();
+/// A customer table as key -> (column -> value): times as µs, BIGINTs as they are, NULLs left out.
+fn keyed(s: &mut dyn Session, sql: &str) -> BTreeMap<String, State> {
     let mut out = BTreeMap::new();
-    for b in &r.batches {
-        let keys = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
-        for row in 0..b.num_rows() {
-            let mut st = State::new();
-            for (ci, f) in b.schema().fields().iter().enumerate().skip(1) {
-                let c = b.column(ci);
-                if let Some(v) = c.as_any().downcast_ref::<Int64Array>() {
-                    if v.is_valid(row) {
-                        st.insert(f.name().clone(), v.value(row));
-                    }
-                    continue;
-                }
-                let a = c
-                    .as_any()
-                    .downcast_ref::<TimestampMicrosecondArray>()
-                    .unwrap();
-                if a.is_valid(row) {
-                    st.insert(f.name().clone(), a.value(row));
-                }
-            }
-            out.insert(keys.value(row).to_string(), st);
-        }
-    }
-    out
-}
-
-/// The activation log as key -> (column -> time, or run id for `<column>__run`).
-fn log_table(s: &mut dyn Session) -> BTreeMap<String, State> {
-    let mut out = BTreeMap::new();
-    let Ok(r) = s.run("SELECT * FROM j_state_activations") else {
-        return out;
-    };
+    let r = s.run(sql).unwrap();
     for b in &r.batches {
         let keys = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
         for row in 0..b.num_rows() {
@@ -516,6 +484,16 @@ fn log_table(s: &mut dyn Session) -> BTreeMap<String, State> {
         }
     }
     out
+}
+
+/// The state table as key -> (column -> time, and the customer's version).
+fn table(s: &mut dyn Session, j: &Journey) -> BTreeMap<String, State> {
+    keyed(s, &format!("SELECT * FROM {}", j.state_table))
+}
+
+/// The activation log as key -> (column -> time, or run id for `<column>__run`).
+fn log_table(s: &mut dyn Session) -> BTreeMap<String, State> {
+    keyed(s, "SELECT * FROM j_state_activations")
 }
 
 fn opts(now_us: i64) -> RunOptions {
