@@ -214,6 +214,17 @@ impl Engine {
                 ))
             }
             Statement::Explain { .. } => Ok(Some(vec![("plan".to_string(), DType::Varchar)])),
+            Statement::ShowTables { .. } | Statement::ExplainTable { .. } => {
+                // Tiny catalog listings: the columns come from running them.
+                let b = self.shell_listing(stmt, &snap)?;
+                Ok(b.map(|b| {
+                    b.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| (f.name().clone(), dtype_of_arrow(f.data_type())))
+                        .collect()
+                }))
+            }
             _ => Ok(None),
         }
     }
@@ -388,6 +399,16 @@ impl Engine {
             Statement::Insert(ins) => self.insert(ins),
             Statement::Set(set) => self.set(set),
             Statement::ShowVariable { variable } => self.show(variable),
+            Statement::ShowTables { .. } | Statement::ExplainTable { .. } => {
+                let snap = self.db.snapshot();
+                match self.shell_listing(stmt, &snap)? {
+                    Some(b) => Ok(Output::Rows(b)),
+                    None => Err(QueryError::Unsupported(format!(
+                        "statement {}",
+                        first_words(&stmt.to_string())
+                    ))),
+                }
+            }
             // journeydb has no multi-statement transactions: every statement commits on its own.
             // BEGIN and COMMIT are accepted so drivers that wrap statements in them work; ROLLBACK
             // answers with its own tag so the protocol layer can warn that nothing was undone.
@@ -480,6 +501,86 @@ impl Engine {
         };
         self.settings().set(&name, value)?;
         Ok(rows_tag("SET", 0))
+    }
+
+    /// DuckDB's shell listings: `SHOW TABLES` (column `name`) and `DESCRIBE t` (`column_name`,
+    /// `column_type`, `null`, `key`, `default`, `extra`; journeydb puts a column's merge rule in
+    /// `extra`). `None` for other statements or forms it does not take (`SHOW TABLES IN ..`,
+    /// `LIKE`, Hive's `DESCRIBE FORMATTED`).
+    fn shell_listing(&self, stmt: &Statement, snap: &Snapshot) -> Result<Option<RecordBatch>> {
+        let utf8 = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+        match stmt {
+            Statement::ShowTables { show_options, .. } => {
+                if show_options.filter_position.is_some() || show_options.show_in.is_some() {
+                    return Ok(None);
+                }
+                let mut names: Vec<String> = snap
+                    .table_names()
+                    .into_iter()
+                    .filter(|n| !n.starts_with(CTAS_PREFIX))
+                    .collect();
+                names.sort();
+                let schema = Arc::new(Schema::new(vec![utf8("name", false)]));
+                Ok(Some(RecordBatch::try_new(
+                    schema,
+                    vec![Arc::new(StringArray::from(names)) as ArrayRef],
+                )?))
+            }
+            Statement::ExplainTable {
+                describe_alias: ast::DescribeAlias::Describe | ast::DescribeAlias::Desc,
+                hive_format: None,
+                table_name,
+                ..
+            } => {
+                let name = single_name(table_name)?;
+                let t = snap.table(&name).map_err(map_storage)?;
+                let sch = t.schema();
+                let key_type = match snap.key_type() {
+                    journeydb_storage::KeyType::Varchar => "VARCHAR",
+                    journeydb_storage::KeyType::Bigint => "BIGINT",
+                };
+                let mut rows: Vec<[Option<String>; 6]> = vec![[
+                    Some(sch.key_name.clone()),
+                    Some(key_type.to_string()),
+                    Some("NO".into()),
+                    Some("PRI".into()),
+                    None,
+                    None,
+                ]];
+                for c in &sch.columns {
+                    rows.push([
+                        Some(c.name.clone()),
+                        Some(c.ty.sql_name().to_string()),
+                        Some("YES".into()),
+                        None,
+                        None,
+                        Some(format!("MERGE {}", c.rule.sql_name())),
+                    ]);
+                }
+                let names = [
+                    "column_name",
+                    "column_type",
+                    "null",
+                    "key",
+                    "default",
+                    "extra",
+                ];
+                let schema = Arc::new(Schema::new(
+                    names.iter().map(|n| utf8(n, true)).collect::<Vec<_>>(),
+                ));
+                let cols: Vec<ArrayRef> = (0..names.len())
+                    .map(|i| {
+                        Arc::new(StringArray::from(
+                            rows.iter()
+                                .map(|r| r.get(i).cloned().flatten())
+                                .collect::<Vec<_>>(),
+                        )) as ArrayRef
+                    })
+                    .collect();
+                Ok(Some(RecordBatch::try_new(schema, cols)?))
+            }
+            _ => Ok(None),
+        }
     }
 
     fn show(&self, variable: &[ast::Ident]) -> Result<Output> {

@@ -76,3 +76,66 @@ fn lock_table_excludes_other_sessions_until_commit_or_the_session_ends() {
     a.execute("ROLLBACK").unwrap();
     e.session().execute("LOCK TABLE journey_x NOWAIT").unwrap();
 }
+
+#[test]
+fn show_tables_and_describe_list_the_catalog_as_duckdb_does() {
+    let (_d, e) = engine();
+    e.execute("CREATE TABLE s (customer_id VARCHAR PRIMARY KEY, n BIGINT MERGE SUM, t TIMESTAMP)")
+        .unwrap();
+    e.execute("CREATE TABLE a (k VARCHAR PRIMARY KEY, x DOUBLE MERGE MAX)")
+        .unwrap();
+    let b = e.query("SHOW TABLES").unwrap();
+    assert_eq!(b.schema().field(0).name(), "name");
+    let cell = |b: &arrow_array::RecordBatch, c: usize, r: usize| {
+        journeydb_query::format::cell_text(b.column(c).as_ref(), r)
+    };
+    assert_eq!(
+        (0..b.num_rows())
+            .map(|r| cell(&b, 0, r))
+            .collect::<Vec<_>>(),
+        vec![Some("a".to_string()), Some("s".to_string())]
+    );
+    let d = e.query("DESCRIBE s").unwrap();
+    let names: Vec<String> = d
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "column_name",
+            "column_type",
+            "null",
+            "key",
+            "default",
+            "extra"
+        ]
+    );
+    let rows: Vec<Vec<Option<String>>> = (0..d.num_rows())
+        .map(|r| (0..6).map(|c| cell(&d, c, r)).collect())
+        .collect();
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                s("customer_id"),
+                s("VARCHAR"),
+                s("NO"),
+                s("PRI"),
+                None,
+                None
+            ],
+            vec![s("n"), s("BIGINT"), s("YES"), None, None, s("MERGE SUM")],
+            vec![s("t"), s("TIMESTAMP"), s("YES"), None, None, s("MERGE MIN")],
+        ]
+    );
+    assert!(matches!(
+        e.query("DESCRIBE nope").unwrap_err(),
+        QueryError::TableNotFound(_)
+    ));
+    // Forms it does not take are refused by name.
+    assert!(e.query("SHOW TABLES LIKE 's%'").is_err());
+}
