@@ -1619,13 +1619,7 @@ fn publish(
         format!("{st}_versions"),
     );
     let log_next = next_log(ctx, c, run_id, what.acts, what.tx)?;
-    let key = |id: i64| {
-        if c.key_type == "BIGINT" {
-            id.to_string()
-        } else {
-            format!("'{id:010}'")
-        }
-    };
+    let key = |id: i64| id_key(c.key_type, id);
     // The run's record.
     let runs_next = format!("{p}runs");
     ctx.run(&format!(
@@ -1756,6 +1750,16 @@ fn latest_stamp(ctx: &mut Ctx<'_>, st: &str, columns: &[String]) -> Result<Optio
     Ok(last)
 }
 
+/// The key literal of run or version `id` in `<state>_runs` / `<state>_versions`: the number in a
+/// BIGINT-keyed database, zero-padded text (so keys sort by id) in a VARCHAR-keyed one.
+fn id_key(key_type: &str, id: i64) -> String {
+    if key_type == "BIGINT" {
+        id.to_string()
+    } else {
+        format!("'{id:010}'")
+    }
+}
+
 /// The snapshot of the state as run `run` published it.
 fn snapshot_name(st: &str, run: i64) -> String {
     format!("{st}_snap_r{run}")
@@ -1881,11 +1885,7 @@ fn locked_rollback(
         "CREATE TABLE {runs_next} (run {key_type} PRIMARY KEY, {RUN_COLUMNS})"
     ))?;
     ctx.run(&format!("INSERT INTO {runs_next} SELECT * FROM {runs_t}"))?;
-    let key = if key_type == "BIGINT" {
-        run_id.to_string()
-    } else {
-        format!("'{run_id:010}'")
-    };
+    let key = id_key(key_type, run_id);
     let customers = count(&ctx.run(&format!("SELECT count(*) FROM {snap}"))?);
     let columns = schema_of(ctx, &snap)?.map_or(0, |s| s.fields().len().saturating_sub(1));
     ctx.run(&format!(
