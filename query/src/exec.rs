@@ -126,12 +126,12 @@ pub fn eval_scalar(e: &Expr) -> Result<Scalar> {
     }
 }
 
-struct EvalCtx<'a> {
-    cols: &'a [RelCol],
-    keys: Option<&'a KeyDict>,
+pub(crate) struct EvalCtx<'a> {
+    pub(crate) cols: &'a [RelCol],
+    pub(crate) keys: Option<&'a KeyDict>,
 }
 
-fn decode_keys(keys: &KeyDict, ords: &RoaringBitmap) -> Result<Values> {
+pub(crate) fn decode_keys(keys: &KeyDict, ords: &RoaringBitmap) -> Result<Values> {
     let missing = |o: u32| QueryError::Internal(format!("ordinal {o} has no key"));
     Ok(match keys.key_type() {
         journeydb_storage::KeyType::Varchar => Values::Str(
@@ -154,7 +154,7 @@ fn decode_keys(keys: &KeyDict, ords: &RoaringBitmap) -> Result<Values> {
 }
 
 #[recursive::recursive]
-fn eval<'a>(e: &Expr, f: &'a Frame, ctx: &EvalCtx<'_>) -> Result<Vector<'a>> {
+pub(crate) fn eval<'a>(e: &Expr, f: &'a Frame, ctx: &EvalCtx<'_>) -> Result<Vector<'a>> {
     let rows = &f.rows;
     Ok(match e {
         Expr::Col(i) => {
@@ -195,6 +195,17 @@ fn eval<'a>(e: &Expr, f: &'a Frame, ctx: &EvalCtx<'_>) -> Result<Vector<'a>> {
         Expr::Neg(a) => negate(eval(a, f, ctx)?)?,
         Expr::IsNull(a, negated) => is_null(eval(a, f, ctx)?, rows, *negated)?,
         Expr::InList(a, set) => in_list(eval(a, f, ctx)?, set, rows)?,
+        Expr::Func(func, args, out) => {
+            let vals = args
+                .iter()
+                .map(|a| eval(a, f, ctx))
+                .collect::<Result<Vec<_>>>()?;
+            let types = args
+                .iter()
+                .map(|a| crate::plan::expr_type(a, ctx.cols))
+                .collect::<Result<Vec<_>>>()?;
+            crate::func::eval_func(func, vals, &types, *out, rows)?
+        }
         Expr::Filtered(a, c) => {
             let (t, _) = eval(c, f, ctx)?.into_bool(rows)?;
             let v = eval(a, f, ctx)?;
@@ -299,10 +310,17 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
             let mut out = map_frames(rel, snap, |f, ctx| {
                 let mut cols = Vec::with_capacity(exprs.len());
                 for (e, c) in exprs {
-                    cols.push(if c.is_key {
-                        None
-                    } else {
-                        Some(eval(e, f, ctx)?.into_column(&f.rows)?)
+                    cols.push(match e {
+                        _ if c.is_key => None,
+                        // A renamed column passes through; one no operator reads stays unread.
+                        Expr::Col(i) => match f.cols.get(*i) {
+                            Some(Some(col)) => Some(col.clone()),
+                            _ if ctx.cols.get(*i).is_some_and(|c| c.is_key) => {
+                                Some(eval(e, f, ctx)?.into_column(&f.rows)?)
+                            }
+                            _ => None,
+                        },
+                        _ => Some(eval(e, f, ctx)?.into_column(&f.rows)?),
                     });
                 }
                 Ok(Frame {
@@ -316,13 +334,14 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
         Plan::Aggregate {
             input,
             by_key,
+            groups,
             items,
         } => {
             let rel = execute(input, snap)?;
             if *by_key {
                 aggregate_by_key(rel, items, snap)
             } else {
-                aggregate_all(rel, items, snap)
+                crate::agg::aggregate(rel, groups, items, snap)
             }
         }
         Plan::SetOp { kind, left, right } => {
@@ -353,6 +372,16 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
                 cols: l.cols,
                 parts,
             })
+        }
+        Plan::Join {
+            kind,
+            left,
+            right,
+            partial_keys,
+        } => {
+            let l = execute(left, snap)?;
+            let r = execute(right, snap)?;
+            crate::join::join(l, r, *kind, partial_keys, snap)
         }
         Plan::UnionAll { left, right } => {
             let mut l = execute(left, snap)?;
@@ -479,6 +508,17 @@ fn aggregate_by_key(rel: Relation, items: &[(Agg, RelCol)], snap: &Snapshot) -> 
         for (agg, col) in items {
             cols.push(match agg {
                 Agg::Key => None,
+                Agg::Group(_)
+                | Agg::Sum(_)
+                | Agg::Avg(_)
+                | Agg::CountDistinct(_)
+                | Agg::BoolAnd(_)
+                | Agg::BoolOr(_)
+                | Agg::Quantile(..) => {
+                    return Err(QueryError::Internal(
+                        "a general aggregate in the per-key path".into(),
+                    ))
+                }
                 Agg::CountStar => {
                     let sets: Vec<RoaringBitmap> = frames.iter().map(|f| f.rows.clone()).collect();
                     Some(ColumnData {
@@ -530,7 +570,7 @@ fn aggregate_by_key(rel: Relation, items: &[(Agg, RelCol)], snap: &Snapshot) -> 
     })
 }
 
-fn fold_scalar(acc: &mut Option<Scalar>, v: Scalar, min: bool) {
+pub(crate) fn fold_scalar(acc: &mut Option<Scalar>, v: Scalar, min: bool) {
     let better = match (&*acc, &v) {
         (None, _) => true,
         (Some(Scalar::Int(a)), Scalar::Int(b)) | (Some(Scalar::Ts(a)), Scalar::Ts(b)) => {
@@ -568,7 +608,7 @@ fn fold_scalar(acc: &mut Option<Scalar>, v: Scalar, min: bool) {
     }
 }
 
-fn extreme(c: &ColumnData, dtype: DType, min: bool) -> Option<Scalar> {
+pub(crate) fn extreme(c: &ColumnData, dtype: DType, min: bool) -> Option<Scalar> {
     let mut acc = None;
     match &c.values {
         Values::Int(v) => {
@@ -602,87 +642,6 @@ fn extreme(c: &ColumnData, dtype: DType, min: bool) -> Option<Scalar> {
     }
 }
 
-fn aggregate_all(rel: Relation, items: &[(Agg, RelCol)], snap: &Snapshot) -> Result<Relation> {
-    let parts: Vec<Vec<Frame>> = rel.parts.into_values().collect();
-    let in_cols = rel.cols;
-    // Per partition partial results, folded afterwards.
-    let partials = par_map(&parts, |frames| {
-        let keys = snap.keys();
-        let ctx = EvalCtx {
-            cols: &in_cols,
-            keys: Some(&keys),
-        };
-        let mut out: Vec<Option<Scalar>> = Vec::with_capacity(items.len());
-        for (agg, col) in items {
-            out.push(match agg {
-                Agg::Key => return Err(QueryError::Unsupported("the key without GROUP BY".into())),
-                Agg::CountStar => Some(Scalar::Int(
-                    frames.iter().map(|f| f.rows.len() as i64).sum(),
-                )),
-                Agg::Count(e) => {
-                    let mut n = 0i64;
-                    for f in frames {
-                        n += present(&eval(e, f, &ctx)?, &f.rows).len() as i64;
-                    }
-                    Some(Scalar::Int(n))
-                }
-                Agg::Min(e) | Agg::Max(e) => {
-                    let min = matches!(agg, Agg::Min(_));
-                    let mut acc = None;
-                    for f in frames {
-                        let c = eval(e, f, &ctx)?.into_column(&f.rows)?;
-                        if let Some(v) = extreme(&c, col.dtype, min) {
-                            fold_scalar(&mut acc, v, min);
-                        }
-                    }
-                    acc
-                }
-            });
-        }
-        Ok(out)
-    })?;
-    let mut row: Vec<Option<Scalar>> = items
-        .iter()
-        .map(|(a, _)| match a {
-            Agg::CountStar | Agg::Count(_) => Some(Scalar::Int(0)),
-            _ => None,
-        })
-        .collect();
-    for part in partials {
-        for ((slot, v), (agg, _)) in row.iter_mut().zip(part).zip(items) {
-            match (agg, v) {
-                (Agg::CountStar | Agg::Count(_), Some(Scalar::Int(n))) => {
-                    if let Some(Scalar::Int(acc)) = slot {
-                        *acc += n;
-                    }
-                }
-                (Agg::Min(_), Some(v)) => fold_scalar(slot, v, true),
-                (Agg::Max(_), Some(v)) => fold_scalar(slot, v, false),
-                _ => {}
-            }
-        }
-    }
-    let one: RoaringBitmap = [0].into_iter().collect();
-    let cols = row
-        .into_iter()
-        .map(|v| {
-            Ok(Some(match v {
-                None | Some(Scalar::Null) => ColumnData {
-                    presence: RoaringBitmap::new(),
-                    values: Values::Int(Vec::new()),
-                },
-                Some(s) => Vector::Const(s).into_column(&one)?,
-            }))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut parts = BTreeMap::new();
-    parts.insert(PartitionId(0), vec![Frame { rows: one, cols }]);
-    Ok(Relation {
-        cols: items.iter().map(|(_, c)| c.clone()).collect(),
-        parts,
-    })
-}
-
 /// The Arrow type of a column of the output.
 pub fn arrow_type(t: DType) -> DataType {
     match t {
@@ -691,8 +650,20 @@ pub fn arrow_type(t: DType) -> DataType {
         DType::Double => DataType::Float64,
         DType::Boolean => DataType::Boolean,
         DType::Varchar => DataType::Utf8,
-        DType::Interval | DType::Null => DataType::Null,
+        DType::Interval => DataType::Interval(arrow_schema::IntervalUnit::MonthDayNano),
+        DType::Null => DataType::Null,
     }
+}
+
+/// An interval of `micros` as Arrow's (months, days, nanoseconds), with days and time split as
+/// DuckDB splits the difference of two timestamps.
+pub fn interval_value(micros: i64) -> arrow_array::types::IntervalMonthDayNano {
+    let day = crate::types::US_PER_DAY;
+    arrow_array::types::IntervalMonthDayNano::new(
+        0,
+        (micros / day) as i32,
+        (micros % day).saturating_mul(1000),
+    )
 }
 
 enum Builder {
@@ -701,6 +672,7 @@ enum Builder {
     Float(Float64Builder),
     Bool(BooleanBuilder),
     Str(StringBuilder),
+    Interval(arrow_array::builder::IntervalMonthDayNanoBuilder),
     Null(usize),
 }
 
@@ -712,7 +684,10 @@ impl Builder {
             DType::Double => Builder::Float(Float64Builder::new()),
             DType::Boolean => Builder::Bool(BooleanBuilder::new()),
             DType::Varchar => Builder::Str(StringBuilder::new()),
-            DType::Interval | DType::Null => Builder::Null(0),
+            DType::Interval => {
+                Builder::Interval(arrow_array::builder::IntervalMonthDayNanoBuilder::new())
+            }
+            DType::Null => Builder::Null(0),
         }
     }
 
@@ -724,6 +699,10 @@ impl Builder {
             (Builder::Float(b), Some((Values::Float(x), i))) => b.append_option(x.get(i).copied()),
             (Builder::Bool(b), Some((Values::Bool(x), i))) => b.append_option(x.get(i).copied()),
             (Builder::Str(b), Some((Values::Str(x), i))) => b.append_option(x.get(i)),
+            (Builder::Interval(b), Some((Values::Int(x), i))) => {
+                b.append_option(x.get(i).map(|v| interval_value(*v)))
+            }
+            (Builder::Interval(b), _) => b.append_null(),
             (Builder::Ts(b), _) => b.append_null(),
             (Builder::Int(b), _) => b.append_null(),
             (Builder::Float(b), _) => b.append_null(),
@@ -739,6 +718,7 @@ impl Builder {
             Builder::Float(mut b) => Arc::new(b.finish()),
             Builder::Bool(mut b) => Arc::new(b.finish()),
             Builder::Str(mut b) => Arc::new(b.finish()),
+            Builder::Interval(mut b) => Arc::new(b.finish()),
             Builder::Null(n) => Arc::new(NullArray::new(n)),
         }
     }

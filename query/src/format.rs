@@ -41,6 +41,19 @@ pub fn cell_text(a: &dyn Array, i: usize) -> Option<String> {
         DataType::Boolean => any.downcast_ref::<BooleanArray>()?.value(i).to_string(),
         DataType::Utf8 => any.downcast_ref::<StringArray>()?.value(i).to_string(),
         DataType::Null => return None,
+        DataType::Interval(arrow_schema::IntervalUnit::MonthDayNano) => {
+            let v = any
+                .downcast_ref::<arrow_array::IntervalMonthDayNanoArray>()?
+                .value(i);
+            let us = i64::from(v.days)
+                .saturating_mul(crate::types::US_PER_DAY)
+                .saturating_add(v.nanoseconds / 1000);
+            let time = crate::func::interval_text(us);
+            match v.months {
+                0 => time,
+                m => format!("{m} month{} {time}", if m.abs() == 1 { "" } else { "s" }),
+            }
+        }
         other => format!("<{other}>"),
     })
 }

@@ -12,12 +12,15 @@
 
 pub mod cancel;
 pub mod catalog;
+pub mod agg;
 pub mod copy;
 pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod files;
 pub mod format;
+pub mod func;
+pub mod join;
 mod locks;
 pub mod parse;
 pub mod plan;

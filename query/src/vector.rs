@@ -159,6 +159,7 @@ pub fn restrict(c: &ColumnData, rows: &RoaringBitmap) -> ColumnData {
 fn repeat(s: &Scalar, n: usize) -> Option<Values> {
     Some(match s {
         Scalar::Ts(v) | Scalar::Int(v) => Values::Int(vec![*v; n]),
+        Scalar::Interval(iv) if iv.months == 0 => Values::Int(vec![iv.micros; n]),
         Scalar::Float(v) => Values::Float(vec![*v; n]),
         Scalar::Bool(v) => Values::Bool(vec![*v; n]),
         Scalar::Str(v) => Values::Str(vec![v.clone(); n]),
@@ -171,9 +172,9 @@ impl<'a> Vector<'a> {
     pub fn into_column(self, rows: &RoaringBitmap) -> Result<ColumnData> {
         Ok(match self {
             Vector::Col(c, _) => c.into_owned(),
-            Vector::Const(Scalar::Interval(_)) => {
+            Vector::Const(Scalar::Interval(iv)) if iv.months != 0 => {
                 return Err(QueryError::Unsupported(
-                    "an INTERVAL value in a result column".into(),
+                    "an INTERVAL of months in a result column".into(),
                 ))
             }
             Vector::Const(s) => match repeat(&s, rows.len() as usize) {
@@ -398,25 +399,34 @@ pub fn in_list<'a>(a: Vector<'_>, set: &InSet, rows: &RoaringBitmap) -> Result<V
 }
 
 /// A value of one element, for element-wise kernels.
-#[derive(Clone, Copy)]
-enum El<'a> {
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum El<'a> {
+    /// An integer: BIGINT, TIMESTAMP (µs) or INTERVAL (µs).
     I(i64),
+    /// A DOUBLE.
     F(f64),
+    /// A BOOLEAN.
     B(bool),
+    /// A VARCHAR.
     S(&'a str),
 }
 
-fn el_of(s: &Scalar) -> Option<El<'_>> {
+/// Micros per month when intervals are compared (DuckDB normalizes a month to 30 days).
+const MONTH_US: i64 = 30 * crate::types::US_PER_DAY;
+
+pub(crate) fn el_of(s: &Scalar) -> Option<El<'_>> {
     Some(match s {
         Scalar::Ts(v) | Scalar::Int(v) => El::I(*v),
         Scalar::Float(v) => El::F(*v),
         Scalar::Bool(v) => El::B(*v),
         Scalar::Str(v) => El::S(v),
-        Scalar::Null | Scalar::Interval(_) => return None,
+        // An interval compares by its length with a month as 30 days.
+        Scalar::Interval(iv) => El::I(iv.months.saturating_mul(MONTH_US).saturating_add(iv.micros)),
+        Scalar::Null => return None,
     })
 }
 
-fn el_at(v: &Values, i: usize) -> Option<El<'_>> {
+pub(crate) fn el_at(v: &Values, i: usize) -> Option<El<'_>> {
     Some(match v {
         Values::Int(x) => El::I(*x.get(i)?),
         Values::Float(x) => El::F(*x.get(i)?),
@@ -425,7 +435,7 @@ fn el_at(v: &Values, i: usize) -> Option<El<'_>> {
     })
 }
 
-fn cmp_el(a: El<'_>, b: El<'_>) -> Option<std::cmp::Ordering> {
+pub(crate) fn cmp_el(a: El<'_>, b: El<'_>) -> Option<std::cmp::Ordering> {
     Some(match (a, b) {
         (El::I(x), El::I(y)) => x.cmp(&y),
         (El::F(x), El::F(y)) => x.total_cmp(&y),
@@ -737,6 +747,10 @@ pub fn arith<'a>(
     }
     let to_out = |s: Scalar| match (s, out) {
         (Scalar::Int(v), DType::Timestamp) => Scalar::Ts(v),
+        (Scalar::Int(v), DType::Interval) => Scalar::Interval(Interval {
+            months: 0,
+            micros: v,
+        }),
         (s, _) => s,
     };
     match (&a, &b) {

@@ -3,6 +3,7 @@
 use super::*;
 
 /// Plans a query (with ORDER BY / LIMIT).
+// long: the forms of ORDER BY items and LIMIT / OFFSET, one arm each.
 pub fn plan_query(q: &ast::Query, ctx: &PlanCtx<'_>) -> Result<QueryPlan> {
     if q.with.is_some() {
         return unsupported("WITH (common table expressions)");
@@ -53,10 +54,17 @@ pub fn plan_query(q: &ast::Query, ctx: &PlanCtx<'_>) -> Result<QueryPlan> {
                             ))
                         })?
                 }
+                // An expression written as in the SELECT list (`ORDER BY count(*) DESC`) names the
+                // output column it became.
                 other => {
-                    return unsupported(format!(
-                        "ORDER BY expression {other} (use an output column name or position)"
-                    ))
+                    let text = other.to_string();
+                    cols.iter()
+                        .position(|c| c.name.eq_ignore_ascii_case(&text))
+                        .ok_or_else(|| {
+                            QueryError::Unsupported(format!(
+                            "ORDER BY expression {other} that is not in the SELECT list (select it, then order by its name or position)"
+                        ))
+                        })?
                 }
             };
             let desc = match &o.options.sort {
@@ -200,9 +208,17 @@ pub(super) fn plan_from(
         };
     };
     if !one.joins.is_empty() {
-        return unsupported("JOIN; combine customer sets with INTERSECT / UNION / EXCEPT");
+        return Ok((plan_joins(one, ctx)?, None, None));
     }
-    match &one.relation {
+    plan_factor(&one.relation, ctx)
+}
+
+/// One table, table function or subquery of FROM, with its alias and sample.
+pub(super) fn plan_factor(
+    factor: &ast::TableFactor,
+    ctx: &PlanCtx<'_>,
+) -> Result<(Plan, Option<String>, Option<Sample>)> {
+    match factor {
         ast::TableFactor::Table {
             name,
             alias,
@@ -375,21 +391,7 @@ pub fn eval_const(e: &ast::Expr, now_us: i64) -> Result<Scalar> {
     crate::exec::eval_scalar(&planned)
 }
 
-pub(super) fn is_aggregate(e: &ast::Expr) -> bool {
-    match e {
-        ast::Expr::Function(f) => matches!(
-            f.name.to_string().to_ascii_lowercase().as_str(),
-            "count" | "min" | "max"
-        ),
-        ast::Expr::Nested(e) => is_aggregate(e),
-        _ => false,
-    }
-}
-
 pub(super) fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
-    if s.having.is_some() {
-        return unsupported("HAVING");
-    }
     if !s.named_window.is_empty() || s.qualify.is_some() {
         return unsupported("window functions");
     }
@@ -430,15 +432,28 @@ pub(super) fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
     }
     let group_by = match &s.group_by {
         ast::GroupByExpr::Expressions(exprs, mods) if mods.is_empty() => exprs.clone(),
-        _ => return unsupported("GROUP BY ALL / ROLLUP / CUBE"),
+        // DuckDB's GROUP BY ALL: every SELECT item without an aggregate.
+        ast::GroupByExpr::All(mods) if mods.is_empty() => s
+            .projection
+            .iter()
+            .filter_map(|p| match p {
+                ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. }
+                    if !contains_aggregate(e) =>
+                {
+                    Some(e.clone())
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => return unsupported("GROUP BY ROLLUP / CUBE / GROUPING SETS"),
     };
     let has_agg = s.projection.iter().any(|p| match p {
         ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
-            is_aggregate(e)
+            contains_aggregate(e)
         }
         _ => false,
     });
-    let plan = if has_agg || !group_by.is_empty() {
+    let plan = if has_agg || !group_by.is_empty() || s.having.is_some() {
         plan_aggregate(s, input, &in_cols, alias, &group_by, ctx)?
     } else {
         let exprs = projection(s, &in_cols, alias, ctx)?;
@@ -452,7 +467,8 @@ pub(super) fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
         Some(ast::Distinct::Distinct) if plan.key_only() => Plan::Distinct {
             input: Box::new(plan),
         },
-        Some(_) => return unsupported("DISTINCT over columns other than the customer key"),
+        Some(ast::Distinct::Distinct) => distinct_rows(prune_scan(plan)),
+        Some(_) => return unsupported("DISTINCT ON"),
     };
     Ok(prune_scan(plan))
 }
@@ -467,14 +483,35 @@ pub(super) fn projection(
     let mut exprs = Vec::new();
     for item in &s.projection {
         match item {
-            ast::SelectItem::Wildcard(_) => {
+            ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..) => {
+                // `s.*` of a join: the columns of `s`.
+                let prefix = match item {
+                    ast::SelectItem::QualifiedWildcard(ast::SelectItemQualifiedWildcardKind::ObjectName(n), _)
+                        if in_cols.iter().any(|c| c.name.contains('.')) =>
+                    {
+                        Some(format!("{}.", object_name(n)?.join(".")))
+                    }
+                    _ => None,
+                };
                 for (i, c) in in_cols.iter().enumerate() {
-                    exprs.push((Expr::Col(i), c.clone()));
-                }
-            }
-            ast::SelectItem::QualifiedWildcard(..) => {
-                for (i, c) in in_cols.iter().enumerate() {
-                    exprs.push((Expr::Col(i), c.clone()));
+                    let shown = match &prefix {
+                        None => !c.name.starts_with(HIDDEN),
+                        Some(p) => c
+                            .name
+                            .trim_start_matches(HIDDEN)
+                            .to_ascii_lowercase()
+                            .starts_with(p),
+                    };
+                    if !shown {
+                        continue;
+                    }
+                    exprs.push((
+                        Expr::Col(i),
+                        RelCol {
+                            name: bare(&c.name).to_string(),
+                            ..c.clone()
+                        },
+                    ));
                 }
             }
             ast::SelectItem::ExprWithAliases { .. } => {
@@ -545,119 +582,4 @@ pub(super) fn default_name(e: &ast::Expr) -> String {
         ast::Expr::CompoundIdentifier(parts) => parts.last().map(ident).unwrap_or_default(),
         other => other.to_string(),
     }
-}
-
-pub(super) fn plan_aggregate(
-    s: &ast::Select,
-    input: Plan,
-    in_cols: &[RelCol],
-    alias: Option<&str>,
-    group_by: &[ast::Expr],
-    ctx: &PlanCtx<'_>,
-) -> Result<Plan> {
-    let by_key = match group_by {
-        [] => false,
-        [g] => {
-            let e = plan_expr(g, in_cols, alias, ctx.now_us)?;
-            match e {
-                Expr::Col(i) if in_cols.get(i).is_some_and(|c| c.is_key) => true,
-                _ => return unsupported(format!("GROUP BY {g} (only GROUP BY the customer key)")),
-            }
-        }
-        _ => return unsupported("GROUP BY several expressions (only GROUP BY the customer key)"),
-    };
-    let mut items = Vec::new();
-    for item in &s.projection {
-        let (e, name) = match item {
-            ast::SelectItem::UnnamedExpr(e) => (e, None),
-            ast::SelectItem::ExprWithAlias { expr, alias } => (expr, Some(ident(alias))),
-            _ => return unsupported("* together with aggregates"),
-        };
-        let e = match e {
-            ast::Expr::Nested(inner) => inner.as_ref(),
-            e => e,
-        };
-        let (agg, dtype) = match e {
-            ast::Expr::Function(f) => plan_agg_function(f, e, in_cols, alias, ctx)?,
-            other => {
-                let pe = plan_expr(other, in_cols, alias, ctx.now_us)?;
-                match pe {
-                    Expr::Col(i) if by_key && in_cols.get(i).is_some_and(|c| c.is_key) => {
-                        (Agg::Key, in_cols.get(i).map_or(DType::Varchar, |c| c.dtype))
-                    }
-                    _ => {
-                        return Err(QueryError::Unsupported(format!(
-                            "{other} must be an aggregate (COUNT, MIN, MAX){}",
-                            if by_key { " or the grouped key" } else { "" }
-                        )))
-                    }
-                }
-            }
-        };
-        let is_key = matches!(agg, Agg::Key);
-        items.push((
-            agg,
-            RelCol {
-                name: name.unwrap_or_else(|| default_name(e)),
-                dtype,
-                is_key,
-            },
-        ));
-    }
-    Ok(Plan::Aggregate {
-        input: Box::new(input),
-        by_key,
-        items,
-    })
-}
-
-/// One aggregate call of a SELECT list (`count(*)`, `count(x)`, `min(x)`, `max(x)`, each with an
-/// optional `FILTER (WHERE ..)`) and its type.
-fn plan_agg_function(
-    f: &ast::Function,
-    e: &ast::Expr,
-    in_cols: &[RelCol],
-    alias: Option<&str>,
-    ctx: &PlanCtx<'_>,
-) -> Result<(Agg, DType)> {
-    let fname = f.name.to_string().to_ascii_lowercase();
-    let args = match &f.args {
-        ast::FunctionArguments::List(l) => {
-            if l.duplicate_treatment.is_some() {
-                return unsupported(format!("{fname}(DISTINCT ..)"));
-            }
-            l.args.clone()
-        }
-        _ => return unsupported(format!("{fname} without an argument list")),
-    };
-    if f.over.is_some() {
-        return unsupported("aggregate OVER (window functions)");
-    }
-    let filter = match &f.filter {
-        Some(c) => Some(plan_expr(c, in_cols, alias, ctx.now_us)?),
-        None => None,
-    };
-    let only = |e: Expr| match &filter {
-        Some(c) => Expr::Filtered(Box::new(e), Box::new(c.clone())),
-        None => e,
-    };
-    Ok(match (fname.as_str(), args.as_slice()) {
-        ("count", [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]) => match &filter {
-            None => (Agg::CountStar, DType::Bigint),
-            Some(_) => (Agg::Count(only(Expr::Lit(Scalar::Int(1)))), DType::Bigint),
-        },
-        (
-            f @ ("count" | "min" | "max"),
-            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))],
-        ) => {
-            let pe = only(plan_expr(a, in_cols, alias, ctx.now_us)?);
-            let t = expr_type(&pe, in_cols)?;
-            match f {
-                "count" => (Agg::Count(pe), DType::Bigint),
-                "min" => (Agg::Min(pe), t),
-                _ => (Agg::Max(pe), t),
-            }
-        }
-        _ => return unsupported(format!("function {e}")),
-    })
 }

@@ -4,6 +4,7 @@ use super::*;
 
 impl Plan {
     /// EXPLAIN text.
+    // long: one arm per plan operator; each arm is a short line.
     pub fn explain(&self, out: &mut String, depth: usize) {
         let pad = "  ".repeat(depth);
         let names = |cols: &[RelCol]| {
@@ -56,15 +57,29 @@ impl Plan {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Plan::Aggregate { by_key, items, .. } => writeln!(
+            Plan::Aggregate {
+                by_key,
+                groups,
+                items,
+                ..
+            } => writeln!(
                 out,
                 "{pad}Aggregate {} [{}] ({})",
-                if *by_key { "GROUP BY key" } else { "global" },
+                if *by_key {
+                    "GROUP BY key".to_string()
+                } else if groups.is_empty() {
+                    "global".to_string()
+                } else {
+                    format!(
+                        "GROUP BY {}",
+                        groups.iter().map(show).collect::<Vec<_>>().join(", ")
+                    )
+                },
                 names(&items.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>()),
                 if *by_key {
                     "ordinal-aligned merge"
                 } else {
-                    "bitmap cardinalities / min / max"
+                    "coded groups; counts as bitmap intersections"
                 }
             ),
             Plan::SetOp { kind, .. } => writeln!(
@@ -82,6 +97,16 @@ impl Plan {
                 }
             ),
             Plan::UnionAll { .. } => writeln!(out, "{pad}UnionAll (frames concatenated)"),
+            Plan::Join { kind, .. } => writeln!(
+                out,
+                "{pad}Join {kind:?} on the key (ordinal-aligned, bitmap {})",
+                match kind {
+                    JoinKind::Inner => "AND",
+                    JoinKind::Left => "left",
+                    JoinKind::Right => "right",
+                    JoinKind::Full => "OR",
+                }
+            ),
             Plan::Distinct { .. } => writeln!(out, "{pad}Distinct (bitmap OR of frames)"),
             Plan::System { name, .. } => writeln!(out, "{pad}SystemTable {name}"),
             Plan::Rel { name, rel } => writeln!(
@@ -96,7 +121,9 @@ impl Plan {
             | Plan::Aggregate { input, .. }
             | Plan::Distinct { input }
             | Plan::Sample { input, .. } => input.explain(out, depth + 1),
-            Plan::SetOp { left, right, .. } | Plan::UnionAll { left, right } => {
+            Plan::SetOp { left, right, .. }
+            | Plan::UnionAll { left, right }
+            | Plan::Join { left, right, .. } => {
                 left.explain(out, depth + 1);
                 right.explain(out, depth + 1);
             }
@@ -118,6 +145,11 @@ pub(super) fn show(e: &Expr) -> String {
         Expr::Neg(a) => format!("-{}", show(a)),
         Expr::IsNull(a, neg) => format!("{} IS {}NULL", show(a), if *neg { "NOT " } else { "" }),
         Expr::Filtered(a, c) => format!("{} FILTER (WHERE {})", show(a), show(c)),
+        Expr::Func(f, args, _) => format!(
+            "{}({})",
+            f.name(),
+            args.iter().map(show).collect::<Vec<_>>().join(", ")
+        ),
         Expr::InList(a, set) => {
             let shown: Vec<String> = set
                 .values()

@@ -2,16 +2,41 @@
 
 use super::*;
 
+/// The column named `name`. The columns of a join are qualified (`s.stage1`): a bare name finds
+/// the one column of that name on either side, and `alias.key` of a USING join finds the key.
 pub(super) fn resolve(name: &str, cols: &[RelCol]) -> Result<usize> {
-    let mut hits = cols
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.name.eq_ignore_ascii_case(name));
-    match (hits.next(), hits.next()) {
-        (Some((i, _)), None) => Ok(i),
-        (Some(_), Some(_)) => Err(QueryError::ColumnNotFound(format!("{name} is ambiguous"))),
-        (None, _) => Err(QueryError::ColumnNotFound(name.to_string())),
-    }
+    let find = |pred: &dyn Fn(&RelCol) -> bool| {
+        let mut hits = cols.iter().enumerate().filter(|(_, c)| pred(c));
+        match (hits.next(), hits.next()) {
+            (Some((i, _)), None) => Some(Ok(i)),
+            (Some(_), Some(_)) => Some(Err(QueryError::ColumnNotFound(format!(
+                "{name} is ambiguous (qualify it with its table)"
+            )))),
+            (None, _) => None,
+        }
+    };
+    let exact = find(&|c| c.name.eq_ignore_ascii_case(name));
+    let qualified = || {
+        if name.contains('.') {
+            // `p.customer_id` of a USING join: the key column stands for both sides.
+            let b = bare(name);
+            let hidden = format!("{HIDDEN}{name}");
+            find(&|c| c.name.eq_ignore_ascii_case(&hidden)).or_else(|| {
+                find(&|c| {
+                    c.is_key && !c.name.starts_with(HIDDEN) && bare(&c.name).eq_ignore_ascii_case(b)
+                })
+            })
+        } else {
+            find(&|c| {
+                c.name.contains('.')
+                    && !c.name.starts_with(HIDDEN)
+                    && bare(&c.name).eq_ignore_ascii_case(name)
+            })
+        }
+    };
+    exact
+        .or_else(qualified)
+        .unwrap_or_else(|| Err(QueryError::ColumnNotFound(name.to_string())))
 }
 
 pub(super) fn lit_of(v: &ast::Value) -> Result<Scalar> {
@@ -92,6 +117,9 @@ pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i6
     let planned = match e {
         ast::Expr::Identifier(i) => Expr::Col(resolve(&ident(i), cols)?),
         ast::Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+            [q, c] if cols.iter().any(|c| c.name.contains('.')) => {
+                Expr::Col(resolve(&format!("{}.{}", ident(q), ident(c)), cols)?)
+            }
             [q, c] => {
                 let q = ident(q);
                 if alias.is_some_and(|a| a != q) {
@@ -238,6 +266,16 @@ pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i6
                 B::Minus => typed_arith(ArithOp::Sub, l, r, cols)?,
                 B::Multiply => typed_arith(ArithOp::Mul, l, r, cols)?,
                 B::Divide => typed_arith(ArithOp::Div, l, r, cols)?,
+                B::StringConcat => {
+                    let (args, _) = funcs::unify(vec![l, r], cols, "||")?;
+                    for a in &args {
+                        let t = expr_type(a, cols)?;
+                        if !matches!(t, DType::Varchar | DType::Null) {
+                            return unsupported(format!("|| on a {} value", t.name()));
+                        }
+                    }
+                    Expr::Func(crate::func::Func::Concat, args, DType::Varchar)
+                }
                 other => return unsupported(format!("operator {other}")),
             }
         }
@@ -276,14 +314,62 @@ pub fn plan_expr(e: &ast::Expr, cols: &[RelCol], alias: Option<&str>, now_us: i6
                 {
                     Expr::Lit(Scalar::Ts(now_us))
                 }
-                "count" | "min" | "max" => {
+                _ if super::aggregate::is_aggregate_name(&name) => {
                     return unsupported(format!(
-                        "aggregate {e} here (aggregates go in the SELECT list)"
+                        "aggregate {e} here (aggregates go in the SELECT list or HAVING)"
                     ))
                 }
-                _ => return unsupported(format!("function {name}")),
+                _ => {
+                    if f.over.is_some() || f.filter.is_some() {
+                        return unsupported(format!("OVER / FILTER on function {name}"));
+                    }
+                    let args = funcs::call_args(f, &name)?
+                        .into_iter()
+                        .map(&p)
+                        .collect::<Result<Vec<_>>>()?;
+                    match funcs::plan_function(&name, args, cols)? {
+                        Some(x) => x,
+                        None => return unsupported(format!("function {name}")),
+                    }
+                }
             }
         }
+        ast::Expr::Case {
+            operand,
+            conditions,
+            else_result,
+            ..
+        } => {
+            let operand = operand.as_deref().map(&p).transpose()?;
+            let whens = conditions
+                .iter()
+                .map(|w| Ok((p(&w.condition)?, p(&w.result)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let else_ = else_result.as_deref().map(&p).transpose()?;
+            funcs::plan_case(operand, whens, else_, cols)?
+        }
+        ast::Expr::Like {
+            negated,
+            any,
+            expr,
+            pattern,
+            escape_char,
+        }
+        | ast::Expr::ILike {
+            negated,
+            any,
+            expr,
+            pattern,
+            escape_char,
+        } => {
+            if *any {
+                return unsupported("LIKE ANY");
+            }
+            let ci = matches!(e, ast::Expr::ILike { .. });
+            let escape = escape_char.as_deref().map(&p).transpose()?;
+            funcs::plan_like(p(expr)?, p(pattern)?, escape, ci, *negated, cols)?
+        }
+        ast::Expr::Extract { field, expr, .. } => funcs::plan_extract(field, p(expr)?, cols)?,
         other => return unsupported(format!("expression {other}")),
     };
     expr_type(&planned, cols)?;
@@ -404,6 +490,9 @@ pub(super) fn typed_arith(op: ArithOp, l: Expr, r: Expr, cols: &[RelCol]) -> Res
         (_, DType::Null, _) | (_, _, DType::Null) => DType::Null,
         (ArithOp::Add | ArithOp::Sub, DType::Timestamp, DType::Interval)
         | (ArithOp::Add, DType::Interval, DType::Timestamp) => DType::Timestamp,
+        // Two timestamps are an interval apart (µs, as DuckDB's days and time).
+        (ArithOp::Sub, DType::Timestamp, DType::Timestamp)
+        | (ArithOp::Add | ArithOp::Sub, DType::Interval, DType::Interval) => DType::Interval,
         (ArithOp::Div, DType::Bigint | DType::Double, DType::Bigint | DType::Double) => {
             DType::Double
         }
@@ -458,7 +547,7 @@ pub fn expr_type(e: &Expr, cols: &[RelCol]) -> Result<DType> {
             }
             DType::Boolean
         }
-        Expr::Arith(_, _, _, t) => *t,
+        Expr::Arith(_, _, _, t) | Expr::Func(_, _, t) => *t,
         Expr::Neg(a) => expr_type(a, cols)?,
         Expr::Filtered(a, c) => {
             let t = expr_type(c, cols)?;

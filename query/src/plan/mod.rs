@@ -15,16 +15,19 @@ use crate::error::{QueryError, Result};
 use crate::types::{parse_interval, parse_timestamp, DType, Scalar};
 use crate::vector::{ArithOp, CmpOp, InSet};
 
+mod aggregate;
 mod bind;
 mod explain;
 mod expr;
+mod funcs;
+mod join;
 mod prune;
 
 pub use bind::{eval_const, plan_query};
 pub(crate) use expr::cast_lit;
 pub use expr::{expr_type, plan_expr};
 #[allow(unused_imports)]
-use {bind::*, expr::*, prune::*};
+use {aggregate::*, bind::*, expr::*, join::*, prune::*};
 
 /// A column of a relation.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +65,8 @@ pub enum Expr {
     InList(Box<Expr>, std::sync::Arc<InSet>),
     /// The value where the condition is TRUE, NULL elsewhere: an aggregate's `FILTER (WHERE ..)`.
     Filtered(Box<Expr>, Box<Expr>),
+    /// A scalar function (or CASE) of its arguments, with the result type.
+    Func(crate::func::Func, Vec<Expr>, DType),
 }
 
 /// An aggregate output.
@@ -69,6 +74,8 @@ pub enum Expr {
 pub enum Agg {
     /// The group key (GROUP BY the key).
     Key,
+    /// Group expression `i` (GROUP BY expressions).
+    Group(usize),
     /// `COUNT(*)`.
     CountStar,
     /// `COUNT(expr)`.
@@ -77,6 +84,19 @@ pub enum Agg {
     Min(Expr),
     /// `MAX(expr)`.
     Max(Expr),
+    /// `SUM(expr)`.
+    Sum(Expr),
+    /// `AVG(expr)`.
+    Avg(Expr),
+    /// `COUNT(DISTINCT expr)`.
+    CountDistinct(Expr),
+    /// `BOOL_AND(expr)`.
+    BoolAnd(Expr),
+    /// `BOOL_OR(expr)`.
+    BoolOr(Expr),
+    /// `QUANTILE_CONT(expr, q)` (continuous) or `QUANTILE_DISC(expr, q)`; `MEDIAN` is the
+    /// continuous 0.5.
+    Quantile(Expr, f64, bool),
 }
 
 /// Set operations on key sets.
@@ -88,6 +108,19 @@ pub enum SetKind {
     Intersect,
     /// `EXCEPT`: bitmap AND-NOT.
     Except,
+}
+
+/// Rows a join keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Keys on both sides: bitmap AND.
+    Inner,
+    /// Every left key: the left bitmap.
+    Left,
+    /// Every right key: the right bitmap.
+    Right,
+    /// Keys on either side: bitmap OR.
+    Full,
 }
 
 /// `TABLESAMPLE BERNOULLI (percent) [REPEATABLE (seed)]`.
@@ -147,12 +180,15 @@ pub enum Plan {
         /// Expressions and the columns they become.
         exprs: Vec<(Expr, RelCol)>,
     },
-    /// Aggregates, per key (`by_key`) or over everything (one row).
+    /// Aggregates, per key (`by_key`: a keyed relation), per distinct value of `groups`, or over
+    /// everything (no groups: one row).
     Aggregate {
         /// Input.
         input: Box<Plan>,
-        /// GROUP BY the key.
+        /// GROUP BY the key alone, with aggregates that merge per ordinal (COUNT, MIN, MAX).
         by_key: bool,
+        /// GROUP BY expressions (empty when `by_key`).
+        groups: Vec<Expr>,
         /// Outputs.
         items: Vec<(Agg, RelCol)>,
     },
@@ -164,6 +200,20 @@ pub enum Plan {
         left: Box<Plan>,
         /// Right input.
         right: Box<Plan>,
+    },
+    /// Two keyed relations joined on the customer key: frames of the same partition aligned by
+    /// ordinal (no hash table). Output columns are the left's then the right's.
+    Join {
+        /// Which rows are kept.
+        kind: JoinKind,
+        /// Left input.
+        left: Box<Plan>,
+        /// Right input.
+        right: Box<Plan>,
+        /// Per side, the output index of its key column when that column is NULL on some rows
+        /// (the other side's rows of an outer join), and whether an operator above reads it (its
+        /// keys are then decoded).
+        partial_keys: [Option<(usize, bool)>; 2],
     },
     /// Both inputs' rows (a bag: a key may appear in both).
     UnionAll {
@@ -219,6 +269,21 @@ impl Plan {
             Plan::Project { exprs, .. } => exprs.iter().map(|(_, c)| c.clone()).collect(),
             Plan::Aggregate { items, .. } => items.iter().map(|(_, c)| c.clone()).collect(),
             Plan::SetOp { left, .. } | Plan::UnionAll { left, .. } => left.cols(),
+            Plan::Join {
+                left,
+                right,
+                partial_keys,
+                ..
+            } => {
+                let mut c = left.cols();
+                c.extend(right.cols());
+                for (i, _) in partial_keys.iter().flatten() {
+                    if let Some(col) = c.get_mut(*i) {
+                        col.is_key = false;
+                    }
+                }
+                c
+            }
             Plan::Rel { rel, .. } => rel.cols.clone(),
             Plan::System { batch, project, .. } => project
                 .iter()
@@ -269,9 +334,9 @@ impl Plan {
             | Plan::Sample { input, .. }
             | Plan::Project { input, .. }
             | Plan::Aggregate { input, .. } => input.memory_estimate(),
-            Plan::SetOp { left, right, .. } | Plan::UnionAll { left, right } => {
-                left.memory_estimate() + right.memory_estimate()
-            }
+            Plan::SetOp { left, right, .. }
+            | Plan::UnionAll { left, right }
+            | Plan::Join { left, right, .. } => left.memory_estimate() + right.memory_estimate(),
             Plan::System { batch, .. } => batch.get_array_memory_size() as u64,
             // Already in memory; running the plan copies it once.
             Plan::Rel { rel, .. } => rel

@@ -4,6 +4,7 @@ use super::*;
 
 /// Marks how much of each column each scan must read: values for columns whose values an operator
 /// uses, only the presence bitmap for columns used only by `IS [NOT] NULL` or `COUNT(col)`.
+// long: two nested helpers (column references, marking through operators) and their use.
 pub(super) fn prune_scan(plan: Plan) -> Plan {
     #[recursive::recursive]
     fn refs(e: &Expr, out: &mut Vec<(usize, Load)>) {
@@ -24,6 +25,7 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
                 refs(b, out);
             }
             Expr::Not(a) | Expr::Neg(a) | Expr::IsNull(a, _) | Expr::InList(a, _) => refs(a, out),
+            Expr::Func(_, args, _) => args.iter().for_each(|a| refs(a, out)),
         }
     }
     fn mark(plan: &mut Plan, used: &[(usize, Load)]) {
@@ -54,6 +56,36 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
                 mark(input, &u);
             }
             Plan::Sample { input, .. } => mark(input, used),
+            // A renaming (the qualified columns of a join side): what is read maps through it.
+            Plan::Project { input, exprs } => {
+                let mut u = Vec::new();
+                for &(i, kind) in used {
+                    match exprs.get(i) {
+                        Some((Expr::Col(j), _)) => u.push((*j, kind)),
+                        Some((e, _)) => refs(e, &mut u),
+                        None => {}
+                    }
+                }
+                mark(input, &u);
+            }
+            Plan::Join {
+                left,
+                right,
+                partial_keys,
+                ..
+            } => {
+                let lw = left.cols().len();
+                for (at, needed) in partial_keys.iter_mut().flatten() {
+                    *needed = used.iter().any(|(i, _)| i == at);
+                }
+                let l: Vec<(usize, Load)> = used.iter().filter(|(i, _)| *i < lw).copied().collect();
+                let r: Vec<(usize, Load)> = used
+                    .iter()
+                    .filter_map(|&(i, k)| i.checked_sub(lw).map(|j| (j, k)))
+                    .collect();
+                mark(left, &l);
+                mark(right, &r);
+            }
             _ => {}
         }
     }
@@ -64,12 +96,26 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
             exprs.iter().for_each(|(e, _)| refs(e, &mut used));
             mark(input, &used);
         }
-        Plan::Aggregate { input, items, .. } => {
+        Plan::Aggregate {
+            input,
+            items,
+            groups,
+            ..
+        } => {
+            groups.iter().for_each(|g| refs(g, &mut used));
             for (a, _) in items.iter() {
                 match a {
                     Agg::Count(Expr::Col(i)) => used.push((*i, Load::Presence)),
-                    Agg::Count(e) | Agg::Min(e) | Agg::Max(e) => refs(e, &mut used),
-                    Agg::Key | Agg::CountStar => {}
+                    Agg::Count(e)
+                    | Agg::Min(e)
+                    | Agg::Max(e)
+                    | Agg::Sum(e)
+                    | Agg::Avg(e)
+                    | Agg::CountDistinct(e)
+                    | Agg::BoolAnd(e)
+                    | Agg::BoolOr(e)
+                    | Agg::Quantile(e, ..) => refs(e, &mut used),
+                    Agg::Key | Agg::Group(_) | Agg::CountStar => {}
                 }
             }
             mark(input, &used);
