@@ -19,7 +19,7 @@ use journeydb_storage::{Database, KeyType, Options};
 
 const CUSTOMERS: usize = 70_000;
 const BATCHES: usize = 3;
-const QUERIES: usize = 300;
+const QUERIES: usize = 400;
 const DAY_US: i64 = 86_400_000_000;
 const T0: i64 = 1_767_225_600_000_000; // 2026-01-01
 
@@ -256,8 +256,129 @@ fn key_set(rng: &mut Rng) -> String {
     }
 }
 
+/// A scalar expression over `st` for SELECT lists and GROUP BY (functions, CASE, intervals).
+fn st_scalar(rng: &mut Rng) -> String {
+    let col = |rng: &mut Rng| ["s1", "s2", "s3"][rng.below(3) as usize];
+    match rng.below(12) {
+        0 => format!("date_trunc('{}', {})", ["day", "week", "month", "hour"][rng.below(4) as usize], col(rng)),
+        1 => format!("date_part('{}', {})", ["dow", "day", "hour", "week", "isodow", "doy"][rng.below(6) as usize], col(rng)),
+        2 => format!("coalesce({}, {}, {})", col(rng), col(rng), lit_ts(rng)),
+        3 => format!(
+            "CASE WHEN {} THEN 'a' WHEN {} THEN 'b' ELSE {} END",
+            st_pred(rng, 1),
+            st_pred(rng, 0),
+            if rng.chance(0.5) { "'c'" } else { "NULL" }
+        ),
+        4 => format!("greatest({}, {})", col(rng), col(rng)),
+        5 => format!("least(n, {})", rng.below(10)),
+        6 => format!("nullif(v, '{}')", rng.pick(&CHANNELS)),
+        7 => format!("upper(v) {} '{}%'", if rng.chance(0.5) { "LIKE" } else { "ILIKE" }, &rng.pick(&CHANNELS)[..1]),
+        8 => format!("length(v) + {}", rng.below(3)),
+        9 => format!("epoch({} - {})", col(rng), col(rng)),
+        10 => format!("CASE v WHEN '{}' THEN n ELSE -n END", rng.pick(&CHANNELS)),
+        _ => format!("extract(month FROM {})", col(rng)),
+    }
+}
+
+/// An aggregate over `st`, optionally with FILTER.
+fn st_agg(rng: &mut Rng) -> String {
+    let col = |rng: &mut Rng| ["s1", "s2", "s3"][rng.below(3) as usize];
+    let a = match rng.below(13) {
+        0 => "count(*)".to_string(),
+        1 => format!("count({})", col(rng)),
+        2 => "sum(n)".into(),
+        3 => "avg(n)".into(),
+        4 => format!("count(DISTINCT {})", ["v", "n", "s1", "date_trunc('day', s2)"][rng.below(4) as usize]),
+        5 => format!("min({})", col(rng)),
+        6 => "max(v)".into(),
+        7 => "median(n)".into(),
+        8 => format!("quantile_disc({}, {})", col(rng), ["0.25", "0.5", "0.9"][rng.below(3) as usize]),
+        9 => format!("bool_or({})", st_pred(rng, 0)),
+        10 => format!("median({} - {})", col(rng), col(rng)),
+        11 => format!("quantile_cont(n, {})", ["0.25", "0.5", "0.75"][rng.below(3) as usize]),
+        _ => "sum(CASE WHEN s1 < s2 THEN n ELSE 0 END)".into(),
+    };
+    if rng.chance(0.25) && !a.starts_with("count(DISTINCT") {
+        format!("{a} FILTER (WHERE {})", st_pred(rng, 1))
+    } else {
+        a
+    }
+}
+
+/// The analytics constructs: GROUP BY columns and expressions, HAVING, aggregates with FILTER,
+/// scalar functions, joins of two or three tables on the key with aliases.
+fn analytics_query(rng: &mut Rng) -> (String, bool) {
+    let aggs = |rng: &mut Rng, n: u64| {
+        (0..1 + rng.below(n))
+            .map(|_| st_agg(rng))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let join_kind = |rng: &mut Rng| ["JOIN", "LEFT JOIN", "FULL JOIN", "RIGHT JOIN", "INNER JOIN"][rng.below(5) as usize];
+    match rng.below(8) {
+        0 => {
+            let g = ["v", "n", "s1", "v, n", "s3 IS NULL"][rng.below(5) as usize];
+            (format!("SELECT {g}, {} FROM st WHERE {} GROUP BY {g}", aggs(rng, 4), st_pred(rng, 2)), false)
+        }
+        1 => {
+            let e = st_scalar(rng);
+            (format!("SELECT {e} AS g, {} FROM st GROUP BY g", aggs(rng, 3)), false)
+        }
+        2 => (
+            format!(
+                "SELECT v, count(*) AS c, sum(n) FROM st GROUP BY v HAVING count(*) > {} ORDER BY c DESC, v",
+                rng.below(20_000)
+            ),
+            true,
+        ),
+        3 => (
+            format!(
+                "SELECT b.country, count(a.s1), count(a.s2), count(a.s3), count(*), {} FROM st a {} pr b USING (k) WHERE {} GROUP BY b.country",
+                ["sum(b.age)", "median(a.s2 - a.s1)", "avg(b.age)", "count(DISTINCT a.v)"][rng.below(4) as usize],
+                join_kind(rng),
+                pr_pred(rng).replace("country", "b.country").replace("age", "b.age")
+            ),
+            false,
+        ),
+        4 => (
+            format!(
+                "SELECT st.k, pr.k, st.s1, pr.country, {} FROM st {} pr ON st.k = pr.k WHERE {} ORDER BY 1, 2 LIMIT 20",
+                st_scalar(rng).replace("s1", "st.s1"),
+                join_kind(rng),
+                if rng.chance(0.5) { "pr.age > 30".to_string() } else { "st.s1 IS NOT NULL OR pr.country = 'US'".to_string() }
+            ),
+            true,
+        ),
+        5 => (
+            format!(
+                "SELECT count(*), count(x.s1), count(y.age), count(z.s2) FROM st x {} pr y USING (k) {} st z ON x.k = z.k WHERE {}",
+                ["JOIN", "LEFT JOIN"][rng.below(2) as usize],
+                ["JOIN", "LEFT JOIN"][rng.below(2) as usize],
+                ["z.n > 2", "y.age < 40", "x.v = 'sms'", "z.s3 IS NULL"][rng.below(4) as usize]
+            ),
+            false,
+        ),
+        6 => (
+            format!(
+                "SELECT k, {}, {} FROM st WHERE {} ORDER BY k LIMIT 20",
+                st_scalar(rng),
+                st_scalar(rng),
+                st_pred(rng, 2)
+            ),
+            true,
+        ),
+        _ => (
+            format!("SELECT {} FROM st WHERE {}", aggs(rng, 5), st_pred(rng, 2)),
+            false,
+        ),
+    }
+}
+
 fn query(rng: &mut Rng) -> (String, bool) {
     let op = ["INTERSECT", "UNION", "EXCEPT"];
+    if rng.chance(0.5) {
+        return analytics_query(rng);
+    }
     match rng.below(8) {
         0 => (
             format!("SELECT count(*) FROM st WHERE {}", st_pred(rng, 3)),
