@@ -12,6 +12,24 @@ import sys
 import duckdb
 
 
+def interval_text(us):
+    """An interval of whole microseconds as journeydb prints one (DuckDB's text of the difference
+    of two timestamps)."""
+    day = 86_400_000_000
+    days = abs(us) // day * (1 if us >= 0 else -1)
+    rest = us - days * day
+    out = []
+    if days:
+        out.append(f"{days} day" + ("" if abs(days) == 1 else "s"))
+    if rest or not days:
+        r = abs(rest)
+        t = f"{'-' if rest < 0 else ''}{r // 3_600_000_000:02}:{r // 60_000_000 % 60:02}:{r // 1_000_000 % 60:02}"
+        if r % 1_000_000:
+            t += "." + f"{r % 1_000_000:06}".rstrip("0")
+        out.append(t)
+    return " ".join(out)
+
+
 def cell(v):
     if v is None:
         return "NULL"
@@ -20,6 +38,8 @@ def cell(v):
     if isinstance(v, datetime.datetime):
         s = v.strftime("%Y-%m-%d %H:%M:%S")
         return s + (".%06d" % v.microsecond if v.microsecond else "")
+    if isinstance(v, datetime.timedelta):
+        return interval_text(v // datetime.timedelta(microseconds=1))
     if isinstance(v, float):
         if v == int(v) and abs(v) < 1e15:
             return "%.1f" % v

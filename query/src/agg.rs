@@ -239,7 +239,9 @@ fn quantile(mut f: Vec<f64>, mut i: Vec<i64>, q: f64, cont: bool, t: DType) -> S
             t => scalar_of(El::I(v.round() as i64), t),
         };
     }
-    let k = ((n as f64 * q).ceil() as usize).saturating_sub(1).min(n - 1);
+    let k = ((n as f64 * q).ceil() as usize)
+        .saturating_sub(1)
+        .min(n - 1);
     if !f.is_empty() {
         let (_, v, _) = f.select_nth_unstable_by(k, f64::total_cmp);
         return Scalar::Float(*v);
@@ -303,9 +305,11 @@ fn codes(col: &ColumnData, rows: &RoaringBitmap, dict: &mut Vec<GVal>) -> Result
     match &col.values {
         Values::Int(v) => {
             let mut map: HashMap<i64, u32> = HashMap::new();
-            walk!(map, |i: usize| v.get(i).copied().ok_or_else(short), |k: &i64| {
-                GVal::I(*k)
-            });
+            walk!(
+                map,
+                |i: usize| v.get(i).copied().ok_or_else(short),
+                |k: &i64| { GVal::I(*k) }
+            );
         }
         Values::Str(v) => {
             let mut map: HashMap<&str, u32> = HashMap::new();

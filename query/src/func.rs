@@ -90,6 +90,10 @@ pub enum Field {
     Epoch,
 }
 
+const UNITS: &str = "year, quarter, month, week, day, hour, minute, second";
+const FIELDS: &str = "year, quarter, month, day, hour, minute, second, millisecond, microsecond, \
+     dow, isodow, doy, week, epoch";
+
 impl Unit {
     /// The unit named by `s` (DuckDB's spellings).
     pub fn parse(s: &str) -> Result<Unit> {
@@ -104,7 +108,7 @@ impl Unit {
             "second" | "seconds" | "sec" | "s" => Unit::Second,
             other => {
                 return Err(QueryError::InvalidValue(format!(
-                    "date_trunc unit {other:?} (year, quarter, month, week, day, hour, minute, second)"
+                    "date_trunc unit {other:?} ({UNITS})"
                 )))
             }
         })
@@ -194,7 +198,9 @@ impl<'v> Arg<'v> {
                     idx: 0,
                 }
             }
-            Vector::Bool { .. } => return Err(QueryError::Internal("unnormalized argument".into())),
+            Vector::Bool { .. } => {
+                return Err(QueryError::Internal("unnormalized argument".into()))
+            }
         })
     }
 
@@ -331,7 +337,11 @@ pub fn eval_func<'a>(
         })
         .collect::<Result<Vec<_>>>()?;
     let strict = f.strict();
-    if strict && args.iter().any(|a| matches!(a, Vector::Const(Scalar::Null))) {
+    if strict
+        && args
+            .iter()
+            .any(|a| matches!(a, Vector::Const(Scalar::Null)))
+    {
         return Ok(Vector::Const(Scalar::Null));
     }
     let mut kernel = kernel(f, arg_types, out)?;
@@ -450,21 +460,23 @@ fn kernel<'f>(f: &'f Func, arg_types: &'f [DType], out: DType) -> Result<Kernel<
             let (ci, escape) = (*ci, *escape);
             // The pattern is usually a constant: compiled once, then reused while it repeats.
             let mut cache: Option<(String, Vec<Tok>)> = None;
-            Box::new(move |els| match (first(els), els.get(1).copied().flatten()) {
-                (Some(El::S(s)), Some(El::S(p))) => {
-                    if cache.as_ref().is_none_or(|(q, _)| q != p) {
-                        cache = Some((p.to_string(), compile_like(p, ci, escape)?));
+            Box::new(
+                move |els| match (first(els), els.get(1).copied().flatten()) {
+                    (Some(El::S(s)), Some(El::S(p))) => {
+                        if cache.as_ref().is_none_or(|(q, _)| q != p) {
+                            cache = Some((p.to_string(), compile_like(p, ci, escape)?));
+                        }
+                        let toks = cache.as_ref().map(|(_, t)| t.as_slice()).unwrap_or(&[]);
+                        let text: Vec<char> = if ci {
+                            s.to_lowercase().chars().collect()
+                        } else {
+                            s.chars().collect()
+                        };
+                        Ok(Scalar::Bool(like_match(&text, toks)))
                     }
-                    let toks = cache.as_ref().map(|(_, t)| t.as_slice()).unwrap_or(&[]);
-                    let text: Vec<char> = if ci {
-                        s.to_lowercase().chars().collect()
-                    } else {
-                        s.chars().collect()
-                    };
-                    Ok(Scalar::Bool(like_match(&text, toks)))
-                }
-                _ => Err(type_error(f, "VARCHAR operands")),
-            })
+                    _ => Err(type_error(f, "VARCHAR operands")),
+                },
+            )
         }
         Func::Abs => Box::new(move |els| match first(els) {
             Some(El::I(v)) => v
@@ -622,7 +634,8 @@ fn like_match(s: &[char], p: &[Tok]) -> bool {
             },
         }
     }
-    p.get(j..).is_some_and(|rest| rest.iter().all(|t| *t == Tok::Any))
+    p.get(j..)
+        .is_some_and(|rest| rest.iter().all(|t| *t == Tok::Any))
 }
 
 /// The text of an interval of `micros` as DuckDB prints one from timestamp arithmetic

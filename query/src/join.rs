@@ -60,7 +60,10 @@ pub fn join(
         };
         let keys = snap.keys();
         let mut out_cols = Vec::with_capacity(lw + rcols.len());
-        for (side, (f, scols, base)) in [(lf, lcols, 0usize), (rf, rcols, lw)].into_iter().enumerate() {
+        for (side, (f, scols, base)) in [(lf, lcols, 0usize), (rf, rcols, lw)]
+            .into_iter()
+            .enumerate()
+        {
             for (i, c) in scols.iter().enumerate() {
                 let partial = partial_keys
                     .get(side)
@@ -93,7 +96,13 @@ pub fn join(
                 });
             }
         }
-        Ok((*p, Frame { rows, cols: out_cols }))
+        Ok((
+            *p,
+            Frame {
+                rows,
+                cols: out_cols,
+            },
+        ))
     })?;
     Ok(Relation {
         cols,

@@ -10,9 +10,9 @@
 //! (checked by the sqllogictest files and the differential test in `tests/`).
 #![warn(missing_docs)]
 
+pub mod agg;
 pub mod cancel;
 pub mod catalog;
-pub mod agg;
 pub mod copy;
 pub mod engine;
 pub mod error;

@@ -260,8 +260,16 @@ fn key_set(rng: &mut Rng) -> String {
 fn st_scalar(rng: &mut Rng) -> String {
     let col = |rng: &mut Rng| ["s1", "s2", "s3"][rng.below(3) as usize];
     match rng.below(12) {
-        0 => format!("date_trunc('{}', {})", ["day", "week", "month", "hour"][rng.below(4) as usize], col(rng)),
-        1 => format!("date_part('{}', {})", ["dow", "day", "hour", "week", "isodow", "doy"][rng.below(6) as usize], col(rng)),
+        0 => format!(
+            "date_trunc('{}', {})",
+            ["day", "week", "month", "hour"][rng.below(4) as usize],
+            col(rng)
+        ),
+        1 => format!(
+            "date_part('{}', {})",
+            ["dow", "day", "hour", "week", "isodow", "doy"][rng.below(6) as usize],
+            col(rng)
+        ),
         2 => format!("coalesce({}, {}, {})", col(rng), col(rng), lit_ts(rng)),
         3 => format!(
             "CASE WHEN {} THEN 'a' WHEN {} THEN 'b' ELSE {} END",
@@ -272,7 +280,11 @@ fn st_scalar(rng: &mut Rng) -> String {
         4 => format!("greatest({}, {})", col(rng), col(rng)),
         5 => format!("least(n, {})", rng.below(10)),
         6 => format!("nullif(v, '{}')", rng.pick(&CHANNELS)),
-        7 => format!("upper(v) {} '{}%'", if rng.chance(0.5) { "LIKE" } else { "ILIKE" }, &rng.pick(&CHANNELS)[..1]),
+        7 => format!(
+            "upper(v) {} '{}%'",
+            if rng.chance(0.5) { "LIKE" } else { "ILIKE" },
+            &rng.pick(&CHANNELS)[..1]
+        ),
         8 => format!("length(v) + {}", rng.below(3)),
         9 => format!("epoch({} - {})", col(rng), col(rng)),
         10 => format!("CASE v WHEN '{}' THEN n ELSE -n END", rng.pick(&CHANNELS)),
@@ -288,14 +300,24 @@ fn st_agg(rng: &mut Rng) -> String {
         1 => format!("count({})", col(rng)),
         2 => "sum(n)".into(),
         3 => "avg(n)".into(),
-        4 => format!("count(DISTINCT {})", ["v", "n", "s1", "date_trunc('day', s2)"][rng.below(4) as usize]),
+        4 => format!(
+            "count(DISTINCT {})",
+            ["v", "n", "s1", "date_trunc('day', s2)"][rng.below(4) as usize]
+        ),
         5 => format!("min({})", col(rng)),
         6 => "max(v)".into(),
         7 => "median(n)".into(),
-        8 => format!("quantile_disc({}, {})", col(rng), ["0.25", "0.5", "0.9"][rng.below(3) as usize]),
+        8 => format!(
+            "quantile_disc({}, {})",
+            col(rng),
+            ["0.25", "0.5", "0.9"][rng.below(3) as usize]
+        ),
         9 => format!("bool_or({})", st_pred(rng, 0)),
         10 => format!("median({} - {})", col(rng), col(rng)),
-        11 => format!("quantile_cont(n, {})", ["0.25", "0.5", "0.75"][rng.below(3) as usize]),
+        11 => format!(
+            "quantile_cont(n, {})",
+            ["0.25", "0.5", "0.75"][rng.below(3) as usize]
+        ),
         _ => "sum(CASE WHEN s1 < s2 THEN n ELSE 0 END)".into(),
     };
     if rng.chance(0.25) && !a.starts_with("count(DISTINCT") {
@@ -314,7 +336,9 @@ fn analytics_query(rng: &mut Rng) -> (String, bool) {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let join_kind = |rng: &mut Rng| ["JOIN", "LEFT JOIN", "FULL JOIN", "RIGHT JOIN", "INNER JOIN"][rng.below(5) as usize];
+    let join_kind = |rng: &mut Rng| {
+        ["JOIN", "LEFT JOIN", "FULL JOIN", "RIGHT JOIN", "INNER JOIN"][rng.below(5) as usize]
+    };
     match rng.below(8) {
         0 => {
             let g = ["v", "n", "s1", "v, n", "s3 IS NULL"][rng.below(5) as usize];

@@ -155,7 +155,11 @@ fn plan_post(
 
 /// The AST of a GROUP BY item: a position or a SELECT alias names a SELECT item (as in DuckDB);
 /// anything else stands for itself.
-fn group_ast<'s>(g: &'s ast::Expr, s: &'s ast::Select, in_cols: &[RelCol]) -> Result<&'s ast::Expr> {
+fn group_ast<'s>(
+    g: &'s ast::Expr,
+    s: &'s ast::Select,
+    in_cols: &[RelCol],
+) -> Result<&'s ast::Expr> {
     let item_expr = |item: &'s ast::SelectItem| match item {
         ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => Ok(e),
         other => unsupported(format!("GROUP BY a position of {other}")),
@@ -231,11 +235,7 @@ pub(super) fn plan_aggregate(
         let (e, name) = match item {
             ast::SelectItem::UnnamedExpr(e) => (e, default_name(e)),
             ast::SelectItem::ExprWithAlias { expr, alias } => (expr, ident(alias)),
-            _ => {
-                return unsupported(
-                    "* together with GROUP BY or aggregates (name the columns)",
-                )
-            }
+            _ => return unsupported("* together with GROUP BY or aggregates (name the columns)"),
         };
         let mut e = e.clone();
         b.rewrite(&mut e)?;
@@ -250,11 +250,15 @@ pub(super) fn plan_aggregate(
         None => None,
     };
     let aggs = b.aggs;
-    let key_group = matches!(groups.as_slice(), [Expr::Col(i)] if in_cols.get(*i).is_some_and(|c| c.is_key));
+    let key_group =
+        matches!(groups.as_slice(), [Expr::Col(i)] if in_cols.get(*i).is_some_and(|c| c.is_key));
     // GROUP BY the key with aggregates that merge per ordinal keeps a keyed relation.
     let by_key = key_group
         && aggs.iter().all(|(a, _)| {
-            matches!(a, Agg::CountStar | Agg::Count(_) | Agg::Min(_) | Agg::Max(_))
+            matches!(
+                a,
+                Agg::CountStar | Agg::Count(_) | Agg::Min(_) | Agg::Max(_)
+            )
         });
     let mut items = Vec::new();
     for (j, g) in groups.iter().enumerate() {
@@ -392,7 +396,10 @@ fn plan_agg_call(
             }
             (
                 l.args.clone(),
-                matches!(l.duplicate_treatment, Some(ast::DuplicateTreatment::Distinct)),
+                matches!(
+                    l.duplicate_treatment,
+                    Some(ast::DuplicateTreatment::Distinct)
+                ),
             )
         }
         _ => return unsupported(format!("{fname} without an argument list")),
@@ -440,9 +447,10 @@ fn plan_agg_call(
     if exprs.len() != args.len() || exprs.is_empty() {
         return unsupported(format!("{fname} with these arguments"));
     }
-    let first = exprs.first().copied().ok_or_else(|| {
-        QueryError::Internal("an aggregate without arguments".into())
-    })?;
+    let first = exprs
+        .first()
+        .copied()
+        .ok_or_else(|| QueryError::Internal("an aggregate without arguments".into()))?;
     if contains_aggregate(first) {
         return Err(QueryError::Type(format!(
             "{fname}: aggregate calls cannot be nested"

@@ -54,6 +54,23 @@ pub fn plan_query(q: &ast::Query, ctx: &PlanCtx<'_>) -> Result<QueryPlan> {
                             ))
                         })?
                 }
+                // `alias.column`: the output column of that name, when only one has it.
+                ast::Expr::CompoundIdentifier(parts)
+                    if cols
+                        .iter()
+                        .filter(|c| {
+                            parts
+                                .last()
+                                .is_some_and(|p| c.name.eq_ignore_ascii_case(&ident(p)))
+                        })
+                        .count()
+                        == 1 =>
+                {
+                    let name = parts.last().map(ident).unwrap_or_default();
+                    cols.iter()
+                        .position(|c| c.name.eq_ignore_ascii_case(&name))
+                        .unwrap_or(0)
+                }
                 // An expression written as in the SELECT list (`ORDER BY count(*) DESC`) names the
                 // output column it became.
                 other => {
@@ -437,7 +454,8 @@ pub(super) fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
             .projection
             .iter()
             .filter_map(|p| match p {
-                ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. }
+                ast::SelectItem::UnnamedExpr(e)
+                | ast::SelectItem::ExprWithAlias { expr: e, .. }
                     if !contains_aggregate(e) =>
                 {
                     Some(e.clone())
@@ -486,9 +504,10 @@ pub(super) fn projection(
             ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..) => {
                 // `s.*` of a join: the columns of `s`.
                 let prefix = match item {
-                    ast::SelectItem::QualifiedWildcard(ast::SelectItemQualifiedWildcardKind::ObjectName(n), _)
-                        if in_cols.iter().any(|c| c.name.contains('.')) =>
-                    {
+                    ast::SelectItem::QualifiedWildcard(
+                        ast::SelectItemQualifiedWildcardKind::ObjectName(n),
+                        _,
+                    ) if in_cols.iter().any(|c| c.name.contains('.')) => {
                         Some(format!("{}.", object_name(n)?.join(".")))
                     }
                     _ => None,

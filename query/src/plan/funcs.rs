@@ -92,11 +92,7 @@ fn const_text(e: &Expr, what: &str) -> Result<String> {
 }
 
 /// A scalar function call; `None` when `name` is not one.
-pub(super) fn plan_function(
-    name: &str,
-    args: Vec<Expr>,
-    cols: &[RelCol],
-) -> Result<Option<Expr>> {
+pub(super) fn plan_function(name: &str, args: Vec<Expr>, cols: &[RelCol]) -> Result<Option<Expr>> {
     let n = args.len();
     let arity = |lo: usize, hi: usize| {
         if n < lo || n > hi {
@@ -275,6 +271,5 @@ pub(super) fn plan_like(
 pub(super) fn plan_extract(field: &ast::DateTimeField, x: Expr, cols: &[RelCol]) -> Result<Expr> {
     let name = field.to_string();
     let f = Field::parse(&name)?;
-    date_part(f, vec![x], cols)?
-        .ok_or_else(|| QueryError::Internal(format!("EXTRACT({name})")))
+    date_part(f, vec![x], cols)?.ok_or_else(|| QueryError::Internal(format!("EXTRACT({name})")))
 }

@@ -48,9 +48,8 @@ fn side(factor: &ast::TableFactor, ctx: &PlanCtx<'_>) -> Result<Plan> {
             "a join input without the customer key (joins align tables on their key)",
         );
     }
-    let alias = alias.ok_or_else(|| {
-        QueryError::Syntax("a subquery in a join needs an alias".into())
-    })?;
+    let alias =
+        alias.ok_or_else(|| QueryError::Syntax("a subquery in a join needs an alias".into()))?;
     Ok(qualify(plan, &alias))
 }
 
@@ -80,9 +79,10 @@ pub(super) fn plan_joins(one: &ast::TableWithJoins, ctx: &PlanCtx<'_>) -> Result
         let lkeys: Vec<usize> = (0..lc.len())
             .filter(|i| lc.get(*i).is_some_and(|c| c.is_key))
             .collect();
-        let rkey = rc.iter().position(|c| c.is_key).ok_or_else(|| {
-            QueryError::Internal("a join side without its key".into())
-        })?;
+        let rkey = rc
+            .iter()
+            .position(|c| c.is_key)
+            .ok_or_else(|| QueryError::Internal("a join side without its key".into()))?;
         let (Some(&lkey), true) = (lkeys.first(), !lkeys.is_empty()) else {
             return unsupported("joining after a FULL JOIN .. ON (use USING)");
         };
@@ -90,7 +90,8 @@ pub(super) fn plan_joins(one: &ast::TableWithJoins, ctx: &PlanCtx<'_>) -> Result
         all.extend(rc.iter().cloned());
         let using = match constraint {
             ast::JoinConstraint::Using(names) => {
-                let key = bare(&lc.get(lkey).map(|c| c.name.clone()).unwrap_or_default()).to_string();
+                let key =
+                    bare(&lc.get(lkey).map(|c| c.name.clone()).unwrap_or_default()).to_string();
                 for n in names {
                     let n = object_name(n)?.join(".");
                     let rkey_name = rc.get(rkey).map_or("", |c| bare(&c.name));
