@@ -102,6 +102,43 @@ const INVARIANTS: [(&str, &str, &str); 3] = [
     ),
 ];
 
+/// (k)-(m): analytics over the state joined with the profiles on the key (issue 17).
+fn analytics_ops(last: &str, v: &mut Vec<Op>) {
+    let funnel = format!(
+        "SELECT p.country, count(s.stage1), count(s.stage2), count(s.stage3), count(s.{last}) FROM state s JOIN profiles p USING (customer_id) GROUP BY p.country"
+    );
+    let median = format!(
+        "SELECT p.country, epoch(median(s.{last} - s.stage1)) FROM state s JOIN profiles p USING (customer_id) GROUP BY p.country"
+    );
+    let distinct =
+        "SELECT count(DISTINCT age), sum(age), count(DISTINCT country) FROM profiles".to_string();
+    for (name, what, sql) in [
+        (
+            "k_funnel",
+            "(k) segment funnel: counts per country of the state joined with the profiles",
+            funnel,
+        ),
+        (
+            "l_median",
+            "(l) median time from stage1 to the last column per country",
+            median,
+        ),
+        (
+            "m_distinct_sum",
+            "(m) count(DISTINCT ..) and sum over the profiles' columns",
+            distinct,
+        ),
+    ] {
+        v.push(Op {
+            name,
+            what: what.into(),
+            journeydb: vec![sql.clone()],
+            duckdb: vec![sql.clone()],
+            answer: Some(format!("{sql} ORDER BY 1")),
+        });
+    }
+}
+
 fn ops(j: &Journey) -> Vec<Op> {
     let set = |p: &str| format!("SELECT customer_id FROM state WHERE {p}");
     let mut v = Vec::new();
@@ -172,40 +209,7 @@ fn ops(j: &Journey) -> Vec<Op> {
             "SELECT count(*), count(stage1), count({last}), min(stage3_step_2), max(stage1) FROM state"
         )),
     });
-    // Analytics over the state joined with the profiles on the key (issue 17).
-    let funnel = format!(
-        "SELECT p.country, count(s.stage1), count(s.stage2), count(s.stage3), count(s.{last}) FROM state s JOIN profiles p USING (customer_id) GROUP BY p.country"
-    );
-    let median = format!(
-        "SELECT p.country, epoch(median(s.{last} - s.stage1)) FROM state s JOIN profiles p USING (customer_id) GROUP BY p.country"
-    );
-    let distinct =
-        "SELECT count(DISTINCT age), sum(age), count(DISTINCT country) FROM profiles".to_string();
-    for (name, what, sql) in [
-        (
-            "k_funnel",
-            "(k) segment funnel: counts per country of the state joined with the profiles",
-            funnel,
-        ),
-        (
-            "l_median",
-            "(l) median time from stage1 to the last column per country",
-            median,
-        ),
-        (
-            "m_distinct_sum",
-            "(m) count(DISTINCT ..) and sum over the profiles' columns",
-            distinct,
-        ),
-    ] {
-        v.push(Op {
-            name,
-            what: what.into(),
-            journeydb: vec![sql.clone()],
-            duckdb: vec![sql.clone()],
-            answer: Some(format!("{sql} ORDER BY 1")),
-        });
-    }
+    analytics_ops(&last, &mut v);
     v.push(Op {
         name: "d_swap",
         what: "(d) swap of the state table with its next version".into(),

@@ -367,22 +367,44 @@ fn partial(
             row_codes.push(codes(&c, &f.rows, d)?);
         }
         let n = f.rows.len() as usize;
-        let mut local: HashMap<Vec<u32>, usize> = HashMap::new();
-        let mut gid = Vec::with_capacity(n);
-        let mut key = Vec::with_capacity(groups.len());
-        for r in 0..n {
-            key.clear();
-            key.extend(row_codes.iter().map(|c| c.get(r).copied().unwrap_or(0)));
-            let next = local.len();
-            let l = *local.entry(key.clone()).or_insert(next);
-            gid.push(l);
-        }
-        if groups.is_empty() && n > 0 {
-            local.insert(Vec::new(), 0);
-        }
+        // Local group ids by row rank: one group column's codes are the ids; several columns'
+        // codes are combined through a hash map. Without groups every row is in group 0.
+        let single = groups.is_empty();
+        let (local_gid, local_keys): (Vec<u32>, Vec<Vec<u32>>) = match row_codes.len() {
+            0 => (
+                Vec::new(),
+                if n > 0 { vec![Vec::new()] } else { Vec::new() },
+            ),
+            1 => {
+                let ids = row_codes.pop().unwrap_or_default();
+                let k = dicts.first().map_or(0, Vec::len) as u32;
+                (ids, (0..k).map(|c| vec![c]).collect())
+            }
+            _ => {
+                let mut local: HashMap<Vec<u32>, u32> = HashMap::new();
+                let mut keys = Vec::new();
+                let mut ids = Vec::with_capacity(n);
+                let mut key = Vec::with_capacity(row_codes.len());
+                for r in 0..n {
+                    key.clear();
+                    key.extend(row_codes.iter().map(|c| c.get(r).copied().unwrap_or(0)));
+                    let id = match local.get(&key) {
+                        Some(id) => *id,
+                        None => {
+                            let id = keys.len() as u32;
+                            keys.push(key.clone());
+                            local.insert(key.clone(), id);
+                            id
+                        }
+                    };
+                    ids.push(id);
+                }
+                (ids, keys)
+            }
+        };
         // Local group -> partition group.
-        let mut to_part = vec![0usize; local.len()];
-        for (codes_of, l) in &local {
+        let mut to_part = vec![0usize; local_keys.len()];
+        for (l, codes_of) in local_keys.iter().enumerate() {
             let vals: Vec<GVal> = codes_of
                 .iter()
                 .zip(&dicts)
@@ -398,30 +420,46 @@ fn partial(
                     a.push(new_acc(agg, *t));
                 }
             }
-            if let Some(slot) = to_part.get_mut(*l) {
+            if let Some(slot) = to_part.get_mut(l) {
                 *slot = p;
             }
         }
-        let gid: Vec<usize> = gid
+        let gid: Vec<usize> = local_gid
             .into_iter()
-            .map(|l| to_part.get(l).copied().unwrap_or(0))
+            .map(|l| to_part.get(l as usize).copied().unwrap_or(0))
             .collect();
-        // Ordinals of each group, for counts as bitmap intersections.
-        let few = local.len() <= BITMAP_GROUPS;
-        let group_rows: Option<Vec<RoaringBitmap>> = few.then(|| {
-            let mut per: Vec<Vec<u32>> = vec![Vec::new(); part.keys.len()];
-            for (o, g) in f.rows.iter().zip(&gid) {
-                if let Some(v) = per.get_mut(*g) {
-                    v.push(o);
-                }
+        let group_of = |r: usize| {
+            if single {
+                0
+            } else {
+                gid.get(r).copied().unwrap_or(0)
             }
-            per.into_iter()
-                .map(|v| RoaringBitmap::from_sorted_iter(v).unwrap_or_default())
-                .collect()
-        });
+        };
+        // Ordinals of each group, for counts as bitmap intersections.
+        let few = local_keys.len() <= BITMAP_GROUPS;
+        let group_rows: Option<Vec<RoaringBitmap>> = if single {
+            Some(vec![f.rows.clone()])
+        } else {
+            few.then(|| {
+                let mut per: Vec<Vec<u32>> = vec![Vec::new(); part.keys.len()];
+                for (o, g) in f.rows.iter().zip(&gid) {
+                    if let Some(v) = per.get_mut(*g) {
+                        v.push(o);
+                    }
+                }
+                per.into_iter()
+                    .map(|v| RoaringBitmap::from_sorted_iter(v).unwrap_or_default())
+                    .collect()
+            })
+        };
         for (((agg, _), t), accs) in items.iter().zip(in_types).zip(&mut part.accs) {
             match agg {
                 Agg::Key | Agg::Group(_) => {}
+                Agg::CountStar if single => {
+                    if let Some(Acc::Count(c)) = accs.get_mut(0) {
+                        *c += n as i64;
+                    }
+                }
                 Agg::CountStar => {
                     for g in &gid {
                         if let Some(Acc::Count(c)) = accs.get_mut(*g) {
@@ -461,7 +499,8 @@ fn partial(
                             let mut it = c.presence.iter();
                             let mut next = it.next();
                             let mut idx = 0usize;
-                            for (o, g) in f.rows.iter().zip(&gid) {
+                            for (r, o) in f.rows.iter().enumerate() {
+                                let g = &group_of(r);
                                 while next.is_some_and(|p| p < o) {
                                     next = it.next();
                                     idx += 1;
@@ -482,8 +521,8 @@ fn partial(
                         }
                         (Vector::Const(s), _, _) => {
                             if let Some(e) = crate::vector::el_of(s) {
-                                for g in &gid {
-                                    if let Some(acc) = accs.get_mut(*g) {
+                                for r in 0..n {
+                                    if let Some(acc) = accs.get_mut(group_of(r)) {
                                         update(acc, agg, e, *t)?;
                                     }
                                 }

@@ -135,7 +135,7 @@ impl Field {
             "epoch" => Field::Epoch,
             other => {
                 return Err(QueryError::InvalidValue(format!(
-                    "date part {other:?} (year, quarter, month, day, hour, minute, second, millisecond, microsecond, dow, isodow, doy, week, epoch)"
+                    "date part {other:?} ({FIELDS})"
                 )))
             }
         })
