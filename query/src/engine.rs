@@ -178,17 +178,31 @@ impl Engine {
     /// statements that return no rows.
     pub fn describe(&self, sql: &str) -> Result<Option<Vec<(String, DType)>>> {
         let mut stmts = Self::parse(sql)?;
-        let Some((stmt, _)) = stmts.pop() else {
+        let Some((stmt, extras)) = stmts.pop() else {
             return Ok(None);
         };
-        self.describe_statement(&stmt)
+        self.describe_statement(&stmt, &extras)
     }
 
     /// The result columns (name, type) of a parsed statement, without running it: `None` for
     /// statements that return no rows. Unbound parameters are typed as NULL.
-    pub fn describe_statement(&self, stmt: &Statement) -> Result<Option<Vec<(String, DType)>>> {
+    pub fn describe_statement(
+        &self,
+        stmt: &Statement,
+        extras: &Extras,
+    ) -> Result<Option<Vec<(String, DType)>>> {
         let snap = self.db.snapshot();
         match stmt {
+            Statement::ExplainTable { table_name, .. } if extras.summarize => {
+                let b = crate::summarize::summarize(&snap, &single_name(table_name)?)?;
+                Ok(Some(
+                    b.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| (f.name().clone(), dtype_of_arrow(f.data_type())))
+                        .collect(),
+                ))
+            }
             Statement::Query(q) => {
                 let mut q = q.clone();
                 let n = crate::parse::param_count(q.as_mut())?;
@@ -399,6 +413,13 @@ impl Engine {
             Statement::Insert(ins) => self.insert(ins),
             Statement::Set(set) => self.set(set),
             Statement::ShowVariable { variable } => self.show(variable),
+            Statement::ExplainTable { table_name, .. } if extras.summarize => {
+                let snap = self.db.snapshot();
+                Ok(Output::Rows(crate::summarize::summarize(
+                    &snap,
+                    &single_name(table_name)?,
+                )?))
+            }
             Statement::ShowTables { .. } | Statement::ExplainTable { .. } => {
                 let snap = self.db.snapshot();
                 match self.shell_listing(stmt, &snap)? {

@@ -25,6 +25,7 @@ mod locks;
 pub mod parse;
 pub mod plan;
 pub mod settings;
+pub mod summarize;
 pub mod system;
 pub mod types;
 pub mod vector;

@@ -47,6 +47,8 @@ pub struct Extras {
     /// Options of a `COPY .. FROM|TO 'file'` that PostgreSQL's grammar lacks (name upper-case,
     /// value as written, without quotes): see [`COPY_FILE_OPTIONS`].
     pub copy_options: Vec<(String, String)>,
+    /// The statement was DuckDB's `SUMMARIZE t`, parsed as `DESCRIBE t`.
+    pub summarize: bool,
 }
 
 /// A parsed statement with its [`Extras`].
@@ -153,6 +155,8 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
     let (mut copy_target, mut stripped) = (false, false);
     let (mut stmt, mut depth, mut col) = (0usize, 0usize, 0usize);
     let mut first_word: Option<String> = None;
+    // Statements that were `SUMMARIZE t`.
+    let mut summarize: Vec<usize> = Vec::new();
     // Operators chained so far in each open parenthesized group (the statement itself first).
     let mut chains: Vec<usize> = vec![0];
     let mut i = 0;
@@ -212,6 +216,15 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
             other => {
                 if first_word.is_none() {
                     first_word = Some(keyword(Some(t)).unwrap_or_default());
+                    // DuckDB's `SUMMARIZE t` reads as `DESCRIBE t`, marked in its extras.
+                    if first_word.as_deref() == Some("SUMMARIZE") {
+                        summarize.push(stmt);
+                        let mut d = t.clone();
+                        d.token = Token::make_keyword("DESCRIBE");
+                        kept.push(d);
+                        i += 1;
+                        continue;
+                    }
                 }
                 if is_chain_operator(other) {
                     if let Some(c) = chains.last_mut() {
@@ -263,7 +276,7 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
         kept.push(t.clone());
         i += 1;
     }
-    statements(kept, &specs, &copy_specs)
+    statements(kept, &specs, &copy_specs, &summarize)
 }
 
 /// At token `i` of a COPY's option list: when it names one of journeydb's options, records it (and
@@ -315,6 +328,7 @@ fn statements(
     kept: Vec<TokenWithSpan>,
     specs: &[(usize, usize, MergeRule)],
     copy_specs: &[(usize, String, String)],
+    summarize: &[usize],
 ) -> Result<Vec<ParsedStatement>> {
     let stmts = Parser::new(&dialect())
         .with_recursion_limit(PARSE_DEPTH_MAX)
@@ -340,6 +354,7 @@ fn statements(
                 Extras {
                     rules,
                     copy_options,
+                    summarize: summarize.contains(&n),
                 },
             )
         })

@@ -139,3 +139,85 @@ fn show_tables_and_describe_list_the_catalog_as_duckdb_does() {
     // Forms it does not take are refused by name.
     assert!(e.query("SHOW TABLES LIKE 's%'").is_err());
 }
+
+#[test]
+fn summarize_gives_per_column_type_range_distinct_count_and_nulls() {
+    let (_d, e) = engine();
+    e.execute("CREATE TABLE s (k VARCHAR PRIMARY KEY, n BIGINT, t TIMESTAMP, v VARCHAR)")
+        .unwrap();
+    e.execute(
+        "INSERT INTO s VALUES ('a', 4, '2026-01-02', 'x'), ('b', 2, NULL, 'y'), ('c', NULL, '2026-01-01', 'x'), ('d', 4, NULL, NULL)",
+    )
+    .unwrap();
+    let b = e.query("SUMMARIZE s").unwrap();
+    let cell = |c: usize, r: usize| journeydb_query::format::cell_text(b.column(c).as_ref(), r);
+    let rows: Vec<Vec<Option<String>>> = (0..b.num_rows())
+        .map(|r| (0..8).map(|c| cell(c, r)).collect())
+        .collect();
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                s("k"),
+                s("VARCHAR"),
+                s("a"),
+                s("d"),
+                s("4"),
+                None,
+                s("4"),
+                s("0.0")
+            ],
+            vec![
+                s("n"),
+                s("BIGINT"),
+                s("2"),
+                s("4"),
+                s("2"),
+                s("3.3333333333333335"),
+                s("4"),
+                s("25.0")
+            ],
+            vec![
+                s("t"),
+                s("TIMESTAMP"),
+                s("2026-01-01 00:00:00"),
+                s("2026-01-02 00:00:00"),
+                s("2"),
+                None,
+                s("4"),
+                s("50.0")
+            ],
+            vec![
+                s("v"),
+                s("VARCHAR"),
+                s("x"),
+                s("y"),
+                s("2"),
+                None,
+                s("4"),
+                s("25.0")
+            ],
+        ]
+    );
+    // The PostgreSQL protocol's describe of SUMMARIZE names the same columns.
+    let cols = e.describe("SUMMARIZE s").unwrap().unwrap();
+    let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "column_name",
+            "column_type",
+            "min",
+            "max",
+            "approx_unique",
+            "avg",
+            "count",
+            "null_percentage"
+        ]
+    );
+    assert!(matches!(
+        e.query("SUMMARIZE nope").unwrap_err(),
+        QueryError::TableNotFound(_)
+    ));
+}

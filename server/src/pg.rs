@@ -889,7 +889,7 @@ fn message<W: Write>(
                                 b.extend_from_slice(&t.to_be_bytes());
                             }
                             out.msg(b't', &b)?;
-                            p.stmt.as_ref().map(|(s, _)| (s, Vec::new()))
+                            p.stmt.as_ref().map(|s| (s, Vec::new()))
                         }
                         None => {
                             out.error(
@@ -902,7 +902,7 @@ fn message<W: Write>(
                     }
                 } else {
                     match portals.get(&name) {
-                        Some(p) => p.stmt.as_ref().map(|(s, _)| (s, p.formats.clone())),
+                        Some(p) => p.stmt.as_ref().map(|s| (s, p.formats.clone())),
                         None => {
                             out.error("34000", &format!("portal {name:?} does not exist"))?;
                             *failed = true;
@@ -910,7 +910,7 @@ fn message<W: Write>(
                         }
                     }
                 };
-                match described.map(|(s, f)| (engine.describe_statement(s), f)) {
+                match described.map(|((s, x), f)| (engine.describe_statement(s, x), f)) {
                     None | Some((Ok(None), _)) => out.msg(b'n', &[])?,
                     Some((Ok(Some(cols)), formats)) => out.row_description(&cols, &formats)?,
                     Some((Err(e), _)) => {
