@@ -3,7 +3,12 @@
 //! profiles, the segment funnel over that join, quantiles, and count(DISTINCT ..) with sum.
 //!
 //! Customers: `JOURNEYDB_BENCH_CUSTOMERS` (default 1,000,000).
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::sync::Arc;
 

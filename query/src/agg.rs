@@ -13,7 +13,7 @@
 //! DuckDB's, except that `sum` of BIGINT is BIGINT and its overflow is an error (DuckDB widens to
 //! HUGEINT); no sum ever wraps.
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 
 use journeydb_storage::{ColumnData, PartitionId, Values};
 use roaring::RoaringBitmap;
@@ -75,7 +75,9 @@ enum Acc {
     /// Sum and count for `avg`.
     Avg(f64, i128, i64),
     Ext(Option<Scalar>),
-    Distinct(HashSet<GVal>),
+    /// Distinct values: numbers, booleans and doubles (normalized bits) as integers, strings apart
+    /// (a string is copied only the first time it is seen).
+    Distinct(HashSet<i64>, HashSet<String>),
     Bool(Option<bool>),
     Values(Vec<f64>, Vec<i64>),
 }
@@ -86,7 +88,7 @@ fn new_acc(agg: &Agg, in_type: DType) -> Acc {
         Agg::Sum(_) if in_type == DType::Double => Acc::SumF(0.0, false),
         Agg::Sum(_) => Acc::SumI(0, false),
         Agg::Avg(_) => Acc::Avg(0.0, 0, 0),
-        Agg::CountDistinct(_) => Acc::Distinct(HashSet::new()),
+        Agg::CountDistinct(_) => Acc::Distinct(HashSet::new(), HashSet::new()),
         Agg::BoolAnd(_) | Agg::BoolOr(_) => Acc::Bool(None),
         Agg::Quantile(..) => Acc::Values(Vec::new(), Vec::new()),
         Agg::Min(_) | Agg::Max(_) | Agg::Key | Agg::Group(_) => Acc::Ext(None),
@@ -122,8 +124,19 @@ fn update(acc: &mut Acc, agg: &Agg, e: El<'_>, t: DType) -> Result<()> {
             *n += 1;
         }
         (Acc::Ext(x), e) => fold_ext(x, scalar_of(e, t), matches!(agg, Agg::Min(_))),
-        (Acc::Distinct(set), e) => {
-            set.insert(gval(Some(e)));
+        (Acc::Distinct(_, strs), El::S(s)) => {
+            if !strs.contains(s) {
+                strs.insert(s.to_string());
+            }
+        }
+        (Acc::Distinct(ints, _), e) => {
+            let k = match gval(Some(e)) {
+                GVal::I(v) => v,
+                GVal::F(bits) => bits as i64,
+                GVal::B(b) => i64::from(b),
+                GVal::Null | GVal::S(_) => return Ok(()),
+            };
+            ints.insert(k);
         }
         (Acc::Bool(b), El::B(v)) => {
             *b = Some(match (*b, agg) {
@@ -161,7 +174,10 @@ fn merge(a: &mut Acc, b: Acc, agg: &Agg) -> Result<()> {
         }
         (Acc::Ext(x), Acc::Ext(Some(y))) => fold_ext(x, y, matches!(agg, Agg::Min(_))),
         (Acc::Ext(_), Acc::Ext(None)) => {}
-        (Acc::Distinct(x), Acc::Distinct(y)) => x.extend(y),
+        (Acc::Distinct(x, xs), Acc::Distinct(y, ys)) => {
+            x.extend(y);
+            xs.extend(ys);
+        }
         (Acc::Bool(x), Acc::Bool(y)) => {
             *x = match (*x, y) {
                 (None, y) => y,
@@ -199,7 +215,7 @@ fn finish(acc: Acc, agg: &Agg, in_type: DType) -> Result<Scalar> {
         }
         Acc::Avg(_, i, n) => Scalar::Float(i as f64 / n as f64),
         Acc::Ext(x) => x.unwrap_or(Scalar::Null),
-        Acc::Distinct(s) => Scalar::Int(s.len() as i64),
+        Acc::Distinct(i, s) => Scalar::Int((i.len() + s.len()) as i64),
         Acc::Bool(b) => b.map_or(Scalar::Null, Scalar::Bool),
         Acc::Values(f, i) => match agg {
             Agg::Quantile(_, q, cont) => quantile(f, i, *q, *cont, in_type),

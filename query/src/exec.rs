@@ -307,6 +307,9 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
         }
         Plan::Project { input, exprs } => {
             let rel = execute(input, snap)?;
+            if let Some(cols) = renaming(exprs, &rel.cols) {
+                return Ok(rename(rel, &cols, exprs));
+            }
             let mut out = map_frames(rel, snap, |f, ctx| {
                 let mut cols = Vec::with_capacity(exprs.len());
                 for (e, c) in exprs {
@@ -420,6 +423,50 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
         Plan::System { name, .. } => Err(QueryError::Unsupported(format!(
             "{name} inside a subquery or set operation"
         ))),
+    }
+}
+
+/// The input column of each output when a projection only renames, reorders or drops columns
+/// (a join side's qualified names): then the columns move instead of being copied.
+fn renaming(exprs: &[(Expr, RelCol)], in_cols: &[RelCol]) -> Option<Vec<usize>> {
+    let idx: Vec<usize> = exprs
+        .iter()
+        .map(|(e, c)| match e {
+            Expr::Col(i) if in_cols.get(*i).is_some_and(|ic| ic.is_key == c.is_key) => Some(*i),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let mut seen = vec![false; in_cols.len()];
+    for i in &idx {
+        match seen.get_mut(*i) {
+            Some(s) if !*s => *s = true,
+            _ => return None,
+        }
+    }
+    Some(idx)
+}
+
+fn rename(rel: Relation, idx: &[usize], exprs: &[(Expr, RelCol)]) -> Relation {
+    let parts = rel
+        .parts
+        .into_iter()
+        .map(|(p, frames)| {
+            let frames = frames
+                .into_iter()
+                .map(|mut f| Frame {
+                    cols: idx
+                        .iter()
+                        .map(|i| f.cols.get_mut(*i).and_then(Option::take))
+                        .collect(),
+                    rows: f.rows,
+                })
+                .collect();
+            (p, frames)
+        })
+        .collect();
+    Relation {
+        cols: exprs.iter().map(|(_, c)| c.clone()).collect(),
+        parts,
     }
 }
 

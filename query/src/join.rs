@@ -5,6 +5,7 @@
 //! key column of a side that is NULL on some rows.
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 use journeydb_storage::{ColumnData, PartitionId, Snapshot};
 use roaring::RoaringBitmap;
@@ -35,23 +36,30 @@ pub fn join(
             c.is_key = false;
         }
     }
-    let parts: Vec<PartitionId> = l
-        .parts
-        .keys()
-        .chain(r.parts.keys())
-        .copied()
-        .collect::<BTreeSet<_>>()
+    // Each partition's two frames, moved into the worker that joins them (columns that need no
+    // cutting are moved, not copied).
+    let mut lparts = l.parts;
+    let mut rparts = r.parts;
+    let ids: BTreeSet<PartitionId> = lparts.keys().chain(rparts.keys()).copied().collect();
+    let items: Vec<(PartitionId, Mutex<(Frame, Frame)>)> = ids
         .into_iter()
+        .map(|p| {
+            let take = |m: &mut std::collections::BTreeMap<PartitionId, Vec<Frame>>| {
+                m.remove(&p)
+                    .and_then(|v| v.into_iter().next())
+                    .unwrap_or_default()
+            };
+            (p, Mutex::new((take(&mut lparts), take(&mut rparts))))
+        })
         .collect();
-    let empty = Frame::default();
-    fn frame(rel: &Relation, p: PartitionId) -> Option<&Frame> {
-        rel.parts.get(&p).and_then(|f| f.first())
-    }
     let (lcols, rcols) = (&l.cols, &r.cols);
-    let out = par_map(&parts, |p| {
-        let lf = frame(&l, *p);
-        let rf = frame(&r, *p);
-        let (lf, rf) = (lf.unwrap_or(&empty), rf.unwrap_or(&empty));
+    let out = par_map(&items, |(p, pair)| {
+        let (lf, rf) = {
+            let mut g = pair
+                .lock()
+                .map_err(|_| QueryError::Internal("a join worker panicked".into()))?;
+            std::mem::take(&mut *g)
+        };
         let rows = match kind {
             JoinKind::Inner => &lf.rows & &rf.rows,
             JoinKind::Left => lf.rows.clone(),
@@ -64,26 +72,32 @@ pub fn join(
             .into_iter()
             .enumerate()
         {
+            let Frame {
+                rows: side_rows,
+                cols: mut side_cols,
+            } = f;
             for (i, c) in scols.iter().enumerate() {
                 let partial = partial_keys
                     .get(side)
                     .copied()
                     .flatten()
                     .filter(|(at, _)| *at == base + i);
+                let own = side_cols.get_mut(i).and_then(Option::take);
                 out_cols.push(match (c.is_key, partial) {
                     // The side's key where the side has the row, decoded only when read.
                     (true, Some((_, true))) => {
-                        let present = &f.rows & &rows;
+                        let present = &side_rows & &rows;
                         Some(ColumnData {
                             values: decode_keys(&keys, &present)?,
                             presence: present,
                         })
                     }
                     (true, _) => None,
-                    (false, _) => match f.cols.get(i).and_then(|c| c.as_ref()) {
-                        Some(col) => Some(restrict(col, &rows)),
+                    (false, _) => match own {
+                        Some(col) if col.presence.is_subset(&rows) => Some(col),
+                        Some(col) => Some(restrict(&col, &rows)),
                         // A side without this partition: the column is NULL here.
-                        None if f.rows.is_empty() => Some(ColumnData {
+                        None if side_rows.is_empty() => Some(ColumnData {
                             presence: RoaringBitmap::new(),
                             values: journeydb_storage::Values::empty(
                                 c.dtype

@@ -770,6 +770,28 @@ pub fn arith<'a>(
             let common = &ca.presence & &cb.presence;
             let va = gather(ca, &common);
             let vb = gather(cb, &common);
+            // Integers (timestamps, intervals) in one checked loop, without a value per element.
+            if let (Values::Int(x), Values::Int(y), true) =
+                (&va, &vb, out != DType::Double && op != ArithOp::Div)
+            {
+                let f = match op {
+                    ArithOp::Add => i64::checked_add,
+                    ArithOp::Sub => i64::checked_sub,
+                    _ => i64::checked_mul,
+                };
+                let values = x
+                    .iter()
+                    .zip(y)
+                    .map(|(a, b)| f(*a, *b).ok_or_else(overflow))
+                    .collect::<Result<Vec<i64>>>()?;
+                return Ok(Vector::Col(
+                    Cow::Owned(ColumnData {
+                        presence: common,
+                        values: Values::Int(values),
+                    }),
+                    out,
+                ));
+            }
             let mut i = 0usize;
             let joined = ColumnData {
                 presence: common,
