@@ -347,6 +347,97 @@ fn codes(col: &ColumnData, rows: &RoaringBitmap, dict: &mut Vec<GVal>) -> Result
     Ok(out)
 }
 
+/// The groups of one frame: their values, and the group of each row (by rank) or the ordinals of
+/// each group.
+struct FrameGroups {
+    keys: Vec<Vec<GVal>>,
+    gid: Option<Vec<u32>>,
+    rows: Option<Vec<RoaringBitmap>>,
+}
+
+/// Groups a frame by `groups`: by the value groups storage keeps for a plain column (bitmaps, no
+/// value decoded), else by dictionary codes of the evaluated group columns.
+fn frame_groups(f: &Frame, groups: &[Expr], ctx: &EvalCtx<'_>) -> Result<FrameGroups> {
+    let n = f.rows.len() as usize;
+    if groups.is_empty() {
+        return Ok(FrameGroups {
+            keys: if n > 0 { vec![Vec::new()] } else { Vec::new() },
+            gid: None,
+            rows: (n > 0).then(|| vec![f.rows.clone()]),
+        });
+    }
+    if let [Expr::Col(i)] = groups {
+        if let (Some(vg), Some(Some(col))) = (f.groups_of(*i), f.cols.get(*i)) {
+            let mut keys = Vec::new();
+            let mut rows = Vec::new();
+            for (k, bm) in vg.bitmaps.iter().enumerate() {
+                let bm = bm & &f.rows;
+                if !bm.is_empty() {
+                    keys.push(vec![gval(el_at(&vg.keys, k))]);
+                    rows.push(bm);
+                }
+            }
+            let nulls = &f.rows - &col.presence;
+            if !nulls.is_empty() {
+                keys.push(vec![GVal::Null]);
+                rows.push(nulls);
+            }
+            return Ok(FrameGroups {
+                keys,
+                gid: None,
+                rows: Some(rows),
+            });
+        }
+    }
+    let mut dicts: Vec<Vec<GVal>> = vec![Vec::new(); groups.len()];
+    let mut row_codes: Vec<Vec<u32>> = Vec::with_capacity(groups.len());
+    for (g, d) in groups.iter().zip(&mut dicts) {
+        let c = eval(g, f, ctx)?.into_column(&f.rows)?;
+        row_codes.push(codes(&c, &f.rows, d)?);
+    }
+    // One group column's codes are the group ids; several columns' codes are combined.
+    let (ids, local_keys): (Vec<u32>, Vec<Vec<u32>>) = if row_codes.len() == 1 {
+        let ids = row_codes.pop().unwrap_or_default();
+        let k = dicts.first().map_or(0, Vec::len) as u32;
+        (ids, (0..k).map(|c| vec![c]).collect())
+    } else {
+        let mut local: HashMap<Vec<u32>, u32> = HashMap::new();
+        let mut keys = Vec::new();
+        let mut ids = Vec::with_capacity(n);
+        let mut key = Vec::with_capacity(row_codes.len());
+        for r in 0..n {
+            key.clear();
+            key.extend(row_codes.iter().map(|c| c.get(r).copied().unwrap_or(0)));
+            let id = match local.get(&key) {
+                Some(id) => *id,
+                None => {
+                    let id = keys.len() as u32;
+                    keys.push(key.clone());
+                    local.insert(key.clone(), id);
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        (ids, keys)
+    };
+    let keys = local_keys
+        .iter()
+        .map(|codes_of| {
+            codes_of
+                .iter()
+                .zip(&dicts)
+                .map(|(c, d)| d.get(*c as usize).cloned().unwrap_or(GVal::Null))
+                .collect()
+        })
+        .collect();
+    Ok(FrameGroups {
+        keys,
+        gid: Some(ids),
+        rows: None,
+    })
+}
+
 /// Per partition: the group values and each aggregate's states.
 struct Partial {
     keys: Vec<Vec<GVal>>,
@@ -374,58 +465,12 @@ fn partial(
         }
     }
     for f in frames {
-        // Group id of each row (by rank in `f.rows`), local to this frame, then mapped to the
-        // partition's groups.
-        let mut dicts: Vec<Vec<GVal>> = vec![Vec::new(); groups.len()];
-        let mut row_codes: Vec<Vec<u32>> = Vec::with_capacity(groups.len());
-        for (g, d) in groups.iter().zip(&mut dicts) {
-            let c = eval(g, f, ctx)?.into_column(&f.rows)?;
-            row_codes.push(codes(&c, &f.rows, d)?);
-        }
         let n = f.rows.len() as usize;
-        // Local group ids by row rank: one group column's codes are the ids; several columns'
-        // codes are combined through a hash map. Without groups every row is in group 0.
         let single = groups.is_empty();
-        let (local_gid, local_keys): (Vec<u32>, Vec<Vec<u32>>) = match row_codes.len() {
-            0 => (
-                Vec::new(),
-                if n > 0 { vec![Vec::new()] } else { Vec::new() },
-            ),
-            1 => {
-                let ids = row_codes.pop().unwrap_or_default();
-                let k = dicts.first().map_or(0, Vec::len) as u32;
-                (ids, (0..k).map(|c| vec![c]).collect())
-            }
-            _ => {
-                let mut local: HashMap<Vec<u32>, u32> = HashMap::new();
-                let mut keys = Vec::new();
-                let mut ids = Vec::with_capacity(n);
-                let mut key = Vec::with_capacity(row_codes.len());
-                for r in 0..n {
-                    key.clear();
-                    key.extend(row_codes.iter().map(|c| c.get(r).copied().unwrap_or(0)));
-                    let id = match local.get(&key) {
-                        Some(id) => *id,
-                        None => {
-                            let id = keys.len() as u32;
-                            keys.push(key.clone());
-                            local.insert(key.clone(), id);
-                            id
-                        }
-                    };
-                    ids.push(id);
-                }
-                (ids, keys)
-            }
-        };
+        let mut local = frame_groups(f, groups, ctx)?;
         // Local group -> partition group.
-        let mut to_part = vec![0usize; local_keys.len()];
-        for (l, codes_of) in local_keys.iter().enumerate() {
-            let vals: Vec<GVal> = codes_of
-                .iter()
-                .zip(&dicts)
-                .map(|(c, d)| d.get(*c as usize).cloned().unwrap_or(GVal::Null))
-                .collect();
+        let mut to_part = vec![0usize; local.keys.len()];
+        for (l, vals) in std::mem::take(&mut local.keys).into_iter().enumerate() {
             let next = part.keys.len();
             let p = *index.entry(vals.clone()).or_insert_with(|| {
                 part.keys.push(vals);
@@ -440,33 +485,64 @@ fn partial(
                 *slot = p;
             }
         }
-        let gid: Vec<usize> = local_gid
-            .into_iter()
-            .map(|l| to_part.get(l as usize).copied().unwrap_or(0))
-            .collect();
-        let group_of = |r: usize| {
-            if single {
-                0
-            } else {
-                gid.get(r).copied().unwrap_or(0)
-            }
-        };
-        // Ordinals of each group, for counts as bitmap intersections.
-        let few = local_keys.len() <= BITMAP_GROUPS;
-        let group_rows: Option<Vec<RoaringBitmap>> = if single {
-            Some(vec![f.rows.clone()])
-        } else {
-            few.then(|| {
-                let mut per: Vec<Vec<u32>> = vec![Vec::new(); part.keys.len()];
-                for (o, g) in f.rows.iter().zip(&gid) {
-                    if let Some(v) = per.get_mut(*g) {
-                        v.push(o);
+        // Ordinals of each (partition) group, for counts as bitmap intersections.
+        let group_rows: Option<Vec<RoaringBitmap>> = match &local.rows {
+            Some(rows) => {
+                let mut per = vec![RoaringBitmap::new(); part.keys.len()];
+                for (l, bm) in rows.iter().enumerate() {
+                    if let Some(slot) = to_part.get(l).and_then(|p| per.get_mut(*p)) {
+                        *slot |= bm;
                     }
                 }
-                per.into_iter()
-                    .map(|v| RoaringBitmap::from_sorted_iter(v).unwrap_or_default())
-                    .collect()
-            })
+                Some(per)
+            }
+            None if to_part.len() <= BITMAP_GROUPS => {
+                let mut per: Vec<Vec<u32>> = vec![Vec::new(); part.keys.len()];
+                if let Some(ids) = &local.gid {
+                    for (o, l) in f.rows.iter().zip(ids) {
+                        if let Some(v) = to_part.get(*l as usize).and_then(|p| per.get_mut(*p)) {
+                            v.push(o);
+                        }
+                    }
+                }
+                Some(
+                    per.into_iter()
+                        .map(|v| RoaringBitmap::from_sorted_iter(v).unwrap_or_default())
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        // The group of each row by rank, built only for aggregates that walk values.
+        let mut gid_cache: Option<Vec<usize>> = None;
+        let mut gid_of = |local: &FrameGroups| -> Vec<usize> {
+            if let Some(g) = &gid_cache {
+                return g.clone();
+            }
+            let g: Vec<usize> = match (&local.gid, &local.rows) {
+                (Some(ids), _) => ids
+                    .iter()
+                    .map(|l| to_part.get(*l as usize).copied().unwrap_or(0))
+                    .collect(),
+                (None, Some(rows)) if !single => {
+                    let mut g = vec![0usize; n];
+                    for (l, bm) in rows.iter().enumerate() {
+                        let p = to_part.get(l).copied().unwrap_or(0);
+                        for o in bm.iter() {
+                            if let Some(slot) = (f.rows.rank(o) as usize)
+                                .checked_sub(1)
+                                .and_then(|r| g.get_mut(r))
+                            {
+                                *slot = p;
+                            }
+                        }
+                    }
+                    g
+                }
+                _ => vec![0usize; n],
+            };
+            gid_cache = Some(g.clone());
+            g
         };
         for (((agg, _), t), accs) in items.iter().zip(in_types).zip(&mut part.accs) {
             match agg {
@@ -476,13 +552,22 @@ fn partial(
                         *c += n as i64;
                     }
                 }
-                Agg::CountStar => {
-                    for g in &gid {
-                        if let Some(Acc::Count(c)) = accs.get_mut(*g) {
-                            *c += 1;
+                Agg::CountStar => match &group_rows {
+                    Some(gr) => {
+                        for (g, bm) in gr.iter().enumerate() {
+                            if let Some(Acc::Count(c)) = accs.get_mut(g) {
+                                *c += bm.len() as i64;
+                            }
                         }
                     }
-                }
+                    None => {
+                        for g in gid_of(&local) {
+                            if let Some(Acc::Count(c)) = accs.get_mut(g) {
+                                *c += 1;
+                            }
+                        }
+                    }
+                },
                 _ => {
                     let Some(e) = arg(agg) else { continue };
                     let v = eval(e, f, ctx)?;
@@ -512,11 +597,12 @@ fn partial(
                             }
                         }
                         (Vector::Col(c, _), _, _) => {
+                            let gid = gid_of(&local);
                             let mut it = c.presence.iter();
                             let mut next = it.next();
                             let mut idx = 0usize;
                             for (r, o) in f.rows.iter().enumerate() {
-                                let g = &group_of(r);
+                                let g = &gid.get(r).copied().unwrap_or(0);
                                 while next.is_some_and(|p| p < o) {
                                     next = it.next();
                                     idx += 1;
@@ -537,8 +623,8 @@ fn partial(
                         }
                         (Vector::Const(s), _, _) => {
                             if let Some(e) = crate::vector::el_of(s) {
-                                for r in 0..n {
-                                    if let Some(acc) = accs.get_mut(group_of(r)) {
+                                for g in gid_of(&local) {
+                                    if let Some(acc) = accs.get_mut(g) {
                                         update(acc, agg, e, *t)?;
                                     }
                                 }
@@ -643,7 +729,7 @@ pub fn aggregate(
         cols.push(Some(column_of(presence, scalars, col.dtype)?));
     }
     let mut parts = std::collections::BTreeMap::new();
-    parts.insert(PartitionId(0), vec![Frame { rows, cols }]);
+    parts.insert(PartitionId(0), vec![Frame::new(rows, cols)]);
     Ok(Relation {
         cols: items.iter().map(|(_, c)| c.clone()).collect(),
         parts,

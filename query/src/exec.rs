@@ -12,7 +12,7 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, NullArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use journeydb_storage::keydict::KeyDict;
-use journeydb_storage::values::merge_columns;
+use journeydb_storage::values::{merge_columns, ValueGroups};
 use journeydb_storage::{
     ColumnData, ColumnId, ColumnType, Key, MergeRule, PartitionId, Snapshot, Values,
 };
@@ -30,6 +30,26 @@ pub struct Frame {
     pub rows: RoaringBitmap,
     /// Per relation column: its values (`None` for the key column and for columns not read).
     pub cols: Vec<Option<ColumnData>>,
+    /// Per relation column read as [`crate::plan::Load::Groups`]: the ordinals of each distinct
+    /// value, with `cols` then holding the presence only. Bitmaps may reach beyond `rows` (a
+    /// filter or join does not cut them); users intersect them with `rows`. Empty: none.
+    pub groups: Vec<Option<Arc<ValueGroups>>>,
+}
+
+impl Frame {
+    /// A frame of `rows` and `cols`, without value groups.
+    pub fn new(rows: RoaringBitmap, cols: Vec<Option<ColumnData>>) -> Frame {
+        Frame {
+            rows,
+            cols,
+            groups: Vec::new(),
+        }
+    }
+
+    /// The value groups of column `i`, if it was read as groups.
+    pub fn groups_of(&self, i: usize) -> Option<&Arc<ValueGroups>> {
+        self.groups.get(i).and_then(|g| g.as_ref())
+    }
 }
 
 /// A relation: columns and, per partition, one frame (a keyed relation) or several (a bag, from UNION
@@ -107,10 +127,7 @@ pub fn par_map<I: Sync, T: Send>(
 
 /// Evaluates a constant expression.
 pub fn eval_scalar(e: &Expr) -> Result<Scalar> {
-    let frame = Frame {
-        rows: [0].into_iter().collect(),
-        cols: Vec::new(),
-    };
+    let frame = Frame::new([0].into_iter().collect(), Vec::new());
     let ctx = EvalCtx {
         cols: &[],
         keys: None,
@@ -243,26 +260,42 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
             let frames = par_map(&parts, |p| {
                 let rows = table.rows(*p);
                 let mut fc = vec![None];
+                let mut groups = Vec::new();
                 for (i, l) in load.iter().enumerate() {
                     let id = ColumnId(i as u32);
+                    let ty = table
+                        .schema()
+                        .columns
+                        .get(i)
+                        .map_or(ColumnType::Bigint, |c| c.ty);
+                    // Only the bitmap: no value is decoded, and no operator above reads one.
+                    let presence_only = || -> Result<ColumnData> {
+                        Ok(ColumnData {
+                            presence: table.presence(*p, id)?,
+                            values: Values::empty(ty),
+                        })
+                    };
                     fc.push(match l {
                         Load::No => None,
                         Load::Values => Some(table.column(*p, id)?),
-                        // Only the bitmap: no value is decoded, and no operator above reads one.
-                        Load::Presence => {
-                            let ty = table
-                                .schema()
-                                .columns
-                                .get(i)
-                                .map_or(ColumnType::Bigint, |c| c.ty);
-                            Some(ColumnData {
-                                presence: table.presence(*p, id)?,
-                                values: Values::empty(ty),
-                            })
-                        }
+                        Load::Presence => Some(presence_only()?),
+                        Load::Groups => match table.value_groups(*p, id)? {
+                            Some(g) => {
+                                groups.resize(i + 2, None);
+                                if let Some(slot) = groups.get_mut(i + 1) {
+                                    *slot = Some(g);
+                                }
+                                Some(presence_only()?)
+                            }
+                            None => Some(table.column(*p, id)?),
+                        },
                     });
                 }
-                Ok(Frame { rows, cols: fc })
+                Ok(Frame {
+                    rows,
+                    cols: fc,
+                    groups,
+                })
             })?;
             Ok(Relation {
                 cols: cols.clone(),
@@ -282,7 +315,11 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
                     .iter()
                     .map(|c| c.as_ref().map(|c| restrict(c, &rows)))
                     .collect();
-                Ok(Frame { rows, cols })
+                Ok(Frame {
+                    rows,
+                    cols,
+                    groups: f.groups.clone(),
+                })
             })
         }
         Plan::Filter {
@@ -302,7 +339,11 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
                         _ => c.as_ref().map(|c| restrict(c, &t)),
                     })
                     .collect();
-                Ok(Frame { rows: t, cols })
+                Ok(Frame {
+                    rows: t,
+                    cols,
+                    groups: f.groups.clone(),
+                })
             })
         }
         Plan::Project { input, exprs } => {
@@ -312,6 +353,14 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
             }
             let mut out = map_frames(rel, snap, |f, ctx| {
                 let mut cols = Vec::with_capacity(exprs.len());
+                // A column passed through keeps its value groups.
+                let groups: Vec<Option<Arc<ValueGroups>>> = exprs
+                    .iter()
+                    .map(|(e, _)| match e {
+                        Expr::Col(i) => f.groups_of(*i).cloned(),
+                        _ => None,
+                    })
+                    .collect();
                 for (e, c) in exprs {
                     cols.push(match e {
                         _ if c.is_key => None,
@@ -329,6 +378,7 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
                 Ok(Frame {
                     rows: f.rows.clone(),
                     cols,
+                    groups,
                 })
             })?;
             out.cols = exprs.iter().map(|(_, c)| c.clone()).collect();
@@ -362,13 +412,7 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
                     SetKind::Except => lr - rr,
                 };
                 if !rows.is_empty() {
-                    parts.insert(
-                        p,
-                        vec![Frame {
-                            rows,
-                            cols: vec![None],
-                        }],
-                    );
+                    parts.insert(p, vec![Frame::new(rows, vec![None])]);
                 }
             }
             Ok(Relation {
@@ -404,15 +448,7 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
             let parts = rel
                 .parts
                 .iter()
-                .map(|(p, fs)| {
-                    (
-                        *p,
-                        vec![Frame {
-                            rows: union_rows(Some(fs)),
-                            cols: vec![None],
-                        }],
-                    )
-                })
+                .map(|(p, fs)| (*p, vec![Frame::new(union_rows(Some(fs)), vec![None])]))
                 .collect();
             Ok(Relation {
                 cols: rel.cols,
@@ -458,6 +494,7 @@ fn rename(rel: Relation, idx: &[usize], exprs: &[(Expr, RelCol)]) -> Relation {
                         .iter()
                         .map(|i| f.cols.get_mut(*i).and_then(Option::take))
                         .collect(),
+                    groups: idx.iter().map(|i| f.groups_of(*i).cloned()).collect(),
                     rows: f.rows,
                 })
                 .collect();
@@ -606,7 +643,7 @@ fn aggregate_by_key(rel: Relation, items: &[(Agg, RelCol)], snap: &Snapshot) -> 
                 }
             });
         }
-        Ok((*p, vec![Frame { rows, cols }]))
+        Ok((*p, vec![Frame::new(rows, cols)]))
     })?;
     Ok(Relation {
         cols: items.iter().map(|(_, c)| c.clone()).collect(),
@@ -931,7 +968,7 @@ pub fn stream_query(q: &QueryPlan, snap: &Snapshot) -> Result<BatchStream> {
                     .iter()
                     .map(|c| c.as_ref().map(|c| restrict(c, &rows)))
                     .collect();
-                chunks.push(Frame { rows, cols });
+                chunks.push(Frame::new(rows, cols));
             }
         }
     }

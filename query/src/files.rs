@@ -672,10 +672,10 @@ pub(crate) fn file_relation(
                 values,
             }));
         }
-        parts.entry(PartitionId(p)).or_default().push(Frame {
-            rows: roaring::RoaringBitmap::from_sorted_iter(ords).unwrap_or_default(),
-            cols: fcols,
-        });
+        parts.entry(PartitionId(p)).or_default().push(Frame::new(
+            roaring::RoaringBitmap::from_sorted_iter(ords).unwrap_or_default(),
+            fcols,
+        ));
     }
     let mut rel_cols = vec![RelCol {
         name: key_name,

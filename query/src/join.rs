@@ -12,7 +12,7 @@ use roaring::RoaringBitmap;
 
 use crate::error::{QueryError, Result};
 use crate::exec::{decode_keys, par_map, Frame, Relation};
-use crate::plan::JoinKind;
+use crate::plan::{JoinKind, RelCol};
 use crate::vector::restrict;
 
 /// Joins `l` and `r` (both keyed) on the key; the output has `l`'s columns then `r`'s.
@@ -28,7 +28,6 @@ pub fn join(
             "a join input with several rows per key (UNION ALL); GROUP BY the key first".into(),
         ));
     }
-    let lw = l.cols.len();
     let mut cols = l.cols.clone();
     cols.extend(r.cols.iter().cloned());
     for (i, _) in partial_keys.iter().flatten() {
@@ -60,62 +59,9 @@ pub fn join(
                 .map_err(|_| QueryError::Internal("a join worker panicked".into()))?;
             std::mem::take(&mut *g)
         };
-        let rows = match kind {
-            JoinKind::Inner => &lf.rows & &rf.rows,
-            JoinKind::Left => lf.rows.clone(),
-            JoinKind::Right => rf.rows.clone(),
-            JoinKind::Full => &lf.rows | &rf.rows,
-        };
-        let keys = snap.keys();
-        let mut out_cols = Vec::with_capacity(lw + rcols.len());
-        for (side, (f, scols, base)) in [(lf, lcols, 0usize), (rf, rcols, lw)]
-            .into_iter()
-            .enumerate()
-        {
-            let Frame {
-                rows: side_rows,
-                cols: mut side_cols,
-            } = f;
-            for (i, c) in scols.iter().enumerate() {
-                let partial = partial_keys
-                    .get(side)
-                    .copied()
-                    .flatten()
-                    .filter(|(at, _)| *at == base + i);
-                let own = side_cols.get_mut(i).and_then(Option::take);
-                out_cols.push(match (c.is_key, partial) {
-                    // The side's key where the side has the row, decoded only when read.
-                    (true, Some((_, true))) => {
-                        let present = &side_rows & &rows;
-                        Some(ColumnData {
-                            values: decode_keys(&keys, &present)?,
-                            presence: present,
-                        })
-                    }
-                    (true, _) => None,
-                    (false, _) => match own {
-                        Some(col) if col.presence.is_subset(&rows) => Some(col),
-                        Some(col) => Some(restrict(&col, &rows)),
-                        // A side without this partition: the column is NULL here.
-                        None if side_rows.is_empty() => Some(ColumnData {
-                            presence: RoaringBitmap::new(),
-                            values: journeydb_storage::Values::empty(
-                                c.dtype
-                                    .column_type()
-                                    .unwrap_or(journeydb_storage::ColumnType::Bigint),
-                            ),
-                        }),
-                        None => None,
-                    },
-                });
-            }
-        }
         Ok((
             *p,
-            Frame {
-                rows,
-                cols: out_cols,
-            },
+            join_partition(lf, rf, kind, partial_keys, (lcols, rcols), snap)?,
         ))
     })?;
     Ok(Relation {
@@ -125,5 +71,76 @@ pub fn join(
             .filter(|(_, f)| !f.rows.is_empty())
             .map(|(p, f)| (p, vec![f]))
             .collect(),
+    })
+}
+
+/// Joins one partition's frames: the kept rows, then each side's columns cut to them.
+fn join_partition(
+    lf: Frame,
+    rf: Frame,
+    kind: JoinKind,
+    partial_keys: &[Option<(usize, bool)>; 2],
+    (lcols, rcols): (&[RelCol], &[RelCol]),
+    snap: &Snapshot,
+) -> Result<Frame> {
+    let lw = lcols.len();
+    let rows = match kind {
+        JoinKind::Inner => &lf.rows & &rf.rows,
+        JoinKind::Left => lf.rows.clone(),
+        JoinKind::Right => rf.rows.clone(),
+        JoinKind::Full => &lf.rows | &rf.rows,
+    };
+    let keys = snap.keys();
+    let mut out_cols = Vec::with_capacity(lw + rcols.len());
+    let mut out_groups = Vec::with_capacity(lw + rcols.len());
+    for (side, (f, scols, base)) in [(lf, lcols, 0usize), (rf, rcols, lw)]
+        .into_iter()
+        .enumerate()
+    {
+        let Frame {
+            rows: side_rows,
+            cols: mut side_cols,
+            groups: side_groups,
+        } = f;
+        for (i, c) in scols.iter().enumerate() {
+            // Value groups pass through uncut (their users intersect them with the rows).
+            out_groups.push(side_groups.get(i).cloned().flatten());
+            let partial = partial_keys
+                .get(side)
+                .copied()
+                .flatten()
+                .filter(|(at, _)| *at == base + i);
+            let own = side_cols.get_mut(i).and_then(Option::take);
+            out_cols.push(match (c.is_key, partial) {
+                // The side's key where the side has the row, decoded only when read.
+                (true, Some((_, true))) => {
+                    let present = &side_rows & &rows;
+                    Some(ColumnData {
+                        values: decode_keys(&keys, &present)?,
+                        presence: present,
+                    })
+                }
+                (true, _) => None,
+                (false, _) => match own {
+                    Some(col) if col.presence.is_subset(&rows) => Some(col),
+                    Some(col) => Some(restrict(&col, &rows)),
+                    // A side without this partition: the column is NULL here.
+                    None if side_rows.is_empty() => Some(ColumnData {
+                        presence: RoaringBitmap::new(),
+                        values: journeydb_storage::Values::empty(
+                            c.dtype
+                                .column_type()
+                                .unwrap_or(journeydb_storage::ColumnType::Bigint),
+                        ),
+                    }),
+                    None => None,
+                },
+            });
+        }
+    }
+    Ok(Frame {
+        rows,
+        cols: out_cols,
+        groups: out_groups,
     })
 }

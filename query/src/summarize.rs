@@ -84,6 +84,15 @@ pub fn summarize(snap: &Snapshot, name: &str) -> Result<RecordBatch> {
         },
         snap,
     )?;
+    listing(&b, &schema, key_type)
+}
+
+/// One row per column from the aggregate row `b` (see [`summarize`]).
+fn listing(
+    b: &RecordBatch,
+    schema: &journeydb_storage::TableSchema,
+    key_type: DType,
+) -> Result<RecordBatch> {
     let text = |i: usize| b.columns().get(i).and_then(|c| cell_text(c.as_ref(), 0));
     let int = |i: usize| text(i).and_then(|s| s.parse::<i64>().ok());
     let rows = int(0).unwrap_or(0);

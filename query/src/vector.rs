@@ -708,6 +708,34 @@ fn interval_of(v: &Vector<'_>) -> Option<Interval> {
     }
 }
 
+/// Integers (timestamps, intervals) of two aligned columns in one checked loop, without a value
+/// per element.
+fn int_arith<'a>(
+    op: ArithOp,
+    x: &[i64],
+    y: &[i64],
+    presence: RoaringBitmap,
+    out: DType,
+) -> Result<Vector<'a>> {
+    let f = match op {
+        ArithOp::Add => i64::checked_add,
+        ArithOp::Sub => i64::checked_sub,
+        _ => i64::checked_mul,
+    };
+    let values = x
+        .iter()
+        .zip(y)
+        .map(|(a, b)| f(*a, *b).ok_or_else(overflow))
+        .collect::<Result<Vec<i64>>>()?;
+    Ok(Vector::Col(
+        Cow::Owned(ColumnData {
+            presence,
+            values: Values::Int(values),
+        }),
+        out,
+    ))
+}
+
 /// Arithmetic on two vectors; `out` is the planned result type.
 pub fn arith<'a>(
     op: ArithOp,
@@ -770,27 +798,10 @@ pub fn arith<'a>(
             let common = &ca.presence & &cb.presence;
             let va = gather(ca, &common);
             let vb = gather(cb, &common);
-            // Integers (timestamps, intervals) in one checked loop, without a value per element.
             if let (Values::Int(x), Values::Int(y), true) =
                 (&va, &vb, out != DType::Double && op != ArithOp::Div)
             {
-                let f = match op {
-                    ArithOp::Add => i64::checked_add,
-                    ArithOp::Sub => i64::checked_sub,
-                    _ => i64::checked_mul,
-                };
-                let values = x
-                    .iter()
-                    .zip(y)
-                    .map(|(a, b)| f(*a, *b).ok_or_else(overflow))
-                    .collect::<Result<Vec<i64>>>()?;
-                return Ok(Vector::Col(
-                    Cow::Owned(ColumnData {
-                        presence: common,
-                        values: Values::Int(values),
-                    }),
-                    out,
-                ));
+                return int_arith(op, x, y, common, out);
             }
             let mut i = 0usize;
             let joined = ColumnData {

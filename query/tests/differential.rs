@@ -186,6 +186,9 @@ fn build(dir: &Path, seed: u64) -> Database {
             ("age", age, DataType::Int64),
         ],
     );
+    // Flushed, so `pr` is one segment per partition (GROUP BY its columns reads storage's value
+    // groups) while `st` has several (GROUP BY reads values).
+    db.flush().unwrap();
     std::fs::write(dir.join("st.csv"), st_csv).unwrap();
     std::fs::write(dir.join("pr.csv"), pr_csv).unwrap();
     db

@@ -291,6 +291,10 @@ pub struct Segment {
     /// Decoded presence bitmaps, per entry of `columns`, filled on first use: they are small (at most
     /// about one bit per row) and every predicate touches them; values are decoded per query.
     presence_cache: Vec<std::sync::OnceLock<RoaringBitmap>>,
+    /// Per entry of `columns`: the ordinals of each distinct value, built on first use for columns of
+    /// few distinct values (`None` once a column proved to have more). GROUP BY such a column then
+    /// reads bitmaps instead of values.
+    groups_cache: Vec<std::sync::OnceLock<Option<std::sync::Arc<crate::values::ValueGroups>>>>,
     map: FileBytes,
 }
 
@@ -405,6 +409,7 @@ impl Segment {
             path: path.to_path_buf(),
             rows: RoaringBitmap::new(),
             presence_cache: columns.iter().map(|_| std::sync::OnceLock::new()).collect(),
+            groups_cache: columns.iter().map(|_| std::sync::OnceLock::new()).collect(),
             columns,
             map,
         };
@@ -478,6 +483,31 @@ impl Segment {
             ));
         }
         Ok(Some(data))
+    }
+
+    /// The ordinals of each distinct value of column `id` when it has at most
+    /// [`crate::values::GROUPS_MAX`] distinct values (built once per segment, then cached); `None`
+    /// for a column with more, or that this segment lacks.
+    pub fn value_groups(
+        &self,
+        id: ColumnId,
+        ty: ColumnType,
+    ) -> Result<Option<std::sync::Arc<crate::values::ValueGroups>>> {
+        let Some(i) = self.columns.iter().position(|c| c.id == id) else {
+            return Ok(None);
+        };
+        let Some(slot) = self.groups_cache.get(i) else {
+            return Ok(None);
+        };
+        if let Some(g) = slot.get() {
+            return Ok(g.clone());
+        }
+        let Some(data) = self.column(id, ty)? else {
+            return Ok(None);
+        };
+        let groups = crate::values::ValueGroups::build(&data).map(std::sync::Arc::new);
+        let _ = slot.set(groups.clone());
+        Ok(groups)
     }
 
     /// Decodes only the presence bitmap of column `id` (checking its checksum and the declared type).

@@ -351,6 +351,38 @@ impl TableSnapshot {
         Ok(merge_columns(def.rule, def.ty, &sources))
     }
 
+    /// Column `col` of partition `p` as the ordinals of each distinct value (see
+    /// [`crate::values::ValueGroups`]), when one segment holds all of the partition's values of
+    /// that column (no merge across sources is needed) and it has few distinct values; `None`
+    /// otherwise (read the column's values instead).
+    pub fn value_groups(
+        &self,
+        p: PartitionId,
+        col: ColumnId,
+    ) -> Result<Option<std::sync::Arc<crate::values::ValueGroups>>> {
+        let Some(def) = self.table.schema.columns.get(col.0 as usize) else {
+            return Ok(None);
+        };
+        let in_mem = self.table.mem.iter().any(|c| {
+            c.parts
+                .get(&p)
+                .and_then(|part| part.columns.get(col.0 as usize))
+                .is_some_and(|c| c.is_some())
+        });
+        if in_mem {
+            return Ok(None);
+        }
+        let mut holders = self
+            .table
+            .segments
+            .iter()
+            .filter(|s| s.partition == p && s.column_meta(col).is_some());
+        match (holders.next(), holders.next()) {
+            (Some(one), None) => one.value_groups(col, def.ty),
+            _ => Ok(None),
+        }
+    }
+
     /// The ordinals of partition `p` where column `col` has a value, without decoding any value: what
     /// `IS [NOT] NULL` and `COUNT(col)` need.
     pub fn presence(&self, p: PartitionId, col: ColumnId) -> Result<RoaringBitmap> {

@@ -215,6 +215,69 @@ impl ColumnData {
     }
 }
 
+/// Most distinct values a column may have for [`ValueGroups`].
+pub const GROUPS_MAX: usize = 1024;
+
+/// A column as the ordinals of each of its distinct values: `keys[i]` holds at `bitmaps[i]`.
+/// Grouping, counting and DISTINCT over a column of few values then work on bitmaps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueGroups {
+    /// The distinct values, one per group, in order of first occurrence.
+    pub keys: Values,
+    /// The ordinals of each value.
+    pub bitmaps: Vec<RoaringBitmap>,
+}
+
+impl ValueGroups {
+    /// The groups of `c`, or `None` when it has more than [`GROUPS_MAX`] distinct values.
+    pub fn build(c: &ColumnData) -> Option<ValueGroups> {
+        fn group<K: std::hash::Hash + Eq + Clone>(
+            presence: &RoaringBitmap,
+            vals: &[K],
+        ) -> Option<(Vec<K>, Vec<RoaringBitmap>)> {
+            let mut index: hashbrown::HashMap<&K, usize> = hashbrown::HashMap::new();
+            let mut keys: Vec<K> = Vec::new();
+            let mut ords: Vec<Vec<u32>> = Vec::new();
+            for (o, v) in presence.iter().zip(vals) {
+                let g = match index.get(v) {
+                    Some(g) => *g,
+                    None => {
+                        if keys.len() == GROUPS_MAX {
+                            return None;
+                        }
+                        index.insert(v, keys.len());
+                        keys.push(v.clone());
+                        ords.push(Vec::new());
+                        keys.len() - 1
+                    }
+                };
+                if let Some(list) = ords.get_mut(g) {
+                    list.push(o);
+                }
+            }
+            let bitmaps = ords
+                .into_iter()
+                .map(|o| RoaringBitmap::from_sorted_iter(o).unwrap_or_default())
+                .collect();
+            Some((keys, bitmaps))
+        }
+        let (keys, bitmaps) = match &c.values {
+            Values::Int(v) => group(&c.presence, v).map(|(k, b)| (Values::Int(k), b))?,
+            Values::Str(v) => group(&c.presence, v).map(|(k, b)| (Values::Str(k), b))?,
+            Values::Bool(v) => group(&c.presence, v).map(|(k, b)| (Values::Bool(k), b))?,
+            Values::Float(v) => {
+                let bits: Vec<u64> = v.iter().map(|x| x.to_bits()).collect();
+                let (k, b) = group(&c.presence, &bits)?;
+                (
+                    Values::Float(k.into_iter().map(f64::from_bits).collect()),
+                    b,
+                )
+            }
+        };
+        Some(ValueGroups { keys, bitmaps })
+    }
+}
+
 /// Folds `new` into `old` under `rule`; `new` is the later value.
 trait Fold: Clone {
     fn fold(old: &mut Self, new: &Self, rule: MergeRule);
@@ -464,6 +527,31 @@ fn fold_sorted<T: Fold>(rule: MergeRule, idx: &[(u32, usize)], vals: &[T]) -> Ve
 #[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn value_groups_hold_each_value_ordinals_up_to_the_limit() {
+        let c = ColumnData {
+            presence: [1, 4, 5, 9].into_iter().collect(),
+            values: Values::Str(vec!["b".into(), "a".into(), "b".into(), "c".into()]),
+        };
+        let g = ValueGroups::build(&c).unwrap();
+        assert_eq!(
+            g.keys,
+            Values::Str(vec!["b".into(), "a".into(), "c".into()])
+        );
+        let b: Vec<Vec<u32>> = g.bitmaps.iter().map(|b| b.iter().collect()).collect();
+        assert_eq!(b, vec![vec![1, 5], vec![4], vec![9]]);
+        let many = ColumnData {
+            presence: (0..GROUPS_MAX as u32 + 1).collect(),
+            values: Values::Int((0..GROUPS_MAX as i64 + 1).collect()),
+        };
+        assert!(ValueGroups::build(&many).is_none());
+        let floats = ColumnData {
+            presence: [0, 1].into_iter().collect(),
+            values: Values::Float(vec![1.5, 1.5]),
+        };
+        assert_eq!(ValueGroups::build(&floats).unwrap().bitmaps.len(), 1);
+    }
 
     fn col(pairs: &[(u32, i64)]) -> ColumnData {
         ColumnData {

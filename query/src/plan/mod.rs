@@ -139,6 +139,9 @@ pub enum Load {
     No,
     /// The presence bitmap only (`IS [NOT] NULL`, `COUNT(col)`).
     Presence,
+    /// The presence bitmap and, where storage has them, the ordinals of each distinct value instead
+    /// of the values (a plain GROUP BY column); the values where it has not.
+    Groups,
     /// Bitmap and values.
     Values,
 }
@@ -317,7 +320,7 @@ impl Plan {
                     .map(|(c, l)| match l {
                         Load::No => 0,
                         Load::Presence => bitmap,
-                        Load::Values => {
+                        Load::Values | Load::Groups => {
                             let width = match c.ty {
                                 ColumnType::Varchar => 32,
                                 ColumnType::Boolean => 1,

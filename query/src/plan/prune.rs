@@ -58,8 +58,14 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
             Plan::Sample { input, .. } => mark(input, used),
             // A renaming (the qualified columns of a join side): what is read maps through it.
             Plan::Project { input, exprs } => {
+                // Value groups pass only through renamings: a computing projection reads values.
+                let renaming = exprs.iter().all(|(e, _)| matches!(e, Expr::Col(_)));
                 let mut u = Vec::new();
                 for &(i, kind) in used {
+                    let kind = match kind {
+                        Load::Groups if !renaming => Load::Values,
+                        k => k,
+                    };
                     match exprs.get(i) {
                         Some((Expr::Col(j), _)) => u.push((*j, kind)),
                         Some((e, _)) => refs(e, &mut u),
@@ -102,7 +108,11 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
             groups,
             ..
         } => {
-            groups.iter().for_each(|g| refs(g, &mut used));
+            // The one plain column grouped on may be read as its value groups (bitmaps per value).
+            match groups.as_slice() {
+                [Expr::Col(i)] => used.push((*i, Load::Groups)),
+                gs => gs.iter().for_each(|g| refs(g, &mut used)),
+            }
             for (a, _) in items.iter() {
                 match a {
                     Agg::Count(Expr::Col(i)) => used.push((*i, Load::Presence)),
