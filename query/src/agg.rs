@@ -15,6 +15,7 @@
 
 use hashbrown::{HashMap, HashSet};
 
+use journeydb_storage::values::ValueGroups;
 use journeydb_storage::{ColumnData, PartitionId, Values};
 use roaring::RoaringBitmap;
 
@@ -154,6 +155,64 @@ fn update(acc: &mut Acc, agg: &Agg, e: El<'_>, t: DType) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// [`update`] with `e` occurring `c` times.
+fn update_n(acc: &mut Acc, agg: &Agg, e: El<'_>, t: DType, c: u64) -> Result<()> {
+    let times = i128::from(c);
+    match (&mut *acc, e) {
+        (Acc::Count(n), _) => *n += c as i64,
+        (Acc::SumI(s, any), El::I(v)) => {
+            *s += i128::from(v) * times;
+            *any = true;
+        }
+        (Acc::SumF(s, any), El::F(v)) => {
+            *s += v * c as f64;
+            *any = true;
+        }
+        (Acc::SumF(s, any), El::I(v)) => {
+            *s += v as f64 * c as f64;
+            *any = true;
+        }
+        (Acc::Avg(_, i, n), El::I(v)) => {
+            *i += i128::from(v) * times;
+            *n += c as i64;
+        }
+        (Acc::Avg(f, _, n), El::F(v)) => {
+            *f += v * c as f64;
+            *n += c as i64;
+        }
+        (Acc::Values(..), _) => {
+            for _ in 0..c {
+                update(acc, agg, e, t)?;
+            }
+        }
+        _ => update(acc, agg, e, t)?,
+    }
+    Ok(())
+}
+
+/// The values of a column kept as value groups, for the rows of a frame.
+fn values_from_groups(vg: &ValueGroups, rows: &RoaringBitmap) -> ColumnData {
+    let cut: Vec<RoaringBitmap> = vg.bitmaps.iter().map(|b| b & rows).collect();
+    let mut presence = RoaringBitmap::new();
+    for b in &cut {
+        presence |= b;
+    }
+    let map = OrdinalMap::build(&presence, cut.iter().enumerate());
+    let idx: Vec<usize> = presence.iter().map(|o| map.get(o)).collect();
+    fn pick<T: Clone + Default>(keys: &[T], idx: &[usize]) -> Vec<T> {
+        idx.iter()
+            .map(|i| keys.get(*i).cloned().unwrap_or_default())
+            .collect()
+    }
+    let values = match &vg.keys {
+        Values::Int(k) => Values::Int(pick(k, &idx)),
+        Values::Float(k) => Values::Float(pick(k, &idx)),
+        Values::Bool(k) => Values::Bool(pick(k, &idx)),
+        Values::Str(k) => Values::Str(pick(k, &idx)),
+    };
+    ColumnData { presence, values }
 }
 
 fn merge(a: &mut Acc, b: Acc, agg: &Agg) -> Result<()> {
@@ -347,6 +406,54 @@ fn codes(col: &ColumnData, rows: &RoaringBitmap, dict: &mut Vec<GVal>) -> Result
     Ok(out)
 }
 
+/// A value per ordinal of a frame's rows, filled from disjoint bitmaps: a dense array over the rows'
+/// ordinal range (a partition's ordinals are close together), or a hash map when they are sparse.
+enum OrdinalMap {
+    Dense(u32, Vec<usize>),
+    Sparse(HashMap<u32, usize>),
+}
+
+impl OrdinalMap {
+    fn build<'b>(
+        rows: &RoaringBitmap,
+        sets: impl Iterator<Item = (usize, &'b RoaringBitmap)>,
+    ) -> OrdinalMap {
+        let (lo, hi) = (rows.min().unwrap_or(0), rows.max().unwrap_or(0));
+        let span = (hi - lo) as u64 + 1;
+        let mut map = if span <= 4 * rows.len() + 65_536 {
+            OrdinalMap::Dense(lo, vec![0; span as usize])
+        } else {
+            OrdinalMap::Sparse(HashMap::new())
+        };
+        for (v, bm) in sets {
+            for o in bm.iter() {
+                match &mut map {
+                    OrdinalMap::Dense(lo, d) => {
+                        if let Some(slot) = o.checked_sub(*lo).and_then(|i| d.get_mut(i as usize)) {
+                            *slot = v;
+                        }
+                    }
+                    OrdinalMap::Sparse(m) => {
+                        m.insert(o, v);
+                    }
+                }
+            }
+        }
+        map
+    }
+
+    fn get(&self, o: u32) -> usize {
+        match self {
+            OrdinalMap::Dense(lo, d) => o
+                .checked_sub(*lo)
+                .and_then(|i| d.get(i as usize))
+                .copied()
+                .unwrap_or(0),
+            OrdinalMap::Sparse(m) => m.get(&o).copied().unwrap_or(0),
+        }
+    }
+}
+
 /// The groups of one frame: their values, and the group of each row (by rank) or the ordinals of
 /// each group.
 struct FrameGroups {
@@ -525,19 +632,13 @@ fn partial(
                     .map(|l| to_part.get(*l as usize).copied().unwrap_or(0))
                     .collect(),
                 (None, Some(rows)) if !single => {
-                    let mut g = vec![0usize; n];
-                    for (l, bm) in rows.iter().enumerate() {
-                        let p = to_part.get(l).copied().unwrap_or(0);
-                        for o in bm.iter() {
-                            if let Some(slot) = (f.rows.rank(o) as usize)
-                                .checked_sub(1)
-                                .and_then(|r| g.get_mut(r))
-                            {
-                                *slot = p;
-                            }
-                        }
-                    }
-                    g
+                    let per_ordinal = OrdinalMap::build(
+                        &f.rows,
+                        rows.iter()
+                            .enumerate()
+                            .map(|(l, bm)| (to_part.get(l).copied().unwrap_or(0), bm)),
+                    );
+                    f.rows.iter().map(|o| per_ordinal.get(o)).collect()
                 }
                 _ => vec![0usize; n],
             };
@@ -570,7 +671,31 @@ fn partial(
                 },
                 _ => {
                     let Some(e) = arg(agg) else { continue };
-                    let v = eval(e, f, ctx)?;
+                    // A plain column read as value groups: per group, each value weighs the size
+                    // of its bitmap within the group; no value is decoded.
+                    let grouped = match e {
+                        Expr::Col(j) => f.groups_of(*j),
+                        _ => None,
+                    };
+                    if let (Some(vg), Some(gr)) = (grouped, &group_rows) {
+                        for (g, rows_g) in gr.iter().enumerate() {
+                            let Some(acc) = accs.get_mut(g) else { continue };
+                            for (k, bm) in vg.bitmaps.iter().enumerate() {
+                                let c = rows_g.intersection_len(bm);
+                                if let (true, Some(x)) = (c > 0, el_at(&vg.keys, k)) {
+                                    update_n(acc, agg, x, *t, c)?;
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    let v = match grouped {
+                        Some(vg) => Vector::Col(
+                            std::borrow::Cow::Owned(values_from_groups(vg, &f.rows)),
+                            *t,
+                        ),
+                        None => eval(e, f, ctx)?,
+                    };
                     let v = match v {
                         Vector::Bool { .. } => Vector::Col(
                             std::borrow::Cow::Owned(v.into_column(&f.rows)?),

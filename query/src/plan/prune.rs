@@ -106,8 +106,10 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
             input,
             items,
             groups,
-            ..
+            by_key,
         } => {
+            // The per-key path merges values per ordinal: it reads values, never groups.
+            let groups_ok = !*by_key;
             // The one plain column grouped on may be read as its value groups (bitmaps per value).
             match groups.as_slice() {
                 [Expr::Col(i)] => used.push((*i, Load::Groups)),
@@ -116,6 +118,18 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
             for (a, _) in items.iter() {
                 match a {
                     Agg::Count(Expr::Col(i)) => used.push((*i, Load::Presence)),
+                    // Aggregates a column's value groups can answer (bitmap sizes per value).
+                    Agg::Sum(Expr::Col(i))
+                    | Agg::Avg(Expr::Col(i))
+                    | Agg::Min(Expr::Col(i))
+                    | Agg::Max(Expr::Col(i))
+                    | Agg::CountDistinct(Expr::Col(i))
+                    | Agg::BoolAnd(Expr::Col(i))
+                    | Agg::BoolOr(Expr::Col(i))
+                        if groups_ok =>
+                    {
+                        used.push((*i, Load::Groups))
+                    }
                     Agg::Count(e)
                     | Agg::Min(e)
                     | Agg::Max(e)
