@@ -276,7 +276,19 @@ impl Engine {
     /// Runs a query over the catalog relations (or without FROM); see [`crate::catalog`].
     fn catalog_query(&self, q: &ast::Query, snap: &Snapshot) -> Result<RecordBatch> {
         let settings = self.settings().clone();
-        crate::catalog::run(q, snap, &|name| settings.show(name), self.now())
+        let from_catalog = crate::catalog::run(q, snap, &|name| settings.show(name), self.now());
+        // Constants the catalog evaluator has no function for (`SELECT greatest(1, 2)`,
+        // `SELECT date_trunc(..)`) are the main planner's, over one row.
+        let no_from = matches!(&*q.body, ast::SetExpr::Select(s) if s.from.is_empty());
+        match from_catalog {
+            Err(QueryError::Unsupported(why)) if no_from => plan_query(q, &self.ctx(snap))
+                .and_then(|plan| run_query(&plan, snap))
+                .map_err(|e| match e {
+                    QueryError::Unsupported(_) => QueryError::Unsupported(why),
+                    other => other,
+                }),
+            other => other,
+        }
     }
 
     fn ctx<'a>(&'a self, snap: &'a Snapshot) -> PlanCtx<'a> {

@@ -217,7 +217,26 @@ pub(super) fn plan_from(
 ) -> Result<(Plan, Option<String>, Option<Sample>)> {
     let [one] = from else {
         return if from.is_empty() {
-            unsupported("SELECT without FROM")
+            // One row without columns: the SELECT list's constants are evaluated once.
+            let mut parts = std::collections::BTreeMap::new();
+            parts.insert(
+                journeydb_storage::PartitionId(0),
+                vec![crate::exec::Frame::new(
+                    [0u32].into_iter().collect(),
+                    Vec::new(),
+                )],
+            );
+            Ok((
+                Plan::Rel {
+                    name: "one row (no FROM)".into(),
+                    rel: std::sync::Arc::new(crate::exec::Relation {
+                        cols: Vec::new(),
+                        parts,
+                    }),
+                },
+                None,
+                None,
+            ))
         } else {
             unsupported(
                 "several tables in FROM (joins); combine customer sets with INTERSECT / EXCEPT",
