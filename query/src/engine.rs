@@ -835,23 +835,7 @@ impl Engine {
             }
             std::ops::ControlFlow::<()>::Continue(())
         });
-        let column_type = |e: &ast::Expr| -> Option<DType> {
-            let name = match e {
-                ast::Expr::Identifier(i) => i.value.to_ascii_lowercase(),
-                ast::Expr::CompoundIdentifier(p) => p.last()?.value.to_ascii_lowercase(),
-                _ => return None,
-            };
-            tables.iter().find_map(|t| {
-                let s = t.schema();
-                if s.key_name.eq_ignore_ascii_case(&name) {
-                    return Some(key_dtype);
-                }
-                s.columns
-                    .iter()
-                    .find(|c| c.name.eq_ignore_ascii_case(&name))
-                    .map(|c| c.ty.into())
-            })
-        };
+        let column_type = |e: &ast::Expr| type_hint(e, &tables, key_dtype);
         let placeholder = |e: &ast::Expr| match e {
             ast::Expr::Value(v) => match &v.value {
                 ast::Value::Placeholder(p) => p
@@ -1405,4 +1389,56 @@ fn key_column(ct: &ast::CreateTable, name: &str) -> Result<String> {
         )));
     }
     Ok(key_name)
+}
+
+/// The type of an expression a parameter is compared with, when it is evident without planning:
+/// a column of a named table, or an aggregate or function whose type follows from its name and
+/// argument (`count(*) >= $1` in HAVING is BIGINT, `sum(n) > $1` is `n`'s type).
+#[recursive::recursive]
+fn type_hint(
+    e: &ast::Expr,
+    tables: &[journeydb_storage::TableSnapshot],
+    key_dtype: DType,
+) -> Option<DType> {
+    match e {
+        ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => {
+            let name = match e {
+                ast::Expr::Identifier(i) => i.value.to_ascii_lowercase(),
+                ast::Expr::CompoundIdentifier(p) => p.last()?.value.to_ascii_lowercase(),
+                _ => return None,
+            };
+            tables.iter().find_map(|t| {
+                let s = t.schema();
+                if s.key_name.eq_ignore_ascii_case(&name) {
+                    return Some(key_dtype);
+                }
+                s.columns
+                    .iter()
+                    .find(|c| c.name.eq_ignore_ascii_case(&name))
+                    .map(|c| c.ty.into())
+            })
+        }
+        ast::Expr::Nested(x) => type_hint(x, tables, key_dtype),
+        ast::Expr::Extract { .. } => Some(DType::Bigint),
+        ast::Expr::Function(f) => {
+            let first = match &f.args {
+                ast::FunctionArguments::List(l) => l.args.iter().find_map(|a| match a {
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) => Some(x),
+                    _ => None,
+                }),
+                _ => None,
+            };
+            match f.name.to_string().to_ascii_lowercase().as_str() {
+                "count" | "length" | "date_part" => Some(DType::Bigint),
+                "avg" | "mean" | "epoch" => Some(DType::Double),
+                "date_trunc" => Some(DType::Timestamp),
+                "lower" | "upper" => Some(DType::Varchar),
+                "sum" | "min" | "max" | "coalesce" | "greatest" | "least" => {
+                    type_hint(first?, tables, key_dtype)
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }

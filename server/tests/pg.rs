@@ -116,12 +116,26 @@ fn postgres_driver_gets_the_same_answers_as_the_native_client() {
     let e = c.query("SELECT * FROM nope", &[]).unwrap_err();
     assert_eq!(e.code(), Some(&postgres::error::SqlState::UNDEFINED_TABLE));
     let e = c
-        .query("SELECT * FROM st JOIN st USING (customer_id)", &[])
+        .query("SELECT * FROM st a JOIN st b ON a.n = b.n", &[])
         .unwrap_err();
     assert_eq!(
         e.code(),
         Some(&postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
     );
+    let e = c
+        .query("SELECT * FROM st JOIN st USING (customer_id)", &[])
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&postgres::error::SqlState::SYNTAX_ERROR));
+    // A join on the key with GROUP BY and HAVING, through the extended protocol.
+    let rows = c
+        .query_typed(
+            "SELECT b.vip, count(*), sum(a.n) FROM st a JOIN st b ON a.customer_id = b.customer_id GROUP BY b.vip HAVING count(*) >= $1 ORDER BY 1",
+            &[(&1i64, Type::INT8)],
+        )
+        .unwrap();
+    assert!(!rows.is_empty());
+    let total: i64 = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
+    assert_eq!(total, 3);
     let n: i64 = c.query_one("SELECT count(*) FROM st", &[]).unwrap().get(0);
     assert_eq!(n, 3);
     c.batch_execute("ALTER TABLE st RENAME TO st2; DROP TABLE st2")

@@ -31,8 +31,9 @@ fn qualify(plan: Plan, alias: &str) -> Plan {
     }
 }
 
-/// A FROM item with its alias applied to its columns.
-fn side(factor: &ast::TableFactor, ctx: &PlanCtx<'_>) -> Result<Plan> {
+/// A FROM item with its alias applied to its columns; `seen` holds the aliases before it, which
+/// must differ from its own (as in PostgreSQL and DuckDB).
+fn side(factor: &ast::TableFactor, ctx: &PlanCtx<'_>, seen: &mut Vec<String>) -> Result<Plan> {
     let (mut plan, alias, sample) = plan_factor(factor, ctx)?;
     if matches!(plan, Plan::System { .. }) {
         return unsupported("a system table in a join");
@@ -50,6 +51,12 @@ fn side(factor: &ast::TableFactor, ctx: &PlanCtx<'_>) -> Result<Plan> {
     }
     let alias =
         alias.ok_or_else(|| QueryError::Syntax("a subquery in a join needs an alias".into()))?;
+    if seen.contains(&alias) {
+        return Err(QueryError::Syntax(format!(
+            "table name {alias:?} specified more than once (give each an alias)"
+        )));
+    }
+    seen.push(alias.clone());
     Ok(qualify(plan, &alias))
 }
 
@@ -60,7 +67,8 @@ pub(super) fn bare(name: &str) -> &str {
 
 /// Plans `a JOIN b .. JOIN c ..` left to right.
 pub(super) fn plan_joins(one: &ast::TableWithJoins, ctx: &PlanCtx<'_>) -> Result<Plan> {
-    let mut plan = side(&one.relation, ctx)?;
+    let mut seen = Vec::new();
+    let mut plan = side(&one.relation, ctx, &mut seen)?;
     for j in &one.joins {
         use ast::JoinOperator as O;
         let (kind, constraint) = match &j.join_operator {
@@ -74,7 +82,7 @@ pub(super) fn plan_joins(one: &ast::TableWithJoins, ctx: &PlanCtx<'_>) -> Result
                 ))
             }
         };
-        let right = side(&j.relation, ctx)?;
+        let right = side(&j.relation, ctx, &mut seen)?;
         let (lc, rc) = (plan.cols(), right.cols());
         let lkeys: Vec<usize> = (0..lc.len())
             .filter(|i| lc.get(*i).is_some_and(|c| c.is_key))

@@ -151,6 +151,20 @@ async def asyncpg_main():
         first = await cur.fetch(4)
         rest = await cur.fetch(100)
     check([r[0] for r in first + rest] == sorted(f"k{i}" for i in range(len(NASTY))), "asyncpg: fetch(4) then the rest")
+    # Analytics through the extended protocol: a join on the key, GROUP BY, HAVING and parameters.
+    await conn.execute("DROP TABLE IF EXISTS drv_prof")
+    await conn.execute("CREATE TABLE drv_prof (customer_id VARCHAR PRIMARY KEY, country VARCHAR)")
+    for i in range(len(NASTY)):
+        await conn.execute("INSERT INTO drv_prof VALUES ($1, $2)", f"k{i}", "US" if i % 2 else "DE")
+    rows = await conn.fetch(
+        "SELECT p.country, count(*) AS c, sum(s.n) AS total FROM drv_asyncpg s JOIN drv_prof p USING (customer_id) "
+        "WHERE s.n <= $1 GROUP BY p.country HAVING count(*) >= $2 ORDER BY p.country", 0, 1)
+    want = [(c, sum(1 for i in range(len(NASTY)) if (i % 2 == 1) == (c == "US")),
+             sum(-i for i in range(len(NASTY)) if (i % 2 == 1) == (c == "US"))) for c in ("DE", "US")]
+    check([tuple(r) for r in rows] == want, f"asyncpg: GROUP BY over a join with parameters ({[tuple(r) for r in rows]} vs {want})")
+    summary = await conn.fetch("SUMMARIZE drv_prof")
+    check([r["column_name"] for r in summary] == ["customer_id", "country"] and summary[1]["approx_unique"] == 2,
+          "asyncpg: SUMMARIZE")
     await conn.close()
 
 
