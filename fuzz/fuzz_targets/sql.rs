@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         if bind_params(&mut stmt, &vec![Scalar::Str("x'y".into()); n]).is_err() {
             continue;
         }
-        let _ = engine.describe_statement(&stmt);
+        let _ = engine.describe_statement(&stmt, &rules);
         if statement_kind(&stmt) == StatementKind::Query {
             let _ = engine.execute_statement(&stmt, &rules);
         }
