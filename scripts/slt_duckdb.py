@@ -7,27 +7,13 @@ Values print as journeydb prints them: NULL, (empty) for '', true/false, timesta
 an error (the messages are each engine's own).
   scripts/slt_duckdb.py FILE.slt..."""
 import datetime
+import os
 import sys
 
 import duckdb
 
-
-def interval_text(us):
-    """An interval of whole microseconds as journeydb prints one (DuckDB's text of the difference
-    of two timestamps)."""
-    day = 86_400_000_000
-    days = abs(us) // day * (1 if us >= 0 else -1)
-    rest = us - days * day
-    out = []
-    if days:
-        out.append(f"{days} day" + ("" if abs(days) == 1 else "s"))
-    if rest or not days:
-        r = abs(rest)
-        t = f"{'-' if rest < 0 else ''}{r // 3_600_000_000:02}:{r // 60_000_000 % 60:02}:{r // 1_000_000 % 60:02}"
-        if r % 1_000_000:
-            t += "." + f"{r % 1_000_000:06}".rstrip("0")
-        out.append(t)
-    return " ".join(out)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from duckdb_oracle import interval_text  # noqa: E402 - one text of an interval for both scripts
 
 
 def cell(v):

@@ -12,35 +12,11 @@
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema};
 use criterion::{criterion_group, criterion_main, Criterion};
+use journeydb_benches::harness::profiles;
 use journeydb_benches::Journey;
 use journeydb_query::Engine;
 use journeydb_storage::{ColumnDef, ColumnType, Database, KeyType, Options, TableSchema};
-
-fn profiles(j: &Journey, range: std::ops::Range<usize>) -> RecordBatch {
-    const COUNTRIES: [&str; 4] = ["FR", "DE", "US", "UK"];
-    let keys: Vec<String> = range.clone().map(|i| j.key(i)).collect();
-    let country: Vec<&str> = range
-        .clone()
-        .map(|i| COUNTRIES[(i.wrapping_mul(2_654_435_761) >> 7) % 4])
-        .collect();
-    let age: Vec<i64> = range.map(|i| 18 + ((i * 7919) % 60) as i64).collect();
-    RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("customer_id", DataType::Utf8, false),
-            Field::new("country", DataType::Utf8, true),
-            Field::new("age", DataType::Int64, true),
-        ])),
-        vec![
-            Arc::new(StringArray::from(keys)) as ArrayRef,
-            Arc::new(StringArray::from(country)),
-            Arc::new(Int64Array::from(age)),
-        ],
-    )
-    .unwrap()
-}
 
 fn bench(c: &mut Criterion) {
     let customers: usize = std::env::var("JOURNEYDB_BENCH_CUSTOMERS")
@@ -65,7 +41,8 @@ fn bench(c: &mut Criterion) {
     for start in (0..customers).step_by(200_000) {
         let end = (start + 200_000).min(customers);
         db.append("state", &j.batch(start..end)).unwrap();
-        db.append("profiles", &profiles(&j, start..end)).unwrap();
+        db.append("profiles", &profiles(start..end, &j, false).unwrap())
+            .unwrap();
     }
     db.flush().unwrap();
     db.compact(2).unwrap();

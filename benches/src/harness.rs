@@ -333,7 +333,9 @@ fn int_keyed(
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| e.to_string())
 }
 
-fn profiles(
+/// The profiles table of the customers in `range`: `country` (four values) and `age` (18..77), as
+/// the bench and the analytics criterion bench load them.
+pub fn profiles(
     range: std::ops::Range<usize>,
     j: &Journey,
     int_keys: bool,

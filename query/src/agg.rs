@@ -325,22 +325,6 @@ fn quantile(mut f: Vec<f64>, mut i: Vec<i64>, q: f64, cont: bool, t: DType) -> S
     scalar_of(El::I(*v), t)
 }
 
-/// The argument of an aggregate, if it has one.
-fn arg(agg: &Agg) -> Option<&Expr> {
-    match agg {
-        Agg::Count(e)
-        | Agg::Min(e)
-        | Agg::Max(e)
-        | Agg::Sum(e)
-        | Agg::Avg(e)
-        | Agg::CountDistinct(e)
-        | Agg::BoolAnd(e)
-        | Agg::BoolOr(e)
-        | Agg::Quantile(e, ..) => Some(e),
-        Agg::CountStar | Agg::Key | Agg::Group(_) => None,
-    }
-}
-
 /// Dictionary codes of one group column over a frame's rows.
 fn codes(col: &ColumnData, rows: &RoaringBitmap, dict: &mut Vec<GVal>) -> Result<Vec<u32>> {
     let mut out = Vec::with_capacity(rows.len() as usize);
@@ -670,7 +654,7 @@ fn partial(
                     }
                 },
                 _ => {
-                    let Some(e) = arg(agg) else { continue };
+                    let Some(e) = agg.arg() else { continue };
                     // A plain column read as value groups: per group, each value weighs the size
                     // of its bitmap within the group; no value is decoded.
                     let grouped = match e {
@@ -777,7 +761,7 @@ pub fn aggregate(
     let in_cols = rel.cols;
     let in_types = items
         .iter()
-        .map(|(a, _)| match arg(a) {
+        .map(|(a, _)| match a.arg() {
             Some(e) => crate::plan::expr_type(e, &in_cols),
             None => Ok(DType::Bigint),
         })

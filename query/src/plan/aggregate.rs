@@ -290,18 +290,7 @@ pub(super) fn plan_aggregate(
     let agg_cols = plan.cols();
     if let Some(h) = having {
         let predicate = plan_post(&h, &agg_cols, in_cols, ctx)?;
-        let t = expr_type(&predicate, &agg_cols)?;
-        if !matches!(t, DType::Boolean | DType::Null) {
-            return Err(QueryError::Type(format!(
-                "HAVING needs a condition, not a {} value",
-                t.name()
-            )));
-        }
-        plan = Plan::Filter {
-            input: Box::new(plan),
-            predicate,
-            keep: None,
-        };
+        plan = filter(plan, predicate, &agg_cols, "HAVING")?;
     }
     let mut exprs = Vec::new();
     for (e, name) in outs {

@@ -447,18 +447,7 @@ pub(super) fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
     }
     if let Some(w) = &s.selection {
         let predicate = plan_expr(w, &in_cols, alias, ctx.now_us)?;
-        let t = expr_type(&predicate, &in_cols)?;
-        if !matches!(t, DType::Boolean | DType::Null) {
-            return Err(QueryError::Type(format!(
-                "WHERE needs a condition, not a {} value",
-                t.name()
-            )));
-        }
-        input = Plan::Filter {
-            input: Box::new(input),
-            predicate,
-            keep: None,
-        };
+        input = filter(input, predicate, &in_cols, "WHERE")?;
     }
     if let Some(sample) = sample {
         input = Plan::Sample {
@@ -508,6 +497,23 @@ pub(super) fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
         Some(_) => return unsupported("DISTINCT ON"),
     };
     Ok(prune_scan(plan))
+}
+
+/// `input` cut to the rows where `predicate` (over `cols`) is TRUE; `clause` names it in the error
+/// for a predicate that is not a condition.
+pub(super) fn filter(input: Plan, predicate: Expr, cols: &[RelCol], clause: &str) -> Result<Plan> {
+    let t = expr_type(&predicate, cols)?;
+    if !matches!(t, DType::Boolean | DType::Null) {
+        return Err(QueryError::Type(format!(
+            "{clause} needs a condition, not a {} value",
+            t.name()
+        )));
+    }
+    Ok(Plan::Filter {
+        input: Box::new(input),
+        predicate,
+        keep: None,
+    })
 }
 
 /// The SELECT list of a query without aggregates: each item bound against the input's columns.

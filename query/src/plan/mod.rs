@@ -99,6 +99,24 @@ pub enum Agg {
     Quantile(Expr, f64, bool),
 }
 
+impl Agg {
+    /// The argument of an aggregate, if it has one.
+    pub fn arg(&self) -> Option<&Expr> {
+        match self {
+            Agg::Count(e)
+            | Agg::Min(e)
+            | Agg::Max(e)
+            | Agg::Sum(e)
+            | Agg::Avg(e)
+            | Agg::CountDistinct(e)
+            | Agg::BoolAnd(e)
+            | Agg::BoolOr(e)
+            | Agg::Quantile(e, ..) => Some(e),
+            Agg::CountStar | Agg::Key | Agg::Group(_) => None,
+        }
+    }
+}
+
 /// Set operations on key sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetKind {

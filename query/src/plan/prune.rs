@@ -130,16 +130,11 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
                     {
                         used.push((*i, Load::Groups))
                     }
-                    Agg::Count(e)
-                    | Agg::Min(e)
-                    | Agg::Max(e)
-                    | Agg::Sum(e)
-                    | Agg::Avg(e)
-                    | Agg::CountDistinct(e)
-                    | Agg::BoolAnd(e)
-                    | Agg::BoolOr(e)
-                    | Agg::Quantile(e, ..) => refs(e, &mut used),
-                    Agg::Key | Agg::Group(_) | Agg::CountStar => {}
+                    other => {
+                        if let Some(e) = other.arg() {
+                            refs(e, &mut used)
+                        }
+                    }
                 }
             }
             mark(input, &used);
