@@ -605,12 +605,9 @@ fn partial(
             None => None,
         };
         // The group of each row by rank, built only for aggregates that walk values.
-        let mut gid_cache: Option<Vec<usize>> = None;
-        let mut gid_of = |local: &FrameGroups| -> Vec<usize> {
-            if let Some(g) = &gid_cache {
-                return g.clone();
-            }
-            let g: Vec<usize> = match (&local.gid, &local.rows) {
+        let gid_cache: std::cell::OnceCell<Vec<usize>> = std::cell::OnceCell::new();
+        let gid_of = |local: &FrameGroups| -> &Vec<usize> {
+            gid_cache.get_or_init(|| match (&local.gid, &local.rows) {
                 (Some(ids), _) => ids
                     .iter()
                     .map(|l| to_part.get(*l as usize).copied().unwrap_or(0))
@@ -625,9 +622,7 @@ fn partial(
                     f.rows.iter().map(|o| per_ordinal.get(o)).collect()
                 }
                 _ => vec![0usize; n],
-            };
-            gid_cache = Some(g.clone());
-            g
+            })
         };
         for (((agg, _), t), accs) in items.iter().zip(in_types).zip(&mut part.accs) {
             match agg {
@@ -646,7 +641,7 @@ fn partial(
                         }
                     }
                     None => {
-                        for g in gid_of(&local) {
+                        for &g in gid_of(&local) {
                             if let Some(Acc::Count(c)) = accs.get_mut(g) {
                                 *c += 1;
                             }
@@ -732,7 +727,7 @@ fn partial(
                         }
                         (Vector::Const(s), _, _) => {
                             if let Some(e) = crate::vector::el_of(s) {
-                                for g in gid_of(&local) {
+                                for &g in gid_of(&local) {
                                     if let Some(acc) = accs.get_mut(g) {
                                         update(acc, agg, e, *t)?;
                                     }

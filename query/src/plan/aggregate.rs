@@ -295,16 +295,7 @@ pub(super) fn plan_aggregate(
     let mut exprs = Vec::new();
     for (e, name) in outs {
         let pe = plan_post(&e, &agg_cols, in_cols, ctx)?;
-        let dtype = expr_type(&pe, &agg_cols)?;
-        let is_key = matches!(pe, Expr::Col(i) if agg_cols.get(i).is_some_and(|c| c.is_key));
-        exprs.push((
-            pe,
-            RelCol {
-                name,
-                dtype,
-                is_key,
-            },
-        ));
+        exprs.push(output(pe, name, &agg_cols)?);
     }
     // Outputs that are the Aggregate's columns in order need no projection: they take its columns'
     // places under their names.

@@ -499,6 +499,21 @@ pub(super) fn plan_select(s: &ast::Select, ctx: &PlanCtx<'_>) -> Result<Plan> {
     Ok(prune_scan(plan))
 }
 
+/// An output column of a projection: its expression over `cols`, named, typed, and the key when it
+/// is the input's key column.
+pub(super) fn output(pe: Expr, name: String, cols: &[RelCol]) -> Result<(Expr, RelCol)> {
+    let dtype = expr_type(&pe, cols)?;
+    let is_key = matches!(pe, Expr::Col(i) if cols.get(i).is_some_and(|c| c.is_key));
+    Ok((
+        pe,
+        RelCol {
+            name,
+            dtype,
+            is_key,
+        },
+    ))
+}
+
 /// `input` cut to the rows where `predicate` (over `cols`) is TRUE; `clause` names it in the error
 /// for a predicate that is not a condition.
 pub(super) fn filter(input: Plan, predicate: Expr, cols: &[RelCol], clause: &str) -> Result<Plan> {
@@ -567,16 +582,7 @@ pub(super) fn projection(
                     ast::SelectItem::ExprWithAlias { alias, .. } => ident(alias),
                     _ => default_name(e),
                 };
-                let dtype = expr_type(&pe, in_cols)?;
-                let is_key = matches!(pe, Expr::Col(i) if in_cols.get(i).is_some_and(|c| c.is_key));
-                exprs.push((
-                    pe,
-                    RelCol {
-                        name,
-                        dtype,
-                        is_key,
-                    },
-                ));
+                exprs.push(output(pe, name, in_cols)?);
             }
         }
     }
