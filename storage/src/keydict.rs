@@ -12,11 +12,12 @@
 use std::hash::BuildHasher;
 use std::path::Path;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
 
 use crate::dir::{Dir, OpenMode};
 use crate::error::{Result, StorageError};
 use crate::format::{ByteReader, ByteWriter, KEYDICT_MAGIC, KEYDICT_VERSION};
+use crate::keytable::{KeyTable, ORDINAL_MAX};
 use crate::log::{read_header, read_records, LogFile, SyncPoint};
 use crate::schema::KeyType;
 
@@ -40,7 +41,7 @@ pub struct KeyDict {
     /// `offsets[o]..offsets[o + 1]` is key `o` in `arena` (VARCHAR only).
     offsets: Vec<u64>,
     ints: Vec<i64>,
-    table: HashTable<u32>,
+    table: KeyTable,
     hasher: DefaultHashBuilder,
     log: LogFile,
     /// The file ended in a torn tail when it was opened.
@@ -68,7 +69,7 @@ impl KeyDict {
             arena: Vec::new(),
             offsets: vec![0],
             ints: Vec::new(),
-            table: HashTable::new(),
+            table: KeyTable::default(),
             hasher: DefaultHashBuilder::default(),
             log,
             torn_tail: false,
@@ -199,9 +200,7 @@ impl KeyDict {
             }
             KeyType::Bigint => ints.reserve(keys),
         }
-        table.reserve(keys, |&x| {
-            rehash(*key_type, hasher, arena, offsets, ints, x)
-        });
+        table.reserve(keys, |x| rehash(*key_type, hasher, arena, offsets, ints, x));
     }
 
     /// The key type of the database.
@@ -251,15 +250,73 @@ impl KeyDict {
         match key {
             Key::Str(s) => {
                 let want = s.as_bytes();
-                self.table
-                    .find(h, |&o| self.key_bytes(o) == Some(want))
-                    .copied()
+                self.table.find(h, |o| self.key_bytes(o) == Some(want))
             }
             Key::Int(v) => self
                 .table
-                .find(h, |&o| self.ints.get(o as usize) == Some(&v))
-                .copied(),
+                .find(h, |o| self.ints.get(o as usize) == Some(&v)),
         }
+    }
+
+    /// The ordinals of `n` keys (`key(i)` for `i < n`), `None` for those never added: the same
+    /// answers as [`KeyDict::lookup`], found block by block in passes so that the cache misses of a
+    /// block overlap (see [`crate::keytable`]).
+    pub fn lookup_batch<'k>(&self, n: usize, key: impl Fn(usize) -> Key<'k>) -> Vec<Option<u32>> {
+        const BLOCK: usize = 16;
+        let mut out = Vec::with_capacity(n);
+        let mut hashes = [0u64; BLOCK];
+        let mut firsts = [0u64; BLOCK];
+        let mut cands = [None::<u32>; BLOCK];
+        let mut spans = [(0u64, 0u64); BLOCK];
+        let mut start = 0;
+        while start < n {
+            let m = BLOCK.min(n - start);
+            for (j, h) in hashes.iter_mut().enumerate().take(m) {
+                *h = self.hash(key(start + j));
+            }
+            // Pass 1: each key's first slot (independent loads).
+            for (f, h) in firsts.iter_mut().zip(&hashes).take(m) {
+                *f = self.table.first_slot(*h);
+            }
+            // Pass 2: a candidate ordinal per key, then where its key is (independent loads).
+            for j in 0..m {
+                let (h, f) = (hashes.get(j), firsts.get(j));
+                let c = h
+                    .zip(f)
+                    .and_then(|(h, f)| self.table.first_candidate(*h, *f));
+                if let Some(slot) = cands.get_mut(j) {
+                    *slot = c;
+                }
+                if let (KeyType::Varchar, Some(o), Some(span)) =
+                    (self.key_type, c, spans.get_mut(j))
+                {
+                    let o = o as usize;
+                    *span = (
+                        self.offsets.get(o).copied().unwrap_or(0),
+                        self.offsets.get(o + 1).copied().unwrap_or(0),
+                    );
+                }
+            }
+            // Pass 3: compare; a candidate that is another key (a shared tag) takes the full probe.
+            for j in 0..m {
+                let k = key(start + j);
+                let c = cands.get(j).copied().flatten();
+                let same = match (c, k) {
+                    (None, _) => false,
+                    (Some(_), Key::Str(s)) => spans.get(j).is_some_and(|&(a, b)| {
+                        self.arena.get(a as usize..b as usize) == Some(s.as_bytes())
+                    }),
+                    (Some(o), Key::Int(v)) => self.ints.get(o as usize) == Some(&v),
+                };
+                out.push(match c {
+                    Some(o) if same => Some(o),
+                    Some(_) => self.lookup(k),
+                    None => None,
+                });
+            }
+            start += m;
+        }
+        out
     }
 
     /// The bytes of a VARCHAR key.
@@ -288,9 +345,7 @@ impl KeyDict {
             key_type,
             ..
         } = self;
-        table.insert_unique(h, o, |&x| {
-            rehash(*key_type, hasher, arena, offsets, ints, x)
-        });
+        table.insert(h, o, |x| rehash(*key_type, hasher, arena, offsets, ints, x));
         o
     }
 
@@ -323,7 +378,7 @@ impl KeyDict {
                 out.push(*o);
             } else {
                 let o = base + fresh.len() as u64;
-                if o > u32::MAX as u64 {
+                if o > u64::from(ORDINAL_MAX) {
                     return Err(StorageError::InvalidKey(
                         "the dictionary is full (2^32 keys)".into(),
                     ));
@@ -365,7 +420,7 @@ impl KeyDict {
         self.arena.capacity()
             + self.offsets.capacity() * 8
             + self.ints.capacity() * 8
-            + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.table.memory_bytes()
     }
 }
 

@@ -25,6 +25,7 @@ pub mod encoding;
 pub mod error;
 pub mod format;
 pub mod keydict;
+pub mod keytable;
 pub mod log;
 pub mod manifest;
 pub mod schema;

@@ -279,7 +279,7 @@ impl ValueGroups {
 }
 
 /// Folds `new` into `old` under `rule`; `new` is the later value.
-trait Fold: Clone {
+pub(crate) trait Fold: Clone {
     fn fold(old: &mut Self, new: &Self, rule: MergeRule);
 }
 

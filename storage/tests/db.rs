@@ -1209,3 +1209,101 @@ fn a_bulk_load_adds_columns_in_its_commit_and_a_dropped_load_commits_nothing() {
         .add_column(ColumnDef::new("purchase", ColumnType::Bigint))
         .is_err());
 }
+
+/// A bulk load folds partitions that receive many rows in slots (one per ordinal) and the others
+/// by sorting: both must equal the same batches appended, for every fixed-width type and rule,
+/// with VARCHAR columns beside them, and with a column added mid-load.
+#[test]
+fn a_bulk_load_folds_dense_and_sparse_partitions_like_appends() {
+    let schema = TableSchema::new(
+        "customer_id",
+        vec![
+            ColumnDef::new("first", ColumnType::Timestamp),
+            ColumnDef::new("last", ColumnType::Timestamp).with_rule(MergeRule::Max),
+            ColumnDef::new("n", ColumnType::Bigint).with_rule(MergeRule::Sum),
+            ColumnDef::new("score", ColumnType::Double).with_rule(MergeRule::Max),
+            ColumnDef::new("low", ColumnType::Double),
+            ColumnDef::new("latest", ColumnType::Bigint).with_rule(MergeRule::Last),
+            ColumnDef::new("tag", ColumnType::Varchar).with_rule(MergeRule::Last),
+        ],
+    );
+    for seed in 1..4u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
+        db.create_table("c", schema.clone()).unwrap();
+        db.create_table("appended", schema.clone()).unwrap();
+        let x = std::cell::Cell::new(seed);
+        let next = || {
+            x.set(
+                x.get()
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407),
+            );
+            x.get() >> 33
+        };
+        // Register 200k keys in order, so that partitions (65,536 ordinals) are known: keys below
+        // 70k get many rows (partition 0 turns dense after a few batches, partition 1 late), the
+        // rest few (partitions 2 and 3 stay sparse).
+        let all = keys(0..200_000);
+        db.create_table("registry", TableSchema::new("customer_id", vec![]))
+            .unwrap();
+        db.append("registry", &batch("customer_id", &all, vec![]))
+            .unwrap();
+        let mut load = db.bulk_load("c").unwrap();
+        for b in 0..30 {
+            if b == 12 {
+                let col = ColumnDef::new("added", ColumnType::Timestamp);
+                load.add_column(col.clone()).unwrap();
+                db.commit(&[CatalogOp::AddColumn {
+                    table: "appended".into(),
+                    column: col,
+                }])
+                .unwrap();
+            }
+            let rows = 2_000 + (next() % 2_000) as usize;
+            let ks: Vec<String> = (0..rows)
+                .map(|_| {
+                    let k = if next() % 10 == 0 {
+                        70_000 + next() % 130_000
+                    } else {
+                        next() % 70_000
+                    };
+                    format!("c{k:06}")
+                })
+                .collect();
+            let opt_int = |m: u64| -> Vec<Option<i64>> {
+                (0..rows)
+                    .map(|_| (next() % 3 != 0).then(|| (next() % m) as i64 - (m / 2) as i64))
+                    .collect()
+            };
+            let (first, last, n, latest) = (opt_int(1000), opt_int(1000), opt_int(50), opt_int(9));
+            let opt_f = || -> Vec<Option<f64>> {
+                (0..rows)
+                    .map(|_| (next() % 3 != 0).then(|| (next() % 1000) as f64 / 7.0))
+                    .collect()
+            };
+            let (score, low) = (opt_f(), opt_f());
+            let tag = (0..rows)
+                .map(|_| (next() % 2 == 0).then(|| format!("t{}", next() % 5)))
+                .collect();
+            let mut cols = vec![
+                ("first", Col::Ts(first)),
+                ("last", Col::Ts(last)),
+                ("n", Col::Int(n)),
+                ("score", Col::Float(score)),
+                ("low", Col::Float(low)),
+                ("latest", Col::Int(latest)),
+                ("tag", Col::Str(tag)),
+            ];
+            if b >= 12 {
+                cols.push(("added", Col::Ts(opt_int(100))));
+            }
+            let rb = batch("customer_id", &ks, cols);
+            load.push(&rb).unwrap();
+            db.append("appended", &rb).unwrap();
+        }
+        load.finish().unwrap();
+        let snap = db.snapshot();
+        assert_eq!(dump(&snap, "c"), dump(&snap, "appended"), "seed {seed}");
+    }
+}

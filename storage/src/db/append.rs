@@ -249,27 +249,29 @@ pub(super) fn ordinals_of(shared: &Shared, array: &dyn Array, table: &str) -> Re
     let threads = std::thread::available_parallelism()
         .map_or(1, |t| t.get())
         .min(8);
-    let found: Vec<Option<u32>> = if n >= PARALLEL_LOOKUP_ROWS && threads > 1 {
+    let found: Vec<Option<u32>> = {
         let dict = shared.keys.read().unwrap_or_else(|e| e.into_inner());
-        let per = n.div_ceil(threads);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (dict, col) = (&*dict, &col);
-                    s.spawn(move || {
-                        (t * per..((t + 1) * per).min(n))
-                            .map(|i| dict.lookup(col.key(i)))
-                            .collect::<Vec<_>>()
+        if n >= PARALLEL_LOOKUP_ROWS && threads > 1 {
+            let per = n.div_ceil(threads);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let (dict, col) = (&*dict, &col);
+                        s.spawn(move || {
+                            let start = (t * per).min(n);
+                            let end = ((t + 1) * per).min(n);
+                            dict.lookup_batch(end - start, |i| col.key(start + i))
+                        })
                     })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
-    } else {
-        Vec::new()
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        } else {
+            dict.lookup_batch(n, |i| col.key(i))
+        }
     };
     if found.len() == n && found.iter().all(Option::is_some) {
         return Ok(found.into_iter().flatten().collect());

@@ -3,9 +3,11 @@
 //! [`BulkLoad::finish`] returns, and a load dropped before that leaves no trace but dictionary keys
 //! (a key without rows is invisible).
 
+use super::dense::{fold_batch, DensePart};
 use super::*;
 use crate::schema::ColumnDef;
 use crate::snapshot::merge_parts;
+use crate::values::merge_columns;
 
 /// Batches of one partition held before they are folded into one.
 const FOLD_EVERY: usize = 64;
@@ -22,6 +24,9 @@ pub struct BulkLoad {
     partition_rows: u32,
     /// Per partition, the data of its batches, oldest first (folded every `FOLD_EVERY`).
     parts: BTreeMap<PartitionId, Vec<PartData>>,
+    /// Per partition id: rows pushed so far, and its slots once it turned dense (see `dense.rs`).
+    pushed: Vec<u64>,
+    dense: Vec<Option<DensePart>>,
     rows: u64,
 }
 
@@ -48,6 +53,8 @@ impl Database {
             key_type: version.manifest.key_type,
             partition_rows: version.manifest.partition_rows,
             parts: BTreeMap::new(),
+            pushed: Vec::new(),
+            dense: Vec::new(),
             rows: 0,
         })
     }
@@ -96,9 +103,19 @@ impl BulkLoad {
             return Ok(());
         }
         let row_batch = append::to_row_batch(&self.shared, &self.tv, batch, self.key_type)?;
-        let chunk = Chunk::from_batch(&row_batch, &self.tv.schema, self.partition_rows);
-        drop(row_batch);
         self.rows += batch.num_rows() as u64;
+        self.turn_dense(&row_batch.ordinals);
+        let rest = fold_batch(
+            &self.tv.schema,
+            &mut self.dense,
+            self.partition_rows,
+            row_batch,
+        );
+        if rest.ordinals.is_empty() {
+            return Ok(());
+        }
+        let chunk = Chunk::from_batch(&rest, &self.tv.schema, self.partition_rows);
+        drop(rest);
         let schema = self.tv.schema.clone();
         for (p, data) in chunk.parts {
             let parts = self.parts.entry(p).or_default();
@@ -114,13 +131,56 @@ impl BulkLoad {
         Ok(())
     }
 
+    /// Counts the rows pushed per partition and turns dense each partition that reached an eighth
+    /// of its ordinals, folding its sparse data so far into the slots.
+    fn turn_dense(&mut self, ordinals: &[u32]) {
+        let pr = self.partition_rows;
+        for &o in ordinals {
+            let p = (o / pr) as usize;
+            if self.pushed.len() <= p {
+                self.pushed.resize(p + 1, 0);
+            }
+            if let Some(n) = self.pushed.get_mut(p) {
+                *n += 1;
+            }
+        }
+        self.dense.resize_with(self.pushed.len(), || None);
+        for (p, (&n, slot)) in self.pushed.iter().zip(self.dense.iter_mut()).enumerate() {
+            if slot.is_some() || n < u64::from(pr / 8) {
+                continue;
+            }
+            let mut d = DensePart::new(p as u32 * pr, pr);
+            if let Some(parts) = self.parts.get_mut(&PartitionId(p as u32)) {
+                for part in parts.iter_mut() {
+                    d.absorb(&self.tv.schema, part);
+                }
+                parts.retain(|part| part.columns.iter().any(Option::is_some));
+            }
+            *slot = Some(d);
+        }
+    }
+
     /// Writes the folded rows as segments and commits them (and the added columns) in one manifest
     /// commit. Durable and visible when it returns.
     pub fn finish(self) -> Result<IngestStats> {
         let schema = self.tv.schema.clone();
         let width = schema.columns.len();
         // Each partition's batches are folded in one pass, partitions on every core.
-        let work: Vec<(PartitionId, Vec<PartData>)> = self.parts.into_iter().collect();
+        let mut dense = self.dense;
+        let mut work: Vec<(PartitionId, Vec<PartData>, Option<DensePart>)> = self
+            .parts
+            .into_iter()
+            .map(|(p, parts)| {
+                let d = dense.get_mut(p.0 as usize).and_then(Option::take);
+                (p, parts, d)
+            })
+            .collect();
+        for (p, d) in dense.into_iter().enumerate() {
+            if let Some(d) = d {
+                work.push((PartitionId(p as u32), Vec::new(), Some(d)));
+            }
+        }
+        work.sort_by_key(|w| w.0);
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, work.len().max(1));
@@ -129,15 +189,11 @@ impl BulkLoad {
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| {
-                    while let Some((i, (_, parts))) = {
+                    while let Some((i, (_, parts, d))) = {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         work.get(i).map(|w| (i, w))
                     } {
-                        let mut merged = match parts.as_slice() {
-                            [one] => one.clone(),
-                            _ => merge_parts(&schema, &parts.iter().collect::<Vec<_>>()),
-                        };
-                        merged.columns.resize(width, None);
+                        let merged = fold_partition(&schema, width, parts, d.as_ref());
                         if let Some(slot) = slots.get(i) {
                             *lock(slot) = Some(merged);
                         }
@@ -148,7 +204,7 @@ impl BulkLoad {
         let parts: Vec<(PartitionId, PartData)> = work
             .iter()
             .zip(slots)
-            .filter_map(|((p, _), slot)| {
+            .filter_map(|((p, _, _), slot)| {
                 slot.into_inner()
                     .unwrap_or_else(|e| e.into_inner())
                     .map(|d| (*p, d))
@@ -167,4 +223,40 @@ impl BulkLoad {
             parts,
         )
     }
+}
+
+/// One partition's data at the end of a load: its sparse batches folded, with its dense columns.
+fn fold_partition(
+    schema: &TableSchema,
+    width: usize,
+    parts: &[PartData],
+    dense: Option<&DensePart>,
+) -> PartData {
+    let mut merged = match parts {
+        [] => PartData {
+            rows: roaring::RoaringBitmap::new(),
+            columns: Vec::new(),
+        },
+        [one] => one.clone(),
+        _ => merge_parts(schema, &parts.iter().collect::<Vec<_>>()),
+    };
+    merged.columns.resize(width, None);
+    let Some(d) = dense else { return merged };
+    let d = d.finish(width);
+    merged.rows |= d.rows;
+    for ((slot, dc), def) in merged
+        .columns
+        .iter_mut()
+        .zip(d.columns)
+        .zip(&schema.columns)
+    {
+        let Some(dc) = dc else { continue };
+        *slot = Some(match slot.take() {
+            // Cannot occur (a dense partition folds its fixed-width columns only in its slots),
+            // but a merge keeps the data whole if it did.
+            Some(sparse) => merge_columns(def.rule, def.ty, &[&sparse, &dc]),
+            None => dc,
+        });
+    }
+    merged
 }

@@ -58,6 +58,7 @@ mod append;
 mod background;
 mod commit;
 mod compaction;
+mod dense;
 mod flush;
 mod ingest;
 mod load;

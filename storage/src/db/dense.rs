@@ -1,0 +1,370 @@
+//! Dense folding for bulk loads: a partition that receives many rows keeps each fixed-width column
+//! (TIMESTAMP, BIGINT, DOUBLE, BOOLEAN) as one slot per ordinal of the partition, and each value is
+//! folded into its slot as it arrives. The sparse path (sort each batch by ordinal, fold, merge the
+//! sorted runs) costs a sort per batch and a merge of everything held so far every few dozen
+//! batches; an event log of 100M rows spends most of its time there. A slot write is one random
+//! store instead, and nothing is merged at the end but the bitmap of the slots that are set.
+//!
+//! A partition turns dense once the rows pushed to it reach an eighth of its ordinals (below that,
+//! slots would cost more memory than the rows they hold); its earlier batches are folded into the
+//! slots then, oldest first, so the rules see values in arrival order as on the sparse path.
+//! VARCHAR columns stay on the sparse path.
+
+use roaring::RoaringBitmap;
+
+use crate::schema::{ColumnType, MergeRule, TableSchema};
+use crate::segment::PartData;
+use crate::values::{ColumnData, Fold, Values};
+use crate::wal::{BatchColumn, RowBatch};
+
+/// One bit per slot.
+#[derive(Debug, Clone)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: u32) -> Bits {
+        Bits(vec![0; (n as usize).div_ceil(64)])
+    }
+
+    /// Sets bit `i`; returns whether it was set before.
+    #[inline]
+    fn set(&mut self, i: u32) -> bool {
+        let (w, b) = ((i / 64) as usize, i % 64);
+        match self.0.get_mut(w) {
+            Some(word) => {
+                let was = *word & (1 << b) != 0;
+                *word |= 1 << b;
+                was
+            }
+            None => true,
+        }
+    }
+
+    /// The set bits, ascending, offset by `base`.
+    fn ordinals(&self, base: u32) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().enumerate().flat_map(move |(w, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                if rest == 0 {
+                    return None;
+                }
+                let b = rest.trailing_zeros();
+                rest &= rest - 1;
+                Some(base + w as u32 * 64 + b)
+            })
+        })
+    }
+
+    fn bitmap(&self, base: u32) -> RoaringBitmap {
+        // Ascending and distinct, so this cannot fail.
+        RoaringBitmap::from_sorted_iter(self.ordinals(base)).unwrap_or_default()
+    }
+}
+
+/// A fixed-width column's slots.
+#[derive(Debug)]
+enum Slots {
+    Int(Vec<i64>),
+    Float(Vec<f64>),
+    Bool(Vec<bool>),
+}
+
+/// A fixed-width value type: its slots and its values, typed.
+trait Slot: Fold {
+    fn slots(s: &mut Slots) -> Option<&mut Vec<Self>>;
+    fn values(v: &Values) -> Option<&[Self]>;
+}
+
+macro_rules! slot {
+    ($t:ty, $v:ident) => {
+        impl Slot for $t {
+            fn slots(s: &mut Slots) -> Option<&mut Vec<Self>> {
+                match s {
+                    Slots::$v(x) => Some(x),
+                    _ => None,
+                }
+            }
+            fn values(v: &Values) -> Option<&[Self]> {
+                match v {
+                    Values::$v(x) => Some(x),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+slot!(i64, Int);
+slot!(f64, Float);
+slot!(bool, Bool);
+
+#[derive(Debug)]
+struct DenseColumn {
+    rule: MergeRule,
+    set: Bits,
+    slots: Slots,
+}
+
+impl DenseColumn {
+    fn new(ty: ColumnType, rule: MergeRule, n: u32) -> Option<DenseColumn> {
+        let n = n as usize;
+        let slots = match Values::empty(ty) {
+            Values::Int(_) => Slots::Int(vec![0; n]),
+            Values::Float(_) => Slots::Float(vec![0.0; n]),
+            Values::Bool(_) => Slots::Bool(vec![false; n]),
+            Values::Str(_) => return None,
+        };
+        Some(DenseColumn {
+            rule,
+            set: Bits::new(n as u32),
+            slots,
+        })
+    }
+
+    /// Folds `value` into slot `i`.
+    #[inline]
+    fn fold_one<T: Slot>(&mut self, i: u32, value: &T) {
+        if let Some(slot) = T::slots(&mut self.slots).and_then(|s| s.get_mut(i as usize)) {
+            if self.set.set(i) {
+                T::fold(slot, value, self.rule);
+            } else {
+                *slot = value.clone();
+            }
+        }
+    }
+
+    /// Folds the values of a sorted column (`at` gives each value's slot), in order.
+    fn fold_all(&mut self, at: impl Iterator<Item = u32>, values: &Values) {
+        fn go<T: Slot>(c: &mut DenseColumn, at: impl Iterator<Item = u32>, values: &Values) {
+            for (i, v) in at.zip(T::values(values).unwrap_or_default()) {
+                c.fold_one(i, v);
+            }
+        }
+        match values {
+            Values::Int(_) => go::<i64>(self, at, values),
+            Values::Float(_) => go::<f64>(self, at, values),
+            Values::Bool(_) => go::<bool>(self, at, values),
+            Values::Str(_) => {}
+        }
+    }
+
+    fn to_column(&self, base: u32) -> ColumnData {
+        fn pick<T: Clone>(set: &Bits, slots: &[T]) -> Vec<T> {
+            set.ordinals(0)
+                .filter_map(|i| slots.get(i as usize).cloned())
+                .collect()
+        }
+        let values = match &self.slots {
+            Slots::Int(s) => Values::Int(pick(&self.set, s)),
+            Slots::Float(s) => Values::Float(pick(&self.set, s)),
+            Slots::Bool(s) => Values::Bool(pick(&self.set, s)),
+        };
+        ColumnData {
+            presence: self.set.bitmap(base),
+            values,
+        }
+    }
+}
+
+/// One dense partition of a load.
+#[derive(Debug)]
+pub(super) struct DensePart {
+    base: u32,
+    n: u32,
+    rows: Bits,
+    /// Per column id; `None` for a VARCHAR column or one not seen yet.
+    columns: Vec<Option<DenseColumn>>,
+}
+
+impl DensePart {
+    pub(super) fn new(base: u32, n: u32) -> DensePart {
+        DensePart {
+            base,
+            n,
+            rows: Bits::new(n),
+            columns: Vec::new(),
+        }
+    }
+
+    fn column(&mut self, schema: &TableSchema, id: usize) -> Option<&mut DenseColumn> {
+        if self.columns.len() <= id {
+            self.columns.resize_with(id + 1, || None);
+        }
+        let slot = self.columns.get_mut(id)?;
+        if slot.is_none() {
+            let def = schema.columns.get(id)?;
+            *slot = DenseColumn::new(def.ty, def.rule, self.n);
+        }
+        slot.as_mut()
+    }
+
+    /// Moves the fixed-width columns of `part` (folded sparse data, oldest first across calls) into
+    /// the slots, leaving its VARCHAR columns and its rows.
+    pub(super) fn absorb(&mut self, schema: &TableSchema, part: &mut PartData) {
+        for o in &part.rows {
+            self.rows.set(o - self.base);
+        }
+        for (id, col) in part.columns.iter_mut().enumerate() {
+            let Some(data) = col else { continue };
+            if matches!(data.values, Values::Str(_)) {
+                continue;
+            }
+            let base = self.base;
+            if let Some(d) = self.column(schema, id) {
+                d.fold_all(data.presence.iter().map(|o| o - base), &data.values);
+                *col = None;
+            }
+        }
+    }
+
+    /// The partition's data: its rows and its dense columns (VARCHAR ones are `None`).
+    pub(super) fn finish(&self, width: usize) -> PartData {
+        let mut columns: Vec<Option<ColumnData>> = self
+            .columns
+            .iter()
+            .map(|c| c.as_ref().map(|c| c.to_column(self.base)))
+            .collect();
+        columns.resize(width, None);
+        PartData {
+            rows: self.rows.bitmap(self.base),
+            columns,
+        }
+    }
+}
+
+/// Folds the rows of `batch` that fall in dense partitions (`dense[p]`, by partition id) into their
+/// slots, and returns what is left for the sparse path: the rows of sparse partitions, and, when
+/// the batch has VARCHAR columns, the rows of dense partitions with only those columns.
+pub(super) fn fold_batch(
+    schema: &TableSchema,
+    dense: &mut [Option<DensePart>],
+    partition_rows: u32,
+    batch: RowBatch,
+) -> RowBatch {
+    let part_of = |o: u32| (o / partition_rows) as usize;
+    let is_dense: Vec<bool> = batch
+        .ordinals
+        .iter()
+        .map(|&o| matches!(dense.get(part_of(o)), Some(Some(_))))
+        .collect();
+    if !is_dense.contains(&true) {
+        return batch;
+    }
+    for (&o, _) in batch.ordinals.iter().zip(&is_dense).filter(|(_, d)| **d) {
+        if let Some(Some(p)) = dense.get_mut(part_of(o)) {
+            p.rows.set(o - p.base);
+        }
+    }
+    let mut has_str = false;
+    for col in &batch.columns {
+        if matches!(col.values, Values::Str(_)) {
+            has_str = true;
+            continue;
+        }
+        match &col.values {
+            Values::Int(v) => fold_column(schema, dense, partition_rows, &batch, &is_dense, col, v),
+            Values::Float(v) => {
+                fold_column(schema, dense, partition_rows, &batch, &is_dense, col, v)
+            }
+            Values::Bool(v) => {
+                fold_column(schema, dense, partition_rows, &batch, &is_dense, col, v)
+            }
+            Values::Str(_) => {}
+        }
+    }
+    remainder(batch, &is_dense, has_str)
+}
+
+/// Folds the values of `col` whose rows fall in dense partitions. Values are those of the valid
+/// rows only: walk the rows with a value, counting them.
+fn fold_column<T: Slot>(
+    schema: &TableSchema,
+    dense: &mut [Option<DensePart>],
+    partition_rows: u32,
+    batch: &RowBatch,
+    is_dense: &[bool],
+    col: &BatchColumn,
+    values: &[T],
+) {
+    let id = col.id.0 as usize;
+    let rows = batch.ordinals.iter().zip(&col.valid).zip(is_dense);
+    let with_value = rows.filter(|((_, valid), _)| **valid);
+    for (((&o, _), &d), v) in with_value.zip(values) {
+        if !d {
+            continue;
+        }
+        let Some(Some(p)) = dense.get_mut((o / partition_rows) as usize) else {
+            continue;
+        };
+        let slot = o - p.base;
+        if let Some(c) = p.column(schema, id) {
+            c.fold_one(slot, v);
+        }
+    }
+}
+
+/// Appends `from[i]` to `to` (both of one class).
+fn push_from(to: &mut Values, from: &Values, i: usize) {
+    match (to, from) {
+        (Values::Int(t), Values::Int(f)) => t.extend(f.get(i).copied()),
+        (Values::Float(t), Values::Float(f)) => t.extend(f.get(i).copied()),
+        (Values::Bool(t), Values::Bool(f)) => t.extend(f.get(i).copied()),
+        (Values::Str(t), Values::Str(f)) => t.extend(f.get(i).cloned()),
+        _ => {}
+    }
+}
+
+/// The sparse remainder of a batch: rows of sparse partitions with every column, and (when the
+/// batch has VARCHAR columns) rows of dense partitions with only their VARCHAR columns.
+fn remainder(batch: RowBatch, is_dense: &[bool], has_str: bool) -> RowBatch {
+    let keep: Vec<bool> = is_dense.iter().map(|d| !d || has_str).collect();
+    let ordinals = batch
+        .ordinals
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(o, _)| *o)
+        .collect();
+    let columns = batch
+        .columns
+        .into_iter()
+        .map(|c| {
+            let fixed = !matches!(c.values, Values::Str(_));
+            // A row's value stays when its row is kept and (for a fixed-width column) its
+            // partition is sparse.
+            let stays = |i: usize| {
+                keep.get(i).copied().unwrap_or(false)
+                    && !(fixed && is_dense.get(i).copied().unwrap_or(false))
+            };
+            let mut values = Values::empty(c.ty);
+            let mut k = 0usize;
+            let mut valid = Vec::new();
+            for (i, &v) in c.valid.iter().enumerate() {
+                if !keep.get(i).copied().unwrap_or(false) {
+                    if v {
+                        k += 1;
+                    }
+                    continue;
+                }
+                let s = v && stays(i);
+                valid.push(s);
+                if v {
+                    if s {
+                        push_from(&mut values, &c.values, k);
+                    }
+                    k += 1;
+                }
+            }
+            BatchColumn {
+                id: c.id,
+                ty: c.ty,
+                valid,
+                values,
+            }
+        })
+        .collect();
+    RowBatch {
+        table: batch.table,
+        ordinals,
+        columns,
+    }
+}

@@ -1,0 +1,160 @@
+//! The key dictionary's hash index: open addressing with linear probing over one `u64` per slot,
+//! which packs the upper 32 bits of the key's hash (a tag) with the key's ordinal.
+//!
+//! Written here rather than taken from hashbrown because of how the dictionary is probed: a bulk
+//! load looks up millions of keys that are spread at random over a table far larger than the
+//! caches, so each lookup is a chain of cache misses (the slot, then the key's offset, then its
+//! bytes). hashbrown finds one key at a time, so those chains run one after another. Here a block
+//! of keys is probed in passes ([`KeyTable::first_candidate`] for all of them, then the offsets,
+//! then the bytes), so the misses of a block are independent loads the processor overlaps. With
+//! the tag in the slot, a probe reads the key's bytes only for a slot whose tag matches: almost
+//! always the key itself. The table holds exactly the ordinals `0..len` (the dictionary is dense),
+//! so growing re-inserts ordinals in order from their keys and never reads the old slots.
+
+/// An empty slot. No entry equals it: ordinals stop below `u32::MAX`.
+const EMPTY: u64 = u64::MAX;
+
+/// The largest ordinal the table holds.
+pub const ORDINAL_MAX: u32 = u32::MAX - 1;
+
+#[inline]
+fn tag(h: u64) -> u64 {
+    h >> 32
+}
+
+#[inline]
+fn entry(h: u64, ordinal: u32) -> u64 {
+    (tag(h) << 32) | u64::from(ordinal)
+}
+
+/// An index from key hashes to ordinals; the keys themselves live in the dictionary.
+#[derive(Debug, Default)]
+pub struct KeyTable {
+    slots: Vec<u64>,
+    len: usize,
+}
+
+impl KeyTable {
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes of memory held.
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.capacity() * 8
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    /// Makes room for `additional` more entries (at most three quarters of the slots are used);
+    /// `hash_of(o)` gives the hash of ordinal `o`'s key.
+    pub fn reserve(&mut self, additional: usize, hash_of: impl Fn(u32) -> u64) {
+        let want = self.len.saturating_add(additional);
+        if want.saturating_mul(4) <= self.slots.len().saturating_mul(3) {
+            return;
+        }
+        let cap = (want.saturating_mul(4) / 3 + 1).next_power_of_two().max(16);
+        self.slots = vec![EMPTY; cap];
+        for o in 0..self.len as u32 {
+            self.place(entry(hash_of(o), o), hash_of(o));
+        }
+    }
+
+    /// Puts an entry in the first empty slot of its probe sequence (the table has room).
+    fn place(&mut self, e: u64, h: u64) {
+        let mask = self.mask();
+        let mut i = h as usize & mask;
+        while let Some(s) = self.slots.get_mut(i) {
+            if *s == EMPTY {
+                *s = e;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds ordinal `o` (= `len`, the next one) with hash `h`.
+    pub fn insert(&mut self, h: u64, o: u32, hash_of: impl Fn(u32) -> u64) {
+        self.reserve(1, hash_of);
+        self.place(entry(h, o), h);
+        self.len += 1;
+    }
+
+    /// The ordinal whose key `is(o)` says is the one hashed to `h`.
+    pub fn find(&self, h: u64, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mask = self.mask();
+        let mut i = h as usize & mask;
+        loop {
+            let s = *self.slots.get(i)?;
+            if s == EMPTY {
+                return None;
+            }
+            if s >> 32 == tag(h) && is(s as u32) {
+                return Some(s as u32);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The first slot of `h`'s probe sequence (one load; for the first pass over a block).
+    #[inline]
+    pub fn first_slot(&self, h: u64) -> u64 {
+        self.slots
+            .get(h as usize & self.mask())
+            .copied()
+            .unwrap_or(EMPTY)
+    }
+
+    /// The first ordinal on `h`'s probe sequence whose tag matches, given the first slot's
+    /// content: `None` when the key is certainly absent, else a candidate whose key must still be
+    /// compared (when it differs, [`KeyTable::find`] goes on past it).
+    #[inline]
+    pub fn first_candidate(&self, h: u64, first: u64) -> Option<u32> {
+        if first == EMPTY {
+            return None;
+        }
+        if first >> 32 == tag(h) {
+            return Some(first as u32);
+        }
+        let mask = self.mask();
+        let mut i = (h as usize & mask).wrapping_add(1) & mask;
+        loop {
+            let s = *self.slots.get(i)?;
+            if s == EMPTY {
+                return None;
+            }
+            if s >> 32 == tag(h) {
+                return Some(s as u32);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_every_ordinal_through_growth_and_collisions() {
+        // A weak hash: many keys share a tag and a first slot.
+        let hash = |o: u32| u64::from(o % 97) * 0x9E37_79B9_0000_0001;
+        let mut t = KeyTable::default();
+        for o in 0..5_000u32 {
+            t.insert(hash(o), o, hash);
+        }
+        assert_eq!(t.len(), 5_000);
+        for o in 0..5_000u32 {
+            assert_eq!(t.find(hash(o), |c| c == o), Some(o));
+        }
+        assert_eq!(t.find(hash(3), |_| false), None);
+        // A candidate from the first pass is one with a matching tag.
+        let c = t.first_candidate(hash(5), t.first_slot(hash(5))).unwrap();
+        assert_eq!(hash(c), hash(5));
+    }
+}
