@@ -40,6 +40,11 @@ impl KeyTable {
         self.len
     }
 
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Bytes of memory held.
     pub fn memory_bytes(&self) -> usize {
         self.slots.capacity() * 8
