@@ -111,29 +111,35 @@ pub fn pivot(
         .as_any()
         .downcast_ref::<TimestampMicrosecondArray>()
         .ok_or_else(|| IoError::Invalid("internal: event times".into()))?;
-    // Rows per event column; an event name is made a column name once per piece, not per row.
-    let mut by_name: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // Rows per event column. A log has few event names: each row's is found by a check of the
+    // previous row's, then a scan of the names seen in this piece (each made a column name once).
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    let mut last: Option<(&str, usize)> = None;
     let mut cols: Vec<(String, Vec<u32>)> = Vec::new();
     for r in 0..piece.batch.num_rows() {
-        if bad.contains_key(&r) {
+        if !bad.is_empty() && bad.contains_key(&r) {
             continue;
         }
         let name = names.value(r);
-        let i = match by_name.get(name) {
-            Some(i) => *i,
-            None => {
-                let col = event_column(name);
-                let i = match cols.iter().position(|(c, _)| *c == col) {
-                    Some(i) => i,
-                    None => {
-                        cols.push((col, Vec::new()));
-                        cols.len() - 1
-                    }
-                };
-                by_name.insert(name, i);
-                i
-            }
+        let i = match last {
+            Some((l, i)) if l == name => i,
+            _ => match seen.iter().find(|(s, _)| *s == name) {
+                Some(&(_, i)) => i,
+                None => {
+                    let col = event_column(name);
+                    let i = match cols.iter().position(|(c, _)| *c == col) {
+                        Some(i) => i,
+                        None => {
+                            cols.push((col, Vec::new()));
+                            cols.len() - 1
+                        }
+                    };
+                    seen.push((name, i));
+                    i
+                }
+            },
         };
+        last = Some((name, i));
         if let Some((_, rows)) = cols.get_mut(i) {
             rows.push(r as u32);
         }
@@ -184,8 +190,11 @@ fn bad_rows(
         for (r, why) in errs {
             bad.entry(r).or_insert((name.clone(), why));
         }
+        let Some(nulls) = a.nulls().filter(|n| n.null_count() > 0) else {
+            continue;
+        };
         for r in 0..a.len() {
-            if a.is_null(r) {
+            if nulls.is_null(r) {
                 bad.entry(r)
                     .or_insert((name.clone(), "missing (NULL)".into()));
             }

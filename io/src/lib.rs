@@ -152,6 +152,25 @@ pub fn expand(patterns: &[String]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Runs `items` on a thread of its own, `depth` items ahead of whoever iterates the result: a
+/// stage of a pipeline (decoding files on one thread while the next stage pivots or converts
+/// them on another). The thread stops at its next item once the result is dropped.
+pub fn prefetch<I>(items: I, depth: usize) -> impl Iterator<Item = I::Item> + Send
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(depth.max(1));
+    std::thread::spawn(move || {
+        for item in items {
+            if tx.send(item).is_err() {
+                break;
+            }
+        }
+    });
+    rx.into_iter()
+}
+
 /// Runs `items` on a thread of its own, `depth` items ahead of `consume`, which gets them as an
 /// iterator on the calling thread: reading and decoding files overlaps with loading them (or a
 /// query's batches with writing them). When `consume` returns early, the producer stops at its

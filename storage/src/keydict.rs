@@ -157,6 +157,21 @@ impl KeyDict {
         for (offset, payload) in records.payloads {
             dict.load_record(path, offset, payload)?;
         }
+        // The index is built once every key is in (see `KeyTable::build`).
+        let KeyDict {
+            table,
+            arena,
+            offsets,
+            ints,
+            hasher,
+            key_type,
+            ..
+        } = &mut dict;
+        let n = match key_type {
+            KeyType::Varchar => offsets.len() - 1,
+            KeyType::Bigint => ints.len(),
+        };
+        table.build(n, |x| rehash(*key_type, hasher, arena, offsets, ints, x));
         Ok(dict)
     }
 
@@ -171,36 +186,28 @@ impl KeyDict {
             match self.key_type {
                 KeyType::Varchar => {
                     let b = r.len_bytes()?;
-                    let s = std::str::from_utf8(b).map_err(|_| r.error("key is not UTF-8"))?;
-                    self.insert_new(Key::Str(s));
+                    std::str::from_utf8(b).map_err(|_| r.error("key is not UTF-8"))?;
+                    self.arena.extend_from_slice(b);
+                    self.offsets.push(self.arena.len() as u64);
                 }
                 KeyType::Bigint => {
                     let v = r.i64()?;
-                    self.insert_new(Key::Int(v));
+                    self.ints.push(v);
                 }
             }
         }
         r.finish()
     }
 
+    /// Room for the keys of a file being read (the index is built after them).
     fn reserve(&mut self, keys: usize, arena_bytes: usize) {
-        let Self {
-            table,
-            arena,
-            offsets,
-            ints,
-            hasher,
-            key_type,
-            ..
-        } = self;
-        match key_type {
+        match self.key_type {
             KeyType::Varchar => {
-                arena.reserve(arena_bytes);
-                offsets.reserve(keys);
+                self.arena.reserve(arena_bytes);
+                self.offsets.reserve(keys);
             }
-            KeyType::Bigint => ints.reserve(keys),
+            KeyType::Bigint => self.ints.reserve(keys),
         }
-        table.reserve(keys, |x| rehash(*key_type, hasher, arena, offsets, ints, x));
     }
 
     /// The key type of the database.
@@ -250,7 +257,9 @@ impl KeyDict {
         match key {
             Key::Str(s) => {
                 let want = s.as_bytes();
-                self.table.find(h, |o| self.key_bytes(o) == Some(want))
+                self.table.find(h, |o| {
+                    self.key_bytes(o).is_some_and(|b| same_bytes(b, want))
+                })
             }
             Key::Int(v) => self
                 .table
@@ -262,54 +271,40 @@ impl KeyDict {
     /// answers as [`KeyDict::lookup`], found block by block in passes so that the cache misses of a
     /// block overlap (see [`crate::keytable`]).
     pub fn lookup_batch<'k>(&self, n: usize, key: impl Fn(usize) -> Key<'k>) -> Vec<Option<u32>> {
-        const BLOCK: usize = 16;
+        const BLOCK: usize = 64;
         let mut out = Vec::with_capacity(n);
         let mut hashes = [0u64; BLOCK];
-        let mut firsts = [0u64; BLOCK];
         let mut cands = [None::<u32>; BLOCK];
-        let mut spans = [(0u64, 0u64); BLOCK];
         let mut start = 0;
         while start < n {
             let m = BLOCK.min(n - start);
+            // Pass 1: hash each key and prefetch its first slot.
             for (j, h) in hashes.iter_mut().enumerate().take(m) {
                 *h = self.hash(key(start + j));
+                self.table.prefetch(*h);
             }
-            // Pass 1: each key's first slot (independent loads).
-            for (f, h) in firsts.iter_mut().zip(&hashes).take(m) {
-                *f = self.table.first_slot(*h);
-            }
-            // Pass 2: a candidate ordinal per key, then where its key is (independent loads).
-            for j in 0..m {
-                let (h, f) = (hashes.get(j), firsts.get(j));
-                let c = h
-                    .zip(f)
-                    .and_then(|(h, f)| self.table.first_candidate(*h, *f));
-                if let Some(slot) = cands.get_mut(j) {
-                    *slot = c;
-                }
-                if let (KeyType::Varchar, Some(o), Some(span)) =
-                    (self.key_type, c, spans.get_mut(j))
-                {
-                    let o = o as usize;
-                    *span = (
-                        self.offsets.get(o).copied().unwrap_or(0),
-                        self.offsets.get(o + 1).copied().unwrap_or(0),
-                    );
+            // Pass 2: a candidate ordinal per key; prefetch where its key is.
+            for (c, h) in cands.iter_mut().zip(&hashes).take(m) {
+                *c = self.table.first_candidate(*h);
+                if let Some(o) = *c {
+                    match self.key_type {
+                        KeyType::Varchar => crate::mem::prefetch(&self.offsets, o as usize),
+                        KeyType::Bigint => crate::mem::prefetch(&self.ints, o as usize),
+                    }
                 }
             }
-            // Pass 3: compare; a candidate that is another key (a shared tag) takes the full probe.
-            for j in 0..m {
+            // Pass 3: prefetch each candidate's key bytes.
+            if self.key_type == KeyType::Varchar {
+                for c in cands.iter().take(m).flatten() {
+                    let a = self.offsets.get(*c as usize).copied().unwrap_or(0);
+                    crate::mem::prefetch(&self.arena, a as usize);
+                }
+            }
+            // Pass 4: compare; a candidate that is another key (a shared tag) takes the full probe.
+            for (j, c) in cands.iter().enumerate().take(m) {
                 let k = key(start + j);
-                let c = cands.get(j).copied().flatten();
-                let same = match (c, k) {
-                    (None, _) => false,
-                    (Some(_), Key::Str(s)) => spans.get(j).is_some_and(|&(a, b)| {
-                        self.arena.get(a as usize..b as usize) == Some(s.as_bytes())
-                    }),
-                    (Some(o), Key::Int(v)) => self.ints.get(o as usize) == Some(&v),
-                };
-                out.push(match c {
-                    Some(o) if same => Some(o),
+                out.push(match *c {
+                    Some(o) if self.is_key(o, k) => Some(o),
                     Some(_) => self.lookup(k),
                     None => None,
                 });
@@ -317,6 +312,17 @@ impl KeyDict {
             start += m;
         }
         out
+    }
+
+    /// True when ordinal `o` is `key`.
+    #[inline]
+    fn is_key(&self, o: u32, key: Key<'_>) -> bool {
+        match key {
+            Key::Str(s) => self
+                .key_bytes(o)
+                .is_some_and(|b| same_bytes(b, s.as_bytes())),
+            Key::Int(v) => self.ints.get(o as usize) == Some(&v),
+        }
     }
 
     /// The bytes of a VARCHAR key.
@@ -422,6 +428,25 @@ impl KeyDict {
             + self.ints.capacity() * 8
             + self.table.memory_bytes()
     }
+}
+
+/// `a == b`, inline for keys of 8 to 16 bytes (two overlapping 8-byte words each; most customer
+/// keys), where a call to `memcmp` cost more than the compare.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        let word = |x: &[u8], at: usize| {
+            x.get(at..at + 8)
+                .and_then(|w| <[u8; 8]>::try_from(w).ok())
+                .map(u64::from_ne_bytes)
+        };
+        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+    }
+    a == b
 }
 
 #[derive(Debug, Clone, Copy)]

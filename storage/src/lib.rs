@@ -28,6 +28,7 @@ pub mod keydict;
 pub mod keytable;
 pub mod log;
 pub mod manifest;
+pub mod mem;
 pub mod schema;
 pub mod segment;
 pub mod snapshot;

@@ -284,6 +284,7 @@ pub(crate) trait Fold: Clone {
 }
 
 impl Fold for i64 {
+    #[inline]
     fn fold(old: &mut i64, new: &i64, rule: MergeRule) {
         *old = match rule {
             MergeRule::Min => (*old).min(*new),
@@ -295,6 +296,7 @@ impl Fold for i64 {
 }
 
 impl Fold for f64 {
+    #[inline]
     fn fold(old: &mut f64, new: &f64, rule: MergeRule) {
         // total_cmp orders NaN above every number, as DuckDB does.
         *old = match rule {
@@ -319,6 +321,7 @@ impl Fold for f64 {
 }
 
 impl Fold for bool {
+    #[inline]
     fn fold(old: &mut bool, new: &bool, rule: MergeRule) {
         *old = match rule {
             MergeRule::Min => *old && *new,
@@ -330,6 +333,7 @@ impl Fold for bool {
 }
 
 impl Fold for String {
+    #[inline]
     fn fold(old: &mut String, new: &String, rule: MergeRule) {
         let take = match rule {
             MergeRule::Min => new < old,

@@ -437,7 +437,8 @@ pub fn import_events(a: &EventsArgs) -> Result<(), String> {
     let nfiles = files.len();
     let started = Instant::now();
     let mut items = EventItems {
-        pieces: read_files(files, read_options(&a.read, Vec::new())),
+        // Three stages: decoding (this thread), pivoting, loading.
+        pieces: journeydb_io::prefetch(read_files(files, read_options(&a.read, Vec::new())), 4),
         spec: EventSpec {
             key: a.key.clone(),
             table_key: target.key.0.clone(),

@@ -249,54 +249,113 @@ pub(super) fn fold_batch(
     if !is_dense.contains(&true) {
         return batch;
     }
-    for (&o, _) in batch.ordinals.iter().zip(&is_dense).filter(|(_, d)| **d) {
-        if let Some(Some(p)) = dense.get_mut(part_of(o)) {
+    let has_str = batch
+        .columns
+        .iter()
+        .any(|c| matches!(c.values, Values::Str(_)));
+    // Large batches are folded on two threads, each owning half of the partitions (both walk
+    // every row; each folds the values of its own partitions).
+    let parts = dense.iter().filter(|d| d.is_some()).count();
+    if batch.ordinals.len() >= PARALLEL_FOLD_ROWS && parts > 1 && threads() > 1 {
+        let mut seen = 0;
+        let mid = dense
+            .iter()
+            .position(|d| {
+                seen += usize::from(d.is_some());
+                seen > parts / 2
+            })
+            .unwrap_or(dense.len() / 2);
+        let (low, high) = dense.split_at_mut(mid);
+        let (b, d) = (&batch, &is_dense);
+        std::thread::scope(|s| {
+            s.spawn(|| fold_range(schema, low, 0, partition_rows, b, d));
+            fold_range(schema, high, mid, partition_rows, b, d);
+        });
+    } else {
+        fold_range(schema, dense, 0, partition_rows, &batch, &is_dense);
+    }
+    if !has_str && !is_dense.contains(&false) {
+        return RowBatch {
+            table: batch.table,
+            ordinals: Vec::new(),
+            columns: Vec::new(),
+        };
+    }
+    remainder(batch, &is_dense, has_str)
+}
+
+/// Rows of a batch from which folding takes two threads.
+const PARALLEL_FOLD_ROWS: usize = 4_096;
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Folds the rows of `batch` in the dense partitions `dense` (partition ids `first..`).
+fn fold_range(
+    schema: &TableSchema,
+    dense: &mut [Option<DensePart>],
+    first: usize,
+    partition_rows: u32,
+    batch: &RowBatch,
+    is_dense: &[bool],
+) {
+    let mine = |o: u32| ((o / partition_rows) as usize).checked_sub(first);
+    for (&o, _) in batch.ordinals.iter().zip(is_dense).filter(|(_, d)| **d) {
+        if let Some(Some(p)) = mine(o).and_then(|i| dense.get_mut(i)) {
             p.rows.set(o - p.base);
         }
     }
-    let mut has_str = false;
     for col in &batch.columns {
-        if matches!(col.values, Values::Str(_)) {
-            has_str = true;
-            continue;
-        }
+        let d = Dest {
+            schema,
+            dense: &mut *dense,
+            first,
+            partition_rows,
+        };
         match &col.values {
-            Values::Int(v) => fold_column(schema, dense, partition_rows, &batch, &is_dense, col, v),
-            Values::Float(v) => {
-                fold_column(schema, dense, partition_rows, &batch, &is_dense, col, v)
-            }
-            Values::Bool(v) => {
-                fold_column(schema, dense, partition_rows, &batch, &is_dense, col, v)
-            }
+            Values::Int(v) => fold_column(d, batch, is_dense, col, v),
+            Values::Float(v) => fold_column(d, batch, is_dense, col, v),
+            Values::Bool(v) => fold_column(d, batch, is_dense, col, v),
             Values::Str(_) => {}
         }
     }
-    remainder(batch, &is_dense, has_str)
+}
+
+/// Where a fold writes: the dense partitions `first..` of a load.
+struct Dest<'a> {
+    schema: &'a TableSchema,
+    dense: &'a mut [Option<DensePart>],
+    first: usize,
+    partition_rows: u32,
 }
 
 /// Folds the values of `col` whose rows fall in dense partitions. Values are those of the valid
 /// rows only: walk the rows with a value, counting them.
 fn fold_column<T: Slot>(
-    schema: &TableSchema,
-    dense: &mut [Option<DensePart>],
-    partition_rows: u32,
+    d: Dest<'_>,
     batch: &RowBatch,
     is_dense: &[bool],
     col: &BatchColumn,
     values: &[T],
 ) {
     let id = col.id.0 as usize;
+    // The column's slots exist in every dense partition before the loop.
+    for p in d.dense.iter_mut().flatten() {
+        p.column(d.schema, id);
+    }
     let rows = batch.ordinals.iter().zip(&col.valid).zip(is_dense);
     let with_value = rows.filter(|((_, valid), _)| **valid);
-    for (((&o, _), &d), v) in with_value.zip(values) {
-        if !d {
+    for (((&o, _), &dense), v) in with_value.zip(values) {
+        if !dense {
             continue;
         }
-        let Some(Some(p)) = dense.get_mut((o / partition_rows) as usize) else {
+        let i = ((o / d.partition_rows) as usize).checked_sub(d.first);
+        let Some(Some(p)) = i.and_then(|i| d.dense.get_mut(i)) else {
             continue;
         };
         let slot = o - p.base;
-        if let Some(c) = p.column(schema, id) {
+        if let Some(Some(c)) = p.columns.get_mut(id) {
             c.fold_one(slot, v);
         }
     }
