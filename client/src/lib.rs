@@ -153,7 +153,9 @@ impl Write for Stream {
     }
 }
 
-/// Rows per append frame: larger batches are split so no frame nears the size limit.
+/// Most rows in one Append frame: a larger batch is sent as a bulk load (split into Data frames of
+/// at most this many rows), so that no frame nears the size limit and the request stays all or
+/// nothing.
 pub const APPEND_BATCH_ROWS: usize = 100_000;
 
 impl Client {
@@ -284,35 +286,17 @@ impl Client {
         }
     }
 
-    /// Sends one batch of a load, split to fit the server's frame limit.
+    /// Sends one batch of a load as Data frames, each within `budget` bytes (halving the rows
+    /// until a slice fits), waiting for each Done.
     fn load_rows(
         &mut self,
         table: &str,
         batch: &RecordBatch,
         budget: usize,
     ) -> Result<(), ClientError> {
-        self.send_split(batch, budget, false, |ipc| Frame::Load {
-            table: table.to_string(),
-            step: protocol::LoadStep::Data,
-            ipc,
-        })
-        .map(|_| ())
-    }
-
-    /// Sends `batch` as frames built by `frame` from Arrow IPC slices, each within `budget` bytes
-    /// (halving the rows until a slice fits), waiting for each Done; returns the sum of their
-    /// row counts. With `empty_too`, an empty batch still goes out as one frame.
-    fn send_split(
-        &mut self,
-        batch: &RecordBatch,
-        budget: usize,
-        empty_too: bool,
-        frame: impl Fn(Vec<u8>) -> Frame,
-    ) -> Result<u64, ClientError> {
-        let mut total = 0;
         let mut start = 0;
         let mut rows = APPEND_BATCH_ROWS;
-        while start < batch.num_rows() || (empty_too && start == 0 && batch.num_rows() == 0) {
+        while start < batch.num_rows() {
             let len = rows.min(batch.num_rows() - start);
             let ipc = protocol::encode_ipc(&[batch.slice(start, len)])?;
             if ipc.len() > budget {
@@ -325,11 +309,15 @@ impl Client {
                 rows = len / 2;
                 continue;
             }
-            self.send(&frame(ipc))?;
-            total += self.expect_done()?;
-            start += len.max(1);
+            self.send(&Frame::Load {
+                table: table.to_string(),
+                step: protocol::LoadStep::Data,
+                ipc,
+            })?;
+            self.expect_done()?;
+            start += len;
         }
-        Ok(total)
+        Ok(())
     }
 
     fn expect_done(&mut self) -> Result<u64, ClientError> {
@@ -354,10 +342,21 @@ impl Session for Client {
     fn append(&mut self, table: &str, batch: &RecordBatch) -> Result<u64, ClientError> {
         // Room for the frame header and the table name.
         let budget = self.send_len_max.saturating_sub(64 + table.len());
-        self.send_split(batch, budget, true, |ipc| Frame::Append {
-            table: table.to_string(),
-            ipc,
-        })
+        // One request is all or nothing: a batch that fits one Append frame goes as one (one WAL
+        // record on the server); a larger one goes as a bulk load, which commits every row at
+        // once or none (separate Append frames would each be durable on their own).
+        if batch.num_rows() <= APPEND_BATCH_ROWS {
+            let ipc = protocol::encode_ipc(std::slice::from_ref(batch))?;
+            if ipc.len() <= budget {
+                self.send(&Frame::Append {
+                    table: table.to_string(),
+                    ipc,
+                })?;
+                return self.expect_done();
+            }
+        }
+        let mut one = std::iter::once(Ok(LoadItem::Rows(batch.clone())));
+        self.load(table, &mut one).map(|_| batch.num_rows() as u64)
     }
 
     fn load(&mut self, table: &str, batches: LoadBatches<'_>) -> Result<u64, ClientError> {

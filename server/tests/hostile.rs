@@ -518,3 +518,60 @@ fn an_append_frame_is_all_or_nothing() {
         .value(0);
     assert_eq!(n, 0, "a refused append stored rows");
 }
+
+/// The client's side of the same rule: a batch too large for one Append frame goes as a bulk load,
+/// so a bad row at its end refuses every row before it too, and a good one lands whole.
+#[test]
+fn a_client_append_larger_than_a_frame_is_all_or_nothing() {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    let srv = start(16, 2);
+    let mut c = Client::connect(srv.addr, Some(TOKEN)).unwrap();
+    c.run("CREATE TABLE s (k VARCHAR PRIMARY KEY, n BIGINT MERGE SUM)")
+        .unwrap();
+    let rows = journeydb_client::APPEND_BATCH_ROWS + 50_000;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, true),
+        Field::new("n", DataType::Int64, true),
+    ]));
+    let batch = |last: Option<&str>| {
+        let mut keys: Vec<Option<String>> = (0..rows - 1).map(|i| Some(format!("c{i}"))).collect();
+        keys.push(last.map(str::to_string));
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(keys)) as ArrayRef,
+                Arc::new(Int64Array::from(vec![1i64; rows])) as ArrayRef,
+            ],
+        )
+        .unwrap()
+    };
+    let count = |c: &mut Client| {
+        let r = c.run("SELECT count(*), sum(n) FROM s").unwrap();
+        let col = |i: usize| {
+            r.batches[0]
+                .column(i)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .iter()
+                .next()
+                .flatten()
+        };
+        (col(0), col(1))
+    };
+    assert!(c.append("s", &batch(None)).is_err());
+    assert_eq!(
+        count(&mut c),
+        (Some(0), None),
+        "a refused append stored rows"
+    );
+    assert_eq!(c.append("s", &batch(Some("last"))).unwrap(), rows as u64);
+    assert_eq!(count(&mut c), (Some(rows as i64), Some(rows as i64)));
+    // The connection is still usable for small appends (one frame each).
+    assert_eq!(
+        c.append("s", &batch(Some("last")).slice(0, 10)).unwrap(),
+        10
+    );
+    assert_eq!(count(&mut c), (Some(rows as i64), Some(rows as i64 + 10)));
+}

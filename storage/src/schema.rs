@@ -36,7 +36,7 @@ pub enum MergeRule {
     Min,
     /// The largest value.
     Max,
-    /// The sum (BIGINT wraps on overflow; DOUBLE follows IEEE).
+    /// The sum (DOUBLE follows IEEE; a BIGINT append or load whose sums would overflow is refused).
     Sum,
     /// The value of the latest append that set one.
     Last,

@@ -27,6 +27,9 @@ pub struct Chunk {
     pub parts: BTreeMap<PartitionId, PartData>,
     /// Rows in the append (before folding).
     pub rows_appended: u64,
+    /// Per column id, the largest magnitude of its BIGINT/TIMESTAMP values (computed on first use;
+    /// see `db/sums.rs`).
+    abs_max: std::sync::OnceLock<Vec<u64>>,
 }
 
 impl Chunk {
@@ -82,7 +85,37 @@ impl Chunk {
         Chunk {
             parts,
             rows_appended: batch.ordinals.len() as u64,
+            abs_max: std::sync::OnceLock::new(),
         }
+    }
+}
+
+impl Chunk {
+    /// The largest magnitude of column `id`'s integer values (0 when it has none).
+    pub fn abs_max(&self, id: ColumnId) -> u64 {
+        let all = self.abs_max.get_or_init(|| {
+            let mut out: Vec<u64> = Vec::new();
+            for part in self.parts.values() {
+                for (i, c) in part.columns.iter().enumerate() {
+                    let Some(ColumnData {
+                        values: Values::Int(v),
+                        ..
+                    }) = c
+                    else {
+                        continue;
+                    };
+                    let m = v.iter().map(|x| x.unsigned_abs()).max().unwrap_or(0);
+                    if out.len() <= i {
+                        out.resize(i + 1, 0);
+                    }
+                    if let Some(slot) = out.get_mut(i) {
+                        *slot = (*slot).max(m);
+                    }
+                }
+            }
+            out
+        });
+        all.get(id.0 as usize).copied().unwrap_or(0)
     }
 }
 

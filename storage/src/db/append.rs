@@ -31,15 +31,25 @@ impl Database {
             &tv.schema,
             version.manifest.partition_rows,
         ));
-        drop(row_batch);
+        // Kept only for the sums check (below, under the lock).
+        let sums = sums::has_sum_columns(&tv.schema).then_some(row_batch);
 
         let mut st = lock(&self.shared.state);
         if let Some(p) = &st.poisoned {
             return Err(StorageError::WalPoisoned(p.clone()));
         }
-        if !st.version.tables.contains_key(&tv.id) {
+        let Some(current) = st.version.tables.get(&tv.id) else {
             return Err(StorageError::TableNotFound(table.to_string()));
+        };
+        if let Some(rows) = &sums {
+            let in_flight = st
+                .pending
+                .iter()
+                .filter(|(_, t, _)| *t == tv.id)
+                .map(|(_, _, c)| &**c);
+            sums::check_append(current, in_flight, rows)?;
         }
+        drop(sums);
         st.wal.append(&payload)?;
         st.written_lsn += 1;
         let lsn = st.written_lsn;

@@ -27,6 +27,8 @@ pub struct BulkLoad {
     /// Per partition id: rows pushed so far, and its slots once it turned dense (see `dense.rs`).
     pushed: Vec<u64>,
     dense: Vec<Option<DensePart>>,
+    /// Per column id, the sum of the magnitudes of the SUM BIGINT values pushed (see `sums.rs`).
+    sum_abs: Vec<u128>,
     rows: u64,
 }
 
@@ -55,6 +57,7 @@ impl Database {
             parts: BTreeMap::new(),
             pushed: Vec::new(),
             dense: Vec::new(),
+            sum_abs: Vec::new(),
             rows: 0,
         })
     }
@@ -104,6 +107,7 @@ impl BulkLoad {
         }
         let row_batch = append::to_row_batch(&self.shared, &self.tv, batch, self.key_type)?;
         self.rows += batch.num_rows() as u64;
+        self.add_sums(&row_batch);
         self.turn_dense(&row_batch.ordinals);
         let rest = fold_batch(
             &self.tv.schema,
@@ -129,6 +133,28 @@ impl BulkLoad {
             }
         }
         Ok(())
+    }
+
+    /// Adds the magnitudes of the batch's SUM BIGINT values.
+    fn add_sums(&mut self, batch: &crate::wal::RowBatch) {
+        for col in &batch.columns {
+            let id = col.id.0 as usize;
+            let is_sum = self.tv.schema.columns.get(id).is_some_and(|d| {
+                d.rule == crate::schema::MergeRule::Sum && d.ty == crate::schema::ColumnType::Bigint
+            });
+            let crate::values::Values::Int(v) = &col.values else {
+                continue;
+            };
+            if !is_sum {
+                continue;
+            }
+            if self.sum_abs.len() <= id {
+                self.sum_abs.resize(id + 1, 0);
+            }
+            if let Some(total) = self.sum_abs.get_mut(id) {
+                *total += v.iter().map(|x| u128::from(x.unsigned_abs())).sum::<u128>();
+            }
+        }
     }
 
     /// Counts the rows pushed per partition and turns dense each partition that reached an eighth
@@ -215,6 +241,14 @@ impl BulkLoad {
                 table: self.tv.name.clone(),
                 reason: "internal: a partition's fold failed".into(),
             });
+        }
+        // The table as it is now: a load whose sums could overflow is refused before anything
+        // is written. (An append landing between this check and the commit is not counted: the
+        // bound has room to spare unless values near 2^62 are stored.)
+        if let Some(current) = self.shared.current.load_full().tables.get(&self.tv.id) {
+            let mut stored = (**current).clone();
+            stored.schema = self.tv.schema.clone();
+            super::sums::check_load(&stored, &self.sum_abs)?;
         }
         self.shared.ingest_with(
             &self.tv.name,

@@ -63,6 +63,7 @@ mod flush;
 mod ingest;
 mod load;
 mod recovery;
+mod sums;
 
 pub use load::BulkLoad;
 
