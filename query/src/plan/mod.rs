@@ -353,8 +353,28 @@ impl Plan {
             Plan::Filter { input, .. }
             | Plan::Distinct { input }
             | Plan::Sample { input, .. }
-            | Plan::Project { input, .. }
             | Plan::Aggregate { input, .. } => input.memory_estimate(),
+            // A projection holds what it computes: every expression but the first use of an input
+            // column (moved, not copied) is a new column of up to the input's rows
+            // (`SELECT v, v, v, ..` holds one column per item).
+            Plan::Project { input, exprs } => {
+                let rows = input.rows_bound();
+                let mut seen = std::collections::HashSet::new();
+                let made: u64 = exprs
+                    .iter()
+                    .filter(|(e, _)| !matches!(e, Expr::Col(i) if seen.insert(*i)))
+                    .map(|(_, c)| {
+                        let width = match c.dtype {
+                            DType::Varchar => 32,
+                            DType::Boolean | DType::Null => 1,
+                            DType::Interval => 16,
+                            _ => 8,
+                        };
+                        rows / 8 + rows * width
+                    })
+                    .sum();
+                input.memory_estimate() + made
+            }
             Plan::SetOp { left, right, .. }
             | Plan::UnionAll { left, right }
             | Plan::Join { left, right, .. } => left.memory_estimate() + right.memory_estimate(),
@@ -366,6 +386,23 @@ impl Plan {
                 .flatten()
                 .map(|f| f.rows.serialized_size() as u64 * 2)
                 .sum(),
+        }
+    }
+
+    /// An upper bound on the rows the plan produces (for memory estimates).
+    pub fn rows_bound(&self) -> u64 {
+        match self {
+            Plan::Scan { table, .. } => table.row_count(),
+            Plan::Filter { input, .. }
+            | Plan::Distinct { input }
+            | Plan::Sample { input, .. }
+            | Plan::Project { input, .. }
+            | Plan::Aggregate { input, .. } => input.rows_bound(),
+            Plan::SetOp { left, right, .. }
+            | Plan::UnionAll { left, right }
+            | Plan::Join { left, right, .. } => left.rows_bound() + right.rows_bound(),
+            Plan::System { batch, .. } => batch.num_rows() as u64,
+            Plan::Rel { rel, .. } => rel.parts.values().flatten().map(|f| f.rows.len()).sum(),
         }
     }
 
