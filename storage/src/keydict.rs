@@ -158,20 +158,8 @@ impl KeyDict {
             dict.load_record(path, offset, payload)?;
         }
         // The index is built once every key is in (see `KeyTable::build`).
-        let KeyDict {
-            table,
-            arena,
-            offsets,
-            ints,
-            hasher,
-            key_type,
-            ..
-        } = &mut dict;
-        let n = match key_type {
-            KeyType::Varchar => offsets.len() - 1,
-            KeyType::Bigint => ints.len(),
-        };
-        table.build(n, |x| rehash(*key_type, hasher, arena, offsets, ints, x));
+        let n = dict.len() as usize;
+        dict.with_index(|t, hash_of| t.build(n, hash_of));
         Ok(dict)
     }
 
@@ -342,6 +330,12 @@ impl KeyDict {
             Key::Int(v) => self.ints.push(v),
         }
         let h = self.hash(key);
+        self.with_index(|t, hash_of| t.insert(h, o, hash_of));
+        o
+    }
+
+    /// Runs `f` on the index with the hash of each ordinal's key (the fields borrowed apart).
+    fn with_index<R>(&mut self, f: impl FnOnce(&mut KeyTable, &dyn Fn(u32) -> u64) -> R) -> R {
         let Self {
             table,
             arena,
@@ -351,8 +345,8 @@ impl KeyDict {
             key_type,
             ..
         } = self;
-        table.insert(h, o, |x| rehash(*key_type, hasher, arena, offsets, ints, x));
-        o
+        let hash_of = |x| rehash(*key_type, hasher, arena, offsets, ints, x);
+        f(table, &hash_of)
     }
 
     /// Checks a key before it is added.
