@@ -4,10 +4,10 @@
 //! Written here rather than taken from hashbrown because of how the dictionary is probed: a bulk
 //! load looks up millions of keys spread at random over a table far larger than the caches, so
 //! each lookup is a chain of three cache misses (the slot, the key's offset, the key's bytes).
-//! hashbrown finds one key at a time, so those chains run one after another (about 145 ns a key
+//! hashbrown finds one key at a time, so those chains run one after another (about 95 ns a key
 //! at 10M keys on the bench machine). `KeyDict::lookup_batch` takes 64 keys at a time in passes,
 //! prefetching every slot ([`KeyTable::prefetch`]), then every candidate's offset, then its bytes,
-//! so the misses of a block overlap (about 43 ns a key). With the tag in the slot, a probe reads
+//! so the misses of a block overlap (about 26 ns a key; `benches/benches/keydict.rs`). With the tag in the slot, a probe reads
 //! key bytes only for a slot whose tag matches: almost always the key itself. The table holds
 //! exactly the ordinals `0..len` (the dictionary is dense), so growing re-inserts ordinals in
 //! order from their keys and never reads the old slots. The slots ask for huge pages
