@@ -1003,7 +1003,10 @@ fn sort_limit(batch: RecordBatch, q: &QueryPlan) -> Result<RecordBatch> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let idx = arrow_ord::sort::lexsort_to_indices(&sort_cols, None)?;
+        // With a LIMIT only the first OFFSET + LIMIT rows are needed: a partial sort (top-k)
+        // instead of sorting every row.
+        let keep = q.limit.map(|l| l.saturating_add(q.offset));
+        let idx = arrow_ord::sort::lexsort_to_indices(&sort_cols, keep)?;
         arrow_select::take::take_record_batch(&batch, &idx)?
     };
     let n = batch.num_rows();
