@@ -145,6 +145,7 @@ pub fn classify(e: &QueryError) -> (ErrorCode, &'static str) {
                 (ErrorCode::Storage, "58000")
             }
             S::WalPoisoned(_) => (ErrorCode::Storage, "58030"),
+            S::DiskFull { .. } => (ErrorCode::Storage, "53100"),
         },
     }
 }

@@ -109,15 +109,33 @@ pub enum StorageError {
         "a write failed to become durable earlier ({0}); restart (reopen the database) to recover"
     )]
     WalPoisoned(String),
+    /// The file system holding the database is full (ENOSPC or a quota, EDQUOT). Nothing the failed
+    /// call was writing was committed; the database keeps serving reads, and writes succeed again
+    /// once space is freed.
+    #[error(
+        "disk full: no space left to write {path}; free space on that file system, then retry"
+    )]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+    },
 }
 
 impl StorageError {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StorageError::Io {
-            path: path.into(),
-            source,
+        match source.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => StorageError::DiskFull { path: path.into() },
+            _ => StorageError::Io {
+                path: path.into(),
+                source,
+            },
         }
+    }
+
+    /// True for [`StorageError::DiskFull`].
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StorageError::DiskFull { .. })
     }
 
     /// A corruption found while decoding `path` at `offset`.

@@ -413,13 +413,30 @@ pub fn manifest_path(db: &Path, version: ManifestVersion) -> PathBuf {
 
 /// Durably writes `m` and makes it current (the commit point is the rename of `CURRENT`).
 pub fn commit_manifest(fs: &dyn Dir, db: &Path, m: &Manifest) -> Result<()> {
+    prepare_manifest(fs, db, m)?;
+    publish_manifest(fs, db)
+}
+
+/// The first half of [`commit_manifest`]: writes manifest `m` and a `CURRENT.tmp` naming it, both
+/// durable. A failure here changes nothing a reader or a restart sees (`CURRENT` still names the
+/// previous version; open removes the leftovers), so the caller may report it and go on.
+pub fn prepare_manifest(fs: &dyn Dir, db: &Path, m: &Manifest) -> Result<()> {
     let path = manifest_path(db, m.version);
     write_atomic(fs, &path, &m.encode())?;
-    write_atomic(
+    crate::dir::write_new(
         fs,
-        &db.join("CURRENT"),
+        &db.join("CURRENT.tmp"),
         format!("{}\n", m.version.0).as_bytes(),
     )?;
+    Ok(())
+}
+
+/// The second half of [`commit_manifest`]: renames `CURRENT.tmp` over `CURRENT` and fsyncs the
+/// directory. After a failure here the outcome on disk is unknown (the rename may be durable).
+pub fn publish_manifest(fs: &dyn Dir, db: &Path) -> Result<()> {
+    let current = db.join("CURRENT");
+    fs.rename(&db.join("CURRENT.tmp"), &current)
+        .map_err(|e| StorageError::io(&current, e))?;
     sync_dir(fs, db)
 }
 

@@ -833,26 +833,42 @@ fn create_is_atomic_and_leftovers_are_cleaned() {
 
 /// Issue 18, finding 4: a commit that fails while being made durable poisons the database:
 /// nothing more is committed (the failure may have come after CURRENT was renamed, so the disk
-/// may already hold that version) until a reopen recovers from what is durable.
+/// may already hold that version) until a reopen recovers from what is durable. A failure before
+/// the rename of CURRENT (issue 15: a full disk while writing the manifest) changed nothing and
+/// leaves the database writable.
 #[test]
 fn a_failed_commit_refuses_further_writes_until_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
     create_c(&db);
-    // Make the next manifest write fail: the manifest directory becomes a file.
-    let mdir = dir.path().join("manifest");
-    let aside = dir.path().join("manifest.aside");
-    std::fs::rename(&mdir, &aside).unwrap();
-    std::fs::write(&mdir, b"not a directory").unwrap();
     let create = |name: &str| CatalogOp::Create {
         name: name.into(),
         schema: state_schema(),
         if_not_exists: false,
     };
-    assert!(db.commit(&[create("d")]).is_err());
-    // Even with the directory back, this process refuses to commit or append.
+    // The manifest cannot be written: the manifest directory becomes a file. Nothing happened.
+    let mdir = dir.path().join("manifest");
+    let aside = dir.path().join("manifest.aside");
+    std::fs::rename(&mdir, &aside).unwrap();
+    std::fs::write(&mdir, b"not a directory").unwrap();
+    assert!(matches!(
+        db.commit(&[create("d")]),
+        Err(StorageError::Io { .. })
+    ));
     std::fs::remove_file(&mdir).unwrap();
     std::fs::rename(&aside, &mdir).unwrap();
+    assert!(db.snapshot().table("d").is_err());
+    db.commit(&[create("d")]).unwrap();
+    // The rename of CURRENT fails (CURRENT became a non-empty directory): the outcome is unknown,
+    // and even with CURRENT back this process refuses to commit or append.
+    let current = dir.path().join("CURRENT");
+    let text = std::fs::read(&current).unwrap();
+    std::fs::remove_file(&current).unwrap();
+    std::fs::create_dir(&current).unwrap();
+    std::fs::write(current.join("x"), b"x").unwrap();
+    assert!(db.commit(&[create("e")]).is_err());
+    std::fs::remove_dir_all(&current).unwrap();
+    std::fs::write(&current, &text).unwrap();
     assert!(matches!(
         db.commit(&[create("e")]),
         Err(StorageError::WalPoisoned(_))
@@ -860,6 +876,7 @@ fn a_failed_commit_refuses_further_writes_until_reopen() {
     drop(db);
     let db = Database::open(dir.path(), opts()).unwrap();
     assert!(db.snapshot().table("c").is_ok());
+    assert!(db.snapshot().table("d").is_ok());
     db.commit(&[create("e")]).unwrap();
 }
 

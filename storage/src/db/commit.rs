@@ -59,6 +59,17 @@ impl Shared {
         st.poisoned = Some(reason);
     }
 
+    /// After a failed commit: deletes the segments it would have added, unless the database is
+    /// poisoned (the commit's outcome on disk is unknown and the new manifest may name them; a
+    /// restart's orphan sweep removes them if it does not). A full disk gets its space back.
+    pub(super) fn drop_uncommitted(&self, st: &State, ids: &[SegmentId]) {
+        if st.poisoned.is_none() {
+            for id in ids {
+                let _ = remove_file(&*self.fs, &seg_path(&self.dir, *id));
+            }
+        }
+    }
+
     /// Makes pending records up to `target` visible, in log order.
     pub(super) fn apply_pending(&self, st: &mut State, target: u64) {
         let mut added: BTreeMap<TableId, Vec<Arc<Chunk>>> = BTreeMap::new();
@@ -151,7 +162,14 @@ impl Shared {
                 return Err(e);
             }
         }
-        if let Err(e) = commit_manifest(&*self.fs, &self.dir, &m) {
+        if let Err(e) = prepare_manifest(&*self.fs, &self.dir, &m) {
+            // CURRENT still names the previous version, on disk and in memory: the commit did not
+            // happen, and the database stays writable (a full disk refuses this commit only).
+            let _ = self.fs.remove_file(&manifest_path(&self.dir, m.version));
+            let _ = self.fs.remove_file(&self.dir.join("CURRENT.tmp"));
+            return Err(e);
+        }
+        if let Err(e) = publish_manifest(&*self.fs, &self.dir) {
             // The failure may have come after CURRENT was renamed (an fsync of the directory):
             // the disk may already hold this version while memory does not. Nothing more may be
             // committed, and nothing the new version might name may be deleted, until a restart

@@ -76,7 +76,14 @@ impl Shared {
             for id in &orphans {
                 opened.remove(id);
             }
-            let trimmed = self.commit_locked(&mut st, m, opened, &HashMap::new())?;
+            let ids: Vec<SegmentId> = opened.keys().copied().collect();
+            let trimmed = match self.commit_locked(&mut st, m, opened, &HashMap::new()) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.drop_uncommitted(&st, &ids);
+                    return Err(e);
+                }
+            };
             for id in orphans {
                 let _ = remove_file(&*self.fs, &seg_path(&self.dir, id));
             }

@@ -97,18 +97,26 @@ impl Shared {
             for id in &orphans {
                 opened.remove(id);
             }
-            let trimmed = self.commit_locked(&mut st, m, opened, &drop_mem)?;
+            let ids: Vec<SegmentId> = opened.keys().copied().collect();
+            let trimmed = match self.commit_locked(&mut st, m, opened, &drop_mem) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.drop_uncommitted(&st, &ids);
+                    return Err(e);
+                }
+            };
             for id in orphans {
                 let _ = remove_file(&*self.fs, &seg_path(&self.dir, id));
             }
             trimmed
         };
         self.gc_trimmed(trimmed);
-        // 4. The flushed WAL files are no longer needed.
+        // 4. The flushed WAL files are no longer needed. The flush is committed: a file that
+        // cannot be deleted now is deleted by the next flush or open, not reported as a failure.
         let wdir = wal_dir(&self.dir);
-        for seq in list_wal(&*self.fs, &wdir)? {
+        for seq in list_wal(&*self.fs, &wdir).unwrap_or_default() {
             if seq < new_seq {
-                remove_file(&*self.fs, &wal_path(&wdir, seq))?;
+                let _ = remove_file(&*self.fs, &wal_path(&wdir, seq));
             }
         }
         Ok(stats)

@@ -40,8 +40,8 @@ use crate::error::{Result, StorageError};
 use crate::keydict::{Key, KeyDict};
 use crate::log::{LogFile, SyncPoint};
 use crate::manifest::{
-    apply_ops, commit_manifest, list_manifests, manifest_dir, manifest_path, read_current,
-    read_manifest, CatalogOp, Manifest, SegmentMeta,
+    apply_ops, commit_manifest, list_manifests, manifest_dir, manifest_path, prepare_manifest,
+    publish_manifest, read_current, read_manifest, CatalogOp, Manifest, SegmentMeta,
 };
 use crate::schema::{
     ColumnId, KeyType, ManifestVersion, PartitionId, SegmentId, TableId, TableSchema,

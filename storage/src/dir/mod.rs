@@ -5,6 +5,7 @@
 //! Every file the engine touches goes through a `Dir`, so tests run the production code path on the
 //! simulated backend and see exactly what a power cut leaves on disk.
 
+mod faults;
 pub mod sim;
 
 use std::any::Any;
@@ -97,17 +98,21 @@ pub trait Dir: Send + Sync + std::fmt::Debug {
 pub struct DiskDir;
 
 #[derive(Debug)]
-struct DiskFile(File);
+struct DiskFile {
+    file: File,
+    /// The file's kind, naming its fail points (see `faults`).
+    kind: &'static str,
+}
 
 impl DirFile for DiskFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_all_at(buf, offset)
+        faults::around("write", self.kind, || self.file.write_all_at(buf, offset))
     }
     fn sync(&self) -> io::Result<()> {
-        self.0.sync_data()
+        faults::around("sync", self.kind, || self.file.sync_data())
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        faults::around("truncate", self.kind, || self.file.set_len(len))
     }
 }
 
@@ -121,7 +126,13 @@ impl Dir for DiskDir {
             OpenMode::Write => o.write(true),
             OpenMode::Read => &mut o,
         };
-        Ok(Arc::new(DiskFile(o.open(path)?)))
+        let kind = faults::kind(path);
+        let file = if mode == OpenMode::Read {
+            o.open(path)?
+        } else {
+            faults::around("create", kind, || o.open(path))?
+        };
+        Ok(Arc::new(DiskFile { file, kind }))
     }
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
@@ -149,16 +160,18 @@ impl Dir for DiskDir {
         std::fs::create_dir_all(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)
+        faults::around("rename", faults::kind(to), || std::fs::rename(from, to))
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
+        faults::around("remove", faults::kind(path), || std::fs::remove_file(path))
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_dir_all(path)
+        faults::around("remove", faults::kind(path), || {
+            std::fs::remove_dir_all(path)
+        })
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        File::open(path)?.sync_all()
+        faults::around("syncdir", "dir", || File::open(path)?.sync_all())
     }
     fn lock(&self, path: &Path) -> io::Result<Option<DirLock>> {
         let f = OpenOptions::new()
