@@ -98,9 +98,12 @@ impl KeyDict {
     fn open_mode(fs: &dyn Dir, path: &Path, mode: Mode) -> Result<KeyDict> {
         let bytes = crate::dir::read(fs, path)?;
         let h = read_header(path, &bytes, KEYDICT_MAGIC, KEYDICT_VERSION)?;
-        let key_type = KeyType::from_tag(h.flags as u8).ok_or_else(|| {
-            StorageError::corrupt(path, 10, format!("unknown key type {}", h.flags))
-        })?;
+        let key_type = u8::try_from(h.flags)
+            .ok()
+            .and_then(KeyType::from_tag)
+            .ok_or_else(|| {
+                StorageError::corrupt(path, 10, format!("unknown key type {}", h.flags))
+            })?;
         let records = read_records(path, &bytes, h)?;
         let rewrite = matches!(mode, Mode::Write { rewrite: true }) || h.version < KEYDICT_VERSION;
         let log = match mode {

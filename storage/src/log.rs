@@ -101,6 +101,19 @@ pub fn read_records<'a>(path: &Path, bytes: &'a [u8], h: LogHeader) -> Result<Re
                 pos = next;
             }
             None => {
+                // An intact first record under a salt of its own: the header's salt is damaged
+                // (a log's first record is written with its header), not a torn write.
+                if pos == FILE_HEADER_LEN {
+                    if let Some(own) = le_u32(bytes, pos).filter(|s| *s != h.salt) {
+                        if record_v2_at(bytes, pos, own).is_some() {
+                            return Err(StorageError::corrupt(
+                                path,
+                                12,
+                                "the header's salt does not match its records (damaged header)",
+                            ));
+                        }
+                    }
+                }
                 // Is any later intact record proof that the log was durable past `pos`?
                 let synced = later_synced_end(bytes, pos + 1, h.salt);
                 if synced > pos as u64 {

@@ -423,12 +423,16 @@ pub fn commit_manifest(fs: &dyn Dir, db: &Path, m: &Manifest) -> Result<()> {
 pub fn prepare_manifest(fs: &dyn Dir, db: &Path, m: &Manifest) -> Result<()> {
     let path = manifest_path(db, m.version);
     write_atomic(fs, &path, &m.encode())?;
-    crate::dir::write_new(
-        fs,
-        &db.join("CURRENT.tmp"),
-        format!("{}\n", m.version.0).as_bytes(),
-    )?;
+    crate::dir::write_new(fs, &db.join("CURRENT.tmp"), &current_text(m.version))?;
     Ok(())
+}
+
+/// The bytes of `CURRENT` naming `v`: the decimal version, a space, and the CRC-32 of the decimal
+/// text in 8 hex digits, then a newline. The checksum makes a flipped bit an error instead of a
+/// silent switch to an older kept version.
+pub fn current_text(v: ManifestVersion) -> Vec<u8> {
+    let digits = v.0.to_string();
+    format!("{digits} {:08x}\n", crc32(digits.as_bytes())).into_bytes()
 }
 
 /// The second half of [`commit_manifest`]: renames `CURRENT.tmp` over `CURRENT` and fsyncs the
@@ -450,10 +454,24 @@ pub fn read_current(fs: &dyn Dir, db: &Path) -> Result<ManifestVersion> {
         }
         Err(e) => return Err(StorageError::io(&p, e)),
     };
-    text.trim()
-        .parse::<u64>()
-        .map(ManifestVersion)
-        .map_err(|_| StorageError::corrupt(&p, 0, format!("CURRENT holds {text:?}, not a version")))
+    let bad = || StorageError::corrupt(&p, 0, format!("CURRENT holds {text:?}, not a version"));
+    let (digits, sum) = match text.trim_end_matches('\n').split_once(' ') {
+        Some((d, s)) => (d, Some(s)),
+        // Written before the checksum (format 2 and older): the version alone.
+        None => (text.trim(), None),
+    };
+    let v = digits.parse::<u64>().map_err(|_| bad())?;
+    if let Some(sum) = sum {
+        let want = u32::from_str_radix(sum, 16).map_err(|_| bad())?;
+        if sum.len() != 8 || want != crc32(digits.as_bytes()) {
+            return Err(StorageError::corrupt(
+                &p,
+                0,
+                format!("CURRENT holds {text:?}: its checksum does not match the version"),
+            ));
+        }
+    }
+    Ok(ManifestVersion(v))
 }
 
 /// Reads and verifies manifest `version`.

@@ -152,6 +152,14 @@ fn read_payloads(fs: &dyn Dir, path: &Path) -> Result<(Vec<u8>, Option<crate::lo
         return Ok((bytes, None));
     }
     let h = read_header(path, &bytes, WAL_MAGIC, WAL_VERSION)?;
+    // No WAL flag is defined: a set bit is damage (or a newer writer), never ignored.
+    if h.flags != 0 {
+        return Err(StorageError::corrupt(
+            path,
+            10,
+            format!("unknown WAL flags {:#06x}", h.flags),
+        ));
+    }
     Ok((bytes, Some(h)))
 }
 
