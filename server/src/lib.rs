@@ -72,7 +72,7 @@ impl Default for Config {
             frame_len_max: journeydb_client::FRAME_LEN_MAX_DEFAULT,
             idle_timeout: Duration::from_secs(300),
             io_timeout: Duration::from_secs(30),
-            max_pending: 16,
+            max_pending: 64,
             pg_auth: PgAuth::Scram,
             tls: None,
             max_running: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,

@@ -274,8 +274,9 @@ pub struct ServeArgs {
     /// A request must arrive, and its response be read, within this many seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub io_timeout_s: u64,
-    /// Most connections authenticating at once (5 s each).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Most connections authenticating at once (5 s each); a burst of new connections may reach
+    /// 4 times this before they are closed at once (64 clients starting together must all get in).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending: u64,
     /// How the PostgreSQL port checks the token.
     #[arg(long, value_enum, default_value = "scram")]
