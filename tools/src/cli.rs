@@ -291,6 +291,10 @@ pub struct ServeArgs {
     /// Key type of a new database.
     #[arg(long, value_enum, default_value = "varchar", ignore_case = true)]
     pub key_type: KeyTypeArg,
+    /// Acknowledged rows held in memory (and in the WAL) before the background thread writes
+    /// them to segments.
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub flush_rows: u64,
     /// A directory whose files `COPY t FROM 'file'` may read (default: none; clients then stream
     /// their files with `journeydb import` or psql's \copy).
     #[arg(long, value_name = "DIR")]

@@ -39,12 +39,16 @@ pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
         _ => None,
     };
     let path = a.db.as_path();
+    let opts = Options {
+        flush_rows: a.flush_rows,
+        ..Options::default()
+    };
     let db = if path.join("CURRENT").exists() {
-        Database::open(path, Options::default())
+        Database::open(path, opts)
     } else {
         // A directory that holds anything but a database is refused by `create`; an empty or
         // missing one becomes a new database, said out loud so a mistyped path is noticed.
-        let db = Database::create(path, key_type, Options::default());
+        let db = Database::create(path, key_type, opts);
         if db.is_ok() {
             eprintln!(
                 "created a new database in {} ({} keys)",

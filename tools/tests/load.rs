@@ -225,7 +225,7 @@ fn client(i: usize, srv: &Server, stats: &Stats, stop: &AtomicBool) -> u64 {
         5 => {
             let mut c = pg(srv);
             while !stop.load(Ordering::Relaxed) {
-                if step % 2 == 0 {
+                if step.is_multiple_of(2) {
                     stats.time("set operation (pg)", || {
                         c.query(
                             "SELECT count(*) FROM (SELECT customer_id FROM profiles WHERE country = $1 INTERSECT SELECT customer_id FROM behaviours WHERE cart_add IS NOT NULL) t",
@@ -251,7 +251,7 @@ fn client(i: usize, srv: &Server, stats: &Stats, stop: &AtomicBool) -> u64 {
             let mut p = pg(srv);
             while !stop.load(Ordering::Relaxed) {
                 let sql = format!("ALTER TABLE pair{i}_a SWAP WITH pair{i}_b");
-                if step % 2 == 0 {
+                if step.is_multiple_of(2) {
                     stats.time("swap (native)", || c.run(&sql).map_err(|e| e.to_string()));
                 } else {
                     stats.time("swap (pg)", || {
