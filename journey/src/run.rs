@@ -1765,6 +1765,22 @@ fn snapshot_name(st: &str, run: i64) -> String {
     format!("{st}_snap_r{run}")
 }
 
+/// The tables journey `j` owns: its state table and every table named `<state>_…` (its
+/// activation log, run log, snapshots, stored versions and any scratch table a dead run left).
+pub fn tables(session: &mut dyn Session, j: &Journey) -> Result<Vec<String>, RunError> {
+    let st = &j.state_table;
+    let prefix = format!("{st}_");
+    let sql = "SELECT table_name FROM information_schema.tables";
+    let reply = session.run(sql).map_err(|e| RunError::Sql {
+        sql: sql.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(first_column(&reply)
+        .into_iter()
+        .filter(|n| n == st || n.starts_with(&prefix))
+        .collect())
+}
+
 /// The runs that have a snapshot, newest first.
 fn snapshots(ctx: &mut Ctx<'_>, st: &str) -> Result<Vec<i64>, RunError> {
     let prefix = format!("{st}_snap_r");

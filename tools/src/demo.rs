@@ -99,13 +99,11 @@ pub fn run(a: &journeydb_tools::cli::DemoArgs) -> Result<(), String> {
     // The database: a server, or an embedded one in --dir or a temporary directory.
     let (mut session, embedded, mut tmp) = open_demo_session(a)?;
     let s = session.as_mut();
-    for t in [
-        "profiles",
-        "behaviours",
-        &j.state_table,
-        &format!("{}_activations", j.state_table),
-        &format!("{}_runs", j.state_table),
-    ] {
+    // A database that held the demo before: its CDP tables and every table of the journey go
+    // (state, logs, snapshots, versions), so the demo starts from nothing each time.
+    let mut old = run::tables(s, &j).map_err(|e| e.to_string())?;
+    old.extend(["profiles".to_string(), "behaviours".to_string()]);
+    for t in old {
         sql(s, &format!("DROP TABLE IF EXISTS {t}"))?;
     }
     for c in data::CREATE {

@@ -306,22 +306,24 @@ fn killed_embedded_engine_recovers_every_acknowledged_operation() {
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ std::process::id() as u64;
     eprintln!("embedded campaign seed {seed:#x}");
     for round in 0..kills() {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("CAMPAIGN_DIR", &path)
-            .env("CAMPAIGN_FROM", ledger.next.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Reaped(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("CAMPAIGN_DIR", &path)
+                .env("CAMPAIGN_FROM", ledger.next.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
+        let out = child.0.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split_once("CAMPAIGN ").map(|(_, r)| r.to_string()) {
@@ -340,17 +342,19 @@ fn killed_embedded_engine_recovers_every_acknowledged_operation() {
                 }
                 Ok(l) => panic!("round {round}: the child said {l}"),
                 Err(_) => {
-                    let _ = child.kill();
+                    let _ = child.0.kill();
                     let mut err = String::new();
-                    let _ =
-                        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+                    let _ = std::io::Read::read_to_string(
+                        &mut child.0.stderr.take().unwrap(),
+                        &mut err,
+                    );
                     panic!("round {round}: the child stopped acknowledging:\n{err}");
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(rng(&mut seed) % 400));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
         reader.join().unwrap();
         for l in rx.try_iter() {
             if let Some(k) = l.strip_prefix("ack ") {
@@ -384,7 +388,17 @@ fn killed_embedded_engine_recovers_every_acknowledged_operation() {
     );
 }
 
-fn serve(dir: &Path) -> (Child, String) {
+/// A child process killed when dropped, so a failing assertion never leaves it running.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: &Path) -> (Reaped, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_journeydb"))
         .args(["serve", "--db"])
         .arg(dir)
@@ -410,7 +424,7 @@ fn serve(dir: &Path) -> (Child, String) {
         .and_then(|r| r.split_whitespace().next())
         .expect("address in the banner")
         .to_string();
-    (child, addr)
+    (Reaped(child), addr)
 }
 
 #[test]
@@ -453,8 +467,8 @@ fn killed_server_recovers_every_acknowledged_operation() {
                 );
             }
             std::thread::sleep(Duration::from_millis(rng(&mut seed) % 400));
-            server.kill().unwrap();
-            server.wait().unwrap();
+            server.0.kill().unwrap();
+            server.0.wait().unwrap();
             stop.store(true, Ordering::SeqCst);
             worker.join().unwrap()
         });
@@ -469,8 +483,8 @@ fn killed_server_recovers_every_acknowledged_operation() {
         let mut c = Client::connect(addr.as_str(), None).unwrap();
         ledger.verify(&mut c, doubt, &when);
         ledger.next = doubt + 1;
-        server.kill().unwrap();
-        server.wait().unwrap();
+        server.0.kill().unwrap();
+        server.0.wait().unwrap();
     }
     let (mut server, addr) = serve(&path);
     let mut c = Client::connect(addr.as_str(), None).unwrap();
@@ -479,8 +493,8 @@ fn killed_server_recovers_every_acknowledged_operation() {
         ledger.done.insert(k);
     }
     ledger.verify(&mut c, u64::MAX, "after the server campaign");
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
     eprintln!(
         "server: {} kills, {} operations acknowledged, all recovered",
         kills(),

@@ -40,9 +40,19 @@ const DAY: i64 = 86_400_000_000;
 const RSS_MAX_MB: u64 = 2048;
 
 struct Server {
-    child: Child,
+    child: Reaped,
     native: String,
     pg: String,
+}
+
+/// A child process killed when dropped, so a failing assertion never leaves it running.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn serve(db: &std::path::Path) -> Server {
@@ -77,7 +87,7 @@ fn serve(db: &std::path::Path) -> Server {
         .collect();
     assert!(addrs.len() >= 2, "two addresses in the banner: {line}");
     Server {
-        child,
+        child: Reaped(child),
         native: addrs[0].clone(),
         pg: addrs[1].clone(),
     }
@@ -404,7 +414,7 @@ fn sixty_four_clients_mixed_protocols() {
     let stats = Stats::default();
     let stop = AtomicBool::new(false);
     let peak_rss = AtomicU64::new(0);
-    let pid = srv.child.id();
+    let pid = srv.child.0.id();
     let t0 = Instant::now();
     let (acked, storm_result) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..CLIENTS)
@@ -519,12 +529,10 @@ fn sixty_four_clients_mixed_protocols() {
         );
     };
     check(&srv, "after the run");
-    srv.child.kill().unwrap();
-    srv.child.wait().unwrap();
-    let mut srv = serve(&db);
+    srv.child.0.kill().unwrap();
+    srv.child.0.wait().unwrap();
+    let srv = serve(&db);
     check(&srv, "after a SIGKILL and restart");
     let total: u64 = acked.iter().sum();
     eprintln!("{total} acknowledged rows, all present after the restart");
-    srv.child.kill().unwrap();
-    srv.child.wait().unwrap();
 }

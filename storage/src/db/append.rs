@@ -51,6 +51,7 @@ impl Database {
         }
         drop(sums);
         st.wal.append(&payload)?;
+        st.wal_rows += n as u64;
         st.written_lsn += 1;
         let lsn = st.written_lsn;
         st.pending.push_back((lsn, tv.id, chunk));

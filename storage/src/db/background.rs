@@ -22,7 +22,12 @@ pub(super) fn maintenance_loop(s: &Shared) {
             }
             bg.wake = false;
         }
-        let due_flush = s.opts.flush_rows > 0 && lock(&s.state).mem_rows >= s.opts.flush_rows;
+        let due_flush = {
+            let st = lock(&s.state);
+            (s.opts.flush_rows > 0 && st.mem_rows >= s.opts.flush_rows)
+                || st.wal.end >= WAL_FLUSH_BYTES
+                || wal_is_dead(&st)
+        };
         let mut outcome = Ok(());
         if due_flush {
             outcome = s.flush().map(|_| ());
@@ -34,4 +39,25 @@ pub(super) fn maintenance_loop(s: &Shared) {
             lock(&s.bg).last_error = Some(e.to_string());
         }
     }
+}
+
+/// A WAL file this large is flushed whatever the rows held: its records may belong mostly to
+/// tables dropped or replaced since, and a restart replays all of it.
+pub(super) const WAL_FLUSH_BYTES: u64 = 256 << 20;
+
+/// Dead rows in the WAL (appended to tables dropped or replaced since) past which a flush is due
+/// when they also outnumber the live ones.
+pub(super) const WAL_DEAD_ROWS: u64 = 10_000;
+
+/// True when most of the WAL's rows belong to tables dropped or replaced since it started. A
+/// flush then writes the live rows to segments and starts a new WAL file, deleting the old ones;
+/// without it, a server whose jobs append and then replace tables (the journey runner, the demo)
+/// would keep every record until `flush_rows` rows are live at once, and replay them all at the
+/// next start.
+pub(super) fn wal_is_dead(st: &State) -> bool {
+    let dead = st.wal_rows.saturating_sub(st.mem_rows);
+    dead >= WAL_DEAD_ROWS
+        && dead >= st.mem_rows
+        && st.pending.is_empty()
+        && st.written_lsn == st.applied_lsn
 }

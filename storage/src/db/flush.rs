@@ -37,12 +37,15 @@ impl Shared {
                 .filter(|t| !t.mem.is_empty())
                 .cloned()
                 .collect();
-            if frozen.is_empty() {
+            // With nothing in memory the flush still starts a new WAL file when the current one
+            // holds records (of tables dropped since): see `background::wal_is_dead`.
+            if frozen.is_empty() && st.wal.end <= crate::format::FILE_HEADER_LEN as u64 {
                 return Ok(FlushStats::default());
             }
             let new_seq = st.wal_seq + 1;
             st.wal = create_wal(&*self.fs, &wal_dir(&self.dir), new_seq)?;
             st.wal_seq = new_seq;
+            st.wal_rows = 0;
             (frozen, new_seq, st.manifest.partition_rows)
         };
         // 2. Write one segment per table and partition, outside the lock.

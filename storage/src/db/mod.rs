@@ -199,6 +199,9 @@ struct State {
     poisoned: Option<String>,
     pending: VecDeque<(u64, TableId, Arc<Chunk>)>,
     mem_rows: u64,
+    /// Rows appended to the WAL since its start (the manifest's `wal_start`): those of `mem_rows`
+    /// and those of tables dropped or replaced since. The difference is dead weight a flush drops.
+    wal_rows: u64,
 }
 
 #[derive(Default)]

@@ -371,6 +371,7 @@ impl Database {
             poisoned: None,
             pending: VecDeque::new(),
             mem_rows,
+            wal_rows: mem_rows,
         };
         let shared = Arc::new(Shared {
             fs,
