@@ -116,7 +116,8 @@ impl Engine {
     }
 
     /// The same engine refusing, at planning, any query whose scans would decode more than
-    /// `bytes` (see [`crate::plan::Plan::memory_estimate`]): the server's per-query memory bound.
+    /// `bytes` (see [`crate::plan::Plan::memory_estimate`]), and stopping one that comes to hold
+    /// more while it runs (see [`crate::budget`]): the server's per-query memory bound.
     pub fn with_memory_limit(mut self, bytes: u64) -> Engine {
         self.memory_limit = Some(bytes);
         self
@@ -257,6 +258,10 @@ impl Engine {
 
     /// Streams the rows of a parsed query (see [`Engine::query_stream`]).
     pub fn stream_statement(&self, stmt: &Statement) -> Result<crate::exec::BatchStream> {
+        crate::budget::with_limit(self.memory_limit, || self.stream_statement_within(stmt))
+    }
+
+    fn stream_statement_within(&self, stmt: &Statement) -> Result<crate::exec::BatchStream> {
         let Statement::Query(q) = stmt else {
             return Err(QueryError::Unsupported(
                 "only a query can stream rows".into(),
@@ -302,9 +307,16 @@ impl Engine {
         }
     }
 
-    /// Runs one parsed statement (see [`Engine::parse`]).
-    // long: one arm per statement kind, each a call.
+    /// Runs one parsed statement (see [`Engine::parse`]), within the per-query memory limit
+    /// (see [`crate::budget`]).
     pub fn execute_statement(&self, stmt: &Statement, extras: &Extras) -> Result<Output> {
+        crate::budget::with_limit(self.memory_limit, || {
+            self.execute_statement_within(stmt, extras)
+        })
+    }
+
+    // long: one arm per statement kind, each a call.
+    fn execute_statement_within(&self, stmt: &Statement, extras: &Extras) -> Result<Output> {
         let rules = extras.rules.as_slice();
         match stmt {
             Statement::Copy { .. } => self.copy_file(stmt, &extras.copy_options),

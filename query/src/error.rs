@@ -31,7 +31,7 @@ pub enum QueryError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// The query would need more memory than the per-query limit allows.
-    #[error("the query would decode about {need_mib} MiB, over the per-query memory limit of {limit_mib} MiB; narrow it (fewer columns, a filter, a sample) or raise the limit")]
+    #[error("the query needs about {need_mib} MiB, over the per-query memory limit of {limit_mib} MiB; narrow it (fewer columns, a filter, a sample, a LIMIT) or raise the limit")]
     MemoryLimit {
         /// Estimated need, MiB.
         need_mib: u64,

@@ -92,19 +92,23 @@ pub fn par_map<I: Sync, T: Send>(
     let next = AtomicUsize::new(0);
     let mut slots: Vec<Option<Result<T>>> = (0..items.len()).map(|_| None).collect();
     let flag = crate::cancel::current();
+    let budget = crate::budget::current();
     let results: Vec<Vec<(usize, Result<T>)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let flag = flag.clone();
+                let budget = budget.clone();
                 s.spawn(|| {
-                    crate::cancel::with_flag(flag, || {
-                        let mut out = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(item) = items.get(i) else { break };
-                            out.push((i, crate::cancel::check().and_then(|()| f(item))));
-                        }
-                        out
+                    crate::budget::with_budget(budget, || {
+                        crate::cancel::with_flag(flag, || {
+                            let mut out = Vec::new();
+                            loop {
+                                let i = next.fetch_add(1, Ordering::Relaxed);
+                                let Some(item) = items.get(i) else { break };
+                                out.push((i, crate::cancel::check().and_then(|()| f(item))));
+                            }
+                            out
+                        })
                     })
                 })
             })
@@ -250,10 +254,20 @@ fn sample_rows(rows: &RoaringBitmap, s: Sample) -> RoaringBitmap {
         .unwrap_or_default()
 }
 
-/// Executes a plan into a relation.
+/// Executes a plan into a relation, within the statement's memory budget (see [`crate::budget`]).
+pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
+    let mark = crate::budget::mark();
+    let rel = execute_node(plan, snap)?;
+    if crate::budget::current().is_some() {
+        crate::budget::settle(mark, crate::budget::relation_bytes(&rel))?;
+    }
+    Ok(rel)
+}
+
+/// Executes one operator (its inputs through [`execute`]).
 #[recursive::recursive]
 // long: one arm per plan operator; each arm is short.
-pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
+fn execute_node(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
     match plan {
         Plan::Scan { table, load, cols } => {
             let parts = table.partitions();
@@ -867,14 +881,21 @@ pub fn run_query(q: &QueryPlan, snap: &Snapshot) -> Result<RecordBatch> {
         let b = batch.project(project)?;
         return sort_limit(b, q);
     }
+    let mark = crate::budget::mark();
     let rel = execute(&q.plan, snap)?;
     let cap = if q.order.is_empty() {
         q.limit.map(|l| l.saturating_add(q.offset))
     } else {
         None
     };
+    // The whole result is held (with the relation it came from), then sorted into a copy.
     let batch = to_batch(&rel, snap, cap)?;
-    sort_limit(batch, q)
+    crate::budget::settle(mark, batch.get_array_memory_size() as u64)?;
+    drop(rel);
+    let mark = crate::budget::mark();
+    let out = sort_limit(batch, q)?;
+    crate::budget::settle(mark, out.get_array_memory_size() as u64)?;
+    Ok(out)
 }
 
 /// Rows per batch of a streamed result.

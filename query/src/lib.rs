@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod agg;
+pub mod budget;
 pub mod cancel;
 pub mod catalog;
 pub mod copy;

@@ -53,7 +53,8 @@ pub struct Config {
     /// heavy query cannot take every slot.
     pub max_running: usize,
     /// Per-query memory bound in bytes: a query whose scans would decode more is refused at
-    /// planning with an Error(Limit) (`None`: no bound).
+    /// planning, and one that holds more while it runs (operator outputs, a sorted result and
+    /// its copy) is stopped, with an Error(Limit) (`None`: no bound).
     pub query_memory_max: Option<u64>,
     /// The directory `COPY .. FROM 'file'` may read below (`None`: the server opens no file a
     /// client names; clients stream files with Load frames instead).

@@ -262,7 +262,8 @@ pub struct ServeArgs {
     /// Most requests executing at once (default 2 × CPUs); the others wait for a slot.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_running: Option<u64>,
-    /// Refuse a query whose scans would decode more than this many MiB (0: no bound).
+    /// Refuse a query that would decode, or comes to hold while it runs, more than this many MiB
+    /// (0: no bound).
     #[arg(long, default_value_t = 8192)]
     pub query_memory_mb: u64,
     /// Largest native protocol frame, in bytes (4096 to 4294967295).
