@@ -21,7 +21,7 @@ use crate::settings::Settings;
 use crate::types::{DType, Scalar};
 
 /// Name prefix of CREATE TABLE AS scratch tables (`_ctas_<pid>_<n>`).
-const CTAS_PREFIX: &str = "_ctas_";
+pub(crate) const CTAS_PREFIX: &str = "_ctas_";
 
 /// Rows per append when a query's result is written into a table.
 const WRITE_BATCH_ROWS: usize = 1 << 20;
@@ -40,6 +40,31 @@ pub enum Output {
     },
 }
 
+/// What a finished statement did, for a [`StatementLog`].
+#[derive(Debug, Clone)]
+pub struct StatementRecord {
+    /// The statement as parsed, printed back (literals kept).
+    pub text: String,
+    /// When it started, µs since the epoch.
+    pub start_us: i64,
+    /// Wall time until its result was complete (a streamed result: until it was consumed).
+    pub wall_us: u64,
+    /// Scans and CPU time (see [`crate::meter`]).
+    pub reading: crate::meter::Reading,
+    /// Rows returned to the client.
+    pub rows_returned: u64,
+    /// Rows written (INSERT, CREATE TABLE AS, COPY FROM; appends and loads).
+    pub rows_written: u64,
+    /// Arrow bytes of the batches appended or loaded (0 for SQL writes, which report rows).
+    pub bytes_written: u64,
+}
+
+/// Where a session reports each statement it finished (the server's query log).
+pub trait StatementLog: Send + Sync + std::fmt::Debug {
+    /// Records one statement; `error` when it failed.
+    fn record(&self, r: StatementRecord, error: Option<&QueryError>);
+}
+
 /// Runs SQL against an embedded database.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -53,6 +78,8 @@ pub struct Engine {
     pub(crate) files: Arc<crate::files::FileAccess>,
     /// This session's `LOCK TABLE` locks (released when its last clone is dropped).
     locks: Arc<crate::locks::SessionLocks>,
+    /// Where finished statements are reported, if anywhere.
+    log: Option<Arc<dyn StatementLog>>,
 }
 
 pub use crate::parse::{Extras, ParsedStatement};
@@ -91,7 +118,19 @@ impl Engine {
             settings: Arc::new(Mutex::new(Settings::default())),
             files: Arc::new(crate::files::FileAccess::default()),
             locks: Arc::new(crate::locks::SessionLocks::new_table()),
+            log: None,
         }
+    }
+
+    /// The same session reporting every statement it runs to `log`.
+    pub fn with_log(mut self, log: Arc<dyn StatementLog>) -> Engine {
+        self.log = Some(log);
+        self
+    }
+
+    /// The statement log of this session, if any.
+    pub fn log(&self) -> Option<&Arc<dyn StatementLog>> {
+        self.log.as_ref()
     }
 
     /// A new session over the same database and limits, with its own settings (`SET`): the server
@@ -258,7 +297,35 @@ impl Engine {
 
     /// Streams the rows of a parsed query (see [`Engine::query_stream`]).
     pub fn stream_statement(&self, stmt: &Statement) -> Result<crate::exec::BatchStream> {
-        crate::budget::with_limit(self.memory_limit, || self.stream_statement_within(stmt))
+        let run =
+            || crate::budget::with_limit(self.memory_limit, || self.stream_statement_within(stmt));
+        let Some(log) = self.log.clone() else {
+            return run();
+        };
+        let (start_us, t0) = (now_epoch_us(), std::time::Instant::now());
+        let (out, reading) = crate::meter::measure(run);
+        let mut record = StatementRecord {
+            text: stmt.to_string(),
+            start_us,
+            wall_us: 0,
+            reading,
+            rows_returned: 0,
+            rows_written: 0,
+            bytes_written: 0,
+        };
+        match out {
+            Err(e) => {
+                record.wall_us = t0.elapsed().as_micros() as u64;
+                log.record(record, Some(&e));
+                Err(e)
+            }
+            // The stream reports when it is dropped: its rows are known only once consumed.
+            Ok(stream) => Ok(stream.on_done(Box::new(move |rows, error| {
+                record.wall_us = t0.elapsed().as_micros() as u64;
+                record.rows_returned = rows;
+                log.record(record, error);
+            }))),
+        }
     }
 
     fn stream_statement_within(&self, stmt: &Statement) -> Result<crate::exec::BatchStream> {
@@ -310,9 +377,32 @@ impl Engine {
     /// Runs one parsed statement (see [`Engine::parse`]), within the per-query memory limit
     /// (see [`crate::budget`]).
     pub fn execute_statement(&self, stmt: &Statement, extras: &Extras) -> Result<Output> {
-        crate::budget::with_limit(self.memory_limit, || {
-            self.execute_statement_within(stmt, extras)
-        })
+        let run = || {
+            crate::budget::with_limit(self.memory_limit, || {
+                self.execute_statement_within(stmt, extras)
+            })
+        };
+        let Some(log) = &self.log else {
+            return run();
+        };
+        let (start_us, t0) = (now_epoch_us(), std::time::Instant::now());
+        let (out, reading) = crate::meter::measure(run);
+        let (rows_returned, rows_written) = match &out {
+            Ok(Output::Rows(b)) => (b.num_rows() as u64, 0),
+            Ok(Output::Done { rows, .. }) => (0, *rows),
+            Err(_) => (0, 0),
+        };
+        let record = StatementRecord {
+            text: stmt.to_string(),
+            start_us,
+            wall_us: t0.elapsed().as_micros() as u64,
+            reading,
+            rows_returned,
+            rows_written,
+            bytes_written: 0,
+        };
+        log.record(record, out.as_ref().err());
+        out
     }
 
     // long: one arm per statement kind, each a call.
@@ -562,7 +652,7 @@ impl Engine {
                 let mut names: Vec<String> = snap
                     .table_names()
                     .into_iter()
-                    .filter(|n| !n.starts_with(CTAS_PREFIX))
+                    .filter(|n| !crate::is_internal_table(n))
                     .collect();
                 names.sort();
                 let schema = Arc::new(Schema::new(vec![utf8("name", false)]));
@@ -1453,4 +1543,11 @@ fn type_hint(
         }
         _ => None,
     }
+}
+
+/// Microseconds since the Unix epoch, now.
+fn now_epoch_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }

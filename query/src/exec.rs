@@ -93,21 +93,25 @@ pub fn par_map<I: Sync, T: Send>(
     let mut slots: Vec<Option<Result<T>>> = (0..items.len()).map(|_| None).collect();
     let flag = crate::cancel::current();
     let budget = crate::budget::current();
+    let meter = crate::meter::current();
     let results: Vec<Vec<(usize, Result<T>)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let flag = flag.clone();
                 let budget = budget.clone();
+                let meter = meter.clone();
                 s.spawn(|| {
-                    crate::budget::with_budget(budget, || {
-                        crate::cancel::with_flag(flag, || {
-                            let mut out = Vec::new();
-                            loop {
-                                let i = next.fetch_add(1, Ordering::Relaxed);
-                                let Some(item) = items.get(i) else { break };
-                                out.push((i, crate::cancel::check().and_then(|()| f(item))));
-                            }
-                            out
+                    crate::meter::in_worker(meter, || {
+                        crate::budget::with_budget(budget, || {
+                            crate::cancel::with_flag(flag, || {
+                                let mut out = Vec::new();
+                                loop {
+                                    let i = next.fetch_add(1, Ordering::Relaxed);
+                                    let Some(item) = items.get(i) else { break };
+                                    out.push((i, crate::cancel::check().and_then(|()| f(item))));
+                                }
+                                out
+                            })
                         })
                     })
                 })
@@ -311,14 +315,25 @@ fn execute_node(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
                     groups,
                 })
             })?;
-            Ok(Relation {
+            let rel = Relation {
                 cols: cols.clone(),
                 parts: parts
                     .into_iter()
                     .zip(frames)
                     .map(|(p, f)| (p, vec![f]))
                     .collect(),
-            })
+            };
+            if crate::meter::active() {
+                let stored: u64 = table.storage().iter().map(|s| s.size_bytes).sum();
+                let loaded = load.iter().filter(|l| !matches!(l, Load::No)).count() as u64;
+                let ncols = load.len() as u64;
+                crate::meter::scanned(
+                    table.row_count(),
+                    stored * (loaded + 1) / (ncols + 1),
+                    crate::budget::relation_bytes(&rel),
+                );
+            }
+            Ok(rel)
         }
         Plan::Sample { input, sample } => {
             let rel = execute(input, snap)?;
@@ -910,6 +925,22 @@ pub struct BatchStream {
     ready: Option<std::vec::IntoIter<RecordBatch>>,
     /// The schema of a result computed whole (it is that batch's).
     whole_schema: Option<Arc<Schema>>,
+    /// Rows handed out so far, and the first error.
+    rows: u64,
+    error: Option<QueryError>,
+    /// Called once when the stream is dropped (the query log's record).
+    done: Option<OnDone>,
+}
+
+/// What a [`BatchStream`] calls when it is dropped: the rows it handed out, its error if any.
+pub type OnDone = Box<dyn FnOnce(u64, Option<&QueryError>) + Send>;
+
+impl Drop for BatchStream {
+    fn drop(&mut self) {
+        if let Some(f) = self.done.take() {
+            f(self.rows, self.error.as_ref());
+        }
+    }
 }
 
 impl BatchStream {
@@ -921,6 +952,12 @@ impl BatchStream {
         }
     }
 
+    /// The same stream calling `f` when it is dropped.
+    pub fn on_done(mut self, f: OnDone) -> BatchStream {
+        self.done = Some(f);
+        self
+    }
+
     /// A stream of one batch computed whole.
     pub fn whole(b: RecordBatch, snap: &Snapshot) -> BatchStream {
         BatchStream {
@@ -929,14 +966,13 @@ impl BatchStream {
             snap: snap.clone(),
             whole_schema: Some(b.schema()),
             ready: Some(vec![b].into_iter()),
+            rows: 0,
+            error: None,
+            done: None,
         }
     }
-}
 
-impl Iterator for BatchStream {
-    type Item = Result<RecordBatch>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
         if let Err(e) = crate::cancel::check() {
             // Cancelled: this error ends the stream.
             self.ready = Some(Vec::new().into_iter());
@@ -957,6 +993,26 @@ impl Iterator for BatchStream {
             &self.snap,
             None,
         ))
+    }
+}
+
+impl Iterator for BatchStream {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = self.next_batch();
+        match &next {
+            Some(Ok(b)) => self.rows += b.num_rows() as u64,
+            Some(Err(e)) if self.error.is_none() => {
+                // Kept for the query log (the error itself goes to the caller).
+                self.error = Some(match e {
+                    QueryError::Cancelled => QueryError::Cancelled,
+                    other => QueryError::Internal(other.to_string()),
+                });
+            }
+            _ => {}
+        }
+        next
     }
 }
 
@@ -999,6 +1055,9 @@ pub fn stream_query(q: &QueryPlan, snap: &Snapshot) -> Result<BatchStream> {
         snap: snap.clone(),
         ready: None,
         whole_schema: None,
+        rows: 0,
+        error: None,
+        done: None,
     })
 }
 

@@ -23,6 +23,7 @@ pub mod format;
 pub mod func;
 pub mod join;
 mod locks;
+pub mod meter;
 pub mod parse;
 pub mod plan;
 pub mod settings;
@@ -31,7 +32,17 @@ pub mod system;
 pub mod types;
 pub mod vector;
 
-pub use engine::{Engine, Output};
+pub use engine::{Engine, Output, StatementLog, StatementRecord};
+
+/// The stored table behind `system.queries` (the server's query log): a name no user table takes by
+/// accident.
+pub const QUERY_LOG_TABLE: &str = "_journeydb_queries";
+
+/// True for the engine's own tables, which listings (`SHOW TABLES`, the catalog, `system.tables`)
+/// leave out: the query log and the scratch tables of CREATE TABLE AS.
+pub fn is_internal_table(name: &str) -> bool {
+    name == QUERY_LOG_TABLE || name.starts_with(engine::CTAS_PREFIX)
+}
 
 /// The PostgreSQL version journeydb reports (`server_version`): clients such as psql choose their
 /// catalog queries by it.
@@ -40,4 +51,4 @@ pub const SERVER_VERSION: &str = "14.0 (journeydb)";
 pub const SERVER_VERSION_NUM: &str = "140000";
 pub use error::{QueryError, Result};
 /// The storage errors a [`QueryError::Storage`] carries, for callers that classify them.
-pub use journeydb_storage::{BulkLoad, ColumnDef, ColumnType, MergeRule, StorageError};
+pub use journeydb_storage::{BulkLoad, ColumnDef, ColumnType, KeyType, MergeRule, StorageError};

@@ -21,7 +21,11 @@ pub fn table(snap: &Snapshot, name: &str) -> Result<RecordBatch> {
                 Vec<i64>,
             ) = (vec![], vec![], vec![], vec![]);
             let (mut bytes, mut mem): (Vec<i64>, Vec<i64>) = (vec![], vec![]);
-            for n in snap.table_names() {
+            for n in snap
+                .table_names()
+                .into_iter()
+                .filter(|n| !crate::is_internal_table(n))
+            {
                 let t = snap.table(&n)?;
                 let storage = t.storage();
                 names.push(n);
@@ -59,7 +63,11 @@ pub fn table(snap: &Snapshot, name: &str) -> Result<RecordBatch> {
             let (mut tables, mut ids): (Vec<String>, Vec<Option<i64>>) = (vec![], vec![]);
             let (mut parts, mut rows, mut bytes): (Vec<i64>, Vec<i64>, Vec<i64>) =
                 (vec![], vec![], vec![]);
-            for n in snap.table_names() {
+            for n in snap
+                .table_names()
+                .into_iter()
+                .filter(|n| !crate::is_internal_table(n))
+            {
                 for seg in snap.table(&n)?.storage() {
                     tables.push(n.clone());
                     ids.push(seg.id.map(|i| i.0 as i64));

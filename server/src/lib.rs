@@ -61,6 +61,8 @@ pub struct Config {
     pub import_dir: Option<std::path::PathBuf>,
     /// The directory `COPY .. TO 'file'` may write below (`None`: none).
     pub export_dir: Option<std::path::PathBuf>,
+    /// Days the query log (`system.queries`) keeps; 0: no query log.
+    pub query_log_days: u32,
 }
 
 impl Default for Config {
@@ -80,6 +82,7 @@ impl Default for Config {
             query_memory_max: Some(8 << 30),
             import_dir: None,
             export_dir: None,
+            query_log_days: 7,
         }
     }
 }
@@ -106,6 +109,9 @@ pub enum ServerError {
         /// The error.
         source: std::io::Error,
     },
+    /// The query log's table could not be made ready.
+    #[error("query log: {0}")]
+    QueryLog(String),
 }
 
 /// The error class of a query error on the wire (see [`classify`]).
@@ -163,6 +169,8 @@ pub struct Server {
     /// PostgreSQL cancel keys: backend id -> (secret, the connection's cancel flag).
     cancel_keys: std::sync::Mutex<std::collections::HashMap<i32, (i32, Arc<AtomicBool>)>>,
     next_backend: std::sync::atomic::AtomicI32,
+    /// The query log (`system.queries`), unless `query_log_days` is 0.
+    query_log: Option<Arc<querylog::QueryLog>>,
 }
 
 /// A registered cancel key; unregistered when dropped (the connection ended).
@@ -261,10 +269,18 @@ impl Server {
                 Some(l)
             }
         };
+        let query_log = match config.query_log_days {
+            0 => None,
+            days => Some(Arc::new(
+                querylog::QueryLog::open(&engine, days)
+                    .map_err(|e| ServerError::QueryLog(e.to_string()))?,
+            )),
+        };
         Ok(Server {
             listener,
             pg_listener,
             engine,
+            query_log,
             admission: conn::Admission::default(),
             cancel_keys: std::sync::Mutex::new(std::collections::HashMap::new()),
             next_backend: std::sync::atomic::AtomicI32::new(1),
@@ -299,6 +315,10 @@ impl Server {
     /// a tenth of a second of the stop).
     pub fn serve(&self) -> Result<(), ServerError> {
         std::thread::scope(|s| {
+            if let Some(log) = &self.query_log {
+                let stop = &self.stop;
+                s.spawn(move || log.run(stop));
+            }
             while !self.stop.load(Ordering::SeqCst) {
                 let mut idle = true;
                 if let Some(pg) = &self.pg_listener {
@@ -361,11 +381,6 @@ impl Server {
         }
     }
 
-    /// The engine each connection starts a session of.
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// The settings.
     pub(crate) fn config(&self) -> &Config {
         &self.config
@@ -417,9 +432,23 @@ impl Server {
         &self.slots
     }
 
-    fn connection(&self, stream: TcpStream, pending: conn::Pending<'_>) -> Result<(), ClientError> {
-        // Each connection is a session with its own settings (`SET`).
+    /// A connection's session: its own settings (`SET`), and its statements reported to the
+    /// query log as `user` from the peer of `stream` over `protocol`.
+    pub(crate) fn session(&self, user: &str, stream: &TcpStream, protocol: &'static str) -> Engine {
         let engine = self.engine.session();
+        match &self.query_log {
+            Some(log) => {
+                let peer = stream
+                    .peer_addr()
+                    .map_or_else(|_| "?".into(), |a| a.to_string());
+                engine.with_log(log.connection(user, peer, protocol))
+            }
+            None => engine,
+        }
+    }
+
+    fn connection(&self, stream: TcpStream, pending: conn::Pending<'_>) -> Result<(), ClientError> {
+        let engine = self.session("", &stream, "native");
         let probe = stream.try_clone()?;
         let evicted = pending.evicted();
         let transport = conn::Transport::shared(stream);
@@ -586,6 +615,8 @@ impl Server {
             Frame::Ping => write_frame(w, &Frame::Pong)?,
             Frame::Query { sql } => self.query(engine, w, &sql)?,
             Frame::Append { table, ipc } => {
+                let started = Started::now();
+                let mut bytes = 0;
                 let reply = decode_ipc(ipc)
                     .map_err(|e| (ErrorCode::Protocol, e.to_string()))
                     .and_then(|batches| {
@@ -599,6 +630,7 @@ impl Server {
                                     .map_err(|e| (ErrorCode::User, format!("append: {e}")))?
                             }
                         };
+                        bytes = one.get_array_memory_size() as u64;
                         engine
                             .database()
                             .append(&table, &one)
@@ -608,6 +640,13 @@ impl Server {
                                 (error_code(&qe), qe.to_string())
                             })
                     });
+                started.log(
+                    engine,
+                    format!("APPEND INTO {table}"),
+                    reply.as_ref().map_or(0, |n| *n),
+                    bytes,
+                    reply.as_ref().err().map(|(_, m)| m.as_str()),
+                );
                 match reply {
                     Ok(n) => write_frame(
                         w,
@@ -619,7 +658,11 @@ impl Server {
                     Err((code, message)) => write_frame(w, &Frame::Error { code, message })?,
                 }
             }
-            Frame::Swap { a, b } => match engine.database().swap_tables(&a, &b) {
+            Frame::Swap { a, b } => match Started::now().log_result(
+                engine,
+                format!("SWAP {a} WITH {b}"),
+                engine.database().swap_tables(&a, &b),
+            ) {
                 Ok(_) => write_frame(
                     w,
                     &Frame::Done {
@@ -898,6 +941,7 @@ impl Session for EmbeddedSession {
 }
 pub mod conn;
 pub mod pg;
+pub mod querylog;
 pub mod scram;
 
 /// Largest Hello frame read before a client authenticated.
@@ -948,4 +992,57 @@ pub(crate) fn await_request(
     };
     stream.set_read_timeout(Some(idle))?;
     Ok(ready)
+}
+
+/// The start of a native request that is not SQL (an append, a swap), for the query log.
+struct Started {
+    start_us: i64,
+    t0: std::time::Instant,
+    cpu_ns: u64,
+}
+
+impl Started {
+    fn now() -> Started {
+        Started {
+            start_us: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64),
+            t0: std::time::Instant::now(),
+            cpu_ns: journeydb_query::meter::thread_cpu_ns(),
+        }
+    }
+
+    /// Reports the request to the session's query log, if it has one.
+    fn log(&self, engine: &Engine, text: String, rows: u64, bytes: u64, error: Option<&str>) {
+        let Some(log) = engine.log() else {
+            return;
+        };
+        let reading = journeydb_query::meter::Reading {
+            cpu_us: journeydb_query::meter::thread_cpu_ns().saturating_sub(self.cpu_ns) / 1000,
+            ..Default::default()
+        };
+        let record = journeydb_query::StatementRecord {
+            text,
+            start_us: self.start_us,
+            wall_us: self.t0.elapsed().as_micros() as u64,
+            reading,
+            rows_returned: 0,
+            rows_written: rows,
+            bytes_written: bytes,
+        };
+        let error = error.map(|m| QueryError::Internal(m.to_string()));
+        log.record(record, error.as_ref());
+    }
+
+    /// [`Started::log`] of a storage call's result, which it returns.
+    fn log_result<T>(
+        &self,
+        engine: &Engine,
+        text: String,
+        r: Result<T, journeydb_query::StorageError>,
+    ) -> Result<T, journeydb_query::StorageError> {
+        let error = r.as_ref().err().map(|e| e.to_string());
+        self.log(engine, text, 0, 0, error.as_deref());
+        r
+    }
 }

@@ -414,8 +414,9 @@ fn startup<'a>(
     r: &mut BufReader<Guarded<'a>>,
     out: &mut Out<Guarded<'a>>,
     server: &crate::Server,
-) -> Result<bool, PgClosed> {
+) -> Result<Option<String>, PgClosed> {
     let config = server.config();
+    let mut user = String::new();
     // Startup, within the authentication deadline: SSL / GSS requests are declined, then the real
     // startup packet.
     loop {
@@ -448,7 +449,7 @@ fn startup<'a>(
                 // The connection to cancel is named by its key; the request gets no answer.
                 let (pid, secret) = (be_i32(&body, &mut pos)?, be_i32(&body, &mut pos)?);
                 server.cancel(pid, secret);
-                return Ok(false);
+                return Ok(None);
             }
             v if v >> 16 == 3 => {
                 // Protocol 3.x: journeydb speaks 3.0. A newer minor version, or protocol options
@@ -458,7 +459,10 @@ fn startup<'a>(
                     if key.is_empty() {
                         break;
                     }
-                    let _value = cstr(&body, &mut pos)?;
+                    let value = cstr(&body, &mut pos)?;
+                    if key == "user" {
+                        user = value;
+                    }
                     if key.starts_with("_pq_.") {
                         unknown.push(key);
                     }
@@ -477,7 +481,7 @@ fn startup<'a>(
             other => {
                 out.error("08P01", &format!("unsupported protocol {other:#x}"))?;
                 out.w.flush()?;
-                return Ok(false);
+                return Ok(None);
             }
         }
     }
@@ -498,10 +502,10 @@ fn startup<'a>(
                 "password authentication failed (the password is the server's token)",
             )?;
             out.w.flush()?;
-            return Ok(false);
+            return Ok(None);
         }
     }
-    Ok(true)
+    Ok(Some(user))
 }
 
 /// AuthenticationOk, the ParameterStatus messages clients read, and BackendKeyData with the key a
@@ -562,13 +566,13 @@ pub fn connection(
         w: BufWriter::new(Guarded::new(transport, stop, evicted)),
         in_block: false,
     };
-    if !startup(&mut r, &mut out, server)? {
+    let Some(user) = startup(&mut r, &mut out, server)? else {
         return Ok(());
-    }
+    };
     let Some(_active) = pending.admit(config.max_connections) else {
         return too_many_clients(&mut out, config.max_connections);
     };
-    let engine = &server.engine().session();
+    let engine = &server.session(&user, &probe, "postgresql");
     let (len_max, idle, slots) = (config.frame_len_max, config.idle_timeout, server.slots());
     let cancel = Arc::new(AtomicBool::new(false));
     let _key = greet(&mut out, server, cancel.clone())?;

@@ -53,6 +53,7 @@ fn start(token: Option<&str>, max_connections: usize) -> Running {
         tls: None,
         import_dir: None,
         export_dir: None,
+        query_log_days: 7,
     };
     let server = Server::bind(config, engine.clone()).unwrap();
     let addr = server.local_addr().unwrap();

@@ -72,6 +72,7 @@ fn start(max_connections: usize, max_running: usize) -> Running {
         tls: None,
         import_dir: None,
         export_dir: None,
+        query_log_days: 7,
     };
     let server = Server::bind(config, engine).unwrap();
     let (addr, pg) = (server.local_addr().unwrap(), server.pg_addr().unwrap());

@@ -292,6 +292,10 @@ pub struct ServeArgs {
     /// Key type of a new database.
     #[arg(long, value_enum, default_value = "varchar", ignore_case = true)]
     pub key_type: KeyTypeArg,
+    /// Days the query log (`SELECT .. FROM system.queries`: every statement, who ran it, its
+    /// times, scans and result) keeps; 0 turns the log off.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=36500))]
+    pub query_log_days: u32,
     /// Acknowledged rows held in memory (and in the WAL) before the background thread writes
     /// them to segments.
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..))]

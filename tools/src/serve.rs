@@ -26,6 +26,7 @@ pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
         idle_timeout: Duration::from_secs(a.idle_timeout_s),
         io_timeout: Duration::from_secs(a.io_timeout_s),
         max_pending: a.max_pending as usize,
+        query_log_days: a.query_log_days,
         pg_auth: match a.pg_auth {
             journeydb_tools::cli::PgAuthArg::Scram => journeydb_server::PgAuth::Scram,
             journeydb_tools::cli::PgAuthArg::Password => journeydb_server::PgAuth::Password,

@@ -145,6 +145,9 @@ pub fn tables(snap: &Snapshot) -> Result<Vec<TableInfo>> {
     };
     let mut out = Vec::new();
     for name in snap.table_names() {
+        if crate::is_internal_table(&name) {
+            continue;
+        }
         let t = snap.table(&name)?;
         let schema = t.schema();
         let mut cols = vec![(schema.key_name.clone(), key_oid, true)];

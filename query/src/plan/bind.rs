@@ -269,8 +269,12 @@ pub(super) fn plan_factor(
                 let plan = table_function(name, &args.args, ctx)?;
                 return Ok((plan, alias.as_ref().map(|a| ident(&a.name)), None));
             }
-            let parts = object_name(name)?;
+            let mut parts = object_name(name)?;
             let alias_name = alias.as_ref().map(|a| ident(&a.name));
+            // The query log is a stored table under a name of its own (see `QUERY_LOG_TABLE`).
+            if parts == ["system", "queries"] {
+                parts = vec![crate::QUERY_LOG_TABLE.to_string()];
+            }
             if parts.len() == 2 && parts.first().map(String::as_str) == Some("system") {
                 if sample.is_some() {
                     return unsupported("TABLESAMPLE on a system table");

@@ -1,0 +1,236 @@
+//! The query log (issue 16): every statement, over either protocol, lands in `system.queries`
+//! with its user, client, protocol, text, times, scans and result; the log survives a restart,
+//! keeps `query_log_days`, and stays out of table listings.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use journeydb_client::{Client, Session};
+use journeydb_query::Engine;
+use journeydb_server::{Config, Server};
+use journeydb_storage::{Database, KeyType, Options};
+
+struct Running {
+    addr: std::net::SocketAddr,
+    pg: std::net::SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn start(dir: &std::path::Path, key_type: KeyType) -> Running {
+    let db = if dir.join("CURRENT").exists() {
+        Database::open(dir, Options::default())
+    } else {
+        Database::create(dir, key_type, Options::default())
+    }
+    .unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pg_listen: Some("127.0.0.1:0".parse().unwrap()),
+        query_log_days: 7,
+        ..Config::default()
+    };
+    let server = Server::bind(config, Engine::new(Arc::new(db))).unwrap();
+    let (addr, pg) = (server.local_addr().unwrap(), server.pg_addr().unwrap());
+    let stop = server.stop_handle();
+    let thread = Some(std::thread::spawn(move || server.serve().unwrap()));
+    Running {
+        addr,
+        pg,
+        stop,
+        thread,
+    }
+}
+
+fn strings(b: &RecordBatch, col: &str) -> Vec<String> {
+    let a = b.column_by_name(col).unwrap();
+    let a = a.as_any().downcast_ref::<StringArray>().unwrap();
+    (0..a.len())
+        .map(|i| {
+            if a.is_null(i) {
+                String::new()
+            } else {
+                a.value(i).to_string()
+            }
+        })
+        .collect()
+}
+
+fn ints(b: &RecordBatch, col: &str) -> Vec<i64> {
+    let a = b.column_by_name(col).unwrap();
+    let a = a.as_any().downcast_ref::<Int64Array>().unwrap();
+    (0..a.len()).map(|i| a.value(i)).collect()
+}
+
+/// The log's rows as (query, row) once `want` statements are in it (it is written each second).
+fn log_rows(c: &mut Client, want: usize) -> RecordBatch {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c
+            .run("SELECT query, user_name, client, protocol, result, error, wall_us, cpu_us, rows_scanned, bytes_decoded, rows_returned, rows_written, bytes_written, started_at FROM system.queries ORDER BY started_at")
+            .unwrap();
+        let b = arrow_select::concat::concat_batches(&r.batches[0].schema(), &r.batches).unwrap();
+        if b.num_rows() >= want || Instant::now() > deadline {
+            return b;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn every_statement_of_both_protocols_is_logged_and_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), KeyType::Varchar);
+    let mut n = Client::connect(srv.addr, None).unwrap();
+    n.run("CREATE TABLE t (k VARCHAR PRIMARY KEY, v BIGINT)")
+        .unwrap();
+    let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+    let b = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("v", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from(keys)) as ArrayRef,
+            Arc::new(Int64Array::from((0..1000).collect::<Vec<i64>>())) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    n.append("t", &b).unwrap();
+    n.run("SELECT count(*) FROM t WHERE v > 10").unwrap();
+    assert!(n.run("SELECT nope FROM t").is_err());
+    let mut p = postgres::Client::connect(
+        &format!("host=127.0.0.1 port={} user=analyst", srv.pg.port()),
+        postgres::NoTls,
+    )
+    .unwrap();
+    let rows = p
+        .query("SELECT k, v FROM t WHERE v < $1", &[&5i64])
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    p.batch_execute("INSERT INTO t VALUES ('x''y', 7)").unwrap();
+
+    let log = log_rows(&mut n, 6);
+    let text = strings(&log, "query");
+    let find = |needle: &str| {
+        text.iter()
+            .position(|q| q.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in the log: {text:#?}"))
+    };
+    let create = find("CREATE TABLE t");
+    let append = find("APPEND INTO t");
+    let count = find("count(*)");
+    let bad = find("nope");
+    let select = find("v < ");
+    let insert = find("INSERT INTO t");
+    // Statement order is kept.
+    assert!(create < append && append < count && count < bad && bad < select && select < insert);
+    let (users, protocols, results) = (
+        strings(&log, "user_name"),
+        strings(&log, "protocol"),
+        strings(&log, "result"),
+    );
+    assert_eq!(protocols[count], "native");
+    assert_eq!(protocols[select], "postgresql");
+    assert_eq!(users[select], "analyst");
+    assert!(strings(&log, "client")[select].starts_with("127.0.0.1:"));
+    assert_eq!(results[count], "ok");
+    assert_eq!(results[bad], "42703", "an unknown column's SQLSTATE");
+    assert!(strings(&log, "error")[bad].contains("nope"));
+    // Literals are kept (the parameter is bound as a literal).
+    assert!(text[insert].contains("'x''y'"), "{}", text[insert]);
+    assert!(text[select].contains('5'), "{}", text[select]);
+    // Scans, results and writes are counted.
+    let (scanned, decoded) = (ints(&log, "rows_scanned"), ints(&log, "bytes_decoded"));
+    assert_eq!(scanned[count], 1000);
+    assert!(decoded[count] >= 8000, "{}", decoded[count]);
+    assert_eq!(ints(&log, "rows_returned")[select], 5);
+    assert_eq!(ints(&log, "rows_written")[append], 1000);
+    assert!(ints(&log, "bytes_written")[append] > 8000);
+    assert_eq!(ints(&log, "rows_written")[insert], 1);
+    assert!(ints(&log, "wall_us").iter().all(|w| *w >= 0));
+    assert!(ints(&log, "cpu_us")[count] >= 0);
+    // The log is a table of its own, out of every listing.
+    for q in [
+        "SHOW TABLES",
+        "SELECT name FROM system.tables",
+        "SELECT table_name FROM information_schema.tables",
+    ] {
+        let r = n.run(q).unwrap();
+        let all: Vec<String> = r
+            .batches
+            .iter()
+            .flat_map(|b| strings(b, b.schema().field(0).name()))
+            .collect();
+        assert_eq!(all, ["t"], "{q}");
+    }
+    // SQL over it: statements per protocol.
+    let r = n
+        .run("SELECT protocol, count(*) AS n FROM system.queries GROUP BY protocol ORDER BY protocol")
+        .unwrap();
+    let per: BTreeMap<String, i64> = strings(&r.batches[0], "protocol")
+        .into_iter()
+        .zip(ints(&r.batches[0], "n"))
+        .collect();
+    assert!(per["native"] >= 4 && per["postgresql"] >= 2, "{per:?}");
+    drop(p);
+    drop(n);
+    drop(srv);
+
+    // After a restart the log is still there (the stop flushed it), and grows on.
+    let srv = start(dir.path(), KeyType::Varchar);
+    let mut n = Client::connect(srv.addr, None).unwrap();
+    n.run("SELECT 1").unwrap();
+    let log = log_rows(&mut n, text.len() + 2);
+    assert!(strings(&log, "query")
+        .iter()
+        .any(|q| q.contains("INSERT INTO t")));
+    assert!(
+        log.num_rows() > text.len(),
+        "{} rows after the restart",
+        log.num_rows()
+    );
+}
+
+#[test]
+fn the_log_keeps_its_days_and_works_with_integer_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let srv = start(dir.path(), KeyType::Bigint);
+        let mut n = Client::connect(srv.addr, None).unwrap();
+        n.run("CREATE TABLE t (k BIGINT PRIMARY KEY, v BIGINT)")
+            .unwrap();
+        let _ = log_rows(&mut n, 1);
+        // A row from 30 days ago, as if logged then.
+        n.run(&format!(
+            "INSERT INTO {} (query_id, query, started_at, result) VALUES (1, 'old', now() - INTERVAL '30 days', 'ok')",
+            journeydb_query::QUERY_LOG_TABLE
+        ))
+        .unwrap();
+        let log = log_rows(&mut n, 2);
+        assert!(strings(&log, "query").contains(&"old".to_string()));
+    }
+    // The next start removes what is older than the retention.
+    let srv = start(dir.path(), KeyType::Bigint);
+    let mut n = Client::connect(srv.addr, None).unwrap();
+    let log = log_rows(&mut n, 1);
+    let text = strings(&log, "query");
+    assert!(!text.contains(&"old".to_string()), "{text:?}");
+    assert!(
+        text.iter().any(|q| q.contains("CREATE TABLE t")),
+        "{text:?}"
+    );
+}
