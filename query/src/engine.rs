@@ -72,6 +72,8 @@ pub struct Engine {
     now_us: Option<i64>,
     seq: Arc<AtomicU64>,
     memory_limit: Option<u64>,
+    /// The rates of `system.costs`.
+    cost_rates: crate::costs::CostRates,
     /// This session's settings (`SET`); see [`Engine::session`].
     settings: Arc<Mutex<Settings>>,
     /// Which files `COPY` may name.
@@ -114,12 +116,19 @@ impl Engine {
             db,
             now_us: None,
             memory_limit: None,
+            cost_rates: crate::costs::CostRates::default(),
             seq: Arc::new(AtomicU64::new(0)),
             settings: Arc::new(Mutex::new(Settings::default())),
             files: Arc::new(crate::files::FileAccess::default()),
             locks: Arc::new(crate::locks::SessionLocks::new_table()),
             log: None,
         }
+    }
+
+    /// The same engine pricing `system.costs` with `rates`.
+    pub fn with_cost_rates(mut self, rates: crate::costs::CostRates) -> Engine {
+        self.cost_rates = rates;
+        self
     }
 
     /// The same session reporting every statement it runs to `log`.
@@ -370,6 +379,7 @@ impl Engine {
             now_us: self.now(),
             sample_seed: seed,
             memory_limit: self.memory_limit,
+            cost_rates: self.cost_rates,
             files: Some((self.files.as_ref(), self.db.as_ref())),
         }
     }

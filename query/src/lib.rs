@@ -15,6 +15,7 @@ pub mod budget;
 pub mod cancel;
 pub mod catalog;
 pub mod copy;
+pub mod costs;
 pub mod engine;
 pub mod error;
 pub mod exec;

@@ -591,3 +591,11 @@ mod tests {
         Ok(())
     }
 }
+
+/// Parses one query (`SELECT ..`): the text of a view the planner expands (`system.costs`).
+pub fn parse_query(sql: &str) -> Result<Box<sqlparser::ast::Query>> {
+    match parse(sql)?.pop().map(|(s, _)| s) {
+        Some(sqlparser::ast::Statement::Query(q)) => Ok(q),
+        _ => Err(QueryError::Internal(format!("not a query: {sql}"))),
+    }
+}

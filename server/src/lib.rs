@@ -63,6 +63,8 @@ pub struct Config {
     pub export_dir: Option<std::path::PathBuf>,
     /// Days the query log (`system.queries`) keeps; 0: no query log.
     pub query_log_days: u32,
+    /// The rates `system.costs` prices statements with.
+    pub cost_rates: journeydb_query::costs::CostRates,
 }
 
 impl Default for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
             import_dir: None,
             export_dir: None,
             query_log_days: 7,
+            cost_rates: journeydb_query::costs::CostRates::default(),
         }
     }
 }
@@ -230,7 +233,8 @@ impl Server {
         let engine = match config.query_memory_max {
             Some(bytes) => engine.with_memory_limit(bytes),
             None => engine,
-        };
+        }
+        .with_cost_rates(config.cost_rates);
         let dir = |d: &Option<std::path::PathBuf>, what: &str| -> Result<_, ServerError> {
             d.as_ref()
                 .map(|d| {

@@ -186,6 +186,46 @@ fn every_statement_of_both_protocols_is_logged_and_queryable() {
         .zip(ints(&r.batches[0], "n"))
         .collect();
     assert!(per["native"] >= 4 && per["postgresql"] >= 2, "{per:?}");
+    // system.costs: the log grouped per tenant and day, priced with the default rates.
+    let r = n
+        .run("SELECT tenant, statements, cpu_seconds, bytes_scanned, bytes_written, cost FROM system.costs")
+        .unwrap();
+    let c = &r.batches[0];
+    assert_eq!(c.num_rows(), 1, "one tenant, one day");
+    assert_eq!(strings(c, "tenant"), ["default"]);
+    let f = |b: &RecordBatch, col: &str| {
+        b.column_by_name(col)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::Float64Array>()
+            .unwrap()
+            .value(0)
+    };
+    let sums = n
+        .run("SELECT count(*) AS n, sum(cpu_us) AS cpu, sum(bytes_scanned) AS scanned, sum(bytes_written) AS written FROM system.queries")
+        .unwrap();
+    let s = &sums.batches[0];
+    // Statements logged between the two queries (the costs query itself) may differ by a few.
+    let (count, cpu_us, scanned, written) = (
+        ints(s, "n")[0],
+        ints(s, "cpu")[0],
+        ints(s, "scanned")[0],
+        ints(s, "written")[0],
+    );
+    assert!((ints(c, "statements")[0] - count).abs() <= 2);
+    assert_eq!(ints(c, "bytes_written")[0], written);
+    assert!(ints(c, "bytes_scanned")[0] <= scanned);
+    let rates = journeydb_query::costs::CostRates::default();
+    let want = f(c, "cpu_seconds") * rates.cpu_second
+        + ints(c, "bytes_scanned")[0] as f64 / 1e9 * rates.gb_scanned
+        + written as f64 / 1e9 * rates.gb_written;
+    assert!(
+        (f(c, "cost") - want).abs() < 1e-12,
+        "{} against {want}",
+        f(c, "cost")
+    );
+    assert!(f(c, "cpu_seconds") <= cpu_us as f64 / 1e6 + 1.0);
+    assert!(f(c, "cost") > 0.0);
     drop(p);
     drop(n);
     drop(srv);

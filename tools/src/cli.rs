@@ -296,6 +296,16 @@ pub struct ServeArgs {
     /// times, scans and result) keeps; 0 turns the log off.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=36500))]
     pub query_log_days: u32,
+    /// `system.costs`: price of a CPU-second (cost = CPU-seconds × this + GB scanned ×
+    /// --cost-gb-scanned + GB written × --cost-gb-written).
+    #[arg(long, default_value_t = 0.05 / 3600.0, value_parser = rate)]
+    pub cost_cpu_second: f64,
+    /// `system.costs`: price of a GB (10^9 bytes) scanned.
+    #[arg(long, default_value_t = 0.005, value_parser = rate)]
+    pub cost_gb_scanned: f64,
+    /// `system.costs`: price of a GB appended or loaded.
+    #[arg(long, default_value_t = 0.01, value_parser = rate)]
+    pub cost_gb_written: f64,
     /// Acknowledged rows held in memory (and in the WAL) before the background thread writes
     /// them to segments.
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -578,4 +588,12 @@ fn pg_listen(s: &str) -> Result<PgListen, String> {
     s.parse::<SocketAddr>()
         .map(|a| PgListen(Some(a)))
         .map_err(|e| format!("{s:?}: {e} (use HOST:PORT or off)"))
+}
+
+/// A price: a finite number, zero or more.
+fn rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a price (a number, zero or more)")),
+    }
 }

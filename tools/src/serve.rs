@@ -27,6 +27,11 @@ pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
         io_timeout: Duration::from_secs(a.io_timeout_s),
         max_pending: a.max_pending as usize,
         query_log_days: a.query_log_days,
+        cost_rates: journeydb_query::costs::CostRates {
+            cpu_second: a.cost_cpu_second,
+            gb_scanned: a.cost_gb_scanned,
+            gb_written: a.cost_gb_written,
+        },
         pg_auth: match a.pg_auth {
             journeydb_tools::cli::PgAuthArg::Scram => journeydb_server::PgAuth::Scram,
             journeydb_tools::cli::PgAuthArg::Password => journeydb_server::PgAuth::Password,

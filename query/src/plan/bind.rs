@@ -275,6 +275,21 @@ pub(super) fn plan_factor(
             if parts == ["system", "queries"] {
                 parts = vec![crate::QUERY_LOG_TABLE.to_string()];
             }
+            // `system.costs` is a view: the query log grouped per tenant and day, priced.
+            if parts == ["system", "costs"] {
+                if sample.is_some() {
+                    return unsupported("TABLESAMPLE on system.costs");
+                }
+                if ctx.snap.table(crate::QUERY_LOG_TABLE).is_err() {
+                    return Err(QueryError::TableNotFound(
+                        "system.costs (the server keeps no query log: --query-log-days 0)".into(),
+                    ));
+                }
+                let sql = crate::costs::view_sql(&ctx.cost_rates);
+                let q = crate::parse::parse_query(&sql)?;
+                let qp = plan_query(&q, ctx)?;
+                return Ok((qp.plan, alias_name.or_else(|| Some("costs".into())), None));
+            }
             if parts.len() == 2 && parts.first().map(String::as_str) == Some("system") {
                 if sample.is_some() {
                     return unsupported("TABLESAMPLE on a system table");

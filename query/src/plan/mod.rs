@@ -423,6 +423,8 @@ pub struct PlanCtx<'a> {
     pub sample_seed: u64,
     /// Largest estimated decode a query may plan, in bytes (`None`: no limit).
     pub memory_limit: Option<u64>,
+    /// The rates `system.costs` prices with.
+    pub cost_rates: crate::costs::CostRates,
     /// Where file table functions (`read_parquet(..)`) read, and the database that registers their
     /// keys; `None` refuses them.
     pub files: Option<(

@@ -1,0 +1,48 @@
+//! `system.costs`: what each tenant's statements cost per day, from the query log.
+//!
+//! One row per tenant and UTC day of the query log (`system.queries`), with the day's statements,
+//! CPU seconds, bytes scanned and bytes written, and a cost figure:
+//!
+//! ```text
+//! cost = cpu_seconds × cpu_second_rate + GB scanned × gb_scanned_rate + GB written × gb_written_rate
+//! ```
+//!
+//! (GB = 10^9 bytes). The rates are the server's (`journeydb serve --cost-cpu-second ..
+//! --cost-gb-scanned .. --cost-gb-written ..`); the view is the query log grouped, so it is exactly
+//! as durable and as old as the log.
+
+/// The rates of the cost formula, in the currency the platform bills in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostRates {
+    /// Per CPU-second.
+    pub cpu_second: f64,
+    /// Per GB (10^9 bytes) scanned.
+    pub gb_scanned: f64,
+    /// Per GB appended or loaded.
+    pub gb_written: f64,
+}
+
+impl Default for CostRates {
+    /// A cloud-like default: $0.05 a vCPU-hour, $5 a TB scanned, $10 a TB written.
+    fn default() -> Self {
+        CostRates {
+            cpu_second: 0.05 / 3600.0,
+            gb_scanned: 0.005,
+            gb_written: 0.01,
+        }
+    }
+}
+
+/// The query `system.costs` stands for.
+pub fn view_sql(r: &CostRates) -> String {
+    let log = crate::QUERY_LOG_TABLE;
+    format!(
+        "SELECT tenant, date_trunc('day', started_at) AS day, count(*) AS statements, \
+         sum(cpu_us) / 1000000.0 AS cpu_seconds, sum(bytes_scanned) AS bytes_scanned, \
+         sum(bytes_written) AS bytes_written, \
+         coalesce(sum(cpu_us), 0) / 1000000.0 * {:e} + coalesce(sum(bytes_scanned), 0) / 1e9 * {:e} \
+         + coalesce(sum(bytes_written), 0) / 1e9 * {:e} AS cost \
+         FROM {log} GROUP BY tenant, date_trunc('day', started_at)",
+        r.cpu_second, r.gb_scanned, r.gb_written
+    )
+}
