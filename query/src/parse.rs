@@ -499,6 +499,14 @@ pub fn bind_params<V: ast::VisitMut>(stmt: &mut V, params: &[Scalar]) -> Result<
     }
 }
 
+/// Parses one query (`SELECT ..`): the text of a view the planner expands (`system.costs`).
+pub fn parse_query(sql: &str) -> Result<Box<sqlparser::ast::Query>> {
+    match parse(sql)?.pop().map(|(s, _)| s) {
+        Some(sqlparser::ast::Statement::Query(q)) => Ok(q),
+        _ => Err(QueryError::Internal(format!("not a query: {sql}"))),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {
@@ -589,13 +597,5 @@ mod tests {
             Some(Err(_))
         ));
         Ok(())
-    }
-}
-
-/// Parses one query (`SELECT ..`): the text of a view the planner expands (`system.costs`).
-pub fn parse_query(sql: &str) -> Result<Box<sqlparser::ast::Query>> {
-    match parse(sql)?.pop().map(|(s, _)| s) {
-        Some(sqlparser::ast::Statement::Query(q)) => Ok(q),
-        _ => Err(QueryError::Internal(format!("not a query: {sql}"))),
     }
 }
