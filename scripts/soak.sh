@@ -4,11 +4,11 @@
 # are sampled every second and must stay flat (tools/tests/soak.rs). Writes the samples and a chart
 # to docs/soak.csv and docs/soak.svg. CI runs 40 s in the test profile.
 #   scripts/soak.sh [MINUTES=30] [CUSTOMERS=100000]
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 SOAK_SECONDS=$(( ${1:-30} * 60 )) SOAK_CUSTOMERS="${2:-100000}" \
   cargo test --release -p journeydb --test soak -- --nocapture 2>&1 \
-  | grep -E "journeydb serve|quarter|test result|panicked|grew"
+  | grep -E -A3 "journeydb serve|quarter|test result|panicked|grew"
 cp target/tmp/soak/soak.svg docs/soak.svg
 cp target/tmp/soak/soak.csv docs/soak.csv
 echo "chart: docs/soak.svg"
