@@ -12,6 +12,8 @@
 //! `CAMPAIGN_KILLS` kills per mode (default 6, for CI); `scripts/crash-campaign.sh N` runs N.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -249,7 +251,9 @@ impl Ledger {
 
 /// `journeydb check` on the stopped database.
 fn check_cli(dir: &Path, when: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_journeydb"))
+    // JOURNEYDB_BIN: a copy of the binary, for a long campaign run while the tree is rebuilt.
+    let bin = std::env::var("JOURNEYDB_BIN").unwrap_or(env!("CARGO_BIN_EXE_journeydb").into());
+    let out = Command::new(bin)
         .args(["check", "--db"])
         .arg(dir)
         .output()
@@ -398,33 +402,10 @@ impl Drop for Reaped {
     }
 }
 
-fn serve(dir: &Path) -> (Reaped, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_journeydb"))
-        .args(["serve", "--db"])
-        .arg(dir)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--pg-listen",
-            "off",
-            "--flush-rows",
-            "400",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split(" on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("address in the banner")
-        .to_string();
-    (Reaped(child), addr)
+fn serve(dir: &Path) -> (common::Served, String) {
+    let srv = common::serve(dir, &["--pg-listen", "off", "--flush-rows", "400"]);
+    let addr = srv.native.clone();
+    (srv, addr)
 }
 
 #[test]
@@ -467,8 +448,7 @@ fn killed_server_recovers_every_acknowledged_operation() {
                 );
             }
             std::thread::sleep(Duration::from_millis(rng(&mut seed) % 400));
-            server.0.kill().unwrap();
-            server.0.wait().unwrap();
+            server.kill();
             stop.store(true, Ordering::SeqCst);
             worker.join().unwrap()
         });
@@ -483,8 +463,7 @@ fn killed_server_recovers_every_acknowledged_operation() {
         let mut c = Client::connect(addr.as_str(), None).unwrap();
         ledger.verify(&mut c, doubt, &when);
         ledger.next = doubt + 1;
-        server.0.kill().unwrap();
-        server.0.wait().unwrap();
+        server.kill();
     }
     let (mut server, addr) = serve(&path);
     let mut c = Client::connect(addr.as_str(), None).unwrap();
@@ -493,8 +472,7 @@ fn killed_server_recovers_every_acknowledged_operation() {
         ledger.done.insert(k);
     }
     ledger.verify(&mut c, u64::MAX, "after the server campaign");
-    server.0.kill().unwrap();
-    server.0.wait().unwrap();
+    server.kill();
     eprintln!(
         "server: {} kills, {} operations acknowledged, all recovered",
         kills(),

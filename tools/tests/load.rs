@@ -15,10 +15,12 @@
 //! it longer in release).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,62 +41,27 @@ const DAY: i64 = 86_400_000_000;
 /// The bound on the server's resident memory during the run.
 const RSS_MAX_MB: u64 = 2048;
 
-struct Server {
-    child: Reaped,
-    native: String,
-    pg: String,
-}
-
-/// A child process killed when dropped, so a failing assertion never leaves it running.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+type Server = common::Served;
 
 fn serve(db: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_journeydb"))
-        .args(["serve", "--db"])
-        .arg(db)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
+    let max = MAX_CONNECTIONS.to_string();
+    let srv = common::serve(
+        db,
+        &[
             "--pg-listen",
             "127.0.0.1:0",
             "--token",
             TOKEN,
-        ])
-        .args(["--max-connections", &MAX_CONNECTIONS.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "... on ADDR (native) and ADDR (PostgreSQL) ..."
-    let addrs: Vec<String> = line
-        .split_whitespace()
-        .filter(|w| w.starts_with("127.0.0.1:"))
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':')
-                .to_string()
-        })
-        .collect();
-    assert!(addrs.len() >= 2, "two addresses in the banner: {line}");
-    Server {
-        child: Reaped(child),
-        native: addrs[0].clone(),
-        pg: addrs[1].clone(),
-    }
+            "--max-connections",
+            &max,
+        ],
+    );
+    assert!(srv.pg.is_some(), "the PostgreSQL address in the banner");
+    srv
 }
 
 fn pg(srv: &Server) -> postgres::Client {
-    let (host, port) = srv.pg.rsplit_once(':').unwrap();
+    let (host, port) = srv.pg.as_deref().and_then(|a| a.rsplit_once(':')).unwrap();
     postgres::Config::new()
         .host(host)
         .port(port.parse().unwrap())
@@ -414,7 +381,7 @@ fn sixty_four_clients_mixed_protocols() {
     let stats = Stats::default();
     let stop = AtomicBool::new(false);
     let peak_rss = AtomicU64::new(0);
-    let pid = srv.child.0.id();
+    let pid = srv.child.id();
     let t0 = Instant::now();
     let (acked, storm_result) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..CLIENTS)
@@ -529,8 +496,7 @@ fn sixty_four_clients_mixed_protocols() {
         );
     };
     check(&srv, "after the run");
-    srv.child.0.kill().unwrap();
-    srv.child.0.wait().unwrap();
+    srv.kill();
     let srv = serve(&db);
     check(&srv, "after a SIGKILL and restart");
     let total: u64 = acked.iter().sum();

@@ -12,10 +12,12 @@
 //! MINUTES` runs it in release and keeps the chart.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -55,16 +57,6 @@ fn rss_kb(pid: u32) -> u64 {
 
 fn fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
-}
-
-/// A child process killed when dropped, so a failing assertion never leaves it running.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[derive(Clone, Copy)]
@@ -127,27 +119,9 @@ fn a_server_running_journeys_for_a_long_time_stays_flat() {
     let customers = env_u64("SOAK_CUSTOMERS", 20_000);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let mut server = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_journeydb"))
-            .args(["serve", "--db"])
-            .arg(&db)
-            .args(["--listen", "127.0.0.1:0", "--pg-listen", "off"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(server.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split(" on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("address in the banner")
-        .to_string();
-    let pid = server.0.id();
+    let server = common::serve(&db, &["--pg-listen", "off"]);
+    let addr = server.native.clone();
+    let pid = server.child.id();
     let stop = AtomicBool::new(false);
     let demos = AtomicU64::new(0);
     let queries = AtomicU64::new(0);
