@@ -119,7 +119,10 @@ fn a_server_running_journeys_for_a_long_time_stays_flat() {
     let customers = env_u64("SOAK_CUSTOMERS", 20_000);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let server = common::serve(&db, &["--pg-listen", "off"]);
+    // SOAK_QUERY_LOG_DAYS=0 runs the server without its query log, whose table grows with every
+    // statement for `--query-log-days` (so the database is not flat by design over a long run).
+    let log_days = std::env::var("SOAK_QUERY_LOG_DAYS").unwrap_or_else(|_| "7".into());
+    let server = common::serve(&db, &["--pg-listen", "off", "--query-log-days", &log_days]);
     let addr = server.native.clone();
     let pid = server.child.id();
     let stop = AtomicBool::new(false);
