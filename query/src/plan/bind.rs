@@ -271,24 +271,18 @@ pub(super) fn plan_factor(
             }
             let mut parts = object_name(name)?;
             let alias_name = alias.as_ref().map(|a| ident(&a.name));
-            // The query log is a stored table under a name of its own (see `QUERY_LOG_TABLE`).
             if parts == ["system", "queries"] {
                 parts = vec![crate::QUERY_LOG_TABLE.to_string()];
             }
-            // `system.costs` is a view: the query log grouped per tenant and day, priced.
             if parts == ["system", "costs"] {
                 if sample.is_some() {
                     return unsupported("TABLESAMPLE on system.costs");
                 }
-                if ctx.snap.table(crate::QUERY_LOG_TABLE).is_err() {
-                    return Err(QueryError::TableNotFound(
-                        "system.costs (the server keeps no query log: --query-log-days 0)".into(),
-                    ));
-                }
-                let sql = crate::costs::view_sql(&ctx.cost_rates);
-                let q = crate::parse::parse_query(&sql)?;
-                let qp = plan_query(&q, ctx)?;
-                return Ok((qp.plan, alias_name.or_else(|| Some("costs".into())), None));
+                return Ok((
+                    costs_view(ctx)?,
+                    alias_name.or_else(|| Some("costs".into())),
+                    None,
+                ));
             }
             if parts.len() == 2 && parts.first().map(String::as_str) == Some("system") {
                 if sample.is_some() {
@@ -355,6 +349,19 @@ pub(super) fn plan_factor(
         }
         other => unsupported(format!("FROM {other}")),
     }
+}
+
+/// `system.costs`, a view: the query log grouped per tenant and day, priced. (`system.queries`
+/// is the log's stored table under a name of its own, `QUERY_LOG_TABLE`.)
+fn costs_view(ctx: &PlanCtx<'_>) -> Result<Plan> {
+    if ctx.snap.table(crate::QUERY_LOG_TABLE).is_err() {
+        return Err(QueryError::TableNotFound(
+            "system.costs (the server keeps no query log: --query-log-days 0)".into(),
+        ));
+    }
+    let sql = crate::costs::view_sql(&ctx.cost_rates);
+    let q = crate::parse::parse_query(&sql)?;
+    Ok(plan_query(&q, ctx)?.plan)
 }
 
 /// A file table function (`read_parquet(..)`), read whole at planning.
