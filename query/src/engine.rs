@@ -180,11 +180,7 @@ impl Engine {
         if let Some(us) = self.settings().now_us() {
             return us;
         }
-        self.now_us.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64)
-        })
+        self.now_us.unwrap_or_else(now_epoch_us)
     }
 
     /// Parses `sql` (one or more statements) into statements with their MERGE rules.
@@ -1555,8 +1551,8 @@ fn type_hint(
     }
 }
 
-/// Microseconds since the Unix epoch, now.
-fn now_epoch_us() -> i64 {
+/// Microseconds since the Unix epoch, now (the wall clock, not `now()` of a session).
+pub fn now_epoch_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)

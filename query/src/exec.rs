@@ -262,8 +262,24 @@ fn sample_rows(rows: &RoaringBitmap, s: Sample) -> RoaringBitmap {
 pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
     let mark = crate::budget::mark();
     let rel = execute_node(plan, snap)?;
-    if crate::budget::current().is_some() {
-        crate::budget::settle(mark, crate::budget::relation_bytes(&rel))?;
+    // The relation's size serves both the budget and a scan's meter: measured once.
+    let budgeted = crate::budget::current().is_some();
+    let metered_scan = matches!(plan, Plan::Scan { .. }) && crate::meter::active();
+    if budgeted || metered_scan {
+        let bytes = crate::budget::relation_bytes(&rel);
+        if let (true, Plan::Scan { table, load, .. }) = (metered_scan, plan) {
+            let stored: u64 = table.storage().iter().map(|s| s.size_bytes).sum();
+            let loaded = load.iter().filter(|l| !matches!(l, Load::No)).count() as u64;
+            let ncols = load.len() as u64;
+            crate::meter::scanned(
+                table.row_count(),
+                stored * (loaded + 1) / (ncols + 1),
+                bytes,
+            );
+        }
+        if budgeted {
+            crate::budget::settle(mark, bytes)?;
+        }
     }
     Ok(rel)
 }
@@ -315,25 +331,14 @@ fn execute_node(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
                     groups,
                 })
             })?;
-            let rel = Relation {
+            Ok(Relation {
                 cols: cols.clone(),
                 parts: parts
                     .into_iter()
                     .zip(frames)
                     .map(|(p, f)| (p, vec![f]))
                     .collect(),
-            };
-            if crate::meter::active() {
-                let stored: u64 = table.storage().iter().map(|s| s.size_bytes).sum();
-                let loaded = load.iter().filter(|l| !matches!(l, Load::No)).count() as u64;
-                let ncols = load.len() as u64;
-                crate::meter::scanned(
-                    table.row_count(),
-                    stored * (loaded + 1) / (ncols + 1),
-                    crate::budget::relation_bytes(&rel),
-                );
-            }
-            Ok(rel)
+            })
         }
         Plan::Sample { input, sample } => {
             let rel = execute(input, snap)?;

@@ -1008,9 +1008,7 @@ struct Started {
 impl Started {
     fn now() -> Started {
         Started {
-            start_us: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64),
+            start_us: journeydb_query::engine::now_epoch_us(),
             t0: std::time::Instant::now(),
             cpu_ns: journeydb_query::meter::thread_cpu_ns(),
         }

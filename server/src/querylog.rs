@@ -92,7 +92,7 @@ impl QueryLog {
             cols.join(", ")
         ))?;
         // Ids grow from the start time in µs: unique across restarts while the clock moves on.
-        let now = now_us();
+        let now = journeydb_query::engine::now_epoch_us();
         let log = QueryLog {
             engine,
             key_type,
@@ -140,7 +140,10 @@ impl QueryLog {
 
     /// Removes the rows older than the retention.
     fn retain(&self) -> Result<(), QueryError> {
-        let cutoff = ts_literal(now_us() - i64::from(self.retention_days) * 86_400_000_000);
+        let cutoff = ts_literal(
+            journeydb_query::engine::now_epoch_us()
+                - i64::from(self.retention_days) * 86_400_000_000,
+        );
         let old = self.engine.query(&format!(
             "SELECT count(*) FROM {QUERY_LOG_TABLE} WHERE started_at < {cutoff}"
         ));
@@ -267,12 +270,6 @@ impl StatementLog for ConnLog {
         };
         self.log.buffer().push(entry);
     }
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// `TIMESTAMP 'YYYY-MM-DD HH:MM:SS.ffffff'` for `us` µs since the epoch (UTC).
