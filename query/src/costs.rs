@@ -33,9 +33,21 @@ impl Default for CostRates {
     }
 }
 
-/// The query `system.costs` stands for.
-pub fn view_sql(r: &CostRates) -> String {
+/// The relation of the query log's rows: the whole table, or only `tenant`'s rows.
+pub fn log_relation(tenant: Option<&str>) -> String {
     let log = crate::QUERY_LOG_TABLE;
+    match tenant {
+        None => log.to_string(),
+        Some(t) => format!(
+            "(SELECT * FROM {log} WHERE tenant = '{}') AS queries",
+            t.replace('\'', "''")
+        ),
+    }
+}
+
+/// The query `system.costs` stands for, over `tenant`'s rows of the log (`None`: all).
+pub fn view_sql(r: &CostRates, tenant: Option<&str>) -> String {
+    let log = log_relation(tenant);
     format!(
         "SELECT tenant, date_trunc('day', started_at) AS day, count(*) AS statements, \
          sum(cpu_us) / 1000000.0 AS cpu_seconds, sum(bytes_scanned) AS bytes_scanned, \

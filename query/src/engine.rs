@@ -65,6 +65,14 @@ pub trait StatementLog: Send + Sync + std::fmt::Debug {
     fn record(&self, r: StatementRecord, error: Option<&QueryError>);
 }
 
+/// Where a session's `system.queries` and `system.costs` are read when the query log is a
+/// database of its own (the server's): queries naming them run on that database's engine, which
+/// [`LogSource::log_engine`] gives (it changes when the log is rebuilt).
+pub trait LogSource: Send + Sync + std::fmt::Debug {
+    /// The engine over the log's database now.
+    fn log_engine(&self) -> Engine;
+}
+
 /// Runs SQL against an embedded database.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -82,6 +90,11 @@ pub struct Engine {
     locks: Arc<crate::locks::SessionLocks>,
     /// Where finished statements are reported, if anywhere.
     log: Option<Arc<dyn StatementLog>>,
+    /// Where `system.queries` / `system.costs` live, if in a database of their own, and the
+    /// tenant whose rows this session sees there (`None`: every tenant's).
+    log_source: Option<(Arc<dyn LogSource>, Option<String>)>,
+    /// On the log's own engine: the tenant `system.queries` is narrowed to.
+    log_tenant: Option<String>,
 }
 
 pub use crate::parse::{Extras, ParsedStatement};
@@ -122,7 +135,50 @@ impl Engine {
             files: Arc::new(crate::files::FileAccess::default()),
             locks: Arc::new(crate::locks::SessionLocks::new_table()),
             log: None,
+            log_source: None,
+            log_tenant: None,
         }
+    }
+
+    /// The same engine reading `system.queries` and `system.costs` from `source`'s database,
+    /// only `tenant`'s rows (`None`: all).
+    pub fn with_log_source(mut self, source: Arc<dyn LogSource>, tenant: Option<String>) -> Engine {
+        self.log_source = Some((source, tenant));
+        self
+    }
+
+    /// The engine a query naming `system.queries` or `system.costs` runs on, when the log is a
+    /// database of its own: its engine, with this session's clock, limits and settings.
+    fn log_route(&self, stmt: &Statement) -> Option<Engine> {
+        let (source, tenant) = self.log_source.as_ref()?;
+        let q = match stmt {
+            Statement::Query(q) => q,
+            Statement::Explain { statement, .. } => match statement.as_ref() {
+                Statement::Query(q) => q,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let mut names_log = false;
+        let _ = ast::visit_relations(q.as_ref(), |name| {
+            if let Ok(parts) = object_name(name) {
+                names_log |= parts == ["system", "queries"] || parts == ["system", "costs"];
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        if !names_log {
+            return None;
+        }
+        let log = source.log_engine();
+        Some(Engine {
+            db: log.db,
+            files: log.files,
+            locks: log.locks,
+            log_source: None,
+            log_tenant: tenant.clone(),
+            log: None,
+            ..self.clone()
+        })
     }
 
     /// The same engine pricing `system.costs` with `rates`.
@@ -236,6 +292,9 @@ impl Engine {
         stmt: &Statement,
         extras: &Extras,
     ) -> Result<Option<Vec<(String, DType)>>> {
+        if let Some(log) = self.log_route(stmt) {
+            return log.describe_statement(stmt, extras);
+        }
         let snap = self.db.snapshot();
         match stmt {
             Statement::ExplainTable { table_name, .. } if extras.summarize => {
@@ -334,6 +393,9 @@ impl Engine {
     }
 
     fn stream_statement_within(&self, stmt: &Statement) -> Result<crate::exec::BatchStream> {
+        if let Some(log) = self.log_route(stmt) {
+            return log.stream_statement_within(stmt);
+        }
         let Statement::Query(q) = stmt else {
             return Err(QueryError::Unsupported(
                 "only a query can stream rows".into(),
@@ -377,6 +439,7 @@ impl Engine {
             memory_limit: self.memory_limit,
             cost_rates: self.cost_rates,
             files: Some((self.files.as_ref(), self.db.as_ref())),
+            log_tenant: self.log_tenant.as_deref(),
         }
     }
 
@@ -413,6 +476,9 @@ impl Engine {
 
     // long: one arm per statement kind, each a call.
     fn execute_statement_within(&self, stmt: &Statement, extras: &Extras) -> Result<Output> {
+        if let Some(log) = self.log_route(stmt) {
+            return log.execute_statement_within(stmt, extras);
+        }
         let rules = extras.rules.as_slice();
         match stmt {
             Statement::Copy { .. } => self.copy_file(stmt, &extras.copy_options),

@@ -33,7 +33,7 @@ pub mod system;
 pub mod types;
 pub mod vector;
 
-pub use engine::{Engine, Output, StatementLog, StatementRecord};
+pub use engine::{Engine, LogSource, Output, StatementLog, StatementRecord};
 
 /// The stored table behind `system.queries` (the server's query log): a name no user table takes by
 /// accident.
@@ -52,4 +52,6 @@ pub const SERVER_VERSION: &str = "14.0 (journeydb)";
 pub const SERVER_VERSION_NUM: &str = "140000";
 pub use error::{QueryError, Result};
 /// The storage errors a [`QueryError::Storage`] carries, for callers that classify them.
-pub use journeydb_storage::{BulkLoad, ColumnDef, ColumnType, KeyType, MergeRule, StorageError};
+pub use journeydb_storage::{
+    BulkLoad, ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, StorageError,
+};

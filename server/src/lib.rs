@@ -63,6 +63,8 @@ pub struct Config {
     pub export_dir: Option<std::path::PathBuf>,
     /// Days the query log (`system.queries`) keeps; 0: no query log.
     pub query_log_days: u32,
+    /// The query log's directory (`None`: `querylog/` inside the database's directory).
+    pub query_log_dir: Option<std::path::PathBuf>,
     /// The rates `system.costs` prices statements with.
     pub cost_rates: journeydb_query::costs::CostRates,
 }
@@ -85,6 +87,7 @@ impl Default for Config {
             import_dir: None,
             export_dir: None,
             query_log_days: 7,
+            query_log_dir: None,
             cost_rates: journeydb_query::costs::CostRates::default(),
         }
     }
@@ -275,10 +278,28 @@ impl Server {
         };
         let query_log = match config.query_log_days {
             0 => None,
-            days => Some(Arc::new(
-                querylog::QueryLog::open(&engine, days)
-                    .map_err(|e| ServerError::QueryLog(e.to_string()))?,
-            )),
+            days => {
+                let dir = config
+                    .query_log_dir
+                    .clone()
+                    .unwrap_or_else(|| engine.database().dir().join("querylog"));
+                let log = querylog::QueryLog::open(&dir, days)
+                    .map_err(|e| ServerError::QueryLog(e.to_string()))?;
+                let moved = log
+                    .adopt(&engine)
+                    .map_err(|e| ServerError::QueryLog(e.to_string()))?;
+                if moved > 0 {
+                    eprintln!(
+                        "journeydb: moved {moved} query log rows into {}",
+                        dir.display()
+                    );
+                }
+                Some(Arc::new(log))
+            }
+        };
+        let engine = match &query_log {
+            Some(log) => engine.with_log_source(log.clone(), None),
+            None => engine,
         };
         Ok(Server {
             listener,
@@ -445,7 +466,7 @@ impl Server {
                 let peer = stream
                     .peer_addr()
                     .map_or_else(|_| "?".into(), |a| a.to_string());
-                engine.with_log(log.connection(user, peer, protocol))
+                engine.with_log(log.connection("default", user, peer, protocol))
             }
             None => engine,
         }

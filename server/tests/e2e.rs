@@ -54,6 +54,7 @@ fn start(token: Option<&str>, max_connections: usize) -> Running {
         import_dir: None,
         export_dir: None,
         query_log_days: 7,
+        query_log_dir: None,
         cost_rates: Default::default(),
     };
     let server = Server::bind(config, engine.clone()).unwrap();

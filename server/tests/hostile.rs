@@ -73,6 +73,7 @@ fn start(max_connections: usize, max_running: usize) -> Running {
         import_dir: None,
         export_dir: None,
         query_log_days: 7,
+        query_log_dir: None,
         cost_rates: Default::default(),
     };
     let server = Server::bind(config, engine).unwrap();

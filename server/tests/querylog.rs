@@ -245,32 +245,159 @@ fn every_statement_of_both_protocols_is_logged_and_queryable() {
     );
 }
 
+/// Appends `n` rows to `log`'s table directly, started `age_days` ago, with ids from `first`.
+fn old_rows(log: &journeydb_server::querylog::QueryLog, first: i64, n: i64, age_days: i64) {
+    let engine = log.engine();
+    let values: Vec<String> = (first..first + n)
+        .map(|id| format!("({id}, 'old {id}', now() - INTERVAL '{age_days} days', 'ok')"))
+        .collect();
+    engine
+        .execute(&format!(
+            "INSERT INTO {} (query_id, query, started_at, result) VALUES {}",
+            journeydb_query::QUERY_LOG_TABLE,
+            values.join(", ")
+        ))
+        .unwrap();
+}
+
+fn generations(dir: &std::path::Path) -> Vec<String> {
+    let mut g: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("gen-"))
+        .collect();
+    g.sort();
+    g
+}
+
 #[test]
-fn the_log_keeps_its_days_and_works_with_integer_keys() {
+fn the_log_keeps_its_days_in_a_database_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     {
         let srv = start(dir.path(), KeyType::Bigint);
         let mut n = Client::connect(srv.addr, None).unwrap();
         n.run("CREATE TABLE t (k BIGINT PRIMARY KEY, v BIGINT)")
             .unwrap();
-        let _ = log_rows(&mut n, 1);
-        // A row from 30 days ago, as if logged then.
-        n.run(&format!(
-            "INSERT INTO {} (query_id, query, started_at, result) VALUES (1, 'old', now() - INTERVAL '30 days', 'ok')",
-            journeydb_query::QUERY_LOG_TABLE
-        ))
-        .unwrap();
-        let log = log_rows(&mut n, 2);
-        assert!(strings(&log, "query").contains(&"old".to_string()));
+        n.run("INSERT INTO t VALUES (1, 1), (2, 2)").unwrap();
+        let _ = log_rows(&mut n, 2);
+        // The log is not a table of the database: its keys never enter the customers'.
+        let err = n
+            .run(&format!(
+                "SELECT count(*) FROM {}",
+                journeydb_query::QUERY_LOG_TABLE
+            ))
+            .unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err}");
     }
-    // The next start removes what is older than the retention.
+    let db = Database::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(db.snapshot().keys().len(), 2, "only the customers' keys");
+    assert_eq!(db.snapshot().table_names(), vec!["t".to_string()]);
+    drop(db);
+    // Rows older than the retention go at the next start.
+    let logdir = dir.path().join("querylog");
+    {
+        let log = journeydb_server::querylog::QueryLog::open(&logdir, 7).unwrap();
+        old_rows(&log, 1, 3, 30);
+        old_rows(&log, 10, 1, 6);
+    }
     let srv = start(dir.path(), KeyType::Bigint);
     let mut n = Client::connect(srv.addr, None).unwrap();
     let log = log_rows(&mut n, 1);
     let text = strings(&log, "query");
-    assert!(!text.contains(&"old".to_string()), "{text:?}");
+    for gone in ["old 1", "old 2", "old 3"] {
+        assert!(!text.contains(&gone.to_string()), "{text:?}");
+    }
+    assert!(text.contains(&"old 10".to_string()), "{text:?}");
     assert!(
         text.iter().any(|q| q.contains("CREATE TABLE t")),
         "{text:?}"
     );
+    assert_eq!(generations(&logdir).len(), 1, "{:?}", generations(&logdir));
+}
+
+#[test]
+fn a_rebuild_bounds_the_dictionary_and_a_crash_mid_copy_keeps_the_old_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let logdir = dir.path().join("log");
+    let slack = 50;
+    {
+        let log = journeydb_server::querylog::QueryLog::open_with(&logdir, 7, slack).unwrap();
+        // Many statements over the days: the old ones expire, their keys must not stay.
+        old_rows(&log, 1, 400, 30);
+        old_rows(&log, 1000, 20, 1);
+        let keys = |log: &journeydb_server::querylog::QueryLog| {
+            log.engine().database().snapshot().keys().len()
+        };
+        assert_eq!(keys(&log), 420);
+        log.retain().unwrap();
+        assert_eq!(
+            keys(&log),
+            20,
+            "the rebuild leaves only the live rows' keys"
+        );
+        let b = log
+            .engine()
+            .query(&format!(
+                "SELECT count(*) AS n FROM {}",
+                journeydb_query::QUERY_LOG_TABLE
+            ))
+            .unwrap();
+        assert_eq!(ints(&b, "n"), vec![20]);
+        assert_eq!(generations(&logdir), vec!["gen-000002".to_string()]);
+        // Nothing to remove: no rebuild, the generation stays.
+        log.retain().unwrap();
+        assert_eq!(generations(&logdir), vec!["gen-000002".to_string()]);
+    }
+    // A copy that died before CURRENT named it: a stray generation, deleted at open.
+    std::fs::create_dir_all(logdir.join("gen-000009")).unwrap();
+    std::fs::write(logdir.join("gen-000009").join("junk"), b"x").unwrap();
+    let log = journeydb_server::querylog::QueryLog::open_with(&logdir, 7, slack).unwrap();
+    assert!(
+        !logdir.join("gen-000009").exists(),
+        "{:?}",
+        generations(&logdir)
+    );
+    let b = log
+        .engine()
+        .query(&format!(
+            "SELECT min(query_id) AS lo FROM {}",
+            journeydb_query::QUERY_LOG_TABLE
+        ))
+        .unwrap();
+    assert_eq!(ints(&b, "lo"), vec![1000]);
+}
+
+#[test]
+fn a_log_kept_inside_the_database_by_an_older_version_is_moved_out() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Database::create(dir.path(), KeyType::Varchar, Options::default()).unwrap();
+        let e = Engine::new(Arc::new(db));
+        e.execute(&format!(
+            "CREATE TABLE {} (query_id VARCHAR PRIMARY KEY, tenant VARCHAR, user_name VARCHAR, \
+             client VARCHAR, protocol VARCHAR, query VARCHAR, started_at TIMESTAMP, wall_us BIGINT, \
+             cpu_us BIGINT, rows_scanned BIGINT, bytes_scanned BIGINT, bytes_decoded BIGINT, \
+             rows_returned BIGINT, rows_written BIGINT, bytes_written BIGINT, result VARCHAR, \
+             error VARCHAR)",
+            journeydb_query::QUERY_LOG_TABLE
+        ))
+        .unwrap();
+        e.execute(&format!(
+            "INSERT INTO {} (query_id, tenant, query, started_at, result) VALUES \
+             ('00000000000000000001', 'default', 'SELECT 41', now(), 'ok'), \
+             ('00000000000000000002', 'default', 'SELECT 42', now(), 'ok')",
+            journeydb_query::QUERY_LOG_TABLE
+        ))
+        .unwrap();
+    }
+    let srv = start(dir.path(), KeyType::Varchar);
+    let mut n = Client::connect(srv.addr, None).unwrap();
+    let log = log_rows(&mut n, 2);
+    let text = strings(&log, "query");
+    assert!(text.contains(&"SELECT 41".to_string()), "{text:?}");
+    assert!(text.contains(&"SELECT 42".to_string()), "{text:?}");
+    drop(n);
+    drop(srv);
+    let db = Database::open(dir.path(), Options::default()).unwrap();
+    assert!(db.snapshot().table_names().is_empty());
 }

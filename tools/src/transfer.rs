@@ -25,7 +25,7 @@ use crate::cli::{EventsArgs, ExportArgs, FileFormat, ImportArgs, ProgressArg, Re
 
 /// An embedded engine or a server connection.
 enum Conn {
-    Embedded(Engine, EmbeddedSession),
+    Embedded(Box<Engine>, EmbeddedSession),
     Remote(Client),
 }
 
@@ -45,7 +45,7 @@ fn connect(t: &Target) -> Result<Conn, String> {
         Database::open(dir, Options::default()).map_err(|e| format!("{}: {e}", dir.display()))?;
     let engine = Engine::new(Arc::new(db));
     let session = EmbeddedSession::new(engine.clone());
-    Ok(Conn::Embedded(engine, session))
+    Ok(Conn::Embedded(Box::new(engine), session))
 }
 
 impl Conn {

@@ -272,6 +272,20 @@ pub(super) fn plan_factor(
             let mut parts = object_name(name)?;
             let alias_name = alias.as_ref().map(|a| ident(&a.name));
             if parts == ["system", "queries"] {
+                if ctx.log_tenant.is_some() {
+                    if sample.is_some() {
+                        return unsupported("TABLESAMPLE on system.queries");
+                    }
+                    let q = crate::parse::parse_query(&format!(
+                        "SELECT * FROM {}",
+                        crate::costs::log_relation(ctx.log_tenant)
+                    ))?;
+                    return Ok((
+                        plan_query(&q, ctx)?.plan,
+                        alias_name.or_else(|| Some("queries".into())),
+                        None,
+                    ));
+                }
                 parts = vec![crate::QUERY_LOG_TABLE.to_string()];
             }
             if parts == ["system", "costs"] {
@@ -359,7 +373,7 @@ fn costs_view(ctx: &PlanCtx<'_>) -> Result<Plan> {
             "system.costs (the server keeps no query log: --query-log-days 0)".into(),
         ));
     }
-    let sql = crate::costs::view_sql(&ctx.cost_rates);
+    let sql = crate::costs::view_sql(&ctx.cost_rates, ctx.log_tenant);
     let q = crate::parse::parse_query(&sql)?;
     Ok(plan_query(&q, ctx)?.plan)
 }

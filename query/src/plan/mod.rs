@@ -431,6 +431,9 @@ pub struct PlanCtx<'a> {
         &'a crate::files::FileAccess,
         &'a journeydb_storage::Database,
     )>,
+    /// On the query log's own database: the tenant whose rows `system.queries` and
+    /// `system.costs` show (`None`: all).
+    pub log_tenant: Option<&'a str>,
 }
 
 pub(super) fn unsupported<T>(what: impl Into<String>) -> Result<T> {
