@@ -73,6 +73,13 @@ pub trait LogSource: Send + Sync + std::fmt::Debug {
     fn log_engine(&self) -> Engine;
 }
 
+/// Checks, before a statement that adds data (INSERT, CREATE TABLE, ALTER TABLE, COPY .. FROM),
+/// that the session's owner may still write: a tenant's disk quota.
+pub trait WriteGuard: Send + Sync + std::fmt::Debug {
+    /// `Err` refuses the statement.
+    fn may_write(&self) -> Result<()>;
+}
+
 /// Runs SQL against an embedded database.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -95,6 +102,12 @@ pub struct Engine {
     log_source: Option<(Arc<dyn LogSource>, Option<String>)>,
     /// On the log's own engine: the tenant `system.queries` is narrowed to.
     log_tenant: Option<String>,
+    /// What runs tenant management statements (the admin's sessions only).
+    admin: Option<Arc<dyn crate::admin::AdminHook>>,
+    /// Refuses every statement but reads and session statements, with this reason.
+    read_only: Option<Arc<str>>,
+    /// Asked before each statement that adds data.
+    write_guard: Option<Arc<dyn WriteGuard>>,
 }
 
 pub use crate::parse::{Extras, ParsedStatement};
@@ -137,7 +150,79 @@ impl Engine {
             log: None,
             log_source: None,
             log_tenant: None,
+            admin: None,
+            read_only: None,
+            write_guard: None,
         }
+    }
+
+    /// The same session running tenant management statements with `hook`.
+    pub fn with_admin(mut self, hook: Arc<dyn crate::admin::AdminHook>) -> Engine {
+        self.admin = Some(hook);
+        self
+    }
+
+    /// The same session refusing every statement but queries and session statements (`SET`,
+    /// `SHOW`, transaction markers), with `why`.
+    pub fn read_only(mut self, why: &str) -> Engine {
+        self.read_only = Some(why.into());
+        self
+    }
+
+    /// The same session asking `guard` before each statement that adds data.
+    pub fn with_write_guard(mut self, guard: Arc<dyn WriteGuard>) -> Engine {
+        self.write_guard = Some(guard);
+        self
+    }
+
+    /// Asks the write guard, if any (the server also asks it before native appends and loads).
+    pub fn may_write(&self) -> Result<()> {
+        match &self.write_guard {
+            Some(g) => g.may_write(),
+            None => Ok(()),
+        }
+    }
+
+    /// The admin statement or the refusal a statement meets before it runs, if any.
+    fn gate(&self, stmt: &Statement, extras: &Extras) -> Option<Result<Output>> {
+        if let Some(cmd) = &extras.admin {
+            return Some(match &self.admin {
+                Some(hook) => hook.run(cmd),
+                None => Err(QueryError::Permission(
+                    "tenant statements are the admin's: connect with the admin token of a server \
+                     started with --tenants"
+                        .into(),
+                )),
+            });
+        }
+        let reads = matches!(
+            stmt,
+            Statement::Query(_)
+                | Statement::Explain { .. }
+                | Statement::Set(_)
+                | Statement::ShowVariable { .. }
+                | Statement::ShowTables { .. }
+                | Statement::ExplainTable { .. }
+                | Statement::StartTransaction { .. }
+                | Statement::Commit { .. }
+                | Statement::Rollback { .. }
+                | Statement::Savepoint { .. }
+                | Statement::ReleaseSavepoint { .. }
+        );
+        if let (Some(why), false) = (&self.read_only, reads) {
+            return Some(Err(QueryError::Permission(why.to_string())));
+        }
+        let adds = match stmt {
+            Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::Insert(_) => true,
+            Statement::Copy { to, .. } => !to,
+            _ => false,
+        };
+        if adds {
+            if let Err(e) = self.may_write() {
+                return Some(Err(e));
+            }
+        }
+        None
     }
 
     /// The same engine reading `system.queries` and `system.costs` from `source`'s database,
@@ -177,6 +262,7 @@ impl Engine {
             log_source: None,
             log_tenant: tenant.clone(),
             log: None,
+            admin: None,
             ..self.clone()
         })
     }
@@ -292,6 +378,9 @@ impl Engine {
         stmt: &Statement,
         extras: &Extras,
     ) -> Result<Option<Vec<(String, DType)>>> {
+        if let Some(cmd) = &extras.admin {
+            return Ok(self.admin.as_ref().and_then(|h| h.describe(cmd)));
+        }
         if let Some(log) = self.log_route(stmt) {
             return log.describe_statement(stmt, extras);
         }
@@ -462,7 +551,10 @@ impl Engine {
             Err(_) => (0, 0),
         };
         let record = StatementRecord {
-            text: stmt.to_string(),
+            text: match &extras.admin {
+                Some(cmd) => cmd.to_string(),
+                None => stmt.to_string(),
+            },
             start_us,
             wall_us: t0.elapsed().as_micros() as u64,
             reading,
@@ -476,6 +568,9 @@ impl Engine {
 
     // long: one arm per statement kind, each a call.
     fn execute_statement_within(&self, stmt: &Statement, extras: &Extras) -> Result<Output> {
+        if let Some(out) = self.gate(stmt, extras) {
+            return out;
+        }
         if let Some(log) = self.log_route(stmt) {
             return log.execute_statement_within(stmt, extras);
         }

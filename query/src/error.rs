@@ -45,6 +45,12 @@ pub enum QueryError {
     /// `LOCK TABLE .. NOWAIT` found the lock held by another session.
     #[error("{0}")]
     LockNotAvailable(String),
+    /// The session may not run this statement (a tenant's or the admin's rights).
+    #[error("permission denied: {0}")]
+    Permission(String),
+    /// A tenant's quota (disk bytes) would be exceeded.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// The statement was cancelled by the client (CancelRequest).
     #[error("canceling statement due to user request")]
     Cancelled,
@@ -66,6 +72,8 @@ impl QueryError {
             | QueryError::MemoryLimit { .. }
             | QueryError::TooComplex(_)
             | QueryError::LockNotAvailable(_)
+            | QueryError::Permission(_)
+            | QueryError::QuotaExceeded(_)
             | QueryError::Cancelled => "user",
             QueryError::Storage(_) => "storage",
             QueryError::Internal(_) => "internal",

@@ -10,6 +10,7 @@
 //! (checked by the sqllogictest files and the differential test in `tests/`).
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod agg;
 pub mod budget;
 pub mod cancel;
@@ -33,7 +34,7 @@ pub mod system;
 pub mod types;
 pub mod vector;
 
-pub use engine::{Engine, LogSource, Output, StatementLog, StatementRecord};
+pub use engine::{Engine, LogSource, Output, StatementLog, StatementRecord, WriteGuard};
 
 /// The stored table behind `system.queries` (the server's query log): a name no user table takes by
 /// accident.

@@ -49,6 +49,9 @@ pub struct Extras {
     pub copy_options: Vec<(String, String)>,
     /// The statement was DuckDB's `SUMMARIZE t`, parsed as `DESCRIBE t`.
     pub summarize: bool,
+    /// A tenant management statement (see [`crate::admin`]); the [`Statement`] beside it is a
+    /// placeholder that runs nothing.
+    pub admin: Option<crate::admin::AdminCommand>,
 }
 
 /// A parsed statement with its [`Extras`].
@@ -145,6 +148,19 @@ fn merge_rule(word: &str) -> Option<MergeRule> {
 // split, the MERGE rules, the COPY options and the operator-chain bound all read.
 pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
     let tokens = tokenize(sql)?;
+    if let Some(cmd) = crate::admin::parse(&tokens)? {
+        let placeholder = Parser::parse_sql(&dialect(), "COMMENT ON TABLE tenant IS NULL")
+            .map_err(|e| QueryError::Internal(e.to_string()))?
+            .pop()
+            .ok_or_else(|| QueryError::Internal("no placeholder statement".into()))?;
+        return Ok(vec![(
+            placeholder,
+            Extras {
+                admin: Some(cmd),
+                ..Extras::default()
+            },
+        )]);
+    }
     let mut kept = Vec::with_capacity(tokens.len());
     // (statement index, column index, rule) of every MERGE rule found.
     let mut specs: Vec<(usize, usize, MergeRule)> = Vec::new();
@@ -355,6 +371,7 @@ fn statements(
                     rules,
                     copy_options,
                     summarize: summarize.contains(&n),
+                    admin: None,
                 },
             )
         })

@@ -65,6 +65,12 @@ pub struct Config {
     pub query_log_days: u32,
     /// The query log's directory (`None`: `querylog/` inside the database's directory).
     pub query_log_dir: Option<std::path::PathBuf>,
+    /// Tenants: the tenants file and the directory whose `tenants/` holds their databases
+    /// (`None`: one database, the one `bind` is given, and `token`). With tenants, the database
+    /// `bind` is given only backs the admin's sessions.
+    pub tenants: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Options of the tenants' databases.
+    pub tenant_options: journeydb_query::Options,
     /// The rates `system.costs` prices statements with.
     pub cost_rates: journeydb_query::costs::CostRates,
 }
@@ -88,6 +94,8 @@ impl Default for Config {
             export_dir: None,
             query_log_days: 7,
             query_log_dir: None,
+            tenants: None,
+            tenant_options: journeydb_query::Options::default(),
             cost_rates: journeydb_query::costs::CostRates::default(),
         }
     }
@@ -118,6 +126,9 @@ pub enum ServerError {
     /// The query log's table could not be made ready.
     #[error("query log: {0}")]
     QueryLog(String),
+    /// The tenants could not be opened.
+    #[error("{0}")]
+    Tenants(String),
 }
 
 /// The error class of a query error on the wire (see [`classify`]).
@@ -141,6 +152,8 @@ pub fn classify(e: &QueryError) -> (ErrorCode, &'static str) {
         QueryError::Internal(_) => (ErrorCode::Internal, "XX000"),
         QueryError::Cancelled => (ErrorCode::User, "57014"),
         QueryError::LockNotAvailable(_) => (ErrorCode::User, "55P03"),
+        QueryError::Permission(_) => (ErrorCode::Auth, "42501"),
+        QueryError::QuotaExceeded(_) => (ErrorCode::Limit, "53400"),
         QueryError::Storage(s) => match s {
             S::TableNotFound(_) => (ErrorCode::User, "42P01"),
             S::TableExists(_) => (ErrorCode::User, "42P07"),
@@ -177,6 +190,10 @@ pub struct Server {
     next_backend: std::sync::atomic::AtomicI32,
     /// The query log (`system.queries`), unless `query_log_days` is 0.
     query_log: Option<Arc<querylog::QueryLog>>,
+    /// The tenants, when the server has them.
+    tenants: Option<Arc<tenants::Tenants>>,
+    /// The verifier of `--token`, made once at start (PostgreSQL's SCRAM proves against it).
+    token_verifier: Option<scram::Verifier>,
 }
 
 /// A registered cancel key; unregistered when dropped (the connection ended).
@@ -203,8 +220,22 @@ pub struct Slots {
 /// A held slot, given back on drop.
 pub struct Slot<'a>(&'a Slots);
 
+/// The slots a request waits for: its tenant's, then the server's.
+pub(crate) struct Turns<'a> {
+    tenant: Option<&'a Slots>,
+    server: &'a Slots,
+}
+
+impl Turns<'_> {
+    /// Waits for both.
+    pub(crate) fn acquire(&self) -> (Option<Slot<'_>>, Slot<'_>) {
+        let own = self.tenant.map(Slots::acquire);
+        (own, self.server.acquire())
+    }
+}
+
 impl Slots {
-    fn new(n: usize) -> Slots {
+    pub(crate) fn new(n: usize) -> Slots {
         Slots {
             free: std::sync::Mutex::new(n.max(1)),
             freed: std::sync::Condvar::new(),
@@ -301,11 +332,36 @@ impl Server {
             Some(log) => engine.with_log_source(log.clone(), None),
             None => engine,
         };
+        let tenants = match &config.tenants {
+            None => None,
+            Some((file, root)) => Some(Arc::new(
+                tenants::Tenants::open(
+                    file,
+                    root,
+                    tenants::Base {
+                        query_memory_max: config.query_memory_max,
+                        max_running: config.max_running,
+                        cost_rates: config.cost_rates,
+                        import_dir: config.import_dir.clone(),
+                        export_dir: config.export_dir.clone(),
+                        options: config.tenant_options.clone(),
+                    },
+                    query_log.clone(),
+                    engine.database().clone(),
+                )
+                .map_err(ServerError::Tenants)?,
+            )),
+        };
         Ok(Server {
             listener,
             pg_listener,
             engine,
             query_log,
+            tenants,
+            token_verifier: match &config.token {
+                Some(t) => Some(scram::Verifier::new(t).map_err(ServerError::Tenants)?),
+                None => None,
+            },
             admission: conn::Admission::default(),
             cancel_keys: std::sync::Mutex::new(std::collections::HashMap::new()),
             next_backend: std::sync::atomic::AtomicI32::new(1),
@@ -343,6 +399,20 @@ impl Server {
             if let Some(log) = &self.query_log {
                 let stop = &self.stop;
                 s.spawn(move || log.run(stop));
+            }
+            if let Some(t) = &self.tenants {
+                let stop = &self.stop;
+                s.spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        t.measure();
+                        for _ in 0..10 {
+                            if stop.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                });
             }
             while !self.stop.load(Ordering::SeqCst) {
                 let mut idle = true;
@@ -452,28 +522,63 @@ impl Server {
         }
     }
 
-    /// The execution slots.
-    pub(crate) fn slots(&self) -> &Slots {
-        &self.slots
+    /// The execution slots of `who`: the tenant's own, then the server's.
+    pub(crate) fn turns<'a>(&'a self, who: &'a tenants::Principal) -> Turns<'a> {
+        Turns {
+            tenant: match who {
+                tenants::Principal::Tenant(t, _) => Some(&t.slots),
+                _ => None,
+            },
+            server: &self.slots,
+        }
     }
 
-    /// A connection's session: its own settings (`SET`), and its statements reported to the
-    /// query log as `user` from the peer of `stream` over `protocol`.
-    pub(crate) fn session(&self, user: &str, stream: &TcpStream, protocol: &'static str) -> Engine {
-        let engine = self.engine.session();
+    /// The verifier of `--token`, if the server has one.
+    pub(crate) fn token_verifier(&self) -> Option<&scram::Verifier> {
+        self.token_verifier.as_ref()
+    }
+
+    /// The tenants, when the server has them.
+    pub(crate) fn tenants(&self) -> Option<&Arc<tenants::Tenants>> {
+        self.tenants.as_ref()
+    }
+
+    /// Who presented `token` over the native protocol, if anyone may.
+    fn authenticate(&self, token: &str) -> Option<tenants::Principal> {
+        match &self.tenants {
+            None => token_matches(self.config.token.as_deref(), token)
+                .then_some(tenants::Principal::Default),
+            Some(t) => t.check_token(token),
+        }
+    }
+
+    /// A connection's session as `who`: its own settings (`SET`), and its statements reported
+    /// to the query log as `user` from the peer of `stream` over `protocol`.
+    pub(crate) fn session(
+        &self,
+        who: &tenants::Principal,
+        user: &str,
+        stream: &TcpStream,
+        protocol: &'static str,
+    ) -> Engine {
+        let (engine, tenant) = match (who, &self.tenants) {
+            (tenants::Principal::Tenant(t, _), _) => (t.engine.session(), t.name.as_str()),
+            (tenants::Principal::Admin, Some(t)) => (t.admin_engine().session(), "admin"),
+            _ => (self.engine.session(), "default"),
+        };
         match &self.query_log {
             Some(log) => {
                 let peer = stream
                     .peer_addr()
                     .map_or_else(|_| "?".into(), |a| a.to_string());
-                engine.with_log(log.connection("default", user, peer, protocol))
+                engine.with_log(log.connection(tenant, user, peer, protocol))
             }
             None => engine,
         }
     }
 
     fn connection(&self, stream: TcpStream, pending: conn::Pending<'_>) -> Result<(), ClientError> {
-        let engine = self.session("", &stream, "native");
+        let peer = stream.try_clone()?;
         let probe = stream.try_clone()?;
         let evicted = pending.evicted();
         let transport = conn::Transport::shared(stream);
@@ -496,9 +601,16 @@ impl Server {
             Ok(())
         };
         // Handshake, within the authentication deadline and a small frame limit.
-        let Some(_active) = self.handshake(&mut r, &mut w, pending)? else {
+        let Some((_active, who)) = self.handshake(&mut r, &mut w, pending)? else {
             return Ok(());
         };
+        let user = match &who {
+            tenants::Principal::Tenant(_, token) => token.as_str(),
+            tenants::Principal::Admin => tenants::ADMIN_USER,
+            tenants::Principal::Default => "",
+        };
+        let engine = self.session(&who, user, &peer, "native");
+        let turns = self.turns(&who);
         let mut load: Option<journeydb_query::BulkLoad> = None;
         loop {
             if !await_request(&r, &probe, &self.stop, self.config.idle_timeout)? {
@@ -518,13 +630,13 @@ impl Server {
             }
             if let Frame::Load { table, step, ipc } = frame {
                 // A load spans frames: its rows wait here (dropped with the connection).
-                let reply = self.load_frame(&engine, &mut load, &table, step, ipc);
+                let reply = self.load_frame(&engine, &turns, &mut load, &table, step, ipc);
                 write_frame(&mut w, &reply)?;
                 w.flush()?;
                 continue;
             }
             let outcome = conn::isolate(|| {
-                let _slot = self.slots.acquire();
+                let _slot = turns.acquire();
                 self.request(&engine, &mut w, frame)
             });
             match outcome {
@@ -548,11 +660,11 @@ impl Server {
         r: &mut BufReader<conn::Guarded<'_>>,
         w: &mut BufWriter<conn::Guarded<'_>>,
         pending: conn::Pending<'p>,
-    ) -> Result<Option<conn::Active<'p>>, ClientError> {
+    ) -> Result<Option<(conn::Active<'p>, tenants::Principal)>, ClientError> {
         let fail = |w: &mut BufWriter<conn::Guarded<'_>>,
                     code: ErrorCode,
                     message: String|
-         -> Result<Option<conn::Active<'p>>, ClientError> {
+         -> Result<Option<(conn::Active<'p>, tenants::Principal)>, ClientError> {
             write_frame(w, &Frame::Error { code, message })?;
             w.flush()?;
             Ok(None)
@@ -562,9 +674,9 @@ impl Server {
                 if version != PROTOCOL_VERSION {
                     return fail(w, ErrorCode::Auth, format!("protocol version {version} is not supported (server speaks {PROTOCOL_VERSION})"));
                 }
-                if !token_matches(self.config.token.as_deref(), &token) {
+                let Some(who) = self.authenticate(&token) else {
                     return fail(w, ErrorCode::Auth, "wrong or missing access token".into());
-                }
+                };
                 let Some(active) = pending.admit(self.config.max_connections) else {
                     return fail(
                         w,
@@ -582,7 +694,7 @@ impl Server {
                 };
                 write_frame(w, &hello)?;
                 w.flush()?;
-                active
+                (active, who)
             }
             Ok(other) => {
                 return fail(
@@ -601,13 +713,14 @@ impl Server {
     fn load_frame(
         &self,
         engine: &Engine,
+        turns: &Turns<'_>,
         load: &mut Option<journeydb_query::BulkLoad>,
         table: &str,
         step: LoadStep,
         ipc: Vec<u8>,
     ) -> Frame {
         let outcome = conn::isolate(|| {
-            let _slot = self.slots.acquire();
+            let _slot = turns.acquire();
             load_step(engine, load, table, step, ipc)
         });
         match outcome {
@@ -645,6 +758,9 @@ impl Server {
                 let reply = decode_ipc(ipc)
                     .map_err(|e| (ErrorCode::Protocol, e.to_string()))
                     .and_then(|batches| {
+                        engine
+                            .may_write()
+                            .map_err(|e| (error_code(&e), e.to_string()))?;
                         // One request is one append: the frame's batches are joined first, so
                         // a bad row anywhere refuses the whole request and nothing is stored.
                         let one = match batches.as_slice() {
@@ -853,7 +969,11 @@ fn load_step(
     }
     let l = match load {
         Some(l) => l,
-        None => load.insert(engine.database().bulk_load(table).map_err(storage)?),
+        None => {
+            let quota = |e: QueryError| (error_code(&e), e.to_string());
+            engine.may_write().map_err(quota)?;
+            load.insert(engine.database().bulk_load(table).map_err(storage)?)
+        }
     };
     if step == LoadStep::AddColumn {
         let text = String::from_utf8(ipc).unwrap_or_default();
@@ -968,6 +1088,7 @@ pub mod conn;
 pub mod pg;
 pub mod querylog;
 pub mod scram;
+pub mod tenants;
 
 /// Largest Hello frame read before a client authenticated.
 const HELLO_LEN_MAX: usize = 64 << 10;

@@ -308,7 +308,7 @@ fn param_value(value: Option<&[u8]>, type_oid: i32, binary: bool) -> Result<Scal
 fn scram_auth<R: Read, W: Write>(
     r: &mut R,
     out: &mut Out<W>,
-    token: &str,
+    verifier: &crate::scram::Verifier,
 ) -> Result<bool, PgClosed> {
     let mut b = 10i32.to_be_bytes().to_vec();
     b.extend_from_slice(crate::scram::MECHANISM.as_bytes());
@@ -324,7 +324,7 @@ fn scram_auth<R: Read, W: Write>(
     let first = body
         .get(pos..pos.saturating_add(usize::try_from(len).map_err(|_| PgClosed)?))
         .ok_or(PgClosed)?;
-    let ex = match crate::scram::first(token, first) {
+    let ex = match crate::scram::first(verifier, first) {
         Ok(ex) => ex,
         Err(m) => {
             out.error("28000", &m)?;
@@ -414,7 +414,7 @@ fn startup<'a>(
     r: &mut BufReader<Guarded<'a>>,
     out: &mut Out<Guarded<'a>>,
     server: &crate::Server,
-) -> Result<Option<String>, PgClosed> {
+) -> Result<Option<(String, crate::tenants::Principal)>, PgClosed> {
     let config = server.config();
     let mut user = String::new();
     // Startup, within the authentication deadline: SSL / GSS requests are declined, then the real
@@ -485,27 +485,42 @@ fn startup<'a>(
             }
         }
     }
-    if let Some(t) = config.token.as_deref() {
-        let ok = match config.pg_auth {
-            crate::PgAuth::Scram => scram_auth(r, out, t)?,
-            crate::PgAuth::Password => {
-                out.msg(b'R', &3i32.to_be_bytes())?;
-                out.w.flush()?;
-                let (kind, body) = read_msg(r, STARTUP_LEN_MAX)?;
-                let mut pos = 0;
-                kind == b'p' && crate::token_matches(Some(t), &cstr(&body, &mut pos)?)
-            }
-        };
-        if !ok {
-            out.error(
-                "28P01",
-                "password authentication failed (the password is the server's token)",
-            )?;
+    // Who the user name says the client is, and the verifier it must prove; no token at all
+    // on a server without tenants admits anyone.
+    let (verifier, who) = match server.tenants() {
+        Some(t) => t.verifier_for(&user),
+        None => match config.token.as_deref() {
+            None => return Ok(Some((user, crate::tenants::Principal::Default))),
+            Some(_) => (
+                server.token_verifier().cloned(),
+                Some(crate::tenants::Principal::Default),
+            ),
+        },
+    };
+    let ok = match (config.pg_auth, &verifier) {
+        (_, None) => false,
+        (crate::PgAuth::Scram, Some(v)) => scram_auth(r, out, v)?,
+        (crate::PgAuth::Password, Some(v)) => {
+            out.msg(b'R', &3i32.to_be_bytes())?;
             out.w.flush()?;
-            return Ok(None);
+            let (kind, body) = read_msg(r, STARTUP_LEN_MAX)?;
+            let mut pos = 0;
+            kind == b'p' && v.matches(&cstr(&body, &mut pos)?)
+        }
+    };
+    match (ok, who) {
+        (true, Some(who)) => Ok(Some((user, who))),
+        _ => {
+            let why = if server.tenants().is_some() {
+                "password authentication failed (the user is a token's name, the password the token)"
+            } else {
+                "password authentication failed (the password is the server's token)"
+            };
+            out.error("28P01", why)?;
+            out.w.flush()?;
+            Ok(None)
         }
     }
-    Ok(Some(user))
 }
 
 /// AuthenticationOk, the ParameterStatus messages clients read, and BackendKeyData with the key a
@@ -566,14 +581,15 @@ pub fn connection(
         w: BufWriter::new(Guarded::new(transport, stop, evicted)),
         in_block: false,
     };
-    let Some(user) = startup(&mut r, &mut out, server)? else {
+    let Some((user, who)) = startup(&mut r, &mut out, server)? else {
         return Ok(());
     };
     let Some(_active) = pending.admit(config.max_connections) else {
         return too_many_clients(&mut out, config.max_connections);
     };
-    let engine = &server.session(&user, &probe, "postgresql");
-    let (len_max, idle, slots) = (config.frame_len_max, config.idle_timeout, server.slots());
+    let engine = &server.session(&who, &user, &probe, "postgresql");
+    let turns = server.turns(&who);
+    let (len_max, idle, slots) = (config.frame_len_max, config.idle_timeout, &turns);
     let cancel = Arc::new(AtomicBool::new(false));
     let _key = greet(&mut out, server, cancel.clone())?;
     out.ready()?;
@@ -671,7 +687,7 @@ fn copy_in<R: Read, W: Write>(
     r: &mut R,
     out: &mut Out<W>,
     engine: &Engine,
-    slots: Option<&crate::Slots>,
+    slots: Option<&crate::Turns<'_>>,
     target: &journeydb_query::copy::CopyIn,
     rest: &[ParsedStatement],
     before_read: &mut dyn FnMut(&mut R),
@@ -718,7 +734,7 @@ fn copy_in<R: Read, W: Write>(
     if let Some(m) = failure {
         return out.error("57014", &m);
     }
-    let _slot = slots.map(crate::Slots::acquire);
+    let _slot = slots.map(crate::Turns::acquire);
     match engine.copy_in(target, &data) {
         Ok(n) => out.msg(b'C', format!("COPY {n}\0").as_bytes())?,
         Err(e) => return out.error(sqlstate(&e), &e.to_string()),

@@ -1,6 +1,9 @@
 //! SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL uses it: the client proves it knows the token
-//! without sending it. The server keeps no stored verifier (the token is its configuration), so it
-//! derives one per exchange with a fresh random salt.
+//! without sending it. The server keeps a [`Verifier`] per token: derived at start from `--token`,
+//! or read from a tenants file, where tokens are stored only as verifiers, in PostgreSQL's own
+//! format (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, base64). The native
+//! protocol sends the token itself (over TLS where configured); it is checked against the same
+//! verifier.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -24,16 +27,98 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
     Ok(b)
 }
 
+/// What the server keeps of a token: enough to check a proof of it, not enough to present it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Verifier {
+    iterations: u32,
+    salt: Vec<u8>,
+    stored_key: Vec<u8>,
+    server_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Verifier(..)")
+    }
+}
+
+impl Verifier {
+    /// The verifier of `token` with `salt`.
+    pub fn with_salt(token: &str, salt: &[u8], iterations: u32) -> Result<Verifier, String> {
+        let mut salted = vec![0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(token.as_bytes(), salt, iterations, &mut salted);
+        let client_key = hmac(&salted, b"Client Key")?;
+        Ok(Verifier {
+            iterations,
+            salt: salt.to_vec(),
+            stored_key: Sha256::digest(&client_key).to_vec(),
+            server_key: hmac(&salted, b"Server Key")?,
+        })
+    }
+
+    /// The verifier of `token` with a fresh random salt.
+    pub fn new(token: &str) -> Result<Verifier, String> {
+        Self::with_salt(token, &random_bytes::<16>()?, ITERATIONS)
+    }
+
+    /// Reads PostgreSQL's text form.
+    pub fn parse(text: &str) -> Result<Verifier, String> {
+        let bad = || {
+            "not a SCRAM-SHA-256 verifier (SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>; \
+             `journeydb tenants hash-token` makes one)"
+                .to_string()
+        };
+        let rest = text.trim().strip_prefix("SCRAM-SHA-256$").ok_or_else(bad)?;
+        let (head, keys) = rest.split_once('$').ok_or_else(bad)?;
+        let (iterations, salt) = head.split_once(':').ok_or_else(bad)?;
+        let (stored, server) = keys.split_once(':').ok_or_else(bad)?;
+        let iterations: u32 = iterations.parse().map_err(|_| bad())?;
+        if !(1..=10_000_000).contains(&iterations) {
+            return Err(bad());
+        }
+        let d = |s: &str| B64.decode(s).map_err(|_| bad());
+        let v = Verifier {
+            iterations,
+            salt: d(salt)?,
+            stored_key: d(stored)?,
+            server_key: d(server)?,
+        };
+        if v.stored_key.len() != 32 || v.server_key.len() != 32 || v.salt.is_empty() {
+            return Err(bad());
+        }
+        Ok(v)
+    }
+
+    /// True when `token` is the token this verifier was made from (constant time in the keys).
+    pub fn matches(&self, token: &str) -> bool {
+        Self::with_salt(token, &self.salt, self.iterations)
+            .is_ok_and(|v| constant_time_eq::constant_time_eq(&v.stored_key, &self.stored_key))
+    }
+}
+
+impl std::fmt::Display for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SCRAM-SHA-256${}:{}${}:{}",
+            self.iterations,
+            B64.encode(&self.salt),
+            B64.encode(&self.stored_key),
+            B64.encode(&self.server_key)
+        )
+    }
+}
+
 /// The server's side of one exchange, between the client's first and final messages.
 pub struct Exchange {
     client_first_bare: String,
     server_first: String,
     nonce: String,
-    salted: Vec<u8>,
+    verifier: Verifier,
 }
 
 /// Reads the client-first-message and answers the server-first-message.
-pub fn first(token: &str, client_first: &[u8]) -> Result<Exchange, String> {
+pub fn first(verifier: &Verifier, client_first: &[u8]) -> Result<Exchange, String> {
     let msg = std::str::from_utf8(client_first).map_err(|_| "SCRAM message is not UTF-8")?;
     // gs2 header: "n,," (no channel binding) or "y,," (client could but thinks we cannot).
     let bare = msg
@@ -46,15 +131,16 @@ pub fn first(token: &str, client_first: &[u8]) -> Result<Exchange, String> {
         .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_graphic() && c != ','))
         .ok_or("SCRAM client-first-message without a nonce")?;
     let nonce = format!("{cnonce}{}", B64.encode(random_bytes::<18>()?));
-    let salt = random_bytes::<16>()?;
-    let mut salted = vec![0u8; 32];
-    pbkdf2::pbkdf2_hmac::<Sha256>(token.as_bytes(), &salt, ITERATIONS, &mut salted);
-    let server_first = format!("r={nonce},s={},i={ITERATIONS}", B64.encode(salt));
+    let server_first = format!(
+        "r={nonce},s={},i={}",
+        B64.encode(&verifier.salt),
+        verifier.iterations
+    );
     Ok(Exchange {
         client_first_bare: bare.to_string(),
         server_first,
         nonce,
-        salted,
+        verifier: verifier.clone(),
     })
 }
 
@@ -82,20 +168,18 @@ impl Exchange {
             "{},{},{}",
             self.client_first_bare, self.server_first, without_proof
         );
-        let client_key = hmac(&self.salted, b"Client Key")?;
-        let stored_key = Sha256::digest(&client_key);
-        let signature = hmac(&stored_key, auth.as_bytes())?;
+        let stored_key = &self.verifier.stored_key;
+        let signature = hmac(stored_key, auth.as_bytes())?;
         if proof.len() != signature.len() {
             return Err("password authentication failed".into());
         }
         let recovered: Vec<u8> = proof.iter().zip(&signature).map(|(p, s)| p ^ s).collect();
-        if !constant_time_eq::constant_time_eq(&Sha256::digest(&recovered), &stored_key) {
+        if !constant_time_eq::constant_time_eq(&Sha256::digest(&recovered), stored_key) {
             return Err("password authentication failed".into());
         }
-        let server_key = hmac(&self.salted, b"Server Key")?;
         Ok(format!(
             "v={}",
-            B64.encode(hmac(&server_key, auth.as_bytes())?)
+            B64.encode(hmac(&self.verifier.server_key, auth.as_bytes())?)
         ))
     }
 }
@@ -128,19 +212,30 @@ mod tests {
     #[test]
     fn right_token_passes_wrong_token_and_tampering_fail() {
         let bare = "n=,r=abcdefghijklmnop";
-        let ex = first("s3cret", format!("n,,{bare}").as_bytes()).unwrap();
+        // Through its text form, as a tenants file keeps it.
+        let v = Verifier::parse(&Verifier::new("s3cret").unwrap().to_string()).unwrap();
+        assert!(v.matches("s3cret") && !v.matches("s3cret ") && !v.matches(""));
+        let ex = first(&v, format!("n,,{bare}").as_bytes()).unwrap();
         assert!(ex
             .verify(client_final("s3cret", &ex, bare, false).as_bytes())
             .is_ok());
-        let ex = first("s3cret", format!("n,,{bare}").as_bytes()).unwrap();
+        let ex = first(&v, format!("n,,{bare}").as_bytes()).unwrap();
         assert!(ex
             .verify(client_final("wrong", &ex, bare, false).as_bytes())
             .is_err());
-        let ex = first("s3cret", format!("n,,{bare}").as_bytes()).unwrap();
+        let ex = first(&v, format!("n,,{bare}").as_bytes()).unwrap();
         assert!(ex
             .verify(client_final("s3cret", &ex, bare, true).as_bytes())
             .is_err());
-        assert!(first("s3cret", b"p=tls-server-end-point,,n=,r=x").is_err());
-        assert!(first("s3cret", b"n,,n=,").is_err());
+        assert!(first(&v, b"p=tls-server-end-point,,n=,r=x").is_err());
+        assert!(first(&v, b"n,,n=,").is_err());
+        for bad in [
+            "",
+            "md5abc",
+            "SCRAM-SHA-256$0:AA==$AA==:AA==",
+            "SCRAM-SHA-256$4096:AA==$AA==:AA==",
+        ] {
+            assert!(Verifier::parse(bad).is_err(), "{bad}");
+        }
     }
 }

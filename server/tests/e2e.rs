@@ -55,6 +55,8 @@ fn start(token: Option<&str>, max_connections: usize) -> Running {
         export_dir: None,
         query_log_days: 7,
         query_log_dir: None,
+        tenants: None,
+        tenant_options: Default::default(),
         cost_rates: Default::default(),
     };
     let server = Server::bind(config, engine.clone()).unwrap();

@@ -74,6 +74,8 @@ fn start(max_connections: usize, max_running: usize) -> Running {
         export_dir: None,
         query_log_days: 7,
         query_log_dir: None,
+        tenants: None,
+        tenant_options: Default::default(),
         cost_rates: Default::default(),
     };
     let server = Server::bind(config, engine).unwrap();

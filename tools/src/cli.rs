@@ -50,11 +50,29 @@ pub enum Command {
     /// The journey workload in journeydb and DuckDB on the same data, side by side, with ratios
     /// (runs the journeydb-bench binary; see BENCHMARKS.md and `journeydb-bench --help`).
     Bench(BenchArgs),
+    /// Tenants files for `journeydb serve --tenants`: a new file with an admin token, or the
+    /// verifier of a token (tokens are kept only as SCRAM-SHA-256 verifiers).
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `journeydb tenants ..`.
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Writes a new tenants file holding a fresh admin token's verifier, and prints that token
+    /// once (the file never holds it). Refuses to overwrite a file.
+    Init {
+        /// The file to write.
+        file: PathBuf,
+    },
+    /// Reads a token from standard input (one line) and prints its verifier, for a hand-written
+    /// tenants file.
+    HashToken,
 }
 
 /// A server to connect to, and the token it asks for.
@@ -292,6 +310,11 @@ pub struct ServeArgs {
     /// Key type of a new database.
     #[arg(long, value_enum, default_value = "varchar", ignore_case = true)]
     pub key_type: KeyTypeArg,
+    /// Serve tenants (a TOML file: `journeydb tenants init FILE` makes one): each tenant gets its
+    /// own database in DIR/tenants/NAME/, its tokens and quotas; the admin token manages them
+    /// with SQL (CREATE TENANT, CREATE TOKEN ..). --token is then not used.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub tenants: Option<PathBuf>,
     /// Days the query log (`SELECT .. FROM system.queries`: every statement, who ran it, its
     /// times, scans and result) keeps; 0 turns the log off.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=36500))]

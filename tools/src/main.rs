@@ -65,6 +65,7 @@ fn main() -> ExitCode {
         Command::Export(a) => journeydb_tools::transfer::export(a),
         Command::Sql(a) => sql::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Tenants(c) => serve::tenants(c),
         Command::Bench(a) => bench(a),
         Command::Journey(c) => journeydb_tools::journey::cli(c),
         Command::Completions { shell } => {

@@ -44,10 +44,23 @@ pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
         // clap requires the two together.
         _ => None,
     };
-    let path = a.db.as_path();
     let opts = Options {
         flush_rows: a.flush_rows,
         ..Options::default()
+    };
+    // With tenants, DIR holds their databases (tenants/NAME/), the query log (querylog/) and the
+    // admin's empty database (admin/).
+    let admin_dir;
+    let path = match &a.tenants {
+        None => a.db.as_path(),
+        Some(file) => {
+            std::fs::create_dir_all(&a.db).map_err(|e| format!("{}: {e}", a.db.display()))?;
+            config.tenants = Some((file.clone(), a.db.clone()));
+            config.tenant_options = opts.clone();
+            config.query_log_dir = Some(a.db.join("querylog"));
+            admin_dir = a.db.join("admin");
+            admin_dir.as_path()
+        }
     };
     let db = if path.join("CURRENT").exists() {
         Database::open(path, opts)
@@ -55,7 +68,7 @@ pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
         // A directory that holds anything but a database is refused by `create`; an empty or
         // missing one becomes a new database, said out loud so a mistyped path is noticed.
         let db = Database::create(path, key_type, opts);
-        if db.is_ok() {
+        if db.is_ok() && a.tenants.is_none() {
             eprintln!(
                 "created a new database in {} ({} keys)",
                 path.display(),
@@ -81,10 +94,16 @@ pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
         Some(a) => format!(", PostgreSQL protocol on {a}"),
         None => String::new(),
     };
+    if let Some(file) = &a.tenants {
+        println!("journeydb tenants from {}", file.display());
+    }
     println!(
         "journeydb serving {} on {addr} (native protocol){pg}{}",
         a.db.display(),
-        match (config.token.is_some(), config.tls.is_some()) {
+        match (
+            config.token.is_some() || config.tenants.is_some(),
+            config.tls.is_some(),
+        ) {
             (true, true) => ", TLS, token required",
             (true, false) => ", token required",
             (false, true) => ", TLS",
@@ -98,4 +117,44 @@ pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
     db.flush().map_err(|e| e.to_string())?;
     eprintln!("journeydb: stopped");
     Ok(())
+}
+
+/// `journeydb tenants ..`.
+pub fn tenants(c: &journeydb_tools::cli::TenantsCommand) -> Result<(), String> {
+    use journeydb_server::scram::Verifier;
+    use journeydb_server::tenants::{new_token, TenantsFile};
+    match c {
+        journeydb_tools::cli::TenantsCommand::Init { file } => {
+            if file.exists() {
+                return Err(format!("{} exists; not overwritten", file.display()));
+            }
+            let token = new_token()?;
+            let f = TenantsFile {
+                admin_token: Some(Verifier::new(&token)?.to_string()),
+                tenants: Vec::new(),
+            };
+            f.save(file)?;
+            println!("{token}");
+            eprintln!(
+                "wrote {}; the line above is the admin token (PostgreSQL user `admin`), shown \
+                 only now. Start `journeydb serve --db DIR --tenants {}`, then connect with it and \
+                 run CREATE TENANT name; CREATE TOKEN name FOR TENANT name;",
+                file.display(),
+                file.display()
+            );
+            Ok(())
+        }
+        journeydb_tools::cli::TenantsCommand::HashToken => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("standard input: {e}"))?;
+            let token = line.trim_end_matches(['\n', '\r']);
+            if token.is_empty() {
+                return Err("no token on standard input".into());
+            }
+            println!("{}", Verifier::new(token)?);
+            Ok(())
+        }
+    }
 }
