@@ -307,6 +307,40 @@ impl Server {
                 Some(l)
             }
         };
+        let (engine, query_log, tenants) = Self::open_parts(&config, engine)?;
+        Ok(Server {
+            listener,
+            pg_listener,
+            engine,
+            query_log,
+            tenants,
+            token_verifier: match &config.token {
+                Some(t) => Some(scram::Verifier::new(t).map_err(ServerError::Tenants)?),
+                None => None,
+            },
+            admission: conn::Admission::default(),
+            cancel_keys: std::sync::Mutex::new(std::collections::HashMap::new()),
+            next_backend: std::sync::atomic::AtomicI32::new(1),
+            stop: Arc::new(AtomicBool::new(false)),
+            slots: Slots::new(config.max_running),
+            config,
+        })
+    }
+
+    /// The query log (moving an older in-database one out) and the tenants of `config`, and
+    /// `engine` reading `system.queries` from the log.
+    #[allow(clippy::type_complexity)]
+    fn open_parts(
+        config: &Config,
+        engine: Engine,
+    ) -> Result<
+        (
+            Engine,
+            Option<Arc<querylog::QueryLog>>,
+            Option<Arc<tenants::Tenants>>,
+        ),
+        ServerError,
+    > {
         let query_log = match config.query_log_days {
             0 => None,
             days => {
@@ -352,23 +386,7 @@ impl Server {
                 .map_err(ServerError::Tenants)?,
             )),
         };
-        Ok(Server {
-            listener,
-            pg_listener,
-            engine,
-            query_log,
-            tenants,
-            token_verifier: match &config.token {
-                Some(t) => Some(scram::Verifier::new(t).map_err(ServerError::Tenants)?),
-                None => None,
-            },
-            admission: conn::Admission::default(),
-            cancel_keys: std::sync::Mutex::new(std::collections::HashMap::new()),
-            next_backend: std::sync::atomic::AtomicI32::new(1),
-            stop: Arc::new(AtomicBool::new(false)),
-            slots: Slots::new(config.max_running),
-            config,
-        })
+        Ok((engine, query_log, tenants))
     }
 
     /// The bound address (useful with port 0).

@@ -485,6 +485,17 @@ fn startup<'a>(
             }
         }
     }
+    authenticate(r, out, server, user)
+}
+
+/// Checks the token of a client logging in as `user`: `None` when refused (the refusal sent).
+fn authenticate<'a>(
+    r: &mut BufReader<Guarded<'a>>,
+    out: &mut Out<Guarded<'a>>,
+    server: &crate::Server,
+    user: String,
+) -> Result<Option<(String, crate::tenants::Principal)>, PgClosed> {
+    let config = server.config();
     // Who the user name says the client is, and the verifier it must prove; no token at all
     // on a server without tenants admits anyone.
     let (verifier, who) = match server.tenants() {

@@ -8,6 +8,29 @@ use journeydb_query::Engine;
 use journeydb_server::{Config, Server};
 use journeydb_storage::{Database, KeyType, Options};
 
+/// Opens the database in `path`, or creates it (said on stderr when `announce`).
+fn open_or_create(
+    path: &std::path::Path,
+    key_type: KeyType,
+    opts: Options,
+    announce: bool,
+) -> Result<Database, String> {
+    if path.join("CURRENT").exists() {
+        return Database::open(path, opts).map_err(|e| e.to_string());
+    }
+    // A directory that holds anything but a database is refused by `create`; an empty or
+    // missing one becomes a new database, said out loud so a mistyped path is noticed.
+    let db = Database::create(path, key_type, opts).map_err(|e| e.to_string())?;
+    if announce {
+        eprintln!(
+            "created a new database in {} ({} keys)",
+            path.display(),
+            format!("{:?}", key_type).to_lowercase()
+        );
+    }
+    Ok(db)
+}
+
 /// Runs the server.
 pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
     let defaults = Config::default();
@@ -62,22 +85,7 @@ pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
             admin_dir.as_path()
         }
     };
-    let db = if path.join("CURRENT").exists() {
-        Database::open(path, opts)
-    } else {
-        // A directory that holds anything but a database is refused by `create`; an empty or
-        // missing one becomes a new database, said out loud so a mistyped path is noticed.
-        let db = Database::create(path, key_type, opts);
-        if db.is_ok() && a.tenants.is_none() {
-            eprintln!(
-                "created a new database in {} ({} keys)",
-                path.display(),
-                format!("{:?}", key_type).to_lowercase()
-            );
-        }
-        db
-    }
-    .map_err(|e| e.to_string())?;
+    let db = open_or_create(path, key_type, opts, a.tenants.is_none())?;
     let db = Arc::new(db);
     let server =
         Server::bind(config.clone(), Engine::new(db.clone())).map_err(|e| e.to_string())?;

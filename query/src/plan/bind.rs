@@ -271,49 +271,10 @@ pub(super) fn plan_factor(
             }
             let mut parts = object_name(name)?;
             let alias_name = alias.as_ref().map(|a| ident(&a.name));
-            if parts == ["system", "queries"] {
-                if ctx.log_tenant.is_some() {
-                    if sample.is_some() {
-                        return unsupported("TABLESAMPLE on system.queries");
-                    }
-                    let q = crate::parse::parse_query(&format!(
-                        "SELECT * FROM {}",
-                        crate::costs::log_relation(ctx.log_tenant)
-                    ))?;
-                    return Ok((
-                        plan_query(&q, ctx)?.plan,
-                        alias_name.or_else(|| Some("queries".into())),
-                        None,
-                    ));
-                }
-                parts = vec![crate::QUERY_LOG_TABLE.to_string()];
-            }
-            if parts == ["system", "costs"] {
-                if sample.is_some() {
-                    return unsupported("TABLESAMPLE on system.costs");
-                }
-                return Ok((
-                    costs_view(ctx)?,
-                    alias_name.or_else(|| Some("costs".into())),
-                    None,
-                ));
-            }
-            if parts.len() == 2 && parts.first().map(String::as_str) == Some("system") {
-                if sample.is_some() {
-                    return unsupported("TABLESAMPLE on a system table");
-                }
-                let name = parts.join(".");
-                let batch = crate::system::table(ctx.snap, &name)?;
-                let project = (0..batch.num_columns()).collect();
-                return Ok((
-                    Plan::System {
-                        name,
-                        batch,
-                        project,
-                    },
-                    alias_name,
-                    None,
-                ));
+            if let Some(system) =
+                system_factor(&mut parts, alias_name.clone(), sample.is_some(), ctx)?
+            {
+                return Ok(system);
             }
             let [tname] = parts.as_slice() else {
                 return unsupported(format!("qualified table name {name}"));
@@ -363,6 +324,57 @@ pub(super) fn plan_factor(
         }
         other => unsupported(format!("FROM {other}")),
     }
+}
+
+/// A relation of FROM with its alias and sample.
+type Factor = (Plan, Option<String>, Option<Sample>);
+
+/// The system relations of FROM (`system.queries`, `system.costs`, `system.tables`, ..): their
+/// plan, or `None` for any other name. Without a tenant to narrow to, `system.queries` is the
+/// log's own table: `parts` becomes its name.
+fn system_factor(
+    parts: &mut Vec<String>,
+    alias_name: Option<String>,
+    sampled: bool,
+    ctx: &PlanCtx<'_>,
+) -> Result<Option<Factor>> {
+    if *parts == ["system", "queries"] {
+        if ctx.log_tenant.is_none() {
+            *parts = vec![crate::QUERY_LOG_TABLE.to_string()];
+            return Ok(None);
+        }
+        if sampled {
+            return unsupported("TABLESAMPLE on system.queries");
+        }
+        let q = crate::parse::parse_query(&format!(
+            "SELECT * FROM {}",
+            crate::costs::log_relation(ctx.log_tenant)
+        ))?;
+        let alias = alias_name.or_else(|| Some("queries".into()));
+        return Ok(Some((plan_query(&q, ctx)?.plan, alias, None)));
+    }
+    if *parts == ["system", "costs"] {
+        if sampled {
+            return unsupported("TABLESAMPLE on system.costs");
+        }
+        let alias = alias_name.or_else(|| Some("costs".into()));
+        return Ok(Some((costs_view(ctx)?, alias, None)));
+    }
+    if parts.len() == 2 && parts.first().map(String::as_str) == Some("system") {
+        if sampled {
+            return unsupported("TABLESAMPLE on a system table");
+        }
+        let name = parts.join(".");
+        let batch = crate::system::table(ctx.snap, &name)?;
+        let project = (0..batch.num_columns()).collect();
+        let plan = Plan::System {
+            name,
+            batch,
+            project,
+        };
+        return Ok(Some((plan, alias_name, None)));
+    }
+    Ok(None)
 }
 
 /// `system.costs`, a view: the query log grouped per tenant and day, priced. (`system.queries`
