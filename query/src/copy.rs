@@ -253,6 +253,7 @@ impl Engine {
             .map(|(n, t)| Field::new(n, crate::exec::arrow_type(*t), true))
             .collect();
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
+        self.check_append(&c.table, &batch)?;
         let n = self
             .database()
             .append(&c.table, &batch)

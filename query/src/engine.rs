@@ -108,6 +108,8 @@ pub struct Engine {
     read_only: Option<Arc<str>>,
     /// Asked before each statement that adds data.
     write_guard: Option<Arc<dyn WriteGuard>>,
+    /// The data contracts of the database's tables.
+    pub(crate) contracts: Arc<crate::contract::Contracts>,
 }
 
 pub use crate::parse::{Extras, ParsedStatement};
@@ -139,6 +141,7 @@ impl Engine {
             let _ = db.commit(&stale);
         }
         Engine {
+            contracts: Arc::new(crate::contract::Contracts::open(db.dir())),
             db,
             now_us: None,
             memory_limit: None,
@@ -185,6 +188,12 @@ impl Engine {
 
     /// The admin statement or the refusal a statement meets before it runs, if any.
     fn gate(&self, stmt: &Statement, extras: &Extras) -> Option<Result<Output>> {
+        if let Some(cmd) = &extras.contract {
+            return Some(match &self.read_only {
+                Some(why) => Err(QueryError::Permission(why.to_string())),
+                None => self.contract_command(cmd),
+            });
+        }
         if let Some(cmd) = &extras.admin {
             return Some(match &self.admin {
                 Some(hook) => hook.run(cmd),
@@ -257,6 +266,7 @@ impl Engine {
         let log = source.log_engine();
         Some(Engine {
             db: log.db,
+            contracts: log.contracts,
             files: log.files,
             locks: log.locks,
             log_source: None,
@@ -380,6 +390,9 @@ impl Engine {
     ) -> Result<Option<Vec<(String, DType)>>> {
         if let Some(cmd) = &extras.admin {
             return Ok(self.admin.as_ref().and_then(|h| h.describe(cmd)));
+        }
+        if let Some(cmd) = &extras.contract {
+            return Ok(crate::contract::describe(cmd));
         }
         if let Some(log) = self.log_route(stmt) {
             return log.describe_statement(stmt, extras);
@@ -551,9 +564,10 @@ impl Engine {
             Err(_) => (0, 0),
         };
         let record = StatementRecord {
-            text: match &extras.admin {
-                Some(cmd) => cmd.to_string(),
-                None => stmt.to_string(),
+            text: match (&extras.admin, &extras.contract) {
+                (Some(cmd), _) => cmd.to_string(),
+                (None, Some(cmd)) => cmd.to_string(),
+                (None, None) => stmt.to_string(),
             },
             start_us,
             wall_us: t0.elapsed().as_micros() as u64,
@@ -688,7 +702,7 @@ impl Engine {
                 if at.if_exists && self.db.snapshot().table(&from).is_err() {
                     return Ok(rows_tag("ALTER TABLE", 0));
                 }
-                self.db.commit(&ops).map_err(map_storage)?;
+                self.publish(&ops)?;
                 Ok(rows_tag("ALTER TABLE", 0))
             }
             Statement::Insert(ins) => self.insert(ins),
@@ -748,7 +762,7 @@ impl Engine {
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
-                self.db.commit(&ops).map_err(map_storage)?;
+                self.publish(&ops)?;
                 Ok(rows_tag("RENAME TABLE", 0))
             }
             // Savepoints inside such a block are accepted the same way (drivers nest with them).
@@ -1049,9 +1063,11 @@ impl Engine {
             )
             .map(|s| s.rows)
             .map_err(map_storage);
+        // Pre-flight: the staged rows against the target's contract, before anything is published.
+        let written = written.and_then(|n| self.preflight_staged(name, &tmp).map(|()| n));
         match written {
             Ok(n) => {
-                let replaced = self.db.commit(&[CatalogOp::Replace {
+                let replaced = self.publish(&[CatalogOp::Replace {
                     target: name.to_string(),
                     source: tmp.clone(),
                 }]);
@@ -1060,7 +1076,7 @@ impl Engine {
                         name: tmp,
                         if_exists: true,
                     }]);
-                    return Err(map_storage(e));
+                    return Err(e);
                 }
                 Ok(rows_tag("CREATE TABLE", n))
             }
@@ -1075,6 +1091,7 @@ impl Engine {
     }
 
     fn append_batch(&self, table: &str, batch: &RecordBatch) -> Result<u64> {
+        self.check_append(table, batch)?;
         let mut start = 0;
         while start < batch.num_rows() {
             let len = WRITE_BATCH_ROWS.min(batch.num_rows() - start);
@@ -1385,7 +1402,7 @@ fn first_words(s: &str) -> String {
     s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
-fn map_storage(e: journeydb_storage::StorageError) -> QueryError {
+pub(crate) fn map_storage(e: journeydb_storage::StorageError) -> QueryError {
     match e {
         journeydb_storage::StorageError::TableNotFound(t) => QueryError::TableNotFound(t),
         e => QueryError::Storage(e),

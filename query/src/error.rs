@@ -48,6 +48,9 @@ pub enum QueryError {
     /// The session may not run this statement (a tenant's or the admin's rights).
     #[error("permission denied: {0}")]
     Permission(String),
+    /// A write would break its table's data contract (see [`crate::contract`]).
+    #[error("contract violated: {0}")]
+    ContractViolated(String),
     /// A tenant's quota (disk bytes) would be exceeded.
     #[error("quota exceeded: {0}")]
     QuotaExceeded(String),
@@ -74,6 +77,7 @@ impl QueryError {
             | QueryError::LockNotAvailable(_)
             | QueryError::Permission(_)
             | QueryError::QuotaExceeded(_)
+            | QueryError::ContractViolated(_)
             | QueryError::Cancelled => "user",
             QueryError::Storage(_) => "storage",
             QueryError::Internal(_) => "internal",

@@ -355,8 +355,9 @@ impl Engine {
         // Files are read and converted on a thread of their own while the load folds them.
         journeydb_io::pipelined(batches, 4, |it| -> Result<()> {
             for b in it {
-                load.push(&b.map_err(io_err)?)
-                    .map_err(QueryError::Storage)?;
+                let b = b.map_err(io_err)?;
+                self.check_append(table, &b)?;
+                load.push(&b).map_err(QueryError::Storage)?;
             }
             Ok(())
         })?;

@@ -15,6 +15,7 @@ pub mod agg;
 pub mod budget;
 pub mod cancel;
 pub mod catalog;
+pub mod contract;
 pub mod copy;
 pub mod costs;
 pub mod engine;

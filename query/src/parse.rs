@@ -52,6 +52,9 @@ pub struct Extras {
     /// A tenant management statement (see [`crate::admin`]); the [`Statement`] beside it is a
     /// placeholder that runs nothing.
     pub admin: Option<crate::admin::AdminCommand>,
+    /// A data contract statement (see [`crate::contract`]); the [`Statement`] beside it is a
+    /// placeholder that runs nothing.
+    pub contract: Option<crate::contract::ContractCommand>,
 }
 
 /// A parsed statement with its [`Extras`].
@@ -148,7 +151,12 @@ fn merge_rule(word: &str) -> Option<MergeRule> {
 // split, the MERGE rules, the COPY options and the operator-chain bound all read.
 pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
     let tokens = tokenize(sql)?;
-    if let Some(cmd) = crate::admin::parse(&tokens)? {
+    let admin = crate::admin::parse(&tokens)?;
+    let contract = match admin {
+        Some(_) => None,
+        None => crate::contract::parse(&tokens)?,
+    };
+    if admin.is_some() || contract.is_some() {
         let placeholder = Parser::parse_sql(&dialect(), "COMMENT ON TABLE tenant IS NULL")
             .map_err(|e| QueryError::Internal(e.to_string()))?
             .pop()
@@ -156,7 +164,8 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
         return Ok(vec![(
             placeholder,
             Extras {
-                admin: Some(cmd),
+                admin,
+                contract,
                 ..Extras::default()
             },
         )]);
@@ -372,6 +381,7 @@ fn statements(
                     copy_options,
                     summarize: summarize.contains(&n),
                     admin: None,
+                    contract: None,
                 },
             )
         })

@@ -154,6 +154,7 @@ pub fn classify(e: &QueryError) -> (ErrorCode, &'static str) {
         QueryError::LockNotAvailable(_) => (ErrorCode::User, "55P03"),
         QueryError::Permission(_) => (ErrorCode::Auth, "42501"),
         QueryError::QuotaExceeded(_) => (ErrorCode::Limit, "53400"),
+        QueryError::ContractViolated(_) => (ErrorCode::User, "23514"),
         QueryError::Storage(s) => match s {
             S::TableNotFound(_) => (ErrorCode::User, "42P01"),
             S::TableExists(_) => (ErrorCode::User, "42P07"),
@@ -791,6 +792,9 @@ impl Server {
                         };
                         bytes = one.get_array_memory_size() as u64;
                         engine
+                            .check_append(&table, &one)
+                            .map_err(|e| (error_code(&e), e.to_string()))?;
+                        engine
                             .database()
                             .append(&table, &one)
                             .map(|n| n as u64)
@@ -820,7 +824,7 @@ impl Server {
             Frame::Swap { a, b } => match Started::now().log_result(
                 engine,
                 format!("SWAP {a} WITH {b}"),
-                engine.database().swap_tables(&a, &b),
+                engine.swap(&a, &b),
             ) {
                 Ok(_) => write_frame(
                     w,
@@ -829,8 +833,7 @@ impl Server {
                         rows: 0,
                     },
                 )?,
-                Err(e) => {
-                    let qe = QueryError::Storage(e);
+                Err(qe) => {
                     write_frame(
                         w,
                         &Frame::Error {
@@ -1001,6 +1004,9 @@ fn load_step(
     }
     let batches = decode_ipc(ipc).map_err(|e| (ErrorCode::Protocol, e.to_string()))?;
     for b in &batches {
+        engine
+            .check_append(table, b)
+            .map_err(|e| (error_code(&e), e.to_string()))?;
         l.push(b).map_err(storage)?;
     }
     Ok(l.rows())
@@ -1063,6 +1069,7 @@ impl Session for EmbeddedSession {
     }
 
     fn append(&mut self, table: &str, batch: &RecordBatch) -> Result<u64, ClientError> {
+        self.engine.check_append(table, batch).map_err(to_client)?;
         self.engine
             .database()
             .append(table, batch)
@@ -1079,7 +1086,10 @@ impl Session for EmbeddedSession {
         let mut l = self.engine.database().bulk_load(table).map_err(storage)?;
         for item in batches {
             match item? {
-                journeydb_client::LoadItem::Rows(b) => l.push(&b).map_err(storage)?,
+                journeydb_client::LoadItem::Rows(b) => {
+                    self.engine.check_append(table, &b).map_err(to_client)?;
+                    l.push(&b).map_err(storage)?
+                }
                 journeydb_client::LoadItem::AddColumn { name, ty, rule } => {
                     let column = column_spec(&format!("{name}\t{ty}\t{rule}")).map_err(|m| {
                         ClientError::Server {
@@ -1095,11 +1105,7 @@ impl Session for EmbeddedSession {
     }
 
     fn swap(&mut self, a: &str, b: &str) -> Result<(), ClientError> {
-        self.engine
-            .database()
-            .swap_tables(a, b)
-            .map(|_| ())
-            .map_err(|e| to_client(QueryError::Storage(e)))
+        self.engine.swap(a, b).map_err(to_client)
     }
 }
 pub mod conn;
@@ -1201,8 +1207,8 @@ impl Started {
         &self,
         engine: &Engine,
         text: String,
-        r: Result<T, journeydb_query::StorageError>,
-    ) -> Result<T, journeydb_query::StorageError> {
+        r: Result<T, QueryError>,
+    ) -> Result<T, QueryError> {
         let error = r.as_ref().err().map(|e| e.to_string());
         self.log(engine, text, 0, 0, error.as_deref());
         r

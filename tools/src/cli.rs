@@ -50,6 +50,10 @@ pub enum Command {
     /// The journey workload in journeydb and DuckDB on the same data, side by side, with ratios
     /// (runs the journeydb-bench binary; see BENCHMARKS.md and `journeydb-bench --help`).
     Bench(BenchArgs),
+    /// Data contracts of tables: set one from a TOML file, show it, or check a table against it
+    /// now (exits 1 when a rule is broken). The format is in query/src/contract.rs and README.
+    #[command(subcommand)]
+    Contract(ContractCommand),
     /// Tenants files for `journeydb serve --tenants`: a new file with an admin token, or the
     /// verifier of a token (tokens are kept only as SCRAM-SHA-256 verifiers).
     #[command(subcommand)]
@@ -58,6 +62,42 @@ pub enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+/// `journeydb contract ..`.
+#[derive(Debug, Subcommand)]
+pub enum ContractCommand {
+    /// Sets a table's contract (ALTER TABLE t SET CONTRACT '..'): later writes that break it are
+    /// refused, publishes that break it alert.
+    Set {
+        /// The table.
+        #[arg(long)]
+        table: String,
+        /// The contract (TOML).
+        file: PathBuf,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        target: Target,
+    },
+    /// Prints a table's contract.
+    Show {
+        /// The table.
+        #[arg(long)]
+        table: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        target: Target,
+    },
+    /// Checks a table against its contract now (CHECK CONTRACT t): every broken rule with its
+    /// rows and examples; exits 1 when there is one.
+    Check {
+        /// The table.
+        #[arg(long)]
+        table: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        target: Target,
     },
 }
 

@@ -66,6 +66,7 @@ fn main() -> ExitCode {
         Command::Sql(a) => sql::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Tenants(c) => serve::tenants(c),
+        Command::Contract(c) => journeydb_tools::transfer::contract(c),
         Command::Bench(a) => bench(a),
         Command::Journey(c) => journeydb_tools::journey::cli(c),
         Command::Completions { shell } => {

@@ -553,3 +553,84 @@ pub fn export(a: &ExportArgs) -> Result<(), String> {
     );
     Ok(())
 }
+
+/// `journeydb contract ..`: the contract statements, run on a database or a server.
+pub fn contract(c: &crate::cli::ContractCommand) -> Result<(), String> {
+    use crate::cli::ContractCommand as C;
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let (sql, target) = match c {
+        C::Set {
+            table,
+            file,
+            target,
+        } => {
+            let text =
+                std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            (
+                format!(
+                    "ALTER TABLE {} SET CONTRACT '{}'",
+                    quote(table),
+                    text.replace('\'', "''")
+                ),
+                target,
+            )
+        }
+        C::Show { table, target } => (format!("SHOW CONTRACT {}", quote(table)), target),
+        C::Check { table, target } => (format!("CHECK CONTRACT {}", quote(table)), target),
+    };
+    let mut conn = connect(target)?;
+    let reply = conn.session().run(&sql).map_err(|e| e.to_string())?;
+    let rows: usize = reply.batches.iter().map(|b| b.num_rows()).sum();
+    match c {
+        C::Set { table, .. } => {
+            println!("contract of {table} set");
+            Ok(())
+        }
+        C::Show { table, .. } => {
+            let text = reply
+                .batches
+                .iter()
+                .find_map(|b| {
+                    b.column(1)
+                        .as_any()
+                        .downcast_ref::<arrow_array::StringArray>()
+                        .filter(|a| {
+                            !arrow_array::Array::is_empty(*a) && !arrow_array::Array::is_null(*a, 0)
+                        })
+                        .map(|a| a.value(0).to_string())
+                })
+                .ok_or_else(|| format!("{table} has no contract"))?;
+            print!("{text}");
+            Ok(())
+        }
+        C::Check { table, .. } => {
+            if rows == 0 {
+                println!("{table}: the contract holds");
+                return Ok(());
+            }
+            for b in &reply.batches {
+                let col = |i: usize| b.column(i).clone();
+                let (rule, n, ex) = (col(0), col(1), col(2));
+                let rule = rule.as_any().downcast_ref::<arrow_array::StringArray>();
+                let n = n.as_any().downcast_ref::<arrow_array::Int64Array>();
+                let ex = ex.as_any().downcast_ref::<arrow_array::StringArray>();
+                if let (Some(rule), Some(n), Some(ex)) = (rule, n, ex) {
+                    for i in 0..b.num_rows() {
+                        println!(
+                            "broken: {} ({} rows{}{})",
+                            rule.value(i),
+                            n.value(i),
+                            if ex.value(i).is_empty() {
+                                ""
+                            } else {
+                                ", e.g. "
+                            },
+                            ex.value(i)
+                        );
+                    }
+                }
+            }
+            Err(format!("{table}: {rows} contract rules broken"))
+        }
+    }
+}
