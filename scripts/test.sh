@@ -25,6 +25,13 @@ if ! command -v psql >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1 \
     exit 1
   }
 fi
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium (the dashboard's test loads the page in a real headless browser)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || {
+    echo "error: could not install chromium with apt-get; the dashboard test needs it" >&2
+    exit 1
+  }
+fi
 DRIVERS="psycopg2-binary==2.9.13 psycopg[binary]==3.3.9 pg8000==1.31.6 asyncpg==0.32.0 SQLAlchemy==2.1.9"
 if ! python3 -c "import psycopg2, psycopg, pg8000, asyncpg, sqlalchemy" 2>/dev/null; then
   echo "installing the Python PostgreSQL drivers ($DRIVERS)"

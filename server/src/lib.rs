@@ -571,6 +571,20 @@ impl Server {
         }
     }
 
+    /// A session for a web request presenting `token` (`None`: none) from `peer`: the engine of
+    /// whoever the token belongs to, with its statements logged over protocol `http`, and the
+    /// tenant's name (`default` without tenants, `admin` for the admin). `None`: refused.
+    pub fn web_session(&self, token: Option<&str>, peer: String) -> Option<(Engine, String)> {
+        let who = self.authenticate(token.unwrap_or(""))?;
+        let (user, tenant) = match &who {
+            tenants::Principal::Tenant(t, name) => (name.clone(), t.name.clone()),
+            tenants::Principal::Admin => (tenants::ADMIN_USER.to_string(), "admin".to_string()),
+            tenants::Principal::Default => (String::new(), "default".to_string()),
+        };
+        let engine = self.session_from(&who, &user, peer, "http");
+        Some((engine, tenant))
+    }
+
     /// A connection's session as `who`: its own settings (`SET`), and its statements reported
     /// to the query log as `user` from the peer of `stream` over `protocol`.
     pub(crate) fn session(
@@ -580,18 +594,26 @@ impl Server {
         stream: &TcpStream,
         protocol: &'static str,
     ) -> Engine {
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string());
+        self.session_from(who, user, peer, protocol)
+    }
+
+    fn session_from(
+        &self,
+        who: &tenants::Principal,
+        user: &str,
+        peer: String,
+        protocol: &'static str,
+    ) -> Engine {
         let (engine, tenant) = match (who, &self.tenants) {
             (tenants::Principal::Tenant(t, _), _) => (t.engine.session(), t.name.as_str()),
             (tenants::Principal::Admin, Some(t)) => (t.admin_engine().session(), "admin"),
             _ => (self.engine.session(), "default"),
         };
         match &self.query_log {
-            Some(log) => {
-                let peer = stream
-                    .peer_addr()
-                    .map_or_else(|_| "?".into(), |a| a.to_string());
-                engine.with_log(log.connection(tenant, user, peer, protocol))
-            }
+            Some(log) => engine.with_log(log.connection(tenant, user, peer, protocol)),
             None => engine,
         }
     }

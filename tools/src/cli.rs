@@ -355,6 +355,10 @@ pub struct ServeArgs {
     /// with SQL (CREATE TENANT, CREATE TOKEN ..). --token is then not used.
     #[arg(long, value_name = "FILE", conflicts_with = "token")]
     pub tenants: Option<PathBuf>,
+    /// Serve the live dashboard (journeys' funnels and runs, tables, costs) and its JSON API on
+    /// this address; it asks for the same tokens as the other ports.
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
     /// Days the query log (`SELECT .. FROM system.queries`: every statement, who ran it, its
     /// times, scans and result) keeps; 0 turns the log off.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=36500))]

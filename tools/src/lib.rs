@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod dashboard;
 pub mod data;
 pub mod journey;
 pub mod transfer;

@@ -31,6 +31,29 @@ fn open_or_create(
     Ok(db)
 }
 
+/// SIGTERM and SIGINT set `stop`.
+fn on_signals(stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<(), String> {
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The dashboard's listener, bound and announced, if asked for.
+fn dashboard(addr: Option<std::net::SocketAddr>) -> Result<Option<tiny_http::Server>, String> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let http = journeydb_tools::dashboard::bind(addr)?;
+    let at = http
+        .server_addr()
+        .to_ip()
+        .map_or_else(|| addr.to_string(), |a| a.to_string());
+    println!("journeydb dashboard on http://{at}/");
+    Ok(Some(http))
+}
+
 /// Runs the server.
 pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
     let defaults = Config::default();
@@ -90,10 +113,7 @@ pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
     let server =
         Server::bind(config.clone(), Engine::new(db.clone())).map_err(|e| e.to_string())?;
     let stop = server.stop_handle();
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| format!("signal handler: {e}"))?;
-    }
+    on_signals(&stop)?;
     let addr = server
         .local_addr()
         .map(|a| a.to_string())
@@ -103,7 +123,7 @@ pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
         None => String::new(),
     };
     if let Some(file) = &a.tenants {
-        println!("journeydb tenants from {}", file.display());
+        eprintln!("journeydb tenants from {}", file.display());
     }
     println!(
         "journeydb serving {} on {addr} (native protocol){pg}{}",
@@ -118,8 +138,15 @@ pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
             (false, false) => "",
         }
     );
+    let http = dashboard(a.http_listen)?;
     let _ = std::io::stdout().flush();
-    server.serve().map_err(|e| e.to_string())?;
+    std::thread::scope(|s| {
+        if let Some(http) = &http {
+            let (server, stop) = (&server, &stop);
+            s.spawn(move || journeydb_tools::dashboard::serve(http, server, stop));
+        }
+        server.serve().map_err(|e| e.to_string())
+    })?;
     drop(server);
     // Acknowledged appends are already durable; a flush shortens the next start's WAL replay.
     db.flush().map_err(|e| e.to_string())?;

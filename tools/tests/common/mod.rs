@@ -28,6 +28,8 @@ pub struct Served {
     pub native: String,
     /// The PostgreSQL protocol's address, unless `--pg-listen off`.
     pub pg: Option<String>,
+    /// The dashboard's address, with `--http-listen`.
+    pub http: Option<String>,
 }
 
 impl Drop for Served {
@@ -58,9 +60,19 @@ pub fn serve(db: &std::path::Path, extra: &[&str]) -> Served {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start journeydb serve");
-    let mut line = String::new();
+    let (mut line, mut http) = (String::new(), None);
     if let Some(out) = child.stdout.take() {
-        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        let mut out = std::io::BufReader::new(out);
+        let _ = out.read_line(&mut line);
+        if extra.contains(&"--http-listen") {
+            // "journeydb dashboard on http://ADDR/"
+            let mut second = String::new();
+            let _ = out.read_line(&mut second);
+            http = second
+                .trim()
+                .strip_prefix("journeydb dashboard on http://")
+                .map(|a| a.trim_end_matches('/').to_string());
+        }
     }
     // "journeydb serving DB on ADDR (native protocol), PostgreSQL protocol on ADDR, .."
     let after = |marker: &str| {
@@ -75,5 +87,10 @@ pub fn serve(db: &std::path::Path, extra: &[&str]) -> Served {
         panic!("no address in the banner: {line:?}");
     };
     let pg = after("PostgreSQL protocol on ");
-    Served { child, native, pg }
+    Served {
+        child,
+        native,
+        pg,
+        http,
+    }
 }
