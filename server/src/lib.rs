@@ -417,7 +417,7 @@ impl Server {
         std::thread::scope(|s| {
             if let Some(log) = &self.query_log {
                 let stop = &self.stop;
-                s.spawn(move || log.run(stop));
+                s.spawn(move || log.run(stop, &|| self.storage_sizes()));
             }
             if let Some(t) = &self.tenants {
                 let stop = &self.stop;
@@ -549,6 +549,26 @@ impl Server {
                 _ => None,
             },
             server: &self.slots,
+        }
+    }
+
+    /// Bytes each tenant's database takes on disk (without tenants: the database's, without the
+    /// query log kept inside its directory).
+    fn storage_sizes(&self) -> Vec<(String, u64)> {
+        match &self.tenants {
+            Some(t) => t.sizes(),
+            None => {
+                let dir = self.engine.database().dir();
+                let log = match &self.config.query_log_dir {
+                    Some(d) if d.starts_with(dir) => tenants::dir_bytes(d),
+                    Some(_) => 0,
+                    None => tenants::dir_bytes(&dir.join("querylog")),
+                };
+                vec![(
+                    "default".to_string(),
+                    tenants::dir_bytes(dir).saturating_sub(log),
+                )]
+            }
         }
     }
 

@@ -27,7 +27,7 @@ use journeydb_query::{Database, KeyType, Options};
 use journeydb_query::{Engine, QueryError, StatementLog, StatementRecord, QUERY_LOG_TABLE};
 
 /// Columns of the log, after the key `query_id`: name and SQL type.
-const COLUMNS: [(&str, &str); 16] = [
+const COLUMNS: [(&str, &str); 17] = [
     ("tenant", "VARCHAR"),
     ("user_name", "VARCHAR"),
     ("client", "VARCHAR"),
@@ -44,7 +44,11 @@ const COLUMNS: [(&str, &str); 16] = [
     ("bytes_written", "BIGINT"),
     ("result", "VARCHAR"),
     ("error", "VARCHAR"),
+    ("bytes_stored", "BIGINT"),
 ];
+
+/// How often each tenant's stored bytes are sampled into the log (for `system.costs`).
+pub const STORAGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// How often the buffer is appended, and how often old rows are removed.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -68,6 +72,8 @@ struct Entry {
     r: StatementRecord,
     result: String,
     error: Option<String>,
+    /// A storage sample's bytes (protocol `storage`).
+    bytes_stored: Option<u64>,
 }
 
 /// The generation in use.
@@ -188,6 +194,10 @@ impl QueryLog {
                 (1, engine)
             }
         };
+        // A generation written before storage samples lacks their column.
+        engine.execute(&format!(
+            "ALTER TABLE {QUERY_LOG_TABLE} ADD COLUMN IF NOT EXISTS bytes_stored BIGINT"
+        ))?;
         // Generations CURRENT does not name: replaced ones, or a copy a crash interrupted.
         let own = gen_name(n);
         for entry in std::fs::read_dir(dir).map_err(io_err(format!("{}", dir.display())))? {
@@ -219,7 +229,12 @@ impl QueryLog {
         if main.database().snapshot().table(QUERY_LOG_TABLE).is_err() {
             return Ok(0);
         }
-        let cols: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+        // The columns that log had (it had no storage samples).
+        let cols: Vec<&str> = COLUMNS
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| *n != "bytes_stored")
+            .collect();
         let old = main.query(&format!(
             "SELECT {} FROM {QUERY_LOG_TABLE} ORDER BY started_at",
             cols.join(", ")
@@ -231,6 +246,7 @@ impl QueryLog {
                 first..first + rows as i64,
             ))];
             columns.extend(old.columns().iter().cloned());
+            columns.push(Arc::new(Int64Array::new_null(old.num_rows())));
             let batch = RecordBatch::try_new(Self::schema(), columns)?;
             self.engine()
                 .database()
@@ -366,10 +382,48 @@ impl QueryLog {
         *retired = kept;
     }
 
-    /// The flushing thread's loop, until `stop`; a last flush at the end.
-    pub fn run(&self, stop: &std::sync::atomic::AtomicBool) {
+    /// Records each (tenant, bytes its database takes on disk) as a storage sample.
+    pub fn sample_storage(&self, samples: Vec<(String, u64)>) {
+        let now = journeydb_query::engine::now_epoch_us();
+        let mut buf = self.buffer();
+        for (tenant, bytes) in samples {
+            buf.push(Entry {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                tenant,
+                user: String::new(),
+                client: String::new(),
+                protocol: "storage",
+                r: StatementRecord {
+                    text: "storage sample".into(),
+                    start_us: now,
+                    wall_us: 0,
+                    reading: journeydb_query::meter::Reading::default(),
+                    rows_returned: 0,
+                    rows_written: 0,
+                    bytes_written: 0,
+                },
+                result: "ok".into(),
+                error: None,
+                bytes_stored: Some(bytes),
+            });
+        }
+    }
+
+    /// The flushing thread's loop, until `stop`; a last flush at the end. `storage` gives each
+    /// tenant's stored bytes, sampled at start and every [`STORAGE_EVERY`].
+    pub fn run(
+        &self,
+        stop: &std::sync::atomic::AtomicBool,
+        storage: &dyn Fn() -> Vec<(String, u64)>,
+    ) {
         let (mut retained, mut flushed) = (Instant::now(), Instant::now());
+        self.sample_storage(storage());
+        let mut sampled = Instant::now();
         while !stop.load(Ordering::SeqCst) {
+            if sampled.elapsed() >= STORAGE_EVERY {
+                self.sample_storage(storage());
+                sampled = Instant::now();
+            }
             std::thread::sleep(Duration::from_millis(100));
             if flushed.elapsed() >= FLUSH_EVERY || self.buffer().len() >= 10_000 {
                 self.report(self.flush());
@@ -438,6 +492,12 @@ impl QueryLog {
             i(&|e| e.r.bytes_written),
             s(&|e| Some(e.result.clone())),
             s(&|e| e.error.clone()),
+            Arc::new(Int64Array::from(
+                entries
+                    .iter()
+                    .map(|e| e.bytes_stored.map(|b| i64::try_from(b).unwrap_or(i64::MAX)))
+                    .collect::<Vec<_>>(),
+            )),
         ];
         Ok(RecordBatch::try_new(Self::schema(), columns)?)
     }
@@ -458,6 +518,7 @@ impl StatementLog for ConnLog {
             r,
             result,
             error,
+            bytes_stored: None,
         };
         self.log.buffer().push(entry);
     }

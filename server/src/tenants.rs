@@ -497,6 +497,15 @@ impl Tenants {
         }
     }
 
+    /// Each tenant's bytes on disk, as last measured.
+    pub fn sizes(&self) -> Vec<(String, u64)> {
+        self.read()
+            .open
+            .values()
+            .map(|t| (t.name.clone(), t.quota.used.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// Measures each tenant's directory (for the disk quotas).
     pub fn measure(&self) {
         let open: Vec<Arc<Tenant>> = self.read().open.values().cloned().collect();
@@ -570,7 +579,7 @@ fn show_schema() -> Arc<Schema> {
 }
 
 /// Bytes of the files below `dir` (what it takes on disk, near enough for a quota).
-fn dir_bytes(dir: &Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

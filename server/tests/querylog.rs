@@ -188,7 +188,7 @@ fn every_statement_of_both_protocols_is_logged_and_queryable() {
     assert!(per["native"] >= 4 && per["postgresql"] >= 2, "{per:?}");
     // system.costs: the log grouped per tenant and day, priced with the default rates.
     let r = n
-        .run("SELECT tenant, statements, cpu_seconds, bytes_scanned, bytes_written, cost FROM system.costs")
+        .run("SELECT tenant, statements, cpu_seconds, bytes_scanned, bytes_written, bytes_stored, cost FROM system.costs")
         .unwrap();
     let c = &r.batches[0];
     assert_eq!(c.num_rows(), 1, "one tenant, one day");
@@ -202,7 +202,7 @@ fn every_statement_of_both_protocols_is_logged_and_queryable() {
             .value(0)
     };
     let sums = n
-        .run("SELECT count(*) AS n, sum(cpu_us) AS cpu, sum(bytes_scanned) AS scanned, sum(bytes_written) AS written FROM system.queries")
+        .run("SELECT count(*) AS n, sum(cpu_us) AS cpu, sum(bytes_scanned) AS scanned, sum(bytes_written) AS written FROM system.queries WHERE protocol <> 'storage'")
         .unwrap();
     let s = &sums.batches[0];
     // Statements logged between the two queries (the costs query itself) may differ by a few.
@@ -216,9 +216,17 @@ fn every_statement_of_both_protocols_is_logged_and_queryable() {
     assert_eq!(ints(c, "bytes_written")[0], written);
     assert!(ints(c, "bytes_scanned")[0] <= scanned);
     let rates = journeydb_query::costs::CostRates::default();
+    // The server sampled the database's size at start: its day's average is what is stored.
+    let stored = f(c, "bytes_stored");
+    let on_disk: u64 = walk(dir.path());
+    assert!(
+        stored > 0.0 && stored <= on_disk as f64,
+        "{stored} of {on_disk}"
+    );
     let want = f(c, "cpu_seconds") * rates.cpu_second
         + ints(c, "bytes_scanned")[0] as f64 / 1e9 * rates.gb_scanned
-        + written as f64 / 1e9 * rates.gb_written;
+        + written as f64 / 1e9 * rates.gb_written
+        + stored / 1e9 * rates.gb_stored_day;
     assert!(
         (f(c, "cost") - want).abs() < 1e-12,
         "{} against {want}",
@@ -243,6 +251,22 @@ fn every_statement_of_both_protocols_is_logged_and_queryable() {
         "{} rows after the restart",
         log.num_rows()
     );
+}
+
+/// Bytes of the files below `dir`.
+fn walk(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                walk(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
 }
 
 /// Appends `n` rows to `log`'s table directly, started `age_days` ago, with ids from `first`.

@@ -30,7 +30,7 @@ pub enum Command {
     /// Serves a database (created if missing) over the native protocol (client/PROTOCOL.md) and the
     /// PostgreSQL wire protocol, on loopback by default. SIGTERM or ctrl-c stops accepting, lets
     /// running requests finish, flushes, and exits 0.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Runs SQL against an embedded database (created if missing) or a server. Statements come from
     /// -c, -f, or standard input (a prompt when it is a terminal); a script stops at its first
     /// error unless --continue-on-error.
@@ -373,6 +373,10 @@ pub struct ServeArgs {
     /// `system.costs`: price of a GB appended or loaded.
     #[arg(long, default_value_t = 0.01, value_parser = rate)]
     pub cost_gb_written: f64,
+    /// `system.costs`: price of a GB stored for a day (the day's average of the tenant's
+    /// database size, sampled hourly).
+    #[arg(long, default_value_t = 0.023 / 30.0, value_parser = rate)]
+    pub cost_gb_stored_day: f64,
     /// Acknowledged rows held in memory (and in the WAL) before the background thread writes
     /// them to segments.
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..))]

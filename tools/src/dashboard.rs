@@ -110,7 +110,7 @@ fn answer(req: tiny_http::Request, server: &Server) {
 const TABLES_SQL: &str =
     "SELECT name, rows, segments, bytes, unflushed_rows FROM system.tables ORDER BY name";
 const COSTS_SQL: &str = "SELECT tenant, day, statements, cpu_seconds, bytes_scanned, \
-                         bytes_written, cost FROM system.costs ORDER BY day DESC, tenant";
+                         bytes_written, bytes_stored, cost FROM system.costs ORDER BY day DESC, tenant";
 
 fn overview(engine: &Engine, tenant: &str) -> Value {
     let mut o = Map::new();

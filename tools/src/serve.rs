@@ -77,6 +77,7 @@ pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
             cpu_second: a.cost_cpu_second,
             gb_scanned: a.cost_gb_scanned,
             gb_written: a.cost_gb_written,
+            gb_stored_day: a.cost_gb_stored_day,
         },
         pg_auth: match a.pg_auth {
             journeydb_tools::cli::PgAuthArg::Scram => journeydb_server::PgAuth::Scram,
