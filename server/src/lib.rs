@@ -696,8 +696,11 @@ impl Server {
                 w.flush()?;
                 continue;
             }
+            // Ending a transaction releases its LOCK TABLE locks: it must not wait for a slot
+            // that a request waiting on one of those locks holds.
+            let free = matches!(&frame, Frame::Query { sql } if ends_transaction(sql));
             let outcome = conn::isolate(|| {
-                let _slot = turns.acquire();
+                let _slot = (!free).then(|| turns.acquire());
                 self.request(&engine, &mut w, frame)
             });
             match outcome {
@@ -1156,6 +1159,16 @@ pub mod querylog;
 pub mod scram;
 pub mod tenants;
 
+/// True for SQL that only ends a transaction (`COMMIT`, `ROLLBACK`, `END`, `ABORT`, with
+/// `WORK` / `TRANSACTION`): it runs without waiting for an execution slot, since it releases the
+/// session's `LOCK TABLE` locks, which requests holding slots may be waiting for.
+pub(crate) fn ends_transaction(sql: &str) -> bool {
+    let upper = sql.trim().trim_end_matches(';').to_ascii_uppercase();
+    let mut words = upper.split_whitespace();
+    matches!(words.next(), Some("COMMIT" | "ROLLBACK" | "END" | "ABORT"))
+        && words.all(|w| matches!(w, "WORK" | "TRANSACTION"))
+}
+
 /// Largest Hello frame read before a client authenticated.
 const HELLO_LEN_MAX: usize = 64 << 10;
 
@@ -1254,5 +1267,30 @@ impl Started {
         let error = r.as_ref().err().map(|e| e.to_string());
         self.log(engine, text, 0, 0, error.as_deref());
         r
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    #[test]
+    fn only_statements_that_just_end_a_transaction_skip_the_slot() {
+        for sql in [
+            "COMMIT",
+            "commit;",
+            " ROLLBACK WORK ",
+            "end transaction",
+            "ABORT",
+        ] {
+            assert!(super::ends_transaction(sql), "{sql}");
+        }
+        for sql in [
+            "COMMIT; SELECT 1",
+            "SELECT 1",
+            "ROLLBACK TO SAVEPOINT a",
+            "",
+            "BEGIN",
+        ] {
+            assert!(!super::ends_transaction(sql), "{sql}");
+        }
     }
 }

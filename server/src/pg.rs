@@ -576,6 +576,21 @@ fn too_many_clients(out: &mut Out<Guarded<'_>>, limit: usize) -> Result<(), PgCl
     Ok(())
 }
 
+/// True for a message that only ends a transaction (a simple `COMMIT`, or the Execute of a
+/// portal holding one): it releases the session's LOCK TABLE locks, so it must not wait for a
+/// slot that a request waiting on one of those locks holds.
+fn runs_without_slot(kind: u8, body: &[u8], portals: &HashMap<String, Portal>) -> bool {
+    match kind {
+        b'Q' => crate::ends_transaction(&cstr(body, &mut 0).unwrap_or_default()),
+        b'E' => cstr(body, &mut 0)
+            .ok()
+            .and_then(|name| portals.get(&name))
+            .and_then(|p| p.stmt.as_ref())
+            .is_some_and(|(s, _)| crate::ends_transaction(&s.to_string())),
+        _ => false,
+    }
+}
+
 /// Serves one PostgreSQL connection until it ends.
 pub fn connection(
     stream: TcpStream,
@@ -623,9 +638,10 @@ pub fn connection(
         }
         // A cancel that arrived between statements does not carry over to this one.
         cancel.store(false, Ordering::SeqCst);
+        let free = runs_without_slot(kind, &body, &portals);
         let outcome = journeydb_query::cancel::with_flag(Some(cancel.clone()), || {
             crate::conn::isolate(|| {
-                let _slot = slots.acquire();
+                let _slot = (!free).then(|| slots.acquire());
                 message(
                     &mut out,
                     engine,

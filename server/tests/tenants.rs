@@ -457,3 +457,49 @@ fn quotas_refuse_writes_past_the_disk_bound_and_queries_past_the_memory_bound() 
     let mut c = Client::connect(srv.addr, Some(&t)).unwrap();
     c.run("INSERT INTO t VALUES ('one-more', 1)").unwrap();
 }
+
+#[test]
+fn a_tenants_requests_at_once_are_bounded_without_holding_up_others() {
+    use std::sync::mpsc;
+    let dir = tempfile::tempdir().unwrap();
+    let admin_token = init(dir.path());
+    let srv = start(dir.path());
+    let mut admin = Client::connect(srv.addr, Some(&admin_token)).unwrap();
+    let busy = tenant(&mut admin, "busy", "WITH (max_running = 1)");
+    let free = tenant(&mut admin, "free", "");
+    // A holds a named lock between requests (no slot held while idle).
+    let mut a = Client::connect(srv.addr, Some(&busy)).unwrap();
+    a.run("LOCK TABLE x").unwrap();
+    // B waits for that lock inside its request: it holds busy's only slot while it waits.
+    let (addr, t) = (srv.addr, busy.clone());
+    let (b_done, b_rx) = mpsc::channel();
+    let b = std::thread::spawn(move || {
+        let mut b = Client::connect(addr, Some(&t)).unwrap();
+        b.run("LOCK TABLE x").unwrap();
+        b_done.send(()).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // C, of the same tenant, waits for the slot; D, another tenant, does not.
+    let (c_done, c_rx) = mpsc::channel();
+    let t = busy.clone();
+    let c = std::thread::spawn(move || {
+        let mut c = Client::connect(addr, Some(&t)).unwrap();
+        c.run("SELECT 1").unwrap();
+        c_done.send(Instant::now()).unwrap();
+    });
+    let mut d = Client::connect(srv.addr, Some(&free)).unwrap();
+    let t0 = Instant::now();
+    d.run("SELECT 1").unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(
+        c_rx.recv_timeout(Duration::from_millis(700)).is_err(),
+        "busy's second request ran beside the first: its max_running is 1"
+    );
+    assert!(b_rx.try_recv().is_err());
+    // A lets go: B gets the lock and its slot back, then C runs.
+    a.run("COMMIT").unwrap();
+    b_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    c_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    b.join().unwrap();
+    c.join().unwrap();
+}
