@@ -149,6 +149,15 @@ fn read_current(dir: &Path) -> Result<Option<u64>, QueryError> {
         })
 }
 
+/// The log's database options: its rows go from the WAL to (compressed) segments every 20,000
+/// statements, so its WAL, and a restart's replay, stay small.
+fn log_options() -> Options {
+    Options {
+        flush_rows: 20_000,
+        ..Options::default()
+    }
+}
+
 /// Creates generation `n` in `dir` with the log's table; its engine.
 fn create_generation(dir: &Path, n: u64) -> Result<Engine, QueryError> {
     let path = dir.join(gen_name(n));
@@ -156,7 +165,7 @@ fn create_generation(dir: &Path, n: u64) -> Result<Engine, QueryError> {
         // A copy that died before CURRENT named it.
         std::fs::remove_dir_all(&path).map_err(io_err(format!("{}", path.display())))?;
     }
-    let db = Database::create(&path, KeyType::Bigint, Options::default())
+    let db = Database::create(&path, KeyType::Bigint, log_options())
         .map_err(QueryError::Storage)?;
     let engine = Engine::new(Arc::new(db));
     let cols: Vec<String> = COLUMNS.iter().map(|(n, t)| format!("{n} {t}")).collect();
@@ -184,7 +193,7 @@ impl QueryLog {
         std::fs::create_dir_all(dir).map_err(io_err(format!("{}", dir.display())))?;
         let (n, engine) = match read_current(dir)? {
             Some(n) => {
-                let db = Database::open(dir.join(gen_name(n)), Options::default())
+                let db = Database::open(dir.join(gen_name(n)), log_options())
                     .map_err(QueryError::Storage)?;
                 (n, Engine::new(Arc::new(db)))
             }
