@@ -75,6 +75,8 @@ fn the_dashboard_shows_the_demo_journeys_funnel_runs_tables_and_costs_in_a_brows
             "--dir",
         ])
         .arg(&db)
+        .arg("--report")
+        .arg(dir.path().join("report.html"))
         .output()
         .unwrap();
     assert!(demo.status.success(), "{demo:?}");
