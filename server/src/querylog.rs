@@ -165,8 +165,8 @@ fn create_generation(dir: &Path, n: u64) -> Result<Engine, QueryError> {
         // A copy that died before CURRENT named it.
         std::fs::remove_dir_all(&path).map_err(io_err(format!("{}", path.display())))?;
     }
-    let db = Database::create(&path, KeyType::Bigint, log_options())
-        .map_err(QueryError::Storage)?;
+    let db =
+        Database::create(&path, KeyType::Bigint, log_options()).map_err(QueryError::Storage)?;
     let engine = Engine::new(Arc::new(db));
     let cols: Vec<String> = COLUMNS.iter().map(|(n, t)| format!("{n} {t}")).collect();
     engine.execute(&format!(

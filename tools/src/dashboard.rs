@@ -240,6 +240,7 @@ fn journey(engine: &Engine, state: &str, versions: &str) -> Value {
             j.insert("error".into(), json!(e.to_string()));
         }
     }
+    j.insert("history".into(), history(engine, state, &def));
     let runs = rows(
         engine,
         &format!(
@@ -249,4 +250,50 @@ fn journey(engine: &Engine, state: &str, versions: &str) -> Value {
     );
     j.insert("runs".into(), runs.unwrap_or_else(|_| json!([])));
     Value::Object(j)
+}
+
+/// The funnel over time: customers who reached each stage (and the journey's goal) in each kept
+/// snapshot of the state (`<state>_snap_r<run>`, the state as run `run` published it), oldest
+/// first, then now.
+fn history(engine: &Engine, state: &str, def: &journeydb_journey::def::Journey) -> Value {
+    let mut labels: Vec<String> = def.stages.iter().map(|s| s.name.clone()).collect();
+    let mut cols: Vec<String> = (0..def.stages.len()).map(|i| def.stage_col(i)).collect();
+    if def.goal.is_some() {
+        labels.push("journey goal".into());
+        cols.push(journeydb_journey::def::GOAL_COL.into());
+    }
+    let prefix = format!("{state}_snap_r");
+    let mut snaps: Vec<(i64, String)> = engine
+        .database()
+        .snapshot()
+        .table_names()
+        .into_iter()
+        .filter_map(|n| {
+            let run = n.strip_prefix(&prefix)?.parse().ok()?;
+            Some((run, n))
+        })
+        .collect();
+    snaps.sort_unstable();
+    let mut points: Vec<Value> = Vec::new();
+    let counts: Vec<String> = cols.iter().map(|c| format!("count({c})")).collect();
+    let tables = snaps
+        .into_iter()
+        .map(|(run, t)| (json!(run), t))
+        .chain(std::iter::once((json!("now"), state.to_string())));
+    for (run, table) in tables {
+        // A snapshot from before a new stage was published lacks its column: left out.
+        let Ok(b) = engine.query(&format!("SELECT {} FROM {table}", counts.join(", "))) else {
+            continue;
+        };
+        let reached: Vec<Value> = b
+            .columns()
+            .iter()
+            .map(|c| {
+                json!(journeydb_journey::value::cell_text(c.as_ref(), 0)
+                    .and_then(|v| v.parse::<i64>().ok()))
+            })
+            .collect();
+        points.push(json!({ "run": run, "reached": reached }));
+    }
+    json!({ "labels": labels, "points": points })
 }

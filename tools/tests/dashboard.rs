@@ -115,6 +115,22 @@ fn the_dashboard_shows_the_demo_journeys_funnel_runs_tables_and_costs_in_a_brows
     }
     let stage1 = lines[0]["reached"].as_u64().unwrap();
     assert!(stage1 > 0);
+    // The funnel over time: each kept snapshot, then now, whose first stage is the funnel's.
+    let points = j["history"]["points"].as_array().unwrap();
+    assert!(points.len() >= 2, "{points:?}");
+    let last = points.last().unwrap();
+    assert_eq!(last["run"], "now");
+    assert_eq!(last["reached"][0].as_u64(), lines[0]["reached"].as_u64());
+    for p in &points[..points.len() - 1] {
+        let run = p["run"].as_i64().unwrap();
+        let r = c
+            .run(&format!(
+                "SELECT count(welcome) FROM onboarding_state_snap_r{run}"
+            ))
+            .unwrap();
+        let n = common::reply_rows(&r)[0][0].clone().unwrap();
+        assert_eq!(p["reached"][0].to_string(), n, "run {run}");
+    }
     let runs = j["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 3, "{runs:?}");
     assert!(o["tables"]
@@ -135,6 +151,7 @@ fn the_dashboard_shows_the_demo_journeys_funnel_runs_tables_and_costs_in_a_brows
         "onboarding (state table onboarding_state, definition version 1)".to_string(),
         format!("stage 1: welcome {}", fmt_thousands(stage1)),
         "Recent runs".to_string(),
+        "Funnel over time after run welcome".to_string(),
         "2026-01-04 00:00:00".to_string(),
         "onboarding_state_runs".to_string(),
         "profiles 3,000".to_string(),

@@ -177,8 +177,7 @@ fn a_server_running_journeys_for_a_long_time_stays_flat() {
                 t: t0.elapsed().as_secs_f64(),
                 rss_mb: rss_kb(pid) as f64 / 1024.0,
                 fds: fds(pid) as f64,
-                disk_mb: du(&db).saturating_sub(du(&db.join("querylog"))) as f64
-                    / (1 << 20) as f64,
+                disk_mb: du(&db).saturating_sub(du(&db.join("querylog"))) as f64 / (1 << 20) as f64,
             });
             std::thread::sleep(Duration::from_secs(1));
         }
