@@ -11,7 +11,7 @@ rounds="${2:-5}"
 cargo build --release --quiet --bin journeydb
 bin=target/release/journeydb
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 "$bin" demo --customers "$customers" --days 1 --dir "$work/db" --keep --report "$work/r.html" >/dev/null
 for i in $(seq 1 100); do
   echo "SELECT count(*) FROM (SELECT customer_id FROM profiles WHERE plan = 'pro' INTERSECT SELECT customer_id FROM behaviours WHERE purchase IS NOT NULL) t;"
