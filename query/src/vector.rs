@@ -110,16 +110,44 @@ impl ArithOp {
 
 /// The values of `c` at the ordinals of `sub` (which must be a subset of `c.presence`).
 pub fn gather(c: &ColumnData, sub: &RoaringBitmap) -> Values {
-    let mut mask = Vec::with_capacity(c.values.len());
-    let mut it = sub.iter().peekable();
-    for ord in c.presence.iter() {
-        let hit = it.peek() == Some(&ord);
-        if hit {
-            it.next();
+    select(&c.values, &member_mask(&c.presence, sub))
+}
+
+/// For each ordinal of `of`, in order, whether `sub` holds it. `sub` is laid out as bits over
+/// `of`'s span and `of` is walked in chunks, a bit test each: a merge of the two iterators, one
+/// ordinal at a time, was most of the time of a comparison over a sample (`restrict` of each
+/// loaded column to the sampled rows).
+fn member_mask(of: &RoaringBitmap, sub: &RoaringBitmap) -> Vec<bool> {
+    let mut mask = Vec::with_capacity(of.len() as usize);
+    let (Some(lo), Some(hi)) = (of.min(), of.max()) else {
+        return mask;
+    };
+    if hi - lo >= 1 << 24 {
+        // Too wide for bits (frames span a partition; this is for safety).
+        let mut it = sub.iter().peekable();
+        for ord in of.iter() {
+            while it.next_if(|s| *s < ord).is_some() {}
+            mask.push(it.peek() == Some(&ord));
         }
-        mask.push(hit);
+        return mask;
     }
-    select(&c.values, &mask)
+    let base = lo & !63;
+    let mut words = vec![0u64; ((hi - base) / 64 + 1) as usize];
+    chunks_of(sub.range(lo..=hi), |ords, _| {
+        for o in ords {
+            let i = (o - base) as usize;
+            if let Some(w) = words.get_mut(i / 64) {
+                *w |= 1 << (i % 64);
+            }
+        }
+    });
+    for_each_chunk(of, |ords, _| {
+        mask.extend(ords.iter().map(|o| {
+            let i = (o - base) as usize;
+            words.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+        }));
+    });
+    mask
 }
 
 /// The values whose mask entry is true.
@@ -131,10 +159,24 @@ pub fn select(v: &Values, mask: &[bool]) -> Values {
             .map(|(x, _)| x.clone())
             .collect()
     }
+    /// Without a branch on the mask: every value is written, and the next one goes to the next
+    /// place only when this one was kept.
+    fn pick_copy<T: Copy + Default>(v: &[T], mask: &[bool]) -> Vec<T> {
+        let mut out = vec![T::default(); v.len().min(mask.len())];
+        let mut j = 0;
+        for (x, m) in v.iter().zip(mask) {
+            if let Some(slot) = out.get_mut(j) {
+                *slot = *x;
+            }
+            j += usize::from(*m);
+        }
+        out.truncate(j);
+        out
+    }
     match v {
-        Values::Int(x) => Values::Int(pick(x, mask)),
-        Values::Float(x) => Values::Float(pick(x, mask)),
-        Values::Bool(x) => Values::Bool(pick(x, mask)),
+        Values::Int(x) => Values::Int(pick_copy(x, mask)),
+        Values::Float(x) => Values::Float(pick_copy(x, mask)),
+        Values::Bool(x) => Values::Bool(pick_copy(x, mask)),
         Values::Str(x) => Values::Str(pick(x, mask)),
     }
 }
@@ -449,8 +491,12 @@ pub(crate) fn cmp_el(a: El<'_>, b: El<'_>) -> Option<std::cmp::Ordering> {
 
 /// Calls `f` with the ordinals of `bits` in ascending chunks, and the rank of each chunk's first
 /// ordinal: batch iteration (`next_many`) instead of one iterator step per ordinal.
-fn for_each_chunk(bits: &RoaringBitmap, mut f: impl FnMut(&[u32], usize)) {
-    let mut it = bits.iter();
+fn for_each_chunk(bits: &RoaringBitmap, f: impl FnMut(&[u32], usize)) {
+    chunks_of(bits.iter(), f);
+}
+
+/// [`for_each_chunk`] over an iterator of a bitmap (a range of one).
+fn chunks_of(mut it: roaring::bitmap::Iter<'_>, mut f: impl FnMut(&[u32], usize)) {
     let mut buf = [0u32; 2048];
     let mut rank = 0;
     loop {
@@ -463,21 +509,77 @@ fn for_each_chunk(bits: &RoaringBitmap, mut f: impl FnMut(&[u32], usize)) {
     }
 }
 
+/// The result of a comparison over a frame: the ordinals that passed, set as bits in one word
+/// buffer over the frame's span, made a bitmap once at the end. Pushing each passing ordinal to a
+/// vector and building the bitmap from it (`from_sorted_iter`) was most of a comparison's time
+/// (perf of (a) at 10M customers: about 55% of the query, against 15% for decoding the values);
+/// a bit set costs no branch on the outcome, and `from_lsb0_bytes` builds each container from
+/// its words directly.
+enum OrdinalBits {
+    /// Ordinals from `base` (a multiple of 64), a bit each.
+    Words { base: u32, words: Vec<u64> },
+    /// For a span too wide for words (frames span a partition; this is for safety).
+    Sorted(Vec<u32>),
+}
+
+impl OrdinalBits {
+    /// Room for the ordinals of `span` (a comparison's result is a subset of its input's).
+    fn over(span: &RoaringBitmap) -> OrdinalBits {
+        const WIDEST: u32 = 1 << 24;
+        match (span.min(), span.max()) {
+            (Some(lo), Some(hi)) if hi - lo < WIDEST => {
+                let base = lo & !63;
+                OrdinalBits::Words {
+                    base,
+                    words: vec![0; ((hi - base) / 64 + 1) as usize],
+                }
+            }
+            _ => OrdinalBits::Sorted(Vec::new()),
+        }
+    }
+
+    /// Adds `o` when `yes`; ordinals come in ascending order.
+    #[inline]
+    fn set_if(&mut self, o: u32, yes: bool) {
+        match self {
+            OrdinalBits::Words { base, words } => {
+                let i = o.wrapping_sub(*base) as usize;
+                if let Some(w) = words.get_mut(i / 64) {
+                    *w |= u64::from(yes) << (i % 64);
+                }
+            }
+            OrdinalBits::Sorted(v) => {
+                if yes {
+                    v.push(o);
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> RoaringBitmap {
+        match self {
+            OrdinalBits::Words { base, words } => {
+                let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+                RoaringBitmap::from_lsb0_bytes(base, &bytes)
+            }
+            // Ascending, so this cannot fail.
+            OrdinalBits::Sorted(v) => RoaringBitmap::from_sorted_iter(v).unwrap_or_default(),
+        }
+    }
+}
+
 /// Ordinals of `presence` whose value (`values`, aligned) satisfies `value <op> k`: one monomorphized
 /// loop per operator, over chunks of ordinals.
 fn cmp_int_const(op: CmpOp, presence: &RoaringBitmap, values: &[i64], k: i64) -> RoaringBitmap {
     fn keep(presence: &RoaringBitmap, values: &[i64], f: impl Fn(i64) -> bool) -> RoaringBitmap {
-        let mut out = Vec::new();
+        let mut out = OrdinalBits::over(presence);
         for_each_chunk(presence, |ords, rank| {
             let vals = values.get(rank..rank + ords.len()).unwrap_or_default();
             for (o, v) in ords.iter().zip(vals) {
-                if f(*v) {
-                    out.push(*o);
-                }
+                out.set_if(*o, f(*v));
             }
         });
-        // The ordinals come from a bitmap in ascending order.
-        RoaringBitmap::from_sorted_iter(out).unwrap_or_default()
+        out.finish()
     }
     match op {
         CmpOp::Eq => keep(presence, values, |v| v == k),
@@ -867,6 +969,51 @@ mod tests {
             }),
             DType::Bigint,
         )
+    }
+
+    /// The comparison and restriction kernels against a plain model, with ordinals in one
+    /// container, across containers, and too far apart for word buffers.
+    #[test]
+    fn kernels_match_a_model() {
+        let spreads: [&dyn Fn(u32) -> u32; 3] =
+            [&|i| i * 3, &|i| i * 977 + 5, &|i| i.wrapping_mul(1 << 22)];
+        for spread in spreads {
+            let ords: Vec<u32> = (0..600).map(spread).collect();
+            let mut sorted = ords.clone();
+            sorted.sort_unstable();
+            let presence: RoaringBitmap = sorted.iter().copied().collect();
+            let values: Vec<i64> = (0..sorted.len() as i64)
+                .map(|i| (i * 37) % 101 - 50)
+                .collect();
+            let c = ColumnData {
+                presence: presence.clone(),
+                values: Values::Int(values.clone()),
+            };
+            let model = |f: &dyn Fn(i64) -> bool| -> RoaringBitmap {
+                sorted
+                    .iter()
+                    .zip(&values)
+                    .filter(|(_, v)| f(**v))
+                    .map(|(o, _)| *o)
+                    .collect()
+            };
+            assert_eq!(
+                cmp_int_const(CmpOp::LtEq, &presence, &values, 7),
+                model(&|v| v <= 7)
+            );
+            assert_eq!(
+                cmp_int_const(CmpOp::NotEq, &presence, &values, 7),
+                model(&|v| v != 7)
+            );
+            let sub: RoaringBitmap = sorted.iter().copied().step_by(3).collect();
+            let r = restrict(&c, &sub);
+            assert_eq!(r.presence, sub);
+            let want: Vec<i64> = values.iter().copied().step_by(3).collect();
+            assert_eq!(r.values, Values::Int(want));
+            // A subset reaching outside the column's span.
+            let wide: RoaringBitmap = sub.iter().chain([u32::MAX - 1]).collect();
+            assert_eq!(restrict(&c, &wide).presence, sub);
+        }
     }
 
     #[test]

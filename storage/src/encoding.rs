@@ -67,35 +67,65 @@ fn packed_len(n: usize, width: u8) -> usize {
 
 /// Reads `n` values of `width` bits.
 fn unpack(r: &mut ByteReader<'_>, n: usize, width: u8) -> Result<Vec<u64>> {
+    unpack_with(r, n, width, |v| v)
+}
+
+/// Reads `n` values of `width` bits, each mapped by `f` as it is read (FOR adds its base here,
+/// instead of in a second pass over a second vector). Values up to 56 bits wide are read with one
+/// unaligned 8-byte load each (a value starts at most 7 bits into its first byte); wider ones
+/// with a 16-byte load. Decoding is most of a scan that compares values (the (a) and (c)
+/// queries of `journeydb bench`); this loop is about twice as fast as one that read every value
+/// with 16 bytes and pushed it.
+fn unpack_with<T>(
+    r: &mut ByteReader<'_>,
+    n: usize,
+    width: u8,
+    f: impl Fn(u64) -> T,
+) -> Result<Vec<T>> {
     if width > 64 {
         return Err(r.error(format!("bit width {width} > 64")));
     }
     if width == 0 {
-        return Ok(vec![0; n]);
+        return Ok((0..n).map(|_| f(0)).collect());
     }
     let bytes = r.bytes(packed_len(n, width))?;
-    // Pad so every value can be read with one unaligned 16-byte load.
-    let mut padded = Vec::with_capacity(bytes.len() + 16);
-    padded.extend_from_slice(bytes);
-    padded.resize(bytes.len() + 16, 0);
+    let w = width as usize;
+    if w <= 56 {
+        let mask = (1u64 << w) - 1;
+        return Ok((0..n)
+            .map(|i| {
+                let bit = i * w;
+                f((u64::from_le_bytes(le_bytes(bytes, bit / 8)) >> (bit % 8)) & mask)
+            })
+            .collect());
+    }
     let mask: u128 = if width == 64 {
         u64::MAX as u128
     } else {
         (1u128 << width) - 1
     };
-    let mut out = Vec::with_capacity(n);
-    let mut bit = 0usize;
-    for _ in 0..n {
-        let at = bit / 8;
-        let word = padded.get(at..at + 16).map_or(0, |w| {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(w);
-            u128::from_le_bytes(a)
-        });
-        out.push(((word >> (bit % 8)) & mask) as u64);
-        bit += width as usize;
+    Ok((0..n)
+        .map(|i| {
+            let bit = i * w;
+            f(((u128::from_le_bytes(le_bytes(bytes, bit / 8)) >> (bit % 8)) & mask) as u64)
+        })
+        .collect())
+}
+
+/// The `N` bytes of `bytes` from `at`, zeros past its end.
+#[inline]
+fn le_bytes<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    match bytes.get(at..at + N) {
+        Some(s) => <[u8; N]>::try_from(s).unwrap_or([0; N]),
+        None => {
+            let mut a = [0u8; N];
+            let tail = bytes.get(at..).unwrap_or_default();
+            if let Some(dst) = a.get_mut(..tail.len()) {
+                dst.copy_from_slice(tail);
+            }
+            a
+        }
     }
-    Ok(out)
 }
 
 fn encode_plain(values: &Values, w: &mut ByteWriter) {
@@ -118,7 +148,7 @@ fn decode_plain(r: &mut ByteReader<'_>, ty: ColumnType, n: usize) -> Result<Valu
                 .map(|_| r.u64().map(f64::from_bits))
                 .collect::<Result<_>>()?,
         ),
-        Values::Bool(_) => Values::Bool(unpack(r, n, 1)?.into_iter().map(|b| b == 1).collect()),
+        Values::Bool(_) => Values::Bool(unpack_with(r, n, 1, |b| b == 1)?),
         Values::Str(_) => {
             let lens: Vec<usize> = (0..n)
                 .map(|_| r.u32().map(|l| l as usize))
@@ -153,10 +183,7 @@ fn encode_for(v: &[i64], w: &mut ByteWriter) {
 fn decode_for(r: &mut ByteReader<'_>, n: usize) -> Result<Vec<i64>> {
     let min = r.i64()?;
     let width = r.u8()?;
-    Ok(unpack(r, n, width)?
-        .into_iter()
-        .map(|o| min.wrapping_add(o as i64))
-        .collect())
+    unpack_with(r, n, width, |o| min.wrapping_add(o as i64))
 }
 
 /// Size in bytes of the DICT payload for `n` values with `dict` (sorted, distinct).
@@ -323,6 +350,34 @@ mod tests {
             ),
             ty,
         );
+    }
+
+    /// Every bit width, at every bit offset of a byte (the 8-byte and 16-byte read paths and
+    /// the last values, read past the end of the block).
+    #[test]
+    fn every_width_round_trips() {
+        for width in 0..=64u8 {
+            let max = if width == 64 {
+                u64::MAX
+            } else {
+                (1u64 << width) - 1
+            };
+            let vals: Vec<u64> = (0..67u64)
+                .map(|i| match i % 3 {
+                    0 => max,
+                    1 => i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & max,
+                    _ => 0,
+                })
+                .collect();
+            let mut buf = Vec::new();
+            pack(vals.iter().copied(), width, &mut buf);
+            let mut r = ByteReader::new(Path::new("t"), &buf);
+            assert_eq!(
+                unpack(&mut r, vals.len(), width).unwrap(),
+                vals,
+                "width {width}"
+            );
+        }
     }
 
     #[test]
