@@ -80,70 +80,41 @@ trait Slot: Fold + Copy {
     fn identity(rule: MergeRule) -> Self;
 }
 
-impl Slot for i64 {
-    fn slots(s: &mut Slots) -> Option<&mut Vec<Self>> {
-        match s {
-            Slots::Int(x) => Some(x),
-            _ => None,
+macro_rules! slot {
+    ($t:ty, $v:ident, |$rule:ident| $identity:expr) => {
+        impl Slot for $t {
+            fn slots(s: &mut Slots) -> Option<&mut Vec<Self>> {
+                match s {
+                    Slots::$v(x) => Some(x),
+                    _ => None,
+                }
+            }
+            fn values(v: &Values) -> Option<&[Self]> {
+                match v {
+                    Values::$v(x) => Some(x),
+                    _ => None,
+                }
+            }
+            fn identity($rule: MergeRule) -> $t {
+                $identity
+            }
         }
-    }
-    fn values(v: &Values) -> Option<&[Self]> {
-        match v {
-            Values::Int(x) => Some(x),
-            _ => None,
-        }
-    }
-    fn identity(rule: MergeRule) -> i64 {
-        match rule {
-            MergeRule::Min => i64::MAX,
-            MergeRule::Max => i64::MIN,
-            MergeRule::Sum | MergeRule::Last => 0,
-        }
-    }
+    };
 }
-
-impl Slot for f64 {
-    fn slots(s: &mut Slots) -> Option<&mut Vec<Self>> {
-        match s {
-            Slots::Float(x) => Some(x),
-            _ => None,
-        }
-    }
-    fn values(v: &Values) -> Option<&[Self]> {
-        match v {
-            Values::Float(x) => Some(x),
-            _ => None,
-        }
-    }
-    fn identity(rule: MergeRule) -> f64 {
-        match rule {
-            // The greatest and the least values of `total_cmp`'s order (NaNs of either sign
-            // with every payload bit set): a MIN (MAX) fold keeps any value against them.
-            MergeRule::Min => f64::from_bits(0x7FFF_FFFF_FFFF_FFFF),
-            MergeRule::Max => f64::from_bits(u64::MAX),
-            // -0.0, not 0.0: -0.0 + x is x for every x, -0.0 included.
-            MergeRule::Sum | MergeRule::Last => -0.0,
-        }
-    }
-}
-
-impl Slot for bool {
-    fn slots(s: &mut Slots) -> Option<&mut Vec<Self>> {
-        match s {
-            Slots::Bool(x) => Some(x),
-            _ => None,
-        }
-    }
-    fn values(v: &Values) -> Option<&[Self]> {
-        match v {
-            Values::Bool(x) => Some(x),
-            _ => None,
-        }
-    }
-    fn identity(rule: MergeRule) -> bool {
-        matches!(rule, MergeRule::Min)
-    }
-}
+slot!(i64, Int, |rule| match rule {
+    MergeRule::Min => i64::MAX,
+    MergeRule::Max => i64::MIN,
+    MergeRule::Sum | MergeRule::Last => 0,
+});
+slot!(f64, Float, |rule| match rule {
+    // The greatest and the least values of `total_cmp`'s order (NaNs of either sign with
+    // every payload bit set): a MIN (MAX) fold keeps any value against them.
+    MergeRule::Min => f64::from_bits(0x7FFF_FFFF_FFFF_FFFF),
+    MergeRule::Max => f64::from_bits(u64::MAX),
+    // -0.0, not 0.0: -0.0 + x is x for every x, -0.0 included.
+    MergeRule::Sum | MergeRule::Last => -0.0,
+});
+slot!(bool, Bool, |rule| matches!(rule, MergeRule::Min));
 
 #[derive(Debug)]
 struct DenseColumn {
