@@ -118,34 +118,15 @@ pub fn gather(c: &ColumnData, sub: &RoaringBitmap) -> Values {
 /// ordinal at a time, was most of the time of a comparison over a sample (`restrict` of each
 /// loaded column to the sampled rows).
 fn member_mask(of: &RoaringBitmap, sub: &RoaringBitmap) -> Vec<bool> {
-    let mut mask = Vec::with_capacity(of.len() as usize);
-    let (Some(lo), Some(hi)) = (of.min(), of.max()) else {
-        return mask;
-    };
-    if hi - lo >= 1 << 24 {
-        // Too wide for bits (frames span a partition; this is for safety).
-        let mut it = sub.iter().peekable();
-        for ord in of.iter() {
-            while it.next_if(|s| *s < ord).is_some() {}
-            mask.push(it.peek() == Some(&ord));
-        }
-        return mask;
+    let mut bits = OrdinalBits::over(of);
+    if let (Some(lo), Some(hi)) = (of.min(), of.max()) {
+        chunks_of(sub.range(lo..=hi), |ords, _| {
+            ords.iter().for_each(|o| bits.set_if(*o, true));
+        });
     }
-    let base = lo & !63;
-    let mut words = vec![0u64; ((hi - base) / 64 + 1) as usize];
-    chunks_of(sub.range(lo..=hi), |ords, _| {
-        for o in ords {
-            let i = (o - base) as usize;
-            if let Some(w) = words.get_mut(i / 64) {
-                *w |= 1 << (i % 64);
-            }
-        }
-    });
+    let mut mask = Vec::with_capacity(of.len() as usize);
     for_each_chunk(of, |ords, _| {
-        mask.extend(ords.iter().map(|o| {
-            let i = (o - base) as usize;
-            words.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
-        }));
+        mask.extend(ords.iter().map(|o| bits.contains(*o)));
     });
     mask
 }
@@ -523,7 +504,8 @@ enum OrdinalBits {
 }
 
 impl OrdinalBits {
-    /// Room for the ordinals of `span` (a comparison's result is a subset of its input's).
+    /// Room for the ordinals of `span` (a comparison's result is a subset of its input's; a
+    /// member mask holds only ordinals within its column's span).
     fn over(span: &RoaringBitmap) -> OrdinalBits {
         const WIDEST: u32 = 1 << 24;
         match (span.min(), span.max()) {
@@ -553,6 +535,18 @@ impl OrdinalBits {
                     v.push(o);
                 }
             }
+        }
+    }
+
+    /// Whether `o` was added.
+    #[inline]
+    fn contains(&self, o: u32) -> bool {
+        match self {
+            OrdinalBits::Words { base, words } => {
+                let i = o.wrapping_sub(*base) as usize;
+                words.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+            }
+            OrdinalBits::Sorted(v) => v.binary_search(&o).is_ok(),
         }
     }
 

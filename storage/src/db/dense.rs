@@ -370,13 +370,13 @@ fn fold_column<T: Slot>(
     };
     // This column's slots and set bits in each dense partition, by index from `first`.
     let schema = d.schema;
-    let mut targets: Vec<Option<(&mut [T], &mut [u64])>> = d
+    let mut targets: Vec<Option<(&mut [T], &mut Bits)>> = d
         .dense
         .iter_mut()
         .map(|p| {
             let c = p.as_mut()?.column(schema, id)?;
             let DenseColumn { set, slots, .. } = c;
-            Some((T::slots(slots)?.as_mut_slice(), set.0.as_mut_slice()))
+            Some((T::slots(slots)?.as_mut_slice(), set))
         })
         .collect();
     let rows = batch.ordinals.iter().zip(&col.valid).zip(is_dense);
@@ -409,7 +409,7 @@ fn fold_column<T: Slot>(
 /// every slot of a block is prefetched, then folded.
 #[inline]
 fn fold_rows<T: Copy>(
-    targets: &mut [Option<(&mut [T], &mut [u64])>],
+    targets: &mut [Option<(&mut [T], &mut Bits)>],
     mut rows: impl Iterator<Item = (u32, u32, T)>,
     fold: impl Fn(&mut T, &T),
 ) {
@@ -424,16 +424,14 @@ fn fold_rows<T: Copy>(
         for &(p, i, _) in &block {
             if let Some(Some((slots, set))) = targets.get(p as usize) {
                 crate::mem::prefetch(slots, i as usize);
-                crate::mem::prefetch(set, i as usize / 64);
+                crate::mem::prefetch(&set.0, i as usize / 64);
             }
         }
         for (p, i, v) in &block {
             let Some(Some((slots, set))) = targets.get_mut(*p as usize) else {
                 continue;
             };
-            if let Some(w) = set.get_mut(*i as usize / 64) {
-                *w |= 1 << (i % 64);
-            }
+            set.set(*i);
             if let Some(slot) = slots.get_mut(*i as usize) {
                 fold(slot, v);
             }
