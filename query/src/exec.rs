@@ -901,6 +901,10 @@ pub fn run_query(q: &QueryPlan, snap: &Snapshot) -> Result<RecordBatch> {
         let b = batch.project(project)?;
         return sort_limit(b, q);
     }
+    if q.limit == Some(0) {
+        // Nothing to compute: clients ask `LIMIT 0` for a result's columns alone.
+        return Ok(RecordBatch::new_empty(output_schema(&q.plan.cols())));
+    }
     let mark = crate::budget::mark();
     let rel = execute(&q.plan, snap)?;
     let cap = if q.order.is_empty() {
@@ -1024,7 +1028,7 @@ impl Iterator for BatchStream {
 /// Runs a query plan as a stream of batches (see [`BatchStream`]).
 pub fn stream_query(q: &QueryPlan, snap: &Snapshot) -> Result<BatchStream> {
     let whole = |b: RecordBatch| BatchStream::whole(b, snap);
-    if matches!(q.plan, Plan::System { .. }) || !q.order.is_empty() {
+    if matches!(q.plan, Plan::System { .. }) || !q.order.is_empty() || q.limit == Some(0) {
         return Ok(whole(run_query(q, snap)?));
     }
     let rel = execute(&q.plan, snap)?;

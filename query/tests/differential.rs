@@ -553,6 +553,22 @@ fn journeydb_equals_duckdb_on_random_queries() {
                 continue;
             }
         };
+        if !sql.contains(" LIMIT ") {
+            // LIMIT 0 (how drivers ask for a result's columns) answers no rows with the same columns.
+            let fields = |o: &Output| match o {
+                Output::Rows(b) => (b.num_rows(), b.schema().fields().clone()),
+                other => panic!("not rows: {other:?}"),
+            };
+            match engine.execute_one(&format!("{sql} LIMIT 0")) {
+                Ok(none) if fields(&none) == (0, fields(&got).1) => {}
+                Ok(none) => {
+                    let _ = writeln!(failures, "LIMIT 0 gave {:?}:\n  {sql}\n", fields(&none));
+                }
+                Err(e) => {
+                    let _ = writeln!(failures, "LIMIT 0 failed ({e}):\n  {sql}\n");
+                }
+            }
+        }
         let mut got = render(&got);
         if !ordered {
             got.sort();
