@@ -1483,13 +1483,14 @@ fn check_run(
         }
     }
     let bad: Vec<String> = classes.iter().map(|(_, b)| b.clone()).collect();
-    // One scan for every class over the changed rows, one over the sample.
+    // One scan for every class over the changed rows (selected once, not per class), one over
+    // the sample.
     let full: Vec<String> = bad
         .iter()
-        .map(|b| format!("count(*) FILTER (WHERE {changed} AND {b})"))
+        .map(|b| format!("count(*) FILTER (WHERE {b})"))
         .collect();
     let row = ctx.run(&format!(
-        "SELECT count(*) FILTER (WHERE {changed}), {} FROM {next}",
+        "SELECT count(*), {} FROM {next} WHERE {changed}",
         full.join(", ")
     ))?;
     let counts = |r: &Reply| -> Vec<u64> {

@@ -212,14 +212,27 @@ pub(crate) fn eval<'a>(e: &Expr, f: &'a Frame, ctx: &EvalCtx<'_>) -> Result<Vect
             }
         }
         Expr::Lit(s) => Vector::Const(s.clone()),
-        Expr::Cmp(op, a, b) => compare(*op, eval(a, f, ctx)?, eval(b, f, ctx)?, rows)?,
+        Expr::Cmp(op, a, b) => match (grouped(a, f, ctx), grouped(b, f, ctx)) {
+            (Some(g), None) if matches!(b.as_ref(), Expr::Lit(_)) => {
+                let lit = eval(b, f, ctx)?;
+                by_groups(g, rows, |k, kr| compare(*op, k, lit, kr))?
+            }
+            (None, Some(g)) if matches!(a.as_ref(), Expr::Lit(_)) => {
+                let lit = eval(a, f, ctx)?;
+                by_groups(g, rows, |k, kr| compare(*op, lit, k, kr))?
+            }
+            _ => compare(*op, eval(a, f, ctx)?, eval(b, f, ctx)?, rows)?,
+        },
         Expr::Arith(op, a, b, t) => arith(*op, eval(a, f, ctx)?, eval(b, f, ctx)?, *t, rows)?,
         Expr::And(a, b) => and(eval(a, f, ctx)?, eval(b, f, ctx)?, rows)?,
         Expr::Or(a, b) => or(eval(a, f, ctx)?, eval(b, f, ctx)?, rows)?,
         Expr::Not(a) => not(eval(a, f, ctx)?, rows)?,
         Expr::Neg(a) => negate(eval(a, f, ctx)?)?,
         Expr::IsNull(a, negated) => is_null(eval(a, f, ctx)?, rows, *negated)?,
-        Expr::InList(a, set) => in_list(eval(a, f, ctx)?, set, rows)?,
+        Expr::InList(a, set) => match grouped(a, f, ctx) {
+            Some(g) => by_groups(g, rows, |k, kr| in_list(k, set, kr))?,
+            None => in_list(eval(a, f, ctx)?, set, rows)?,
+        },
         Expr::Func(func, args, out) => {
             let vals = args
                 .iter()
@@ -239,6 +252,50 @@ pub(crate) fn eval<'a>(e: &Expr, f: &'a Frame, ctx: &EvalCtx<'_>) -> Result<Vect
             Vector::Col(Cow::Owned(crate::vector::restrict(&col, &t)), dtype)
         }
     })
+}
+
+/// A column read as value groups (see [`Load::Groups`]): its groups, its presence and type.
+type Grouped<'f> = (&'f ValueGroups, &'f RoaringBitmap, DType);
+
+/// `e` as a column of `f` read as value groups, if it is one.
+fn grouped<'f>(e: &Expr, f: &'f Frame, ctx: &EvalCtx<'_>) -> Option<Grouped<'f>> {
+    let Expr::Col(i) = e else {
+        return None;
+    };
+    let g = f.groups_of(*i)?;
+    let col = f.cols.get(*i)?.as_ref()?;
+    Some((g, &col.presence, ctx.cols.get(*i)?.dtype))
+}
+
+/// A condition on one grouped column, evaluated once per distinct value (`test` gets the values
+/// as a column over ordinals `0..k`): each value's bitmap then answers for its rows. No value of
+/// the rows is decoded. A row without a value is NULL, as a comparison with NULL is.
+fn by_groups<'a>(
+    (g, presence, dtype): Grouped<'_>,
+    rows: &RoaringBitmap,
+    test: impl FnOnce(Vector<'_>, &RoaringBitmap) -> Result<Vector<'static>>,
+) -> Result<Vector<'a>> {
+    let k = g.bitmaps.len() as u32;
+    let krows: RoaringBitmap = (0..k).collect();
+    let keys = ColumnData {
+        presence: krows.clone(),
+        values: g.keys.clone(),
+    };
+    let (kt, kn) = test(Vector::Col(Cow::Owned(keys), dtype), &krows)?.into_bool(&krows)?;
+    let union = |which: &RoaringBitmap| {
+        let mut out = RoaringBitmap::new();
+        for j in which {
+            if let Some(b) = g.bitmaps.get(j as usize) {
+                out |= b;
+            }
+        }
+        out &= rows;
+        out
+    };
+    let t = union(&kt);
+    let mut n = union(&kn);
+    n |= rows - presence;
+    Ok(Vector::Bool { t, n })
 }
 
 /// Keeps ordinal `o` with probability `percent`%, deterministically for `seed`.

@@ -235,8 +235,22 @@ fn st_pred(rng: &mut Rng, depth: u32) -> String {
 }
 
 fn pr_pred(rng: &mut Rng) -> String {
-    match rng.below(4) {
+    match rng.below(7) {
         0 => format!("country = '{}'", rng.pick(&COUNTRIES)),
+        // String comparisons with constants run on value groups when the column has few values.
+        4 => format!(
+            "country {}IN ('{}', '{}'{})",
+            if rng.chance(0.3) { "NOT " } else { "" },
+            rng.pick(&COUNTRIES),
+            rng.pick(&COUNTRIES),
+            if rng.chance(0.3) { ", NULL" } else { "" }
+        ),
+        5 => format!(
+            "'{}' {} country",
+            rng.pick(&COUNTRIES),
+            rng.pick(&["<", ">=", "<>"])
+        ),
+        6 => format!("NOT (country > '{}' AND age > 30)", rng.pick(&COUNTRIES)),
         1 => format!(
             "age BETWEEN {} AND {}",
             18 + rng.below(30),

@@ -28,6 +28,33 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
             Expr::Func(_, args, _) => args.iter().for_each(|a| refs(a, out)),
         }
     }
+    /// A filter's condition: a string column compared with a constant (`=`, `<`, `IN (..)`) can
+    /// be answered from the column's value groups (a union of bitmaps, no string decoded).
+    #[recursive::recursive]
+    fn pred_refs(e: &Expr, cols: &[RelCol], out: &mut Vec<(usize, Load)>) {
+        let grouped = |i: usize| {
+            cols.get(i)
+                .is_some_and(|c| c.dtype == DType::Varchar && !c.is_key)
+        };
+        match e {
+            Expr::InList(a, _) => match a.as_ref() {
+                Expr::Col(i) if grouped(*i) => out.push((*i, Load::Groups)),
+                _ => refs(e, out),
+            },
+            Expr::Cmp(_, a, b) => match (a.as_ref(), b.as_ref()) {
+                (Expr::Col(i), Expr::Lit(_)) | (Expr::Lit(_), Expr::Col(i)) if grouped(*i) => {
+                    out.push((*i, Load::Groups))
+                }
+                _ => refs(e, out),
+            },
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                pred_refs(a, cols, out);
+                pred_refs(b, cols, out);
+            }
+            Expr::Not(a) => pred_refs(a, cols, out),
+            _ => refs(e, out),
+        }
+    }
     fn mark(plan: &mut Plan, used: &[(usize, Load)]) {
         match plan {
             Plan::Scan { load, .. } => {
@@ -52,7 +79,7 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
                 }
                 *keep = Some(k);
                 let mut u = used.to_vec();
-                refs(predicate, &mut u);
+                pred_refs(predicate, &input.cols(), &mut u);
                 mark(input, &u);
             }
             Plan::Sample { input, .. } => mark(input, used),
