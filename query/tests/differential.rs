@@ -176,19 +176,25 @@ fn build(dir: &Path, seed: u64) -> Database {
         country.push(rng.chance(0.9).then(|| rng.pick(&COUNTRIES).to_string()));
         age.push(rng.chance(0.8).then(|| (18 + rng.below(60)).to_string()));
     }
-    emit(
-        &db,
-        "pr",
-        &mut pr_csv,
-        keys,
-        vec![
-            ("country", country, DataType::Utf8),
-            ("age", age, DataType::Int64),
-        ],
-    );
-    // Flushed, so `pr` is one segment per partition (GROUP BY its columns reads storage's value
-    // groups) while `st` has several (GROUP BY reads values).
-    db.flush().unwrap();
+    // Two flushes of alternate rows, so each partition of `pr` is two segments of disjoint rows
+    // (GROUP BY and string comparisons read storage's value groups, joined across them) while
+    // `st` has segments of overlapping rows (GROUP BY reads values).
+    for half in 0..2 {
+        let pick = |v: &Vec<Option<String>>| -> Vec<Option<String>> {
+            v.iter().skip(half).step_by(2).cloned().collect()
+        };
+        emit(
+            &db,
+            "pr",
+            &mut pr_csv,
+            keys.iter().skip(half).step_by(2).cloned().collect(),
+            vec![
+                ("country", pick(&country), DataType::Utf8),
+                ("age", pick(&age), DataType::Int64),
+            ],
+        );
+        db.flush().unwrap();
+    }
     std::fs::write(dir.join("st.csv"), st_csv).unwrap();
     std::fs::write(dir.join("pr.csv"), pr_csv).unwrap();
     db

@@ -385,9 +385,9 @@ impl TableSnapshot {
     }
 
     /// Column `col` of partition `p` as the ordinals of each distinct value (see
-    /// [`crate::values::ValueGroups`]), when one segment holds all of the partition's values of
-    /// that column (no merge across sources is needed) and it has few distinct values; `None`
-    /// otherwise (read the column's values instead).
+    /// [`crate::values::ValueGroups`]), when segments of disjoint rows hold all of the partition's
+    /// values of that column (no merge across sources is needed) and it has few distinct values;
+    /// `None` otherwise (read the column's values instead).
     pub fn value_groups(
         &self,
         p: PartitionId,
@@ -405,14 +405,35 @@ impl TableSnapshot {
         if in_mem {
             return Ok(None);
         }
-        let mut holders = self
+        let holders: Vec<_> = self
             .table
             .segments
             .iter()
-            .filter(|s| s.partition == p && s.column_meta(col).is_some());
-        match (holders.next(), holders.next()) {
-            (Some(one), None) => one.value_groups(col, def.ty),
-            _ => Ok(None),
+            .filter(|s| s.partition == p && s.column_meta(col).is_some())
+            .collect();
+        match holders.as_slice() {
+            [] => Ok(None),
+            [one] => one.value_groups(col, def.ty),
+            many => {
+                // Segments of disjoint rows (appends of new keys, not yet compacted): each
+                // ordinal's value is in one of them, and their groups join by value.
+                let mut seen = RoaringBitmap::new();
+                for s in many {
+                    if !seen.is_disjoint(&s.rows) {
+                        return Ok(None);
+                    }
+                    seen |= &s.rows;
+                }
+                let mut parts = Vec::with_capacity(many.len());
+                for s in many {
+                    match s.value_groups(col, def.ty)? {
+                        Some(g) => parts.push(g),
+                        None => return Ok(None),
+                    }
+                }
+                let refs: Vec<&crate::values::ValueGroups> = parts.iter().map(|g| &**g).collect();
+                Ok(crate::values::ValueGroups::combine(&refs).map(std::sync::Arc::new))
+            }
         }
     }
 

@@ -278,6 +278,76 @@ impl ValueGroups {
     }
 }
 
+impl ValueGroups {
+    /// The groups of one column split across sources that hold disjoint sets of ordinals (no
+    /// ordinal has a value in two of them, so no merge rule applies): equal values' bitmaps are
+    /// joined. `None` when the sources' types differ or the result has more than [`GROUPS_MAX`]
+    /// distinct values.
+    pub fn combine(parts: &[&ValueGroups]) -> Option<ValueGroups> {
+        fn join<K: std::hash::Hash + Eq + Clone>(
+            parts: &[(&[K], &[RoaringBitmap])],
+        ) -> Option<(Vec<K>, Vec<RoaringBitmap>)> {
+            let mut index: hashbrown::HashMap<&K, usize> = hashbrown::HashMap::new();
+            let mut keys: Vec<K> = Vec::new();
+            let mut bitmaps: Vec<RoaringBitmap> = Vec::new();
+            for (ks, bs) in parts {
+                for (k, b) in ks.iter().zip(bs.iter()) {
+                    match index.get(k).and_then(|g| bitmaps.get_mut(*g)) {
+                        Some(into) => *into |= b,
+                        None => {
+                            if keys.len() == GROUPS_MAX {
+                                return None;
+                            }
+                            index.insert(k, keys.len());
+                            keys.push(k.clone());
+                            bitmaps.push(b.clone());
+                        }
+                    }
+                }
+            }
+            Some((keys, bitmaps))
+        }
+        macro_rules! joined {
+            ($variant:ident) => {{
+                let mut v = Vec::with_capacity(parts.len());
+                for g in parts {
+                    let Values::$variant(ks) = &g.keys else {
+                        return None;
+                    };
+                    v.push((ks.as_slice(), g.bitmaps.as_slice()));
+                }
+                let (k, b) = join(&v)?;
+                (Values::$variant(k), b)
+            }};
+        }
+        let (keys, bitmaps) = match &parts.first()?.keys {
+            Values::Int(_) => joined!(Int),
+            Values::Str(_) => joined!(Str),
+            Values::Bool(_) => joined!(Bool),
+            Values::Float(_) => {
+                let mut bits = Vec::with_capacity(parts.len());
+                for g in parts {
+                    let Values::Float(ks) = &g.keys else {
+                        return None;
+                    };
+                    bits.push(ks.iter().map(|x| x.to_bits()).collect::<Vec<u64>>());
+                }
+                let v: Vec<(&[u64], &[RoaringBitmap])> = bits
+                    .iter()
+                    .zip(parts)
+                    .map(|(k, g)| (k.as_slice(), g.bitmaps.as_slice()))
+                    .collect();
+                let (k, b) = join(&v)?;
+                (
+                    Values::Float(k.into_iter().map(f64::from_bits).collect()),
+                    b,
+                )
+            }
+        };
+        Some(ValueGroups { keys, bitmaps })
+    }
+}
+
 /// Folds `new` into `old` under `rule`; `new` is the later value.
 pub(crate) trait Fold: Clone {
     fn fold(old: &mut Self, new: &Self, rule: MergeRule);
@@ -555,6 +625,48 @@ mod tests {
             values: Values::Float(vec![1.5, 1.5]),
         };
         assert_eq!(ValueGroups::build(&floats).unwrap().bitmaps.len(), 1);
+    }
+
+    #[test]
+    fn combined_groups_equal_the_groups_of_the_whole_column() {
+        let a = ColumnData {
+            presence: [1, 4, 5].into_iter().collect(),
+            values: Values::Str(vec!["b".into(), "a".into(), "b".into()]),
+        };
+        let b = ColumnData {
+            presence: [2, 9].into_iter().collect(),
+            values: Values::Str(vec!["c".into(), "a".into()]),
+        };
+        let (ga, gb) = (
+            ValueGroups::build(&a).unwrap(),
+            ValueGroups::build(&b).unwrap(),
+        );
+        let g = ValueGroups::combine(&[&ga, &gb]).unwrap();
+        assert_eq!(
+            g.keys,
+            Values::Str(vec!["b".into(), "a".into(), "c".into()])
+        );
+        let bits: Vec<Vec<u32>> = g.bitmaps.iter().map(|b| b.iter().collect()).collect();
+        assert_eq!(bits, vec![vec![1, 5], vec![4, 9], vec![2]]);
+        // Types that differ, and a join beyond the limit, give no groups.
+        let ints = ValueGroups::build(&col(&[(3, 7)])).unwrap();
+        assert!(ValueGroups::combine(&[&ga, &ints]).is_none());
+        let half = GROUPS_MAX as i64 / 2 + 1;
+        let lo = ValueGroups::build(&ColumnData {
+            presence: (0..half as u32).collect(),
+            values: Values::Int((0..half).collect()),
+        })
+        .unwrap();
+        let hi = ValueGroups::build(&ColumnData {
+            presence: (half as u32..2 * half as u32).collect(),
+            values: Values::Int((half..2 * half).collect()),
+        })
+        .unwrap();
+        assert!(ValueGroups::combine(&[&lo, &hi]).is_none());
+        assert_eq!(
+            ValueGroups::combine(&[&lo, &lo]).unwrap().bitmaps.len(),
+            half as usize
+        );
     }
 
     fn col(pairs: &[(u32, i64)]) -> ColumnData {
