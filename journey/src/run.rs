@@ -181,6 +181,8 @@ pub struct Compiled<'j> {
     sole: bool,
     /// State columns a `since` refers to, copied into the outcome table as `s__<column>`.
     since_cols: Vec<String>,
+    /// Outcome sets evaluated once for the run: set query -> the key-only table holding it.
+    outcome_sets: BTreeMap<String, String>,
 }
 
 fn schema_of(ctx: &mut Ctx<'_>, table: &str) -> Result<Option<arrow_schema::SchemaRef>, RunError> {
@@ -253,6 +255,7 @@ impl<'j> Compiled<'j> {
             cached: BTreeMap::new(),
             timed: BTreeMap::new(),
             since_cols: Vec::new(),
+            outcome_sets: BTreeMap::new(),
         })
     }
 
@@ -343,7 +346,62 @@ impl<'j> Compiled<'j> {
                 "INSERT INTO {o} (customer_id, s__{c}) SELECT customer_id, {c} FROM {st} WHERE {c} IS NOT NULL"
             ))?;
         }
+        // Which customers each outcome ends a stage for, and which have any outcome, read only
+        // the outcome table: fixed for the run. Every pass's rules read them (each step's rule
+        // subtracts its stage's outcomes), so each is evaluated once, into a key-only table.
+        let mut sets = BTreeMap::new();
+        for i in 0..self.j.stages.len() {
+            let (wins, any) = self.outcome_sets(i);
+            for q in wins.into_iter().map(|(q, _)| q).chain(any) {
+                if !sets.contains_key(&q) {
+                    let name = format!("{}x{}", self.scratch, sets.len() + 1);
+                    ctx.run(&format!("CREATE OR REPLACE TABLE {name} AS {q}"))?;
+                    sets.insert(q, name);
+                }
+            }
+        }
+        self.outcome_sets = sets;
         Ok(())
+    }
+
+    /// The outcome sets of stage `i`: for each of its outcomes (in priority order), the customers
+    /// it ends the stage for (its event is valid and no earlier one, nor an equal one of higher
+    /// priority, is) with the columns it stamps; and the customers with any valid outcome (`None`
+    /// when the stage has none). Once cached, each query reads its key-only table.
+    fn outcome_sets(&self, i: usize) -> (Vec<(String, Vec<String>)>, Option<String>) {
+        let o = self.outcomes_table();
+        // The earliest event wins; equal times go to the earlier in priority order.
+        let outs = self.outcomes(i);
+        let valid: Vec<String> = outs
+            .iter()
+            .map(|x| self.valid(x.criterion, x.since.as_ref()))
+            .collect();
+        let cached = |q: String| match self.outcome_sets.get(&q) {
+            Some(t) => format!("SELECT customer_id FROM {t}"),
+            None => q,
+        };
+        let mut wins = Vec::new();
+        for (p, (x, vx)) in outs.iter().zip(&valid).enumerate() {
+            let t = self.time_col(x.criterion);
+            let mut win = vec![vx.clone()];
+            for (q, (y, vy)) in outs.iter().zip(&valid).enumerate() {
+                if q == p {
+                    continue;
+                }
+                let u = self.time_col(y.criterion);
+                let cmp = if q < p { "<" } else { "<=" };
+                win.push(format!("(NOT {vy} OR {t} {cmp} {u})"));
+            }
+            let set = format!("SELECT customer_id FROM {o} WHERE {}", win.join(" AND "));
+            wins.push((cached(set), x.stamps.clone()));
+        }
+        let any = (!outs.is_empty()).then(|| {
+            cached(format!(
+                "SELECT customer_id FROM {o} WHERE {}",
+                valid.join(" OR ")
+            ))
+        });
+        (wins, any)
     }
 
     fn outcomes_table(&self) -> String {
@@ -516,7 +574,6 @@ impl<'j> Compiled<'j> {
         let n = j.stages.len();
         let inter = |a: &str, b: &str| format!("(({a}) INTERSECT ({b}))");
         let minus = |a: &str, b: &str| format!("(({a}) EXCEPT ({b}))");
-        let o = self.outcomes_table();
         let mut rules = Vec::new();
         // Entry, into the newest version: the audience but anyone in the state (of any version).
         if self.newest {
@@ -536,28 +593,10 @@ impl<'j> Compiled<'j> {
             for later in i + 1..n {
                 cur.push_str(&format!(" AND {} IS NULL", j.stage_col(later)));
             }
-            // Outcomes: the earliest event wins; equal times go to the earlier in priority order.
-            let outs = self.outcomes(i);
-            let valid: Vec<String> = outs
-                .iter()
-                .map(|x| self.valid(x.criterion, x.since.as_ref()))
-                .collect();
-            for (p, (x, vx)) in outs.iter().zip(&valid).enumerate() {
-                let t = self.time_col(x.criterion);
-                let mut win = vec![vx.clone()];
-                for (q, (y, vy)) in outs.iter().zip(&valid).enumerate() {
-                    if q == p {
-                        continue;
-                    }
-                    let u = self.time_col(y.criterion);
-                    let cmp = if q < p { "<" } else { "<=" };
-                    win.push(format!("(NOT {vy} OR {t} {cmp} {u})"));
-                }
-                let set = format!("SELECT customer_id FROM {o} WHERE {}", win.join(" AND "));
-                rules.push((inter(&self.state(&cur), &set), x.stamps.clone()));
+            let (wins, any) = self.outcome_sets(i);
+            for (set, stamps) in wins {
+                rules.push((inter(&self.state(&cur), &set), stamps));
             }
-            let any = (!outs.is_empty())
-                .then(|| format!("SELECT customer_id FROM {o} WHERE {}", valid.join(" OR ")));
             // Customers in stage i (narrowed by `extra`) with no outcome in this pass.
             let at = |extra: &str| {
                 let mut e = self.state(&format!("{cur}{extra}"));
