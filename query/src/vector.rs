@@ -956,7 +956,7 @@ pub fn negate<'a>(a: Vector<'_>) -> Result<Vector<'a>> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
