@@ -193,7 +193,7 @@ fn update_n(acc: &mut Acc, agg: &Agg, e: El<'_>, t: DType, c: u64) -> Result<()>
 }
 
 /// The values of a column kept as value groups, for the rows of a frame.
-fn values_from_groups(vg: &ValueGroups, rows: &RoaringBitmap) -> ColumnData {
+pub(crate) fn values_from_groups(vg: &ValueGroups, rows: &RoaringBitmap) -> ColumnData {
     let cut: Vec<RoaringBitmap> = vg.bitmaps.iter().map(|b| b & rows).collect();
     let mut presence = RoaringBitmap::new();
     for b in &cut {

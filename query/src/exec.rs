@@ -14,14 +14,17 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use journeydb_storage::keydict::KeyDict;
 use journeydb_storage::values::{merge_columns, ValueGroups};
 use journeydb_storage::{
-    ColumnData, ColumnId, ColumnType, Key, MergeRule, PartitionId, Snapshot, Values,
+    ColumnData, ColumnId, ColumnType, GroupsWhen, Key, MergeRule, PartitionId, Snapshot, Values,
 };
 use roaring::RoaringBitmap;
 
+use crate::agg::values_from_groups;
 use crate::error::{QueryError, Result};
 use crate::plan::{Agg, Expr, Load, Plan, QueryPlan, RelCol, Sample, SetKind};
 use crate::types::{DType, Scalar};
-use crate::vector::{and, arith, compare, in_list, is_null, negate, not, or, restrict, Vector};
+use crate::vector::{
+    and, arith, compare, in_list, is_null, negate, not, or, restrict, CmpOp, Vector,
+};
 
 /// The rows of a relation in one partition: which ordinals, and each column's values.
 #[derive(Debug, Clone, Default)]
@@ -181,13 +184,22 @@ pub(crate) fn decode_keys(keys: &KeyDict, ords: &RoaringBitmap) -> Result<Values
 #[recursive::recursive]
 pub(crate) fn eval<'a>(e: &Expr, f: &'a Frame, ctx: &EvalCtx<'_>) -> Result<Vector<'a>> {
     let rows = &f.rows;
+    if !f.groups.is_empty() {
+        if let Some(v) = by_value_groups(e, f, ctx)? {
+            return Ok(v);
+        }
+    }
     Ok(match e {
         Expr::Col(i) => {
             let col = ctx
                 .cols
                 .get(*i)
                 .ok_or_else(|| QueryError::Internal(format!("column #{i}")))?;
-            if col.is_key {
+            if let Some(g) = f.groups_of(*i) {
+                // Read as value groups but needed as values here (beside another column, or
+                // computed on): the values are laid out from the groups.
+                Vector::Col(Cow::Owned(values_from_groups(g, rows)), col.dtype)
+            } else if col.is_key {
                 let keys = ctx
                     .keys
                     .ok_or_else(|| QueryError::Internal("keys unavailable".into()))?;
@@ -212,27 +224,24 @@ pub(crate) fn eval<'a>(e: &Expr, f: &'a Frame, ctx: &EvalCtx<'_>) -> Result<Vect
             }
         }
         Expr::Lit(s) => Vector::Const(s.clone()),
-        Expr::Cmp(op, a, b) => match (grouped(a, f, ctx), grouped(b, f, ctx)) {
-            (Some(g), None) if matches!(b.as_ref(), Expr::Lit(_)) => {
-                let lit = eval(b, f, ctx)?;
-                by_groups(g, rows, |k, kr| compare(*op, k, lit, kr))?
-            }
-            (None, Some(g)) if matches!(a.as_ref(), Expr::Lit(_)) => {
-                let lit = eval(a, f, ctx)?;
-                by_groups(g, rows, |k, kr| compare(*op, lit, k, kr))?
-            }
-            _ => compare(*op, eval(a, f, ctx)?, eval(b, f, ctx)?, rows)?,
-        },
+        Expr::Cmp(op, a, b) => compare(*op, eval(a, f, ctx)?, eval(b, f, ctx)?, rows)?,
         Expr::Arith(op, a, b, t) => arith(*op, eval(a, f, ctx)?, eval(b, f, ctx)?, *t, rows)?,
         Expr::And(a, b) => and(eval(a, f, ctx)?, eval(b, f, ctx)?, rows)?,
         Expr::Or(a, b) => or(eval(a, f, ctx)?, eval(b, f, ctx)?, rows)?,
         Expr::Not(a) => not(eval(a, f, ctx)?, rows)?,
         Expr::Neg(a) => negate(eval(a, f, ctx)?)?,
-        Expr::IsNull(a, negated) => is_null(eval(a, f, ctx)?, rows, *negated)?,
-        Expr::InList(a, set) => match grouped(a, f, ctx) {
-            Some(g) => by_groups(g, rows, |k, kr| in_list(k, set, kr))?,
-            None => in_list(eval(a, f, ctx)?, set, rows)?,
+        Expr::IsNull(a, negated) => match a.as_ref() {
+            // The presence answers; a column read as value groups is not laid out as values.
+            Expr::Col(i) if f.groups_of(*i).is_some() => match f.cols.get(*i) {
+                Some(Some(c)) => {
+                    let dtype = ctx.cols.get(*i).map_or(DType::Null, |c| c.dtype);
+                    is_null(Vector::Col(Cow::Borrowed(c), dtype), rows, *negated)?
+                }
+                _ => return Err(QueryError::Internal(format!("column #{i} was not read"))),
+            },
+            _ => is_null(eval(a, f, ctx)?, rows, *negated)?,
         },
+        Expr::InList(a, set) => in_list(eval(a, f, ctx)?, set, rows)?,
         Expr::Func(func, args, out) => {
             let vals = args
                 .iter()
@@ -254,48 +263,148 @@ pub(crate) fn eval<'a>(e: &Expr, f: &'a Frame, ctx: &EvalCtx<'_>) -> Result<Vect
     })
 }
 
-/// A column read as value groups (see [`Load::Groups`]): its groups, its presence and type.
-type Grouped<'f> = (&'f ValueGroups, &'f RoaringBitmap, DType);
-
-/// `e` as a column of `f` read as value groups, if it is one.
-fn grouped<'f>(e: &Expr, f: &'f Frame, ctx: &EvalCtx<'_>) -> Option<Grouped<'f>> {
-    let Expr::Col(i) = e else {
-        return None;
+/// A condition evaluated from value groups (see [`Load::Groups`]) instead of values, when `f` holds
+/// its column(s) as groups: a condition on one column (`country IN (..)`, `stage1 + INTERVAL '3 days'
+/// <= c`) is evaluated once per distinct value, and each value's bitmap answers for its rows; an
+/// order comparison of two integer or timestamp columns (`a < b`) is answered by bitmap operations
+/// over the groups sorted by value. No value of the rows is decoded. `None`: evaluate as usual.
+fn by_value_groups<'a>(e: &Expr, f: &Frame, ctx: &EvalCtx<'_>) -> Result<Option<Vector<'a>>> {
+    match e {
+        Expr::Cmp(op, a, b) => {
+            if let (Expr::Col(x), Expr::Col(y)) = (a.as_ref(), b.as_ref()) {
+                return by_group_pair(*op, (*x, *y), f, ctx);
+            }
+        }
+        Expr::IsNull(a, _) if matches!(a.as_ref(), Expr::Col(_)) => return Ok(None),
+        Expr::InList(..) | Expr::And(..) | Expr::Or(..) | Expr::Not(_) | Expr::IsNull(..) => {}
+        Expr::Func(_, _, DType::Boolean) => {}
+        _ => return Ok(None),
+    }
+    let Some(i) = crate::plan::one_column(e) else {
+        return Ok(None);
     };
-    let g = f.groups_of(*i)?;
-    let col = f.cols.get(*i)?.as_ref()?;
-    Some((g, &col.presence, ctx.cols.get(*i)?.dtype))
-}
-
-/// A condition on one grouped column, evaluated once per distinct value (`test` gets the values
-/// as a column over ordinals `0..k`): each value's bitmap then answers for its rows. No value of
-/// the rows is decoded. A row without a value is NULL, as a comparison with NULL is.
-fn by_groups<'a>(
-    (g, presence, dtype): Grouped<'_>,
-    rows: &RoaringBitmap,
-    test: impl FnOnce(Vector<'_>, &RoaringBitmap) -> Result<Vector<'static>>,
-) -> Result<Vector<'a>> {
-    let k = g.bitmaps.len() as u32;
-    let krows: RoaringBitmap = (0..k).collect();
-    let keys = ColumnData {
-        presence: krows.clone(),
-        values: g.keys.clone(),
+    let (Some(g), Some(Some(col))) = (f.groups_of(i), f.cols.get(i)) else {
+        return Ok(None);
     };
-    let (kt, kn) = test(Vector::Col(Cow::Owned(keys), dtype), &krows)?.into_bool(&krows)?;
-    let union = |which: &RoaringBitmap| {
+    let rows = &f.rows;
+    // Only the values some row of the frame holds: a value filtered out before must not make the
+    // condition fail (an overflow, say) where evaluating the rows would not.
+    let live: Vec<bool> = g.bitmaps.iter().map(|b| !b.is_disjoint(rows)).collect();
+    let keys = crate::vector::select(&g.keys, &live);
+    let ids: Vec<usize> = (0..live.len())
+        .filter(|j| live.get(*j) == Some(&true))
+        .collect();
+    // Ordinal j < k holds the j-th live value, ordinal k a NULL (the rows without a value).
+    let k = ids.len() as u32;
+    let mut cols: Vec<Option<ColumnData>> = vec![None; f.cols.len()];
+    if let Some(slot) = cols.get_mut(i) {
+        *slot = Some(ColumnData {
+            presence: (0..k).collect(),
+            values: keys,
+        });
+    }
+    let per_value = Frame::new((0..=k).collect(), cols);
+    let (kt, kn) = eval(e, &per_value, ctx)?.into_bool(&per_value.rows)?;
+    let rows_of = |which: &RoaringBitmap| {
         let mut out = RoaringBitmap::new();
         for j in which {
-            if let Some(b) = g.bitmaps.get(j as usize) {
+            if j == k {
+                out |= rows - &col.presence;
+            } else if let Some(b) = ids.get(j as usize).and_then(|g_at| g.bitmaps.get(*g_at)) {
                 out |= b;
             }
         }
         out &= rows;
         out
     };
-    let t = union(&kt);
-    let mut n = union(&kn);
-    n |= rows - presence;
-    Ok(Vector::Bool { t, n })
+    Ok(Some(Vector::Bool {
+        t: rows_of(&kt),
+        n: rows_of(&kn),
+    }))
+}
+
+/// `a op b` for two columns held as value groups of integers or timestamps, by bitmap operations
+/// over the groups in value order. For `a < b`: a sweep over `b`'s values in ascending order keeps
+/// `S`, the union of the groups of `a` below the current value `v`, and adds `B_v ∩ S` to the
+/// result: one union per group of `a` and two operations per group of `b`, whatever the number of
+/// rows. `=` and `<>` pair each group with the equal group of the other column.
+fn by_group_pair<'a>(
+    op: CmpOp,
+    (x, y): (usize, usize),
+    f: &Frame,
+    ctx: &EvalCtx<'_>,
+) -> Result<Option<Vector<'a>>> {
+    let (Some(ga), Some(gb)) = (f.groups_of(x), f.groups_of(y)) else {
+        return Ok(None);
+    };
+    let (Values::Int(ka), Values::Int(kb)) = (&ga.keys, &gb.keys) else {
+        return Ok(None);
+    };
+    let (Some(Some(ca)), Some(Some(cb))) = (f.cols.get(x), f.cols.get(y)) else {
+        return Ok(None);
+    };
+    let (Some(ta), Some(tb)) = (ctx.cols.get(x), ctx.cols.get(y)) else {
+        return Ok(None);
+    };
+    if ta.dtype != tb.dtype || !matches!(ta.dtype, DType::Timestamp | DType::Bigint) {
+        return Ok(None);
+    }
+    let rows = &f.rows;
+    let mut both = rows & &ca.presence;
+    both &= &cb.presence;
+    let n = rows - &both;
+    // Each column's groups as (value, bitmap), in ascending value order.
+    fn sorted<'g>(keys: &[i64], bitmaps: &'g [RoaringBitmap]) -> Vec<(i64, &'g RoaringBitmap)> {
+        let mut v: Vec<(i64, &RoaringBitmap)> = keys.iter().copied().zip(bitmaps.iter()).collect();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        v
+    }
+    let (sa, sb) = (sorted(ka, &ga.bitmaps), sorted(kb, &gb.bitmaps));
+    let mut t = RoaringBitmap::new();
+    match op {
+        CmpOp::Eq | CmpOp::NotEq => {
+            let mut eq = RoaringBitmap::new();
+            let mut at = 0;
+            for (v, a_rows) in &sa {
+                while sb.get(at).is_some_and(|(w, _)| w < v) {
+                    at += 1;
+                }
+                if let Some((w, b_rows)) = sb.get(at) {
+                    if w == v {
+                        eq |= &(*a_rows & *b_rows);
+                    }
+                }
+            }
+            eq &= &both;
+            t = if op == CmpOp::Eq { eq } else { &both - &eq };
+        }
+        _ => {
+            // Sweep the `outer` column's values; `inner` groups join `below` once their value is
+            // below (`strict`) or at most the current one.
+            let (outer, inner, strict) = match op {
+                CmpOp::Lt => (&sb, &sa, true),
+                CmpOp::LtEq => (&sb, &sa, false),
+                CmpOp::Gt => (&sa, &sb, true),
+                _ => (&sa, &sb, false),
+            };
+            let mut below = RoaringBitmap::new();
+            let mut at = 0;
+            for (v, o_rows) in outer {
+                while let Some((w, i_rows)) = inner.get(at) {
+                    if (strict && w >= v) || (!strict && w > v) {
+                        break;
+                    }
+                    below |= *i_rows;
+                    at += 1;
+                }
+                if !below.is_empty() {
+                    t |= &(*o_rows & &below);
+                }
+            }
+            t &= &both;
+        }
+    }
+    Ok(Some(Vector::Bool { t, n }))
 }
 
 /// Keeps ordinal `o` with probability `percent`%, deterministically for `seed`.
@@ -341,6 +450,70 @@ pub fn execute(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
     Ok(rel)
 }
 
+/// One partition of a table, each column read as its [`Load`] says.
+fn scan_partition(
+    table: &journeydb_storage::TableSnapshot,
+    load: &[Load],
+    p: PartitionId,
+) -> Result<Frame> {
+    let id = |i: usize| ColumnId(i as u32);
+    let ty = |i: usize| {
+        table
+            .schema()
+            .columns
+            .get(i)
+            .map_or(ColumnType::Bigint, |c| c.ty)
+    };
+    // Columns compared with each other are read as groups only if all of them have groups in
+    // this partition: a grouped column compared with one read as values would be laid out as
+    // values again, which costs more than decoding it.
+    let mut paired = Vec::new();
+    for (i, l) in load.iter().enumerate() {
+        if *l == Load::GroupsPaired {
+            paired.push((i, table.value_groups(p, id(i), GroupsWhen::Reused)?));
+        }
+    }
+    let paired_grouped = paired.iter().all(|(_, g)| g.is_some());
+    let mut fc = vec![None];
+    let mut groups = Vec::new();
+    for (i, l) in load.iter().enumerate() {
+        // Only the bitmap: no value is decoded, and no operator above reads one.
+        let presence_only = || -> Result<ColumnData> {
+            Ok(ColumnData {
+                presence: table.presence(p, id(i))?,
+                values: Values::empty(ty(i)),
+            })
+        };
+        let g = match l {
+            Load::No | Load::Values | Load::Presence => None,
+            Load::Groups => table.value_groups(p, id(i), GroupsWhen::Now)?,
+            Load::GroupsIfReused => table.value_groups(p, id(i), GroupsWhen::Reused)?,
+            Load::GroupsPaired if paired_grouped => paired
+                .iter()
+                .find(|(j, _)| *j == i)
+                .and_then(|(_, g)| g.clone()),
+            Load::GroupsPaired => None,
+        };
+        fc.push(match (l, g) {
+            (Load::No, _) => None,
+            (Load::Presence, _) => Some(presence_only()?),
+            (_, Some(g)) => {
+                groups.resize(i + 2, None);
+                if let Some(slot) = groups.get_mut(i + 1) {
+                    *slot = Some(g);
+                }
+                Some(presence_only()?)
+            }
+            (_, None) => Some(table.column(p, id(i))?),
+        });
+    }
+    Ok(Frame {
+        rows: table.rows(p),
+        cols: fc,
+        groups,
+    })
+}
+
 /// Executes one operator (its inputs through [`execute`]).
 #[recursive::recursive]
 // long: one arm per plan operator; each arm is short.
@@ -348,46 +521,7 @@ fn execute_node(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
     match plan {
         Plan::Scan { table, load, cols } => {
             let parts = table.partitions();
-            let frames = par_map(&parts, |p| {
-                let rows = table.rows(*p);
-                let mut fc = vec![None];
-                let mut groups = Vec::new();
-                for (i, l) in load.iter().enumerate() {
-                    let id = ColumnId(i as u32);
-                    let ty = table
-                        .schema()
-                        .columns
-                        .get(i)
-                        .map_or(ColumnType::Bigint, |c| c.ty);
-                    // Only the bitmap: no value is decoded, and no operator above reads one.
-                    let presence_only = || -> Result<ColumnData> {
-                        Ok(ColumnData {
-                            presence: table.presence(*p, id)?,
-                            values: Values::empty(ty),
-                        })
-                    };
-                    fc.push(match l {
-                        Load::No => None,
-                        Load::Values => Some(table.column(*p, id)?),
-                        Load::Presence => Some(presence_only()?),
-                        Load::Groups => match table.value_groups(*p, id)? {
-                            Some(g) => {
-                                groups.resize(i + 2, None);
-                                if let Some(slot) = groups.get_mut(i + 1) {
-                                    *slot = Some(g);
-                                }
-                                Some(presence_only()?)
-                            }
-                            None => Some(table.column(*p, id)?),
-                        },
-                    });
-                }
-                Ok(Frame {
-                    rows,
-                    cols: fc,
-                    groups,
-                })
-            })?;
+            let frames = par_map(&parts, |p| scan_partition(table, load, *p))?;
             Ok(Relation {
                 cols: cols.clone(),
                 parts: parts
@@ -1159,4 +1293,100 @@ fn sort_limit(batch: RecordBatch, q: &QueryPlan) -> Result<RecordBatch> {
     let start = q.offset.min(n);
     let len = q.limit.unwrap_or(usize::MAX).min(n - start);
     Ok(batch.slice(start, len))
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::vector::ArithOp;
+
+    /// Conditions answered from value groups (two columns compared, one column computed on) equal
+    /// the same conditions evaluated on the values, NULLs and rows outside the frame included.
+    #[test]
+    fn conditions_on_value_groups_equal_conditions_on_values() {
+        let mut z = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = |n: u64| {
+            z ^= z << 13;
+            z ^= z >> 7;
+            z ^= z << 17;
+            z % n
+        };
+        let all: RoaringBitmap = (0..5000).collect();
+        let col = |rnd: &mut dyn FnMut(u64) -> u64| {
+            let presence: RoaringBitmap = all.iter().filter(|_| rnd(10) < 7).collect();
+            let values = Values::Int(presence.iter().map(|_| rnd(12) as i64 * 1000).collect());
+            ColumnData { presence, values }
+        };
+        let (a, b) = (col(&mut rnd), col(&mut rnd));
+        // The frame's rows: a subset (a sample, or what a filter kept); groups reach beyond it.
+        let rows: RoaringBitmap = all.iter().filter(|_| rnd(3) > 0).collect();
+        let cols: Vec<RelCol> = ["k", "a", "b"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| RelCol {
+                name: n.to_string(),
+                dtype: if i == 0 {
+                    DType::Varchar
+                } else {
+                    DType::Timestamp
+                },
+                is_key: i == 0,
+            })
+            .collect();
+        let ctx = EvalCtx {
+            cols: &cols,
+            keys: None,
+        };
+        let values = Frame::new(
+            rows.clone(),
+            vec![None, Some(restrict(&a, &rows)), Some(restrict(&b, &rows))],
+        );
+        let grouped = Frame {
+            rows: rows.clone(),
+            cols: vec![
+                None,
+                Some(ColumnData {
+                    presence: &a.presence & &rows,
+                    values: Values::empty(ColumnType::Timestamp),
+                }),
+                Some(ColumnData {
+                    presence: &b.presence & &rows,
+                    values: Values::empty(ColumnType::Timestamp),
+                }),
+            ],
+            groups: vec![
+                None,
+                Some(Arc::new(ValueGroups::build(&a).unwrap())),
+                Some(Arc::new(ValueGroups::build(&b).unwrap())),
+            ],
+        };
+        let col = |i: usize| Box::new(Expr::Col(i));
+        let lit = |v: i64| Box::new(Expr::Lit(Scalar::Ts(v)));
+        let mut conditions = Vec::new();
+        for op in [
+            CmpOp::Eq,
+            CmpOp::NotEq,
+            CmpOp::Lt,
+            CmpOp::LtEq,
+            CmpOp::Gt,
+            CmpOp::GtEq,
+        ] {
+            conditions.push(Expr::Cmp(op, col(1), col(2)));
+            conditions.push(Expr::Cmp(op, col(2), col(1)));
+            conditions.push(Expr::Cmp(op, col(1), lit(5000)));
+            conditions.push(Expr::Not(Box::new(Expr::Cmp(op, col(2), lit(3000)))));
+        }
+        let plus = Expr::Arith(ArithOp::Add, col(1), lit(2000), DType::Timestamp);
+        conditions.push(Expr::Cmp(CmpOp::Lt, Box::new(plus), col(2)));
+        conditions.push(Expr::IsNull(
+            Box::new(Expr::Cmp(CmpOp::Lt, col(1), lit(4000))),
+            false,
+        ));
+        for c in &conditions {
+            let want = eval(c, &values, &ctx).unwrap().into_bool(&rows).unwrap();
+            let got = eval(c, &grouped, &ctx).unwrap().into_bool(&rows).unwrap();
+            assert_eq!(got, want, "{c:?}");
+        }
+    }
 }

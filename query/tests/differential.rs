@@ -128,6 +128,8 @@ fn build(dir: &Path, seed: u64) -> Database {
                     journeydb_storage::ColumnType::Varchar,
                 ),
                 journeydb_storage::ColumnDef::new("age", journeydb_storage::ColumnType::Bigint),
+                journeydb_storage::ColumnDef::new("ta", journeydb_storage::ColumnType::Timestamp),
+                journeydb_storage::ColumnDef::new("tb", journeydb_storage::ColumnType::Timestamp),
             ],
         ),
     )
@@ -168,13 +170,16 @@ fn build(dir: &Path, seed: u64) -> Database {
             db.flush().unwrap();
         }
     }
-    let mut pr_csv = String::from("k,country,age\n");
+    let mut pr_csv = String::from("k,country,age,ta,tb\n");
     let mut keys = Vec::new();
-    let (mut country, mut age) = (vec![], vec![]);
+    let (mut country, mut age, mut ta, mut tb) = (vec![], vec![], vec![], vec![]);
     for i in (0..CUSTOMERS + 1000).step_by(2) {
         keys.push(format!("c{i:06}"));
         country.push(rng.chance(0.9).then(|| rng.pick(&COUNTRIES).to_string()));
         age.push(rng.chance(0.8).then(|| (18 + rng.below(60)).to_string()));
+        // Timestamps of few distinct values (as journey run times are): read as value groups.
+        ta.push(rng.chance(0.7).then(|| ts(&mut rng).to_string()));
+        tb.push(rng.chance(0.5).then(|| ts(&mut rng).to_string()));
     }
     // Two flushes of alternate rows, so each partition of `pr` is two segments of disjoint rows
     // (GROUP BY and string comparisons read storage's value groups, joined across them) while
@@ -191,6 +196,16 @@ fn build(dir: &Path, seed: u64) -> Database {
             vec![
                 ("country", pick(&country), DataType::Utf8),
                 ("age", pick(&age), DataType::Int64),
+                (
+                    "ta",
+                    pick(&ta),
+                    DataType::Timestamp(TimeUnit::Microsecond, None),
+                ),
+                (
+                    "tb",
+                    pick(&tb),
+                    DataType::Timestamp(TimeUnit::Microsecond, None),
+                ),
             ],
         );
         db.flush().unwrap();
@@ -240,31 +255,72 @@ fn st_pred(rng: &mut Rng, depth: u32) -> String {
     }
 }
 
-fn pr_pred(rng: &mut Rng) -> String {
-    match rng.below(7) {
-        0 => format!("country = '{}'", rng.pick(&COUNTRIES)),
+/// A condition on `pr`, its columns qualified by `q` (`""` or `"b."`). Conditions on one column or
+/// comparing two timestamp columns run on value groups (see `exec::by_value_groups`).
+fn pr_pred(rng: &mut Rng, q: &str) -> String {
+    let t = |rng: &mut Rng| format!("{q}{}", ["ta", "tb"][rng.below(2) as usize]);
+    let op = |rng: &mut Rng| ["=", "<>", "<", "<=", ">", ">="][rng.below(6) as usize];
+    match rng.below(13) {
+        0 => format!("{q}country = '{}'", rng.pick(&COUNTRIES)),
         // String comparisons with constants run on value groups when the column has few values.
         4 => format!(
-            "country {}IN ('{}', '{}'{})",
+            "{q}country {}IN ('{}', '{}'{})",
             if rng.chance(0.3) { "NOT " } else { "" },
             rng.pick(&COUNTRIES),
             rng.pick(&COUNTRIES),
             if rng.chance(0.3) { ", NULL" } else { "" }
         ),
         5 => format!(
-            "'{}' {} country",
+            "'{}' {} {q}country",
             rng.pick(&COUNTRIES),
             rng.pick(&["<", ">=", "<>"])
         ),
-        6 => format!("NOT (country > '{}' AND age > 30)", rng.pick(&COUNTRIES)),
+        6 => format!(
+            "NOT ({q}country > '{}' AND {q}age > 30)",
+            rng.pick(&COUNTRIES)
+        ),
         1 => format!(
-            "age BETWEEN {} AND {}",
+            "{q}age BETWEEN {} AND {}",
             18 + rng.below(30),
             40 + rng.below(40)
         ),
-        2 => "age IS NULL".into(),
+        2 => "age IS NULL".replace("age", &format!("{q}age")),
+        7 => format!("{} {} {}", t(rng), op(rng), t(rng)),
+        8 => format!(
+            "{} + INTERVAL '{} days' {} {}",
+            t(rng),
+            rng.below(10),
+            op(rng),
+            lit_ts(rng)
+        ),
+        9 => format!(
+            "coalesce({}, {}) {} {}",
+            t(rng),
+            lit_ts(rng),
+            op(rng),
+            lit_ts(rng)
+        ),
+        10 => format!(
+            "(date_part('hour', {}) {} {} OR {q}age * 2 > {})",
+            t(rng),
+            op(rng),
+            rng.below(24),
+            40 + rng.below(80)
+        ),
+        11 => format!(
+            "CASE WHEN {q}age > {} THEN 'old' ELSE {} END = 'old'",
+            20 + rng.below(50),
+            if rng.chance(0.5) { "NULL" } else { "'young'" }
+        ),
+        12 => format!(
+            "{} {} {} AND {q}country <> '{}'",
+            t(rng),
+            op(rng),
+            t(rng),
+            rng.pick(&COUNTRIES)
+        ),
         _ => format!(
-            "(country <> '{}' OR age < {})",
+            "({q}country <> '{}' OR {q}age < {})",
             rng.pick(&COUNTRIES),
             20 + rng.below(50)
         ),
@@ -273,7 +329,7 @@ fn pr_pred(rng: &mut Rng) -> String {
 
 fn key_set(rng: &mut Rng) -> String {
     if rng.chance(0.3) {
-        format!("SELECT k FROM pr WHERE {}", pr_pred(rng))
+        format!("SELECT k FROM pr WHERE {}", pr_pred(rng, ""))
     } else {
         format!("SELECT k FROM st WHERE {}", st_pred(rng, 2))
     }
@@ -383,7 +439,7 @@ fn analytics_query(rng: &mut Rng) -> (String, bool) {
                 "SELECT b.country, count(a.s1), count(a.s2), count(a.s3), count(*), {} FROM st a {} pr b USING (k) WHERE {} GROUP BY b.country",
                 ["sum(b.age)", "median(a.s2 - a.s1)", "avg(b.age)", "count(DISTINCT a.v)"][rng.below(4) as usize],
                 join_kind(rng),
-                pr_pred(rng).replace("country", "b.country").replace("age", "b.age")
+                pr_pred(rng, "b.")
             ),
             false,
         ),
@@ -469,6 +525,18 @@ fn query(rng: &mut Rng) -> (String, bool) {
                 true,
             )
         }
+        5 if rng.chance(0.4) => {
+            let c = ["ta", "tb"][rng.below(2) as usize];
+            (format!("SELECT count(*), count({c}), min({c}), max(ta), min(country), sum(age) FROM pr WHERE {}", pr_pred(rng, "")), false)
+        }
+        6 if rng.chance(0.4) => (
+            format!(
+                "SELECT k, ta, tb + INTERVAL '2 days', age, country FROM pr WHERE {} AND {} ORDER BY k LIMIT 15",
+                pr_pred(rng, ""),
+                pr_pred(rng, "")
+            ),
+            true,
+        ),
         5 => {
             let c = ["s1", "s2", "s3"][rng.below(3) as usize];
             (format!("SELECT count(*), count({c}), min({c}), max({c}), min(v), max(n) FROM st WHERE {}", st_pred(rng, 2)), false)
@@ -527,7 +595,7 @@ fn journeydb_equals_duckdb_on_random_queries() {
             {"name": "st", "csv": dir.path().join("st.csv"), "key": "k",
              "columns": [["s1", "TIMESTAMP", "min"], ["s2", "TIMESTAMP", "min"], ["s3", "TIMESTAMP", "min"], ["n", "BIGINT", "sum"], ["v", "VARCHAR", "max"]]},
             {"name": "pr", "csv": dir.path().join("pr.csv"), "key": "k",
-             "columns": [["country", "VARCHAR", "min"], ["age", "BIGINT", "min"]]}
+             "columns": [["country", "VARCHAR", "min"], ["age", "BIGINT", "min"], ["ta", "TIMESTAMP", "min"], ["tb", "TIMESTAMP", "min"]]}
         ],
         "queries": queries.iter().map(|q| q.0.clone()).collect::<Vec<_>>(),
     });

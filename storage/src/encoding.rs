@@ -222,6 +222,17 @@ fn decode_dict(r: &mut ByteReader<'_>, n: usize) -> Result<Vec<i64>> {
         .collect()
 }
 
+/// The encoding a value block declares (its second byte), without decoding it; `None` for a block
+/// too short to have one or an unknown encoding.
+pub fn block_encoding(block: &[u8]) -> Option<Encoding> {
+    match block.get(1)? {
+        0 => Some(Encoding::Plain),
+        1 => Some(Encoding::For),
+        2 => Some(Encoding::Dict),
+        _ => None,
+    }
+}
+
 /// Encodes `values` into a value block (header + payload). `best` picks the smallest encoding and
 /// compresses with zstd when that is smaller; otherwise the block is PLAIN and uncompressed.
 pub fn encode_values(values: &Values, best: bool) -> Vec<u8> {
@@ -269,13 +280,13 @@ pub fn encode_values(values: &Values, best: bool) -> Vec<u8> {
     w.buf
 }
 
-/// Decodes a value block of type `ty`; `block_offset` is its position in `path`, for errors.
-pub fn decode_values(
-    path: &Path,
-    block: &[u8],
+/// A value block's header and its payload, decompressed: `(encoding, count, payload, the payload's
+/// offset in `path`)`.
+fn payload<'b>(
+    path: &'b Path,
+    block: &'b [u8],
     block_offset: u64,
-    ty: ColumnType,
-) -> Result<Values> {
+) -> Result<(u8, usize, std::borrow::Cow<'b, [u8]>, u64)> {
     let mut r = ByteReader::at(path, block, block_offset);
     let codec = r.u8()?;
     let encoding = r.u8()?;
@@ -283,16 +294,15 @@ pub fn decode_values(
     let raw_len = r.u32()? as usize;
     let body_offset = r.offset();
     let body = r.bytes(r.remaining())?;
-    let decompressed;
-    let raw: &[u8] = match codec {
-        0 => body,
+    let raw: std::borrow::Cow<'b, [u8]> = match codec {
+        0 => std::borrow::Cow::Borrowed(body),
         1 => {
             if raw_len > PAYLOAD_LEN_MAX {
                 return Err(r.error(format!("payload length {raw_len} too large")));
             }
-            decompressed =
-                zstd::bulk::decompress(body, raw_len).map_err(|e| r.error(format!("zstd: {e}")))?;
-            &decompressed
+            std::borrow::Cow::Owned(
+                zstd::bulk::decompress(body, raw_len).map_err(|e| r.error(format!("zstd: {e}")))?,
+            )
         }
         c => return Err(r.error(format!("unknown codec {c}"))),
     };
@@ -302,7 +312,18 @@ pub fn decode_values(
             raw.len()
         )));
     }
-    let mut p = ByteReader::at(path, raw, body_offset);
+    Ok((encoding, n, raw, body_offset))
+}
+
+/// Decodes a value block of type `ty`; `block_offset` is its position in `path`, for errors.
+pub fn decode_values(
+    path: &Path,
+    block: &[u8],
+    block_offset: u64,
+    ty: ColumnType,
+) -> Result<Values> {
+    let (encoding, n, raw, body_offset) = payload(path, block, block_offset)?;
+    let mut p = ByteReader::at(path, &raw, body_offset);
     let values = match (encoding, ty) {
         (0, _) => decode_plain(&mut p, ty, n)?,
         (1, ColumnType::Timestamp | ColumnType::Bigint) => Values::Int(decode_for(&mut p, n)?),
@@ -311,6 +332,51 @@ pub fn decode_values(
     };
     p.finish()?;
     Ok(values)
+}
+
+/// A DICT value block as its dictionary (ascending distinct values) and each value's index into it,
+/// without laying out the values: what grouping by value needs. `None` when the block is not DICT,
+/// or its dictionary has more than `max` entries (found from the payload's first bytes, before the
+/// indices are decompressed).
+pub fn decode_dict_indices(
+    path: &Path,
+    block: &[u8],
+    block_offset: u64,
+    max: usize,
+) -> Result<Option<(Vec<i64>, Vec<u32>)>> {
+    if block_encoding(block) != Some(Encoding::Dict) {
+        return Ok(None);
+    }
+    // The dictionary's size is the payload's first u32; a compressed payload is decompressed only
+    // that far to read it.
+    let mut head = [0u8; 4];
+    let headed = match (block.first(), block.get(10..)) {
+        (Some(0), Some(body)) => body.get(..4).map(|h| head.copy_from_slice(h)).is_some(),
+        (Some(1), Some(body)) => {
+            use std::io::Read as _;
+            zstd::stream::read::Decoder::with_buffer(body)
+                .and_then(|mut d| d.read_exact(&mut head))
+                .is_ok()
+        }
+        _ => false,
+    };
+    if headed && u32::from_le_bytes(head) as usize > max {
+        return Ok(None);
+    }
+    let (_, n, raw, body_offset) = payload(path, block, block_offset)?;
+    let mut p = ByteReader::at(path, &raw, body_offset);
+    let ndict = p.count(0)?;
+    if ndict > max {
+        return Ok(None);
+    }
+    let dict = decode_for(&mut p, ndict)?;
+    let width = p.u8()?;
+    let idx = unpack_with(&mut p, n, width, |i| i as u32)?;
+    if let Some(bad) = idx.iter().find(|i| **i as usize >= ndict) {
+        return Err(p.error(format!("dictionary index {bad} >= {ndict}")));
+    }
+    p.finish()?;
+    Ok(Some((dict, idx)))
 }
 
 #[cfg(test)]
@@ -397,6 +463,47 @@ mod tests {
             Values::Str(vec!["".into(), "é".into(), "x".repeat(5000)]),
             ColumnType::Varchar,
         );
+    }
+
+    /// A DICT block's indices, raw or compressed; nothing for FOR, PLAIN, or too large a
+    /// dictionary.
+    #[test]
+    fn dictionary_indices_of_dict_blocks_only() {
+        let p = Path::new("t");
+        let few: Vec<i64> = (0..50_000).map(|i| (i % 30) * 86_400_000_000).collect();
+        for best in [true, false] {
+            let block = encode_values(&Values::Int(few.clone()), best);
+            let got = decode_dict_indices(p, &block, 0, 1024).unwrap();
+            if !best {
+                assert_eq!(got, None, "PLAIN");
+                continue;
+            }
+            assert_eq!(block[0], 1, "compressed");
+            let (dict, idx) = got.unwrap();
+            assert_eq!(dict.len(), 30);
+            let back: Vec<i64> = idx.iter().map(|i| dict[*i as usize]).collect();
+            assert_eq!(back, few);
+            assert_eq!(decode_dict_indices(p, &block, 0, 29).unwrap(), None);
+        }
+        // An uncompressed DICT block, laid out by hand.
+        let small: Vec<i64> = vec![5, 1_000_000_000_000, 5];
+        let mut w = ByteWriter::new();
+        encode_dict(&small, &[5, 1_000_000_000_000], &mut w);
+        let mut block = vec![0u8, Encoding::Dict as u8];
+        block.extend_from_slice(&3u32.to_le_bytes());
+        block.extend_from_slice(&(w.buf.len() as u32).to_le_bytes());
+        block.extend_from_slice(&w.buf);
+        assert_eq!(
+            decode_values(p, &block, 0, ColumnType::Bigint).unwrap(),
+            Values::Int(small)
+        );
+        let (dict, idx) = decode_dict_indices(p, &block, 0, 2).unwrap().unwrap();
+        assert_eq!((dict, idx), (vec![5, 1_000_000_000_000], vec![0, 1, 0]));
+        assert_eq!(decode_dict_indices(p, &block, 0, 1).unwrap(), None);
+        let spread: Vec<i64> = (0..5000).map(|i| i * 7).collect();
+        let block = encode_values(&Values::Int(spread), true);
+        assert_eq!(block_encoding(&block), Some(Encoding::For));
+        assert_eq!(decode_dict_indices(p, &block, 0, 1024).unwrap(), None);
     }
 
     #[test]

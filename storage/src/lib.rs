@@ -47,6 +47,6 @@ pub use schema::{
     ColumnDef, ColumnId, ColumnType, KeyType, ManifestVersion, MergeRule, PartitionId, SegmentId,
     TableId, TableSchema,
 };
-pub use segment::PartData;
+pub use segment::{GroupsWhen, PartData};
 pub use snapshot::{SegmentInfo, Snapshot, TableSnapshot};
 pub use values::{ColumnData, Values};

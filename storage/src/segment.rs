@@ -273,6 +273,15 @@ pub fn write_segment_file(fs: &dyn Dir, path: &Path, bytes: &[u8]) -> Result<()>
     crate::dir::write_new(fs, path, bytes).map(|_| ())
 }
 
+/// When [`Segment::value_groups`] builds a column's groups that are not built yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupsWhen {
+    /// At once (GROUP BY and aggregates, which would otherwise hash every value).
+    Now,
+    /// From the second time they are asked for (a condition, which can read the values instead).
+    Reused,
+}
+
 /// An open, verified segment file.
 #[derive(Debug)]
 pub struct Segment {
@@ -295,6 +304,9 @@ pub struct Segment {
     /// few distinct values (`None` once a column proved to have more). GROUP BY such a column then
     /// reads bitmaps instead of values.
     groups_cache: Vec<std::sync::OnceLock<Option<std::sync::Arc<crate::values::ValueGroups>>>>,
+    /// Per entry of `columns`: how many times a reader could have used its groups but did not ask
+    /// for them to be built (see [`Segment::value_groups`]).
+    groups_asked: Vec<std::sync::atomic::AtomicU32>,
     map: FileBytes,
 }
 
@@ -410,6 +422,10 @@ impl Segment {
             rows: RoaringBitmap::new(),
             presence_cache: columns.iter().map(|_| std::sync::OnceLock::new()).collect(),
             groups_cache: columns.iter().map(|_| std::sync::OnceLock::new()).collect(),
+            groups_asked: columns
+                .iter()
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
             columns,
             map,
         };
@@ -487,11 +503,16 @@ impl Segment {
 
     /// The ordinals of each distinct value of column `id` when it has at most
     /// [`crate::values::GROUPS_MAX`] distinct values (built once per segment, then cached); `None`
-    /// for a column with more, or that this segment lacks.
+    /// for a column with more, or that this segment lacks. With [`GroupsWhen::Reused`], groups not
+    /// built yet are built only when asked for the second time, and `None` answers the first
+    /// time: building costs more than decoding the values once, so a column read once (a journey
+    /// run's scratch table) is decoded, and a column read again (a table queried over and over) is
+    /// grouped.
     pub fn value_groups(
         &self,
         id: ColumnId,
         ty: ColumnType,
+        when: GroupsWhen,
     ) -> Result<Option<std::sync::Arc<crate::values::ValueGroups>>> {
         let Some(i) = self.columns.iter().position(|c| c.id == id) else {
             return Ok(None);
@@ -501,6 +522,55 @@ impl Segment {
         };
         if let Some(g) = slot.get() {
             return Ok(g.clone());
+        }
+        if when == GroupsWhen::Reused {
+            let asked = self
+                .groups_asked
+                .get(i)
+                .map_or(0, |n| n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            if asked == 0 {
+                return Ok(None);
+            }
+        }
+        let Some(meta) = self.column_meta(id) else {
+            return Ok(None);
+        };
+        if matches!(ty, ColumnType::Timestamp | ColumnType::Bigint) {
+            // Integers and timestamps of few distinct values are DICT-encoded (the writer picks the
+            // smaller encoding): the groups come from the dictionary indices, with no value laid
+            // out or hashed, and a dictionary too large is seen from its size alone.
+            let block = self.block(meta.values)?;
+            match crate::encoding::decode_dict_indices(
+                &self.path,
+                block,
+                meta.values.offset,
+                crate::values::GROUPS_MAX,
+            )? {
+                Some((dict, idx)) => {
+                    let presence = self.cached_presence(id, meta)?;
+                    let groups = crate::values::ValueGroups::from_dict(dict, &idx, &presence)
+                        .ok_or_else(|| {
+                            StorageError::corrupt(
+                                &self.path,
+                                meta.values.offset,
+                                "column values do not match its bitmap",
+                            )
+                        })?;
+                    let groups = Some(std::sync::Arc::new(groups));
+                    let _ = slot.set(groups.clone());
+                    return Ok(groups);
+                }
+                None if crate::encoding::block_encoding(block)
+                    == Some(crate::encoding::Encoding::Dict) =>
+                {
+                    let _ = slot.set(None);
+                    return Ok(None);
+                }
+                // Not DICT: likely many distinct values. A condition reads the values instead of
+                // decoding them only to find that out.
+                None if when == GroupsWhen::Reused => return Ok(None),
+                None => {}
+            }
         }
         let Some(data) = self.column(id, ty)? else {
             return Ok(None);
@@ -736,6 +806,104 @@ mod tests {
                 "flipping byte {i} of {} went unnoticed",
                 bytes.len()
             );
+        }
+        Ok(())
+    }
+
+    /// Value groups of integer columns: from the dictionary of a DICT block (a condition asks twice
+    /// before they are built), never for a FOR block when a condition asks, and `None` for a
+    /// dictionary larger than the limit.
+    #[test]
+    fn value_groups_come_from_dictionaries() -> Result<()> {
+        use crate::encoding::{block_encoding, Encoding};
+        use crate::values::{ValueGroups, GROUPS_MAX};
+        let n = 20_000u32;
+        let schema = TableSchema::new(
+            "id",
+            vec![
+                ColumnDef::new("few", ColumnType::Timestamp),
+                ColumnDef::new("spread", ColumnType::Bigint),
+                ColumnDef::new("many", ColumnType::Timestamp),
+            ],
+        );
+        let rows: RoaringBitmap = (65536..65536 + n).collect();
+        let every_other: RoaringBitmap = rows.iter().step_by(2).collect();
+        let col = |presence: &RoaringBitmap, f: &dyn Fn(u32) -> i64| ColumnData {
+            presence: presence.clone(),
+            values: Values::Int(presence.iter().map(f).collect()),
+        };
+        let few = col(&every_other, &|o| (o as i64 * 7919 % 7) * 3_600_000_000);
+        let spread = col(&rows, &|o| o as i64 * 1_000_003);
+        let many = col(&rows, &|o| (o as i64 % 1500) * 1_000_000);
+        let part = PartData {
+            rows,
+            columns: vec![Some(few.clone()), Some(spread), Some(many)],
+        };
+        let dir = tempfile::tempdir().map_err(|e| StorageError::io("tmp", e))?;
+        let p = dir.path().join("1.seg");
+        let bytes = encode_segment(
+            TableId(1),
+            SegmentId(1),
+            PartitionId(1),
+            65536,
+            &schema,
+            &part,
+        )?;
+        write_segment_file(&DiskDir, &p, &bytes)?;
+        let encoding = |seg: &Segment, c: u32| {
+            let meta = seg.column_meta(ColumnId(c)).unwrap();
+            block_encoding(seg.block(meta.values).unwrap())
+        };
+        let seg = Segment::open(&DiskDir, &p)?;
+        assert_eq!(encoding(&seg, 0), Some(Encoding::Dict));
+        assert_eq!(encoding(&seg, 1), Some(Encoding::For));
+        assert_eq!(encoding(&seg, 2), Some(Encoding::Dict));
+
+        let ts = ColumnType::Timestamp;
+        assert!(
+            seg.value_groups(ColumnId(0), ts, GroupsWhen::Reused)?
+                .is_none(),
+            "first ask"
+        );
+        let g = seg
+            .value_groups(ColumnId(0), ts, GroupsWhen::Reused)?
+            .unwrap();
+        // The same groups as grouping the decoded values (in another order: ascending here).
+        let by_value = |g: &ValueGroups| {
+            let Values::Int(k) = &g.keys else {
+                panic!("int keys")
+            };
+            let mut v: Vec<(i64, RoaringBitmap)> =
+                k.iter().copied().zip(g.bitmaps.iter().cloned()).collect();
+            v.sort_by_key(|x| x.0);
+            v
+        };
+        let want = ValueGroups::build(&few).unwrap();
+        assert_eq!(by_value(&g), by_value(&want));
+        assert_eq!(g.bitmaps.len(), 7);
+
+        // A fresh segment builds at once for GROUP BY, and the FOR column never for a condition.
+        let seg = Segment::open(&DiskDir, &p)?;
+        let now = seg.value_groups(ColumnId(0), ts, GroupsWhen::Now)?.unwrap();
+        assert_eq!(by_value(&now), by_value(&want));
+        for _ in 0..3 {
+            let spread = seg.value_groups(ColumnId(1), ColumnType::Bigint, GroupsWhen::Reused)?;
+            assert!(spread.is_none());
+        }
+        assert!(
+            seg.value_groups(ColumnId(1), ColumnType::Bigint, GroupsWhen::Now)?
+                .is_none(),
+            "more than {GROUPS_MAX} values"
+        );
+        // A dictionary of 1,500 values: too many, whoever asks.
+        assert!(seg
+            .value_groups(ColumnId(2), ts, GroupsWhen::Now)?
+            .is_none());
+        let seg = Segment::open(&DiskDir, &p)?;
+        for _ in 0..3 {
+            assert!(seg
+                .value_groups(ColumnId(2), ts, GroupsWhen::Reused)?
+                .is_none());
         }
         Ok(())
     }

@@ -388,10 +388,12 @@ impl TableSnapshot {
     /// [`crate::values::ValueGroups`]), when segments of disjoint rows hold all of the partition's
     /// values of that column (no merge across sources is needed) and it has few distinct values;
     /// `None` otherwise (read the column's values instead).
+    /// `when`: see [`crate::segment::Segment::value_groups`].
     pub fn value_groups(
         &self,
         p: PartitionId,
         col: ColumnId,
+        when: crate::segment::GroupsWhen,
     ) -> Result<Option<std::sync::Arc<crate::values::ValueGroups>>> {
         let Some(def) = self.table.schema.columns.get(col.0 as usize) else {
             return Ok(None);
@@ -413,7 +415,7 @@ impl TableSnapshot {
             .collect();
         match holders.as_slice() {
             [] => Ok(None),
-            [one] => one.value_groups(col, def.ty),
+            [one] => one.value_groups(col, def.ty, when),
             many => {
                 // Segments of disjoint rows (appends of new keys, not yet compacted): each
                 // ordinal's value is in one of them, and their groups join by value.
@@ -426,7 +428,7 @@ impl TableSnapshot {
                 }
                 let mut parts = Vec::with_capacity(many.len());
                 for s in many {
-                    match s.value_groups(col, def.ty)? {
+                    match s.value_groups(col, def.ty, when)? {
                         Some(g) => parts.push(g),
                         None => return Ok(None),
                     }

@@ -222,7 +222,8 @@ pub const GROUPS_MAX: usize = 1024;
 /// Grouping, counting and DISTINCT over a column of few values then work on bitmaps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValueGroups {
-    /// The distinct values, one per group, in order of first occurrence.
+    /// The distinct values, one per group: in order of first occurrence, or ascending when built
+    /// from a dictionary.
     pub keys: Values,
     /// The ordinals of each value.
     pub bitmaps: Vec<RoaringBitmap>,
@@ -279,6 +280,29 @@ impl ValueGroups {
 }
 
 impl ValueGroups {
+    /// The groups of a DICT-encoded column: `dict` its distinct values, `idx` each value's index
+    /// into it, in the order of the ordinals of `presence`. `None` when the counts differ or an
+    /// index is out of range.
+    pub fn from_dict(dict: Vec<i64>, idx: &[u32], presence: &RoaringBitmap) -> Option<ValueGroups> {
+        if idx.len() as u64 != presence.len() {
+            return None;
+        }
+        // Ordinals come in ascending order, so each one appends to the end of its bitmap.
+        let mut bitmaps: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); dict.len()];
+        for (o, i) in presence.iter().zip(idx) {
+            let _ = bitmaps.get_mut(*i as usize)?.try_push(o);
+        }
+        let (keys, bitmaps): (Vec<i64>, Vec<RoaringBitmap>) = dict
+            .into_iter()
+            .zip(bitmaps)
+            .filter(|(_, b)| !b.is_empty())
+            .unzip();
+        Some(ValueGroups {
+            keys: Values::Int(keys),
+            bitmaps,
+        })
+    }
+
     /// The groups of one column split across sources that hold disjoint sets of ordinals (no
     /// ordinal has a value in two of them, so no merge rule applies): equal values' bitmaps are
     /// joined. `None` when the sources' types differ or the result has more than [`GROUPS_MAX`]

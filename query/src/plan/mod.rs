@@ -26,6 +26,7 @@ mod prune;
 pub use bind::{eval_const, plan_query};
 pub(crate) use expr::cast_lit;
 pub use expr::{expr_type, plan_expr};
+pub(crate) use prune::one_column;
 #[allow(unused_imports)]
 use {aggregate::*, bind::*, expr::*, join::*, prune::*};
 
@@ -157,6 +158,12 @@ pub enum Load {
     No,
     /// The presence bitmap only (`IS [NOT] NULL`, `COUNT(col)`).
     Presence,
+    /// As [`Load::Groups`] where storage has built the groups already or this is the second read
+    /// of the column's segment (a condition on the column: see `GroupsWhen::Reused`).
+    GroupsIfReused,
+    /// As [`Load::GroupsIfReused`], for a column compared with another column: groups only when
+    /// every such column of the scan has them in the partition, values otherwise.
+    GroupsPaired,
     /// The presence bitmap and, where storage has them, the ordinals of each distinct value instead
     /// of the values (a plain GROUP BY column); the values where it has not.
     Groups,
@@ -338,7 +345,7 @@ impl Plan {
                     .map(|(c, l)| match l {
                         Load::No => 0,
                         Load::Presence => bitmap,
-                        Load::Values | Load::Groups => {
+                        Load::Values | Load::Groups | Load::GroupsIfReused | Load::GroupsPaired => {
                             let width = match c.ty {
                                 ColumnType::Varchar => 32,
                                 ColumnType::Boolean => 1,

@@ -28,30 +28,63 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
             Expr::Func(_, args, _) => args.iter().for_each(|a| refs(a, out)),
         }
     }
-    /// A filter's condition: a string column compared with a constant (`=`, `<`, `IN (..)`) can
-    /// be answered from the column's value groups (a union of bitmaps, no string decoded).
+    /// A filter's condition: a condition on one column (`country IN (..)`, `stage1 + INTERVAL
+    /// '3 days' <= c`) or an order comparison of two integer or timestamp columns can be answered
+    /// from the columns' value groups (bitmaps per distinct value, no value decoded; see
+    /// `exec::by_value_groups`). Storage has groups only for columns of few distinct values; the
+    /// values are read where it has none.
     #[recursive::recursive]
     fn pred_refs(e: &Expr, cols: &[RelCol], out: &mut Vec<(usize, Load)>) {
-        let grouped = |i: usize| {
+        let groupable = |i: usize| {
             cols.get(i)
-                .is_some_and(|c| c.dtype == DType::Varchar && !c.is_key)
+                .is_some_and(|c| !c.is_key && !matches!(c.dtype, DType::Null | DType::Interval))
         };
+        let int_like = |i: usize| cols.get(i).map(|c| c.dtype);
         match e {
-            Expr::InList(a, _) => match a.as_ref() {
-                Expr::Col(i) if grouped(*i) => out.push((*i, Load::Groups)),
-                _ => refs(e, out),
-            },
-            Expr::Cmp(_, a, b) => match (a.as_ref(), b.as_ref()) {
-                (Expr::Col(i), Expr::Lit(_)) | (Expr::Lit(_), Expr::Col(i)) if grouped(*i) => {
-                    out.push((*i, Load::Groups))
-                }
-                _ => refs(e, out),
-            },
             Expr::And(a, b) | Expr::Or(a, b) => {
                 pred_refs(a, cols, out);
                 pred_refs(b, cols, out);
             }
             Expr::Not(a) => pred_refs(a, cols, out),
+            Expr::IsNull(a, _) if matches!(a.as_ref(), Expr::Col(_)) => refs(e, out),
+            Expr::Cmp(_, a, b) => match (a.as_ref(), b.as_ref()) {
+                (Expr::Col(x), Expr::Col(y))
+                    if groupable(*x)
+                        && groupable(*y)
+                        && int_like(*x) == int_like(*y)
+                        && matches!(int_like(*x), Some(DType::Timestamp | DType::Bigint)) =>
+                {
+                    out.push((*x, Load::GroupsPaired));
+                    out.push((*y, Load::GroupsPaired));
+                }
+                _ => one_column_refs(e, cols, groupable, out),
+            },
+            Expr::InList(..) | Expr::IsNull(..) | Expr::Func(_, _, DType::Boolean) => {
+                one_column_refs(e, cols, groupable, out)
+            }
+            _ => refs(e, out),
+        }
+    }
+    /// Strings are grouped on first use (decoding and comparing them costs more than grouping);
+    /// other types from the second read of a segment, so a table read once is only decoded.
+    fn one_column_refs(
+        e: &Expr,
+        cols: &[RelCol],
+        groupable: impl Fn(usize) -> bool,
+        out: &mut Vec<(usize, Load)>,
+    ) {
+        match one_column(e) {
+            Some(i) if groupable(i) => {
+                let strings = cols.get(i).is_some_and(|c| c.dtype == DType::Varchar);
+                out.push((
+                    i,
+                    if strings {
+                        Load::Groups
+                    } else {
+                        Load::GroupsIfReused
+                    },
+                ))
+            }
             _ => refs(e, out),
         }
     }
@@ -90,7 +123,9 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
                 let mut u = Vec::new();
                 for &(i, kind) in used {
                     let kind = match kind {
-                        Load::Groups if !renaming => Load::Values,
+                        Load::Groups | Load::GroupsIfReused | Load::GroupsPaired if !renaming => {
+                            Load::Values
+                        }
                         k => k,
                     };
                     match exprs.get(i) {
@@ -175,4 +210,34 @@ pub(super) fn prune_scan(plan: Plan) -> Plan {
         _ => {}
     }
     plan
+}
+
+/// The one column `e` reads, when it reads exactly one: a condition on it can then be evaluated once
+/// per distinct value of that column. (An aggregate's `FILTER` is never such a condition.)
+pub(crate) fn one_column(e: &Expr) -> Option<usize> {
+    #[recursive::recursive]
+    fn walk(e: &Expr, found: &mut Option<usize>) -> bool {
+        match e {
+            Expr::Col(i) => match found {
+                Some(j) if j != i => false,
+                _ => {
+                    *found = Some(*i);
+                    true
+                }
+            },
+            Expr::Lit(_) => true,
+            Expr::Cmp(_, a, b) | Expr::Arith(_, a, b, _) | Expr::And(a, b) | Expr::Or(a, b) => {
+                walk(a, found) && walk(b, found)
+            }
+            Expr::Not(a) | Expr::Neg(a) | Expr::IsNull(a, _) | Expr::InList(a, _) => walk(a, found),
+            Expr::Func(_, args, _) => args.iter().all(|a| walk(a, found)),
+            Expr::Filtered(..) => false,
+        }
+    }
+    let mut found = None;
+    if walk(e, &mut found) {
+        found
+    } else {
+        None
+    }
 }
