@@ -173,6 +173,7 @@ pub fn classify(e: &QueryError) -> (ErrorCode, &'static str) {
             }
             S::WalPoisoned(_) => (ErrorCode::Storage, "58030"),
             S::DiskFull { .. } => (ErrorCode::Storage, "53100"),
+            S::WorkerPanicked(_) => (ErrorCode::Internal, "XX000"),
         },
     }
 }

@@ -119,6 +119,10 @@ pub enum StorageError {
         /// The file being written.
         path: PathBuf,
     },
+    /// A worker thread of a parallel operation panicked (a bug); nothing that operation was
+    /// writing was committed.
+    #[error("a worker thread failed while {0}; nothing was committed")]
+    WorkerPanicked(&'static str),
 }
 
 impl StorageError {

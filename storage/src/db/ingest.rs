@@ -164,9 +164,15 @@ impl Shared {
                     })
                 })
                 .collect();
+            // A worker that panicked lost its partitions: the ingest fails (and its written
+            // segments are removed) rather than committing a table without them.
             handles
                 .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Err(StorageError::WorkerPanicked("writing segments"))]
+                    })
+                })
                 .collect()
         })
     }
