@@ -1,6 +1,7 @@
 //! The journey workload's SQL kernels through the query engine: COUNT of INTERSECT / EXCEPT / UNION of
 //! two predicate sets, the MIN-merge of a 10% delta into the 30-column state (CREATE OR REPLACE TABLE
-//! AS .. GROUP BY over UNION ALL), and a BERNOULLI (50) count of invalid rows.
+//! AS .. GROUP BY over UNION ALL), a BERNOULLI (50) count of invalid rows, and comparisons answered
+//! from value groups next to the same comparisons on decoded values.
 //!
 //! Customers: `JOURNEYDB_BENCH_CUSTOMERS` (default 1,000,000; the figure uses 10,000,000).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -62,6 +63,26 @@ fn bench(c: &mut Criterion) {
     g.bench_function("bernoulli50_invalid_count_compare", |bch| {
         bch.iter(|| engine.execute_one(sample_cmp).unwrap())
     });
+    // The same comparisons on value groups (a sweep over the distinct values) and on the values:
+    // `+ INTERVAL '0 days'` makes the left side an expression, and `coalesce(stage1, <last>)` (equal
+    // to `stage1` on this nested funnel) reads two columns, so the values are decoded.
+    for (name, sql) in [
+        ("compare_columns_groups", "SELECT count(*) FROM state WHERE stage1_step_1 < stage1"),
+        (
+            "compare_columns_values",
+            "SELECT count(*) FROM state WHERE stage1_step_1 + INTERVAL '0 days' < stage1",
+        ),
+        (
+            "compare_constant_groups",
+            "SELECT count(*) FROM state WHERE stage1 + INTERVAL '3 days' <= now()",
+        ),
+        (
+            "compare_constant_values",
+            "SELECT count(*) FROM state WHERE coalesce(stage1, stage6_step_4) + INTERVAL '3 days' <= now()",
+        ),
+    ] {
+        g.bench_function(name, |bch| bch.iter(|| engine.execute_one(sql).unwrap()));
+    }
     g.finish();
 }
 
