@@ -83,6 +83,12 @@ fn bench(c: &mut Criterion) {
     ] {
         g.bench_function(name, |bch| bch.iter(|| engine.execute_one(sql).unwrap()));
     }
+    // Top-k: the sort column laid out for every row, the ten rows chosen, then only they are laid
+    // out in full (their keys decoded).
+    let top = "SELECT customer_id, stage1, stage2, stage3 FROM state ORDER BY stage1 DESC LIMIT 10";
+    g.bench_function("top_k_order_by_value_limit_10", |bch| {
+        bch.iter(|| engine.execute_one(top).unwrap())
+    });
     g.finish();
 }
 

@@ -1045,45 +1045,138 @@ pub fn output_schema(cols: &[RelCol]) -> Arc<Schema> {
 /// Materializes up to `max_rows` rows of a relation (ordinal order) as Arrow, decoding keys only for
 /// those rows.
 pub fn to_batch(rel: &Relation, snap: &Snapshot, max_rows: Option<usize>) -> Result<RecordBatch> {
-    let keys = snap.keys();
-    let mut builders: Vec<Builder> = rel.cols.iter().map(|c| Builder::new(c.dtype)).collect();
     let mut left = max_rows.unwrap_or(usize::MAX);
-    'parts: for frames in rel.parts.values() {
-        for f in frames {
-            if left == 0 {
-                break 'parts;
-            }
-            let ords: Vec<u32> = f.rows.iter().take(left).collect();
-            left -= ords.len();
-            for (i, (b, c)) in builders.iter_mut().zip(&rel.cols).enumerate() {
-                if c.is_key {
-                    let sub =
-                        RoaringBitmap::from_sorted_iter(ords.iter().copied()).unwrap_or_default();
-                    let vals = decode_keys(&keys, &sub)?;
-                    for j in 0..ords.len() {
-                        b.push(Some((&vals, j)));
-                    }
-                    continue;
+    let all: Vec<usize> = (0..rel.cols.len()).collect();
+    lay_out(rel, snap, &all, |_, f| {
+        let ords: Vec<u32> = f.rows.iter().take(left).collect();
+        left -= ords.len();
+        ords
+    })
+}
+
+/// Columns `which` of a relation as Arrow: frame by frame (partition order, then the frames of a
+/// bag), the rows `rows_of(frame number, frame)` names (ascending ordinals of that frame), keys
+/// decoded only for those rows.
+fn lay_out(
+    rel: &Relation,
+    snap: &Snapshot,
+    which: &[usize],
+    mut rows_of: impl FnMut(usize, &Frame) -> Vec<u32>,
+) -> Result<RecordBatch> {
+    let keys = snap.keys();
+    let cols: Vec<(usize, &RelCol)> = which
+        .iter()
+        .filter_map(|i| rel.cols.get(*i).map(|c| (*i, c)))
+        .collect();
+    let mut builders: Vec<Builder> = cols.iter().map(|(_, c)| Builder::new(c.dtype)).collect();
+    for (n, f) in rel.parts.values().flatten().enumerate() {
+        let ords = rows_of(n, f);
+        if ords.is_empty() {
+            continue;
+        }
+        for (b, (i, c)) in builders.iter_mut().zip(&cols) {
+            if c.is_key {
+                let sub = RoaringBitmap::from_sorted_iter(ords.iter().copied()).unwrap_or_default();
+                let vals = decode_keys(&keys, &sub)?;
+                for j in 0..ords.len() {
+                    b.push(Some((&vals, j)));
                 }
-                let Some(Some(col)) = f.cols.get(i) else {
-                    ords.iter().for_each(|_| b.push(None));
-                    continue;
-                };
-                let mut it = col.presence.iter().enumerate().peekable();
-                for o in &ords {
-                    while it.peek().is_some_and(|(_, p)| p < o) {
-                        it.next();
-                    }
-                    match it.peek() {
-                        Some((j, p)) if p == o => b.push(Some((&col.values, *j))),
-                        _ => b.push(None),
-                    }
+                continue;
+            }
+            let Some(Some(col)) = f.cols.get(*i) else {
+                ords.iter().for_each(|_| b.push(None));
+                continue;
+            };
+            let mut it = col.presence.iter().enumerate().peekable();
+            for o in &ords {
+                while it.peek().is_some_and(|(_, p)| p < o) {
+                    it.next();
+                }
+                match it.peek() {
+                    Some((j, p)) if p == o => b.push(Some((&col.values, *j))),
+                    _ => b.push(None),
                 }
             }
         }
     }
     let arrays: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();
-    Ok(RecordBatch::try_new(output_schema(&rel.cols), arrays)?)
+    let fields: Vec<RelCol> = cols.iter().map(|(_, c)| (*c).clone()).collect();
+    Ok(RecordBatch::try_new(output_schema(&fields), arrays)?)
+}
+
+/// `ORDER BY .. LIMIT k` over a result much larger than `k` (a top-k): only the ORDER BY columns
+/// are laid out for every row and partially sorted, then only the first `OFFSET + k` rows are laid
+/// out in full (their keys decoded, their other columns gathered) and put in that order. `None`
+/// when the result is small enough to sort whole.
+fn top_k(rel: &Relation, q: &QueryPlan, snap: &Snapshot) -> Result<Option<RecordBatch>> {
+    let Some(limit) = q.limit else {
+        return Ok(None);
+    };
+    let keep = limit.saturating_add(q.offset);
+    let frames: Vec<&Frame> = rel.parts.values().flatten().collect();
+    let total: usize = frames.iter().map(|f| f.rows.len() as usize).sum();
+    if q.order.is_empty() || total <= keep.saturating_mul(4) {
+        return Ok(None);
+    }
+    let order_cols: Vec<usize> = q.order.iter().map(|(i, ..)| *i).collect();
+    let narrow = lay_out(rel, snap, &order_cols, |_, f| f.rows.iter().collect())?;
+    let sort_cols = q
+        .order
+        .iter()
+        .enumerate()
+        .map(|(j, (_, desc, nulls_first))| {
+            let values = narrow
+                .columns()
+                .get(j)
+                .cloned()
+                .ok_or_else(|| QueryError::Internal("order column".into()))?;
+            Ok(arrow_ord::sort::SortColumn {
+                values,
+                options: Some(arrow_schema::SortOptions {
+                    descending: *desc,
+                    nulls_first: *nulls_first,
+                }),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let best = arrow_ord::sort::lexsort_to_indices(&sort_cols, Some(keep))?;
+    drop(narrow);
+    // Each chosen row's frame and ordinal, from its position in the layout above (frames in order,
+    // each frame's rows ascending): one walk of the frames that hold a chosen row.
+    let sorted_order: Vec<usize> = best.values().iter().map(|p| *p as usize).collect();
+    let mut chosen = sorted_order.clone();
+    chosen.sort_unstable();
+    let mut per_frame: Vec<Vec<u32>> = vec![Vec::new(); frames.len()];
+    let mut next = chosen.iter().peekable();
+    let mut start = 0usize;
+    for (f, list) in frames.iter().zip(per_frame.iter_mut()) {
+        let end = start + f.rows.len() as usize;
+        if next.peek().is_some_and(|p| **p < end) {
+            for (k, o) in f.rows.iter().enumerate() {
+                if next.peek().is_some_and(|p| **p == start + k) {
+                    list.push(o);
+                    next.next();
+                }
+            }
+        }
+        start = end;
+    }
+    if next.next().is_some() {
+        return Err(QueryError::Internal("top-k row out of range".into()));
+    }
+    let all: Vec<usize> = (0..rel.cols.len()).collect();
+    // Laid out in position order (the order of `chosen`); `take` puts the rows in sorted order.
+    let rows = lay_out(rel, snap, &all, |n, _| {
+        per_frame.get_mut(n).map(std::mem::take).unwrap_or_default()
+    })?;
+    let idx: arrow_array::UInt32Array = sorted_order
+        .iter()
+        .map(|p| chosen.binary_search(p).map(|i| i as u32).unwrap_or(0))
+        .collect();
+    let out = arrow_select::take::take_record_batch(&rows, &idx)?;
+    let start = q.offset.min(out.num_rows());
+    let len = limit.min(out.num_rows() - start);
+    Ok(Some(out.slice(start, len)))
 }
 
 /// Runs a query plan to an Arrow batch: execute, then ORDER BY / OFFSET / LIMIT.
@@ -1098,6 +1191,10 @@ pub fn run_query(q: &QueryPlan, snap: &Snapshot) -> Result<RecordBatch> {
     }
     let mark = crate::budget::mark();
     let rel = execute(&q.plan, snap)?;
+    if let Some(out) = top_k(&rel, q, snap)? {
+        crate::budget::settle(mark, out.get_array_memory_size() as u64)?;
+        return Ok(out);
+    }
     let cap = if q.order.is_empty() {
         q.limit.map(|l| l.saturating_add(q.offset))
     } else {
