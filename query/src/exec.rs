@@ -1120,25 +1120,7 @@ fn top_k(rel: &Relation, q: &QueryPlan, snap: &Snapshot) -> Result<Option<Record
     }
     let order_cols: Vec<usize> = q.order.iter().map(|(i, ..)| *i).collect();
     let narrow = lay_out(rel, snap, &order_cols, |_, f| f.rows.iter().collect())?;
-    let sort_cols = q
-        .order
-        .iter()
-        .enumerate()
-        .map(|(j, (_, desc, nulls_first))| {
-            let values = narrow
-                .columns()
-                .get(j)
-                .cloned()
-                .ok_or_else(|| QueryError::Internal("order column".into()))?;
-            Ok(arrow_ord::sort::SortColumn {
-                values,
-                options: Some(arrow_schema::SortOptions {
-                    descending: *desc,
-                    nulls_first: *nulls_first,
-                }),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let sort_cols = sort_columns(&q.order, |j, _| narrow.columns().get(j).cloned())?;
     let best = arrow_ord::sort::lexsort_to_indices(&sort_cols, Some(keep))?;
     drop(narrow);
     // Each chosen row's frame and ordinal, from its position in the layout above (frames in order,
@@ -1358,28 +1340,34 @@ pub fn stream_query(q: &QueryPlan, snap: &Snapshot) -> Result<BatchStream> {
     })
 }
 
+/// The ORDER BY keys as Arrow sort columns; `column(j, i)` gives the values of the `j`-th key,
+/// output column `i`.
+fn sort_columns(
+    order: &[(usize, bool, bool)],
+    column: impl Fn(usize, usize) -> Option<ArrayRef>,
+) -> Result<Vec<arrow_ord::sort::SortColumn>> {
+    order
+        .iter()
+        .enumerate()
+        .map(|(j, (i, desc, nulls_first))| {
+            let values =
+                column(j, *i).ok_or_else(|| QueryError::Internal("order column".into()))?;
+            Ok(arrow_ord::sort::SortColumn {
+                values,
+                options: Some(arrow_schema::SortOptions {
+                    descending: *desc,
+                    nulls_first: *nulls_first,
+                }),
+            })
+        })
+        .collect()
+}
+
 fn sort_limit(batch: RecordBatch, q: &QueryPlan) -> Result<RecordBatch> {
     let batch = if q.order.is_empty() {
         batch
     } else {
-        let sort_cols = q
-            .order
-            .iter()
-            .map(|(i, desc, nulls_first)| {
-                let values = batch
-                    .columns()
-                    .get(*i)
-                    .cloned()
-                    .ok_or_else(|| QueryError::Internal("order column".into()))?;
-                Ok(arrow_ord::sort::SortColumn {
-                    values,
-                    options: Some(arrow_schema::SortOptions {
-                        descending: *desc,
-                        nulls_first: *nulls_first,
-                    }),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let sort_cols = sort_columns(&q.order, |_, i| batch.columns().get(i).cloned())?;
         // With a LIMIT only the first OFFSET + LIMIT rows are needed: a partial sort (top-k)
         // instead of sorting every row.
         let keep = q.limit.map(|l| l.saturating_add(q.offset));
