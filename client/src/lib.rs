@@ -6,6 +6,7 @@
 //! allocation, and a malformed frame is a typed [`ClientError`], never a panic.
 #![warn(missing_docs)]
 
+pub mod cells;
 pub mod protocol;
 
 use std::io::{BufReader, BufWriter, Write};
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 
+pub use cells::{CellTarget, Cells};
 pub use protocol::{ErrorCode, Frame, FRAME_LEN_MAX_DEFAULT, PROTOCOL_VERSION};
 
 /// Errors of a session, remote or embedded.
@@ -46,6 +48,8 @@ pub enum ClientError {
 pub enum LoadItem {
     /// Rows (the key column and value columns, by name).
     Rows(RecordBatch),
+    /// Cells: rows that each set a few integer columns of one key (see [`Cells`]).
+    Cells(Cells),
     /// A column the load adds to the table, committed with its rows (later rows may fill it).
     AddColumn {
         /// Column name.
@@ -364,6 +368,9 @@ impl Session for Client {
         for item in batches {
             let sent = item.and_then(|item| match item {
                 LoadItem::Rows(b) => self.load_rows(table, &b, budget),
+                LoadItem::Cells(c) => c
+                    .to_batches()
+                    .and_then(|bs| bs.iter().try_for_each(|b| self.load_rows(table, b, budget))),
                 LoadItem::AddColumn { name, ty, rule } => {
                     self.send(&Frame::Load {
                         table: table.to_string(),

@@ -224,7 +224,7 @@ pub fn arrow_type(t: ColumnType) -> DataType {
 type Mapped = (usize, String, ColumnType);
 
 /// Row errors of one column: (row, reason).
-type RowErrors = Vec<(usize, String)>;
+pub(crate) type RowErrors = Vec<(usize, String)>;
 
 /// Converts one array to `ty`: the converted array (NULL where a value failed) and the failures.
 pub fn convert_array(

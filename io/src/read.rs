@@ -38,6 +38,10 @@ pub struct ReadOptions {
     pub null: String,
     /// CSV without a header: the names of the columns, in order (`column0..` when empty).
     pub columns: Vec<String>,
+    /// Parquet: string columns as string views (`Utf8View`), whose values of up to 12 bytes are
+    /// held inline, instead of `Utf8` (each value copied into one buffer). For readers that
+    /// handle views (an event log's pivot).
+    pub string_views: bool,
 }
 
 impl Default for ReadOptions {
@@ -49,6 +53,7 @@ impl Default for ReadOptions {
             quote: b'"',
             null: String::new(),
             columns: Vec::new(),
+            string_views: false,
         }
     }
 }
@@ -135,7 +140,7 @@ pub fn open(path: &Path, opts: &ReadOptions) -> Result<Pieces> {
     };
     let file = File::open(path).map_err(file_err)?;
     Ok(match format_of(path, opts)? {
-        Format::Parquet => Box::new(ParquetPieces::new(path, file)?),
+        Format::Parquet => Box::new(ParquetPieces::new(path, file, opts.string_views)?),
         Format::Csv => Box::new(CsvPieces {
             path: path.to_path_buf(),
             input: CountingReader::new(file),
@@ -563,9 +568,26 @@ struct ParquetPieces {
 }
 
 impl ParquetPieces {
-    fn new(path: &Path, file: File) -> Result<ParquetPieces> {
+    fn new(path: &Path, file: File, string_views: bool) -> Result<ParquetPieces> {
         let meta = guarded(path, || {
-            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+            let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+                .map_err(|e| format_err(path, format!("not a readable Parquet file: {e}")))?;
+            if !string_views {
+                return Ok(meta);
+            }
+            let fields: Vec<Field> = meta
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8 => {
+                        f.as_ref().clone().with_data_type(DataType::Utf8View)
+                    }
+                    _ => f.as_ref().clone(),
+                })
+                .collect();
+            let hint = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(fields)));
+            ArrowReaderMetadata::try_new(meta.metadata().clone(), hint)
                 .map_err(|e| format_err(path, format!("not a readable Parquet file: {e}")))
         })?;
         Ok(ParquetPieces {

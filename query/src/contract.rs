@@ -795,6 +795,11 @@ impl crate::Engine {
         }
     }
 
+    /// True when `table` has a data contract (its appends and loads are checked against it).
+    pub fn has_contract(&self, table: &str) -> bool {
+        self.contracts.get(table).is_some()
+    }
+
     /// Pre-flight of rows about to be appended or loaded into `table`: refused with the report
     /// when they break its contract's column rules.
     pub fn check_append(&self, table: &str, batch: &RecordBatch) -> Result<()> {

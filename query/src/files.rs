@@ -226,6 +226,7 @@ impl FileOptions {
             quote: self.quote.unwrap_or(d.quote),
             null: self.null.clone().unwrap_or_default(),
             columns,
+            string_views: false,
         }
     }
 }

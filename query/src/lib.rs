@@ -55,5 +55,6 @@ pub const SERVER_VERSION_NUM: &str = "140000";
 pub use error::{QueryError, Result};
 /// The storage errors a [`QueryError::Storage`] carries, for callers that classify them.
 pub use journeydb_storage::{
-    BulkLoad, ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, StorageError,
+    BulkLoad, CellColumn, ColumnDef, ColumnId, ColumnType, Database, KeyType, MergeRule, Options,
+    StorageError, TableSchema,
 };

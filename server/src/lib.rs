@@ -1136,6 +1136,18 @@ impl Session for EmbeddedSession {
                     self.engine.check_append(table, &b).map_err(to_client)?;
                     l.push(&b).map_err(storage)?
                 }
+                // A table with a contract checks the cells as the batches they stand for.
+                journeydb_client::LoadItem::Cells(c) if self.engine.has_contract(table) => {
+                    for b in c.to_batches()? {
+                        self.engine.check_append(table, &b).map_err(to_client)?;
+                        l.push(&b).map_err(storage)?
+                    }
+                }
+                journeydb_client::LoadItem::Cells(c) => {
+                    let targets = cell_targets(l.schema(), table, &c)?;
+                    l.push_cells(c.keys.as_ref(), &c.kinds, &c.values, &targets)
+                        .map_err(storage)?
+                }
                 journeydb_client::LoadItem::AddColumn { name, ty, rule } => {
                     let column = column_spec(&format!("{name}\t{ty}\t{rule}")).map_err(|m| {
                         ClientError::Server {
@@ -1154,6 +1166,29 @@ impl Session for EmbeddedSession {
         self.engine.swap(a, b).map_err(to_client)
     }
 }
+/// The column ids of cells' targets, by name in the load's schema.
+fn cell_targets(
+    schema: &journeydb_query::TableSchema,
+    table: &str,
+    cells: &journeydb_client::Cells,
+) -> Result<Vec<Vec<journeydb_query::CellColumn>>, ClientError> {
+    cells
+        .targets
+        .iter()
+        .map(|cols| {
+            cols.iter()
+                .map(|t| match schema.column(&t.column) {
+                    Some((id, _)) => Ok((id, t.constant)),
+                    None => Err(ClientError::Server {
+                        code: ErrorCode::User,
+                        message: format!("no column {} in {table}", t.column),
+                    }),
+                })
+                .collect()
+        })
+        .collect()
+}
+
 pub mod conn;
 pub mod pg;
 pub mod querylog;

@@ -242,7 +242,11 @@ impl KeyDict {
 
     /// The ordinal of `key`, if it was ever added.
     pub fn lookup(&self, key: Key<'_>) -> Option<u32> {
-        let h = self.hash(key);
+        self.lookup_hashed(key, self.hash(key))
+    }
+
+    /// [`KeyDict::lookup`] of a key whose hash is `h`.
+    fn lookup_hashed(&self, key: Key<'_>, h: u64) -> Option<u32> {
         // Compared as bytes: the arena holds only valid UTF-8, so there is nothing to validate
         // (decoding each candidate as a `&str` cost a sixth of a bulk load's time).
         match key {
@@ -323,7 +327,8 @@ impl KeyDict {
         self.arena.get(start as usize..end as usize)
     }
 
-    fn insert_new(&mut self, key: Key<'_>) -> u32 {
+    /// Adds `key` (absent, hashed to `h`) as the next ordinal.
+    fn insert_new(&mut self, key: Key<'_>, h: u64) -> u32 {
         let o = self.len();
         match key {
             Key::Str(s) => {
@@ -332,9 +337,23 @@ impl KeyDict {
             }
             Key::Int(v) => self.ints.push(v),
         }
-        let h = self.hash(key);
         self.with_index(|t, hash_of| t.insert(h, o, hash_of));
         o
+    }
+
+    /// Drops the keys from ordinal `len` on (added in memory by a call that then failed) and
+    /// rebuilds the index without them.
+    fn truncate(&mut self, len: u32) {
+        let n = len as usize;
+        match self.key_type {
+            KeyType::Varchar => {
+                let end = self.offsets.get(n).copied().unwrap_or(0) as usize;
+                self.arena.truncate(end);
+                self.offsets.truncate(n + 1);
+            }
+            KeyType::Bigint => self.ints.truncate(n),
+        }
+        self.with_index(|t, hash_of| t.build(n, hash_of));
     }
 
     /// Runs `f` on the index with the hash of each ordinal's key (the fields borrowed apart).
@@ -368,41 +387,44 @@ impl KeyDict {
 
     /// Ordinals of `keys`, adding the new ones (in first-seen order) to memory and to the file. Not
     /// durable until [`KeyDict::sync_point`] is synced. On error nothing was added.
+    ///
+    /// Each key is hashed once and probed once: a new key goes into the index at once, so a later
+    /// copy of it in `keys` finds it there. If the file write (or the ordinal limit) fails, the
+    /// keys added are dropped from memory again.
     pub fn get_or_insert<'k>(&mut self, keys: impl Iterator<Item = Key<'k>>) -> Result<Vec<u32>> {
-        let mut out = Vec::with_capacity(keys.size_hint().0);
-        let mut fresh: Vec<Key<'k>> = Vec::new();
-        let mut fresh_index: hashbrown::HashMap<Key<'k>, u32> = hashbrown::HashMap::new();
-        let base = self.len() as u64;
-        for k in keys {
-            self.check_key(k)?;
-            if let Some(o) = self.lookup(k) {
-                out.push(o);
-            } else if let Some(o) = fresh_index.get(&k) {
-                out.push(*o);
-            } else {
-                let o = base + fresh.len() as u64;
-                if o > u64::from(ORDINAL_MAX) {
-                    return Err(StorageError::InvalidKey(
-                        "the dictionary is full (2^32 keys)".into(),
-                    ));
-                }
-                fresh_index.insert(k, o as u32);
-                fresh.push(k);
-                out.push(o as u32);
-            }
+        let keys: Vec<Key<'k>> = keys.collect();
+        for k in &keys {
+            self.check_key(*k)?;
         }
-        if !fresh.is_empty() {
+        let base = self.len();
+        let mut out = Vec::with_capacity(keys.len());
+        for &k in &keys {
+            let h = self.hash(k);
+            if let Some(o) = self.lookup_hashed(k, h) {
+                out.push(o);
+                continue;
+            }
+            if self.len() > ORDINAL_MAX {
+                self.truncate(base);
+                return Err(StorageError::InvalidKey(
+                    "the dictionary is full (2^32 keys)".into(),
+                ));
+            }
+            out.push(self.insert_new(k, h));
+        }
+        let len = self.len();
+        if len > base {
             let mut w = ByteWriter::new();
-            w.u32(fresh.len() as u32);
-            for k in &fresh {
-                match k {
-                    Key::Str(s) => w.len_bytes(s.as_bytes()),
-                    Key::Int(v) => w.i64(*v),
+            w.u32(len - base);
+            for o in base..len {
+                match self.key_type {
+                    KeyType::Varchar => w.len_bytes(self.key_bytes(o).unwrap_or_default()),
+                    KeyType::Bigint => w.i64(self.ints.get(o as usize).copied().unwrap_or(0)),
                 }
             }
-            self.log.append(&w.buf)?;
-            for k in fresh {
-                self.insert_new(k);
+            if let Err(e) = self.log.append(&w.buf) {
+                self.truncate(base);
+                return Err(e);
             }
         }
         Ok(out)
@@ -496,6 +518,38 @@ mod tests {
         assert_eq!(d.key(3), Some(Key::Str("d")));
         assert_eq!(d.lookup(Key::Str("a")), Some(1));
         assert_eq!(d.lookup(Key::Str("zz")), None);
+        Ok(())
+    }
+
+    /// A call that fails after adding keys in memory drops them again (`truncate`), whatever
+    /// the key type: they are no longer found, and the next keys take their ordinals.
+    #[test]
+    fn keys_of_a_failed_call_are_dropped() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::io("tmp", e))?;
+        let mut d = KeyDict::create(&DiskDir, &dir.path().join("s.dict"), KeyType::Varchar)?;
+        d.get_or_insert(["a", "b"].into_iter().map(Key::Str))?;
+        assert!(d
+            .get_or_insert(["c", "d", ""].into_iter().map(Key::Str))
+            .is_err());
+        assert_eq!(d.len(), 2);
+        d.get_or_insert(["c", "d"].into_iter().map(Key::Str))?;
+        d.truncate(2);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d.lookup(Key::Str("c")), None);
+        assert_eq!(d.lookup(Key::Str("b")), Some(1));
+        assert_eq!(
+            d.get_or_insert(["e", "c"].into_iter().map(Key::Str))?,
+            vec![2, 3]
+        );
+        assert_eq!(d.key(3), Some(Key::Str("c")));
+        let mut i = KeyDict::create(&DiskDir, &dir.path().join("i.dict"), KeyType::Bigint)?;
+        i.get_or_insert([Key::Int(5), Key::Int(6), Key::Int(5)].into_iter())?;
+        i.truncate(1);
+        assert_eq!(i.lookup(Key::Int(6)), None);
+        assert_eq!(
+            i.get_or_insert([Key::Int(7), Key::Int(5)].into_iter())?,
+            vec![1, 0]
+        );
         Ok(())
     }
 

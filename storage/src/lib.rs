@@ -37,7 +37,7 @@ pub mod values;
 pub mod wal;
 
 pub use db::{
-    BulkLoad, CheckReport, CompactStats, Database, FlushStats, IngestStats, Options,
+    BulkLoad, CellColumn, CheckReport, CompactStats, Database, FlushStats, IngestStats, Options,
     PARTITION_ROWS_DEFAULT,
 };
 pub use error::{Result, StorageError};

@@ -1230,6 +1230,21 @@ fn a_bulk_load_adds_columns_in_its_commit_and_a_dropped_load_commits_nothing() {
 /// A bulk load folds partitions that receive many rows in slots (one per ordinal) and the others
 /// by sorting: both must equal the same batches appended, for every fixed-width type and rule,
 /// with VARCHAR columns beside them, and with a column added mid-load.
+/// `n` keys of 200k: nine in ten below `c070000` (partition 0 of 65,536 ordinals turns dense
+/// early, partition 1 late), the rest spread over partitions 1 to 3.
+fn skewed_keys(n: usize, next: &mut dyn FnMut() -> u64) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let k = if next() % 10 == 0 {
+                70_000 + next() % 130_000
+            } else {
+                next() % 70_000
+            };
+            format!("c{k:06}")
+        })
+        .collect()
+}
+
 #[test]
 fn a_bulk_load_folds_dense_and_sparse_partitions_like_appends() {
     let schema = TableSchema::new(
@@ -1279,16 +1294,7 @@ fn a_bulk_load_folds_dense_and_sparse_partitions_like_appends() {
             }
             // Some batches pass 4,096 rows: those fold on two threads.
             let rows = 2_000 + (next() % 4_000) as usize;
-            let ks: Vec<String> = (0..rows)
-                .map(|_| {
-                    let k = if next() % 10 == 0 {
-                        70_000 + next() % 130_000
-                    } else {
-                        next() % 70_000
-                    };
-                    format!("c{k:06}")
-                })
-                .collect();
+            let ks = skewed_keys(rows, &mut || next());
             let opt_int = |m: u64| -> Vec<Option<i64>> {
                 (0..rows)
                     .map(|_| (next() % 3 != 0).then(|| (next() % m) as i64 - (m / 2) as i64))
@@ -1323,6 +1329,107 @@ fn a_bulk_load_folds_dense_and_sparse_partitions_like_appends() {
         load.finish().unwrap();
         let snap = db.snapshot();
         assert_eq!(dump(&snap, "c"), dump(&snap, "appended"), "seed {seed}");
+    }
+}
+
+/// Cells (`BulkLoad::push_cells`, an event log's pivot) fold like the batch they stand for: each
+/// row with its targets' columns set (its value or the target's constant) and the others NULL.
+/// Partitions turn dense midway (their cells then wait in queues, flushed when full, before a
+/// `push`, and at the end) or stay sparse; a `push` between cells keeps LAST in arrival order.
+#[test]
+fn cells_fold_like_the_rows_they_stand_for() {
+    let schema = TableSchema::new(
+        "customer_id",
+        vec![
+            ColumnDef::new("t_min", ColumnType::Timestamp),
+            ColumnDef::new("t_max", ColumnType::Timestamp).with_rule(MergeRule::Max),
+            ColumnDef::new("n", ColumnType::Bigint).with_rule(MergeRule::Sum),
+            ColumnDef::new("latest", ColumnType::Bigint).with_rule(MergeRule::Last),
+        ],
+    );
+    let id = |name: &str| schema.column(name).unwrap().0;
+    // Kind 0: t_min and a count; kind 1: t_max and latest; kind 2: latest = 7 and n += value.
+    let targets = vec![
+        vec![(id("t_min"), None), (id("n"), Some(1))],
+        vec![(id("t_max"), None), (id("latest"), None)],
+        vec![(id("latest"), Some(7)), (id("n"), None)],
+    ];
+    for seed in 1..4u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
+        db.create_table("c", schema.clone()).unwrap();
+        db.create_table("rows", schema.clone()).unwrap();
+        db.create_table("registry", TableSchema::new("customer_id", vec![]))
+            .unwrap();
+        db.append("registry", &batch("customer_id", &keys(0..200_000), vec![]))
+            .unwrap();
+        let mut x = seed;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        let mut load = db.bulk_load("c").unwrap();
+        let mut rows_load = db.bulk_load("rows").unwrap();
+        for b in 0..40 {
+            // Keys below 70k get many rows (partition 0 turns dense early, 1 late), the rest few.
+            let n = 1_000 + (next() % 20_000) as usize;
+            let ks = skewed_keys(n, &mut next);
+            let kinds: Vec<u16> = (0..n).map(|_| (next() % 3) as u16).collect();
+            let values: Vec<i64> = (0..n).map(|_| (next() % 1000) as i64 - 500).collect();
+            load.push_cells(
+                &StringArray::from_iter_values(ks.iter()),
+                &kinds,
+                &values,
+                &targets,
+            )
+            .unwrap();
+            // The same rows, NULL where a row's kind sets nothing.
+            let col = |c: &str| -> Vec<Option<i64>> {
+                let c = id(c);
+                kinds
+                    .iter()
+                    .zip(&values)
+                    .map(|(&k, &v)| {
+                        targets[usize::from(k)]
+                            .iter()
+                            .find(|(t, _)| *t == c)
+                            .map(|(_, constant)| constant.unwrap_or(v))
+                    })
+                    .collect()
+            };
+            let rb = batch(
+                "customer_id",
+                &ks,
+                vec![
+                    ("t_min", Col::Ts(col("t_min"))),
+                    ("t_max", Col::Ts(col("t_max"))),
+                    ("n", Col::Int(col("n"))),
+                    ("latest", Col::Int(col("latest"))),
+                ],
+            );
+            rows_load.push(&rb).unwrap();
+            if b % 7 == 3 {
+                let ks: Vec<String> = (0..500)
+                    .map(|_| format!("c{:06}", next() % 70_000))
+                    .collect();
+                let latest = (0..500).map(|_| Some(next() as i64 % 50)).collect();
+                let rb = batch("customer_id", &ks, vec![("latest", Col::Int(latest))]);
+                load.push(&rb).unwrap();
+                rows_load.push(&rb).unwrap();
+            }
+        }
+        // Refused: a VARCHAR-free check of the arguments, nothing folded.
+        let one = StringArray::from(vec!["c000001"]);
+        assert!(load.push_cells(&one, &[3], &[1], &targets).is_err());
+        assert!(load.push_cells(&one, &[0, 0], &[1], &targets).is_err());
+        load.finish().unwrap();
+        rows_load.finish().unwrap();
+        let snap = db.snapshot();
+        let (c, rows) = (dump(&snap, "c"), dump(&snap, "rows"));
+        assert!(c.len() > 60_000, "{}", c.len());
+        assert_eq!(c, rows, "seed {seed}");
     }
 }
 

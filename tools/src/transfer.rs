@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
-use journeydb_client::{Client, ClientError, LoadItem, Session};
+use journeydb_client::{CellTarget, Cells, Client, ClientError, LoadItem, Session};
 use journeydb_io::convert::{infer_columns, ConvertOptions, Converter, Reject, Target as IoTarget};
 use journeydb_io::events::{columns_for, pivot, EventSpec};
 use journeydb_io::import::{Batches, OnProgress, Progress};
@@ -119,6 +119,7 @@ fn read_options(r: &ReadArgs, columns: Vec<String>) -> ReadOptions {
         quote: b'"',
         null: r.null.clone(),
         columns,
+        string_views: false,
     }
 }
 
@@ -335,10 +336,9 @@ impl<I: Iterator<Item = journeydb_io::Result<journeydb_io::read::Piece>>> EventI
         let Some(piece) = self.pieces.next().transpose().map_err(input_err)? else {
             return Ok(false);
         };
-        let (batches, events, rejects) =
-            pivot(&piece, &self.spec, &self.opts, &mut self.rejected).map_err(input_err)?;
-        self.rejects.extend(rejects);
-        for (name, ty, rule) in columns_for(&events, self.spec.count) {
+        let p = pivot(&piece, &self.spec, &self.opts, &mut self.rejected).map_err(input_err)?;
+        self.rejects.extend(p.rejects);
+        for (name, ty, rule) in columns_for(&p.events, self.spec.count) {
             match self.known.get(&name) {
                 Some(t) if *t == ty => {}
                 Some(t) => {
@@ -365,7 +365,32 @@ impl<I: Iterator<Item = journeydb_io::Result<journeydb_io::read::Piece>>> EventI
         if let Some(f) = &mut self.on_progress {
             f(&self.progress);
         }
-        self.queue.extend(batches.into_iter().map(LoadItem::Rows));
+        let targets = p
+            .events
+            .iter()
+            .map(|e| {
+                let mut t = vec![CellTarget {
+                    column: e.clone(),
+                    timestamp: true,
+                    constant: None,
+                }];
+                if self.spec.count {
+                    t.push(CellTarget {
+                        column: format!("{e}_count"),
+                        timestamp: false,
+                        constant: Some(1),
+                    });
+                }
+                t
+            })
+            .collect();
+        self.queue.push_back(LoadItem::Cells(Cells {
+            key: self.spec.table_key.clone(),
+            keys: p.keys,
+            kinds: p.kinds,
+            values: p.times,
+            targets,
+        }));
         Ok(true)
     }
 }
@@ -438,7 +463,16 @@ pub fn import_events(a: &EventsArgs) -> Result<(), String> {
     let started = Instant::now();
     let mut items = EventItems {
         // Three stages: decoding (this thread), pivoting, loading.
-        pieces: journeydb_io::prefetch(read_files(files, read_options(&a.read, Vec::new())), 4),
+        pieces: journeydb_io::prefetch(
+            read_files(
+                files,
+                ReadOptions {
+                    string_views: true,
+                    ..read_options(&a.read, Vec::new())
+                },
+            ),
+            4,
+        ),
         spec: EventSpec {
             key: a.key.clone(),
             table_key: target.key.0.clone(),

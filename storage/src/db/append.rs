@@ -188,6 +188,16 @@ pub(super) fn resolve_batch<'a>(
     }
     let key =
         key.ok_or_else(|| bad(format!("the key column {} is missing", tv.schema.key_name)))?;
+    check_keys(tv, key, key_type)?;
+    Ok((key, cols))
+}
+
+/// Checks a batch's key array: the database's key type, no NULL.
+pub(super) fn check_keys(tv: &TableVersion, key: &dyn Array, key_type: KeyType) -> Result<()> {
+    let bad = |reason: String| StorageError::InvalidBatch {
+        table: tv.name.clone(),
+        reason,
+    };
     let key_ok = match key_type {
         KeyType::Varchar => matches!(
             key.data_type(),
@@ -207,7 +217,7 @@ pub(super) fn resolve_batch<'a>(
             tv.name
         )));
     }
-    Ok((key, cols))
+    Ok(())
 }
 
 /// Batches at least this long look their keys up on several threads; shorter ones on one.

@@ -189,7 +189,20 @@ pub(super) struct DensePart {
     rows: Bits,
     /// Per column id; `None` for a VARCHAR column or one not seen yet.
     columns: Vec<Option<DenseColumn>>,
+    /// Per column id, integer cells queued by [`DensePart::queue`] (slot, value), oldest first.
+    pending: Vec<Pending>,
 }
+
+/// Integer cells waiting to be folded into one column's slots.
+#[derive(Debug, Default)]
+struct Pending {
+    slots: Vec<u32>,
+    values: Vec<i64>,
+}
+
+/// Cells queued per column of a dense partition before they are folded (see
+/// [`DensePart::queue`]).
+const PENDING_MAX: usize = 8_192;
 
 impl DensePart {
     pub(super) fn new(base: u32, n: u32) -> DensePart {
@@ -198,6 +211,79 @@ impl DensePart {
             n,
             rows: Bits::new(n),
             columns: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Queues `value` for slot `i` of column `id` (BIGINT or TIMESTAMP), folded by the rule with
+    /// the column's other queued values when the queue fills or at [`DensePart::flush`]; the
+    /// column's values are folded in the order they were queued.
+    ///
+    /// Why queue: a load of cells (an event log's pivot) scatters values over every partition and
+    /// column, so a slot written at once is a cache miss in slot vectors far larger than the caches
+    /// (640 MB for 10M customers × 8 event columns). A queue holds one partition's column (2 MiB
+    /// of slots at the default partition size), which then stays in cache while its values fold.
+    #[inline]
+    pub(super) fn queue(&mut self, schema: &TableSchema, id: usize, i: u32, value: i64) {
+        if self.pending.len() <= id {
+            self.pending.resize_with(id + 1, Pending::default);
+        }
+        let Some(q) = self.pending.get_mut(id) else {
+            return;
+        };
+        q.slots.push(i);
+        q.values.push(value);
+        if q.slots.len() >= PENDING_MAX {
+            self.flush_column(schema, id);
+        }
+    }
+
+    /// Folds every queued cell into the slots.
+    pub(super) fn flush(&mut self, schema: &TableSchema) {
+        for id in 0..self.pending.len() {
+            self.flush_column(schema, id);
+        }
+    }
+
+    fn flush_column(&mut self, schema: &TableSchema, id: usize) {
+        let Some(q) = self.pending.get_mut(id) else {
+            return;
+        };
+        if q.slots.is_empty() {
+            return;
+        }
+        let q = std::mem::take(q);
+        let rows = &mut self.rows;
+        for &i in &q.slots {
+            rows.set(i);
+        }
+        let Some(c) = self.column(schema, id) else {
+            return;
+        };
+        let rule = c.rule;
+        let DenseColumn { set, slots, .. } = c;
+        let Slots::Int(slots) = slots else { return };
+        // The rule is chosen once per queue, not per value.
+        fn go(set: &mut Bits, slots: &mut [i64], q: &Pending, fold: impl Fn(&mut i64, i64)) {
+            for (&i, &v) in q.slots.iter().zip(&q.values) {
+                set.set(i);
+                if let Some(s) = slots.get_mut(i as usize) {
+                    fold(s, v);
+                }
+            }
+        }
+        match rule {
+            MergeRule::Min => go(set, slots, &q, |s, v| *s = (*s).min(v)),
+            MergeRule::Max => go(set, slots, &q, |s, v| *s = (*s).max(v)),
+            MergeRule::Sum => go(set, slots, &q, |s, v| *s = s.wrapping_add(v)),
+            MergeRule::Last => go(set, slots, &q, |s, v| *s = v),
+        }
+        // The emptied queue keeps its memory for the next cells.
+        if let Some(p) = self.pending.get_mut(id) {
+            let (mut slots, mut values) = (q.slots, q.values);
+            slots.clear();
+            values.clear();
+            *p = Pending { slots, values };
         }
     }
 

@@ -5,12 +5,16 @@
 
 use super::dense::{fold_batch, DensePart};
 use super::*;
-use crate::schema::ColumnDef;
+use crate::schema::{ColumnDef, ColumnType};
 use crate::snapshot::merge_parts;
 use crate::values::merge_columns;
 
 /// Batches of one partition held before they are folded into one.
 const FOLD_EVERY: usize = 64;
+
+/// A column that a kind of cells sets (see [`BulkLoad::push_cells`]): its id, and the constant it
+/// is set to (`None`: the cell's value).
+pub type CellColumn = (ColumnId, Option<i64>);
 
 /// A load into one table in progress; see [`Database::bulk_load`].
 pub struct BulkLoad {
@@ -109,14 +113,152 @@ impl BulkLoad {
         self.rows += batch.num_rows() as u64;
         self.add_sums(&row_batch);
         self.turn_dense(&row_batch.ordinals);
+        // Cells queued by `push_cells` fold before these rows (a LAST column sees arrival order).
+        self.flush_cells();
         let rest = fold_batch(
             &self.tv.schema,
             &mut self.dense,
             self.partition_rows,
             row_batch,
         );
-        if rest.ordinals.is_empty() {
+        self.push_sparse(rest);
+        Ok(())
+    }
+
+    /// Folds cells, each setting one or a few integer columns of one key: row `r` of `keys` sets
+    /// every column of `targets[kinds[r]]` to `values[r]`, or to that target's constant when it
+    /// has one. The columns must be BIGINT or TIMESTAMP. The result is that of pushing the rows
+    /// as one batch, each row with its targets' columns set and the others NULL. An event log's
+    /// pivot loads this way (a target per event name: its time column, and its count column with
+    /// the constant 1), without a batch per event name. Cells of partitions that turned dense
+    /// wait in per-column queues (see `DensePart::queue`), folded before the next `push` and at
+    /// `finish`.
+    pub fn push_cells(
+        &mut self,
+        keys: &dyn Array,
+        kinds: &[u16],
+        values: &[i64],
+        targets: &[Vec<CellColumn>],
+    ) -> Result<()> {
+        let bad = |reason: String| StorageError::InvalidBatch {
+            table: self.tv.name.clone(),
+            reason,
+        };
+        if kinds.len() != keys.len() || values.len() != keys.len() {
+            return Err(bad(format!(
+                "{} keys, {} kinds and {} values",
+                keys.len(),
+                kinds.len(),
+                values.len()
+            )));
+        }
+        append::check_keys(&self.tv, keys, self.key_type)?;
+        for (id, _) in targets.iter().flatten() {
+            match self.tv.schema.columns.get(id.0 as usize) {
+                Some(d) if matches!(d.ty, ColumnType::Bigint | ColumnType::Timestamp) => {}
+                Some(d) => {
+                    return Err(bad(format!(
+                        "cells go to BIGINT or TIMESTAMP columns; {} is {}",
+                        d.name,
+                        d.ty.sql_name()
+                    )))
+                }
+                None => return Err(bad(format!("no column id {}", id.0))),
+            }
+        }
+        if let Some(&k) = kinds.iter().max() {
+            if usize::from(k) >= targets.len() {
+                return Err(bad(format!("cell kind {k} of {} kinds", targets.len())));
+            }
+        }
+        if keys.is_empty() {
             return Ok(());
+        }
+        let ordinals = append::ordinals_of(&self.shared, keys, &self.tv.name)?;
+        self.rows += keys.len() as u64;
+        self.add_cell_sums(kinds, values, targets);
+        self.turn_dense(&ordinals);
+        // Rows of dense partitions are queued in their slots' partition; the others become one
+        // sparse batch per target column.
+        let pr = self.partition_rows;
+        let schema = self.tv.schema.clone();
+        let cells = Cells {
+            schema: &schema,
+            partition_rows: pr,
+            ordinals: &ordinals,
+            kinds,
+            values,
+            targets,
+        };
+        let sparse = cells.sparse(&self.dense);
+        cells.queue(&mut self.dense, 0);
+        for (id, (ordinals, values)) in sparse {
+            let ty = schema
+                .columns
+                .get(id.0 as usize)
+                .map_or(ColumnType::Bigint, |d| d.ty);
+            let valid = vec![true; ordinals.len()];
+            self.push_sparse(crate::wal::RowBatch {
+                table: self.tv.id,
+                ordinals,
+                columns: vec![crate::wal::BatchColumn {
+                    id,
+                    ty,
+                    valid,
+                    values: crate::values::Values::Int(values),
+                }],
+            });
+        }
+        Ok(())
+    }
+
+    /// Folds every queued cell into its dense partition's slots.
+    fn flush_cells(&mut self) {
+        let schema = self.tv.schema.clone();
+        for d in self.dense.iter_mut().flatten() {
+            d.flush(&schema);
+        }
+    }
+
+    /// Adds the magnitudes of the SUM BIGINT values that cells set.
+    fn add_cell_sums(&mut self, kinds: &[u16], values: &[i64], targets: &[Vec<CellColumn>]) {
+        let is_sum = |id: ColumnId| {
+            self.tv.schema.columns.get(id.0 as usize).is_some_and(|d| {
+                d.rule == crate::schema::MergeRule::Sum && d.ty == ColumnType::Bigint
+            })
+        };
+        let sums: Vec<(ColumnId, Option<i64>, u16)> = targets
+            .iter()
+            .enumerate()
+            .flat_map(|(k, cols)| cols.iter().map(move |&(id, c)| (id, c, k as u16)))
+            .filter(|&(id, _, _)| is_sum(id))
+            .collect();
+        for (id, c, k) in sums {
+            let total: u128 = match c {
+                Some(c) => {
+                    u128::from(c.unsigned_abs()) * kinds.iter().filter(|&&x| x == k).count() as u128
+                }
+                None => kinds
+                    .iter()
+                    .zip(values)
+                    .filter(|(&x, _)| x == k)
+                    .map(|(_, v)| u128::from(v.unsigned_abs()))
+                    .sum(),
+            };
+            let i = id.0 as usize;
+            if self.sum_abs.len() <= i {
+                self.sum_abs.resize(i + 1, 0);
+            }
+            if let Some(t) = self.sum_abs.get_mut(i) {
+                *t += total;
+            }
+        }
+    }
+
+    /// Holds the rows of a batch left for the sparse path (see `fold_batch`).
+    fn push_sparse(&mut self, rest: crate::wal::RowBatch) {
+        if rest.ordinals.is_empty() {
+            return;
         }
         let chunk = Chunk::from_batch(&rest, &self.tv.schema, self.partition_rows);
         drop(rest);
@@ -132,7 +274,6 @@ impl BulkLoad {
                 parts.push(merged);
             }
         }
-        Ok(())
     }
 
     /// Adds the magnitudes of the batch's SUM BIGINT values.
@@ -188,7 +329,8 @@ impl BulkLoad {
 
     /// Writes the folded rows as segments and commits them (and the added columns) in one manifest
     /// commit. Durable and visible when it returns.
-    pub fn finish(self) -> Result<IngestStats> {
+    pub fn finish(mut self) -> Result<IngestStats> {
+        self.flush_cells();
         let schema = self.tv.schema.clone();
         let width = schema.columns.len();
         // Each partition's batches are folded in one pass, partitions on every core.
@@ -256,6 +398,75 @@ impl BulkLoad {
             &self.added,
             parts,
         )
+    }
+}
+
+/// The cells of one [`BulkLoad::push_cells`], their keys resolved.
+struct Cells<'a> {
+    schema: &'a TableSchema,
+    partition_rows: u32,
+    ordinals: &'a [u32],
+    kinds: &'a [u16],
+    values: &'a [i64],
+    targets: &'a [Vec<CellColumn>],
+}
+
+impl Cells<'_> {
+    /// Each row with its target columns: (ordinal, partition id, columns, value).
+    fn rows(&self) -> impl Iterator<Item = (u32, usize, &[CellColumn], i64)> + '_ {
+        let pr = self.partition_rows;
+        self.ordinals
+            .iter()
+            .zip(self.kinds)
+            .zip(self.values)
+            .filter_map(move |((&o, &k), &v)| {
+                let cols = self.targets.get(usize::from(k))?;
+                Some((o, (o / pr) as usize, cols.as_slice(), v))
+            })
+    }
+
+    /// The cells of partitions that are not dense, per column: ordinals and values.
+    fn sparse(&self, dense: &[Option<DensePart>]) -> BTreeMap<ColumnId, (Vec<u32>, Vec<i64>)> {
+        let mut sparse: BTreeMap<ColumnId, (Vec<u32>, Vec<i64>)> = BTreeMap::new();
+        if dense.iter().all(Option::is_some)
+            && self
+                .ordinals
+                .iter()
+                .all(|&o| ((o / self.partition_rows) as usize) < dense.len())
+        {
+            return sparse;
+        }
+        for (o, p, cols, v) in self.rows() {
+            if matches!(dense.get(p), Some(Some(_))) {
+                continue;
+            }
+            for &(id, c) in cols {
+                let (os, vs) = sparse.entry(id).or_default();
+                os.push(o);
+                vs.push(c.unwrap_or(v));
+            }
+        }
+        sparse
+    }
+
+    /// Queues the cells of the dense partitions `dense` (partition ids `first..`). (Queueing on two
+    /// threads, each walking every row for its half of the partitions, measured no faster in the
+    /// (j) pivot: the other stages of an import keep both cores busy.)
+    fn queue(&self, dense: &mut [Option<DensePart>], first: usize) {
+        let pr = self.partition_rows;
+        for (o, p, cols, v) in self.rows() {
+            let Some(Some(d)) = p.checked_sub(first).and_then(|i| dense.get_mut(i)) else {
+                continue;
+            };
+            for &(id, c) in cols {
+                d.queue(
+                    self.schema,
+                    id.0 as usize,
+                    o - p as u32 * pr,
+                    c.unwrap_or(v),
+                );
+            }
+        }
     }
 }
 
