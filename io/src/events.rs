@@ -182,7 +182,7 @@ fn packed_at(data: &[u8], start: usize, len: usize) -> Option<u128> {
 }
 
 impl<'a> Names<'a> {
-    /// The kind of every name of a string array (rows where `keep` holds), pushed to `kinds`.
+    /// The kind of the name of each of `rows` of a string array, pushed to `kinds`.
     fn kinds_of(
         &mut self,
         names: &'a arrow_array::StringArray,

@@ -1235,7 +1235,7 @@ fn a_bulk_load_adds_columns_in_its_commit_and_a_dropped_load_commits_nothing() {
 fn skewed_keys(n: usize, next: &mut dyn FnMut() -> u64) -> Vec<String> {
     (0..n)
         .map(|_| {
-            let k = if next() % 10 == 0 {
+            let k = if next().is_multiple_of(10) {
                 70_000 + next() % 130_000
             } else {
                 next() % 70_000

@@ -191,7 +191,7 @@ impl BulkLoad {
             targets,
         };
         let sparse = cells.sparse(&self.dense);
-        cells.queue(&mut self.dense, 0);
+        cells.queue(&mut self.dense);
         for (id, (ordinals, values)) in sparse {
             let ty = schema
                 .columns
@@ -449,13 +449,13 @@ impl Cells<'_> {
         sparse
     }
 
-    /// Queues the cells of the dense partitions `dense` (partition ids `first..`). (Queueing on two
+    /// Queues the cells of the dense partitions (`dense`, by partition id). (Queueing on two
     /// threads, each walking every row for its half of the partitions, measured no faster in the
     /// (j) pivot: the other stages of an import keep both cores busy.)
-    fn queue(&self, dense: &mut [Option<DensePart>], first: usize) {
+    fn queue(&self, dense: &mut [Option<DensePart>]) {
         let pr = self.partition_rows;
         for (o, p, cols, v) in self.rows() {
-            let Some(Some(d)) = p.checked_sub(first).and_then(|i| dense.get_mut(i)) else {
+            let Some(Some(d)) = dense.get_mut(p) else {
                 continue;
             };
             for &(id, c) in cols {
