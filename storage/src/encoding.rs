@@ -40,25 +40,26 @@ fn width_of(x: u64) -> u8 {
     (64 - x.leading_zeros()) as u8
 }
 
-/// Appends `vals`, each `width` bits, LSB first.
+/// Appends `vals`, each `width` bits, LSB first. Whole 8-byte words are written at once; the
+/// bytes are the same as writing each byte as it fills.
 fn pack(vals: impl Iterator<Item = u64>, width: u8, out: &mut Vec<u8>) {
     if width == 0 {
         return;
     }
+    out.reserve(packed_len(vals.size_hint().0, width));
     let mut acc: u128 = 0;
     let mut bits: u32 = 0;
     for v in vals {
         acc |= (v as u128) << bits;
         bits += width as u32;
-        while bits >= 8 {
-            out.push(acc as u8);
-            acc >>= 8;
-            bits -= 8;
+        if bits >= 64 {
+            out.extend_from_slice(&(acc as u64).to_le_bytes());
+            acc >>= 64;
+            bits -= 64;
         }
     }
-    if bits > 0 {
-        out.push(acc as u8);
-    }
+    let tail = acc.to_le_bytes();
+    out.extend_from_slice(tail.get(..bits.div_ceil(8) as usize).unwrap_or_default());
 }
 
 fn packed_len(n: usize, width: u8) -> usize {
@@ -186,26 +187,158 @@ fn decode_for(r: &mut ByteReader<'_>, n: usize) -> Result<Vec<i64>> {
     unpack_with(r, n, width, |o| min.wrapping_add(o as i64))
 }
 
-/// Size in bytes of the DICT payload for `n` values with `dict` (sorted, distinct).
-fn dict_len(n: usize, dict: &[i64]) -> usize {
-    let span = match (dict.first(), dict.last()) {
+/// Size in bytes of the DICT payload for `n` values with a dictionary of `ndict` distinct values
+/// spanning `span` (`max - min`). It only grows with `ndict` and with `span`.
+fn dict_len(n: usize, ndict: usize, span: u64) -> usize {
+    4 + 9
+        + packed_len(ndict, width_of(span))
+        + 1
+        + packed_len(n, width_of((ndict as u64).saturating_sub(1)))
+}
+
+/// A sorted dictionary of some values and, for each value, its index in it.
+struct Dict {
+    sorted: Vec<i64>,
+    index: Vec<u32>,
+}
+
+/// Most distinct values [`smaller_dict`] counts with its hash table; more fall back to a sort.
+const DICT_HASHED_MAX: usize = 1 << 16;
+
+/// The DICT layout of `v` if it is smaller than `for_len` bytes (the FOR layout), else `None`.
+///
+/// Written by hand because it runs once per column of every segment written (a quarter of a
+/// MIN-merge's time went to sorting a copy of each column): distinct values are counted in a small
+/// open-addressing table, and counting stops as soon as so many are seen that no dictionary could
+/// beat FOR (`dict_len` only grows with the dictionary). Past [`DICT_HASHED_MAX`] distinct values
+/// it falls back to sorting a copy. Either way the choice and the bytes are those of comparing the
+/// exact DICT and FOR lengths.
+fn smaller_dict(v: &[i64], for_len: usize) -> Option<Dict> {
+    let mut distinct: Vec<i64> = Vec::new();
+    let mut slots: Vec<u32> = vec![0; 1024];
+    let mut index: Vec<u32> = Vec::with_capacity(v.len());
+    let mut last: Option<(i64, u32)> = None;
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    for &x in v {
+        if let Some((lx, li)) = last {
+            if lx == x {
+                index.push(li);
+                continue;
+            }
+        }
+        let i = match probe(&slots, &distinct, x) {
+            Ok(i) => i,
+            Err(slot) => {
+                if distinct.len() >= DICT_HASHED_MAX {
+                    return smaller_dict_sorted(v, for_len);
+                }
+                distinct.push(x);
+                (lo, hi) = (lo.min(x), hi.max(x));
+                // The dictionary so far is a lower bound of the whole one.
+                if dict_len(v.len(), distinct.len(), hi.wrapping_sub(lo) as u64) >= for_len {
+                    return None;
+                }
+                let i = distinct.len() as u32 - 1;
+                if let Some(s) = slots.get_mut(slot) {
+                    *s = i + 1;
+                }
+                if distinct.len() * 2 > slots.len() {
+                    slots = rehash(&distinct, slots.len() * 2);
+                }
+                i
+            }
+        };
+        last = Some((x, i));
+        index.push(i);
+    }
+    let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
+    let sorted: Vec<i64> = {
+        order.sort_unstable_by_key(|&i| distinct.get(i as usize).copied().unwrap_or(0));
+        order
+            .iter()
+            .filter_map(|&i| distinct.get(i as usize).copied())
+            .collect()
+    };
+    let mut rank = vec![0u32; distinct.len()];
+    for (r, &i) in order.iter().enumerate() {
+        if let Some(x) = rank.get_mut(i as usize) {
+            *x = r as u32;
+        }
+    }
+    for i in &mut index {
+        *i = rank.get(*i as usize).copied().unwrap_or(0);
+    }
+    Some(Dict { sorted, index })
+}
+
+/// The slot of `x`'s hash table: `Ok(index in distinct)` or `Err(the empty slot to put it in)`.
+#[inline]
+fn probe(slots: &[u32], distinct: &[i64], x: i64) -> std::result::Result<u32, usize> {
+    // Fibonacci hashing: the product's top bits are the well-mixed ones.
+    let mask = slots.len() - 1;
+    let shift = 64 - slots.len().trailing_zeros();
+    let mut s = ((x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize;
+    loop {
+        match slots.get(s).copied().unwrap_or(0) {
+            0 => return Err(s),
+            i if distinct.get(i as usize - 1) == Some(&x) => return Ok(i - 1),
+            _ => s = (s + 1) & mask,
+        }
+    }
+}
+
+fn rehash(distinct: &[i64], len: usize) -> Vec<u32> {
+    let mut slots = vec![0u32; len];
+    for (i, &x) in distinct.iter().enumerate() {
+        if let Err(s) = probe(&slots, distinct, x) {
+            if let Some(s) = slots.get_mut(s) {
+                *s = i as u32 + 1;
+            }
+        }
+    }
+    slots
+}
+
+/// [`smaller_dict`] for many distinct values: sort a copy, search each value.
+fn smaller_dict_sorted(v: &[i64], for_len: usize) -> Option<Dict> {
+    let mut sorted = v.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let span = match (sorted.first(), sorted.last()) {
         (Some(lo), Some(hi)) => hi.wrapping_sub(*lo) as u64,
         _ => 0,
     };
-    4 + 9
-        + packed_len(dict.len(), width_of(span))
-        + 1
-        + packed_len(n, width_of(dict.len() as u64 - 1))
+    if dict_len(v.len(), sorted.len(), span) >= for_len {
+        return None;
+    }
+    // `sorted` holds every value of `v`, so the search always finds it.
+    let index = v
+        .iter()
+        .map(|x| sorted.binary_search(x).unwrap_or(0) as u32)
+        .collect();
+    Some(Dict { sorted, index })
 }
 
-fn encode_dict(v: &[i64], dict: &[i64], w: &mut ByteWriter) {
-    w.u32(dict.len() as u32);
-    encode_for(dict, w);
-    let width = width_of((dict.len() as u64).saturating_sub(1));
+fn encode_dict_of(n: usize, d: &Dict, w: &mut ByteWriter) {
+    w.u32(d.sorted.len() as u32);
+    encode_for(&d.sorted, w);
+    let width = width_of((d.sorted.len() as u64).saturating_sub(1));
     w.u8(width);
-    // `dict` holds every value of `v`, so the search always finds it.
-    let idx = v.iter().map(|x| dict.binary_search(x).unwrap_or(0) as u64);
-    pack(idx, width, &mut w.buf);
+    debug_assert_eq!(d.index.len(), n);
+    pack(d.index.iter().map(|&i| i as u64), width, &mut w.buf);
+}
+
+#[cfg(test)]
+fn encode_dict(v: &[i64], dict: &[i64], w: &mut ByteWriter) {
+    let index = v
+        .iter()
+        .map(|x| dict.binary_search(x).unwrap_or(0) as u32)
+        .collect();
+    let d = Dict {
+        sorted: dict.to_vec(),
+        index,
+    };
+    encode_dict_of(v.len(), &d, w);
 }
 
 fn decode_dict(r: &mut ByteReader<'_>, n: usize) -> Result<Vec<i64>> {
@@ -240,22 +373,19 @@ pub fn encode_values(values: &Values, best: bool) -> Vec<u8> {
     let mut encoding = Encoding::Plain;
     match values {
         Values::Int(v) if best && !v.is_empty() => {
-            let mut dict = v.clone();
-            dict.sort_unstable();
-            dict.dedup();
-            let for_len = 9 + {
-                let (lo, hi) = (
-                    dict.first().copied().unwrap_or(0),
-                    dict.last().copied().unwrap_or(0),
-                );
-                packed_len(v.len(), width_of(hi.wrapping_sub(lo) as u64))
-            };
-            if dict_len(v.len(), &dict) < for_len {
-                encoding = Encoding::Dict;
-                encode_dict(v, &dict, &mut payload);
-            } else {
-                encoding = Encoding::For;
-                encode_for(v, &mut payload);
+            let (lo, hi) = v
+                .iter()
+                .fold((i64::MAX, i64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            let for_len = 9 + packed_len(v.len(), width_of(hi.wrapping_sub(lo) as u64));
+            match smaller_dict(v, for_len) {
+                Some(d) => {
+                    encoding = Encoding::Dict;
+                    encode_dict_of(v.len(), &d, &mut payload);
+                }
+                None => {
+                    encoding = Encoding::For;
+                    encode_for(v, &mut payload);
+                }
             }
         }
         _ => encode_plain(values, &mut payload),
@@ -504,6 +634,54 @@ mod tests {
         let block = encode_values(&Values::Int(spread), true);
         assert_eq!(block_encoding(&block), Some(Encoding::For));
         assert_eq!(decode_dict_indices(p, &block, 0, 1024).unwrap(), None);
+    }
+
+    /// The hashed dictionary chooses and lays out exactly what sorting a copy does (the encoding
+    /// before it), for few and many distinct values, runs, extremes and spans that wrap.
+    #[test]
+    fn hashed_dictionary_matches_the_sorted_one() {
+        let mut seed = 0x1234_5678_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut cases: Vec<Vec<i64>> = vec![
+            vec![7],
+            vec![i64::MIN, i64::MAX, 0, i64::MIN],
+            vec![3; 10_000],
+            (0..100_000)
+                .map(|i| 1_700_000_000_000_000 + (i % 30) * 3_600_000_000)
+                .collect(),
+            (0..200_000).map(|i| i / 1000).collect(),
+            (0..150_000).map(|i| (i * 7919) % 70_000).collect(),
+            (0..300_000).map(|i| (i % 80_000) << 20).collect(),
+        ];
+        for distinct in [2u64, 100, 5000, 60_000, 1 << 20] {
+            for n in [10usize, 1000, 100_000] {
+                cases.push(
+                    (0..n)
+                        .map(|_| (next() % distinct) as i64 * 1000 - 5000)
+                        .collect(),
+                );
+            }
+        }
+        for v in &cases {
+            let (lo, hi) = (v.iter().min().unwrap(), v.iter().max().unwrap());
+            let for_len = 9 + packed_len(v.len(), width_of(hi.wrapping_sub(*lo) as u64));
+            let hashed = smaller_dict(v, for_len).map(|d| (d.sorted, d.index));
+            let sorted = smaller_dict_sorted(v, for_len).map(|d| (d.sorted, d.index));
+            assert_eq!(hashed, sorted, "{} values from {lo} to {hi}", v.len());
+            let back = decode_values(
+                Path::new("t"),
+                &encode_values(&Values::Int(v.clone()), true),
+                0,
+                ColumnType::Bigint,
+            )
+            .unwrap();
+            assert_eq!(back, Values::Int(v.clone()));
+        }
     }
 
     #[test]

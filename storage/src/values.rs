@@ -480,6 +480,8 @@ pub fn merge_columns(rule: MergeRule, ty: ColumnType, sources: &[&ColumnData]) -
 }
 
 /// Two sources (a state and a delta): one pass over both, in ordinal order, folding equal ordinals.
+/// Ordinals are read 1,024 at a time ([`Ords`]) and a run of one source's values below the other's
+/// next ordinal is copied as one slice: per-ordinal bitmap iteration was a third of a MIN-merge.
 fn merge_two<T: Fold>(
     rule: MergeRule,
     n: usize,
@@ -489,29 +491,95 @@ fn merge_two<T: Fold>(
     bv: &[T],
 ) -> Vec<T> {
     let mut out = Vec::with_capacity(n);
-    let mut ia = a.presence.iter().zip(av).peekable();
-    let mut ib = b.presence.iter().zip(bv).peekable();
+    let (mut oa, mut ob) = (Ords::new(&a.presence), Ords::new(&b.presence));
+    // Values consumed so far of each source; consistent sources hold one value per ordinal.
+    let (mut ia, mut ib) = (0usize, 0usize);
     loop {
-        match (ia.peek(), ib.peek()) {
-            (Some((oa, _)), Some((ob, _))) => {
-                if oa < ob {
-                    if let Some((_, v)) = ia.next() {
-                        out.push(v.clone());
-                    }
-                } else if ob < oa {
-                    if let Some((_, v)) = ib.next() {
-                        out.push(v.clone());
-                    }
-                } else if let (Some((_, x)), Some((_, y))) = (ia.next(), ib.next()) {
+        match (oa.peek(), ob.peek()) {
+            (Some(x), Some(y)) if x < y => {
+                let run = oa.skip_below(y);
+                out.extend_from_slice(run_of(av, ia, run));
+                ia += run;
+            }
+            (Some(x), Some(y)) if y < x => {
+                let run = ob.skip_below(x);
+                out.extend_from_slice(run_of(bv, ib, run));
+                ib += run;
+            }
+            (Some(_), Some(_)) => {
+                if let (Some(x), Some(y)) = (av.get(ia), bv.get(ib)) {
                     let mut v = x.clone();
                     T::fold(&mut v, y, rule);
                     out.push(v);
                 }
+                oa.advance();
+                ob.advance();
+                ia += 1;
+                ib += 1;
             }
-            (Some(_), None) => out.extend(ia.by_ref().map(|(_, v)| v.clone())),
-            (None, Some(_)) => out.extend(ib.by_ref().map(|(_, v)| v.clone())),
+            (Some(_), None) => {
+                out.extend_from_slice(av.get(ia..).unwrap_or_default());
+                return out;
+            }
+            (None, Some(_)) => {
+                out.extend_from_slice(bv.get(ib..).unwrap_or_default());
+                return out;
+            }
             (None, None) => return out,
         }
+    }
+}
+
+/// `run` values of `v` from `at`, or as many as there are.
+fn run_of<T>(v: &[T], at: usize, run: usize) -> &[T] {
+    let end = (at + run).min(v.len());
+    v.get(at.min(end)..end).unwrap_or_default()
+}
+
+/// A bitmap's ordinals in ascending order, read in batches with `next_many`.
+struct Ords<'a> {
+    iter: roaring::bitmap::Iter<'a>,
+    buf: Vec<u32>,
+    pos: usize,
+    len: usize,
+}
+
+impl<'a> Ords<'a> {
+    fn new(bitmap: &'a RoaringBitmap) -> Self {
+        Ords {
+            iter: bitmap.iter(),
+            buf: vec![0; 1024],
+            pos: 0,
+            len: 0,
+        }
+    }
+
+    /// The next ordinal, without consuming it.
+    #[inline]
+    fn peek(&mut self) -> Option<u32> {
+        if self.pos == self.len {
+            self.len = self.iter.next_many(&mut self.buf).len();
+            self.pos = 0;
+        }
+        self.buf
+            .get(self.pos)
+            .copied()
+            .filter(|_| self.pos < self.len)
+    }
+
+    #[inline]
+    fn advance(&mut self) {
+        self.pos += 1;
+    }
+
+    /// Consumes the buffered ordinals below `bound` (at least the next one, which the caller saw is
+    /// below it) and says how many.
+    #[inline]
+    fn skip_below(&mut self, bound: u32) -> usize {
+        let rest = self.buf.get(self.pos..self.len).unwrap_or_default();
+        let run = rest.iter().take_while(|&&o| o < bound).count();
+        self.pos += run;
+        run
     }
 }
 
@@ -715,6 +783,54 @@ mod tests {
         assert!(merge_columns(MergeRule::Min, ColumnType::Bigint, &[])
             .presence
             .is_empty());
+    }
+
+    /// Two sources merged in one pass equal a map folded ordinal by ordinal, for dense and sparse
+    /// sources, runs longer than a batch of ordinals, and ordinals across several containers.
+    #[test]
+    fn two_sources_merge_like_a_map() {
+        let mut seed = 0x9E37_79B9_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (da, db, span) in [
+            (900u64, 100u64, 300_000u32),
+            (100, 900, 300_000),
+            (500, 500, 5_000),
+            (1000, 10, 200_000),
+            (3, 3, 1_000_000),
+            (0, 500, 1000),
+        ] {
+            let mut pick = |d: u64| -> Vec<(u32, i64)> {
+                (0..span)
+                    .filter_map(|o| {
+                        let r = next();
+                        (r % 1000 < d).then_some((o, ((r >> 20) % 1000) as i64 - 500))
+                    })
+                    .collect()
+            };
+            let (pa, pb) = (pick(da), pick(db));
+            for rule in [
+                MergeRule::Min,
+                MergeRule::Max,
+                MergeRule::Sum,
+                MergeRule::Last,
+            ] {
+                let mut model = std::collections::BTreeMap::new();
+                for &(o, v) in pa.iter().chain(&pb) {
+                    model
+                        .entry(o)
+                        .and_modify(|old| i64::fold(old, &v, rule))
+                        .or_insert(v);
+                }
+                let want: Vec<(u32, i64)> = model.into_iter().collect();
+                let got = merge_columns(rule, ColumnType::Bigint, &[&col(&pa), &col(&pb)]);
+                assert_eq!(got, col(&want), "{rule:?} densities {da}/{db} per 1000");
+            }
+        }
     }
 
     #[test]
