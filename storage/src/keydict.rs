@@ -398,19 +398,27 @@ impl KeyDict {
         }
         let base = self.len();
         let mut out = Vec::with_capacity(keys.len());
-        for &k in &keys {
-            let h = self.hash(k);
-            if let Some(o) = self.lookup_hashed(k, h) {
-                out.push(o);
-                continue;
+        // A block's first slots are prefetched before any is probed, so their misses overlap.
+        const BLOCK: usize = 64;
+        let mut hashes = [0u64; BLOCK];
+        for block in keys.chunks(BLOCK) {
+            for (h, &k) in hashes.iter_mut().zip(block) {
+                *h = self.hash(k);
+                self.table.prefetch(*h);
             }
-            if self.len() > ORDINAL_MAX {
-                self.truncate(base);
-                return Err(StorageError::InvalidKey(
-                    "the dictionary is full (2^32 keys)".into(),
-                ));
+            for (&k, &h) in block.iter().zip(&hashes) {
+                if let Some(o) = self.lookup_hashed(k, h) {
+                    out.push(o);
+                    continue;
+                }
+                if self.len() > ORDINAL_MAX {
+                    self.truncate(base);
+                    return Err(StorageError::InvalidKey(
+                        "the dictionary is full (2^32 keys)".into(),
+                    ));
+                }
+                out.push(self.insert_new(k, h));
             }
-            out.push(self.insert_new(k, h));
         }
         let len = self.len();
         if len > base {

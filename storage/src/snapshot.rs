@@ -17,7 +17,7 @@ use crate::schema::{
     ColumnId, KeyType, ManifestVersion, PartitionId, SegmentId, TableId, TableSchema,
 };
 use crate::segment::{PartData, Segment};
-use crate::values::{fold_rows, merge_columns, ColumnData, Values};
+use crate::values::{fold_increasing_rows, fold_rows, merge_columns, ColumnData, Values};
 use crate::wal::RowBatch;
 
 /// Acknowledged rows of one append, folded per ordinal and split by partition.
@@ -36,9 +36,12 @@ impl Chunk {
     /// Folds a batch into a chunk; the same code path serves live appends and WAL replay.
     pub fn from_batch(batch: &RowBatch, schema: &TableSchema, partition_rows: u32) -> Chunk {
         let mut parts: BTreeMap<PartitionId, PartData> = BTreeMap::new();
+        let increasing = batch.ordinals.windows(2).all(|w| matches!(w, [a, b] if a < b));
         let mut sorted = batch.ordinals.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
+        if !increasing {
+            sorted.sort_unstable();
+            sorted.dedup();
+        }
         let mut run: Vec<u32> = Vec::new();
         let flush = |run: &mut Vec<u32>, parts: &mut BTreeMap<PartitionId, PartData>| {
             if let Some(first) = run.first() {
@@ -72,7 +75,11 @@ impl Chunk {
             let Some(def) = schema.columns.get(col.id.0 as usize) else {
                 continue;
             };
-            let folded = fold_rows(def.rule, &batch.ordinals, &col.valid, &col.values);
+            let folded = if increasing {
+                fold_increasing_rows(&batch.ordinals, &col.valid, &col.values)
+            } else {
+                fold_rows(def.rule, &batch.ordinals, &col.valid, &col.values)
+            };
             for (p, data) in split_by_partition(folded, partition_rows) {
                 if let Some(slot) = parts
                     .get_mut(&p)

@@ -645,6 +645,23 @@ fn merge_sparse<T: Fold>(
     map.into_values().collect()
 }
 
+/// [`fold_rows`] for rows whose ordinals strictly increase (a batch of new keys, registered in
+/// row order): nothing to sort or fold, the valid values are already one per ordinal, in order.
+pub fn fold_increasing_rows(ordinals: &[u32], valid: &[bool], values: &Values) -> ColumnData {
+    debug_assert!(ordinals.windows(2).all(|w| matches!(w, [a, b] if a < b)));
+    let valid_ords = ordinals
+        .iter()
+        .zip(valid)
+        .filter(|(_, v)| **v)
+        .map(|(o, _)| *o);
+    // The ordinals increase, so from_sorted_iter cannot fail.
+    let presence = RoaringBitmap::from_sorted_iter(valid_ords).unwrap_or_default();
+    ColumnData {
+        presence,
+        values: values.clone(),
+    }
+}
+
 /// Folds rows given in arrival order (`ordinals[i]` with `valid[i]`, valid values in `values`) into a
 /// [`ColumnData`]: sorted by ordinal, one value per ordinal, later rows folded into earlier ones.
 pub fn fold_rows(rule: MergeRule, ordinals: &[u32], valid: &[bool], values: &Values) -> ColumnData {
@@ -830,6 +847,25 @@ mod tests {
                 let got = merge_columns(rule, ColumnType::Bigint, &[&col(&pa), &col(&pb)]);
                 assert_eq!(got, col(&want), "{rule:?} densities {da}/{db} per 1000");
             }
+        }
+    }
+
+    #[test]
+    fn increasing_rows_fold_like_any_rows() {
+        let ords: Vec<u32> = (0..5000u32).map(|i| i * 3 + (i % 7)).collect();
+        let ords: Vec<u32> = ords
+            .windows(2)
+            .filter(|w| w[0] < w[1])
+            .map(|w| w[1])
+            .collect();
+        let valid: Vec<bool> = (0..ords.len()).map(|i| i % 5 != 2).collect();
+        let n = valid.iter().filter(|v| **v).count();
+        let vals = Values::Int((0..n as i64).map(|i| i * 37 % 101).collect());
+        for rule in [MergeRule::Min, MergeRule::Last] {
+            assert_eq!(
+                fold_increasing_rows(&ords, &valid, &vals),
+                fold_rows(rule, &ords, &valid, &vals)
+            );
         }
     }
 

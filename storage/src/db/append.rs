@@ -223,6 +223,17 @@ pub(super) fn check_keys(tv: &TableVersion, key: &dyn Array, key_type: KeyType) 
 /// Batches at least this long look their keys up on several threads; shorter ones on one.
 const PARALLEL_LOOKUP_ROWS: usize = 4_096;
 
+/// Keys sampled from a batch to guess whether most of its keys are new.
+const NEW_KEYS_SAMPLE: usize = 64;
+
+/// Whether more than half of [`NEW_KEYS_SAMPLE`] keys spread over the batch are not in `dict` (a
+/// first load, not a delta of known customers).
+fn mostly_new(dict: &KeyDict, col: &KeyCol<'_>, n: usize) -> bool {
+    let step = (n / NEW_KEYS_SAMPLE).max(1);
+    let sample = dict.lookup_batch(n.min(NEW_KEYS_SAMPLE), |i| col.key(i * step));
+    sample.iter().filter(|o| o.is_none()).count() * 2 > sample.len()
+}
+
 /// A key column of a supported Arrow type.
 enum KeyCol<'a> {
     Str(&'a StringArray),
@@ -272,6 +283,13 @@ pub(super) fn ordinals_of(shared: &Shared, array: &dyn Array, table: &str) -> Re
         .min(8);
     let found: Vec<Option<u32>> = {
         let dict = shared.keys.read().unwrap_or_else(|e| e.into_inner());
+        if n >= PARALLEL_LOOKUP_ROWS && mostly_new(&dict, &col, n) {
+            // Looking up keys that are not there costs as much as inserting them: go straight to
+            // the write lock, one probe per key.
+            drop(dict);
+            let mut dict = shared.keys.write().unwrap_or_else(|e| e.into_inner());
+            return dict.get_or_insert((0..n).map(|i| col.key(i)));
+        }
         if n >= PARALLEL_LOOKUP_ROWS && threads > 1 {
             let per = n.div_ceil(threads);
             std::thread::scope(|s| {
