@@ -36,7 +36,10 @@ impl Chunk {
     /// Folds a batch into a chunk; the same code path serves live appends and WAL replay.
     pub fn from_batch(batch: &RowBatch, schema: &TableSchema, partition_rows: u32) -> Chunk {
         let mut parts: BTreeMap<PartitionId, PartData> = BTreeMap::new();
-        let increasing = batch.ordinals.windows(2).all(|w| matches!(w, [a, b] if a < b));
+        let increasing = batch
+            .ordinals
+            .windows(2)
+            .all(|w| matches!(w, [a, b] if a < b));
         let mut sorted = batch.ordinals.clone();
         if !increasing {
             sorted.sort_unstable();

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::dir::{Dir, OpenMode};
-use crate::encoding::{decode_values, encode_values};
+use crate::encoding::{decode_values, encode_plain_block_into};
 use crate::error::{Result, StorageError};
 use crate::format::{ByteReader, ByteWriter, FILE_HEADER_LEN, WAL_MAGIC, WAL_VERSION};
 use crate::log::{read_header, read_records, LogFile};
@@ -54,16 +54,19 @@ pub fn encode_batch(b: &RowBatch) -> Vec<u8> {
     for c in &b.columns {
         w.u32(c.id.0);
         w.u8(c.ty.tag());
-        let mut bits = vec![0u8; c.valid.len().div_ceil(8)];
-        for (i, v) in c.valid.iter().enumerate() {
-            if *v {
-                if let Some(byte) = bits.get_mut(i / 8) {
-                    *byte |= 1 << (i % 8);
-                }
-            }
+        w.buf.extend(c.valid.chunks(8).map(|byte| {
+            byte.iter()
+                .enumerate()
+                .fold(0u8, |b, (i, &v)| b | (u8::from(v) << i))
+        }));
+        // The block's length goes before it: a placeholder, patched once the block is written.
+        let len_at = w.buf.len();
+        w.u32(0);
+        encode_plain_block_into(&c.values, &mut w.buf);
+        let len = (w.buf.len() - len_at - 4) as u32;
+        if let Some(d) = w.buf.get_mut(len_at..len_at + 4) {
+            d.copy_from_slice(&len.to_le_bytes());
         }
-        w.bytes(&bits);
-        w.len_bytes(&encode_values(&c.values, false));
     }
     w.buf
 }
