@@ -47,10 +47,18 @@ impl Chunk {
         }
         let mut run: Vec<u32> = Vec::new();
         let flush = |run: &mut Vec<u32>, parts: &mut BTreeMap<PartitionId, PartData>| {
-            if let Some(first) = run.first() {
+            if let Some(&first) = run.first() {
                 let p = PartitionId(first / partition_rows);
-                // `run` is sorted and deduplicated.
-                let rows = RoaringBitmap::from_sorted_iter(run.drain(..)).unwrap_or_default();
+                let rows = match run.last() {
+                    Some(&last) if (last - first) as usize + 1 == run.len() => {
+                        run.clear();
+                        let mut rows = RoaringBitmap::new();
+                        rows.insert_range(first..=last);
+                        rows
+                    }
+                    // `run` is sorted and deduplicated.
+                    _ => RoaringBitmap::from_sorted_iter(run.drain(..)).unwrap_or_default(),
+                };
                 parts.insert(
                     p,
                     PartData {

@@ -649,13 +649,32 @@ fn merge_sparse<T: Fold>(
 /// row order): nothing to sort or fold, the valid values are already one per ordinal, in order.
 pub fn fold_increasing_rows(ordinals: &[u32], valid: &[bool], values: &Values) -> ColumnData {
     debug_assert!(ordinals.windows(2).all(|w| matches!(w, [a, b] if a < b)));
-    let valid_ords = ordinals
-        .iter()
-        .zip(valid)
-        .filter(|(_, v)| **v)
-        .map(|(o, _)| *o);
-    // The ordinals increase, so from_sorted_iter cannot fail.
-    let presence = RoaringBitmap::from_sorted_iter(valid_ords).unwrap_or_default();
+    let presence = match (ordinals.first(), ordinals.last()) {
+        // Consecutive ordinals (new keys): the validity bits are the bitmap, shifted.
+        (Some(&first), Some(&last))
+            if (last - first) as usize + 1 == ordinals.len()
+                && first as u64 + (ordinals.len() as u64 + 16) <= u32::MAX as u64 =>
+        {
+            let bytes: Vec<u8> = valid
+                .chunks(8)
+                .map(|byte| {
+                    byte.iter()
+                        .enumerate()
+                        .fold(0u8, |b, (i, &v)| b | (u8::from(v) << i))
+                })
+                .collect();
+            RoaringBitmap::from_lsb0_bytes(first, &bytes)
+        }
+        _ => {
+            let valid_ords = ordinals
+                .iter()
+                .zip(valid)
+                .filter(|(_, v)| **v)
+                .map(|(o, _)| *o);
+            // The ordinals increase, so from_sorted_iter cannot fail.
+            RoaringBitmap::from_sorted_iter(valid_ords).unwrap_or_default()
+        }
+    };
     ColumnData {
         presence,
         values: values.clone(),
@@ -852,20 +871,28 @@ mod tests {
 
     #[test]
     fn increasing_rows_fold_like_any_rows() {
-        let ords: Vec<u32> = (0..5000u32).map(|i| i * 3 + (i % 7)).collect();
-        let ords: Vec<u32> = ords
+        let gaps: Vec<u32> = (0..5000u32).map(|i| i * 3 + (i % 7)).collect();
+        let gaps: Vec<u32> = gaps
             .windows(2)
             .filter(|w| w[0] < w[1])
             .map(|w| w[1])
             .collect();
-        let valid: Vec<bool> = (0..ords.len()).map(|i| i % 5 != 2).collect();
-        let n = valid.iter().filter(|v| **v).count();
-        let vals = Values::Int((0..n as i64).map(|i| i * 37 % 101).collect());
-        for rule in [MergeRule::Min, MergeRule::Last] {
-            assert_eq!(
-                fold_increasing_rows(&ords, &valid, &vals),
-                fold_rows(rule, &ords, &valid, &vals)
-            );
+        // Consecutive runs from offsets that are and are not multiples of 8, across containers.
+        for ords in [
+            gaps,
+            (3..70_003).collect(),
+            (65_536..65_636).collect(),
+            vec![9],
+        ] {
+            let valid: Vec<bool> = (0..ords.len()).map(|i| i % 5 != 2).collect();
+            let n = valid.iter().filter(|v| **v).count();
+            let vals = Values::Int((0..n as i64).map(|i| i * 37 % 101).collect());
+            for rule in [MergeRule::Min, MergeRule::Last] {
+                assert_eq!(
+                    fold_increasing_rows(&ords, &valid, &vals),
+                    fold_rows(rule, &ords, &valid, &vals)
+                );
+            }
         }
     }
 
