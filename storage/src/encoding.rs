@@ -237,14 +237,16 @@ struct Dict {
 
 /// Most distinct values [`smaller_dict`] counts with its hash table; more fall back to a sort.
 const DICT_HASHED_MAX: usize = 1 << 16;
+/// Values after which [`smaller_dict`] goes to the sort if more than half were distinct.
+const DICT_SAMPLE: usize = 4096;
 
 /// The DICT layout of `v` if it is smaller than `for_len` bytes (the FOR layout), else `None`.
 ///
 /// Written by hand because it runs once per column of every segment written (a quarter of a
 /// MIN-merge's time went to sorting a copy of each column): distinct values are counted in a small
 /// open-addressing table, and counting stops as soon as so many are seen that no dictionary could
-/// beat FOR (`dict_len` only grows with the dictionary). Past [`DICT_HASHED_MAX`] distinct values
-/// it falls back to sorting a copy. Either way the choice and the bytes are those of comparing the
+/// beat FOR (`dict_len` only grows with the dictionary). Past [`DICT_HASHED_MAX`] distinct values,
+/// or when most of the first [`DICT_SAMPLE`] values are distinct, it sorts a copy instead. Either way the choice and the bytes are those of comparing the
 /// exact DICT and FOR lengths.
 fn smaller_dict(v: &[i64], for_len: usize) -> Option<Dict> {
     let mut distinct: Vec<i64> = Vec::new();
@@ -283,6 +285,11 @@ fn smaller_dict(v: &[i64], for_len: usize) -> Option<Dict> {
         };
         last = Some((x, i));
         index.push(i);
+        if index.len() == DICT_SAMPLE && distinct.len() * 2 > DICT_SAMPLE {
+            // Mostly distinct values (event times, say): the table would fill up and fall back
+            // anyway, so sort now.
+            return smaller_dict_sorted(v, for_len);
+        }
     }
     let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
     let sorted: Vec<i64> = {
@@ -690,6 +697,12 @@ mod tests {
             (0..200_000).map(|i| i / 1000).collect(),
             (0..150_000).map(|i| (i * 7919) % 70_000).collect(),
             (0..300_000).map(|i| (i % 80_000) << 20).collect(),
+            // More distinct values than the hash table holds, where DICT still wins.
+            (0..1_120_000).map(|i| ((i / 16) % 70_000) << 20).collect(),
+            // Few distinct values first, then more than the hash table holds.
+            (0..200_000)
+                .map(|i| (if i < 10_000 { i % 100 } else { i }) << 20)
+                .collect(),
         ];
         for distinct in [2u64, 100, 5000, 60_000, 1 << 20] {
             for n in [10usize, 1000, 100_000] {
