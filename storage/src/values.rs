@@ -645,6 +645,16 @@ fn merge_sparse<T: Fold>(
     map.into_values().collect()
 }
 
+/// `valid` packed 8 to a byte, LSB first (bit `i % 8` of byte `i / 8`): the layout of a WAL
+/// record's validity and of a roaring bitmap's `from_lsb0_bytes`.
+pub fn validity_bytes(valid: &[bool]) -> impl Iterator<Item = u8> + '_ {
+    valid.chunks(8).map(|byte| {
+        byte.iter()
+            .enumerate()
+            .fold(0u8, |b, (i, &v)| b | (u8::from(v) << i))
+    })
+}
+
 /// [`fold_rows`] for rows whose ordinals strictly increase (a batch of new keys, registered in
 /// row order): nothing to sort or fold, the valid values are already one per ordinal, in order.
 pub fn fold_increasing_rows(ordinals: &[u32], valid: &[bool], values: &Values) -> ColumnData {
@@ -655,14 +665,7 @@ pub fn fold_increasing_rows(ordinals: &[u32], valid: &[bool], values: &Values) -
             if (last - first) as usize + 1 == ordinals.len()
                 && first as u64 + (ordinals.len() as u64 + 16) <= u32::MAX as u64 =>
         {
-            let bytes: Vec<u8> = valid
-                .chunks(8)
-                .map(|byte| {
-                    byte.iter()
-                        .enumerate()
-                        .fold(0u8, |b, (i, &v)| b | (u8::from(v) << i))
-                })
-                .collect();
+            let bytes: Vec<u8> = validity_bytes(valid).collect();
             RoaringBitmap::from_lsb0_bytes(first, &bytes)
         }
         _ => {

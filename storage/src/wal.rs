@@ -54,11 +54,7 @@ pub fn encode_batch(b: &RowBatch) -> Vec<u8> {
     for c in &b.columns {
         w.u32(c.id.0);
         w.u8(c.ty.tag());
-        w.buf.extend(c.valid.chunks(8).map(|byte| {
-            byte.iter()
-                .enumerate()
-                .fold(0u8, |b, (i, &v)| b | (u8::from(v) << i))
-        }));
+        w.buf.extend(crate::values::validity_bytes(&c.valid));
         // The block's length goes before it: a placeholder, patched once the block is written.
         let len_at = w.buf.len();
         w.u32(0);
