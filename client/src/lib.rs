@@ -64,6 +64,9 @@ pub enum LoadItem {
 /// The items of a [`Session::load`]: a failure ends the load, and nothing of it is committed.
 pub type LoadBatches<'a> = &'a mut dyn Iterator<Item = Result<LoadItem, ClientError>>;
 
+/// The batches of a [`Session::append_each`]: each one its own append.
+pub type AppendBatches<'a> = &'a mut dyn Iterator<Item = Result<RecordBatch, ClientError>>;
+
 impl From<arrow_schema::ArrowError> for ClientError {
     fn from(e: arrow_schema::ArrowError) -> Self {
         ClientError::Arrow(e.to_string())
@@ -87,6 +90,17 @@ pub trait Session {
     fn run(&mut self, sql: &str) -> Result<Reply, ClientError>;
     /// Appends rows to a table; returns once they are durable.
     fn append(&mut self, table: &str, batch: &RecordBatch) -> Result<u64, ClientError>;
+    /// Appends each batch as its own commit (as [`Session::append`] does), in order, and returns
+    /// the rows appended. The first error ends it: the batches before it stay committed, the one
+    /// that failed and those after it are not stored. A [`Client`] encodes the next batch while
+    /// the server stores the last one.
+    fn append_each(&mut self, table: &str, batches: AppendBatches<'_>) -> Result<u64, ClientError> {
+        let mut rows = 0;
+        for b in batches {
+            rows += self.append(table, &b?)?;
+        }
+        Ok(rows)
+    }
     /// Exchanges two tables' names in one atomic commit.
     fn swap(&mut self, a: &str, b: &str) -> Result<(), ClientError>;
     /// Loads every batch into `table` as one commit (bulk: straight to segments, not through the
@@ -324,6 +338,29 @@ impl Client {
         Ok(())
     }
 
+    /// The Arrow bytes of `batch` as one Append frame's, or `None` when it is too large for one
+    /// frame (then it goes as a bulk load, which commits every row at once or none; separate
+    /// Append frames would each be durable on their own).
+    fn append_frame(
+        &self,
+        table: &str,
+        batch: &RecordBatch,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        // Room for the frame header and the table name.
+        let budget = self.send_len_max.saturating_sub(64 + table.len());
+        if batch.num_rows() > APPEND_BATCH_ROWS {
+            return Ok(None);
+        }
+        let ipc = protocol::encode_ipc(std::slice::from_ref(batch))?;
+        Ok((ipc.len() <= budget).then_some(ipc))
+    }
+
+    /// Appends `batch` as one bulk load: all its rows or none.
+    fn load_one(&mut self, table: &str, batch: &RecordBatch) -> Result<u64, ClientError> {
+        let mut one = std::iter::once(Ok(LoadItem::Rows(batch.clone())));
+        self.load(table, &mut one).map(|_| batch.num_rows() as u64)
+    }
+
     fn expect_done(&mut self) -> Result<u64, ClientError> {
         match self.recv()? {
             Frame::Done { rows, .. } => Ok(rows),
@@ -344,23 +381,44 @@ impl Session for Client {
     }
 
     fn append(&mut self, table: &str, batch: &RecordBatch) -> Result<u64, ClientError> {
-        // Room for the frame header and the table name.
-        let budget = self.send_len_max.saturating_sub(64 + table.len());
-        // One request is all or nothing: a batch that fits one Append frame goes as one (one WAL
-        // record on the server); a larger one goes as a bulk load, which commits every row at
-        // once or none (separate Append frames would each be durable on their own).
-        if batch.num_rows() <= APPEND_BATCH_ROWS {
-            let ipc = protocol::encode_ipc(std::slice::from_ref(batch))?;
-            if ipc.len() <= budget {
+        match self.append_frame(table, batch)? {
+            Some(ipc) => {
                 self.send(&Frame::Append {
                     table: table.to_string(),
                     ipc,
                 })?;
-                return self.expect_done();
+                self.expect_done()
+            }
+            None => self.load_one(table, batch),
+        }
+    }
+
+    fn append_each(&mut self, table: &str, batches: AppendBatches<'_>) -> Result<u64, ClientError> {
+        let mut rows = 0;
+        // An Append sent whose Done is not read yet. The next frame goes only after that Done, so
+        // a failed batch stops the rest as it would one append at a time; the overlap is the
+        // client's encoding of the next batch with the server's storing of the last.
+        let mut waiting = false;
+        for item in batches {
+            let next = item.and_then(|b| self.append_frame(table, &b).map(|ipc| (b, ipc)));
+            if std::mem::take(&mut waiting) {
+                rows += self.expect_done()?;
+            }
+            match next? {
+                (_, Some(ipc)) => {
+                    self.send(&Frame::Append {
+                        table: table.to_string(),
+                        ipc,
+                    })?;
+                    waiting = true;
+                }
+                (b, None) => rows += self.load_one(table, &b)?,
             }
         }
-        let mut one = std::iter::once(Ok(LoadItem::Rows(batch.clone())));
-        self.load(table, &mut one).map(|_| batch.num_rows() as u64)
+        if waiting {
+            rows += self.expect_done()?;
+        }
+        Ok(rows)
     }
 
     fn load(&mut self, table: &str, batches: LoadBatches<'_>) -> Result<u64, ClientError> {

@@ -162,6 +162,85 @@ fn client_and_embedded_session_give_the_same_answers() {
     );
 }
 
+/// `append_each` on either session: one commit per batch, and the first error stops it with the
+/// batches before it committed and none after it (the client sends a batch before it has read
+/// the last one's reply, so this also checks that it reads every reply in order).
+fn append_each_job(s: &mut dyn Session, table: &str) -> Vec<String> {
+    s.run(&format!(
+        "CREATE TABLE {table} (k VARCHAR PRIMARY KEY, n BIGINT MERGE SUM)"
+    ))
+    .unwrap();
+    let keys = |p: &str, n: usize| (0..n).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+    let ones = |n: usize| vec![1i64; n];
+    // A batch over one Append frame's rows goes as a bulk load, between two that do not.
+    let good = [
+        batch(&keys("a", 1000), &ones(1000)),
+        batch(&keys("b", 200_000), &ones(200_000)),
+        batch(&keys("a", 10), &ones(10)),
+    ];
+    let mut items = good.iter().cloned().map(Ok);
+    assert_eq!(s.append_each(table, &mut items).unwrap(), 201_010);
+    let bad = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("nope", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from_iter_values(["z"])) as ArrayRef,
+            Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    // Refused by the table: the batch before it stays, the one after it is never stored.
+    let mut items = [
+        batch(&keys("c", 5), &ones(5)),
+        bad,
+        batch(&keys("d", 7), &ones(7)),
+    ]
+    .into_iter()
+    .map(Ok);
+    let e = s.append_each(table, &mut items).unwrap_err();
+    assert!(matches!(e, ClientError::Server { .. }), "{e:?}");
+    // An input that fails after a batch was sent: that batch stays, the error is the input's.
+    let mut items = vec![
+        Ok(batch(&keys("e", 3), &ones(3))),
+        Err(ClientError::Input("the file ended early".into())),
+        Ok(batch(&keys("f", 3), &ones(3))),
+    ]
+    .into_iter();
+    let e = s.append_each(table, &mut items).unwrap_err();
+    assert!(e.to_string().contains("ended early"), "{e}");
+    let mut answers = Vec::new();
+    for q in [
+        format!("SELECT count(*), sum(n) FROM {table}"),
+        format!("SELECT count(*) FROM {table} WHERE k < 'b'"),
+        format!("SELECT k FROM {table} WHERE k >= 'c' ORDER BY k"),
+    ] {
+        answers.push(cells(&s.run(&q).unwrap()).join(","));
+    }
+    answers
+}
+
+#[test]
+fn append_each_commits_batch_by_batch_and_stops_at_the_first_error() {
+    let srv = start(None, 8);
+    let mut remote = Client::connect(srv.addr, None).unwrap();
+    let over_network = append_each_job(&mut remote, "each_remote");
+    let mut local = EmbeddedSession::new(srv.engine.clone());
+    let in_process = append_each_job(&mut local, "each_local");
+    assert_eq!(over_network, in_process);
+    assert_eq!(
+        over_network,
+        vec![
+            "201008|201018".to_string(),
+            "1000".to_string(),
+            "c0,c1,c2,c3,c4,e0,e1,e2".to_string()
+        ]
+    );
+    // The connection is in step: the next request gets its own reply.
+    remote.ping().unwrap();
+}
+
 #[test]
 fn tokens_and_connection_limits() {
     let srv = start(Some("s3cret"), 2);
