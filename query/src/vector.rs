@@ -1008,6 +1008,36 @@ mod tests {
                 cmp_int_const(CmpOp::NotEq, &presence, &values, 7),
                 model(&|v| v != 7)
             );
+            // Against a second column on every other ordinal of the first and some of its own.
+            let other: Vec<(u32, i64)> = sorted
+                .iter()
+                .step_by(2)
+                .map(|o| o.wrapping_add(1) & !1)
+                .chain(sorted.iter().map(|o| o | 1))
+                .collect::<std::collections::BTreeSet<u32>>()
+                .into_iter()
+                .enumerate()
+                .map(|(i, o)| (o, (i as i64 * 53) % 97 - 48))
+                .collect();
+            let (pb, vb): (RoaringBitmap, Vec<i64>) = (
+                other.iter().map(|(o, _)| *o).collect(),
+                other.iter().map(|(_, v)| *v).collect(),
+            );
+            let of_b: std::collections::HashMap<u32, i64> = other.iter().copied().collect();
+            for (op, f) in [
+                (CmpOp::Lt, (|x, y| x < y) as fn(i64, i64) -> bool),
+                (CmpOp::Eq, |x, y| x == y),
+                (CmpOp::GtEq, |x, y| x >= y),
+            ] {
+                let want: RoaringBitmap = sorted
+                    .iter()
+                    .zip(&values)
+                    .filter(|(o, v)| of_b.get(o).is_some_and(|w| f(**v, *w)))
+                    .map(|(o, _)| *o)
+                    .collect();
+                assert!(!want.is_empty());
+                assert_eq!(cmp_int_cols(op, &presence, &values, &pb, &vb), want);
+            }
             let sub: RoaringBitmap = sorted.iter().copied().step_by(3).collect();
             let r = restrict(&c, &sub);
             assert_eq!(r.presence, sub);
