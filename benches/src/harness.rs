@@ -1037,6 +1037,43 @@ fn table_after<'s>(sql: &'s str, prefix: &str) -> Option<&'s str> {
 /// Bernoulli percentage says PERCENT. DuckDB's `now()` cannot be fixed per session, so the run's
 /// `SET journeydb.now = TIMESTAMP '..'` is remembered and `now()` in later statements replaced by
 /// that literal (the run's own statements, not user input).
+/// The tables a statement of `log` renames (the run publishes them).
+fn renamed_tables(log: &[String]) -> std::collections::HashSet<String> {
+    log.iter()
+        .filter_map(|q| q.strip_prefix("RENAME TABLE "))
+        .flat_map(|rest| rest.split(", "))
+        .filter_map(|pair| pair.split_once(" TO ").map(|(a, _)| a.to_string()))
+        .collect()
+}
+
+/// Translates one statement that may create a journeydb temporary table: a scratch table stays
+/// temporary in DuckDB (in memory there too); one the run publishes by a rename becomes a
+/// regular table, as DuckDB cannot rename a temporary table into its database.
+fn with_temporary(
+    sql: &str,
+    published: &std::collections::HashSet<String>,
+    translate: impl FnOnce(&str) -> Vec<String>,
+) -> Vec<String> {
+    let temp = sql.starts_with("CREATE ") && sql.contains(" TEMP TABLE ");
+    if !temp {
+        return translate(sql);
+    }
+    let plain = sql.replacen(" TEMP TABLE ", " TABLE ", 1);
+    let keep = table_after(&plain, "CREATE TABLE ")
+        .or_else(|| table_after(&plain, "CREATE OR REPLACE TABLE "))
+        .is_some_and(|t| !published.contains(t));
+    translate(&plain)
+        .into_iter()
+        .map(|q| {
+            if keep && q.starts_with("CREATE ") {
+                q.replacen(" TABLE ", " TEMP TABLE ", 1)
+            } else {
+                q
+            }
+        })
+        .collect()
+}
+
 fn to_duckdb(
     sql: &str,
     merge: &mut std::collections::HashMap<String, (String, Vec<String>)>,
@@ -1271,9 +1308,10 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
         .unwrap_or_default();
     let mut merge = std::collections::HashMap::new();
     let mut now = None;
+    let published = renamed_tables(&log);
     let duckdb: Vec<String> = log
         .iter()
-        .flat_map(|q| to_duckdb(q, &mut merge, &mut now))
+        .flat_map(|q| with_temporary(q, &published, |q| to_duckdb(q, &mut merge, &mut now)))
         .collect();
     Ok(JourneySide {
         median: median(times),

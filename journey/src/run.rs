@@ -273,7 +273,7 @@ impl<'j> Compiled<'j> {
             }
             let name = format!("{}c{}", self.scratch, cached.len() + 1);
             ctx.run(&format!(
-                "CREATE OR REPLACE TABLE {name} AS {}",
+                "CREATE OR REPLACE TEMP TABLE {name} AS {}",
                 self.set(c)
             ))?;
             cached.insert(k, name);
@@ -308,7 +308,7 @@ impl<'j> Compiled<'j> {
                 .map(|c| format!("s__{c} TIMESTAMP MERGE MIN")),
         );
         ctx.run(&format!(
-            "CREATE TABLE {o} (customer_id {} PRIMARY KEY, {})",
+            "CREATE TEMP TABLE {o} (customer_id {} PRIMARY KEY, {})",
             self.key_type,
             cols.join(", ")
         ))?;
@@ -355,7 +355,7 @@ impl<'j> Compiled<'j> {
             for q in wins.into_iter().map(|(q, _)| q).chain(any) {
                 if !sets.contains_key(&q) {
                     let name = format!("{}x{}", self.scratch, sets.len() + 1);
-                    ctx.run(&format!("CREATE OR REPLACE TABLE {name} AS {q}"))?;
+                    ctx.run(&format!("CREATE OR REPLACE TEMP TABLE {name} AS {q}"))?;
                     sets.insert(q, name);
                 }
             }
@@ -839,12 +839,21 @@ impl<'j> Compiled<'j> {
 
     /// A state-shaped table: the key, a MIN TIMESTAMP per column, the customer's version.
     fn create(&self, table: &str, columns: &[String]) -> String {
+        self.create_as("TABLE", table, columns)
+    }
+
+    /// A state-shaped temporary table (in memory; a rename publishes it).
+    fn create_temp(&self, table: &str, columns: &[String]) -> String {
+        self.create_as("TEMP TABLE", table, columns)
+    }
+
+    fn create_as(&self, kind: &str, table: &str, columns: &[String]) -> String {
         let cols: Vec<String> = columns
             .iter()
             .map(|c| format!("{c} TIMESTAMP MERGE MIN"))
             .collect();
         format!(
-            "CREATE TABLE {table} (customer_id {} PRIMARY KEY, {}, {VERSION_COL} BIGINT MERGE MIN)",
+            "CREATE {kind} {table} (customer_id {} PRIMARY KEY, {}, {VERSION_COL} BIGINT MERGE MIN)",
             self.key_type,
             cols.join(", ")
         )
@@ -1252,7 +1261,7 @@ fn start_next(
     tx: &str,
 ) -> Result<(), RunError> {
     let (st, next) = (&c.j.state_table, &c.next);
-    ctx.run(&c.create(next, &cols.all))?;
+    ctx.run(&c.create_temp(next, &cols.all))?;
     if !cols.have.is_empty() {
         let mut copied = cols.have.clone();
         if cols.versioned {
@@ -1263,7 +1272,7 @@ fn start_next(
             copied.join(", ")
         ))?;
     }
-    ctx.run(&c.create(tx, want))?;
+    ctx.run(&c.create_temp(tx, want))?;
     Ok(())
 }
 
@@ -1452,7 +1461,7 @@ fn advance(
     let max_passes = want.len() + 1;
     loop {
         report.passes += 1;
-        ctx.run(&c.create(&pass, want))?;
+        ctx.run(&c.create_temp(&pass, want))?;
         let mut moved = 0;
         for (set, cols, version) in &rules {
             let stamps: Vec<String> = cols.iter().map(|_| c.now.clone()).collect();
@@ -1622,7 +1631,7 @@ fn next_log(
         }
     }
     ctx.run(&format!(
-        "CREATE TABLE {log_next} (customer_id {} PRIMARY KEY{}{})",
+        "CREATE TEMP TABLE {log_next} (customer_id {} PRIMARY KEY{}{})",
         c.key_type,
         if log_cols.is_empty() { "" } else { ", " },
         log_cols.join(", ")
@@ -1663,7 +1672,7 @@ fn publish(
     // The run's record.
     let runs_next = format!("{p}runs");
     ctx.run(&format!(
-        "CREATE TABLE {runs_next} (run {} PRIMARY KEY, {RUN_COLUMNS})",
+        "CREATE TEMP TABLE {runs_next} (run {} PRIMARY KEY, {RUN_COLUMNS})",
         c.key_type
     ))?;
     if had_runs {
@@ -1700,7 +1709,7 @@ fn publish(
     if let Some(text) = what.version_text {
         let vers_next = format!("{p}versions");
         ctx.run(&format!(
-            "CREATE TABLE {vers_next} (version {} PRIMARY KEY, version_id BIGINT MERGE MIN, published TIMESTAMP MERGE MIN, definition VARCHAR MERGE LAST)",
+            "CREATE TEMP TABLE {vers_next} (version {} PRIMARY KEY, version_id BIGINT MERGE MIN, published TIMESTAMP MERGE MIN, definition VARCHAR MERGE LAST)",
             c.key_type
         ))?;
         if schema_of(ctx, &vers_t)?.is_some() {
@@ -1938,7 +1947,7 @@ fn locked_rollback(
         _ => "VARCHAR",
     };
     ctx.run(&format!(
-        "CREATE TABLE {runs_next} (run {key_type} PRIMARY KEY, {RUN_COLUMNS})"
+        "CREATE TEMP TABLE {runs_next} (run {key_type} PRIMARY KEY, {RUN_COLUMNS})"
     ))?;
     ctx.run(&format!("INSERT INTO {runs_next} SELECT * FROM {runs_t}"))?;
     let key = id_key(key_type, run_id);

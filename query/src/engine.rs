@@ -921,10 +921,8 @@ impl Engine {
 
     fn create_table(&self, ct: &ast::CreateTable, rules: &[(usize, MergeRule)]) -> Result<Output> {
         let name = single_name(&ct.name)?;
-        if ct.temporary || ct.external {
-            return Err(QueryError::Unsupported(
-                "TEMPORARY / EXTERNAL tables".into(),
-            ));
+        if ct.external {
+            return Err(QueryError::Unsupported("EXTERNAL tables".into()));
         }
         if let Some(q) = &ct.query {
             if !ct.columns.is_empty() {
@@ -932,7 +930,12 @@ impl Engine {
                     "a column list with CREATE TABLE .. AS".into(),
                 ));
             }
-            return self.create_table_as(&name, q, ct.or_replace, ct.if_not_exists);
+            let how = CreateAs {
+                or_replace: ct.or_replace,
+                if_not_exists: ct.if_not_exists,
+                temporary: ct.temporary,
+            };
+            return self.create_table_as(&name, q, how);
         }
         let key_type = self.db.snapshot().key_type();
         let key_name = key_column(ct, &name)?;
@@ -978,7 +981,16 @@ impl Engine {
             });
         }
         let schema = TableSchema::new(key_name, columns);
-        let op = if ct.or_replace {
+        let op = if ct.temporary {
+            if ct.if_not_exists && self.db.snapshot().table(&name).is_ok() {
+                return Ok(rows_tag("CREATE TABLE", 0));
+            }
+            CatalogOp::CreateTemporary {
+                name,
+                schema,
+                or_replace: ct.or_replace,
+            }
+        } else if ct.or_replace {
             CatalogOp::CreateOrReplace { name, schema }
         } else {
             CatalogOp::Create {
@@ -991,16 +1003,10 @@ impl Engine {
         Ok(rows_tag("CREATE TABLE", 0))
     }
 
-    fn create_table_as(
-        &self,
-        name: &str,
-        q: &ast::Query,
-        or_replace: bool,
-        if_not_exists: bool,
-    ) -> Result<Output> {
+    fn create_table_as(&self, name: &str, q: &ast::Query, how: CreateAs) -> Result<Output> {
         let snap = self.db.snapshot();
-        if snap.table(name).is_ok() && !or_replace {
-            if if_not_exists {
+        if snap.table(name).is_ok() && !how.or_replace {
+            if how.if_not_exists {
                 return Ok(rows_tag("CREATE TABLE", 0));
             }
             return Err(QueryError::Storage(
@@ -1042,13 +1048,20 @@ impl Engine {
             std::process::id(),
             self.seq.fetch_add(1, Ordering::Relaxed)
         );
-        self.db
-            .commit(&[CatalogOp::Create {
+        let staging = if how.temporary {
+            CatalogOp::CreateTemporary {
+                name: tmp.clone(),
+                schema,
+                or_replace: false,
+            }
+        } else {
+            CatalogOp::Create {
                 name: tmp.clone(),
                 schema,
                 if_not_exists: false,
-            }])
-            .map_err(map_storage)?;
+            }
+        };
+        self.db.commit(&[staging]).map_err(map_storage)?;
         let mapping: Vec<usize> = cols
             .iter()
             .enumerate()
@@ -1304,6 +1317,14 @@ impl Engine {
             rows: n,
         })
     }
+}
+
+/// How a CREATE TABLE .. AS treats an existing table, and whether the new one is temporary.
+#[derive(Debug, Clone, Copy)]
+struct CreateAs {
+    or_replace: bool,
+    if_not_exists: bool,
+    temporary: bool,
 }
 
 impl Engine {

@@ -164,6 +164,7 @@ pub fn classify(e: &QueryError) -> (ErrorCode, &'static str) {
                 (ErrorCode::User, "22023")
             }
             S::InvalidOption(_) => (ErrorCode::User, "22023"),
+            S::Unsupported(_) => (ErrorCode::User, "0A000"),
             S::VersionNotKept(_) => (ErrorCode::User, "22023"),
             S::Io { .. } => (ErrorCode::Storage, "58030"),
             S::ChecksumMismatch { .. } | S::Corrupt { .. } => (ErrorCode::Storage, "XX001"),

@@ -100,6 +100,9 @@ pub enum StorageError {
     /// An option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// An operation the storage engine does not do on these tables.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// A requested manifest version is not kept.
     #[error("version {0} is not kept (see Options::keep_versions)")]
     VersionNotKept(u64),

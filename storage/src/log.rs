@@ -277,6 +277,11 @@ pub struct SyncPoint {
 }
 
 impl SyncPoint {
+    /// Whether everything up to the captured end is known durable already.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst) >= self.end
+    }
+
     /// fsyncs the file; on success the records up to the captured end are durable.
     pub fn sync(&self) -> Result<()> {
         self.file

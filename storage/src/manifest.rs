@@ -46,6 +46,9 @@ pub struct TableEntry {
     pub schema: TableSchema,
     /// Segments, oldest first (merge rules such as LAST fold them in this order).
     pub segments: Vec<SegmentMeta>,
+    /// A temporary table: held in memory only (its segments are never files), never written to a
+    /// manifest file, gone when the database closes or crashes. A rename makes it permanent.
+    pub temporary: bool,
 }
 
 /// One committed version of the catalog.
@@ -120,8 +123,18 @@ pub enum CatalogOp {
         /// The new column.
         column: ColumnDef,
     },
+    /// Create a temporary table (see [`TableEntry::temporary`]); with `or_replace`, any table of
+    /// that name is dropped first.
+    CreateTemporary {
+        /// Table name.
+        name: String,
+        /// Definition.
+        schema: TableSchema,
+        /// Drop a table of that name first.
+        or_replace: bool,
+    },
     /// Drop `target` if it exists and rename `source` to it: publishes a table built under a
-    /// temporary name (CREATE OR REPLACE TABLE .. AS).
+    /// scratch name (CREATE OR REPLACE TABLE .. AS). The table stays temporary if `source` is.
     Replace {
         /// The name being replaced.
         target: String,
@@ -152,6 +165,25 @@ impl Manifest {
             .find(|t| t.name.eq_ignore_ascii_case(name))
     }
 
+    /// The manifest without its temporary tables: what a manifest file holds.
+    pub fn durable(&self) -> Manifest {
+        let mut m = self.clone();
+        m.tables.retain(|t| !t.temporary);
+        m
+    }
+
+    /// Whether `self` and `other` hold the same durable catalog (tables, segments and WAL start),
+    /// whatever their temporary tables and id counters: a commit that changes only temporary
+    /// tables writes nothing.
+    pub fn same_durable(&self, other: &Manifest) -> bool {
+        self.wal_start == other.wal_start
+            && self
+                .tables
+                .iter()
+                .filter(|t| !t.temporary)
+                .eq(other.tables.iter().filter(|t| !t.temporary))
+    }
+
     fn position(&self, name: &str) -> Option<usize> {
         self.tables
             .iter()
@@ -168,8 +200,9 @@ impl Manifest {
         p.u64(self.next_table_id);
         p.u64(self.next_segment_id);
         p.u64(self.wal_start);
-        p.u32(self.tables.len() as u32);
-        for t in &self.tables {
+        let durable: Vec<&TableEntry> = self.tables.iter().filter(|t| !t.temporary).collect();
+        p.u32(durable.len() as u32);
+        for t in durable {
             p.u64(t.id.0);
             p.short_str(&t.name);
             p.short_str(&t.schema.key_name);
@@ -274,6 +307,7 @@ impl Manifest {
                 name,
                 schema: TableSchema { key_name, columns },
                 segments,
+                temporary: false,
             });
         }
         r.finish()?;
@@ -302,7 +336,7 @@ pub fn apply_ops(base: &Manifest, ops: &[CatalogOp]) -> Result<Manifest> {
     Ok(m)
 }
 
-fn new_table(m: &mut Manifest, name: &str, schema: &TableSchema) -> Result<()> {
+fn new_table(m: &mut Manifest, name: &str, schema: &TableSchema, temporary: bool) -> Result<()> {
     validate_name(name)?;
     schema.validate()?;
     let id = TableId(m.next_table_id);
@@ -312,7 +346,30 @@ fn new_table(m: &mut Manifest, name: &str, schema: &TableSchema) -> Result<()> {
         name: name.to_string(),
         schema: schema.clone(),
         segments: Vec::new(),
+        temporary,
     });
+    Ok(())
+}
+
+/// Exchanges the names of two durable tables.
+fn swap(m: &mut Manifest, a: &str, b: &str) -> Result<()> {
+    let missing = |n: &str| StorageError::TableNotFound(n.to_string());
+    let i = m.position(a).ok_or_else(|| missing(a))?;
+    let j = m.position(b).ok_or_else(|| missing(b))?;
+    if m.tables.get(i).is_some_and(|t| t.temporary) || m.tables.get(j).is_some_and(|t| t.temporary)
+    {
+        return Err(StorageError::Unsupported(format!(
+            "SWAP WITH of a temporary table ({a}, {b}); RENAME it to publish it"
+        )));
+    }
+    let na = m.tables.get(i).map(|t| t.name.clone()).unwrap_or_default();
+    let nb = m.tables.get(j).map(|t| t.name.clone()).unwrap_or_default();
+    if let Some(t) = m.tables.get_mut(i) {
+        t.name = nb;
+    }
+    if let Some(t) = m.tables.get_mut(j) {
+        t.name = na;
+    }
     Ok(())
 }
 
@@ -331,13 +388,26 @@ fn apply_one(m: &mut Manifest, op: &CatalogOp) -> Result<()> {
                     Err(StorageError::TableExists(name.clone()))
                 };
             }
-            new_table(m, name, schema)
+            new_table(m, name, schema, false)
         }
         CatalogOp::CreateOrReplace { name, schema } => {
             if let Some(i) = m.position(name) {
                 m.tables.remove(i);
             }
-            new_table(m, name, schema)
+            new_table(m, name, schema, false)
+        }
+        CatalogOp::CreateTemporary {
+            name,
+            schema,
+            or_replace,
+        } => {
+            if let Some(i) = m.position(name) {
+                if !*or_replace {
+                    return Err(StorageError::TableExists(name.clone()));
+                }
+                m.tables.remove(i);
+            }
+            new_table(m, name, schema, true)
         }
         CatalogOp::Drop { name, if_exists } => match m.position(name) {
             Some(i) => {
@@ -357,22 +427,12 @@ fn apply_one(m: &mut Manifest, op: &CatalogOp) -> Result<()> {
             }
             if let Some(t) = m.tables.get_mut(i) {
                 t.name = to.clone();
+                // A temporary table renamed is published: the commit writes its segments.
+                t.temporary = false;
             }
             Ok(())
         }
-        CatalogOp::Swap { a, b } => {
-            let i = m.position(a).ok_or_else(|| missing(a))?;
-            let j = m.position(b).ok_or_else(|| missing(b))?;
-            let na = m.tables.get(i).map(|t| t.name.clone()).unwrap_or_default();
-            let nb = m.tables.get(j).map(|t| t.name.clone()).unwrap_or_default();
-            if let Some(t) = m.tables.get_mut(i) {
-                t.name = nb;
-            }
-            if let Some(t) = m.tables.get_mut(j) {
-                t.name = na;
-            }
-            Ok(())
-        }
+        CatalogOp::Swap { a, b } => swap(m, a, b),
         CatalogOp::AddColumn { table, column } => {
             let i = m.position(table).ok_or_else(|| missing(table))?;
             let t = m.tables.get_mut(i).ok_or_else(|| missing(table))?;

@@ -308,6 +308,8 @@ pub struct Segment {
     /// for them to be built (see [`Segment::value_groups`]).
     groups_asked: Vec<std::sync::atomic::AtomicU32>,
     map: FileBytes,
+    /// Built in memory for a temporary table: it has no file (yet).
+    unwritten: bool,
 }
 
 impl Segment {
@@ -315,6 +317,24 @@ impl Segment {
     pub fn open(fs: &dyn Dir, path: &Path) -> Result<Segment> {
         let map = fs.map(path).map_err(|e| StorageError::io(path, e))?;
         Self::from_map(path, map)
+    }
+
+    /// A segment held in memory only (a temporary table's), verified like a file's. `path` is where
+    /// it would be written if the table is published.
+    pub fn from_heap(path: &Path, bytes: Vec<u8>) -> Result<Segment> {
+        let mut seg = Self::from_map(path, FileBytes::Heap(bytes.into()))?;
+        seg.unwritten = true;
+        Ok(seg)
+    }
+
+    /// The segment's bytes, as in its file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// Whether it was built in memory for a temporary table and has no file.
+    pub fn in_memory(&self) -> bool {
+        self.unwritten
     }
 
     // long: one linear pass over the file layout (FORMAT.md order), each step a check.
@@ -428,6 +448,7 @@ impl Segment {
                 .collect(),
             columns,
             map,
+            unwritten: false,
         };
         let rows = decode_bitmap(path, seg.block(rows_ref)?, rows_ref.offset)?;
         if rows.len() != row_count {

@@ -234,6 +234,14 @@ impl Version {
         let id = self.manifest.table(name)?.id;
         self.tables.get(&id)
     }
+
+    /// Whether table `id` is temporary (held in memory only).
+    pub fn is_temporary(&self, id: TableId) -> bool {
+        self.manifest
+            .tables
+            .iter()
+            .any(|t| t.id == id && t.temporary)
+    }
 }
 
 /// A consistent, read-only view of the database at one moment.
@@ -257,6 +265,14 @@ impl Snapshot {
     /// Ordinals per partition.
     pub fn partition_rows(&self) -> u32 {
         self.version.manifest.partition_rows
+    }
+
+    /// Whether table `name` is temporary (held in memory only, see `CatalogOp::CreateTemporary`).
+    pub fn is_temporary(&self, name: &str) -> bool {
+        self.version
+            .manifest
+            .table(name)
+            .is_some_and(|t| t.temporary)
     }
 
     /// Names of the tables, sorted.

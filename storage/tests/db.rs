@@ -1561,3 +1561,103 @@ fn the_wal_of_dropped_tables_is_reclaimed_in_the_background() {
     let db = Database::open(dir.path(), opts()).unwrap();
     assert_eq!(dump(&db.snapshot(), "c").len(), 30_000);
 }
+
+/// Files in `dir/seg`.
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("seg")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn temporary_tables_stay_in_memory_until_a_rename_publishes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
+    db.create_table("state", state_schema()).unwrap();
+    db.append(
+        "state",
+        &batch(
+            "customer_id",
+            &keys(0..3),
+            vec![("hits", Col::Int(vec![Some(1); 3]))],
+        ),
+    )
+    .unwrap();
+    db.flush().unwrap();
+    let files = segment_files(dir.path());
+    let kept = db.kept_versions();
+    let v = db.snapshot().version();
+    let temp = |name: &str| CatalogOp::CreateTemporary {
+        name: name.into(),
+        schema: state_schema(),
+        or_replace: false,
+    };
+    db.commit(&[temp("scratch"), temp("next")]).unwrap();
+    // Appends (WAL-less) and a 70k-row append over two partitions fold by the merge rules.
+    let n = 70_000;
+    for _ in 0..2 {
+        db.append(
+            "next",
+            &batch(
+                "customer_id",
+                &keys(0..n),
+                vec![("hits", Col::Int(vec![Some(2); n]))],
+            ),
+        )
+        .unwrap();
+    }
+    db.append("scratch", &batch("customer_id", &keys(5..6), vec![]))
+        .unwrap();
+    db.compact(2).unwrap();
+    assert_eq!(
+        (
+            segment_files(dir.path()),
+            db.kept_versions(),
+            db.snapshot().version()
+        ),
+        (files, kept.clone(), v),
+        "temporary tables write no segment file and no manifest"
+    );
+    let next = dump(&db.snapshot(), "next");
+    assert_eq!(next.len(), n);
+    assert_eq!(
+        next.get("c000001").map(|r| r[1].clone()),
+        Some(Some(Cell::Int(4)))
+    );
+    // A swap with a temporary table is refused; nothing changes.
+    let err = db.swap_tables("state", "next").unwrap_err();
+    assert!(matches!(err, StorageError::Unsupported(_)), "{err}");
+    db.commit(&[CatalogOp::Drop {
+        name: "scratch".into(),
+        if_exists: false,
+    }])
+    .unwrap();
+    // One commit publishes `next` as the state and keeps the old state under another name.
+    db.commit(&[
+        CatalogOp::Rename {
+            from: "state".into(),
+            to: "old_state".into(),
+        },
+        CatalogOp::Rename {
+            from: "next".into(),
+            to: "state".into(),
+        },
+    ])
+    .unwrap();
+    assert!(
+        segment_files(dir.path()) > files,
+        "publishing writes the segments"
+    );
+    assert_eq!(db.kept_versions().len(), kept.len() + 1);
+    let before = dump(&db.snapshot(), "state");
+    db.commit(&[temp("gone")]).unwrap();
+    db.append("gone", &batch("customer_id", &keys(0..1), vec![]))
+        .unwrap();
+    drop(db);
+    let db = Database::open(dir.path(), opts()).unwrap();
+    assert_eq!(dump(&db.snapshot(), "state"), before);
+    assert_eq!(
+        db.snapshot().table_names(),
+        vec!["old_state".to_string(), "state".to_string()],
+        "a temporary table does not outlive the database's close"
+    );
+    db.check().unwrap();
+}

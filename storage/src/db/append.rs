@@ -25,6 +25,9 @@ impl Database {
             return Ok(0);
         }
         let row_batch = to_row_batch(&self.shared, &tv, batch, version.manifest.key_type)?;
+        if version.is_temporary(tv.id) {
+            return self.append_temporary(&tv, row_batch, version.manifest.partition_rows);
+        }
         let payload = encode_batch(&row_batch);
         let chunk = Arc::new(Chunk::from_batch(
             &row_batch,
@@ -56,6 +59,30 @@ impl Database {
         let lsn = st.written_lsn;
         st.pending.push_back((lsn, tv.id, chunk));
         self.shared.wait_durable(st, lsn)?;
+        Ok(n)
+    }
+}
+
+impl Database {
+    /// An append to a temporary table: no WAL, no fsync. The rows become in-memory segments at
+    /// once (an ingest), folded with the table's rows by its merge rules like any append.
+    fn append_temporary(
+        &self,
+        tv: &TableVersion,
+        rows: RowBatch,
+        partition_rows: u32,
+    ) -> Result<usize> {
+        let n = rows.ordinals.len();
+        if sums::has_sum_columns(&tv.schema) {
+            sums::check_append(tv, std::iter::empty(), &rows)?;
+        }
+        let chunk = Chunk::from_batch(&rows, &tv.schema, partition_rows);
+        self.shared.ingest_with(
+            &tv.name,
+            Some((tv.id, tv.schema.columns.len())),
+            &[],
+            chunk.parts.into_iter().collect(),
+        )?;
         Ok(n)
     }
 }

@@ -146,9 +146,41 @@ impl Shared {
         if let Some(p) = &st.poisoned {
             return Err(StorageError::WalPoisoned(p.clone()));
         }
+        let mut m = m;
+        if m.same_durable(&st.manifest) {
+            // Only temporary tables changed: nothing to write, the version number stays. Keys an
+            // append to a temporary table registered are made durable all the same: the dictionary
+            // is one log, and a later durable record must never follow one the disk may lose.
+            let keys = self
+                .keys
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .sync_point();
+            if !keys.is_synced() {
+                if let Err(e) = keys.sync() {
+                    self.poison(st, format!("fsync of the key dictionary failed ({e})"));
+                    return Err(e);
+                }
+            }
+            m.version = st.manifest.version;
+            let m = Arc::new(m);
+            let version = Arc::new(self.build_version(st, &m, new_segments, drop_mem)?);
+            st.manifest = m;
+            st.version = version.clone();
+            self.current.store(version);
+            return Ok(Garbage::default());
+        }
+        let mut new_segments = new_segments;
+        let published = self.write_published(st, &m, &mut new_segments)?;
         let adds_segments = !new_segments.is_empty();
         let m = Arc::new(m);
-        let version = Arc::new(self.build_version(st, &m, new_segments, drop_mem)?);
+        let version = match self.build_version(st, &m, new_segments, drop_mem) {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                self.drop_uncommitted(st, &published);
+                return Err(e);
+            }
+        };
         // The dictionary must be durable before a manifest names segments that use its ordinals
         // (flush, ingest and compaction write such segments; appends sync it themselves).
         if adds_segments {
@@ -167,6 +199,7 @@ impl Shared {
             // happen, and the database stays writable (a full disk refuses this commit only).
             let _ = self.fs.remove_file(&manifest_path(&self.dir, m.version));
             let _ = self.fs.remove_file(&self.dir.join("CURRENT.tmp"));
+            self.drop_uncommitted(st, &published);
             return Err(e);
         }
         if let Err(e) = publish_manifest(&*self.fs, &self.dir) {
@@ -190,10 +223,60 @@ impl Shared {
             .sum();
         st.manifest = m.clone();
         st.version = version.clone();
-        st.kept.push_back(m);
+        // Kept versions are what the files hold: time travel and garbage collection never see a
+        // temporary table.
+        st.kept.push_back(Arc::new(m.durable()));
         let garbage = self.trim_kept(st);
         self.current.store(version);
         Ok(garbage)
+    }
+
+    /// Writes the in-memory segments of `m`'s durable tables to their files (a temporary table
+    /// being published by a rename, or one that took a temporary table's data), fsynced with the
+    /// segment directory, and puts their mapped files in `new_segments`. Returns the ids written,
+    /// for the caller to remove if the commit fails.
+    fn write_published(
+        &self,
+        st: &State,
+        m: &Manifest,
+        new_segments: &mut HashMap<SegmentId, Arc<Segment>>,
+    ) -> Result<Vec<SegmentId>> {
+        let held: Vec<Arc<Segment>> = {
+            let open: HashMap<SegmentId, &Arc<Segment>> = st
+                .version
+                .tables
+                .values()
+                .flat_map(|t| t.segments.iter().map(|s| (s.id, s)))
+                .collect();
+            m.tables
+                .iter()
+                .filter(|t| !t.temporary)
+                .flat_map(|t| t.segments.iter())
+                .filter_map(|s| new_segments.get(&s.id).or_else(|| open.get(&s.id).copied()))
+                .filter(|seg| seg.in_memory())
+                .cloned()
+                .collect()
+        };
+        let mut written = Vec::new();
+        let result = (|| -> Result<()> {
+            for seg in &held {
+                let path = seg_path(&self.dir, seg.id);
+                write_segment_file(&*self.fs, &path, seg.bytes())?;
+                written.push(seg.id);
+                new_segments.insert(seg.id, Arc::new(Segment::open(&*self.fs, &path)?));
+            }
+            if !held.is_empty() {
+                sync_dir(&*self.fs, &seg_dir(&self.dir))?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(written),
+            Err(e) => {
+                self.drop_uncommitted(st, &written);
+                Err(e)
+            }
+        }
     }
 
     /// The version `m` describes: its tables with their segments (already open, or new in

@@ -12,6 +12,7 @@ impl Shared {
         let mut opened: HashMap<SegmentId, Arc<Segment>> = HashMap::new();
         let result = (|| -> Result<()> {
             for t in version.tables.values() {
+                let temporary = version.is_temporary(t.id);
                 let mut by_part: BTreeMap<PartitionId, Vec<&Arc<Segment>>> = BTreeMap::new();
                 for s in &t.segments {
                     by_part.entry(s.partition).or_default().push(s);
@@ -27,7 +28,7 @@ impl Shared {
                     let refs: Vec<&PartData> = parts.iter().collect();
                     let merged = merge_parts(&t.schema, &refs);
                     let (meta, seg) =
-                        self.write_part(t.id, &t.schema, p, &merged, partition_rows)?;
+                        self.write_part(t.id, &t.schema, p, &merged, partition_rows, temporary)?;
                     stats.segments_in += segs.len();
                     stats.segments_out += 1;
                     stats.bytes_out += meta.size_bytes;

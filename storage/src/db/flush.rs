@@ -3,6 +3,8 @@
 use super::*;
 
 impl Shared {
+    /// Encodes a partition as a new segment: written to its file and fsynced, or, for a
+    /// temporary table, held in memory (no file, no fsync).
     pub(super) fn write_part(
         &self,
         table: TableId,
@@ -10,12 +12,17 @@ impl Shared {
         p: PartitionId,
         part: &PartData,
         partition_rows: u32,
+        temporary: bool,
     ) -> Result<(SegmentMeta, Arc<Segment>)> {
         let id = SegmentId(self.next_segment_id.fetch_add(1, Ordering::SeqCst));
         let bytes = encode_segment(table, id, p, partition_rows, schema, part)?;
         let path = seg_path(&self.dir, id);
-        write_segment_file(&*self.fs, &path, &bytes)?;
-        let seg = Segment::open(&*self.fs, &path)?;
+        let seg = if temporary {
+            Segment::from_heap(&path, bytes)?
+        } else {
+            write_segment_file(&*self.fs, &path, &bytes)?;
+            Segment::open(&*self.fs, &path)?
+        };
         let meta = SegmentMeta {
             id,
             partition: p,
@@ -65,7 +72,7 @@ impl Shared {
                 for (p, parts) in by_part {
                     let merged = merge_parts(&t.schema, &parts);
                     let (meta, seg) =
-                        self.write_part(t.id, &t.schema, p, &merged, partition_rows)?;
+                        self.write_part(t.id, &t.schema, p, &merged, partition_rows, false)?;
                     stats.segments += 1;
                     stats.rows += meta.rows;
                     stats.bytes += meta.size_bytes;

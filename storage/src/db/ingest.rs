@@ -60,9 +60,10 @@ impl Shared {
             Arc::new(t)
         };
         let partition_rows = version.manifest.partition_rows;
+        let temporary = version.is_temporary(tv.id);
         let key_count = self.keys.read().map(|k| k.len()).unwrap_or(0);
         check_parts(table, &tv.schema, &parts, partition_rows, key_count)?;
-        let results = self.write_parts(&tv, &parts, partition_rows);
+        let results = self.write_parts(&tv, &parts, partition_rows, temporary);
         let mut written = Vec::new();
         let mut first_err = None;
         for r in results {
@@ -72,17 +73,22 @@ impl Shared {
             }
         }
         let cleanup = |written: &[(SegmentMeta, Arc<Segment>)]| {
-            for (m, _) in written {
-                let _ = remove_file(&*self.fs, &seg_path(&self.dir, m.id));
+            for (m, seg) in written {
+                if !seg.in_memory() {
+                    let _ = remove_file(&*self.fs, &seg_path(&self.dir, m.id));
+                }
             }
         };
         if let Some(e) = first_err {
             cleanup(&written);
             return Err(e);
         }
-        if let Err(e) = sync_dir(&*self.fs, &seg_dir(&self.dir)) {
-            cleanup(&written);
-            return Err(e);
+        // A temporary table's segments are in memory; a commit that publishes it writes them.
+        if !temporary {
+            if let Err(e) = sync_dir(&*self.fs, &seg_dir(&self.dir)) {
+                cleanup(&written);
+                return Err(e);
+            }
         }
         // Commit in partition order, so the manifest lists the segments deterministically.
         written.sort_by_key(|(m, _)| (m.partition, m.id));
@@ -145,6 +151,7 @@ impl Shared {
         tv: &TableVersion,
         parts: &[(PartitionId, PartData)],
         partition_rows: u32,
+        temporary: bool,
     ) -> Vec<Result<(SegmentMeta, Arc<Segment>)>> {
         let work: Vec<&(PartitionId, PartData)> =
             parts.iter().filter(|(_, d)| !d.rows.is_empty()).collect();
@@ -158,7 +165,14 @@ impl Shared {
                     s.spawn(|| {
                         let mut out = Vec::new();
                         while let Some((p, d)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
-                            out.push(self.write_part(tv.id, &tv.schema, *p, d, partition_rows));
+                            out.push(self.write_part(
+                                tv.id,
+                                &tv.schema,
+                                *p,
+                                d,
+                                partition_rows,
+                                temporary,
+                            ));
                         }
                         out
                     })

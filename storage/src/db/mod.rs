@@ -356,10 +356,11 @@ impl Database {
     pub fn commit(&self, ops: &[CatalogOp]) -> Result<ManifestVersion> {
         let mut st = lock(&self.shared.state);
         let m = apply_ops(&st.manifest, ops)?;
-        let v = m.version;
         let trimmed = self
             .shared
             .commit_locked(&mut st, m, HashMap::new(), &HashMap::new())?;
+        // A commit of temporary tables only keeps the version number.
+        let v = st.manifest.version;
         drop(st);
         self.shared.gc_trimmed(trimmed);
         Ok(v)

@@ -51,6 +51,8 @@ pub enum Op {
     Compact,
     Create(usize),
     CreateOrReplace(usize),
+    /// A temporary table (in memory; a rename publishes it).
+    CreateTemp(usize),
     Drop(usize),
     Rename(usize, usize),
     Swap(usize, usize),
@@ -78,6 +80,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Compact),
         2 => (0..3usize).prop_map(Op::Create),
         1 => (0..3usize).prop_map(Op::CreateOrReplace),
+        2 => (0..3usize).prop_map(Op::CreateTemp),
         1 => (0..3usize).prop_map(Op::Drop),
         1 => (0..3usize, 0..3usize).prop_map(|(a, b)| Op::Rename(a, b)),
         1 => (0..3usize, 0..3usize).prop_map(|(a, b)| Op::Swap(a, b)),
@@ -86,7 +89,23 @@ pub fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Tables by name; a temporary table's name ends in `*`.
 pub type Model = BTreeMap<String, Dump>;
+
+/// The model's name of table `t`, if it exists (`t0` or, temporary, `t0*`).
+fn name_of(m: &Model, t: usize) -> Option<String> {
+    [TABLES[t].to_string(), format!("{}*", TABLES[t])]
+        .into_iter()
+        .find(|n| m.contains_key(n))
+}
+
+/// What survives a close or a crash: the tables that are not temporary.
+pub fn durable(m: &Model) -> Model {
+    m.iter()
+        .filter(|(n, _)| !n.ends_with('*'))
+        .map(|(n, d)| (n.clone(), d.clone()))
+        .collect()
+}
 
 pub fn key(k: u32) -> String {
     format!("key{k:03}")
@@ -121,7 +140,7 @@ pub fn apply_model(m: &mut Model, op: &Op) -> bool {
     let cols = columns();
     match op {
         Op::Append { table, rows } | Op::Ingest { table, rows } => {
-            let Some(t) = m.get_mut(TABLES[*table]) else {
+            let Some(t) = name_of(m, *table).and_then(|n| m.get_mut(&n)) else {
                 return false;
             };
             for (k, vals) in rows {
@@ -134,53 +153,70 @@ pub fn apply_model(m: &mut Model, op: &Op) -> bool {
             }
             true
         }
-        Op::Create(t) => {
-            if m.contains_key(TABLES[*t]) {
+        Op::Create(t) | Op::CreateTemp(t) => {
+            if name_of(m, *t).is_some() {
                 return false;
             }
-            m.insert(TABLES[*t].to_string(), Dump::new());
+            let star = if matches!(op, Op::CreateTemp(_)) {
+                "*"
+            } else {
+                ""
+            };
+            m.insert(format!("{}{star}", TABLES[*t]), Dump::new());
             true
         }
         Op::CreateOrReplace(t) => {
+            if let Some(n) = name_of(m, *t) {
+                m.remove(&n);
+            }
             m.insert(TABLES[*t].to_string(), Dump::new());
             true
         }
-        Op::Drop(t) => m.remove(TABLES[*t]).is_some(),
+        Op::Drop(t) => name_of(m, *t).and_then(|n| m.remove(&n)).is_some(),
         Op::Rename(a, b) => {
-            if a == b {
-                return m.contains_key(TABLES[*a]);
-            }
-            if m.contains_key(TABLES[*b]) {
-                return false;
-            }
-            match m.remove(TABLES[*a]) {
-                Some(d) => {
-                    m.insert(TABLES[*b].to_string(), d);
-                    true
-                }
-                None => false,
-            }
-        }
-        Op::Swap(a, b) => {
-            let (Some(da), Some(db)) = (m.get(TABLES[*a]).cloned(), m.get(TABLES[*b]).cloned())
-            else {
+            // A rename makes a temporary table permanent (also a rename to its own name).
+            let Some(na) = name_of(m, *a) else {
                 return false;
             };
-            m.insert(TABLES[*a].to_string(), db);
-            m.insert(TABLES[*b].to_string(), da);
+            if a != b && name_of(m, *b).is_some() {
+                return false;
+            }
+            let d = m.remove(&na).unwrap_or_default();
+            m.insert(TABLES[*b].to_string(), d);
+            true
+        }
+        Op::Swap(a, b) => {
+            let (Some(na), Some(nb)) = (name_of(m, *a), name_of(m, *b)) else {
+                return false;
+            };
+            if na.ends_with('*') || nb.ends_with('*') {
+                return false;
+            }
+            let (da, db) = (m[&na].clone(), m[&nb].clone());
+            m.insert(na, db);
+            m.insert(nb, da);
             true
         }
         Op::Replace(target, source) => {
-            let Some(d) = m.get(TABLES[*source]).cloned() else {
+            // The table keeps the source's kind (temporary or not) under the target's name.
+            let Some(ns) = name_of(m, *source) else {
                 return false;
             };
             if target != source {
-                m.remove(TABLES[*source]);
-                m.insert(TABLES[*target].to_string(), d);
+                let d = m.remove(&ns).unwrap_or_default();
+                if let Some(nt) = name_of(m, *target) {
+                    m.remove(&nt);
+                }
+                let star = if ns.ends_with('*') { "*" } else { "" };
+                m.insert(format!("{}{star}", TABLES[*target]), d);
             }
             true
         }
-        Op::Flush | Op::Compact | Op::Reopen => true,
+        Op::Reopen => {
+            *m = durable(m);
+            true
+        }
+        Op::Flush | Op::Compact => true,
     }
 }
 
@@ -265,6 +301,13 @@ pub fn apply_engine(d: &Database, op: &Op) -> bool {
                 schema: schema(),
             }])
             .is_ok(),
+        Op::CreateTemp(t) => d
+            .commit(&[CatalogOp::CreateTemporary {
+                name: TABLES[*t].into(),
+                schema: schema(),
+                or_replace: false,
+            }])
+            .is_ok(),
         Op::Drop(t) => d.drop_table(TABLES[*t]).is_ok(),
         Op::Rename(a, b) => d
             .commit(&[CatalogOp::Rename {
@@ -290,7 +333,8 @@ pub fn engine_state(snap: &Snapshot) -> Model {
         .filter(|n| n != "filler")
         .map(|n| {
             let d = dump(snap, &n);
-            (n, d)
+            let star = if snap.is_temporary(&n) { "*" } else { "" };
+            (format!("{n}{star}"), d)
         })
         .collect()
 }
