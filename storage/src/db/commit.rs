@@ -151,17 +151,7 @@ impl Shared {
             // Only temporary tables changed: nothing to write, the version number stays. Keys an
             // append to a temporary table registered are made durable all the same: the dictionary
             // is one log, and a later durable record must never follow one the disk may lose.
-            let keys = self
-                .keys
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .sync_point();
-            if !keys.is_synced() {
-                if let Err(e) = keys.sync() {
-                    self.poison(st, format!("fsync of the key dictionary failed ({e})"));
-                    return Err(e);
-                }
-            }
+            self.sync_keys(st, false)?;
             m.version = st.manifest.version;
             let m = Arc::new(m);
             let version = Arc::new(self.build_version(st, &m, new_segments, drop_mem)?);
@@ -184,15 +174,7 @@ impl Shared {
         // The dictionary must be durable before a manifest names segments that use its ordinals
         // (flush, ingest and compaction write such segments; appends sync it themselves).
         if adds_segments {
-            let keys = self
-                .keys
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .sync_point();
-            if let Err(e) = keys.sync() {
-                self.poison(st, format!("fsync of the key dictionary failed ({e})"));
-                return Err(e);
-            }
+            self.sync_keys(st, true)?;
         }
         if let Err(e) = prepare_manifest(&*self.fs, &self.dir, &m) {
             // CURRENT still names the previous version, on disk and in memory: the commit did not
@@ -229,6 +211,22 @@ impl Shared {
         let garbage = self.trim_kept(st);
         self.current.store(version);
         Ok(garbage)
+    }
+
+    /// fsyncs the key dictionary (`always`, or only when it holds unsynced records); a failure
+    /// poisons the state.
+    fn sync_keys(&self, st: &mut State, always: bool) -> Result<()> {
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync_point();
+        if !always && keys.is_synced() {
+            return Ok(());
+        }
+        keys.sync().inspect_err(|e| {
+            self.poison(st, format!("fsync of the key dictionary failed ({e})"));
+        })
     }
 
     /// Writes the in-memory segments of `m`'s durable tables to their files (a temporary table
