@@ -27,7 +27,23 @@ struct Args {
     runs: usize,
     dir: Option<PathBuf>,
     python: String,
+    skip_duckdb: bool,
 }
+
+const USAGE: &str = "usage: journeydb bench [--customers N] [--int-keys] [--runs R] [--json] [--dir DIR]
+                       [--python PY] [--skip-duckdb]
+  --customers N   customers in the state (1000 to 100000000; default 10000000)
+  --int-keys      BIGINT customer keys instead of 16-character VARCHAR keys
+  --runs R        timed runs per operation after one warm-up (1 to 100; default 5); medians are reported
+  --json          one JSON object instead of the table
+  --dir DIR       keep the data and the databases in DIR (empty or new); default a temporary directory
+  --python PY     the Python interpreter for DuckDB (default python3; duckdb and pyarrow are
+                  installed with pip when missing)
+  --skip-duckdb   journeydb alone, for sizes DuckDB's side cannot hold: no Arrow files, no DuckDB, no
+                  ratios; skips the client load (e) and the files (h)-(j); still runs (a)-(d), (g),
+                  (k)-(m) and reports peak RSS, bytes on disk, key-dictionary bytes per key and the
+                  reopen time
+See BENCHMARKS.md.";
 
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut a = Args {
@@ -37,6 +53,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         runs: 5,
         dir: None,
         python: "python3".into(),
+        skip_duckdb: false,
     };
     let mut it = args.iter();
     while let Some(x) = it.next() {
@@ -65,6 +82,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--json" => a.json = true,
             "--dir" => a.dir = Some(PathBuf::from(val("--dir")?)),
             "--python" => a.python = val("--python")?,
+            "--skip-duckdb" => a.skip_duckdb = true,
             other => return Err(format!("bench: unknown option {other:?}")),
         }
     }
@@ -376,17 +394,22 @@ pub fn profiles(
 }
 
 /// An Arrow IPC file for DuckDB, created with the first batch's schema.
+/// Writes nothing when `on` is false (`--skip-duckdb`).
 struct IpcOut {
     path: PathBuf,
+    on: bool,
     w: Option<arrow_ipc::writer::FileWriter<std::io::BufWriter<std::fs::File>>>,
 }
 
 impl IpcOut {
-    fn new(path: PathBuf) -> IpcOut {
-        IpcOut { path, w: None }
+    fn new(path: PathBuf, on: bool) -> IpcOut {
+        IpcOut { path, on, w: None }
     }
 
     fn write(&mut self, b: &RecordBatch) -> Result<(), String> {
+        if !self.on {
+            return Ok(());
+        }
         if self.w.is_none() {
             let f = std::fs::File::create(&self.path)
                 .map_err(|e| format!("{}: {e}", self.path.display()))?;
@@ -410,8 +433,14 @@ impl IpcOut {
 
 /// Runs the benchmark with command-line `args`.
 pub fn run(args: &[String]) -> Result<(), String> {
-    let a = parse(args)?;
-    ensure_python(&a.python)?;
+    if args.iter().any(|x| x == "--help" || x == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let a = parse(args).map_err(|e| format!("{e}\n{USAGE}"))?;
+    if !a.skip_duckdb {
+        ensure_python(&a.python)?;
+    }
     let tmp = std::env::temp_dir().join(format!("journeydb-bench-{}", std::process::id()));
     let work = a.dir.clone().unwrap_or_else(|| tmp.clone());
     if work.exists()
@@ -480,8 +509,18 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
     let bytes_journeydb = dir_size(&work.join("journeydb"));
 
     // (e) through the client: the same batches over loopback into a second database.
-    progress("loading the state through the client over loopback ...");
-    let client_ingest = client_ingest(work, key_type, opts, &create_state("state"), &state_path)?;
+    let client_ingest = if a.skip_duckdb {
+        None
+    } else {
+        progress("loading the state through the client over loopback ...");
+        Some(client_ingest(
+            work,
+            key_type,
+            opts.clone(),
+            &create_state("state"),
+            &state_path,
+        )?)
+    };
 
     // The operations in journeydb.
     let ops = ops(&j);
@@ -514,19 +553,40 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
 
     // (h)-(j): files in and out.
     let (c0, c1) = (j.column_name(0), j.column_name(1));
-    let io = crate::io_bench::journeydb_side(
-        &engine,
-        work,
-        n,
-        a.runs,
-        a.int_keys,
-        &create_state,
-        (&c0, &c1),
-    )?;
+    let io = if a.skip_duckdb {
+        None
+    } else {
+        Some(crate::io_bench::journeydb_side(
+            &engine,
+            work,
+            n,
+            a.runs,
+            a.int_keys,
+            &create_state,
+            (&c0, &c1),
+        )?)
+    };
+
+    // Reopen: the key dictionary's size and the time to open the database again.
+    drop(engine);
+    let alone = reopen(db, work, opts, n)?;
 
     // (g) one journey run (the demo's journey on the demo's CDP data) and its statements.
+    reset_peak_rss();
     let journey = journey_side(a, work)?;
+    let journey_rss = peak_rss();
 
+    let measured = Measured {
+        embedded_ingest,
+        client_ingest,
+        bytes_journeydb,
+        jdb_rss,
+        journey_rss,
+        alone,
+    };
+    let Some(io) = io else {
+        return report_alone(a, &ops, &jdb, &journey, &measured);
+    };
     let duck = run_duckdb(a, work, &ops, &journey, &io)?;
 
     // Answers must agree, or no figure is reported.
@@ -546,13 +606,47 @@ fn bench(a: &Args, work: &Path) -> Result<(), String> {
         }
     }
 
-    let measured = Measured {
-        embedded_ingest,
-        client_ingest,
-        bytes_journeydb,
-        jdb_rss,
-    };
     report(a, &ops, &jdb, &journey, &duck, &measured, &io)
+}
+
+/// Closes `db` (its background work stopped), measures its key dictionary's size, then times
+/// opening it again (the key dictionary read and its hash index rebuilt, the WAL replayed).
+fn reopen(db: Arc<Database>, work: &Path, opts: Options, n: usize) -> Result<Alone, String> {
+    progress("closing and reopening the journeydb database ...");
+    let keys_memory = db.key_dictionary_bytes();
+    drop(
+        Arc::try_unwrap(db)
+            .map_err(|_| "the database is still in use after the operations".to_string())?,
+    );
+    let dir = work.join("journeydb");
+    let keys_file = std::fs::metadata(dir.join("keys.dict")).map_or(0, |m| m.len());
+    let t = Instant::now();
+    let db = Database::open(&dir, opts).map_err(|e| format!("reopen: {e}"))?;
+    let reopen = t.elapsed();
+    let keys_reopened = db.key_dictionary_bytes();
+    drop(db);
+    let per_key = |b: u64| b as f64 / n.max(1) as f64;
+    Ok(Alone {
+        keys_memory_per_key: per_key(keys_memory as u64),
+        keys_reopened_per_key: per_key(keys_reopened as u64),
+        keys_file_per_key: per_key(keys_file),
+        reopen,
+    })
+}
+
+/// Figures of journeydb alone (no DuckDB counterpart).
+#[derive(Clone, Copy)]
+struct Alone {
+    keys_memory_per_key: f64,
+    keys_reopened_per_key: f64,
+    keys_file_per_key: f64,
+    reopen: Duration,
+}
+
+/// Forgets the process's peak RSS so far (Linux: `5` written to `/proc/self/clear_refs`), so
+/// that the next [`peak_rss`] is the peak of what follows.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// (e) through the client: the state's Arrow batches appended over loopback into a second database
@@ -731,7 +825,7 @@ fn load_delta_and_profiles(
 ) -> Result<(), String> {
     let n = a.customers;
     let delta_rows: Vec<usize> = (0..n).step_by(10).collect();
-    let mut delta_ipc = IpcOut::new(work.join("delta.arrow"));
+    let mut delta_ipc = IpcOut::new(work.join("delta.arrow"), !a.skip_duckdb);
     for chunk in delta_rows.chunks(BATCH_ROWS) {
         let mut b = dj.batch_for(j, chunk);
         if a.int_keys {
@@ -741,7 +835,7 @@ fn load_delta_and_profiles(
         db.append("delta", &b).map_err(|e| e.to_string())?;
     }
     delta_ipc.finish()?;
-    let mut prof_ipc = IpcOut::new(work.join("profiles.arrow"));
+    let mut prof_ipc = IpcOut::new(work.join("profiles.arrow"), !a.skip_duckdb);
     let mut start = 0;
     while start < n {
         let end = (start + BATCH_ROWS).min(n);
@@ -757,69 +851,70 @@ fn load_delta_and_profiles(
 /// journeydb's figures measured outside the operations.
 struct Measured {
     embedded_ingest: Duration,
-    client_ingest: Duration,
+    /// None with `--skip-duckdb`.
+    client_ingest: Option<Duration>,
     bytes_journeydb: u64,
+    /// Peak RSS after the operations (a)-(m), before the files and (g).
     jdb_rss: u64,
+    /// Peak RSS of (g)'s part alone: its database loaded, prepared and run.
+    journey_rss: u64,
+    alone: Alone,
 }
 
-/// Prints the side-by-side figures, as a table or JSON.
+/// One figure: (name, description, journeydb's value, the path of DuckDB's value in its report,
+/// unit).
+type Figure = (String, String, f64, Vec<&'static str>, String);
+
+/// journeydb's figures in the table's order, each with where DuckDB's report holds its own.
 // long: one row per figure, in the table's order.
-fn report(
+fn figures(
     a: &Args,
     ops: &[Op],
     jdb: &[(Duration, Vec<Option<String>>)],
     journey: &JourneySide,
-    duck: &serde_json::Value,
     m: &Measured,
-    io: &crate::io_bench::IoSide,
-) -> Result<(), String> {
+    io: Option<&crate::io_bench::IoSide>,
+) -> Vec<Figure> {
     let n = a.customers;
-    let Measured {
-        embedded_ingest,
-        client_ingest,
-        bytes_journeydb,
-        jdb_rss,
-    } = *m;
-    let f = |x: &serde_json::Value| x.as_f64().unwrap_or(f64::NAN);
-    let mut rows: Vec<(String, String, f64, f64, String)> = Vec::new();
-    for (op, (m, _)) in ops.iter().zip(jdb) {
-        let d = f(at(duck, &["ops", op.name, "median_s"]));
+    let mut rows: Vec<Figure> = Vec::new();
+    for (op, (t, _)) in ops.iter().zip(jdb) {
         rows.push((
             op.name.to_string(),
             op.what.clone(),
-            m.as_secs_f64(),
-            d,
+            t.as_secs_f64(),
+            vec!["ops", op.name, "median_s"],
             "s".into(),
         ));
     }
     let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
-    let duck_rate = f(at(duck, &["ingest_rows_per_s"]));
     rows.push((
         "e_ingest_embedded".into(),
         "(e) bulk ingest from Arrow batches, embedded (rows/s)".into(),
-        rate(embedded_ingest),
-        duck_rate,
+        rate(m.embedded_ingest),
+        vec!["ingest_rows_per_s"],
         "rows/s".into(),
     ));
-    rows.push((
-        "e_ingest_client".into(),
-        "(e) bulk ingest through the client over loopback (rows/s)".into(),
-        rate(client_ingest),
-        duck_rate,
-        "rows/s".into(),
-    ));
+    if let Some(c) = m.client_ingest {
+        rows.push((
+            "e_ingest_client".into(),
+            "(e) bulk ingest through the client over loopback (rows/s)".into(),
+            rate(c),
+            vec!["ingest_rows_per_s"],
+            "rows/s".into(),
+        ));
+    }
     rows.push((
         "f_bytes".into(),
         "(f) bytes on disk after load and flush / CHECKPOINT".into(),
-        bytes_journeydb as f64,
-        f(at(duck, &["bytes_on_disk"])),
+        m.bytes_journeydb as f64,
+        vec!["bytes_on_disk"],
         "bytes".into(),
     ));
     rows.push((
         "f_peak_rss".into(),
         "(f) peak RSS of the process".into(),
-        jdb_rss as f64,
-        f(at(duck, &["peak_rss_bytes"])),
+        m.jdb_rss as f64,
+        vec!["peak_rss_bytes"],
         "bytes".into(),
     ));
     rows.push((
@@ -829,9 +924,10 @@ fn report(
             journey.duckdb_count
         ),
         journey.median.as_secs_f64(),
-        f(at(duck, &["journey", "median_s"])),
+        vec!["journey", "median_s"],
         "s".into(),
     ));
+    let Some(io) = io else { return rows };
     let events = (n * crate::io_bench::EVENTS_PER_CUSTOMER) as f64;
     for (name, what, ours, key, count) in [
         (
@@ -856,64 +952,182 @@ fn report(
             events,
         ),
     ] {
+        // DuckDB's report holds seconds: the rate is computed in `report`.
         rows.push((
             name.into(),
             what.into(),
             count / ours.as_secs_f64().max(1e-9),
-            count / f(at(duck, &["io", key])).max(1e-9),
+            vec!["io", key],
             "rows/s".into(),
         ));
     }
-    let machine = format!(
-        "{}, {} cores, journeydb {}, DuckDB {}, {n} customers ({} keys), median of {} runs after a warm-up",
-        cpu_model(),
-        std::thread::available_parallelism().map_or(0, |c| c.get()),
-        env!("CARGO_PKG_VERSION"),
-        at(duck, &["duckdb_version"]).as_str().unwrap_or("?"),
-        if a.int_keys { "BIGINT" } else { "VARCHAR" },
-        a.runs
-    );
-    print_rows(a, &machine, &rows);
+    rows
+}
+
+/// journeydb's figures that have no DuckDB counterpart: (name, description, value, unit).
+fn alone_rows(m: &Measured) -> Vec<(&'static str, &'static str, f64, &'static str)> {
+    let k = &m.alone;
+    vec![
+        (
+            "keys_memory_per_key",
+            "key dictionary in memory, bytes per key (after the load)",
+            k.keys_memory_per_key,
+            "B/key",
+        ),
+        (
+            "keys_reopened_per_key",
+            "key dictionary in memory, bytes per key (after a reopen)",
+            k.keys_reopened_per_key,
+            "B/key",
+        ),
+        (
+            "keys_file_per_key",
+            "key dictionary file (keys.dict), bytes per key",
+            k.keys_file_per_key,
+            "B/key",
+        ),
+        (
+            "reopen",
+            "reopen of the database (after close)",
+            k.reopen.as_secs_f64(),
+            "s",
+        ),
+        (
+            "g_peak_rss",
+            "peak RSS of (g) alone (its database loaded, prepared, run)",
+            m.journey_rss as f64,
+            "bytes",
+        ),
+    ]
+}
+
+/// Prints the side-by-side figures, as a table or JSON.
+fn report(
+    a: &Args,
+    ops: &[Op],
+    jdb: &[(Duration, Vec<Option<String>>)],
+    journey: &JourneySide,
+    duck: &serde_json::Value,
+    m: &Measured,
+    io: &crate::io_bench::IoSide,
+) -> Result<(), String> {
+    let n = a.customers as f64;
+    let events = n * crate::io_bench::EVENTS_PER_CUSTOMER as f64;
+    let f = |x: &serde_json::Value| x.as_f64().unwrap_or(f64::NAN);
+    let rows: Vec<(String, String, f64, f64, String)> = figures(a, ops, jdb, journey, m, Some(io))
+        .into_iter()
+        .map(|(name, what, jv, path, unit)| {
+            let mut dv = f(at(duck, &path));
+            if path.first() == Some(&"io") {
+                let count = if name == "j_event_pivot" { events } else { n };
+                dv = count / dv.max(1e-9);
+            }
+            (name, what, jv, dv, unit)
+        })
+        .collect();
+    let machine = machine(a, at(duck, &["duckdb_version"]).as_str());
+    print_rows(a, &machine, &rows, &alone_rows(m));
     Ok(())
 }
 
-/// Prints the figures as JSON (`--json`) or as an aligned table with ratios.
-fn print_rows(a: &Args, machine: &str, rows: &[(String, String, f64, f64, String)]) {
+/// Prints journeydb's figures alone (`--skip-duckdb`): nothing compared, no ratios.
+fn report_alone(
+    a: &Args,
+    ops: &[Op],
+    jdb: &[(Duration, Vec<Option<String>>)],
+    journey: &JourneySide,
+    m: &Measured,
+) -> Result<(), String> {
+    let rows: Vec<(String, String, f64, f64, String)> = figures(a, ops, jdb, journey, m, None)
+        .into_iter()
+        .map(|(name, what, jv, _, unit)| (name, what, jv, f64::NAN, unit))
+        .collect();
+    print_rows(a, &machine(a, None), &rows, &alone_rows(m));
+    Ok(())
+}
+
+/// The report's first line: the machine, the versions and the run's shape.
+fn machine(a: &Args, duckdb: Option<&str>) -> String {
+    format!(
+        "{}, {} cores, journeydb {}, {}, {} customers ({} keys), median of {} runs after a warm-up",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |c| c.get()),
+        env!("CARGO_PKG_VERSION"),
+        duckdb.map_or("DuckDB skipped".to_string(), |v| format!("DuckDB {v}")),
+        a.customers,
+        if a.int_keys { "BIGINT" } else { "VARCHAR" },
+        a.runs
+    )
+}
+
+/// Prints the figures as JSON (`--json`) or as an aligned table with ratios (no DuckDB column
+/// with `--skip-duckdb`), then journeydb's own figures.
+fn print_rows(
+    a: &Args,
+    machine: &str,
+    rows: &[(String, String, f64, f64, String)],
+    alone: &[(&str, &str, f64, &str)],
+) {
     let n = a.customers;
+    let compared = !a.skip_duckdb;
     if a.json {
         let ops: Vec<serde_json::Value> = rows
             .iter()
             .map(|(name, what, jv, dv, unit)| {
-                serde_json::json!({"name": name, "what": what, "journeydb": jv, "duckdb": dv, "unit": unit, "ratio": ratio(unit, *jv, *dv)})
+                let (dv, r) = if compared {
+                    (serde_json::json!(dv), serde_json::json!(ratio(unit, *jv, *dv)))
+                } else {
+                    (serde_json::Value::Null, serde_json::Value::Null)
+                };
+                serde_json::json!({"name": name, "what": what, "journeydb": jv, "duckdb": dv, "unit": unit, "ratio": r})
             })
+            .collect();
+        let own: Vec<serde_json::Value> = alone
+            .iter()
+            .map(|(name, what, v, unit)| serde_json::json!({"name": name, "what": what, "journeydb": v, "unit": unit}))
             .collect();
         println!(
             "{}",
-            serde_json::json!({"machine": machine, "customers": n, "int_keys": a.int_keys, "answers_agree": true, "ops": ops})
+            serde_json::json!({"machine": machine, "customers": n, "int_keys": a.int_keys, "answers_agree": if compared { serde_json::json!(true) } else { serde_json::Value::Null }, "ops": ops, "journeydb_alone": own})
         );
         return;
     }
     println!("{machine}");
-    println!(
-        "{:<62} {:>12} {:>12} {:>9}",
-        "operation", "journeydb", "DuckDB", "ratio"
-    );
-    for (_, what, jv, dv, unit) in rows {
+    if compared {
         println!(
-            "{what:<62} {:>12} {:>12} {:>8.1}×",
-            show(unit, *jv),
-            show(unit, *dv),
-            ratio(unit, *jv, *dv)
+            "{:<62} {:>12} {:>12} {:>9}",
+            "operation", "journeydb", "DuckDB", "ratio"
         );
+    } else {
+        println!("{:<62} {:>12}", "operation", "journeydb");
     }
-    println!("ratio: DuckDB / journeydb for times and sizes, journeydb / DuckDB for rates (higher is better for journeydb); every answer agreed");
+    for (_, what, jv, dv, unit) in rows {
+        if compared {
+            println!(
+                "{what:<62} {:>12} {:>12} {:>8.1}×",
+                show(unit, *jv),
+                show(unit, *dv),
+                ratio(unit, *jv, *dv)
+            );
+        } else {
+            println!("{what:<62} {:>12}", show(unit, *jv));
+        }
+    }
+    for (_, what, v, unit) in alone {
+        println!("{what:<62} {:>12}", show(unit, *v));
+    }
+    if compared {
+        println!("ratio: DuckDB / journeydb for times and sizes, journeydb / DuckDB for rates (higher is better for journeydb); every answer agreed");
+    } else {
+        println!("DuckDB skipped (--skip-duckdb): no answer was compared");
+    }
 }
 
 /// The state: generated, written as Arrow IPC for DuckDB and appended to journeydb; returns the
 /// time spent in appends.
 fn load_state(a: &Args, state_path: &Path, db: &Database, j: &Journey) -> Result<Duration, String> {
     let n = a.customers;
-    let mut state_ipc = IpcOut::new(state_path.to_path_buf());
+    let mut state_ipc = IpcOut::new(state_path.to_path_buf(), !a.skip_duckdb);
     let mut embedded_ingest = Duration::ZERO;
     let mut start = 0;
     while start < n {
@@ -940,12 +1154,13 @@ fn load_journey_data(
     s: &mut journeydb_server::EmbeddedSession,
     work: &Path,
     n: usize,
+    files: bool,
 ) -> Result<(), String> {
     use journeydb_tools::data;
     let e = |x: journeydb_client::ClientError| x.to_string();
     let gen = data::Cdp { seed: 7 };
-    let mut pw = IpcOut::new(work.join("journey_profiles.arrow"));
-    let mut bw = IpcOut::new(work.join("journey_behaviours.arrow"));
+    let mut pw = IpcOut::new(work.join("journey_profiles.arrow"), files);
+    let mut bw = IpcOut::new(work.join("journey_behaviours.arrow"), files);
     let mut start = 0;
     while start < n {
         let end = (start + BATCH_ROWS).min(n);
@@ -983,6 +1198,7 @@ fn show(unit: &str, v: f64) -> String {
         "s" if v < 1.0 => format!("{:.2} ms", v * 1e3),
         "s" => format!("{v:.2} s"),
         "rows/s" => format!("{:.2}M/s", v / 1e6),
+        "B/key" => format!("{v:.1} B"),
         _ => format!("{:.1} MB", v / 1e6),
     }
 }
@@ -1224,7 +1440,7 @@ fn export_tables(
         let reply = s
             .run(&format!("SELECT * FROM {t}"))
             .map_err(|x| x.to_string())?;
-        let mut w = IpcOut::new(path.clone());
+        let mut w = IpcOut::new(path.clone(), true);
         for b in &reply.batches {
             w.write(b)?;
         }
@@ -1254,7 +1470,7 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
     for c in data::CREATE {
         s.run(c).map_err(e)?;
     }
-    load_journey_data(&mut s, work, n)?;
+    load_journey_data(&mut s, work, n, !a.skip_duckdb)?;
     let opts = |day: i64| run::RunOptions {
         now_us: data::START_US + day * DAY,
         check_percent: 50.0,
@@ -1271,16 +1487,20 @@ fn journey_side(a: &Args, work: &Path) -> Result<JourneySide, String> {
     let st = j.state_table.clone();
     // The prepared state (for DuckDB and for the resets), the journey's activation log, run
     // records and definition versions as the runner left them: the run reads them all.
-    let mut tables = export_tables(
-        &mut s,
-        work,
-        &[
-            st.clone(),
-            format!("{st}_activations"),
-            format!("{st}_runs"),
-            format!("{st}_versions"),
-        ],
-    )?;
+    let mut tables = if a.skip_duckdb {
+        Vec::new()
+    } else {
+        export_tables(
+            &mut s,
+            work,
+            &[
+                st.clone(),
+                format!("{st}_activations"),
+                format!("{st}_runs"),
+                format!("{st}_versions"),
+            ],
+        )?
+    };
     if let Some(state) = tables.first_mut() {
         state.0 = "state_base".into();
     }

@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -77,63 +76,34 @@ impl Relation {
     }
 }
 
-/// Runs `f` over `items` on up to `available_parallelism` threads, keeping order.
+/// Runs `f` over `items` on the process's worker pool ([`journeydb_storage::workers`]), keeping
+/// order. Each item runs under the statement's cancel flag, memory budget and meter (which adds
+/// the worker's CPU time); an item that panicked is an internal error.
 pub fn par_map<I: Sync, T: Send>(
     items: &[I],
     f: impl Fn(&I) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len())
-        .max(1);
-    if threads == 1 {
+    if items.len() <= 1 || journeydb_storage::workers::threads() <= 1 {
         return items
             .iter()
             .map(|i| crate::cancel::check().and_then(|()| f(i)))
             .collect();
     }
-    let next = AtomicUsize::new(0);
-    let mut slots: Vec<Option<Result<T>>> = (0..items.len()).map(|_| None).collect();
     let flag = crate::cancel::current();
     let budget = crate::budget::current();
     let meter = crate::meter::current();
-    let results: Vec<Vec<(usize, Result<T>)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let flag = flag.clone();
-                let budget = budget.clone();
-                let meter = meter.clone();
-                s.spawn(|| {
-                    crate::meter::in_worker(meter, || {
-                        crate::budget::with_budget(budget, || {
-                            crate::cancel::with_flag(flag, || {
-                                let mut out = Vec::new();
-                                loop {
-                                    let i = next.fetch_add(1, Ordering::Relaxed);
-                                    let Some(item) = items.get(i) else { break };
-                                    out.push((i, crate::cancel::check().and_then(|()| f(item))));
-                                }
-                                out
-                            })
-                        })
-                    })
+    journeydb_storage::workers::map(items, |item| {
+        crate::meter::in_worker(meter.clone(), || {
+            crate::budget::with_budget(budget.clone(), || {
+                crate::cancel::with_flag(flag.clone(), || {
+                    crate::cancel::check().and_then(|()| f(item))
                 })
             })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    for (i, r) in results.into_iter().flatten() {
-        if let Some(slot) = slots.get_mut(i) {
-            *slot = Some(r);
-        }
-    }
-    slots
-        .into_iter()
-        .map(|s| s.unwrap_or_else(|| Err(QueryError::Internal("a worker thread panicked".into()))))
-        .collect()
+        })
+    })
+    .into_iter()
+    .map(|r| r.unwrap_or_else(|_| Err(QueryError::Internal("a worker thread panicked".into()))))
+    .collect()
 }
 
 /// Evaluates a constant expression.

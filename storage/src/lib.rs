@@ -35,6 +35,7 @@ pub mod snapshot;
 pub mod text;
 pub mod values;
 pub mod wal;
+pub mod workers;
 
 pub use db::{
     BulkLoad, CellColumn, CheckReport, CompactStats, Database, FlushStats, IngestStats, Options,

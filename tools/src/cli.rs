@@ -320,6 +320,11 @@ pub struct ServeArgs {
     /// Most requests executing at once (default 2 × CPUs); the others wait for a slot.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_running: Option<u64>,
+    /// Worker threads shared by every query, ingest, load and append of the process (default:
+    /// one per CPU); a query's partitions, a load's segments and a batch's key lookups queue on
+    /// them, so no more run at once whatever the number of requests.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
     /// Refuse a query that would decode, or comes to hold while it runs, more than this many MiB
     /// (0: no bound).
     #[arg(long, default_value_t = 8192)]

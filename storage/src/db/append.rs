@@ -299,16 +299,14 @@ impl<'a> KeyCol<'a> {
 }
 
 /// The ordinals of a batch's keys, registering new keys in row order. Keys already known are looked
-/// up first under the read lock, on every core for a long batch: a lookup mostly waits on memory
+/// up first under the read lock, on the worker pool for a long batch: a lookup mostly waits on memory
 /// (the table slot, then the key's bytes), so threads overlap those waits. Only the keys not found
 /// take the write lock. A long batch whose sampled keys are mostly new (a first load) skips the
 /// lookups and takes the write lock at once: a miss costs as much as an insert.
 pub(super) fn ordinals_of(shared: &Shared, array: &dyn Array, table: &str) -> Result<Vec<u32>> {
     let col = KeyCol::new(array, table)?;
     let n = array.len();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(8);
+    let threads = crate::workers::threads().min(8);
     let found: Vec<Option<u32>> = {
         let dict = shared.keys.read().unwrap_or_else(|e| e.into_inner());
         if n >= PARALLEL_LOOKUP_ROWS && mostly_new(&dict, &col, n) {
@@ -319,23 +317,22 @@ pub(super) fn ordinals_of(shared: &Shared, array: &dyn Array, table: &str) -> Re
             return dict.get_or_insert((0..n).map(|i| col.key(i)));
         }
         if n >= PARALLEL_LOOKUP_ROWS && threads > 1 {
+            // Each task takes the read lock itself: a pool worker must never wait for this
+            // thread, which waits for the pool (a writer queued on the lock would block new
+            // readers, and the pool's workers could be those readers).
+            drop(dict);
             let per = n.div_ceil(threads);
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|t| {
-                        let (dict, col) = (&*dict, &col);
-                        s.spawn(move || {
-                            let start = (t * per).min(n);
-                            let end = ((t + 1) * per).min(n);
-                            dict.lookup_batch(end - start, |i| col.key(start + i))
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_default())
-                    .collect()
+            let slices: Vec<(usize, usize)> = (0..threads)
+                .map(|t| ((t * per).min(n), ((t + 1) * per).min(n)))
+                .collect();
+            // A slice whose lookups panicked comes back short: its keys take the write path.
+            crate::workers::map(&slices, |&(start, end)| {
+                let dict = shared.keys.read().unwrap_or_else(|e| e.into_inner());
+                dict.lookup_batch(end - start, |i| col.key(start + i))
             })
+            .into_iter()
+            .flat_map(Result::unwrap_or_default)
+            .collect()
         } else {
             dict.lookup_batch(n, |i| col.key(i))
         }

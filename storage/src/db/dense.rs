@@ -369,10 +369,14 @@ pub(super) fn fold_batch(
             .unwrap_or(dense.len() / 2);
         let (low, high) = dense.split_at_mut(mid);
         let (b, d) = (&batch, &is_dense);
-        std::thread::scope(|s| {
-            s.spawn(|| fold_range(schema, low, 0, partition_rows, b, d));
-            fold_range(schema, high, mid, partition_rows, b, d);
-        });
+        // A fold that panicked is a bug; the panic goes on to the caller as before.
+        let (x, y) = crate::workers::join(
+            || fold_range(schema, low, 0, partition_rows, b, d),
+            || fold_range(schema, high, mid, partition_rows, b, d),
+        );
+        if x.is_err() || y.is_err() {
+            panic!("folding a batch into dense partitions panicked");
+        }
     } else {
         fold_range(schema, dense, 0, partition_rows, &batch, &is_dense);
     }
@@ -390,7 +394,7 @@ pub(super) fn fold_batch(
 const PARALLEL_FOLD_ROWS: usize = 4_096;
 
 fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    crate::workers::threads()
 }
 
 /// Folds the rows of `batch` in the dense partitions `dense` (partition ids `first..`).

@@ -145,7 +145,7 @@ impl Shared {
         Ok(stats)
     }
 
-    /// Encodes and writes the non-empty partitions as segments on every core.
+    /// Encodes and writes the non-empty partitions as segments on the worker pool.
     fn write_parts(
         &self,
         tv: &TableVersion,
@@ -155,40 +155,14 @@ impl Shared {
     ) -> Vec<Result<(SegmentMeta, Arc<Segment>)>> {
         let work: Vec<&(PartitionId, PartData)> =
             parts.iter().filter(|(_, d)| !d.rows.is_empty()).collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, work.len().max(1));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut out = Vec::new();
-                        while let Some((p, d)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
-                            out.push(self.write_part(
-                                tv.id,
-                                &tv.schema,
-                                *p,
-                                d,
-                                partition_rows,
-                                temporary,
-                            ));
-                        }
-                        out
-                    })
-                })
-                .collect();
-            // A worker that panicked lost its partitions: the ingest fails (and its written
-            // segments are removed) rather than committing a table without them.
-            handles
-                .into_iter()
-                .flat_map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        vec![Err(StorageError::WorkerPanicked("writing segments"))]
-                    })
-                })
-                .collect()
+        // A partition whose writing panicked fails the ingest (and its written segments are
+        // removed) rather than committing a table without it.
+        crate::workers::map(&work, |(p, d)| {
+            self.write_part(tv.id, &tv.schema, *p, d, partition_rows, temporary)
         })
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(StorageError::WorkerPanicked("writing segments"))))
+        .collect()
     }
 }
 

@@ -333,7 +333,7 @@ impl BulkLoad {
         self.flush_cells();
         let schema = self.tv.schema.clone();
         let width = schema.columns.len();
-        // Each partition's batches are folded in one pass, partitions on every core.
+        // Each partition's batches are folded in one pass, partitions on the worker pool.
         let mut dense = self.dense;
         let mut work: Vec<(PartitionId, Vec<PartData>, Option<DensePart>)> = self
             .parts
@@ -349,40 +349,15 @@ impl BulkLoad {
             }
         }
         work.sort_by_key(|w| w.0);
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, work.len().max(1));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let slots: Vec<Mutex<Option<PartData>>> = work.iter().map(|_| Mutex::new(None)).collect();
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    while let Some((i, (_, parts, d))) = {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        work.get(i).map(|w| (i, w))
-                    } {
-                        let merged = fold_partition(&schema, width, parts, d.as_ref());
-                        if let Some(slot) = slots.get(i) {
-                            *lock(slot) = Some(merged);
-                        }
-                    }
-                });
-            }
+        let folded = crate::workers::map(&work, |(_, parts, d)| {
+            fold_partition(&schema, width, parts, d.as_ref())
         });
-        let parts: Vec<(PartitionId, PartData)> = work
-            .iter()
-            .zip(slots)
-            .filter_map(|((p, _, _), slot)| {
-                slot.into_inner()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .map(|d| (*p, d))
-            })
-            .collect();
-        if parts.len() != work.len() {
-            return Err(StorageError::InvalidBatch {
-                table: self.tv.name.clone(),
-                reason: "internal: a partition's fold failed".into(),
-            });
+        let mut parts: Vec<(PartitionId, PartData)> = Vec::with_capacity(work.len());
+        for ((p, _, _), f) in work.iter().zip(folded) {
+            parts.push((
+                *p,
+                f.map_err(|_| StorageError::WorkerPanicked("folding a partition"))?,
+            ));
         }
         // The table as it is now: a load whose sums could overflow is refused before anything
         // is written. (An append landing between this check and the commit is not counted: the
