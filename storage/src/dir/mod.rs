@@ -73,7 +73,7 @@ pub trait Dir: Send + Sync + std::fmt::Debug {
     /// Reads a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Maps a whole file read-only. The file must never change while mapped (segments are
-    /// immutable once written).
+    /// immutable once written; the key dictionary is mapped only while it is opened).
     fn map(&self, path: &Path) -> io::Result<FileBytes>;
     /// True when `path` names a file or directory.
     fn exists(&self, path: &Path) -> bool;
@@ -140,10 +140,13 @@ impl Dir for DiskDir {
     #[allow(unsafe_code)]
     fn map(&self, path: &Path) -> io::Result<FileBytes> {
         let file = File::open(path)?;
-        // SAFETY: the engine maps only segment files, which are immutable once written: it never
+        // SAFETY: the engine maps segment files, which are immutable once written: it never
         // writes, truncates or renames one after its commit, and deletes it only when no kept
-        // version names it (unlinking keeps an existing mapping valid on POSIX). Every byte read
-        // through the map is bounds-checked and checksummed before it is decoded.
+        // version names it (unlinking keeps an existing mapping valid on POSIX). It also maps the
+        // key dictionary while opening it, under the database's lock: nothing writes the file
+        // then, and the torn tail it cuts off is never read after the cut (`KeyDict::open_mode`
+        // drops the map before returning). Every byte read through the map is bounds-checked and
+        // checksummed before it is decoded.
         unsafe { Mmap::map(&file) }.map(FileBytes::Map)
     }
     fn exists(&self, path: &Path) -> bool {
