@@ -118,7 +118,7 @@ fn encode_bitmap(b: &RoaringBitmap) -> Vec<u8> {
     let _ = b.serialize_into(&mut raw);
     let mut w = ByteWriter::new();
     let compressed = if raw.len() > 256 {
-        zstd::bulk::compress(&raw, crate::encoding::ZSTD_LEVEL).ok()
+        crate::encoding::zstd_compress(&raw)
     } else {
         None
     };
@@ -146,8 +146,8 @@ fn decode_bitmap(path: &Path, block: &[u8], offset: u64) -> Result<RoaringBitmap
     let raw = match codec {
         0 => body,
         1 => {
-            owned =
-                zstd::bulk::decompress(body, raw_len).map_err(|e| r.error(format!("zstd: {e}")))?;
+            owned = crate::encoding::zstd_decompress(body, raw_len)
+                .map_err(|e| r.error(format!("zstd: {e}")))?;
             owned.as_slice()
         }
         c => return Err(r.error(format!("unknown bitmap codec {c}"))),
