@@ -64,7 +64,13 @@ fn main() -> ExitCode {
         Command::Import(a) => journeydb_tools::transfer::import(a),
         Command::Export(a) => journeydb_tools::transfer::export(a),
         Command::Sql(a) => sql::run(a),
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(a) => {
+            // Before anything uses the worker pool: it is sized once.
+            if let Some(n) = a.threads {
+                journeydb_storage::workers::set_threads(n as usize);
+            }
+            serve::run(a)
+        }
         Command::Tenants(c) => serve::tenants(c),
         Command::Contract(c) => journeydb_tools::transfer::contract(c),
         Command::Bench(a) => bench(a),

@@ -56,10 +56,6 @@ fn dashboard(addr: Option<std::net::SocketAddr>) -> Result<Option<tiny_http::Ser
 
 /// Runs the server.
 pub fn run(a: &journeydb_tools::cli::ServeArgs) -> Result<(), String> {
-    if let Some(n) = a.threads {
-        // Before anything uses the pool: it is sized once.
-        journeydb_storage::workers::set_threads(n as usize);
-    }
     let defaults = Config::default();
     let mut config = Config {
         listen: a.listen,

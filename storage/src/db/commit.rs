@@ -239,40 +239,58 @@ impl Shared {
         m: &Manifest,
         new_segments: &mut HashMap<SegmentId, Arc<Segment>>,
     ) -> Result<Vec<SegmentId>> {
-        let held: Vec<Arc<Segment>> = {
-            let open: HashMap<SegmentId, &Arc<Segment>> = st
-                .version
-                .tables
-                .values()
-                .flat_map(|t| t.segments.iter().map(|s| (s.id, s)))
-                .collect();
-            m.tables
-                .iter()
-                .filter(|t| !t.temporary)
-                .flat_map(|t| t.segments.iter())
-                .filter_map(|s| new_segments.get(&s.id).or_else(|| open.get(&s.id).copied()))
-                .filter(|seg| seg.in_memory())
-                .cloned()
-                .collect()
-        };
+        let held = unwritten(&st.version, m, new_segments);
         let mut written = Vec::new();
-        let result = (|| -> Result<()> {
-            for seg in &held {
-                let path = seg_path(&self.dir, seg.id);
-                write_segment_file(&*self.fs, &path, seg.bytes())?;
-                written.push(seg.id);
-                new_segments.insert(seg.id, Arc::new(Segment::open(&*self.fs, &path)?));
-            }
-            if !held.is_empty() {
-                sync_dir(&*self.fs, &seg_dir(&self.dir))?;
-            }
-            Ok(())
-        })();
-        match result {
+        match self.write_segments(&held, &mut written, new_segments) {
             Ok(()) => Ok(written),
             Err(e) => {
                 self.drop_uncommitted(st, &written);
                 Err(e)
+            }
+        }
+    }
+
+    /// Writes `held` to their files (ids in `written` as they are), fsyncs the segment directory,
+    /// and puts the mapped files in `opened`.
+    fn write_segments(
+        &self,
+        held: &[Arc<Segment>],
+        written: &mut Vec<SegmentId>,
+        opened: &mut HashMap<SegmentId, Arc<Segment>>,
+    ) -> Result<()> {
+        for seg in held {
+            let path = seg_path(&self.dir, seg.id);
+            write_segment_file(&*self.fs, &path, seg.bytes())?;
+            written.push(seg.id);
+            opened.insert(seg.id, Arc::new(Segment::open(&*self.fs, &path)?));
+        }
+        if !held.is_empty() {
+            sync_dir(&*self.fs, &seg_dir(&self.dir))?;
+        }
+        Ok(())
+    }
+
+    /// Writes, before the state lock, the segments a catalog commit of `ops` would publish
+    /// (those [`Shared::write_published`] would write under it), so that appends do not wait for
+    /// them: publishing a 10M-row journey state held the lock for 0.1-0.7 s. Returns them mapped
+    /// from their files. The caller holds `publishing` (one catalog commit at a time), and removes
+    /// those its commit does not name. On a failure it removes what it wrote and returns none: the
+    /// commit then writes them under the lock and reports the error.
+    pub(super) fn prewrite_published(&self, ops: &[CatalogOp]) -> HashMap<SegmentId, Arc<Segment>> {
+        let version = self.current.load_full();
+        let Ok(m) = apply_ops(&version.manifest, ops) else {
+            return HashMap::new();
+        };
+        let held = unwritten(&version, &m, &HashMap::new());
+        let mut written = Vec::new();
+        let mut opened = HashMap::new();
+        match self.write_segments(&held, &mut written, &mut opened) {
+            Ok(()) => opened,
+            Err(_) => {
+                for id in written {
+                    let _ = remove_file(&*self.fs, &seg_path(&self.dir, id));
+                }
+                HashMap::new()
             }
         }
     }
@@ -364,4 +382,26 @@ impl Shared {
             let _ = remove_file(&*self.fs, &manifest_path(&self.dir, v));
         }
     }
+}
+
+/// The in-memory segments `m`'s durable tables name (a temporary table being published by a
+/// rename, or one that took a temporary table's data), from `new_segments` or `version`.
+fn unwritten(
+    version: &Version,
+    m: &Manifest,
+    new_segments: &HashMap<SegmentId, Arc<Segment>>,
+) -> Vec<Arc<Segment>> {
+    let open: HashMap<SegmentId, &Arc<Segment>> = version
+        .tables
+        .values()
+        .flat_map(|t| t.segments.iter().map(|s| (s.id, s)))
+        .collect();
+    m.tables
+        .iter()
+        .filter(|t| !t.temporary)
+        .flat_map(|t| t.segments.iter())
+        .filter_map(|s| new_segments.get(&s.id).or_else(|| open.get(&s.id).copied()))
+        .filter(|seg| seg.in_memory())
+        .cloned()
+        .collect()
 }

@@ -221,6 +221,9 @@ struct Shared {
     synced: Condvar,
     current: ArcSwap<Version>,
     maintenance: Mutex<()>,
+    /// Held by catalog commits ([`Database::commit`]) from before they write the segments they
+    /// publish until they commit; always taken before `state`.
+    publishing: Mutex<()>,
     next_segment_id: AtomicU64,
     bg: Mutex<Background>,
     bg_cv: Condvar,
@@ -354,11 +357,43 @@ impl Database {
 
     /// Applies catalog operations as one atomic commit; returns the new version.
     pub fn commit(&self, ops: &[CatalogOp]) -> Result<ManifestVersion> {
+        let _one_at_a_time = lock(&self.shared.publishing);
+        let mut pre = self.shared.prewrite_published(ops);
         let mut st = lock(&self.shared.state);
-        let m = apply_ops(&st.manifest, ops)?;
-        let trimmed = self
-            .shared
-            .commit_locked(&mut st, m, HashMap::new(), &HashMap::new())?;
+        let m = match apply_ops(&st.manifest, ops) {
+            Ok(m) => m,
+            Err(e) => {
+                let stray: Vec<SegmentId> = pre.keys().copied().collect();
+                self.shared.drop_uncommitted(&st, &stray);
+                return Err(e);
+            }
+        };
+        // Segments written ahead that this commit does not publish (its tables changed since)
+        // are removed; those it publishes are removed only if it fails (see `commit_locked`'s
+        // callers: nothing is removed once the state is poisoned).
+        let published: HashSet<SegmentId> = m
+            .tables
+            .iter()
+            .filter(|t| !t.temporary)
+            .flat_map(|t| t.segments.iter().map(|s| s.id))
+            .collect();
+        let stray: Vec<SegmentId> = pre
+            .keys()
+            .filter(|id| !published.contains(id))
+            .copied()
+            .collect();
+        for id in &stray {
+            pre.remove(id);
+        }
+        self.shared.drop_uncommitted(&st, &stray);
+        let written: Vec<SegmentId> = pre.keys().copied().collect();
+        let trimmed = match self.shared.commit_locked(&mut st, m, pre, &HashMap::new()) {
+            Ok(t) => t,
+            Err(e) => {
+                self.shared.drop_uncommitted(&st, &written);
+                return Err(e);
+            }
+        };
         // A commit of temporary tables only keeps the version number.
         let v = st.manifest.version;
         drop(st);

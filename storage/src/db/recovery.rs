@@ -383,6 +383,7 @@ impl Database {
             synced: Condvar::new(),
             current: ArcSwap::new(version),
             maintenance: Mutex::new(()),
+            publishing: Mutex::new(()),
             next_segment_id: AtomicU64::new(next_segment_id),
             bg: Mutex::new(Background::default()),
             bg_cv: Condvar::new(),
