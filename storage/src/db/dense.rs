@@ -358,7 +358,7 @@ pub(super) fn fold_batch(
     // Large batches are folded on two threads, each owning half of the partitions (both walk
     // every row; each folds the values of its own partitions).
     let parts = dense.iter().filter(|d| d.is_some()).count();
-    if batch.ordinals.len() >= PARALLEL_FOLD_ROWS && parts > 1 && threads() > 1 {
+    if batch.ordinals.len() >= PARALLEL_FOLD_ROWS && parts > 1 && crate::workers::threads() > 1 {
         let mut seen = 0;
         let mid = dense
             .iter()
@@ -392,10 +392,6 @@ pub(super) fn fold_batch(
 
 /// Rows of a batch from which folding takes two threads.
 const PARALLEL_FOLD_ROWS: usize = 4_096;
-
-fn threads() -> usize {
-    crate::workers::threads()
-}
 
 /// Folds the rows of `batch` in the dense partitions `dense` (partition ids `first..`).
 fn fold_range(

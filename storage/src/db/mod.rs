@@ -360,21 +360,13 @@ impl Database {
         let _one_at_a_time = lock(&self.shared.publishing);
         let mut pre = self.shared.prewrite_published(ops);
         let mut st = lock(&self.shared.state);
-        let m = match apply_ops(&st.manifest, ops) {
-            Ok(m) => m,
-            Err(e) => {
-                let stray: Vec<SegmentId> = pre.keys().copied().collect();
-                self.shared.drop_uncommitted(&st, &stray);
-                return Err(e);
-            }
-        };
-        // Segments written ahead that this commit does not publish (its tables changed since)
-        // are removed; those it publishes are removed only if it fails (see `commit_locked`'s
-        // callers: nothing is removed once the state is poisoned).
+        let m = apply_ops(&st.manifest, ops);
+        // Segments written ahead that this commit does not publish (it is refused, or its tables
+        // changed since) are removed now; those it publishes only if it fails (nothing is removed
+        // once the state is poisoned).
         let published: HashSet<SegmentId> = m
-            .tables
             .iter()
-            .filter(|t| !t.temporary)
+            .flat_map(|m| m.tables.iter().filter(|t| !t.temporary))
             .flat_map(|t| t.segments.iter().map(|s| s.id))
             .collect();
         let stray: Vec<SegmentId> = pre
@@ -382,10 +374,9 @@ impl Database {
             .filter(|id| !published.contains(id))
             .copied()
             .collect();
-        for id in &stray {
-            pre.remove(id);
-        }
+        pre.retain(|id, _| published.contains(id));
         self.shared.drop_uncommitted(&st, &stray);
+        let m = m?;
         let written: Vec<SegmentId> = pre.keys().copied().collect();
         let trimmed = match self.shared.commit_locked(&mut st, m, pre, &HashMap::new()) {
             Ok(t) => t,
