@@ -56,5 +56,5 @@ pub use error::{QueryError, Result};
 /// The storage errors a [`QueryError::Storage`] carries, for callers that classify them.
 pub use journeydb_storage::{
     BulkLoad, CellColumn, ColumnDef, ColumnId, ColumnType, Database, KeyType, MergeRule, Options,
-    StorageError, TableSchema,
+    Ordinals, StorageError, TableSchema,
 };

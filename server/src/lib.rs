@@ -1087,6 +1087,51 @@ impl EmbeddedSession {
             engine: engine.session(),
         }
     }
+
+    /// Folds one item of a load into `l`; `keys` are the ordinals of a cells item's keys when
+    /// they were resolved ahead (see `Session::load`).
+    fn load_item(
+        &self,
+        l: &mut journeydb_query::BulkLoad,
+        table: &str,
+        item: journeydb_client::LoadItem,
+        keys: Option<Result<journeydb_query::Ordinals, journeydb_query::StorageError>>,
+    ) -> Result<(), ClientError> {
+        let storage = |e| to_client(QueryError::Storage(e));
+        match item {
+            journeydb_client::LoadItem::Rows(b) => {
+                self.engine.check_append(table, &b).map_err(to_client)?;
+                l.push(&b).map_err(storage)
+            }
+            // A table with a contract checks the cells as the batches they stand for.
+            journeydb_client::LoadItem::Cells(c) if self.engine.has_contract(table) => {
+                for b in c.to_batches()? {
+                    self.engine.check_append(table, &b).map_err(to_client)?;
+                    l.push(&b).map_err(storage)?
+                }
+                Ok(())
+            }
+            journeydb_client::LoadItem::Cells(c) => {
+                let targets = cell_targets(l.schema(), table, &c)?;
+                match keys {
+                    Some(keys) => {
+                        l.push_resolved_cells(keys.map_err(storage)?, &c.kinds, &c.values, &targets)
+                    }
+                    None => l.push_cells(c.keys.as_ref(), &c.kinds, &c.values, &targets),
+                }
+                .map_err(storage)
+            }
+            journeydb_client::LoadItem::AddColumn { name, ty, rule } => {
+                let column = column_spec(&format!("{name}\t{ty}\t{rule}")).map_err(|m| {
+                    ClientError::Server {
+                        code: ErrorCode::User,
+                        message: m,
+                    }
+                })?;
+                l.add_column(column).map_err(storage)
+            }
+        }
+    }
 }
 
 fn to_client(e: QueryError) -> ClientError {
@@ -1131,35 +1176,45 @@ impl Session for EmbeddedSession {
     ) -> Result<u64, ClientError> {
         let storage = |e| to_client(QueryError::Storage(e));
         let mut l = self.engine.database().bulk_load(table).map_err(storage)?;
-        for item in batches {
-            match item? {
-                journeydb_client::LoadItem::Rows(b) => {
-                    self.engine.check_append(table, &b).map_err(to_client)?;
-                    l.push(&b).map_err(storage)?
-                }
-                // A table with a contract checks the cells as the batches they stand for.
-                journeydb_client::LoadItem::Cells(c) if self.engine.has_contract(table) => {
-                    for b in c.to_batches()? {
-                        self.engine.check_append(table, &b).map_err(to_client)?;
-                        l.push(&b).map_err(storage)?
+        // The keys of the next cells are resolved on a thread of their own while these fold:
+        // a pivot's lookups (mostly waits on memory) overlap its folds instead of adding to them.
+        // Items keep their order; at most two are ahead of the one being folded.
+        let resolver = l.resolver();
+        let contract = self.engine.has_contract(table);
+        std::thread::scope(|scope| -> Result<(), ClientError> {
+            let (ahead, to_resolve) = std::sync::mpsc::sync_channel::<LoadInput>(1);
+            let (resolved, results) = std::sync::mpsc::sync_channel::<Resolved>(1);
+            scope.spawn(move || {
+                for item in to_resolve {
+                    let keys = match &item {
+                        Ok(journeydb_client::LoadItem::Cells(c)) if !contract => {
+                            Some(resolver.ordinals(c.keys.as_ref()))
+                        }
+                        _ => None,
+                    };
+                    if resolved.send((item, keys)).is_err() {
+                        break;
                     }
                 }
-                journeydb_client::LoadItem::Cells(c) => {
-                    let targets = cell_targets(l.schema(), table, &c)?;
-                    l.push_cells(c.keys.as_ref(), &c.kinds, &c.values, &targets)
-                        .map_err(storage)?
+            });
+            let (mut in_flight, mut more) = (0, true);
+            loop {
+                while more && in_flight < 2 {
+                    match batches.next().map(|item| ahead.send(item)) {
+                        Some(Ok(())) => in_flight += 1,
+                        _ => more = false,
+                    }
                 }
-                journeydb_client::LoadItem::AddColumn { name, ty, rule } => {
-                    let column = column_spec(&format!("{name}\t{ty}\t{rule}")).map_err(|m| {
-                        ClientError::Server {
-                            code: ErrorCode::User,
-                            message: m,
-                        }
-                    })?;
-                    l.add_column(column).map_err(storage)?;
+                if in_flight == 0 {
+                    return Ok(());
                 }
+                let (item, keys) = results
+                    .recv()
+                    .map_err(|_| ClientError::Input("the key resolver stopped".into()))?;
+                in_flight -= 1;
+                self.load_item(&mut l, table, item?, keys)?;
             }
-        }
+        })?;
         l.finish().map(|s| s.rows).map_err(storage)
     }
 
@@ -1167,6 +1222,14 @@ impl Session for EmbeddedSession {
         self.engine.swap(a, b).map_err(to_client)
     }
 }
+/// An item of a load on its way to the key resolver.
+type LoadInput = Result<journeydb_client::LoadItem, ClientError>;
+/// An item of a load with its keys' ordinals, when it is cells whose keys were resolved ahead.
+type Resolved = (
+    LoadInput,
+    Option<Result<journeydb_query::Ordinals, journeydb_query::StorageError>>,
+);
+
 /// The column ids of cells' targets, by name in the load's schema.
 fn cell_targets(
     schema: &journeydb_query::TableSchema,

@@ -38,8 +38,8 @@ pub mod wal;
 pub mod workers;
 
 pub use db::{
-    BulkLoad, CellColumn, CheckReport, CompactStats, Database, FlushStats, IngestStats, Options,
-    PARTITION_ROWS_DEFAULT,
+    BulkLoad, CellColumn, CheckReport, CompactStats, Database, FlushStats, IngestStats,
+    KeyResolver, Options, Ordinals, PARTITION_ROWS_DEFAULT,
 };
 pub use error::{Result, StorageError};
 pub use keydict::Key;

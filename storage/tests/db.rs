@@ -1378,13 +1378,20 @@ fn cells_fold_like_the_rows_they_stand_for() {
             let ks = skewed_keys(n, &mut next);
             let kinds: Vec<u16> = (0..n).map(|_| (next() % 3) as u16).collect();
             let values: Vec<i64> = (0..n).map(|_| (next() % 1000) as i64 - 500).collect();
-            load.push_cells(
-                &StringArray::from_iter_values(ks.iter()),
-                &kinds,
-                &values,
-                &targets,
-            )
-            .unwrap();
+            let key_array = StringArray::from_iter_values(ks.iter());
+            if b % 2 == 0 {
+                load.push_cells(&key_array, &kinds, &values, &targets)
+                    .unwrap();
+            } else {
+                // Keys resolved on another thread, as `EmbeddedSession::load` does a batch ahead.
+                let r = load.resolver();
+                let ords = std::thread::scope(|s| s.spawn(|| r.ordinals(&key_array)).join())
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(ords.len(), n);
+                load.push_resolved_cells(ords, &kinds, &values, &targets)
+                    .unwrap();
+            }
             // The same rows, NULL where a row's kind sets nothing.
             let col = |c: &str| -> Vec<Option<i64>> {
                 let c = id(c);
@@ -1424,6 +1431,20 @@ fn cells_fold_like_the_rows_they_stand_for() {
         let one = StringArray::from(vec!["c000001"]);
         assert!(load.push_cells(&one, &[3], &[1], &targets).is_err());
         assert!(load.push_cells(&one, &[0, 0], &[1], &targets).is_err());
+        // Ordinals of another database's dictionary are refused.
+        let dir2 = tempfile::tempdir().unwrap();
+        let db2 = Database::create(dir2.path(), KeyType::Varchar, opts()).unwrap();
+        db2.create_table("c", schema.clone()).unwrap();
+        let elsewhere = db2
+            .bulk_load("c")
+            .unwrap()
+            .resolver()
+            .ordinals(&one)
+            .unwrap();
+        let err = load
+            .push_resolved_cells(elsewhere, &[0], &[1], &targets)
+            .unwrap_err();
+        assert!(err.to_string().contains("another database"), "{err}");
         load.finish().unwrap();
         rows_load.finish().unwrap();
         let snap = db.snapshot();

@@ -140,42 +140,50 @@ impl BulkLoad {
         values: &[i64],
         targets: &[Vec<CellColumn>],
     ) -> Result<()> {
-        let bad = |reason: String| StorageError::InvalidBatch {
-            table: self.tv.name.clone(),
-            reason,
-        };
-        if kinds.len() != keys.len() || values.len() != keys.len() {
-            return Err(bad(format!(
-                "{} keys, {} kinds and {} values",
-                keys.len(),
-                kinds.len(),
-                values.len()
-            )));
+        // Checked before the keys are resolved: a refused call registers no key.
+        self.check_cells(keys.len(), kinds, values, targets)?;
+        let ordinals = self.resolver().ordinals(keys)?;
+        self.push_resolved_cells(ordinals, kinds, values, targets)
+    }
+
+    /// A handle that finds the ordinals of a batch's keys (registering new keys), for
+    /// [`BulkLoad::push_resolved_cells`]. It may run on another thread while this load folds
+    /// the batch before: a pivot's key lookups (about two thirds of its time, mostly waits on
+    /// memory) then overlap its folds instead of adding to them.
+    pub fn resolver(&self) -> KeyResolver {
+        KeyResolver {
+            shared: self.shared.clone(),
+            tv: TableVersion {
+                id: self.tv.id,
+                name: self.tv.name.clone(),
+                schema: self.tv.schema.clone(),
+                segments: Vec::new(),
+                mem: Vec::new(),
+            },
+            key_type: self.key_type,
         }
-        append::check_keys(&self.tv, keys, self.key_type)?;
-        for (id, _) in targets.iter().flatten() {
-            match self.tv.schema.columns.get(id.0 as usize) {
-                Some(d) if matches!(d.ty, ColumnType::Bigint | ColumnType::Timestamp) => {}
-                Some(d) => {
-                    return Err(bad(format!(
-                        "cells go to BIGINT or TIMESTAMP columns; {} is {}",
-                        d.name,
-                        d.ty.sql_name()
-                    )))
-                }
-                None => return Err(bad(format!("no column id {}", id.0))),
-            }
+    }
+
+    /// [`BulkLoad::push_cells`] of keys already resolved by [`KeyResolver::ordinals`].
+    pub fn push_resolved_cells(
+        &mut self,
+        keys: Ordinals,
+        kinds: &[u16],
+        values: &[i64],
+        targets: &[Vec<CellColumn>],
+    ) -> Result<()> {
+        if !Arc::ptr_eq(&keys.shared, &self.shared) {
+            return Err(StorageError::InvalidBatch {
+                table: self.tv.name.clone(),
+                reason: "ordinals resolved in another database".into(),
+            });
         }
-        if let Some(&k) = kinds.iter().max() {
-            if usize::from(k) >= targets.len() {
-                return Err(bad(format!("cell kind {k} of {} kinds", targets.len())));
-            }
-        }
-        if keys.is_empty() {
+        let ordinals = keys.ordinals;
+        self.check_cells(ordinals.len(), kinds, values, targets)?;
+        if ordinals.is_empty() {
             return Ok(());
         }
-        let ordinals = append::ordinals_of(&self.shared, keys, &self.tv.name)?;
-        self.rows += keys.len() as u64;
+        self.rows += ordinals.len() as u64;
         self.add_cell_sums(kinds, values, targets);
         self.turn_dense(&ordinals);
         // Rows of dense partitions are queued in their slots' partition; the others become one
@@ -210,6 +218,47 @@ impl BulkLoad {
             });
         }
         Ok(())
+    }
+
+    /// Checks the shape of `n` cells: a kind and a value per key, kinds naming targets, and
+    /// targets naming BIGINT or TIMESTAMP columns.
+    fn check_cells(
+        &self,
+        n: usize,
+        kinds: &[u16],
+        values: &[i64],
+        targets: &[Vec<CellColumn>],
+    ) -> Result<()> {
+        let bad = |reason: String| StorageError::InvalidBatch {
+            table: self.tv.name.clone(),
+            reason,
+        };
+        if kinds.len() != n || values.len() != n {
+            return Err(bad(format!(
+                "{n} keys, {} kinds and {} values",
+                kinds.len(),
+                values.len()
+            )));
+        }
+        for (id, _) in targets.iter().flatten() {
+            match self.tv.schema.columns.get(id.0 as usize) {
+                Some(d) if matches!(d.ty, ColumnType::Bigint | ColumnType::Timestamp) => {}
+                Some(d) => {
+                    return Err(bad(format!(
+                        "cells go to BIGINT or TIMESTAMP columns; {} is {}",
+                        d.name,
+                        d.ty.sql_name()
+                    )))
+                }
+                None => return Err(bad(format!("no column id {}", id.0))),
+            }
+        }
+        match kinds.iter().max() {
+            Some(&k) if usize::from(k) >= targets.len() => {
+                Err(bad(format!("cell kind {k} of {} kinds", targets.len())))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Folds every queued cell into its dense partition's slots.
@@ -373,6 +422,67 @@ impl BulkLoad {
             &self.added,
             parts,
         )
+    }
+}
+
+/// Finds the ordinals of keys for a [`BulkLoad`]; see [`BulkLoad::resolver`].
+#[derive(Clone)]
+pub struct KeyResolver {
+    shared: Arc<Shared>,
+    /// The table as the load began (for the key checks and messages).
+    tv: TableVersion,
+    key_type: KeyType,
+}
+
+/// The ordinals of one batch's keys, in row order, from [`KeyResolver::ordinals`].
+pub struct Ordinals {
+    shared: Arc<Shared>,
+    ordinals: Vec<u32>,
+}
+
+impl std::fmt::Debug for KeyResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyResolver")
+            .field("table", &self.tv.name)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Ordinals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ordinals")
+            .field("len", &self.ordinals.len())
+            .finish()
+    }
+}
+
+impl Ordinals {
+    /// Keys resolved.
+    pub fn len(&self) -> usize {
+        self.ordinals.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ordinals.is_empty()
+    }
+}
+
+impl KeyResolver {
+    /// The ordinals of `keys` (a key column of the load's key type, without NULLs); keys not
+    /// known yet are added to the dictionary (as a load's keys are; a key without rows is
+    /// invisible).
+    pub fn ordinals(&self, keys: &dyn Array) -> Result<Ordinals> {
+        append::check_keys(&self.tv, keys, self.key_type)?;
+        let ordinals = if keys.is_empty() {
+            Vec::new()
+        } else {
+            append::ordinals_of(&self.shared, keys, &self.tv.name)?
+        };
+        Ok(Ordinals {
+            shared: self.shared.clone(),
+            ordinals,
+        })
     }
 }
 

@@ -65,7 +65,7 @@ mod load;
 mod recovery;
 mod sums;
 
-pub use load::{BulkLoad, CellColumn};
+pub use load::{BulkLoad, CellColumn, KeyResolver, Ordinals};
 
 #[allow(unused_imports)]
 use {append::*, background::*, recovery::*};
