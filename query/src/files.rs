@@ -353,12 +353,21 @@ impl Engine {
             .database()
             .bulk_load(table)
             .map_err(QueryError::Storage)?;
-        // Files are read and converted on a thread of their own while the load folds them.
-        journeydb_io::pipelined(batches, 4, |it| -> Result<()> {
-            for b in it {
-                let b = b.map_err(io_err)?;
+        // Files are read and converted, and their keys resolved, on a thread of their own while
+        // the load folds the batches before.
+        let resolver = load.resolver();
+        let resolved = batches.map(move |b| {
+            b.map(|b| {
+                let keys = resolver.batch_ordinals(&b);
+                (b, keys)
+            })
+        });
+        journeydb_io::pipelined(resolved, 4, |it| -> Result<()> {
+            for item in it {
+                let (b, keys) = item.map_err(io_err)?;
                 self.check_append(table, &b)?;
-                load.push(&b).map_err(QueryError::Storage)?;
+                load.push_resolved(&b, keys.map_err(QueryError::Storage)?)
+                    .map_err(QueryError::Storage)?;
             }
             Ok(())
         })?;

@@ -1416,7 +1416,22 @@ fn cells_fold_like_the_rows_they_stand_for() {
                     ("latest", Col::Int(col("latest"))),
                 ],
             );
-            rows_load.push(&rb).unwrap();
+            if b % 2 == 0 {
+                rows_load.push(&rb).unwrap();
+            } else {
+                // Keys resolved on another thread, as `COPY .. FROM` does while it folds.
+                let r = rows_load.resolver();
+                let ords = std::thread::scope(|s| s.spawn(|| r.batch_ordinals(&rb)).join())
+                    .unwrap()
+                    .unwrap();
+                // Ordinals of an equal batch built apart are refused: they must be this batch's.
+                let twin = batch("customer_id", &ks, vec![("t_min", Col::Ts(col("t_min")))]);
+                let err = rows_load
+                    .push_resolved(&twin, r.batch_ordinals(&rb).unwrap())
+                    .unwrap_err();
+                assert!(err.to_string().contains("another batch"), "{err}");
+                rows_load.push_resolved(&rb, ords).unwrap();
+            }
             if b % 7 == 3 {
                 let ks: Vec<String> = (0..500)
                     .map(|_| format!("c{:06}", next() % 70_000))

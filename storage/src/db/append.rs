@@ -95,8 +95,19 @@ pub(super) fn to_row_batch(
     batch: &RecordBatch,
     key_type: KeyType,
 ) -> Result<RowBatch> {
-    let (key_col, columns) = resolve_batch(tv, batch, key_type)?;
+    let (key_col, _) = resolve_batch(tv, batch, key_type)?;
     let ordinals = ordinals_of(shared, key_col, &tv.name)?;
+    to_row_batch_with(tv, batch, key_type, ordinals)
+}
+
+/// [`to_row_batch`] of a batch whose keys' ordinals are known.
+pub(super) fn to_row_batch_with(
+    tv: &TableVersion,
+    batch: &RecordBatch,
+    key_type: KeyType,
+    ordinals: Vec<u32>,
+) -> Result<RowBatch> {
+    let (_, columns) = resolve_batch(tv, batch, key_type)?;
     let rows: Vec<usize> = (0..batch.num_rows()).collect();
     let mut cols = Vec::with_capacity(columns.len());
     for (id, array) in columns {

@@ -109,7 +109,32 @@ impl BulkLoad {
             resolve_batch(&self.tv, batch, self.key_type)?;
             return Ok(());
         }
-        let row_batch = append::to_row_batch(&self.shared, &self.tv, batch, self.key_type)?;
+        // Checked before the keys are resolved: a refused batch registers no key.
+        resolve_batch(&self.tv, batch, self.key_type)?;
+        let keys = self.resolver().batch_ordinals(batch)?;
+        self.push_resolved(batch, keys)
+    }
+
+    /// [`BulkLoad::push`] of a batch whose keys [`KeyResolver::batch_ordinals`] resolved (on
+    /// another thread, say, while this load folded the batch before).
+    pub fn push_resolved(&mut self, batch: &RecordBatch, keys: Ordinals) -> Result<()> {
+        let (key_col, _) = resolve_batch(&self.tv, batch, self.key_type)?;
+        let same_keys = keys.keys.as_ref().is_some_and(|k| {
+            std::ptr::eq(
+                Arc::as_ptr(k).cast::<u8>(),
+                (key_col as *const dyn Array).cast::<u8>(),
+            )
+        });
+        if !Arc::ptr_eq(&keys.shared, &self.shared) || !same_keys {
+            return Err(StorageError::InvalidBatch {
+                table: self.tv.name.clone(),
+                reason: "ordinals resolved for another batch or database".into(),
+            });
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let row_batch = append::to_row_batch_with(&self.tv, batch, self.key_type, keys.ordinals)?;
         self.rows += batch.num_rows() as u64;
         self.add_sums(&row_batch);
         self.turn_dense(&row_batch.ordinals);
@@ -437,6 +462,8 @@ pub struct KeyResolver {
 /// The ordinals of one batch's keys, in row order, from [`KeyResolver::ordinals`].
 pub struct Ordinals {
     shared: Arc<Shared>,
+    /// The batch's key column, for a batch's ordinals (see [`BulkLoad::push_resolved`]).
+    keys: Option<arrow_array::ArrayRef>,
     ordinals: Vec<u32>,
 }
 
@@ -481,8 +508,28 @@ impl KeyResolver {
         };
         Ok(Ordinals {
             shared: self.shared.clone(),
+            keys: None,
             ordinals,
         })
+    }
+
+    /// The ordinals of the keys of `batch` (shaped as [`BulkLoad::push`] takes it), for
+    /// [`BulkLoad::push_resolved`] of that batch.
+    pub fn batch_ordinals(&self, batch: &RecordBatch) -> Result<Ordinals> {
+        let key = batch
+            .schema()
+            .fields()
+            .iter()
+            .position(|f| f.name().eq_ignore_ascii_case(&self.tv.schema.key_name))
+            .and_then(|i| batch.columns().get(i))
+            .cloned()
+            .ok_or_else(|| StorageError::InvalidBatch {
+                table: self.tv.name.clone(),
+                reason: format!("the key column {} is missing", self.tv.schema.key_name),
+            })?;
+        let mut o = self.ordinals(key.as_ref())?;
+        o.keys = Some(key);
+        Ok(o)
     }
 }
 
