@@ -95,20 +95,19 @@ pub(super) fn to_row_batch(
     batch: &RecordBatch,
     key_type: KeyType,
 ) -> Result<RowBatch> {
-    let (key_col, _) = resolve_batch(tv, batch, key_type)?;
+    let (key_col, columns) = resolve_batch(tv, batch, key_type)?;
     let ordinals = ordinals_of(shared, key_col, &tv.name)?;
-    to_row_batch_with(tv, batch, key_type, ordinals)
+    to_row_batch_with(tv, columns, ordinals)
 }
 
-/// [`to_row_batch`] of a batch whose keys' ordinals are known.
+/// [`to_row_batch`] of a batch's value columns (from [`resolve_batch`]) whose keys' ordinals are
+/// known, one per row.
 pub(super) fn to_row_batch_with(
     tv: &TableVersion,
-    batch: &RecordBatch,
-    key_type: KeyType,
+    columns: ValueColumns,
     ordinals: Vec<u32>,
 ) -> Result<RowBatch> {
-    let (_, columns) = resolve_batch(tv, batch, key_type)?;
-    let rows: Vec<usize> = (0..batch.num_rows()).collect();
+    let rows: Vec<usize> = (0..ordinals.len()).collect();
     let mut cols = Vec::with_capacity(columns.len());
     for (id, array) in columns {
         let def =
@@ -156,7 +155,7 @@ impl Database {
 }
 
 /// The value columns of an appended batch, by column id.
-type ValueColumns = Vec<(ColumnId, arrow_array::ArrayRef)>;
+pub(super) type ValueColumns = Vec<(ColumnId, arrow_array::ArrayRef)>;
 
 /// Finds the key column and the value columns of an appended batch, checking names, types and
 /// duplicates.

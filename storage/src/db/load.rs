@@ -105,12 +105,11 @@ impl BulkLoad {
     /// Folds `batch` into the load. Its keys are registered in the dictionary now; its rows become
     /// visible only at [`BulkLoad::finish`].
     pub fn push(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            resolve_batch(&self.tv, batch, self.key_type)?;
-            return Ok(());
-        }
         // Checked before the keys are resolved: a refused batch registers no key.
         resolve_batch(&self.tv, batch, self.key_type)?;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
         let keys = self.resolver().batch_ordinals(batch)?;
         self.push_resolved(batch, keys)
     }
@@ -118,7 +117,7 @@ impl BulkLoad {
     /// [`BulkLoad::push`] of a batch whose keys [`KeyResolver::batch_ordinals`] resolved (on
     /// another thread, say, while this load folded the batch before).
     pub fn push_resolved(&mut self, batch: &RecordBatch, keys: Ordinals) -> Result<()> {
-        let (key_col, _) = resolve_batch(&self.tv, batch, self.key_type)?;
+        let (key_col, columns) = resolve_batch(&self.tv, batch, self.key_type)?;
         let same_keys = keys.keys.as_ref().is_some_and(|k| {
             std::ptr::eq(
                 Arc::as_ptr(k).cast::<u8>(),
@@ -134,7 +133,7 @@ impl BulkLoad {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let row_batch = append::to_row_batch_with(&self.tv, batch, self.key_type, keys.ordinals)?;
+        let row_batch = append::to_row_batch_with(&self.tv, columns, keys.ordinals)?;
         self.rows += batch.num_rows() as u64;
         self.add_sums(&row_batch);
         self.turn_dense(&row_batch.ordinals);
