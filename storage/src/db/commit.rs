@@ -133,89 +133,114 @@ impl Shared {
         Ok(st)
     }
 
-    /// Publishes manifest `m` (already validated): builds the new version, writes the manifest, then
-    /// swaps it in. `new_segments` are segments `m` names for the first time; `drop_mem` says how many
-    /// memtable chunks of each table the commit flushed. Returns manifests that left the kept window.
-    pub(super) fn commit_locked(
+    /// Publishes manifest `m` (already validated) and consumes the state lock `st`: builds the new
+    /// version under the lock (a failure publishes nothing), makes it durable with the lock
+    /// released (appends and their group commits go on meanwhile), then installs it under the lock
+    /// again. `alone` is the `publishing` guard: no other manifest commit can run in between, so
+    /// `m` still follows the state's manifest, and appends applied meanwhile only add memtable
+    /// chunks, which the installed version keeps. `new_segments` are segments `m` names for the
+    /// first time, removed if the commit fails (unless the state is poisoned); `drop_mem` says how
+    /// many memtable chunks of each table the commit flushed. Returns manifests that left the kept
+    /// window.
+    // long: one commit sequence (validate, write outside the lock, install), each failure handled.
+    pub(super) fn commit_version(
         &self,
-        st: &mut State,
+        _alone: &Publishing<'_>,
+        st: MutexGuard<'_, State>,
         m: Manifest,
         new_segments: HashMap<SegmentId, Arc<Segment>>,
         drop_mem: &HashMap<TableId, usize>,
     ) -> Result<Garbage> {
+        let mut fresh: Vec<SegmentId> = new_segments.keys().copied().collect();
         if let Some(p) = &st.poisoned {
             return Err(StorageError::WalPoisoned(p.clone()));
         }
         let mut m = m;
-        if m.same_durable(&st.manifest) {
-            // Only temporary tables changed: nothing to write, the version number stays. Keys an
-            // append to a temporary table registered are made durable all the same: the dictionary
-            // is one log, and a later durable record must never follow one the disk may lose.
-            self.sync_keys(st, false)?;
-            m.version = st.manifest.version;
-            let m = Arc::new(m);
-            let version = Arc::new(self.build_version(st, &m, new_segments, drop_mem)?);
-            st.manifest = m;
-            st.version = version.clone();
-            self.current.store(version);
-            return Ok(Garbage::default());
-        }
+        // Only temporary tables changed: no manifest to write, and the version number stays.
+        let temporary_only = m.same_durable(&st.manifest);
         let mut new_segments = new_segments;
-        let published = self.write_published(st, &m, &mut new_segments)?;
-        let adds_segments = !new_segments.is_empty();
+        if temporary_only {
+            m.version = st.manifest.version;
+        } else {
+            match self.write_published(&st, &m, &mut new_segments) {
+                Ok(p) => fresh.extend(p),
+                Err(e) => {
+                    self.drop_uncommitted(&st, &fresh);
+                    return Err(e);
+                }
+            }
+        }
+        let adds_segments = !temporary_only && !new_segments.is_empty();
         let m = Arc::new(m);
-        let version = match self.build_version(st, &m, new_segments, drop_mem) {
-            Ok(v) => Arc::new(v),
+        let version = match self.build_version(&st, &m, new_segments, drop_mem) {
+            Ok(v) => v,
             Err(e) => {
-                self.drop_uncommitted(st, &published);
+                self.drop_uncommitted(&st, &fresh);
                 return Err(e);
             }
         };
-        // The dictionary must be durable before a manifest names segments that use its ordinals
-        // (flush, ingest and compaction write such segments; appends sync it themselves).
-        if adds_segments {
-            self.sync_keys(st, true)?;
+        drop(st);
+        // Outside the state lock. The dictionary must be durable before a manifest names segments
+        // that use its ordinals (flush, ingest and compaction write such segments; appends sync it
+        // themselves). Keys an append to a temporary table registered are made durable all the
+        // same: the dictionary is one log, and a later durable record must never follow one the
+        // disk may lose.
+        self.sync_keys(adds_segments)?;
+        if !temporary_only {
+            self.write_manifest(&m, &fresh)?;
         }
-        if let Err(e) = prepare_manifest(&*self.fs, &self.dir, &m) {
+        let mut st = lock(&self.state);
+        // Chunks appended while the lock was released join the version (after those it flushed).
+        let version = Arc::new(with_memtables(version, &st.version, drop_mem));
+        st.manifest = m.clone();
+        st.version = version.clone();
+        let garbage = if temporary_only {
+            Garbage::default()
+        } else {
+            // Flushed rows, and rows of dropped tables, leave memory.
+            st.mem_rows = version
+                .tables
+                .values()
+                .map(|t| t.mem.iter().map(|c| c.rows_appended).sum::<u64>())
+                .sum();
+            // Kept versions are what the files hold: time travel and garbage collection never see
+            // a temporary table.
+            st.kept.push_back(Arc::new(m.durable()));
+            self.trim_kept(&mut st)
+        };
+        self.current.store(version);
+        Ok(garbage)
+    }
+
+    /// Writes and fsyncs manifest `m` and renames `CURRENT` to it (no state lock held). On a
+    /// failure before the rename the commit did not happen: `fresh` segments are removed. A failure
+    /// at the rename or after poisons the state.
+    fn write_manifest(&self, m: &Manifest, fresh: &[SegmentId]) -> Result<()> {
+        if let Err(e) = prepare_manifest(&*self.fs, &self.dir, m) {
             // CURRENT still names the previous version, on disk and in memory: the commit did not
             // happen, and the database stays writable (a full disk refuses this commit only).
             let _ = self.fs.remove_file(&manifest_path(&self.dir, m.version));
             let _ = self.fs.remove_file(&self.dir.join("CURRENT.tmp"));
-            self.drop_uncommitted(st, &published);
+            self.drop_uncommitted(&lock(&self.state), fresh);
             return Err(e);
         }
-        if let Err(e) = publish_manifest(&*self.fs, &self.dir) {
+        publish_manifest(&*self.fs, &self.dir).inspect_err(|e| {
             // The failure may have come after CURRENT was renamed (an fsync of the directory):
             // the disk may already hold this version while memory does not. Nothing more may be
             // committed, and nothing the new version might name may be deleted, until a restart
             // recovers from what is durable.
             self.poison(
-                st,
+                &mut lock(&self.state),
                 format!(
                     "a commit failed while making it durable ({e}); its outcome on disk is unknown"
                 ),
             );
-            return Err(e);
-        }
-        // Flushed rows, and rows of dropped tables, leave memory.
-        st.mem_rows = version
-            .tables
-            .values()
-            .map(|t| t.mem.iter().map(|c| c.rows_appended).sum::<u64>())
-            .sum();
-        st.manifest = m.clone();
-        st.version = version.clone();
-        // Kept versions are what the files hold: time travel and garbage collection never see a
-        // temporary table.
-        st.kept.push_back(Arc::new(m.durable()));
-        let garbage = self.trim_kept(st);
-        self.current.store(version);
-        Ok(garbage)
+        })
     }
 
-    /// fsyncs the key dictionary (`always`, or only when it holds unsynced records); a failure
-    /// poisons the state.
-    fn sync_keys(&self, st: &mut State, always: bool) -> Result<()> {
+    /// fsyncs the key dictionary (`always`, or only when it holds unsynced records), without the
+    /// state lock; a failure poisons the state.
+    fn sync_keys(&self, always: bool) -> Result<()> {
         let keys = self
             .keys
             .read()
@@ -225,7 +250,10 @@ impl Shared {
             return Ok(());
         }
         keys.sync().inspect_err(|e| {
-            self.poison(st, format!("fsync of the key dictionary failed ({e})"));
+            self.poison(
+                &mut lock(&self.state),
+                format!("fsync of the key dictionary failed ({e})"),
+            );
         })
     }
 
@@ -373,7 +401,7 @@ impl Shared {
         garbage
     }
 
-    /// Deletes what `commit_locked` returned. A failure is left for the next open's orphan sweep.
+    /// Deletes what `commit_version` returned. A failure is left for the next open's orphan sweep.
     pub(super) fn gc_trimmed(&self, garbage: Garbage) {
         for id in garbage.segments {
             let _ = remove_file(&*self.fs, &seg_path(&self.dir, id));
@@ -404,4 +432,24 @@ fn unwritten(
         .filter(|seg| seg.in_memory())
         .cloned()
         .collect()
+}
+
+/// `version` with each table's memtable chunks taken from `now` (the state's version when the
+/// commit installs it), less the first `drop_mem` chunks of the table that the commit flushed.
+/// Chunks are only ever added at the end of a table's list, and only a commit removes them.
+fn with_memtables(version: Version, now: &Version, drop_mem: &HashMap<TableId, usize>) -> Version {
+    let mut version = version;
+    for (id, tv) in version.tables.iter_mut() {
+        let Some(cur) = now.tables.get(id) else {
+            continue;
+        };
+        let skip = drop_mem.get(id).copied().unwrap_or(0);
+        if cur.mem.len() == tv.mem.len() + skip {
+            continue;
+        }
+        let mut t = (**tv).clone();
+        t.mem = cur.mem.iter().skip(skip).cloned().collect();
+        *tv = Arc::new(t);
+    }
+    version
 }

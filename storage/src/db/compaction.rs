@@ -48,7 +48,8 @@ impl Shared {
             return Ok(stats);
         }
         let trimmed = {
-            let mut st = lock(&self.state);
+            let alone = lock(&self.publishing);
+            let st = lock(&self.state);
             let mut m = (*st.manifest).clone();
             m.version = ManifestVersion(m.version.0 + 1);
             m.next_segment_id = self.next_segment_id.load(Ordering::SeqCst);
@@ -77,14 +78,7 @@ impl Shared {
             for id in &orphans {
                 opened.remove(id);
             }
-            let ids: Vec<SegmentId> = opened.keys().copied().collect();
-            let trimmed = match self.commit_locked(&mut st, m, opened, &HashMap::new()) {
-                Ok(g) => g,
-                Err(e) => {
-                    self.drop_uncommitted(&st, &ids);
-                    return Err(e);
-                }
-            };
+            let trimmed = self.commit_version(&alone, st, m, opened, &HashMap::new())?;
             for id in orphans {
                 let _ = remove_file(&*self.fs, &seg_path(&self.dir, id));
             }

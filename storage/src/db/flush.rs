@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// What a flush froze: the tables with memtable chunks, the new WAL file's sequence number and the
+/// partition size.
+type Frozen = (Vec<Arc<TableVersion>>, u64, u32);
+
 impl Shared {
     /// Encodes a partition as a new segment: written to its file and fsynced, or, for a
     /// temporary table, held in memory (no file, no fsync).
@@ -32,28 +36,48 @@ impl Shared {
         Ok((meta, Arc::new(seg)))
     }
 
+    /// A flush's first step, under `maintenance`: everything written becomes durable and visible,
+    /// then a new WAL file starts; `None` when there is nothing to flush. The file is
+    /// created, and the records written so far fsynced, before the state lock: appends wait only
+    /// for what arrived in between. Only a flush changes `wal_seq`.
+    fn freeze(&self) -> Result<Option<Frozen>> {
+        let (new_seq, written_lsn) = {
+            let st = lock(&self.state);
+            if st.version.tables.values().all(|t| t.mem.is_empty()) && wal_is_empty(&st) {
+                return Ok(None);
+            }
+            (st.wal_seq + 1, st.written_lsn)
+        };
+        let wdir = wal_dir(&self.dir);
+        let wal = create_wal(&*self.fs, &wdir, new_seq)?;
+        self.wait_durable(lock(&self.state), written_lsn)?;
+        let mut st = self.settle_locked(lock(&self.state))?;
+        let frozen: Vec<Arc<TableVersion>> = st
+            .version
+            .tables
+            .values()
+            .filter(|t| !t.mem.is_empty())
+            .cloned()
+            .collect();
+        // With nothing in memory the flush still starts a new WAL file when the current one
+        // holds records (of tables dropped since): see `background::wal_is_dead`.
+        if frozen.is_empty() && wal_is_empty(&st) {
+            drop(st);
+            drop(wal);
+            let _ = remove_file(&*self.fs, &wal_path(&wdir, new_seq));
+            return Ok(None);
+        }
+        st.wal = wal;
+        st.wal_seq = new_seq;
+        st.wal_rows = 0;
+        Ok(Some((frozen, new_seq, st.manifest.partition_rows)))
+    }
+
     pub(super) fn flush(&self) -> Result<FlushStats> {
         let _m = lock(&self.maintenance);
-        // 1. Freeze: everything written becomes durable and visible, then a new WAL file starts.
-        let (frozen, new_seq, partition_rows) = {
-            let mut st = self.settle_locked(lock(&self.state))?;
-            let frozen: Vec<Arc<TableVersion>> = st
-                .version
-                .tables
-                .values()
-                .filter(|t| !t.mem.is_empty())
-                .cloned()
-                .collect();
-            // With nothing in memory the flush still starts a new WAL file when the current one
-            // holds records (of tables dropped since): see `background::wal_is_dead`.
-            if frozen.is_empty() && st.wal.end <= crate::format::FILE_HEADER_LEN as u64 {
-                return Ok(FlushStats::default());
-            }
-            let new_seq = st.wal_seq + 1;
-            st.wal = create_wal(&*self.fs, &wal_dir(&self.dir), new_seq)?;
-            st.wal_seq = new_seq;
-            st.wal_rows = 0;
-            (frozen, new_seq, st.manifest.partition_rows)
+        // 1. Freeze.
+        let Some((frozen, new_seq, partition_rows)) = self.freeze()? else {
+            return Ok(FlushStats::default());
         };
         // 2. Write one segment per table and partition, outside the lock.
         let mut stats = FlushStats::default();
@@ -92,7 +116,8 @@ impl Shared {
         }
         // 3. Commit: segments join their tables (a table dropped meanwhile loses them).
         let trimmed = {
-            let mut st = lock(&self.state);
+            let alone = lock(&self.publishing);
+            let st = lock(&self.state);
             let mut m = (*st.manifest).clone();
             m.version = ManifestVersion(m.version.0 + 1);
             m.wal_start = new_seq;
@@ -107,14 +132,7 @@ impl Shared {
             for id in &orphans {
                 opened.remove(id);
             }
-            let ids: Vec<SegmentId> = opened.keys().copied().collect();
-            let trimmed = match self.commit_locked(&mut st, m, opened, &drop_mem) {
-                Ok(g) => g,
-                Err(e) => {
-                    self.drop_uncommitted(&st, &ids);
-                    return Err(e);
-                }
-            };
+            let trimmed = self.commit_version(&alone, st, m, opened, &drop_mem)?;
             for id in orphans {
                 let _ = remove_file(&*self.fs, &seg_path(&self.dir, id));
             }
@@ -131,4 +149,9 @@ impl Shared {
         }
         Ok(stats)
     }
+}
+
+/// Whether the current WAL file holds no record (written, durable or not).
+fn wal_is_empty(st: &State) -> bool {
+    st.wal.end <= crate::format::FILE_HEADER_LEN as u64
 }

@@ -98,7 +98,8 @@ impl Shared {
             bytes: written.iter().map(|(m, _)| m.size_bytes).sum(),
         };
         let garbage = {
-            let mut st = lock(&self.state);
+            let alone = lock(&self.publishing);
+            let st = lock(&self.state);
             let mut m = (*st.manifest).clone();
             m.version = ManifestVersion(m.version.0 + 1);
             m.next_segment_id = self.next_segment_id.load(Ordering::SeqCst);
@@ -127,19 +128,10 @@ impl Shared {
                 .iter()
                 .map(|(meta, seg)| (meta.id, seg.clone()))
                 .collect();
-            match self.commit_locked(&mut st, m, opened, &HashMap::new()) {
-                Ok(g) => g,
-                Err(e) => {
-                    // After a failed durable commit the new manifest may name these segments:
-                    // keep them (a restart's orphan sweep removes them if it does not).
-                    let keep = st.poisoned.is_some();
-                    drop(st);
-                    if !keep {
-                        cleanup(&written);
-                    }
-                    return Err(e);
-                }
-            }
+            // A failed commit removes the segments it would have added (unless the state is
+            // poisoned: the new manifest may name them, and a restart's orphan sweep removes them
+            // if it does not).
+            self.commit_version(&alone, st, m, opened, &HashMap::new())?
         };
         self.gc_trimmed(garbage);
         Ok(stats)

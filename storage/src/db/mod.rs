@@ -15,8 +15,10 @@
 //!   checked by the crash test); it is visible to every snapshot taken after `append` returns.
 //! - WAL records are applied to the memtable in log order (the group-commit leader applies the
 //!   pending queue in order), which the LAST rule depends on.
-//! - Every manifest change goes through `State` under one mutex and `commit_locked`, which builds the
-//!   new version before writing, so a failed write publishes nothing.
+//! - Every manifest change holds `publishing` (one at a time) and goes through `commit_version`,
+//!   which builds the new version under the state lock before writing, so a failed write publishes
+//!   nothing, and writes and fsyncs the manifest with the state lock released, so appends never
+//!   wait for a commit's fsyncs.
 //! - A segment file is deleted only when no kept manifest names it (`gc_trimmed`, or orphans on open).
 //!
 //! Rooms: `recovery` (create, open, replay, check), `append`, `commit` (group commit, manifest
@@ -221,8 +223,10 @@ struct Shared {
     synced: Condvar,
     current: ArcSwap<Version>,
     maintenance: Mutex<()>,
-    /// Held by catalog commits ([`Database::commit`]) from before they write the segments they
-    /// publish until they commit; always taken before `state`.
+    /// Held by every manifest commit: catalog commits ([`Database::commit`]) from before they
+    /// write the segments they publish, flushes, ingests and compactions from before they read
+    /// the manifest they change, until the new version is installed. Taken after `maintenance`
+    /// and before `state`.
     publishing: Mutex<()>,
     next_segment_id: AtomicU64,
     bg: Mutex<Background>,
@@ -242,6 +246,10 @@ impl std::fmt::Debug for Database {
             .finish()
     }
 }
+
+/// The guard of [`Shared::publishing`], which every manifest commit holds: proof that it commits
+/// alone.
+type Publishing<'a> = MutexGuard<'a, ()>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of our locks is a bug; the data it guards is still consistent because
@@ -357,9 +365,9 @@ impl Database {
 
     /// Applies catalog operations as one atomic commit; returns the new version.
     pub fn commit(&self, ops: &[CatalogOp]) -> Result<ManifestVersion> {
-        let _one_at_a_time = lock(&self.shared.publishing);
+        let alone = lock(&self.shared.publishing);
         let mut pre = self.shared.prewrite_published(ops);
-        let mut st = lock(&self.shared.state);
+        let st = lock(&self.shared.state);
         let m = apply_ops(&st.manifest, ops);
         // Segments written ahead that this commit does not publish (it is refused, or its tables
         // changed since) are removed now; those it publishes only if it fails (nothing is removed
@@ -376,18 +384,13 @@ impl Database {
             .collect();
         pre.retain(|id, _| published.contains(id));
         self.shared.drop_uncommitted(&st, &stray);
-        let m = m?;
-        let written: Vec<SegmentId> = pre.keys().copied().collect();
-        let trimmed = match self.shared.commit_locked(&mut st, m, pre, &HashMap::new()) {
-            Ok(t) => t,
-            Err(e) => {
-                self.shared.drop_uncommitted(&st, &written);
-                return Err(e);
-            }
-        };
-        // A commit of temporary tables only keeps the version number.
-        let v = st.manifest.version;
-        drop(st);
+        let trimmed = self
+            .shared
+            .commit_version(&alone, st, m?, pre, &HashMap::new())?;
+        // A commit of temporary tables only keeps the version number; `alone` is still held, so
+        // this is the version just committed.
+        let v = lock(&self.shared.state).manifest.version;
+        drop(alone);
         self.shared.gc_trimmed(trimmed);
         Ok(v)
     }
