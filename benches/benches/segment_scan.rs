@@ -30,6 +30,20 @@ fn bench(c: &mut Criterion) {
             },
         );
     }
+    // An event log's times, as a pivot's column holds them: mostly distinct, so the DICT choice
+    // counts until no dictionary can win.
+    let times: Vec<i64> = (0..j.customers as u64)
+        .map(|i| {
+            let h = journeydb_benches::mix(0xE7 ^ i);
+            1_767_225_600_000_000 + ((h >> 8) % (90 * 86_400_000_000)) as i64
+        })
+        .collect();
+    g.throughput(Throughput::Elements(times.len() as u64));
+    g.bench_with_input(
+        BenchmarkId::new("encode", "event_times"),
+        &Values::Int(times),
+        |b, v| b.iter(|| encode_values(v, true)),
+    );
     let dir = tempfile::tempdir().unwrap();
     let db = Database::create(
         dir.path(),
