@@ -12,15 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{batch, dump, Col};
-use journeydb_storage::{ColumnDef, ColumnType, Database, KeyType, Options, TableSchema};
+use journeydb_storage::{ColumnDef, ColumnType, Database, KeyType, TableSchema};
 
-fn opts() -> Options {
-    Options {
-        partition_rows: 65536,
-        background: false,
-        ..Options::default()
-    }
-}
+use common::opts;
 
 fn schema() -> TableSchema {
     TableSchema::new(

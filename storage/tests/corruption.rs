@@ -24,10 +24,8 @@ use journeydb_storage::{
 
 fn opts() -> Options {
     Options {
-        partition_rows: 65536,
-        background: false,
         keep_versions: 3,
-        ..Options::default()
+        ..common::opts()
     }
 }
 

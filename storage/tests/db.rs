@@ -14,13 +14,7 @@ use journeydb_storage::{
     TableSchema,
 };
 
-fn opts() -> Options {
-    Options {
-        partition_rows: 65536,
-        background: false,
-        ..Options::default()
-    }
-}
+use common::opts;
 
 fn state_schema() -> TableSchema {
     TableSchema::new(

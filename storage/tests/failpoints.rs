@@ -54,10 +54,8 @@ fn every_point() -> Vec<String> {
 
 fn opts() -> Options {
     Options {
-        partition_rows: 65536,
-        background: false,
         keep_versions: 3,
-        ..Options::default()
+        ..common::opts()
     }
 }
 

@@ -15,7 +15,7 @@ use std::process::Command;
 use arrow_array::RecordBatch;
 use common::{batch, dump, Col};
 use journeydb_storage::{
-    ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, StorageError, TableSchema,
+    ColumnDef, ColumnType, Database, KeyType, MergeRule, StorageError, TableSchema,
 };
 
 /// A tmpfs mounted for the test's lifetime.
@@ -52,13 +52,7 @@ impl Drop for Tmpfs {
     }
 }
 
-fn opts() -> Options {
-    Options {
-        partition_rows: 65536,
-        background: false,
-        ..Options::default()
-    }
-}
+use common::opts;
 
 fn schema() -> TableSchema {
     TableSchema::new(

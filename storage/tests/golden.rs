@@ -11,17 +11,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{batch, dump, Cell, Col, Dump};
-use journeydb_storage::{
-    ColumnDef, ColumnType, Database, KeyType, MergeRule, Options, TableSchema,
-};
+use journeydb_storage::{ColumnDef, ColumnType, Database, KeyType, MergeRule, TableSchema};
 
-fn opts() -> Options {
-    Options {
-        partition_rows: 65536,
-        background: false,
-        ..Options::default()
-    }
-}
+use common::opts;
 
 fn schema() -> TableSchema {
     TableSchema::new(

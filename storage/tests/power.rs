@@ -28,10 +28,8 @@ static CUTS: AtomicU64 = AtomicU64::new(0);
 
 fn opts() -> Options {
     Options {
-        partition_rows: 65536,
-        background: false,
         keep_versions: 3,
-        ..Options::default()
+        ..common::opts()
     }
 }
 

@@ -15,7 +15,16 @@ use arrow_array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use journeydb_storage::{ColumnType, Key, Snapshot, Values};
+use journeydb_storage::{ColumnType, Key, Options, Snapshot, Values};
+
+/// Options of the tests' databases: small partitions (65,536 ordinals), no background thread.
+pub fn opts() -> Options {
+    Options {
+        partition_rows: 65536,
+        background: false,
+        ..Options::default()
+    }
+}
 
 /// A cell value in a dump.
 #[derive(Debug, Clone, PartialEq, PartialOrd)]
