@@ -131,7 +131,9 @@ impl KeyTable {
         let ranges: Vec<(u32, u32)> = (0..pieces)
             .map(|i| ((n * i / pieces) as u32, (n * (i + 1) / pieces) as u32))
             .collect();
-        let placed = crate::workers::map(&ranges, |&(a, b)| self.place_range(a, b, hash_of));
+        let placed = crate::workers::map(&ranges, |&(a, b)| {
+            self.place_range(a, b, hash_of, Placing::Shared)
+        });
         if placed.iter().any(Result::is_err) {
             // A range that panicked may be missing: build again on this thread.
             self.build(n, hash_of);
@@ -140,12 +142,12 @@ impl KeyTable {
 
     /// Places ordinals `0..len` in the (empty) slots.
     fn place_all(&mut self, hash_of: impl Fn(u32) -> u64) {
-        self.place_range(0, self.len as u32, &hash_of);
+        self.place_range(0, self.len as u32, &hash_of, Placing::Alone);
     }
 
     /// Places ordinals `start..end`, a block at a time: the hashes, then a prefetch of each first
     /// slot (misses that overlap), then the placing.
-    fn place_range(&self, start: u32, end: u32, hash_of: &impl Fn(u32) -> u64) {
+    fn place_range(&self, start: u32, end: u32, hash_of: &impl Fn(u32) -> u64, how: Placing) {
         const BLOCK: u32 = 64;
         let mut hashes = [0u64; BLOCK as usize];
         let mut start = start;
@@ -158,22 +160,33 @@ impl KeyTable {
                 self.prefetch(*h);
             }
             for (j, h) in hashes.iter().enumerate().take(m as usize) {
-                self.place(entry(*h, start + j as u32), *h);
+                self.place(entry(*h, start + j as u32), *h, how);
             }
             start += m;
         }
     }
 
-    /// Puts an entry in the first empty slot of its probe sequence (the table has room), claiming
-    /// it with a compare-and-swap: another thread may be placing entries too.
-    fn place(&self, e: u64, h: u64) {
+    /// Puts an entry in the first empty slot of its probe sequence (the table has room). With
+    /// [`Placing::Shared`] it claims the slot with a compare-and-swap, since other threads may be
+    /// placing entries too; alone, a plain store does (no locked instruction on the insert path).
+    fn place(&self, e: u64, h: u64, how: Placing) {
         let mut i = self.home(h);
         loop {
             let Some(s) = self.slots.get(i) else {
                 return;
             };
-            if s.load(Relaxed) == EMPTY && s.compare_exchange(EMPTY, e, Relaxed, Relaxed).is_ok() {
-                return;
+            if s.load(Relaxed) == EMPTY {
+                match how {
+                    Placing::Alone => {
+                        s.store(e, Relaxed);
+                        return;
+                    }
+                    Placing::Shared => {
+                        if s.compare_exchange(EMPTY, e, Relaxed, Relaxed).is_ok() {
+                            return;
+                        }
+                    }
+                }
             }
             i = self.next(i);
         }
@@ -182,7 +195,7 @@ impl KeyTable {
     /// Adds ordinal `o` (= `len`, the next one) with hash `h`.
     pub fn insert(&mut self, h: u64, o: u32, hash_of: impl Fn(u32) -> u64) {
         self.reserve(1, hash_of);
-        self.place(entry(h, o), h);
+        self.place(entry(h, o), h, Placing::Alone);
         self.len += 1;
     }
 
@@ -215,6 +228,15 @@ impl KeyTable {
     pub fn first_candidate(&self, h: u64) -> Option<u32> {
         self.find(h, |_| true)
     }
+}
+
+/// Whether other threads place entries in the same table at the same time.
+#[derive(Debug, Clone, Copy)]
+enum Placing {
+    /// Only this thread: the caller holds the table mutably.
+    Alone,
+    /// Several threads ([`KeyTable::build_parallel`]).
+    Shared,
 }
 
 /// `cap` empty slots, backed by huge pages where the system gives them.
