@@ -33,7 +33,10 @@ pub(super) fn maintenance_loop(s: &Shared) {
             outcome = s.flush().map(|_| ());
         }
         if outcome.is_ok() && s.needs_compaction() {
-            outcome = s.compact(s.opts.compact_segments).map(|_| ());
+            let n = s.opts.compact_segments;
+            outcome = s
+                .compact(n, n.saturating_mul(compaction::TEMPORARY_COMPACT_FACTOR))
+                .map(|_| ());
         }
         if let Err(e) = outcome {
             lock(&s.bg).last_error = Some(e.to_string());

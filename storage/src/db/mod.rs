@@ -88,7 +88,8 @@ pub struct Options {
     pub keep_versions: usize,
     /// Unflushed rows that trigger a background flush (0: never flush in the background).
     pub flush_rows: u64,
-    /// Segments in one partition of a table that trigger a background compaction (0: never).
+    /// Segments in one partition of a table that trigger a background compaction (0: never); four
+    /// times as many for a temporary table.
     pub compact_segments: usize,
     /// Run the background maintenance thread.
     pub background: bool,
@@ -437,7 +438,8 @@ impl Database {
 
     /// Folds the segments of every partition holding at least `min_segments` (at least 2) into one.
     pub fn compact(&self, min_segments: usize) -> Result<CompactStats> {
-        self.shared.compact(min_segments.max(2))
+        let n = min_segments.max(2);
+        self.shared.compact(n, n)
     }
 
     /// The last error of the background maintenance thread, if any.
