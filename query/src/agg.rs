@@ -887,3 +887,86 @@ fn column_of(presence: Vec<u32>, scalars: Vec<Scalar>, t: DType) -> Result<Colum
         values,
     })
 }
+
+/// A global aggregate of a whole table (`SELECT max(a), min(b), count(c), count(*) FROM t`: no
+/// WHERE, no GROUP BY, only `min`, `max` and `count` of plain columns) answered from the segment
+/// footers' counts and statistics, without decoding a value: the journey runner's latest-stamp
+/// query over every column of the state. `None` when an item is anything else, or when storage
+/// cannot answer a partition's column from its footers (see `TableSnapshot::column_summary`); the
+/// aggregate then reads the values.
+pub(crate) fn from_footers(input: &crate::plan::Plan, items: &[(Agg, RelCol)]) -> Option<Relation> {
+    use journeydb_storage::Stats;
+    let crate::plan::Plan::Scan { table, cols, .. } = input else {
+        return None;
+    };
+    let parts = table.partitions();
+    let mut out = Vec::with_capacity(items.len());
+    for (agg, col) in items {
+        let column = |e: &Expr| match e {
+            Expr::Col(j) if *j >= 1 && !cols.get(*j).is_some_and(|c| c.is_key) => Some((
+                journeydb_storage::ColumnId((*j - 1) as u32),
+                cols.get(*j)?.dtype,
+            )),
+            _ => None,
+        };
+        let value = match agg {
+            Agg::CountStar => {
+                let n: u64 = parts.iter().map(|p| table.rows(*p).len()).sum();
+                Scalar::Int(i64::try_from(n).ok()?)
+            }
+            Agg::Count(e) => {
+                let (id, _) = column(e)?;
+                let mut n = 0u64;
+                for p in &parts {
+                    n += table.column_summary(*p, id)?.count;
+                }
+                Scalar::Int(i64::try_from(n).ok()?)
+            }
+            Agg::Min(e) | Agg::Max(e) => {
+                let (id, t) = column(e)?;
+                let min = matches!(agg, Agg::Min(_));
+                let mut acc = None;
+                for p in &parts {
+                    let v = match table.column_summary(*p, id)?.stats {
+                        None => continue,
+                        Some(Stats::Int { min: lo, max: hi }) => {
+                            let x = if min { lo } else { hi };
+                            match t {
+                                DType::Timestamp => Scalar::Ts(x),
+                                DType::Bigint => Scalar::Int(x),
+                                _ => return None,
+                            }
+                        }
+                        Some(Stats::Float { min: lo, max: hi }) if t == DType::Double => {
+                            Scalar::Float(if min { lo } else { hi })
+                        }
+                        Some(Stats::Bool { min: lo, max: hi }) if t == DType::Boolean => {
+                            Scalar::Bool(if min { lo } else { hi })
+                        }
+                        Some(_) => return None,
+                    };
+                    crate::exec::fold_scalar(&mut acc, v, min);
+                }
+                acc.unwrap_or(Scalar::Null)
+            }
+            _ => return None,
+        };
+        out.push((value, col.dtype));
+    }
+    let mut frame_cols = Vec::with_capacity(out.len());
+    for (v, t) in out {
+        let (presence, scalars) = match v {
+            Scalar::Null => (vec![], vec![]),
+            v => (vec![0], vec![v]),
+        };
+        frame_cols.push(Some(column_of(presence, scalars, t).ok()?));
+    }
+    let mut rows = RoaringBitmap::new();
+    rows.insert(0);
+    let mut parts = std::collections::BTreeMap::new();
+    parts.insert(PartitionId(0), vec![Frame::new(rows, frame_cols)]);
+    Some(Relation {
+        cols: items.iter().map(|(_, c)| c.clone()).collect(),
+        parts,
+    })
+}

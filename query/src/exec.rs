@@ -585,6 +585,11 @@ fn execute_node(plan: &Plan, snap: &Snapshot) -> Result<Relation> {
             groups,
             items,
         } => {
+            if !*by_key && groups.is_empty() {
+                if let Some(rel) = crate::agg::from_footers(input, items) {
+                    return Ok(rel);
+                }
+            }
             let rel = execute(input, snap)?;
             if *by_key {
                 aggregate_by_key(rel, items, snap)

@@ -48,6 +48,6 @@ pub use schema::{
     ColumnDef, ColumnId, ColumnType, KeyType, ManifestVersion, MergeRule, PartitionId, SegmentId,
     TableId, TableSchema,
 };
-pub use segment::{GroupsWhen, PartData};
-pub use snapshot::{SegmentInfo, Snapshot, TableSnapshot};
+pub use segment::{GroupsWhen, PartData, Stats};
+pub use snapshot::{ColumnSummary, SegmentInfo, Snapshot, TableSnapshot};
 pub use values::{ColumnData, Values};

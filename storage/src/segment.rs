@@ -75,6 +75,27 @@ pub enum Stats {
     },
 }
 
+impl Stats {
+    /// The statistics of the values of both; `None` for two different kinds.
+    pub fn join(&self, other: &Stats) -> Option<Stats> {
+        match (*self, *other) {
+            (Stats::Int { min, max }, Stats::Int { min: a, max: b }) => Some(Stats::Int {
+                min: min.min(a),
+                max: max.max(b),
+            }),
+            (Stats::Float { min, max }, Stats::Float { min: a, max: b }) => Some(Stats::Float {
+                min: if a.total_cmp(&min).is_lt() { a } else { min },
+                max: if b.total_cmp(&max).is_gt() { b } else { max },
+            }),
+            (Stats::Bool { min, max }, Stats::Bool { min: a, max: b }) => Some(Stats::Bool {
+                min: min && a,
+                max: max || b,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// A column's entry in a segment footer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegmentColumn {

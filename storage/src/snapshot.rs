@@ -306,6 +306,15 @@ impl Snapshot {
     }
 }
 
+/// What the segment footers say of a column in one partition: see [`TableSnapshot::column_summary`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColumnSummary {
+    /// Values (rows where the column is not NULL).
+    pub count: u64,
+    /// The smallest and largest value; `None` when there is none.
+    pub stats: Option<crate::segment::Stats>,
+}
+
 /// Where a table's data sits, as `system.segments` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
@@ -432,13 +441,7 @@ impl TableSnapshot {
         let Some(def) = self.table.schema.columns.get(col.0 as usize) else {
             return Ok(None);
         };
-        let in_mem = self.table.mem.iter().any(|c| {
-            c.parts
-                .get(&p)
-                .and_then(|part| part.columns.get(col.0 as usize))
-                .is_some_and(|c| c.is_some())
-        });
-        if in_mem {
+        if self.in_memory(p, col) {
             return Ok(None);
         }
         let holders: Vec<_> = self
@@ -471,6 +474,48 @@ impl TableSnapshot {
                 Ok(crate::values::ValueGroups::combine(&refs).map(std::sync::Arc::new))
             }
         }
+    }
+
+    /// True when unflushed appends hold values of column `col` in partition `p`.
+    fn in_memory(&self, p: PartitionId, col: ColumnId) -> bool {
+        self.table.mem.iter().any(|c| {
+            c.parts
+                .get(&p)
+                .and_then(|part| part.columns.get(col.0 as usize))
+                .is_some_and(|c| c.is_some())
+        })
+    }
+
+    /// The number of values and their smallest and largest of column `col` in partition `p`, read
+    /// from the segment footers without decoding a value (`stats` is `None` when there is no value).
+    /// `None` when the footers cannot tell: unflushed appends hold values of the column in the
+    /// partition, segments holding it overlap in rows (their values merge under the column's rule),
+    /// or a segment keeps no statistics for it (VARCHAR).
+    pub fn column_summary(&self, p: PartitionId, col: ColumnId) -> Option<ColumnSummary> {
+        if self.in_memory(p, col) {
+            return None;
+        }
+        let mut out = ColumnSummary {
+            count: 0,
+            stats: None,
+        };
+        let mut seen = RoaringBitmap::new();
+        let holders = self.table.segments.iter().filter(|s| s.partition == p);
+        for (s, meta) in holders.filter_map(|s| s.column_meta(col).map(|m| (s, m))) {
+            if meta.count == 0 {
+                continue;
+            }
+            if !seen.is_disjoint(&s.rows) {
+                return None;
+            }
+            seen |= &s.rows;
+            out.count += meta.count;
+            out.stats = Some(match out.stats {
+                None => meta.stats?,
+                Some(acc) => acc.join(&meta.stats?)?,
+            });
+        }
+        Some(out)
     }
 
     /// The ordinals of partition `p` where column `col` has a value, without decoding any value: what
