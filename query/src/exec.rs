@@ -995,6 +995,36 @@ impl Builder {
         }
     }
 
+    /// Appends the keys of `ords`, copied from the key dictionary straight into the array (no
+    /// string allocated per key).
+    fn push_keys(&mut self, keys: &KeyDict, ords: &[u32]) -> Result<()> {
+        let missing = |o: u32| QueryError::Internal(format!("ordinal {o} has no key"));
+        match self {
+            Builder::Str(b) => {
+                for &o in ords {
+                    match keys.key(o) {
+                        Some(Key::Str(s)) => b.append_value(s),
+                        _ => return Err(missing(o)),
+                    }
+                }
+            }
+            Builder::Int(b) => {
+                for &o in ords {
+                    match keys.key(o) {
+                        Some(Key::Int(v)) => b.append_value(v),
+                        _ => return Err(missing(o)),
+                    }
+                }
+            }
+            _ => {
+                return Err(QueryError::Internal(
+                    "a key column of a non-key type".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
     fn finish(self) -> ArrayRef {
         match self {
             Builder::Ts(mut b) => Arc::new(b.finish()),
@@ -1051,11 +1081,7 @@ fn lay_out(
         }
         for (b, (i, c)) in builders.iter_mut().zip(&cols) {
             if c.is_key {
-                let sub = RoaringBitmap::from_sorted_iter(ords.iter().copied()).unwrap_or_default();
-                let vals = decode_keys(&keys, &sub)?;
-                for j in 0..ords.len() {
-                    b.push(Some((&vals, j)));
-                }
+                b.push_keys(&keys, &ords)?;
                 continue;
             }
             let Some(Some(col)) = f.cols.get(*i) else {
@@ -1346,7 +1372,19 @@ fn sort_limit(batch: RecordBatch, q: &QueryPlan) -> Result<RecordBatch> {
         // With a LIMIT only the first OFFSET + LIMIT rows are needed: a partial sort (top-k)
         // instead of sorting every row.
         let keep = q.limit.map(|l| l.saturating_add(q.offset));
-        let idx = arrow_ord::sort::lexsort_to_indices(&sort_cols, keep)?;
+        // One VARCHAR column without NULLs, sorted whole: by 16-byte prefixes (see `sort`).
+        let by_prefix = match (q.order.as_slice(), keep) {
+            ([(i, descending, _)], None) => batch.columns().get(*i).and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<arrow_array::StringArray>()
+                    .and_then(|a| crate::sort::string_order(a, *descending))
+            }),
+            _ => None,
+        };
+        let idx = match by_prefix {
+            Some(idx) => idx,
+            None => arrow_ord::sort::lexsort_to_indices(&sort_cols, keep)?,
+        };
         arrow_select::take::take_record_batch(&batch, &idx)?
     };
     let n = batch.num_rows();

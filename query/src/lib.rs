@@ -30,6 +30,7 @@ pub mod meter;
 pub mod parse;
 pub mod plan;
 pub mod settings;
+mod sort;
 pub mod summarize;
 pub mod system;
 pub mod types;
