@@ -1403,13 +1403,7 @@ mod tests {
     /// the same conditions evaluated on the values, NULLs and rows outside the frame included.
     #[test]
     fn conditions_on_value_groups_equal_conditions_on_values() {
-        let mut z = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = |n: u64| {
-            z ^= z << 13;
-            z ^= z >> 7;
-            z ^= z << 17;
-            z % n
-        };
+        let mut rnd = crate::test_rng(0x9E37_79B9_7F4A_7C15u64);
         let all: RoaringBitmap = (0..5000).collect();
         let col = |rnd: &mut dyn FnMut(u64) -> u64| {
             let presence: RoaringBitmap = all.iter().filter(|_| rnd(10) < 7).collect();

@@ -59,3 +59,15 @@ pub use journeydb_storage::{
     BulkLoad, CellColumn, ColumnDef, ColumnId, ColumnType, Database, KeyType, MergeRule, Options,
     Ordinals, StorageError, TableSchema,
 };
+
+/// A deterministic xorshift generator for tests: each call gives a number below `n` (`n` > 0).
+#[cfg(test)]
+pub(crate) fn test_rng(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut z = seed;
+    move |n| {
+        z ^= z << 13;
+        z ^= z >> 7;
+        z ^= z << 17;
+        z % n
+    }
+}

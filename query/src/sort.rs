@@ -50,13 +50,7 @@ mod tests {
     /// NUL bytes, are empty, or are not ASCII.
     #[test]
     fn the_order_is_the_strings_order() {
-        let mut z = 0x2545_F491_4F6C_DD1Du64;
-        let mut rnd = |n: u64| {
-            z ^= z << 13;
-            z ^= z >> 7;
-            z ^= z << 17;
-            z % n
-        };
+        let mut rnd = crate::test_rng(0x2545_F491_4F6C_DD1Du64);
         let alphabet = ["a", "b", "\0", "é", "z", "0", "9", "\u{1F600}"];
         let mut strings: Vec<String> = Vec::new();
         for _ in 0..5000 {

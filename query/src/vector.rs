@@ -1184,13 +1184,7 @@ mod tests {
     /// on either side) give the ordinals a model gives, for every operator.
     #[test]
     fn column_comparisons_equal_a_model_at_every_density() {
-        let mut z = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = |n: u64| {
-            z ^= z << 13;
-            z ^= z >> 7;
-            z ^= z << 17;
-            z % n
-        };
+        let mut rnd = crate::test_rng(0x9E37_79B9_7F4A_7C15u64);
         for (da, db) in [
             (60, 40),
             (50, 50),
