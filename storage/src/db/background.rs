@@ -32,11 +32,9 @@ pub(super) fn maintenance_loop(s: &Shared) {
         if due_flush {
             outcome = s.flush().map(|_| ());
         }
-        if outcome.is_ok() && s.needs_compaction() {
-            let n = s.opts.compact_segments;
-            outcome = s
-                .compact(n, n.saturating_mul(compaction::TEMPORARY_COMPACT_FACTOR))
-                .map(|_| ());
+        let min = compaction::MinPieces::background(s.opts.compact_segments);
+        if outcome.is_ok() && s.opts.compact_segments >= 2 && s.needs_compaction(min) {
+            outcome = s.compact(min).map(|_| ());
         }
         if let Err(e) = outcome {
             lock(&s.bg).last_error = Some(e.to_string());

@@ -10,14 +10,43 @@ use super::*;
 /// BENCHMARKS.md). A temporary table appended to in many small pieces for longer is still merged.
 pub(super) const TEMPORARY_COMPACT_FACTOR: usize = 4;
 
+/// How many segments a partition must hold to be compacted, for permanent and temporary tables.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MinPieces {
+    permanent: usize,
+    temporary: usize,
+}
+
+impl MinPieces {
+    /// `n` for every table (an explicit `Database::compact`).
+    pub(super) fn all(n: usize) -> MinPieces {
+        MinPieces {
+            permanent: n,
+            temporary: n,
+        }
+    }
+
+    /// The background's: `n` for permanent tables, `TEMPORARY_COMPACT_FACTOR` times as many for
+    /// temporary ones.
+    pub(super) fn background(n: usize) -> MinPieces {
+        MinPieces {
+            permanent: n,
+            temporary: n.saturating_mul(TEMPORARY_COMPACT_FACTOR),
+        }
+    }
+
+    fn of(self, temporary: bool) -> usize {
+        if temporary {
+            self.temporary
+        } else {
+            self.permanent
+        }
+    }
+}
+
 impl Shared {
-    /// Folds the segments of every partition holding at least `min_segments` into one; those of
-    /// temporary tables from `min_temporary`.
-    pub(super) fn compact(
-        &self,
-        min_segments: usize,
-        min_temporary: usize,
-    ) -> Result<CompactStats> {
+    /// Folds the segments of every partition holding at least `min` of them into one.
+    pub(super) fn compact(&self, min: MinPieces) -> Result<CompactStats> {
         let _m = lock(&self.maintenance);
         let version = self.current.load_full();
         let partition_rows = version.manifest.partition_rows;
@@ -31,11 +60,7 @@ impl Shared {
                 for s in &t.segments {
                     by_part.entry(s.partition).or_default().push(s);
                 }
-                let min = if temporary {
-                    min_temporary
-                } else {
-                    min_segments
-                };
+                let min = min.of(temporary);
                 for (p, segs) in by_part {
                     if segs.len() < min {
                         continue;
@@ -107,18 +132,11 @@ impl Shared {
         Ok(stats)
     }
 
-    pub(super) fn needs_compaction(&self) -> bool {
-        let n = self.opts.compact_segments;
-        if n < 2 {
-            return false;
-        }
+    /// True when some partition holds at least `min` segments.
+    pub(super) fn needs_compaction(&self, min: MinPieces) -> bool {
         let v = self.current.load();
         v.tables.values().any(|t| {
-            let n = if v.is_temporary(t.id) {
-                n.saturating_mul(TEMPORARY_COMPACT_FACTOR)
-            } else {
-                n
-            };
+            let n = min.of(v.is_temporary(t.id));
             let mut counts: HashMap<PartitionId, usize> = HashMap::new();
             t.segments.iter().any(|s| {
                 let c = counts.entry(s.partition).or_default();
@@ -163,6 +181,7 @@ mod tests {
             ..Options::default()
         };
         let db = Database::create(dir.path(), KeyType::Varchar, opts).unwrap();
+        let bg = MinPieces::background(2);
         let schema = TableSchema::new("k", vec![ColumnDef::new("v", ColumnType::Bigint)]);
         db.commit(&[CatalogOp::CreateTemporary {
             name: "scratch".into(),
@@ -173,12 +192,12 @@ mod tests {
         // Each append to a temporary table is a piece of its own (an in-memory segment).
         for i in 0..2 * TEMPORARY_COMPACT_FACTOR - 1 {
             db.append("scratch", &batch(i * 10)).unwrap();
-            assert!(!db.shared.needs_compaction(), "{} pieces", i + 1);
+            assert!(!db.shared.needs_compaction(bg), "{} pieces", i + 1);
         }
         db.append("scratch", &batch(1000)).unwrap();
-        assert!(db.shared.needs_compaction());
-        db.shared.compact(2, 2 * TEMPORARY_COMPACT_FACTOR).unwrap();
-        assert!(!db.shared.needs_compaction());
+        assert!(db.shared.needs_compaction(bg));
+        db.shared.compact(bg).unwrap();
+        assert!(!db.shared.needs_compaction(bg));
         assert_eq!(db.snapshot().table("scratch").unwrap().storage().len(), 1);
         assert_eq!(db.snapshot().table("scratch").unwrap().row_count(), 80);
         // A permanent table's two flushed pieces are enough.
@@ -190,9 +209,9 @@ mod tests {
         .unwrap();
         db.append("kept", &batch(0)).unwrap();
         db.flush().unwrap();
-        assert!(!db.shared.needs_compaction());
+        assert!(!db.shared.needs_compaction(bg));
         db.append("kept", &batch(10)).unwrap();
         db.flush().unwrap();
-        assert!(db.shared.needs_compaction());
+        assert!(db.shared.needs_compaction(bg));
     }
 }

@@ -438,8 +438,8 @@ impl Database {
 
     /// Folds the segments of every partition holding at least `min_segments` (at least 2) into one.
     pub fn compact(&self, min_segments: usize) -> Result<CompactStats> {
-        let n = min_segments.max(2);
-        self.shared.compact(n, n)
+        self.shared
+            .compact(compaction::MinPieces::all(min_segments.max(2)))
     }
 
     /// The last error of the background maintenance thread, if any.
