@@ -1320,9 +1320,61 @@ fn a_bulk_load_folds_dense_and_sparse_partitions_like_appends() {
             load.push(&rb).unwrap();
             db.append("appended", &rb).unwrap();
         }
+        // Partition 0 (most rows, many repeated keys) folds in slots; 2 and 3 cannot.
+        let dense = load.dense_partitions();
+        assert!((1..=2).contains(&dense), "{dense} dense partitions");
         load.finish().unwrap();
         let snap = db.snapshot();
         assert_eq!(dump(&snap, "c"), dump(&snap, "appended"), "seed {seed}");
+    }
+}
+
+/// A load of distinct keys (a table exported and imported again) folds nothing, so no partition
+/// turns dense however many rows it gets: slots would cost 8 bytes per ordinal of every
+/// fixed-width column. The same rows pushed twice do turn dense. Both equal the rows appended.
+#[test]
+fn a_bulk_load_of_distinct_keys_stays_sparse() {
+    let schema = TableSchema::new(
+        "customer_id",
+        vec![
+            ColumnDef::new("first", ColumnType::Timestamp),
+            ColumnDef::new("n", ColumnType::Bigint).with_rule(MergeRule::Sum),
+        ],
+    );
+    for twice in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path(), KeyType::Varchar, opts()).unwrap();
+        db.create_table("c", schema.clone()).unwrap();
+        db.create_table("appended", schema.clone()).unwrap();
+        let mut load = db.bulk_load("c").unwrap();
+        let rounds = if twice { 2 } else { 1 };
+        for _ in 0..rounds {
+            // 150k keys in batches of 5,000: partitions 0 and 1 (65,536 ordinals) fill whole.
+            for b in 0..30i64 {
+                let ks = keys((b * 5_000) as usize..((b + 1) * 5_000) as usize);
+                let vals = |m: i64| -> Vec<Option<i64>> {
+                    (0..5_000i64)
+                        .map(|i| ((i + b) % 3 != 0).then_some((i * 7 + b) % m))
+                        .collect()
+                };
+                let rb = batch(
+                    "customer_id",
+                    &ks,
+                    vec![("first", Col::Ts(vals(1000))), ("n", Col::Int(vals(9)))],
+                );
+                load.push(&rb).unwrap();
+                db.append("appended", &rb).unwrap();
+            }
+        }
+        let dense = load.dense_partitions();
+        if twice {
+            assert!(dense >= 2, "{dense} dense partitions for repeated keys");
+        } else {
+            assert_eq!(dense, 0, "distinct keys turned partitions dense");
+        }
+        load.finish().unwrap();
+        let snap = db.snapshot();
+        assert_eq!(dump(&snap, "c"), dump(&snap, "appended"), "twice: {twice}");
     }
 }
 

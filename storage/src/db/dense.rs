@@ -6,7 +6,8 @@
 //! store instead, and nothing is merged at the end but the bitmap of the slots that are set.
 //!
 //! A partition turns dense once the rows pushed to it reach an eighth of its ordinals (below that,
-//! slots would cost more memory than the rows they hold); its earlier batches are folded into the
+//! slots would cost more memory than the rows they hold) and some of them repeated a key (without
+//! that, there is nothing to fold; see `BulkLoad::turn_dense`); its earlier batches are folded into the
 //! slots then, oldest first, so the rules see values in arrival order as on the sparse path.
 //! VARCHAR columns stay on the sparse path.
 
