@@ -909,17 +909,33 @@ mod tests {
             .is_empty());
     }
 
-    /// Two sources merged in one pass equal a map folded ordinal by ordinal, for dense and sparse
-    /// sources, runs longer than a batch of ordinals, and ordinals across several containers.
-    #[test]
-    fn two_sources_merge_like_a_map() {
-        let mut seed = 0x9E37_79B9_u64;
-        let mut next = move || {
+    /// A xorshift generator.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed
-        };
+        }
+    }
+
+    /// The model of a merge: `(ordinal, value)` pairs folded into a map in order.
+    fn folded<'a>(pairs: impl Iterator<Item = &'a (u32, i64)>, rule: MergeRule) -> Vec<(u32, i64)> {
+        let mut model = std::collections::BTreeMap::new();
+        for &(o, v) in pairs {
+            model
+                .entry(o)
+                .and_modify(|old| i64::fold(old, &v, rule))
+                .or_insert(v);
+        }
+        model.into_iter().collect()
+    }
+
+    /// Two sources merged in one pass equal a map folded ordinal by ordinal, for dense and sparse
+    /// sources, runs longer than a batch of ordinals, and ordinals across several containers.
+    #[test]
+    fn two_sources_merge_like_a_map() {
+        let mut next = xorshift(0x9E37_79B9);
         for (da, db, span) in [
             (900u64, 100u64, 300_000u32),
             (100, 900, 300_000),
@@ -943,32 +959,19 @@ mod tests {
                 MergeRule::Sum,
                 MergeRule::Last,
             ] {
-                let mut model = std::collections::BTreeMap::new();
-                for &(o, v) in pa.iter().chain(&pb) {
-                    model
-                        .entry(o)
-                        .and_modify(|old| i64::fold(old, &v, rule))
-                        .or_insert(v);
-                }
-                let want: Vec<(u32, i64)> = model.into_iter().collect();
+                let want = folded(pa.iter().chain(&pb), rule);
                 let got = merge_columns(rule, ColumnType::Bigint, &[&col(&pa), &col(&pb)]);
                 assert_eq!(got, col(&want), "{rule:?} densities {da}/{db} per 1000");
             }
         }
     }
 
-    /// Three to eleven sources (one pass up to `MANY_MAX`, a scratch vector past it), disjoint, overlapping or equal, sparse and dense, with `u32::MAX` as
-    /// an ordinal: the merge equals folding every value into a map in source order (LAST keeps the
-    /// newest source's value).
+    /// Three to eleven sources (one pass up to `MANY_MAX`, a scratch vector past it), disjoint,
+    /// overlapping or equal, sparse and dense, with `u32::MAX` as an ordinal: the merge equals
+    /// folding every value into a map in source order (LAST keeps the newest source's value).
     #[test]
     fn many_sources_merge_like_a_map() {
-        let mut seed = 0x2545_F491_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_F491);
         for round in 0..60u64 {
             let k = 3 + (round % 8) as usize;
             let span = [50u32, 5_000, 300_000][(round % 3) as usize];
@@ -984,7 +987,7 @@ mod tests {
                         (r % 1000 < d).then_some((o, ((r >> 20) % 1000) as i64 - 500))
                     })
                     .collect();
-                if next() % 4 == 0 {
+                if next().is_multiple_of(4) {
                     v.push((u32::MAX, (next() % 100) as i64));
                 }
                 srcs.push(v);
@@ -1000,14 +1003,7 @@ mod tests {
                 MergeRule::Sum,
                 MergeRule::Last,
             ] {
-                let mut model = std::collections::BTreeMap::new();
-                for &(o, v) in srcs.iter().flatten() {
-                    model
-                        .entry(o)
-                        .and_modify(|old| i64::fold(old, &v, rule))
-                        .or_insert(v);
-                }
-                let want: Vec<(u32, i64)> = model.into_iter().collect();
+                let want = folded(srcs.iter().flatten(), rule);
                 let cols: Vec<ColumnData> = srcs.iter().map(|v| col(v)).collect();
                 let refs: Vec<&ColumnData> = cols.iter().collect();
                 let got = merge_columns(rule, ColumnType::Bigint, &refs);
