@@ -30,8 +30,8 @@ pub struct BulkLoad {
     parts: BTreeMap<PartitionId, Vec<PartData>>,
     /// Per partition id: rows pushed so far, and its slots once it turned dense (see `dense.rs`).
     pushed: Vec<u64>,
-    /// Per partition id, until it turns dense: the ordinals pushed so far and how many rows
-    /// repeated one (see [`BulkLoad::turn_dense`]).
+    /// Per partition id, from its first row until it turns dense: the ordinals pushed so far and
+    /// how many rows repeated one (see [`BulkLoad::turn_dense`]).
     seen: Vec<Option<Seen>>,
     dense: Vec<Option<DensePart>>,
     /// Per column id, the sum of the magnitudes of the SUM BIGINT values pushed (see `sums.rs`).
@@ -392,13 +392,18 @@ impl BulkLoad {
             let p = (o / pr) as usize;
             if self.pushed.len() <= p {
                 self.pushed.resize(p + 1, 0);
-                self.seen.resize_with(p + 1, || Some(Seen::new(pr)));
+                self.seen.resize_with(p + 1, || None);
             }
             if let Some(n) = self.pushed.get_mut(p) {
                 *n += 1;
             }
-            if let Some(Some(seen)) = self.seen.get_mut(p) {
-                seen.push(o - p as u32 * pr);
+            // Tracked from a partition's first row until it turns dense.
+            if matches!(self.dense.get(p), Some(Some(_))) {
+                continue;
+            }
+            if let Some(seen) = self.seen.get_mut(p) {
+                seen.get_or_insert_with(|| Seen::new(pr))
+                    .push(o - p as u32 * pr);
             }
         }
         self.dense.resize_with(self.pushed.len(), || None);
