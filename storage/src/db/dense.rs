@@ -20,16 +20,16 @@ use crate::wal::{BatchColumn, RowBatch};
 
 /// One bit per slot.
 #[derive(Debug, Clone)]
-struct Bits(Vec<u64>);
+pub(super) struct Bits(Vec<u64>);
 
 impl Bits {
-    fn new(n: u32) -> Bits {
+    pub(super) fn new(n: u32) -> Bits {
         Bits(vec![0; (n as usize).div_ceil(64)])
     }
 
     /// Sets bit `i`; returns whether it was set before.
     #[inline]
-    fn set(&mut self, i: u32) -> bool {
+    pub(super) fn set(&mut self, i: u32) -> bool {
         let (w, b) = ((i / 64) as usize, i % 64);
         match self.0.get_mut(w) {
             Some(word) => {
